@@ -1,0 +1,92 @@
+"""Saving and loading enhancer weights: a checkpoint rebuilds its model without the training config.
+
+A wrong or corrupt file must fail at server start with a message naming the file, never
+mid-call, so :func:`load_model` checks format, architecture and tensor shapes eagerly and runs
+one frame through the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from .model import N_BINS, EnhancerModel
+
+FORMAT = "mediaserver-enhancer"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "enhancer.pt"
+DEFAULT_MODEL_NAME = "msenh-v1"
+
+PathLike = Union[str, Path]
+
+
+class WeightsError(RuntimeError):
+    """The weights file is missing, corrupt or not an enhancer checkpoint."""
+
+
+def sha256_of(path: PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(model: EnhancerModel, path: PathLike, meta: Optional[dict[str, Any]] = None) -> None:
+    """Write atomically (tmp then rename) so a killed run never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": dict(model.config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": meta or {},
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def resolve_weights_path(path: Optional[PathLike] = None) -> Path:
+    """A file, a model folder holding enhancer.pt, or None for the shipped default model."""
+    if path is None:
+        from ..resources import models_dir  # packaging knows where models/ lives
+
+        return models_dir() / DEFAULT_MODEL_NAME / WEIGHTS_FILE
+    path = Path(path)
+    return path / WEIGHTS_FILE if path.is_dir() else path
+
+
+def load_model(path: Optional[PathLike] = None, device: str = "cpu") -> EnhancerModel:
+    """Load and validate a checkpoint; raise :class:`WeightsError` with the reason."""
+    file = resolve_weights_path(path)
+    if not file.is_file():
+        raise WeightsError(f"enhancer weights not found: {file}")
+    try:
+        data = file.read_bytes()
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"enhancer weights {file} are unreadable or corrupt: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise WeightsError(f"{file} is not a mediaserver enhancer checkpoint")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise WeightsError(
+            f"{file} has checkpoint format {payload.get('format_version')}, expected {FORMAT_VERSION}"
+        )
+    try:
+        model = EnhancerModel(**payload["config"])
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except Exception as exc:
+        raise WeightsError(f"{file} does not match the enhancer architecture: {exc}") from None
+    model.eval()
+    with torch.no_grad():
+        mask, _ = model(torch.zeros(1, 1, N_BINS, dtype=torch.complex64))
+    if not torch.isfinite(torch.view_as_real(mask)).all():
+        raise WeightsError(f"{file} produces non-finite output (corrupt weights)")
+    return model.to(device)
