@@ -26,6 +26,8 @@ class App {
     this.mic = null; // MediaStream
     this.micMeter = null;
     this.muted = false;
+    this.published = false; // the server answered our offer: enhancement can be set
+    this.enhancement = null; // what the server confirmed it applies
     this.connection = null;
     this.serverStats = null;
     this.timers = [];
@@ -154,6 +156,13 @@ class App {
         if (card && msg.text) card.addCaption(msg.text);
         break;
       }
+      case "enhancement":
+        // the server's confirmation of what it applies to my voice
+        if (typeof msg.enabled === "boolean") $("enh-on").checked = msg.enabled;
+        if (typeof msg.atten_lim_db === "number") $("enh-strength").value = String(Math.round(msg.atten_lim_db));
+        this.enhancement = { enabled: msg.enabled, atten_lim_db: msg.atten_lim_db };
+        this.showStrength();
+        break;
       case "stats":
         this.serverStats = msg;
         this.renderServerStats();
@@ -185,6 +194,10 @@ class App {
     });
     this.call.addEventListener("tracks", (ev) => this.onTracks(ev.detail));
     this.call.addEventListener("state", (ev) => this.onConnectionState(ev.detail));
+    this.call.addEventListener("published", () => {
+      this.published = true;
+      this.sendEnhancement();
+    });
     this.call.addEventListener("failure", (ev) => this.showError(`Negotiation failed: ${ev.detail}`));
     this.call.start().catch((err) => this.fail(`Could not start the call: ${err.message || err}`));
     this.listMicrophones($("mic")).then(() => {
@@ -193,7 +206,6 @@ class App {
       if (id) $("mic").value = id;
     });
     this.showStrength();
-    this.sendEnhancement();
     this.checkAudioContext();
     this.timers.push(setInterval(() => this.drawMeters(), METER_INTERVAL_MS));
     this.timers.push(setInterval(() => this.pollStats(), STATS_INTERVAL_MS));
@@ -268,7 +280,7 @@ class App {
   }
 
   sendEnhancement() {
-    if (!this.signalling) return;
+    if (!this.signalling || !this.published) return;
     this.signalling.send({ type: "enhancement", enabled: $("enh-on").checked, atten_lim_db: this.strengthDb() });
   }
 
@@ -353,6 +365,8 @@ class App {
     if (this.ctx) this.ctx.close().catch(() => {});
     this.ctx = null;
     this.muted = false;
+    this.published = false;
+    this.enhancement = null;
     $("mute").textContent = "Mute";
     $("mute").setAttribute("aria-pressed", "false");
     $("call-view").hidden = true;
@@ -390,6 +404,8 @@ class App {
       connectionState: this.call ? this.call.pc.connectionState : null,
       audioContext: this.ctx ? this.ctx.state : null,
       muted: this.muted,
+      published: this.published,
+      enhancement: this.enhancement,
       micRms: this.micMeter ? this.micMeter.peakRms : 0,
       connection: this.connection,
       server: this.serverStats,

@@ -68,6 +68,7 @@ export class Call extends EventTarget {
     if (msg.type === "answer") {
       await this.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
       if (msg.tracks) this._remap(msg.tracks);
+      this.dispatchEvent(new CustomEvent("published"));
     } else if (msg.type === "offer") {
       await this.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
       const answer = await this.pc.createAnswer();

@@ -63,6 +63,7 @@ export function serverStatsRows(reply, identity) {
     }
   };
   walk(entry, "", 0);
+  if (reply && reply.transport && typeof reply.transport === "object") walk(reply.transport, "transport", 1);
   return rows;
 }
 
