@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent
 # folder at the repository root -> glob patterns of what ships
 SHIPPED = {
     "static": ["**/*.html", "**/*.js", "**/*.css", "**/*.svg", "**/*.png", "**/*.ico"],
-    "models": ["*.pt", "*.json", "*.md", "*.yaml", "*.txt"],
+    "models": ["**/*.pt", "**/*.json", "**/*.md", "**/*.yaml", "**/*.txt"],
 }
 
 

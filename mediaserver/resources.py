@@ -28,11 +28,10 @@ def static_dir() -> Path:
 
 
 def models_dir() -> Path:
-    """Folder with the default enhancer weights and their model card."""
+    """Folder holding one sub-folder per model (``msenh-v1/enhancer.pt`` and its card)."""
+    for base in (_CHECKOUT, _PACKAGE):
+        candidate = base / "models"
+        if candidate.is_dir() and any(candidate.glob("**/*.pt")):
+            return candidate
     checkout = _CHECKOUT / "models"
-    if checkout.is_dir() and any(checkout.glob("*.pt")):
-        return checkout
-    installed = _PACKAGE / "models"
-    if installed.is_dir() and any(installed.glob("*.pt")):
-        return installed
-    return checkout if checkout.is_dir() else installed
+    return checkout if checkout.is_dir() else _PACKAGE / "models"
