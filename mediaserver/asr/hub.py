@@ -1,0 +1,148 @@
+"""The ASR hub: the media clock's frame hook, fanning speech segments out to sinks.
+
+Per participant: feed choice (raw/enhanced/mix) -> streaming 48->16 kHz decimation ->
+VAD segmenter. All of it is a few numpy/C calls per 20 ms frame on the event loop
+(~0.15 ms); recognition and I/O happen in the sinks' own tasks and threads.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol, Sequence
+
+import numpy as np
+
+from . import metrics
+from .feed import DEFAULT_FEED, DEFAULT_RAW_SHARE, FeedMixer, check_feed
+from .resample import StreamingDecimator
+from .segmenter import FRAME_SAMPLES, Segment, SegmenterConfig, VadSegmenter, to_int16
+from .sink import AsrSink, Transcript
+from .transcripts import TranscriptLog
+
+logger = logging.getLogger(__name__)
+
+FRAME_48K = 960
+
+
+class FrameSink(Protocol):
+    def on_frame(self, *, room: str, identity: str, t_ms: float, raw: np.ndarray,
+                 enhanced: np.ndarray, speech: bool) -> None: ...
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    feed: str = DEFAULT_FEED
+    raw_share: float = DEFAULT_RAW_SHARE
+    raw_delay: int = 0          # delay raw by this many 48 kHz samples to align it with enhanced
+    input_delay: int = 0        # delay of the frames themselves behind the call clock (stage latency)
+
+    def __post_init__(self) -> None:
+        check_feed(self.feed, self.raw_share)
+
+
+class ParticipantPipeline:
+    """One participant's path from 48 kHz frames to closed segments."""
+
+    def __init__(self, room: str, identity: str, feed: FeedConfig,
+                 seg: SegmenterConfig | None = None) -> None:
+        self.mixer = FeedMixer(feed.feed, raw_share=feed.raw_share, raw_delay=feed.raw_delay)
+        self.decimator = StreamingDecimator(3)
+        self.segmenter = VadSegmenter(room, identity, seg, feed=feed.feed)
+        # times reported on the call clock: remove the feed's delay and the FIR group delay
+        self._offset_ms = (feed.input_delay + self.mixer.latency
+                           + self.decimator.delay_samples_in) / 48.0
+
+    def push(self, t_ms: float, raw: np.ndarray, enhanced: np.ndarray) -> Optional[Segment]:
+        audio16 = self.decimator.process(self.mixer.select(raw, enhanced))
+        return self.segmenter.push(t_ms - self._offset_ms, to_int16(audio16))
+
+    def flush(self) -> Optional[Segment]:
+        return self.segmenter.flush()
+
+
+TranscriptListener = Callable[[str, str, str, float, float], None]
+
+
+class AsrHub:
+    """Implements ``FrameSink``; owns the sinks and the per-room transcript."""
+
+    def __init__(self, sinks: Sequence[AsrSink], *, feed: FeedConfig | None = None,
+                 segmenter: SegmenterConfig | None = None, transcript_entries: int = 2000) -> None:
+        self.sinks = list(sinks)
+        self.feed = feed or FeedConfig()
+        self.seg_config = segmenter or SegmenterConfig()
+        self.transcripts = TranscriptLog(transcript_entries)
+        self._pipes: dict[tuple[str, str], ParticipantPipeline] = {}
+        self._listeners: list[TranscriptListener] = []
+        self.segments = 0
+        self.frames = 0
+
+    def add_transcript_listener(self, listener: TranscriptListener) -> None:
+        """``listener(room, identity, text, start_ms, end_ms)``; the server broadcasts a caption."""
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        for sink in self.sinks:
+            await sink.start(self._on_transcript)
+
+    async def stop(self) -> None:
+        for key in list(self._pipes):
+            self.participant_left(*key)
+        for sink in self.sinks:
+            try:
+                await sink.stop()
+            except Exception as exc:  # one broken sink must not keep others open
+                logger.warning("ASR sink %s did not stop cleanly: %s", sink.name, exc)
+
+    # -- FrameSink ---------------------------------------------------------------------------
+    def on_frame(self, *, room: str, identity: str, t_ms: float, raw: np.ndarray,
+                 enhanced: np.ndarray, speech: bool) -> None:
+        if raw.shape != (FRAME_48K,) or enhanced.shape != (FRAME_48K,):
+            metrics.FRAME_ERRORS.inc()
+            logger.debug("ASR hub: dropped frame of %s/%s with shapes %s %s", room, identity,
+                         raw.shape, enhanced.shape)
+            return
+        self.frames += 1
+        key = (room, identity)
+        pipe = self._pipes.get(key)
+        if pipe is None:
+            pipe = self._pipes[key] = ParticipantPipeline(room, identity, self.feed, self.seg_config)
+        segment = pipe.push(t_ms, raw, enhanced)
+        if segment is not None:
+            self._dispatch(segment)
+
+    def participant_left(self, room: str, identity: str) -> None:
+        """Flush the open segment of a participant who left, and forget their state."""
+        pipe = self._pipes.pop((room, identity), None)
+        if pipe is not None:
+            segment = pipe.flush()
+            if segment is not None:
+                self._dispatch(segment)
+
+    def room_closed(self, room: str) -> None:
+        for key in [k for k in self._pipes if k[0] == room]:
+            self.participant_left(*key)
+
+    def transcript(self, room: str) -> list[dict]:
+        return self.transcripts.room(room)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _dispatch(self, segment: Segment) -> None:
+        self.segments += 1
+        metrics.SEGMENTS.inc()
+        metrics.SEGMENT_SECONDS.inc(segment.duration_ms / 1000.0)
+        for sink in self.sinks:
+            sink.submit_segment(segment)
+
+    def _on_transcript(self, transcript: Transcript) -> None:
+        metrics.TRANSCRIPTS.labels(transcript.source).inc()
+        self.transcripts.add(transcript)
+        for sink in self.sinks:
+            sink.submit_transcript(transcript)
+        for listener in self._listeners:
+            try:
+                listener(transcript.room, transcript.identity, transcript.text,
+                         transcript.start_ms, transcript.end_ms)
+            except Exception as exc:
+                logger.warning("caption listener failed: %s", exc)

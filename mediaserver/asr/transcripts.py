@@ -1,0 +1,30 @@
+"""Transcript so far, per room, bounded so a long call cannot grow memory without limit."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .sink import Transcript
+
+
+class TranscriptLog:
+    def __init__(self, max_entries: int = 2000) -> None:
+        self._max = max_entries
+        self._rooms: dict[str, deque[Transcript]] = {}
+
+    def add(self, transcript: Transcript) -> None:
+        room = self._rooms.get(transcript.room)
+        if room is None:
+            room = self._rooms[transcript.room] = deque(maxlen=self._max)
+        room.append(transcript)
+
+    def room(self, room: str) -> list[dict]:
+        """Entries ordered by start time (recognisers may finish out of order)."""
+        entries = sorted(self._rooms.get(room, ()), key=lambda t: (t.start_ms, t.identity))
+        return [t.as_json() for t in entries]
+
+    def has_room(self, room: str) -> bool:
+        return room in self._rooms
+
+    def drop_room(self, room: str) -> None:
+        self._rooms.pop(room, None)

@@ -1,0 +1,60 @@
+"""Opt-in recorder: each segment as a 16 kHz WAV under ``DIR/room/identity/``.
+
+Room and identity come from clients, so they are reduced to a safe file-name
+alphabet (no path separators, no dot-dot) before they touch the file system.
+Writes run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import soundfile as sf
+
+from .segmenter import Segment
+from .sink import Item, QueuedSink
+
+logger = logging.getLogger(__name__)
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def safe_name(name: str) -> str:
+    cleaned = _SAFE.sub("_", name)[:80].lstrip(".")
+    return cleaned or "_"
+
+
+class WavRecorderSink(QueuedSink):
+    def __init__(self, directory: str | Path, *, queue_size: int = 32) -> None:
+        super().__init__("wav", queue_size=queue_size)
+        self.directory = Path(directory)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-wav")
+        self.written: list[Path] = []
+
+    async def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def _write(self, seg: Segment) -> Path:
+        folder = self.directory / safe_name(seg.room) / safe_name(seg.identity)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{int(round(seg.start_ms)):010d}-{int(round(seg.end_ms)):010d}.wav"
+        sf.write(str(path), seg.pcm, seg.sample_rate, subtype="PCM_16")
+        path.with_suffix(".json").write_text(json.dumps(
+            {"room": seg.room, "identity": seg.identity, "start_ms": seg.start_ms,
+             "end_ms": seg.end_ms, "feed": seg.feed, "sample_rate": seg.sample_rate}))
+        return path
+
+    async def handle(self, item: Item) -> None:
+        if isinstance(item, Segment):
+            path = await asyncio.get_running_loop().run_in_executor(self._executor, self._write, item)
+            self.written.append(path)
+            if len(self.written) > 1000:
+                del self.written[:500]
