@@ -90,7 +90,7 @@ class JitterConfig:
     min_delay_ms: float = 40.0  # lowest target level; 2 frames so the next packet's FEC is there
     max_delay_ms: float = 400.0  # highest target level; packets beyond it are dropped
     quantile: float = 0.97  # NetEq's target quantile of the relative delay
-    forget: float = 0.993  # per-packet histogram forgetting (~3 s at 50 packets/s)
+    forget: float = 0.99  # per-packet histogram forgetting (~2 s at 50 packets/s)
     bucket_ms: float = 5.0
     window_ms: float = 2000.0  # relative delay is taken against the fastest packet in this window
     idle_ms: float = 600.0  # concealing this long with nothing buffered -> stream idle, re-anchor
@@ -113,6 +113,7 @@ class JitterStats:
     accelerate: int = 0
     expand: int = 0
     expected: int = 0
+    delayed_outage: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -185,9 +186,11 @@ class JitterBuffer:
         self._first_arrival_ms = 0.0
         self._frame_samples = 960
         self._outage_samples = 0
+        self._outage_start = 0
         self._late_run = 0
         self._level_filtered_ms = 0.0
         self._newest_end: int | None = None
+        self._newest_arrival_ms = 0.0
         self._reset_pending = False  # tells the caller to reset its decoder
 
     # ----------------------------------------------------------------- input
@@ -229,7 +232,17 @@ class JitterBuffer:
         self._estimator.update(arrival_ms=now_ms, ts=ext_ts)
 
         if self._playout is not None:
-            if ext_ts + samples <= self._playout:
+            if (
+                ext_ts + samples <= self._playout
+                and self._outage_samples > 0
+                and not self._packets
+                and ext_ts >= self._outage_start
+            ):
+                # The packet we are concealing, only delayed: play it and accept the added delay
+                # (NetEq's "delayed-packet outage": expand, then normal).
+                self._playout = ext_ts
+                self.stats.delayed_outage += 1
+            elif ext_ts + samples <= self._playout:
                 self.stats.late += 1
                 self._late_run += 1
                 if self._late_run < self.config.max_late_run:
@@ -248,6 +261,7 @@ class JitterBuffer:
         end = ext_ts + samples
         if self._newest_end is None or end > self._newest_end:
             self._newest_end = end
+            self._newest_arrival_ms = now_ms
         if len(self._packets) > self.config.capacity:
             oldest = min(self._packets)
             del self._packets[oldest]
@@ -297,11 +311,20 @@ class JitterBuffer:
         target = self._estimator.quantile_ms + frame_ms
         return min(self.config.max_delay_ms, max(self.config.min_delay_ms, target))
 
-    def level_ms(self, queued: int = 0) -> float:
-        """Audio ready ahead of the playout point, in ms (buffered span plus ``queued``)."""
+    def level_ms(self, queued: int = 0, now_ms: float | None = None) -> float:
+        """Audio ready ahead of the playout point, in ms.
+
+        The buffered span plus ``queued`` decoded samples, minus the time since the newest
+        packet arrived: that makes the level continuous in time instead of jumping by a
+        frame at each arrival, so slow drift shows up before it underruns.
+        """
         if self._playout is None or self._newest_end is None:
             return queued / SAMPLES_PER_MS
-        return max(0, self._newest_end - self._playout + queued) / SAMPLES_PER_MS
+        span = max(0, self._newest_end - self._playout + queued) / SAMPLES_PER_MS
+        if now_ms is not None:
+            frame_ms = self._frame_samples / SAMPLES_PER_MS
+            span -= min(frame_ms, max(0.0, now_ms - self._newest_arrival_ms))
+        return max(0.0, span)
 
     @property
     def filtered_level_ms(self) -> float:
@@ -312,17 +335,18 @@ class JitterBuffer:
         if not self._started:
             if not self._packets:
                 return Silence(want)
-            if now_ms - self._first_arrival_ms + queued / SAMPLES_PER_MS < self.target_ms - 1e-6:
+            frame_ms = self._frame_samples / SAMPLES_PER_MS
+            waited = now_ms - self._first_arrival_ms + queued / SAMPLES_PER_MS
+            if waited < self.target_ms - frame_ms - 1e-6:
                 return Silence(want)
             self._started = True
             self._playout = min(self._packets)
-            self._level_filtered_ms = self.level_ms(queued)
+            self._level_filtered_ms = self.level_ms(queued, now_ms)
         assert self._playout is not None
 
-        level = self.level_ms(queued)
-        # Smooth like NetEq's BufferLevelFilter, faster when the level drops (to expand quickly).
-        alpha = 0.25 if level < self._level_filtered_ms else 0.08
-        self._level_filtered_ms += alpha * (level - self._level_filtered_ms)
+        level = self.level_ms(queued, now_ms)
+        # Smooth like NetEq's BufferLevelFilter.
+        self._level_filtered_ms += 0.1 * (level - self._level_filtered_ms)
 
         packet = self._packets.pop(self._playout, None)
         if packet is None:
@@ -355,6 +379,8 @@ class JitterBuffer:
             self._newest_end = None
             self._outage_samples = 0
             return Silence(want)
+        if self._outage_samples == 0:
+            self._outage_start = self._playout
         self._playout += samples
         self._outage_samples += samples
         self.stats.concealed_samples += samples
@@ -377,9 +403,9 @@ class JitterBuffer:
     def _time_scale(self, level: float) -> int:
         target = self.target_ms
         frame_ms = self._frame_samples / SAMPLES_PER_MS
-        high = target + max(frame_ms, 0.25 * target)
-        low = max(frame_ms * 0.5, target - frame_ms)
-        if self._level_filtered_ms > high and level > high:
+        high = target + max(15.0, 0.25 * target)
+        low = target - 10.0
+        if self._level_filtered_ms > high and level > target:
             self.stats.accelerate += 1
             return -1
         if self._level_filtered_ms < low and level < target:
