@@ -1,0 +1,1 @@
+"""The SFU: aiohttp signalling, rooms, one media clock, encode-once fan-out."""

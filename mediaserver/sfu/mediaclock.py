@@ -1,0 +1,211 @@
+"""The server's one 20 ms media clock: pull, enhance together, encode once, fan out.
+
+One asyncio task on an absolute schedule (``loop.time()``), so every publisher of
+this process is pulled at the same instant and the enhancer sees one batch per
+tick. pts of every outgoing packet is ``tick * 960``: the server owns time, not
+the publishers, so a late or lost input never shifts or stalls an output stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import numpy as np
+
+from .metrics import SfuMetrics
+from .outbound import PacketTrack
+
+logger = logging.getLogger(__name__)
+
+FRAME = 960
+PERIOD_S = 0.020
+MAX_CATCH_UP = 5  # frames; further behind than this and the schedule is reset
+
+
+class FrameSink(Protocol):
+    def on_frame(self, *, room: str, identity: str, t_ms: float, raw: np.ndarray,
+                 enhanced: np.ndarray, speech: bool) -> None: ...
+
+
+class SpeakingDetector:
+    """Hysteresis on per-frame speech decisions: on after 60 ms, off after 400 ms."""
+
+    def __init__(self, *, on_frames: int = 3, off_frames: int = 20) -> None:
+        self.on_frames = on_frames
+        self.off_frames = off_frames
+        self.speaking = False
+        self.level = 0.0
+        self._run = 0
+
+    def update(self, speech: bool, rms: float) -> Optional[bool]:
+        """Feed one frame; return the new state when it flips, else None."""
+        db = 20.0 * math.log10(rms + 1e-9)
+        self.level = 0.8 * self.level + 0.2 * min(1.0, max(0.0, (db + 60.0) / 60.0))
+        if speech != self.speaking:
+            self._run += 1
+            if self._run >= (self.on_frames if speech else self.off_frames):
+                self.speaking = speech
+                self._run = 0
+                return speech
+        else:
+            self._run = 0
+        return None
+
+
+@dataclass(eq=False)
+class ClockStream:
+    """One publisher as the clock sees it; the room fills ``subscribers``."""
+
+    room: str
+    identity: str
+    inbound: Any            # media.inbound.InboundAudio
+    encoder: Any            # media.opus.OpusEncoder
+    handle: Any = None      # enhance.stage StreamHandle, None without enhancement
+    subscribers: list[PacketTrack] = field(default_factory=list)
+    muted: bool = False
+    on_speaking: Optional[Callable[[bool, float], None]] = None
+    on_close: Optional[Callable[[], None]] = None
+    speaking: SpeakingDetector = field(default_factory=SpeakingDetector)
+    last_kind: str = "silence"
+    frames: int = 0
+
+
+def _energy_speech(pcm: np.ndarray) -> tuple[bool, float]:
+    rms = float(np.sqrt(np.dot(pcm, pcm) / len(pcm)))
+    return rms > 0.003, rms  # about -50 dBFS
+
+
+class MediaClock:
+    """Owns the tick task. ``add``/``remove`` streams; sinks get every frame."""
+
+    def __init__(self, *, stage: Any = None, metrics: Optional[SfuMetrics] = None,
+                 encode_pts: Callable[[Any, np.ndarray, int], Any]) -> None:
+        self._stage = stage
+        self._metrics = metrics or SfuMetrics()
+        self._encode = encode_pts
+        self._streams: list[ClockStream] = []
+        self.sinks: list[FrameSink] = []
+        self._task: Optional[asyncio.Task] = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="opus-encode")
+        self.tick = 0
+        self.late = 0
+        self.skipped = 0
+        self.lag_ms: list[float] = []   # recent lags, for stats and benchmarks
+
+    @property
+    def streams(self) -> Sequence[ClockStream]:
+        return self._streams
+
+    def add(self, stream: ClockStream) -> None:
+        self._streams.append(stream)
+
+    def remove(self, stream: ClockStream) -> None:
+        if stream in self._streams:
+            self._streams.remove(stream)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="media-clock")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        while True:
+            deadline += PERIOD_S
+            delay = deadline - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = loop.time()
+            lag = now - deadline
+            self._metrics.tick_lag.observe(max(0.0, lag))
+            self.lag_ms.append(lag * 1000.0)
+            if len(self.lag_ms) > 3000:
+                del self.lag_ms[:1000]
+            if lag > 0.010:
+                self.late += 1
+                self._metrics.late_ticks.inc()
+            if lag > MAX_CATCH_UP * PERIOD_S:
+                behind = int(lag / PERIOD_S)
+                self.skipped += behind
+                self.tick += behind
+                self._metrics.skipped_ticks.inc(behind)
+                deadline += behind * PERIOD_S
+                logger.warning("media clock %.0f ms behind: skipped %d ticks", lag * 1000, behind)
+            try:
+                await self._step(deadline * 1000.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("media clock tick %d failed", self.tick)
+            self._metrics.tick_work.observe(loop.time() - now)
+            self._metrics.ticks.inc()
+            self.tick += 1
+
+    async def _step(self, now_ms: float) -> None:
+        streams = list(self._streams)
+        if not streams:
+            return
+        pulled = [s.inbound.pull(now_ms=now_ms) for s in streams]
+        for s, frame in zip(streams, pulled):
+            s.last_kind = frame.kind
+            self._metrics.frames.labels(frame.kind).inc()
+        if self._stage is not None:
+            outs = await self._stage.process(
+                [(s.handle, f.pcm, f.kind) for s, f in zip(streams, pulled)])
+            raws = [o.raw for o in outs]
+            cleaned = [o.enhanced for o in outs]
+            speech = [bool(o.speech) for o in outs]
+        else:
+            raws = [f.pcm for f in pulled]
+            cleaned = raws
+            speech = [None] * len(raws)
+        pts = self.tick * FRAME
+        sends = [np.zeros(FRAME, np.float32) if s.muted else c for s, c in zip(streams, cleaned)]
+        packets = await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._encode_all, streams, sends, pts)
+        for s, packet in zip(streams, packets):
+            if packet is None:
+                continue
+            for track in s.subscribers:
+                track.push(packet)
+            self._metrics.packets_out.inc(len(s.subscribers))
+        for s, raw, clean, sp in zip(streams, raws, cleaned, speech):
+            s.frames += 1
+            energy_speech, rms = _energy_speech(raw)
+            is_speech = (energy_speech if sp is None else sp) and not s.muted
+            flipped = s.speaking.update(is_speech, 0.0 if s.muted else rms)
+            if flipped is not None and s.on_speaking is not None:
+                s.on_speaking(flipped, s.speaking.level)
+            for sink in self.sinks:
+                try:
+                    sink.on_frame(room=s.room, identity=s.identity, t_ms=now_ms, raw=raw,
+                                  enhanced=clean, speech=is_speech)
+                except Exception:
+                    logger.exception("frame sink %r failed", sink)
+
+    def _encode_all(self, streams: list[ClockStream], pcms: list[np.ndarray],
+                    pts: int) -> list[Any]:
+        """Runs in the encode thread: libopus releases the GIL inside ctypes calls."""
+        out = []
+        for s, pcm in zip(streams, pcms):
+            try:
+                out.append(self._encode(s.encoder, pcm, pts))
+            except Exception:
+                logger.exception("encode failed for %s/%s", s.room, s.identity)
+                out.append(None)
+        return out

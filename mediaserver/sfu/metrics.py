@@ -1,0 +1,43 @@
+"""Prometheus metrics of the SFU, one registry per server so tests can run several."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class SfuMetrics:
+    """All ``mediaserver_*`` series the server exports at ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.rooms = Gauge("mediaserver_rooms", "rooms with at least one participant", registry=r)
+        self.participants = Gauge("mediaserver_participants", "connected participants", registry=r)
+        self.ticks = Counter("mediaserver_clock_ticks_total", "media clock ticks", registry=r)
+        self.late_ticks = Counter("mediaserver_clock_late_ticks_total",
+                                  "ticks that started more than 10 ms late", registry=r)
+        self.skipped_ticks = Counter("mediaserver_clock_skipped_ticks_total",
+                                     "ticks dropped because the clock fell a frame behind",
+                                     registry=r)
+        self.tick_lag = Histogram("mediaserver_clock_lag_seconds",
+                                  "how late each tick started (event loop lag)", registry=r,
+                                  buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16))
+        self.tick_work = Histogram("mediaserver_clock_tick_seconds",
+                                   "time from tick start to all packets queued", registry=r,
+                                   buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.04, 0.08))
+        self.frames = Counter("mediaserver_frames_total", "frames pulled per kind",
+                              ["kind"], registry=r)
+        self.packets_in = Counter("mediaserver_rtp_packets_in_total",
+                                  "RTP packets taken from publishers", registry=r)
+        self.packets_out = Counter("mediaserver_packets_out_total",
+                                   "encoded packets queued to subscribers", registry=r)
+        self.dropped_out = Counter("mediaserver_outbound_dropped_total",
+                                   "packets dropped because a subscriber queue was full",
+                                   registry=r)
+        self.signalling_errors = Counter("mediaserver_signalling_errors_total",
+                                         "error replies sent", ["code"], registry=r)
+        self.renegotiations = Counter("mediaserver_renegotiations_total",
+                                      "server offers sent", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,241 @@
+"""One participant: its peer connection, its published stream and its subscription slots.
+
+The server drives every renegotiation after the first offer. Offers go out one at a
+time from a single negotiator task: a change (join, leave) marks the participant
+dirty, and the negotiator sends one offer covering all changes since the last one,
+waits for the answer, and repeats while dirty. Subscription slots are transceivers
+that are reused (sendonly <-> inactive) so the SDP does not grow with churn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Optional
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+
+from .mediaclock import ClockStream
+from .metrics import SfuMetrics
+from .outbound import PacketTrack
+from .rtptap import tap_receiver
+from .sdp import announce_address, enable_opus_fec
+
+logger = logging.getLogger(__name__)
+
+ANSWER_TIMEOUT_S = 15.0
+Send = Callable[[dict], Awaitable[None]]
+
+
+class NegotiationError(RuntimeError):
+    """The client did not answer a server offer in time, or answered with junk."""
+
+
+@dataclass(eq=False)
+class Slot:
+    """A sendonly/inactive transceiver carrying one other participant's audio."""
+
+    transceiver: RTCRtpTransceiver
+    track: PacketTrack
+    publisher: Optional[ClockStream] = None
+
+
+class Participant:
+    """State of one WebSocket + RTCPeerConnection; the room wires publishers to slots."""
+
+    def __init__(self, *, room: str, identity: str, send: Send, metrics: SfuMetrics,
+                 config: RTCConfiguration, outbound_queue: int = 10,
+                 public_ip: Optional[str] = None) -> None:
+        self.room = room
+        self.identity = identity
+        self.muted = False
+        self.stream: Optional[ClockStream] = None
+        self.pc: Optional[RTCPeerConnection] = None
+        self.closed = False
+        self._send = send
+        self._metrics = metrics
+        self._config = config
+        self._outbound_queue = outbound_queue
+        self._public_ip = public_ip
+        self._slots: list[Slot] = []
+        self._dirty = False
+        self._negotiator: Optional[asyncio.Task] = None
+        self._answer: Optional[asyncio.Future] = None
+        self._published = asyncio.Event()
+        self.on_failed: Optional[Callable[[], None]] = None
+
+    async def notify(self, message: dict) -> None:
+        """Send an event; a socket that is already gone is not an error here."""
+        try:
+            await self._send(message)
+        except Exception as exc:
+            logger.debug("%s/%s: event not delivered: %s", self.room, self.identity, exc)
+
+    # -- first offer (client -> server) -------------------------------------------------
+    async def accept_offer(self, offer: RTCSessionDescription, make_stream: Callable[
+            [RTCRtpTransceiver], ClockStream]) -> str:
+        """Answer the client's first offer; its first audio m-line is the microphone."""
+        if self.pc is not None:
+            raise NegotiationError("first offer already received; answer server offers only")
+        pc = self.pc = RTCPeerConnection(self._config)
+
+        @pc.on("connectionstatechange")
+        async def _state() -> None:
+            logger.info("%s/%s connection %s", self.room, self.identity, pc.connectionState)
+            if pc.connectionState == "failed" and self.on_failed is not None:
+                self.on_failed()
+
+        await pc.setRemoteDescription(offer)
+        audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
+        mic = audio[0]
+        mic.direction = "recvonly"
+        for extra in audio[1:]:
+            extra.direction = "inactive"
+        self.stream = make_stream(mic)
+        loop = asyncio.get_running_loop()
+        inbound = self.stream.inbound
+        packets_in = self._metrics.packets_in
+
+        def on_packet(packet: Any, arrival_ms: float) -> None:
+            packets_in.inc()
+            inbound.push(packet.payload, seq=packet.sequence_number, timestamp=packet.timestamp,
+                         ssrc=packet.ssrc, arrival_ms=arrival_ms,
+                         audio_level=packet.extensions.audio_level)
+
+        tap_receiver(mic.receiver, on_packet, lambda: loop.time() * 1000.0)
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(RTCSessionDescription(
+            sdp=enable_opus_fec(answer.sdp), type="answer"))
+        self._published.set()
+        return self._outgoing(pc.localDescription.sdp)
+
+    def _outgoing(self, sdp: str) -> str:
+        sdp = enable_opus_fec(sdp)
+        return announce_address(sdp, self._public_ip) if self._public_ip else sdp
+
+    async def discard_connection(self) -> None:
+        """Undo a first offer that failed half-way, so the client may try again."""
+        pc, self.pc = self.pc, None
+        stream, self.stream = self.stream, None
+        self._published.clear()
+        if stream is not None and stream.on_close is not None:
+            stream.on_close()
+        if pc is not None:
+            await pc.close()
+
+    @property
+    def publishing(self) -> bool:
+        return self._published.is_set() and not self.closed
+
+    # -- subscriptions ------------------------------------------------------------------
+    def subscribe(self, publisher: ClockStream) -> None:
+        """Give ``publisher`` a slot (reusing an inactive one) and renegotiate."""
+        if self.pc is None or self.closed or any(s.publisher is publisher for s in self._slots):
+            return
+        slot = next((s for s in self._slots if s.publisher is None), None)
+        if slot is None:
+            track = PacketTrack(max_packets=self._outbound_queue,
+                                on_drop=self._metrics.dropped_out.inc)
+            transceiver = self.pc.addTransceiver(track, direction="sendonly")
+            slot = Slot(transceiver, track)
+            self._slots.append(slot)
+        slot.track.clear()
+        slot.transceiver.direction = "sendonly"
+        slot.publisher = publisher
+        publisher.subscribers.append(slot.track)
+        self.renegotiate()
+
+    def unsubscribe(self, publisher: ClockStream) -> None:
+        for slot in self._slots:
+            if slot.publisher is publisher:
+                if slot.track in publisher.subscribers:
+                    publisher.subscribers.remove(slot.track)
+                slot.publisher = None
+                slot.track.clear()
+                slot.transceiver.direction = "inactive"
+                self.renegotiate()
+
+    def subscriptions(self) -> list[str]:
+        return [s.publisher.identity for s in self._slots if s.publisher is not None]
+
+    # -- server offers ------------------------------------------------------------------
+    def renegotiate(self) -> None:
+        """Mark dirty; the single negotiator task sends the next offer."""
+        self._dirty = True
+        if self.closed or self.pc is None:
+            return
+        if self._negotiator is None or self._negotiator.done():
+            self._negotiator = asyncio.get_running_loop().create_task(
+                self._negotiate(), name=f"negotiate-{self.room}-{self.identity}")
+
+    async def _negotiate(self) -> None:
+        assert self.pc is not None
+        try:
+            while self._dirty and not self.closed:
+                self._dirty = False
+                pc = self.pc
+                if pc.signalingState != "stable":
+                    await asyncio.sleep(0.05)
+                    self._dirty = True
+                    continue
+                offer = await pc.createOffer()
+                await pc.setLocalDescription(offer)
+                tracks = {s.transceiver.mid: s.publisher.identity for s in self._slots
+                          if s.publisher is not None and s.transceiver.mid is not None}
+                self._answer = asyncio.get_running_loop().create_future()
+                self._metrics.renegotiations.inc()
+                await self._send({"type": "offer", "sdp": self._outgoing(pc.localDescription.sdp),
+                                  "tracks": tracks})
+                try:
+                    answer = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    raise NegotiationError("no answer to the server offer") from None
+                finally:
+                    self._answer = None
+                await pc.setRemoteDescription(answer)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("%s/%s renegotiation failed: %s", self.room, self.identity, exc)
+            if not self.closed and self.on_failed is not None:
+                self.on_failed()
+
+    def accept_answer(self, answer: RTCSessionDescription) -> None:
+        """Deliver the client's answer to the pending server offer."""
+        if self._answer is None or self._answer.done():
+            raise NegotiationError("no server offer is waiting for an answer")
+        self._answer.set_result(answer)
+
+    async def stats(self) -> dict:
+        """aiortc's transport view: round trip time and loss the client reports."""
+        out: dict[str, Any] = {}
+        if self.pc is None:
+            return out
+        report = await self.pc.getStats()
+        for s in report.values():
+            if s.type == "remote-inbound-rtp" and getattr(s, "roundTripTime", None) is not None:
+                out.setdefault("rtt_ms", []).append(round(s.roundTripTime * 1000, 1))
+            elif s.type == "inbound-rtp":
+                out["packets_received"] = s.packetsReceived
+                out["packets_lost"] = s.packetsLost
+                out["jitter_ms"] = round(s.jitter / 48.0, 2)
+        return out
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._negotiator is not None:
+            self._negotiator.cancel()
+        for slot in self._slots:
+            if slot.publisher is not None and slot.track in slot.publisher.subscribers:
+                slot.publisher.subscribers.remove(slot.track)
+            slot.publisher = None
+            slot.track.stop()
+        if self.pc is not None:
+            try:
+                await self.pc.close()
+            except Exception:
+                logger.exception("closing peer connection of %s/%s", self.room, self.identity)

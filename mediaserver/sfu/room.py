@@ -1,0 +1,111 @@
+"""Rooms: who is in which room, and wiring every publisher to every other participant."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Optional
+
+from .mediaclock import ClockStream, MediaClock
+from .metrics import SfuMetrics
+from .participant import Participant
+
+logger = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+IDENTITY_RE = re.compile(r"^[\w][\w .@\-]{0,63}$")
+
+
+class RoomError(ValueError):
+    """A join that cannot be admitted; ``code`` is the signalling error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Room:
+    """Participants of one room; fan-out is every publisher to every other participant."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.participants: dict[str, Participant] = {}
+
+    def others(self, me: Participant) -> list[Participant]:
+        return [p for p in self.participants.values() if p is not me]
+
+    async def broadcast(self, message: dict, *, exclude: Optional[Participant] = None) -> None:
+        for p in list(self.participants.values()):
+            if p is not exclude and not p.closed:
+                await p.notify(message)
+
+
+class RoomManager:
+    """Admits and removes participants, and keeps the media clock's streams in step."""
+
+    def __init__(self, *, clock: MediaClock, metrics: SfuMetrics, max_participants: int = 16,
+                 allowed_rooms: Optional[set[str]] = None) -> None:
+        self.clock = clock
+        self.metrics = metrics
+        self.max_participants = max_participants
+        self.allowed_rooms = allowed_rooms
+        self.rooms: dict[str, Room] = {}
+
+    @staticmethod
+    def check_names(room: Any, identity: Any) -> None:
+        if not isinstance(room, str) or not NAME_RE.match(room):
+            raise RoomError("unknown-room", "room name must be 1-64 of A-Z a-z 0-9 _ . -")
+        if not isinstance(identity, str) or not IDENTITY_RE.match(identity):
+            raise RoomError("bad-request", "identity must be 1-64 word characters, space . @ -")
+
+    def admit(self, participant: Participant) -> Room:
+        """Add a participant that has not published yet; raise ``RoomError`` if refused."""
+        self.check_names(participant.room, participant.identity)
+        if self.allowed_rooms is not None and participant.room not in self.allowed_rooms:
+            raise RoomError("unknown-room", f"room {participant.room!r} does not exist")
+        room = self.rooms.get(participant.room)
+        if room is not None and participant.identity in room.participants:
+            raise RoomError("bad-request", f"identity {participant.identity!r} is already in the room")
+        if room is not None and len(room.participants) >= self.max_participants:
+            raise RoomError("bad-request", "room is full")
+        if room is None:
+            room = self.rooms[participant.room] = Room(participant.room)
+        room.participants[participant.identity] = participant
+        self._update_gauges()
+        return room
+
+    def published(self, participant: Participant) -> None:
+        """After the first answer: route the newcomer to everyone and everyone to it."""
+        room = self.rooms[participant.room]
+        assert participant.stream is not None
+        self.clock.add(participant.stream)
+        for other in room.others(participant):
+            if other.publishing:
+                other.subscribe(participant.stream)
+                assert other.stream is not None
+                participant.subscribe(other.stream)
+
+    async def remove(self, participant: Participant) -> None:
+        """Tear down one participant; the others drop its slot and keep flowing."""
+        room = self.rooms.get(participant.room)
+        if room is None or room.participants.get(participant.identity) is not participant:
+            await participant.close()
+            return
+        del room.participants[participant.identity]
+        stream = participant.stream
+        if stream is not None:
+            self.clock.remove(stream)
+            for other in room.participants.values():
+                other.unsubscribe(stream)
+            stream.subscribers.clear()
+        await participant.close()
+        if stream is not None and stream.on_close is not None:
+            stream.on_close()
+        if not room.participants:
+            del self.rooms[room.name]
+        self._update_gauges()
+        await room.broadcast({"type": "participant-left", "identity": participant.identity})
+
+    def _update_gauges(self) -> None:
+        self.metrics.rooms.set(len(self.rooms))
+        self.metrics.participants.set(sum(len(r.participants) for r in self.rooms.values()))

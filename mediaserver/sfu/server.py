@@ -1,0 +1,245 @@
+"""``mediaserver serve``: the aiohttp app (static client, /ws, /healthz, /metrics).
+
+This is the composition root: it reads the flags, builds the enhancer stage, the
+media clock and the room manager, and hands them to the signalling sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+from pathlib import Path
+from typing import Any, Optional
+
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCIceServer
+
+from ..config import add_option
+from ..ice import pin_host_addresses
+from .mediaclock import ClockStream, MediaClock
+from .metrics import SfuMetrics
+from .room import RoomManager
+from .signalling import SFU_CONTEXT, SfuContext, websocket_handler
+
+logger = logging.getLogger(__name__)
+
+MEDIA_CLOCK = web.AppKey("media_clock", MediaClock)
+ROOM_MANAGER = web.AppKey("room_manager", RoomManager)
+STAGE = web.AppKey("enhancer_stage", object)
+
+
+def _split(values: Optional[list[str]]) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out.extend(x.strip() for x in v.split(",") if x.strip())
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_option(parser, "--host", default="0.0.0.0", help="address to listen on")
+    add_option(parser, "--port", type=int, default=8080, help="HTTP/WebSocket port")
+    add_option(parser, "--ice-host", action="append", default=None,
+               help="pin ICE host candidates to these addresses (comma list; 127.0.0.1 in tests)")
+    add_option(parser, "--public-ip", default=None,
+               help="public address to announce as an extra candidate (1:1 NAT)")
+    add_option(parser, "--stun", action="append", default=None,
+               help="STUN URL(s) handed to clients, e.g. stun:stun.example.org:3478")
+    add_option(parser, "--turn", action="append", default=None,
+               help="TURN URL(s) handed to clients, e.g. turn:turn.example.org:3478")
+    add_option(parser, "--turn-username", default=None, help="TURN username for clients")
+    add_option(parser, "--turn-credential", default=None, help="TURN credential for clients")
+    add_option(parser, "--secret", default=None,
+               help="HMAC secret for join tokens (without it anyone can join any room)")
+    add_option(parser, "--no-enhance", action="store_true", default=False,
+               help="forward audio without neural enhancement")
+    add_option(parser, "--atten-lim-db", type=float, default=100.0,
+               help="default attenuation limit of the enhancer in dB (100: no limit)")
+    add_option(parser, "--opus-bitrate", type=int, default=32000,
+               help="Opus bitrate of forwarded audio, b/s")
+    add_option(parser, "--max-participants", type=int, default=16, help="per room")
+    add_option(parser, "--rooms", default=None,
+               help="comma list of allowed room names (default: any valid name)")
+    add_option(parser, "--outbound-queue", type=int, default=10,
+               help="packets buffered per subscriber before the oldest is dropped")
+    from ..enhance.stage import add_stage_options  # flags only; torch loads at serve time
+
+    add_stage_options(parser)
+
+
+def build_stage(args: argparse.Namespace) -> Any:
+    """The enhancer stage, or None with --no-enhance (imports torch only when needed)."""
+    if args.no_enhance:
+        return None
+    from ..enhance.stage import stage_from_args
+
+    return stage_from_args(args)
+
+
+def _encode(encoder: Any, pcm: Any, pts: int) -> Any:
+    return encoder.encode_packet(pcm, pts)
+
+
+def build_app(args: argparse.Namespace, *, stage: Any = None) -> web.Application:
+    """Wire everything; ``stage`` is the enhancer stage or None (no enhancement)."""
+    from ..media.inbound import InboundAudio
+    from ..media.opus import OpusEncoder
+
+    metrics = SfuMetrics()
+    clock = MediaClock(stage=stage, metrics=metrics, encode_pts=_encode)
+    allowed = set(_split([args.rooms])) if args.rooms else None
+    manager = RoomManager(clock=clock, metrics=metrics, max_participants=args.max_participants,
+                          allowed_rooms=allowed)
+    OpusEncoder(bitrate=args.opus_bitrate).close()  # fail at start, not at first join
+
+    def make_stream(room: str, identity: str) -> ClockStream:
+        inbound = InboundAudio()
+        encoder = OpusEncoder(bitrate=args.opus_bitrate)
+        handle = stage.open(enabled=True, atten_lim_db=args.atten_lim_db) if stage else None
+
+        def close() -> None:
+            # A tick in flight may still hold the stream; free its parts a bit later.
+            def later() -> None:
+                if handle is not None:
+                    stage.close(handle)
+                inbound.close()
+            asyncio.get_running_loop().call_later(0.2, later)
+
+        return ClockStream(room=room, identity=identity, inbound=inbound, encoder=encoder,
+                           handle=handle, on_close=close)
+
+    ice_servers: list[dict] = []
+    stun = _split(args.stun)
+    if stun:
+        ice_servers.append({"urls": stun})
+    turn = _split(args.turn)
+    if turn:
+        entry: dict[str, Any] = {"urls": turn}
+        if args.turn_username:
+            entry["username"] = args.turn_username
+            entry["credential"] = args.turn_credential or ""
+        ice_servers.append(entry)
+
+    def rtc_config() -> RTCConfiguration:
+        # Never aiortc's default (a public Google STUN server): only what was configured.
+        return RTCConfiguration(iceServers=[RTCIceServer(urls=s["urls"],
+                                                         username=s.get("username"),
+                                                         credential=s.get("credential"))
+                                            for s in ice_servers])
+
+    ctx = SfuContext(manager=manager, metrics=metrics, make_stream=make_stream,
+                     rtc_config=rtc_config, ice_servers=ice_servers, secret=args.secret,
+                     enhancement_available=stage is not None,
+                     outbound_queue=args.outbound_queue, public_ip=args.public_ip)
+
+    app = web.Application(client_max_size=256 * 1024)
+    app[SFU_CONTEXT] = ctx
+    app[MEDIA_CLOCK] = clock
+    app[ROOM_MANAGER] = manager
+    app[STAGE] = stage
+    app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    static = _static_dir()
+    if static is not None:
+        app.router.add_get("/", _index)
+        app.router.add_static("/", static, show_index=False)
+    else:
+        logger.warning("no static/ folder found: the browser client is not served")
+    app.on_startup.append(_on_startup)
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+def _static_dir() -> Optional[Path]:
+    try:
+        from ..resources import static_dir
+    except ImportError:
+        return None
+    path = static_dir()
+    return path if path.is_dir() else None
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    static = _static_dir()
+    if static is None or not (static / "index.html").exists():
+        raise web.HTTPNotFound(text="browser client not installed")
+    return web.FileResponse(static / "index.html")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    clock = request.app[MEDIA_CLOCK]
+    manager = request.app[ROOM_MANAGER]
+    return web.json_response({
+        "status": "ok", "rooms": len(manager.rooms),
+        "participants": sum(len(r.participants) for r in manager.rooms.values()),
+        "ticks": clock.tick, "late_ticks": clock.late,
+        "enhancement": request.app[STAGE] is not None,
+    })
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[SFU_CONTEXT].metrics.render()
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
+async def _on_startup(app: web.Application) -> None:
+    app[MEDIA_CLOCK].start()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    manager = app[ROOM_MANAGER]
+    for room in list(manager.rooms.values()):
+        for p in list(room.participants.values()):
+            await manager.remove(p)
+    await app[MEDIA_CLOCK].stop()
+    stage = app[STAGE]
+    if stage is not None:
+        await asyncio.get_running_loop().run_in_executor(None, stage.shutdown)
+
+
+def _announce(args: argparse.Namespace, port: int) -> None:
+    host = args.host
+    if host in ("0.0.0.0", "::", ""):
+        host = args.public_ip or socket.gethostname()
+    print(f"mediaserver listening: open http://{host}:{port}/  (signalling ws://{host}:{port}/ws)",
+          flush=True)
+    if not args.secret:
+        logger.warning("no --secret set: the server is OPEN, anyone can join any room")
+
+
+async def serve(args: argparse.Namespace) -> None:
+    stage = build_stage(args)
+    app = build_app(args, stage=stage)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    port = args.port
+    if port == 0 and site._server is not None and site._server.sockets:  # type: ignore[union-attr]
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    _announce(args, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logger.info("shutting down")
+    await runner.cleanup()
+
+
+def main(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        print("error: --port must be within 0..65535")
+        return 2
+    if args.max_participants < 2:
+        print("error: --max-participants must be at least 2")
+        return 2
+    pin_host_addresses(_split(args.ice_host))
+    try:
+        asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        pass
+    return 0

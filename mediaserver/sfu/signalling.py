@@ -1,0 +1,272 @@
+"""WebSocket signalling at ``/ws`` (protocol in docs/ARCHITECTURE.md).
+
+One ``SignallingSession`` per socket: parse and validate each JSON message, call
+the room manager, reply. A bad message gets an ``error`` reply naming what was
+wrong; only oversized messages and refused joins close the socket, and nothing a
+client sends can touch another participant's call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from aiohttp import WSMsgType, web
+from aiortc import RTCConfiguration, RTCRtpTransceiver
+
+from .mediaclock import ClockStream
+from .metrics import SfuMetrics
+from .participant import NegotiationError, Participant
+from .room import RoomError, RoomManager
+from .sdp import SdpError, parse_description
+from .tokens import TokenError, verify
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE = 64 * 1024
+
+
+@dataclass
+class SfuContext:
+    """What a signalling session needs from the server (built once in server.py)."""
+
+    manager: RoomManager
+    metrics: SfuMetrics
+    make_stream: Callable[[str, str], ClockStream]   # (room, identity) -> stream
+    rtc_config: Callable[[], RTCConfiguration]
+    ice_servers: list[dict] = field(default_factory=list)
+    secret: Optional[str] = None
+    enhancement_available: bool = True
+    outbound_queue: int = 10
+    public_ip: Optional[str] = None
+
+
+class ClientError(Exception):
+    def __init__(self, code: str, message: str, *, close: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.close = close
+
+
+class SignallingSession:
+    """The state machine of one socket: new -> joined -> published -> gone."""
+
+    def __init__(self, ws: web.WebSocketResponse, ctx: SfuContext) -> None:
+        self.ws = ws
+        self.ctx = ctx
+        self.participant: Optional[Participant] = None
+        self._send_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
+
+    async def send(self, message: dict) -> None:
+        if self.ws.closed:
+            raise ConnectionError("socket closed")
+        async with self._send_lock:
+            await self.ws.send_str(json.dumps(message))
+
+    async def error(self, code: str, message: str) -> None:
+        self.ctx.metrics.signalling_errors.labels(code).inc()
+        logger.info("signalling error %s: %s", code, message)
+        try:
+            await self.send({"type": "error", "code": code, "message": message})
+        except Exception:
+            pass
+
+    async def run(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type == WSMsgType.TEXT:
+                    if len(msg.data) > MAX_MESSAGE:
+                        await self.error("too-large", f"message over {MAX_MESSAGE} bytes")
+                        await self.ws.close(code=1009, message=b"message too large")
+                        break
+                    try:
+                        await self.handle_text(msg.data)
+                    except ClientError as exc:
+                        await self.error(exc.code, str(exc))
+                        if exc.close:
+                            await self.ws.close(code=1008, message=exc.code.encode())
+                            break
+                elif msg.type == WSMsgType.BINARY:
+                    await self.error("bad-request", "binary messages are not part of the protocol")
+                elif msg.type == WSMsgType.ERROR:
+                    logger.info("socket error: %s", self.ws.exception())
+                    break
+        finally:
+            await self.leave()
+
+    async def handle_text(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            raise ClientError("bad-json", "message is not valid JSON") from None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            raise ClientError("bad-request", "message must be an object with a string 'type'")
+        kind = message["type"]
+        handler = getattr(self, "on_" + kind.replace("-", "_"), None)
+        if handler is None or kind.startswith("_"):
+            raise ClientError("bad-request", f"unknown message type {kind[:40]!r}")
+        if kind != "join" and self.participant is None:
+            raise ClientError("bad-request", f"'{kind}' before 'join'")
+        await handler(message)
+
+    # -- handlers -------------------------------------------------------------------------
+    async def on_join(self, m: dict) -> None:
+        if self.participant is not None:
+            raise ClientError("bad-request", "already joined")
+        room_name, identity = m.get("room"), m.get("identity")
+        try:
+            RoomManager.check_names(room_name, identity)
+        except RoomError as exc:
+            raise ClientError(exc.code, str(exc), close=True) from None
+        if self.ctx.secret:
+            try:
+                verify(self.ctx.secret, m.get("token"), room=room_name, identity=identity)
+            except TokenError as exc:
+                raise ClientError("bad-token", str(exc), close=True) from None
+        p = Participant(room=room_name, identity=identity, send=self.send,
+                        metrics=self.ctx.metrics, config=self.ctx.rtc_config(),
+                        outbound_queue=self.ctx.outbound_queue, public_ip=self.ctx.public_ip)
+        try:
+            room = self.ctx.manager.admit(p)
+        except RoomError as exc:
+            raise ClientError(exc.code, str(exc), close=True) from None
+        self.participant = p
+        p.on_failed = self._on_peer_failed
+        await self.send({
+            "type": "joined", "room": room_name, "identity": identity,
+            "participants": [{"identity": o.identity, "muted": o.muted} for o in room.others(p)],
+            "iceServers": self.ctx.ice_servers,
+        })
+        await room.broadcast({"type": "participant-joined", "identity": identity}, exclude=p)
+
+    async def on_offer(self, m: dict) -> None:
+        p = self._me()
+        try:
+            offer = parse_description(m.get("sdp"), "offer")
+        except SdpError as exc:
+            raise ClientError("bad-sdp", str(exc)) from None
+        if p.pc is not None:
+            raise ClientError("bad-request", "the server makes every offer after the first")
+        room = self.ctx.manager.rooms[p.room]
+
+        def make_stream(_mic: RTCRtpTransceiver) -> ClockStream:
+            stream = self.ctx.make_stream(p.room, p.identity)
+            stream.muted = p.muted
+            stream.on_speaking = lambda speaking, level: self._spawn(room.broadcast(
+                {"type": "speaking", "identity": p.identity, "speaking": speaking,
+                 "level": round(level, 3)}))
+            return stream
+
+        try:
+            answer = await p.accept_offer(offer, make_stream)
+        except Exception as exc:
+            # aiortc refuses descriptions it cannot use; drop the half-made connection
+            await p.discard_connection()
+            raise ClientError("bad-sdp", f"offer rejected: {exc}") from None
+        await self.send({"type": "answer", "sdp": answer})
+        if not p.closed:
+            self.ctx.manager.published(p)
+
+    async def on_answer(self, m: dict) -> None:
+        p = self._me()
+        try:
+            answer = parse_description(m.get("sdp"), "answer")
+            p.accept_answer(answer)
+        except SdpError as exc:
+            raise ClientError("bad-sdp", str(exc)) from None
+        except NegotiationError as exc:
+            raise ClientError("bad-request", str(exc)) from None
+
+    async def on_candidate(self, m: dict) -> None:
+        cand = m.get("candidate")
+        if cand is not None and not isinstance(cand, (str, dict)):
+            raise ClientError("bad-request", "candidate must be a string, an object or null")
+        # Accepted and ignored: clients send complete SDP (ICE gathered before the offer).
+
+    async def on_mute(self, m: dict) -> None:
+        p = self._me()
+        if not isinstance(m.get("muted"), bool):
+            raise ClientError("bad-request", "'muted' must be true or false")
+        p.muted = m["muted"]
+        if p.stream is not None:
+            p.stream.muted = p.muted
+
+    async def on_enhancement(self, m: dict) -> None:
+        p = self._me()
+        enabled, atten = m.get("enabled"), m.get("atten_lim_db")
+        if enabled is not None and not isinstance(enabled, bool):
+            raise ClientError("bad-request", "'enabled' must be true or false")
+        if atten is not None and (isinstance(atten, bool) or not isinstance(atten, (int, float))
+                                  or not math.isfinite(atten) or not 0 <= atten <= 100):
+            raise ClientError("bad-request", "'atten_lim_db' must be a number within 0..100")
+        if not self.ctx.enhancement_available:
+            raise ClientError("bad-request", "enhancement is off on this server (--no-enhance)")
+        handle = p.stream.handle if p.stream is not None else None
+        if handle is None:
+            raise ClientError("bad-request", "publish (offer) before setting enhancement")
+        if enabled is not None:
+            handle.enabled = enabled
+        if atten is not None:
+            handle.atten_lim_db = float(atten)
+        await self.send({"type": "enhancement", "enabled": bool(handle.enabled),
+                         "atten_lim_db": float(handle.atten_lim_db)})
+
+    async def on_stats(self, m: dict) -> None:
+        p = self._me()
+        room = self.ctx.manager.rooms.get(p.room)
+        people = {}
+        for o in (room.participants.values() if room else []):
+            entry: dict[str, Any] = {"muted": o.muted, "subscriptions": o.subscriptions()}
+            if o.stream is not None:
+                entry.update(o.stream.inbound.stats())
+                entry["frames"] = o.stream.frames
+                entry["speaking"] = o.stream.speaking.speaking
+                if o.stream.handle is not None:
+                    entry["enhancement"] = bool(o.stream.handle.enabled)
+                    entry["atten_lim_db"] = float(o.stream.handle.atten_lim_db)
+            people[o.identity] = entry
+        clock = self.ctx.manager.clock
+        await self.send({"type": "stats", "identity": p.identity, "room": p.room,
+                         "transport": await p.stats(), "participants": people,
+                         "clock": {"ticks": clock.tick, "late": clock.late,
+                                   "skipped": clock.skipped}})
+
+    async def on_leave(self, m: dict) -> None:
+        await self.leave()
+        await self.ws.close()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _me(self) -> Participant:
+        assert self.participant is not None
+        return self.participant
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_peer_failed(self) -> None:
+        logger.info("peer connection of %s failed: closing its socket",
+                    self.participant.identity if self.participant else "?")
+        self._spawn(self.ws.close(code=1011, message=b"peer connection failed"))
+
+    async def leave(self) -> None:
+        p, self.participant = self.participant, None
+        if p is not None:
+            await self.ctx.manager.remove(p)
+
+
+async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
+    ctx: SfuContext = request.app[SFU_CONTEXT]
+    ws = web.WebSocketResponse(max_msg_size=4 * MAX_MESSAGE, heartbeat=20.0)
+    await ws.prepare(request)
+    await SignallingSession(ws, ctx).run()
+    return ws
+
+
+SFU_CONTEXT = web.AppKey("sfu_context", SfuContext)
