@@ -1,0 +1,94 @@
+"""Server flags for ASR and the one place that builds the hub from them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Optional
+
+from ..config import add_option
+from .feed import DEFAULT_FEED, DEFAULT_RAW_SHARE, FEEDS, check_feed
+from .hub import AsrHub, FeedConfig
+from .local import ENGINES
+from .segmenter import SegmenterConfig
+from .sink import AsrSink
+
+logger = logging.getLogger(__name__)
+
+SINKS = ("local", "redis", "ws", "wav")
+
+
+def add_asr_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--asr`` and friends; ``--redis-url`` only if no other module added it."""
+    add_option(parser, "--asr", default="", metavar="LIST",
+               help=f"comma-separated ASR sinks: {','.join(SINKS)} (default: none)")
+    add_option(parser, "--asr-feed", choices=FEEDS, default=DEFAULT_FEED,
+               help=f"audio the ASR sinks get (default {DEFAULT_FEED})")
+    add_option(parser, "--asr-mix-raw-share", type=float, default=DEFAULT_RAW_SHARE,
+               help="share of raw audio in the mix feed, 0..1")
+    add_option(parser, "--asr-engine", choices=ENGINES, default="whisper", help="local recogniser")
+    add_option(parser, "--asr-threads", type=int, default=1, help="CPU threads of the local recogniser")
+    add_option(parser, "--asr-ws-url", default=None, help="external recogniser WebSocket URL (ws sink)")
+    add_option(parser, "--asr-ws-format", choices=("s16le", "f32le"), default="s16le",
+               help="audio sample format sent to the WebSocket recogniser (16 kHz mono)")
+    add_option(parser, "--asr-redis-maxlen", type=int, default=1000,
+               help="approximate MAXLEN of each room's ASR stream")
+    add_option(parser, "--asr-vad-aggressiveness", type=int, default=2, choices=(0, 1, 2, 3),
+               help="webrtcvad mode for segment cutting")
+    if "--redis-url" not in parser._option_string_actions:
+        add_option(parser, "--redis-url", default=None, help="Redis URL (redis sink)")
+    add_option(parser, "--record-dir", default=None,
+               help="folder for the opt-in WAV recorder (wav sink)")
+
+
+def parse_sink_list(value: str) -> list[str]:
+    names = [n.strip() for n in (value or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in SINKS]
+    if unknown:
+        raise ValueError(f"unknown ASR sink(s) {', '.join(unknown)}; choose from {', '.join(SINKS)}")
+    return list(dict.fromkeys(names))
+
+
+def build_sinks(args: argparse.Namespace) -> list[AsrSink]:
+    names = parse_sink_list(getattr(args, "asr", ""))
+    sinks: list[AsrSink] = []
+    for name in names:
+        if name == "local":
+            from .local import LocalRecogniserSink
+
+            sinks.append(LocalRecogniserSink(engine=args.asr_engine, threads=args.asr_threads))
+        elif name == "ws":
+            if not args.asr_ws_url:
+                raise ValueError("the ws ASR sink needs --asr-ws-url")
+            from .ws_sink import WebSocketSink
+
+            sinks.append(WebSocketSink(args.asr_ws_url, audio_format=args.asr_ws_format))
+        elif name == "redis":
+            if not getattr(args, "redis_url", None):
+                raise ValueError("the redis ASR sink needs --redis-url")
+            from .redis_sink import RedisStreamSink
+
+            sinks.append(RedisStreamSink(args.redis_url, maxlen=args.asr_redis_maxlen))
+        elif name == "wav":
+            if not args.record_dir:
+                raise ValueError("the wav ASR sink needs --record-dir")
+            from .wav_sink import WavRecorderSink
+
+            sinks.append(WavRecorderSink(args.record_dir))
+    return sinks
+
+
+def hub_from_args(args: argparse.Namespace, *, input_delay: int = 0) -> Optional[AsrHub]:
+    """None when no sink is configured (the media clock then skips the hook entirely).
+
+    Raises ``ValueError`` with a message fit for the command line on bad settings.
+    ``input_delay``: how far (48 kHz samples) the stage's frames lag the call clock.
+    """
+    check_feed(args.asr_feed, args.asr_mix_raw_share)
+    sinks = build_sinks(args)
+    if not sinks:
+        return None
+    feed = FeedConfig(feed=args.asr_feed, raw_share=args.asr_mix_raw_share, input_delay=input_delay)
+    seg = SegmenterConfig(aggressiveness=args.asr_vad_aggressiveness)
+    logger.info("ASR: sinks %s, feed %s", ",".join(s.name for s in sinks), args.asr_feed)
+    return AsrHub(sinks, feed=feed, segmenter=seg)
