@@ -12,6 +12,7 @@ const $ = (id) => document.getElementById(id);
 const METER_INTERVAL_MS = 100;
 const STATS_INTERVAL_MS = 1000;
 const SERVER_STATS_INTERVAL_MS = 2000;
+const ENH_NOTE = "Strength limits how far noise is pushed down (dB); max removes as much as the model can.";
 
 class App {
   constructor() {
@@ -28,6 +29,7 @@ class App {
     this.muted = false;
     this.published = false; // the server answered our offer: enhancement can be set
     this.enhancement = null; // what the server confirmed it applies
+    this.enhancementPending = false; // an enhancement message awaits its confirmation
     this.connection = null;
     this.serverStats = null;
     this.timers = [];
@@ -157,6 +159,7 @@ class App {
         break;
       }
       case "enhancement":
+        this.enhancementPending = false;
         // the server's confirmation of what it applies to my voice
         if (typeof msg.enabled === "boolean") $("enh-on").checked = msg.enabled;
         if (typeof msg.atten_lim_db === "number") $("enh-strength").value = String(Math.round(msg.atten_lim_db));
@@ -191,6 +194,8 @@ class App {
       iceServers: msg.iceServers || [],
       micTrack: this.mic.getAudioTracks()[0],
       micStream: this.mic,
+      // ?ice=127.0.0.1 keeps the browser's candidates on loopback (the tests' network rule)
+      onlyAddresses: (this.params.get("ice") || "").split(",").filter(Boolean),
     });
     this.call.addEventListener("tracks", (ev) => this.onTracks(ev.detail));
     this.call.addEventListener("state", (ev) => this.onConnectionState(ev.detail));
@@ -232,6 +237,12 @@ class App {
   }
 
   onServerError(msg) {
+    if (this.enhancementPending && /enhancement/i.test(msg.message || "")) {
+      // e.g. a server started with --no-enhance: grey the controls out instead of alarming
+      this.enhancementPending = false;
+      this.enhancementUnavailable(msg.message);
+      return;
+    }
     const text = `${msg.code || "error"}: ${msg.message || "the server refused the request"}`;
     if (this.phase === "joined") this.showError(text);
     else this.fail(text);
@@ -281,7 +292,16 @@ class App {
 
   sendEnhancement() {
     if (!this.signalling || !this.published) return;
+    this.enhancementPending = true;
     this.signalling.send({ type: "enhancement", enabled: $("enh-on").checked, atten_lim_db: this.strengthDb() });
+  }
+
+  enhancementUnavailable(reason) {
+    $("enh-on").checked = false;
+    $("enh-on").disabled = true;
+    $("enh-strength").disabled = true;
+    $("enh-note").textContent = `Not available: ${reason}`;
+    this.enhancement = { enabled: false, unavailable: true };
   }
 
   checkAudioContext() {
@@ -329,18 +349,18 @@ class App {
   renderServerStats() {
     const rows = serverStatsRows(this.serverStats, this.identity);
     const body = document.createElement("tbody");
-    for (const [label, value] of rows) {
+    for (const [label, value, unit] of rows) {
       const tr = document.createElement("tr");
       const th = document.createElement("th");
       const td = document.createElement("td");
-      th.textContent = label.replaceAll("_", " ");
-      td.textContent = fmt(value, 1);
+      th.textContent = label;
+      td.textContent = fmt(value, 1, unit);
       tr.append(th, td);
       body.append(tr);
     }
     $("server-stats").replaceChildren(body);
-    const jb = rows.find(([label]) => /jitter.?buffer|delay/i.test(label));
-    if (jb) $("c-jb").textContent = fmt(jb[1], 0);
+    const jb = rows.find(([label]) => label === "Jitter buffer delay");
+    if (jb) $("c-jb").textContent = fmt(jb[1], 0, " ms");
   }
 
   leave() {
@@ -367,6 +387,10 @@ class App {
     this.muted = false;
     this.published = false;
     this.enhancement = null;
+    this.enhancementPending = false;
+    $("enh-on").disabled = false;
+    $("enh-strength").disabled = false;
+    $("enh-note").textContent = ENH_NOTE;
     $("mute").textContent = "Mute";
     $("mute").setAttribute("aria-pressed", "false");
     $("call-view").hidden = true;

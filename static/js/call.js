@@ -27,14 +27,25 @@ function gatheringComplete(pc, timeoutMs = GATHER_TIMEOUT_MS) {
   });
 }
 
+/** Drop a=candidate lines whose address is not listed (none listed: keep all). */
+export function keepCandidates(sdp, addresses) {
+  if (!addresses || !addresses.length) return sdp;
+  return sdp
+    .split("\r\n")
+    .filter((line) => !line.startsWith("a=candidate:") || addresses.includes(line.split(" ")[4]))
+    .join("\r\n");
+}
+
 export class Call extends EventTarget {
   /**
    * @param {import("./signalling.js").Signalling} signalling
-   * @param {{iceServers?: RTCIceServer[], micTrack: MediaStreamTrack, micStream: MediaStream}} opts
+   * @param {{iceServers?: RTCIceServer[], micTrack: MediaStreamTrack, micStream: MediaStream,
+   *          onlyAddresses?: string[]}} opts  onlyAddresses: announce only these candidate addresses
    */
-  constructor(signalling, { iceServers = [], micTrack, micStream }) {
+  constructor(signalling, { iceServers = [], micTrack, micStream, onlyAddresses = [] }) {
     super();
     this.signalling = signalling;
+    this.onlyAddresses = onlyAddresses;
     this.pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
     this.micSender = this.pc.addTrack(micTrack, micStream);
     /** @type {Map<string, RTCRtpReceiver>} identity -> receiver */
@@ -50,7 +61,7 @@ export class Call extends EventTarget {
     const offer = await this.pc.createOffer();
     await this.pc.setLocalDescription(offer);
     await gatheringComplete(this.pc);
-    this.signalling.send({ type: "offer", sdp: this.pc.localDescription.sdp });
+    this.signalling.send({ type: "offer", sdp: keepCandidates(this.pc.localDescription.sdp, this.onlyAddresses) });
   }
 
   /** Handle one signalling message that concerns the peer connection, in arrival order. */
@@ -74,7 +85,7 @@ export class Call extends EventTarget {
       const answer = await this.pc.createAnswer();
       await this.pc.setLocalDescription(answer);
       await gatheringComplete(this.pc);
-      this.signalling.send({ type: "answer", sdp: this.pc.localDescription.sdp });
+      this.signalling.send({ type: "answer", sdp: keepCandidates(this.pc.localDescription.sdp, this.onlyAddresses) });
       this._remap(msg.tracks || {});
     } else if (msg.type === "candidate" && msg.candidate) {
       await this.pc.addIceCandidate(msg.candidate);

@@ -46,24 +46,37 @@ export function summariseInbound(report) {
   };
 }
 
-/** Flatten the server's stats reply for the entry that describes `identity` into [label, value]. */
-export function serverStatsRows(reply, identity) {
-  let entry = reply;
+// The server's per-participant entry (media/inbound.py stats) and its transport view of me.
+const SERVER_FIELDS = [
+  ["Jitter buffer delay", (e) => e.current_delay_ms, " ms"],
+  ["Jitter buffer target", (e) => e.target_delay_ms, " ms"],
+  ["Packets received", (e) => e.packets_received, ""],
+  ["Packets lost", (e) => e.packets_lost, ""],
+  ["Late packets", (e) => e.packets_late, ""],
+  ["Recovered by FEC", (e) => e.fec_recovered, ""],
+  ["Concealed frames", (e) => e.concealed_frames, ""],
+  ["Enhancement", (e) => (e.enhancement === undefined ? undefined : e.enhancement ? "on" : "off"), ""],
+  ["Attenuation limit", (e) => e.atten_lim_db, " dB"],
+  ["Jitter seen by server", (e, r) => r.transport && r.transport.jitter_ms, " ms"],
+  ["Round trip seen by server", (e, r) => r.transport && r.transport.rtt_ms, " ms"],
+];
+
+/** The entry of the server's stats reply that describes `identity`. */
+export function serverEntry(reply, identity) {
   const parts = reply && reply.participants;
-  if (Array.isArray(parts)) entry = parts.find((p) => p && p.identity === identity) || {};
-  else if (parts && typeof parts === "object") entry = parts[identity] || {};
+  if (Array.isArray(parts)) return parts.find((p) => p && p.identity === identity) || {};
+  if (parts && typeof parts === "object") return parts[identity] || {};
+  return {};
+}
+
+/** [label, value, unit] rows of the server's view of my stream, only fields the server sent. */
+export function serverStatsRows(reply, identity) {
+  const entry = serverEntry(reply, identity);
   const rows = [];
-  const walk = (obj, prefix, depth) => {
-    for (const [key, value] of Object.entries(obj || {})) {
-      if (key === "type" || key === "identity") continue;
-      const label = prefix ? `${prefix}.${key}` : key;
-      if (typeof value === "number") rows.push([label, value]);
-      else if (typeof value === "boolean" || typeof value === "string") rows.push([label, value]);
-      else if (value && typeof value === "object" && !Array.isArray(value) && depth < 2) walk(value, label, depth + 1);
-    }
-  };
-  walk(entry, "", 0);
-  if (reply && reply.transport && typeof reply.transport === "object") walk(reply.transport, "transport", 1);
+  for (const [label, pick, unit] of SERVER_FIELDS) {
+    const value = pick(entry, reply || {});
+    if (value !== undefined && value !== null) rows.push([label, value, unit]);
+  }
   return rows;
 }
 
