@@ -171,7 +171,7 @@ class OpusDecoder:
 
 
 class OpusEncoder:
-    """Mono 48 kHz, 20 ms, VOIP encoder with in-band FEC on.
+    """Mono 48 kHz VOIP encoder (20 ms frames by default) with in-band FEC on.
 
     ``packet_loss_perc`` must be above 0, or libopus emits no LBRR at all.
     """
@@ -184,7 +184,10 @@ class OpusEncoder:
         packet_loss_perc: int = 10,
         complexity: int = 5,
         dtx: bool = False,
+        frame_samples: int = FRAME_SAMPLES,
     ) -> None:
+        if frame_samples not in (480, 960, 1920, 2880):
+            raise ValueError("frame_samples must be 480, 960, 1920 or 2880 (10/20/40/60 ms)")
         if not 6000 <= bitrate <= 510000:
             raise ValueError("bitrate must be within 6000..510000 b/s")
         if not 0 <= packet_loss_perc <= 100:
@@ -201,7 +204,8 @@ class OpusEncoder:
         self._ctl(_SET_DTX, 1 if dtx else 0)
         self.bitrate = bitrate
         self._out = ctypes.create_string_buffer(MAX_PACKET_BYTES)
-        self._pcm = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+        self.frame_samples = frame_samples
+        self._pcm = np.zeros(frame_samples, dtype=np.float32)
         self._pcm_ptr = self._pcm.ctypes.data_as(_c_float_p)
         self._pts = 0
 
@@ -215,11 +219,11 @@ class OpusEncoder:
         self._ctl(_SET_PACKET_LOSS_PERC, max(1, min(100, int(perc))))
 
     def encode(self, pcm: np.ndarray) -> bytes:
-        """Encode 960 float32 samples (-1..1) into one Opus packet."""
-        if pcm.shape != (FRAME_SAMPLES,):
-            raise ValueError(f"expected {FRAME_SAMPLES} mono samples, got shape {pcm.shape}")
+        """Encode ``frame_samples`` (960) float32 samples in -1..1 into one Opus packet."""
+        if pcm.shape != (self.frame_samples,):
+            raise ValueError(f"expected {self.frame_samples} mono samples, got shape {pcm.shape}")
         np.copyto(self._pcm, pcm, casting="unsafe")
-        n = _encode_float(self._state, self._pcm_ptr, FRAME_SAMPLES, self._out, MAX_PACKET_BYTES)
+        n = _encode_float(self._state, self._pcm_ptr, self.frame_samples, self._out, MAX_PACKET_BYTES)
         if n < 0:
             raise OpusError("opus_encode_float", n)
         return self._out.raw[:n]
@@ -234,7 +238,7 @@ class OpusEncoder:
         data = self.encode(pcm)
         if pts is None:
             pts = self._pts
-        self._pts = pts + FRAME_SAMPLES
+        self._pts = pts + self.frame_samples
         packet = av.Packet(data)
         packet.pts = pts
         packet.dts = pts
