@@ -171,7 +171,7 @@ async def test_hub_fans_out_segments_per_participant_and_flushes_on_leave(tmp_pa
 
 
 async def test_full_queue_drops_oldest_and_counts() -> None:
-    from prometheus_client import REGISTRY
+    from mediaserver.asr.metrics import REGISTRY
 
     sink = RecordingSink("slowtest", queue_size=2)
     before = REGISTRY.get_sample_value("mediaserver_asr_sink_dropped_total", {"sink": "slowtest"}) or 0.0

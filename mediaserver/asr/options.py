@@ -78,6 +78,25 @@ def build_sinks(args: argparse.Namespace) -> list[AsrSink]:
     return sinks
 
 
+def validate_asr_args(args: argparse.Namespace) -> Optional[str]:
+    """The error message for bad ASR flags, or None; lets ``serve`` fail before it starts."""
+    try:
+        check_feed(args.asr_feed, args.asr_mix_raw_share)
+        names = parse_sink_list(args.asr)
+    except ValueError as exc:
+        return str(exc)
+    needs = {"ws": "asr_ws_url", "redis": "redis_url", "wav": "record_dir"}
+    flags = {"ws": "--asr-ws-url", "redis": "--redis-url", "wav": "--record-dir"}
+    for name in names:
+        if name in needs and not getattr(args, needs[name], None):
+            return f"the {name} ASR sink needs {flags[name]}"
+    if args.asr_ws_url and not args.asr_ws_url.startswith(("ws://", "wss://")):
+        return f"--asr-ws-url must start with ws:// or wss://, got {args.asr_ws_url!r}"
+    if args.asr_threads < 1 or args.asr_redis_maxlen < 1:
+        return "--asr-threads and --asr-redis-maxlen must be >= 1"
+    return None
+
+
 def hub_from_args(args: argparse.Namespace, *, input_delay: int = 0) -> Optional[AsrHub]:
     """None when no sink is configured (the media clock then skips the hook entirely).
 

@@ -8,13 +8,16 @@ from .sink import Transcript
 
 
 class TranscriptLog:
-    def __init__(self, max_entries: int = 2000) -> None:
+    def __init__(self, max_entries: int = 2000, max_rooms: int = 1000) -> None:
         self._max = max_entries
-        self._rooms: dict[str, deque[Transcript]] = {}
+        self._max_rooms = max_rooms
+        self._rooms: dict[str, deque[Transcript]] = {}  # insertion order: oldest room first
 
     def add(self, transcript: Transcript) -> None:
         room = self._rooms.get(transcript.room)
         if room is None:
+            while len(self._rooms) >= self._max_rooms:
+                self._rooms.pop(next(iter(self._rooms)))
             room = self._rooms[transcript.room] = deque(maxlen=self._max)
         room.append(transcript)
 

@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..enhance.stage import add_stage_options  # flags only; torch loads at serve time
 
     add_stage_options(parser)
+    from ..asr.options import add_asr_options  # flags only; recognisers load at serve time
+
+    add_asr_options(parser)
 
 
 def build_stage(args: argparse.Namespace) -> Any:
@@ -93,6 +96,9 @@ def build_app(args: argparse.Namespace, *, stage: Any = None) -> web.Application
     manager = RoomManager(clock=clock, metrics=metrics, max_participants=args.max_participants,
                           allowed_rooms=allowed)
     OpusEncoder(bitrate=args.opus_bitrate).close()  # fail at start, not at first join
+    asr_hub = _build_asr(args, stage)
+    if asr_hub is not None:
+        clock.sinks.append(asr_hub)
 
     def make_stream(room: str, identity: str) -> ClockStream:
         inbound = InboundAudio()
@@ -105,6 +111,8 @@ def build_app(args: argparse.Namespace, *, stage: Any = None) -> web.Application
                 if handle is not None:
                     stage.close(handle)
                 inbound.close()
+                if asr_hub is not None:
+                    asr_hub.participant_left(room, identity)
             asyncio.get_running_loop().call_later(0.2, later)
 
         return ClockStream(room=room, identity=identity, inbound=inbound, encoder=encoder,
@@ -150,7 +158,33 @@ def build_app(args: argparse.Namespace, *, stage: Any = None) -> web.Application
         logger.warning("no static/ folder found: the browser client is not served")
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
+    if asr_hub is not None:
+        _attach_asr(app, asr_hub, manager, args.secret)
     return app
+
+
+def _build_asr(args: argparse.Namespace, stage: Any) -> Any:
+    """The ASR hub (a frame sink of the clock) or None when no --asr sink is set."""
+    from ..asr.options import hub_from_args
+
+    return hub_from_args(args, input_delay=getattr(stage, "latency", 0) if stage else 0)
+
+
+def _attach_asr(app: web.Application, hub: Any, manager: RoomManager, secret: Optional[str]) -> None:
+    """Captions to the room, GET /rooms/{room}/transcript (token-checked with --secret)."""
+    from ..asr.web import attach
+    from .tokens import verify
+
+    async def broadcast(room_name: str, message: dict) -> None:
+        room = manager.rooms.get(room_name)
+        if room is not None:
+            await room.broadcast(message)
+
+    def authorise(room: str, identity: Optional[str], token: Optional[str]) -> None:
+        verify(secret or "", token, room=room, identity=identity or "")
+
+    attach(app, hub, broadcast=broadcast, room_exists=lambda r: r in manager.rooms,
+           authorise=authorise if secret else None)
 
 
 def _static_dir() -> Optional[Path]:
@@ -182,6 +216,12 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     body = request.app[SFU_CONTEXT].metrics.render()
+    from ..asr.web import ASR_HUB
+
+    if ASR_HUB in request.app:
+        from ..asr.metrics import render
+
+        body += render()
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
@@ -236,6 +276,12 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if args.max_participants < 2:
         print("error: --max-participants must be at least 2")
+        return 2
+    from ..asr.options import validate_asr_args
+
+    asr_error = validate_asr_args(args)
+    if asr_error:
+        print(f"error: {asr_error}")
         return 2
     pin_host_addresses(_split(args.ice_host))
     try:
