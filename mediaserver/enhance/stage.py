@@ -10,7 +10,7 @@ Timing contract: both outputs, ``raw`` and ``enhanced``, are the input delayed b
 :attr:`EnhancerStage.latency` = 480 samples (10 ms), whatever the stream's state: the
 network path has that delay, and the bypass path (gate closed or enhancement disabled) is
 delayed identically. So switching a stream between network, gate bypass and disabled never
-shifts its timing; every switch is a raised-cosine cross-fade over one 20 ms frame, no click.
+shifts its timing; every switch is a raised-cosine cross-fade (20 ms out, 10 ms in), no click.
 ``raw`` and ``enhanced`` are sample-aligned, so a sink can mix them (dry/wet).
 
 Bad input never disturbs other streams: a frame of the wrong length is replaced by silence
@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 
 FRAME = 960  # 20 ms at 48 kHz, the media clock's frame
 _RAMP = (0.5 - 0.5 * np.cos(np.pi * (np.arange(FRAME) + 0.5) / FRAME)).astype(np.float32)
+# Fade-in of the network path: done within the first 480 samples. An onset the VAD sees in
+# this frame reaches the (480-sample delayed) output at sample >= 480, i.e. after the fade.
+_RAMP_IN = np.ones(FRAME, dtype=np.float32)
+_RAMP_IN[: FRAME // 2] = 0.5 - 0.5 * np.cos(np.pi * (np.arange(FRAME // 2) + 0.5) / (FRAME // 2))
 
 
 @dataclass
@@ -69,6 +73,7 @@ class StreamHandle:
         self._tail = np.zeros(Enhancer.latency, dtype=np.float32)  # bypass delay line
         self._w_net = 0.0  # weight of the network output at the end of the last frame
         self._g_bypass = 1.0  # bypass gain at the end of the last frame
+        self._bad_frames = 0
         self._noise_gain: Optional[float] = None  # network's own noise gain, measured in hangover
 
     @property
@@ -217,7 +222,7 @@ class EnhancerStage:
             b0[i], b1[i] = (1.0 - h._w_net) * h._g_bypass, (1.0 - w_new) * g_new
             h._w_net, h._g_bypass = w_new, g_new
             h._tail = x[i, FRAME - Enhancer.latency :].copy()
-        ramp = _RAMP[None, :]
+        ramp = np.where((w1 > w0)[:, None], _RAMP_IN[None, :], _RAMP[None, :])
         w = w0[:, None] + (w1 - w0)[:, None] * ramp
         b = b0[:, None] + (b1 - b0)[:, None] * ramp
         out = enhanced * w + delayed * b
@@ -258,13 +263,20 @@ class EnhancerStage:
     def _sanitize(h: StreamHandle, pcm: np.ndarray) -> np.ndarray:
         pcm = np.asarray(pcm)
         if pcm.shape != (FRAME,):
-            logger.error("stream %d: frame of shape %s, expected (%d,); using silence", h.id, pcm.shape, FRAME)
+            _log_bad(h, "frame of shape %s, expected (%d,); using silence", pcm.shape, FRAME)
             return np.zeros(FRAME, dtype=np.float32)
         pcm = pcm.astype(np.float32, copy=False)
         if not np.isfinite(pcm).all():
-            logger.warning("stream %d: non-finite samples zeroed", h.id)
+            _log_bad(h, "non-finite samples zeroed")
             pcm = np.nan_to_num(pcm, nan=0.0, posinf=0.0, neginf=0.0)
         return pcm
+
+
+def _log_bad(h: StreamHandle, msg: str, *args: object) -> None:
+    """Log the first bad frame of a stream and then every 500th (10 s), not 50 lines a second."""
+    if h._bad_frames % 500 == 0:
+        logger.error("stream %d: " + msg + " (bad frames so far: %d)", h.id, *args, h._bad_frames + 1)
+    h._bad_frames += 1
 
 
 def _is_concealed(kind: Union[str, bool]) -> bool:
