@@ -1,0 +1,202 @@
+"""InboundAudio on real Opus packets from speech, driven by simulated arrival tables."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mediaserver.audio import read_audio, resample
+from mediaserver.media.inbound import InboundAudio
+from mediaserver.media.opus import OpusEncoder
+
+
+def make_speech(tmp: Path) -> np.ndarray:
+    """About 5 s of 48 kHz speech: espeak-ng when installed, else a synthetic voice."""
+    if shutil.which("espeak-ng"):
+        wav = tmp / "speech.wav"
+        subprocess.run(
+            ["espeak-ng", "-w", str(wav), "The quick brown fox jumps over the lazy dog. "
+             "Packet loss concealment keeps the voice smooth when the network drops audio."],
+            check=True,
+        )
+        x, rate = read_audio(wav)
+        x = resample(x, rate, 48000) * 0.8
+        return np.concatenate([x, x]).astype(np.float32)  # ~11 s
+    t = np.arange(48000 * 10) / 48000
+    f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / 48000
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 30))
+    return (0.2 * voiced * np.clip(np.sin(2 * np.pi * 2.5 * t), 0, None)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> np.ndarray:
+    return make_speech(tmp_path_factory.mktemp("speech"))
+
+
+@pytest.fixture(scope="module")
+def packets(speech) -> list[bytes]:
+    enc = OpusEncoder(fec=True, packet_loss_perc=10)
+    return [enc.encode(speech[i : i + 960]) for i in range(0, len(speech) - 959, 960)]
+
+
+def simulate(packets, arrival, *, ticks=None, seq0=0, ts0=0, ssrc=1, frame=960, inbound=None,
+             trace=None):
+    """arrival(i) -> ms or None (lost). Pulls every 20 ms; returns (pcm, kinds, inbound)."""
+    ib = inbound or InboundAudio()
+    events = sorted((a, i) for i in range(len(packets)) if (a := arrival(i)) is not None)
+    ticks = ticks or len(packets) * frame // 960 + 20
+    out, kinds = [], []
+    ei = 0
+    for tick in range(ticks):
+        now = tick * 20.0
+        while ei < len(events) and events[ei][0] <= now:
+            a, i = events[ei]
+            ib.push(packets[i], seq=(seq0 + i) & 0xFFFF, timestamp=(ts0 + i * frame) & 0xFFFFFFFF,
+                    ssrc=ssrc, arrival_ms=a)
+            ei += 1
+        f = ib.pull(now_ms=now + 0.3)
+        assert f.pcm.shape == (960,) and f.pcm.dtype == np.float32
+        out.append(f.pcm)
+        kinds.append(f.kind)
+        if trace is not None:
+            trace.append(ib.stats())
+    return np.concatenate(out), kinds, ib
+
+
+def best_corr(out, ref):
+    """Correlation with the source at the best lag (the buffer delays the audio)."""
+    from scipy.signal import correlate
+
+    n = min(len(out), len(ref)) - 8000
+    xc = correlate(out[: n + 8000], ref[:n], mode="valid", method="fft")
+    lag = int(np.argmax(xc))
+    return np.corrcoef(out[lag : lag + n], ref[:n])[0, 1]
+
+
+def test_clean_stream_plays_everything(speech, packets):
+    out, kinds, ib = simulate(packets, lambda i: i * 20.0, ticks=len(packets) + 1)
+    s = ib.stats()
+    assert kinds[0] == "silence"
+    assert kinds[1:] == ["normal"] * len(packets)
+    assert s["packets_lost"] == 0 and s["concealed_frames"] == 0
+    assert s["target_delay_ms"] == 40.0
+    assert best_corr(out, speech) > 0.85
+
+
+def test_pull_without_packets_is_silence():
+    ib = InboundAudio()
+    f = ib.pull(now_ms=0.0)
+    assert f.kind == "silence" and f.pcm.shape == (960,) and not f.pcm.any()
+
+
+@pytest.mark.parametrize("frame", [480, 1920, 2880])
+def test_other_packet_durations(speech, frame):
+    enc = OpusEncoder(frame_samples=frame)
+    pk = [enc.encode(speech[i : i + frame]) for i in range(0, 48000 * 4, frame)]
+    ms = frame / 48
+    out, kinds, ib = simulate(pk, lambda i: i * ms, frame=frame, ticks=4 * 50 - 5)
+    started = kinds[kinds.index("normal"):]
+    assert set(started) == {"normal"}
+    assert ib.stats()["concealed_frames"] == 0
+
+
+def test_single_losses_are_recovered_from_fec(packets):
+    lost = set(range(30, len(packets), 25))
+    _, kinds, ib = simulate(packets, lambda i: None if i in lost else i * 20.0)
+    s = ib.stats()
+    assert s["packets_lost"] == len(lost)
+    assert s["fec_recovered"] >= len(lost) // 2  # the encoder skips LBRR in some frames
+    assert kinds.count("fec") == s["fec_recovered"]
+
+
+def test_long_burst_fades_to_comfort_noise_and_merges_back(packets):
+    burst = set(range(100, 130))  # 600 ms
+    out, kinds, ib = simulate(packets, lambda i: None if i in burst else i * 20.0)
+    i = kinds.index("plc")
+    seq = kinds[i : i + 31]
+    assert seq[:3] == ["plc"] * 3
+    assert "cng" in seq
+    after = kinds[kinds.index("cng"):]
+    back = after.index("normal") if "normal" in after else after.index("fec")
+    assert set(after[:back]) <= {"cng"}
+    cng = out[(kinds.index("cng") + 8) * 960 : (kinds.index("cng") + 20) * 960]
+    assert 0 < np.sqrt(np.mean(cng**2)) <= 0.0031  # quiet room tone, not silence, not speech
+
+
+def test_no_clicks_at_concealment_boundaries(packets):
+    rng = np.random.default_rng(3)
+    lost = {i for i in range(len(packets)) if rng.random() < 0.1}
+    out, kinds, _ = simulate(packets, lambda i: None if i in lost else i * 20.0)
+    jumps = np.abs(np.diff(out))
+    normal_jumps = np.concatenate([jumps[k * 960 + 1 : (k + 1) * 960 - 1]
+                                   for k, kind in enumerate(kinds) if kind == "normal"])
+    boundaries = [k * 960 for k in range(1, len(kinds)) if kinds[k] != kinds[k - 1]]
+    worst = max(jumps[b - 1] for b in boundaries)
+    assert worst <= 1.5 * np.max(normal_jumps)
+
+
+def test_loss_burst_does_not_add_delay(packets):
+    burst = set(range(150, 160))
+    trace: list[dict] = []
+    simulate(packets, lambda i: None if i in burst else i * 20.0, trace=trace)
+    before = trace[140]["current_delay_ms"]
+    after = trace[160 + 100]["current_delay_ms"]  # 2 s after the burst
+    assert abs(after - before) <= 10.0
+
+
+def test_delay_spike_then_returns(packets):
+    # packets 150..159 are held for 200 ms, then all arrive at once
+    def arrival(i):
+        return 159 * 20.0 + 200.0 if 150 <= i < 160 else i * 20.0
+
+    trace: list[dict] = []
+    _, kinds, ib = simulate(packets, arrival, trace=trace)
+    before = trace[140]["current_delay_ms"]
+    peak = max(t["current_delay_ms"] for t in trace[150:200])
+    assert peak > before + 50
+    assert ib.stats()["packets_lost"] == 0
+    assert ib.stats()["accelerate"] > 0
+    settled = trace[170 + 300]["current_delay_ms"]  # 6 s after the spike
+    assert abs(settled - before) <= 10.0
+
+
+def test_reorder_and_duplicates(packets):
+    def arrival(i):
+        return i * 20.0 + (25.0 if i % 10 == 5 else 0.0)  # every 10th packet swaps with the next
+
+    out, kinds, ib = simulate(packets[:200], arrival)
+    for i in range(0, 200, 17):  # duplicates too
+        ib.push(packets[i], seq=i, timestamp=i * 960, ssrc=1, arrival_ms=4000.0 + i)
+    s = ib.stats()
+    assert s["packets_reordered"] > 0
+    assert s["packets_duplicate"] == len(range(0, 200, 17))
+    assert s["packets_lost"] == 0
+
+
+def test_wraparound_and_ssrc_change(packets):
+    ib = InboundAudio()
+    _, kinds, ib = simulate(packets[:100], lambda i: i * 20.0, seq0=65500, ts0=(1 << 32) - 30 * 960,
+                            inbound=ib, ticks=101)
+    assert kinds[1:].count("normal") == 100
+    # a new SSRC continues on the same InboundAudio (e.g. the browser restarted its sender)
+    for k in range(50):
+        ib.push(packets[k], seq=7 + k, timestamp=123 + k * 960, ssrc=99, arrival_ms=2020.0 + k * 20)
+        ib.pull(now_ms=2020.3 + k * 20)
+    s = ib.stats()
+    assert s["ssrc_changes"] == 1
+    assert s["packets_lost"] == 0
+    assert s["frames_normal"] >= 100 + 45
+
+
+def test_invalid_payload_is_dropped_and_counted(packets):
+    ib = InboundAudio()
+    ib.push(b"", seq=0, timestamp=0, ssrc=1, arrival_ms=0.0)
+    ib.push(b"\xff\xff\xff", seq=1, timestamp=960, ssrc=1, arrival_ms=0.0)
+    assert ib.stats()["packets_invalid"] == 2
+    _, kinds, ib2 = simulate(packets[:50], lambda i: i * 20.0, ticks=51)
+    assert kinds[1:] == ["normal"] * 50
