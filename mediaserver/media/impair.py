@@ -168,16 +168,19 @@ def impair_peer_connection(pc: Any, impairment: Impairment) -> list[TransportImp
     """
     wrapped: list[TransportImpairer] = []
     seen: set[int] = set()
+    has_transport = False
     for transceiver in pc.getTransceivers():
         dtls = transceiver.sender.transport
         if dtls is None:
             continue
+        has_transport = True
         ice = dtls.transport
         if id(ice) in seen or getattr(ice, "_mediaserver_impairer", None) is not None:
             continue
         seen.add(id(ice))
         wrapped.append(TransportImpairer(ice, impairment))
-    if not wrapped and not seen:
+    if not has_transport:
         raise RuntimeError("peer connection has no transport yet: call after setRemoteDescription")
-    logger.info("impairing outgoing media: %s", impairment.config)
+    if wrapped:
+        logger.info("impairing outgoing media: %s", impairment.config)
     return wrapped
