@@ -1,0 +1,79 @@
+"""``mediaserver enhance``: aligned output at the input's rate; bad files named, others processed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from mediaserver.audio import read_audio
+from test_enhance_common import constant_mask_model, random_model, saved
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "mediaserver", "enhance", *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=240)
+
+
+def _tone(rate: int, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.3 * np.sin(2 * np.pi * 300 * t) + 0.05 * np.sin(2 * np.pi * 1700 * t)).astype(np.float32)
+
+
+def test_output_is_time_aligned_at_the_input_rate(tmp_path: Path) -> None:
+    model = saved(constant_mask_model(1.0), tmp_path)  # pass-through: output must equal input
+    inputs = []
+    for rate in (48000, 16000):
+        p = tmp_path / f"tone{rate}.wav"
+        sf.write(p, _tone(rate), rate, subtype="FLOAT")
+        inputs.append(str(p))
+    out = tmp_path / "out"
+    r = _cli(*inputs, "--out-dir", str(out), "--model", str(model))
+    assert r.returncode == 0, r.stderr
+    for rate in (48000, 16000):
+        y, y_rate = read_audio(out / f"tone{rate}.wav")
+        x = _tone(rate)
+        assert y_rate == rate and len(y) == len(x)
+        inner = slice(rate // 20, -rate // 20)  # resampler edges aside
+        assert np.abs(y[inner] - x[inner]).max() < 2e-3  # 16-bit output; no shift
+        shifted = np.abs(y[inner] - np.roll(x, 1)[inner]).max()
+        assert shifted > 5e-3  # a one-sample misalignment would be visible
+
+
+def test_bad_files_are_named_and_the_others_processed(tmp_path: Path) -> None:
+    model = saved(random_model(), tmp_path)
+    good = tmp_path / "good.wav"
+    sf.write(good, _tone(16000, 0.5), 16000)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio\n")
+    missing = tmp_path / "missing.wav"
+    good2 = tmp_path / "good2.wav"
+    sf.write(good2, _tone(44100, 0.3), 44100)
+    out = tmp_path / "out"
+    r = _cli(str(empty), str(good), str(text), str(missing), str(good2), "--out-dir", str(out),
+             "--model", str(model))
+    assert r.returncode != 0
+    for bad in (empty, text, missing):
+        assert str(bad) in r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["good.wav", "good2.wav"]
+    assert sf.info(out / "good2.wav").samplerate == 44100
+    assert sf.info(out / "good2.wav").frames == sf.info(good2).frames
+
+
+def test_bad_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    good = tmp_path / "good.wav"
+    sf.write(good, _tone(16000, 0.2), 16000)
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(b"\x00garbage")
+    r = _cli(str(good), "--out-dir", str(tmp_path / "o"), "--model", str(bad))
+    assert r.returncode != 0 and str(bad) in r.stderr and "Traceback" not in r.stderr

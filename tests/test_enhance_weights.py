@@ -1,0 +1,69 @@
+"""A bad weights file fails at load time with WeightsError naming the file, never mid-call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mediaserver.enhance.stage import EnhancerStage
+from mediaserver.enhance.weights import WeightsError, load_model, save_model
+from test_enhance_common import random_model, saved
+
+
+def _good(tmp_path: Path) -> Path:
+    return saved(random_model(), tmp_path, "good.pt")
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    model = random_model()
+    loaded = load_model(saved(model, tmp_path))
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_garbage_file(tmp_path: Path) -> None:
+    p = tmp_path / "garbage.pt"
+    p.write_bytes(b"\x89PNG\r\n not a checkpoint at all" * 10)
+    with pytest.raises(WeightsError, match="garbage.pt"):
+        EnhancerStage(p)
+
+
+def test_truncated_file(tmp_path: Path) -> None:
+    data = _good(tmp_path).read_bytes()
+    p = tmp_path / "truncated.pt"
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="truncated.pt"):
+        EnhancerStage(p)
+
+
+def test_wrong_format(tmp_path: Path) -> None:
+    p = tmp_path / "other.pt"
+    torch.save({"state_dict": random_model().state_dict()}, p)  # a plain torch checkpoint
+    with pytest.raises(WeightsError, match="not a mediaserver enhancer checkpoint"):
+        EnhancerStage(p)
+
+
+def test_wrong_shapes(tmp_path: Path) -> None:
+    p = tmp_path / "shapes.pt"
+    payload = torch.load(_good(tmp_path), weights_only=True)
+    payload["config"]["hidden"] = 32  # config no longer matches the tensors
+    torch.save(payload, p)
+    with pytest.raises(WeightsError, match="architecture"):
+        EnhancerStage(p)
+
+
+def test_non_finite_weights(tmp_path: Path) -> None:
+    model = random_model()
+    with torch.no_grad():
+        model.decoder.bias.fill_(float("nan"))
+    p = tmp_path / "nan.pt"
+    save_model(model, p)
+    with pytest.raises(WeightsError, match="non-finite"):
+        EnhancerStage(p)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="not found"):
+        EnhancerStage(tmp_path / "nope.pt")
