@@ -36,6 +36,42 @@ export function keepCandidates(sdp, addresses) {
     .join("\r\n");
 }
 
+const EXTMAP = /^a=extmap:(\d+)(\/\w+)? (\S+)(.*)$/;
+
+/**
+ * Rewrite the header-extension ids of a server offer to the ids this connection already uses.
+ *
+ * aiortc writes its default ids (mid=1, ssrc-audio-level=2) into every offer it makes, while
+ * the first exchange settled on the browser's ids; Chrome refuses an offer that renumbers an
+ * active extension ("RTP extension ID reassignment not supported"). The answer we send back
+ * carries the aligned ids and the server adopts them from it, so both sides stay consistent.
+ * Extensions the connection does not use yet get ids that are still free.
+ */
+export function alignExtmapIds(offerSdp, knownSdp) {
+  const assigned = new Map(); // uri -> id, one mapping for the whole BUNDLE
+  for (const line of (knownSdp || "").split("\r\n")) {
+    const m = line.match(EXTMAP);
+    if (m && !assigned.has(m[3])) assigned.set(m[3], Number(m[1]));
+  }
+  if (!assigned.size) return offerSdp;
+  const used = new Set(assigned.values());
+  return offerSdp
+    .split("\r\n")
+    .map((line) => {
+      const m = line.match(EXTMAP);
+      if (!m) return line;
+      let id = assigned.get(m[3]);
+      if (id === undefined) {
+        id = 1;
+        while (used.has(id)) id++;
+        assigned.set(m[3], id);
+        used.add(id);
+      }
+      return `a=extmap:${id}${m[2] || ""} ${m[3]}${m[4]}`;
+    })
+    .join("\r\n");
+}
+
 export class Call extends EventTarget {
   /**
    * @param {import("./signalling.js").Signalling} signalling
@@ -81,7 +117,8 @@ export class Call extends EventTarget {
       if (msg.tracks) this._remap(msg.tracks);
       this.dispatchEvent(new CustomEvent("published"));
     } else if (msg.type === "offer") {
-      await this.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+      const known = this.pc.localDescription ? this.pc.localDescription.sdp : "";
+      await this.pc.setRemoteDescription({ type: "offer", sdp: alignExtmapIds(msg.sdp, known) });
       const answer = await this.pc.createAnswer();
       await this.pc.setLocalDescription(answer);
       await gatheringComplete(this.pc);
