@@ -21,6 +21,9 @@ def add_option(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> arg
     if raw is not None:
         if kwargs.get("action") == "store_true":
             kwargs["default"] = raw.strip().lower() in ("1", "true", "yes", "on")
+        elif kwargs.get("action") == "append":
+            # a list, as if the flag had been given once (comma lists stay one string)
+            kwargs["default"] = [kwargs.get("type", str)(raw)]
         else:
             convert = kwargs.get("type", str)
             kwargs["default"] = convert(raw)
