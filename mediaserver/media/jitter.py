@@ -346,7 +346,7 @@ class JitterBuffer:
 
         level = self.level_ms(queued, now_ms)
         # Smooth like NetEq's BufferLevelFilter.
-        self._level_filtered_ms += 0.1 * (level - self._level_filtered_ms)
+        self._level_filtered_ms += 0.05 * (level - self._level_filtered_ms)
 
         packet = self._packets.pop(self._playout, None)
         if packet is None:
@@ -403,12 +403,14 @@ class JitterBuffer:
     def _time_scale(self, level: float) -> int:
         target = self.target_ms
         frame_ms = self._frame_samples / SAMPLES_PER_MS
+        # A wide band and both the filtered and the instantaneous level past it: jitter
+        # alone must not make the buffer stretch and squeeze all the time.
         high = target + max(15.0, 0.25 * target)
-        low = target - 10.0
-        if self._level_filtered_ms > high and level > target:
+        low = target - 15.0
+        if self._level_filtered_ms > high and level > high:
             self.stats.accelerate += 1
             return -1
-        if self._level_filtered_ms < low and level < target:
+        if self._level_filtered_ms < low and level < low:
             self.stats.expand += 1
             return 1
         return 0
