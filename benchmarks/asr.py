@@ -1,0 +1,209 @@
+"""ASR benchmark: WER and speed of the recogniser on raw, enhanced and mixed feeds.
+
+Each LibriSpeech test utterance of ``--data`` (speech/test) is mixed with a noise file of
+noise/test at 0, 5 and 10 dB SNR (and kept clean), deterministically (file i gets noise
+``(7 i) mod N`` at an offset from ``seed + i``). Every mixture goes through the same path
+as ``mediaserver transcribe`` and a live call: 48 kHz, the project's streaming Enhancer,
+the feed (raw / enhanced / mix with a share of raw), streaming 48->16 kHz decimation, the
+VAD segmenter and the local recogniser (faster-whisper tiny.en, 1 thread). WER is corpus
+WER (word edits / reference words) against speech/transcripts.tsv after a small text
+normaliser (case, punctuation, numbers to words, Mr/Mrs/Dr).
+
+Usage: python benchmarks/asr.py [--data ../shared/data] [--files 30] [--mix-shares 0.3,0.5]
+Prints a table; writes benchmarks/results/asr.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mediaserver.asr.local import make_recogniser  # noqa: E402
+from mediaserver.asr.transcribe import (  # noqa: E402
+    enhance48, feed_config, load_enhancer, recognise_segments, segments_of, to_frames48)
+from mediaserver.audio import read_audio  # noqa: E402
+
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+         "fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ABBREV = {"mr": "mister", "mrs": "missus", "dr": "doctor", "st": "saint", "&": "and"}
+
+
+def number_words(n: int) -> str:
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        rest = n % 100
+        return _ONES[n // 100] + " hundred" + (" " + number_words(rest) if rest else "")
+    if n < 1_000_000:
+        rest = n % 1000
+        return number_words(n // 1000) + " thousand" + (" " + number_words(rest) if rest else "")
+    return " ".join(_ONES[int(d)] for d in str(n))
+
+
+def normalise(text: str) -> list[str]:
+    text = text.lower().replace("-", " ").replace(",", "")
+    words = []
+    for token in re.findall(r"[a-z0-9'&]+", text):
+        token = token.strip("'")
+        if token.isdigit():
+            words.extend(number_words(int(token)).split())
+        elif token:
+            words.append(_ABBREV.get(token, token))
+    return words
+
+
+def edit_distance(ref: list[str], hyp: list[str]) -> int:
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float, offset: int) -> np.ndarray:
+    reps = int(np.ceil((len(speech) + offset) / len(noise))) + 1
+    n = np.tile(noise, reps)[offset:offset + len(speech)]
+    ps, pn = float(np.mean(speech ** 2)), float(np.mean(n ** 2)) + 1e-12
+    out = speech + n * np.sqrt(ps / (pn * 10 ** (snr_db / 10)))
+    peak = float(np.max(np.abs(out)))
+    return (out / peak * 0.95 if peak > 0.95 else out).astype(np.float32)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="../shared/data", help="folder with speech/ and noise/")
+    ap.add_argument("--files", type=int, default=30, help="test utterances (evenly spaced)")
+    ap.add_argument("--snrs", default="clean,10,5,0", help="conditions: clean and/or SNRs in dB")
+    ap.add_argument("--mix-shares", default="0.3", help="raw shares of the mix feeds to measure")
+    ap.add_argument("--default-share", type=float, default=0.3, help="share of the default mix feed")
+    ap.add_argument("--weights", default=None, help="enhancer weights (default: shipped model)")
+    ap.add_argument("--engine", default="whisper", choices=("whisper", "pocketsphinx"))
+    ap.add_argument("--threads", type=int, default=1, help="recogniser and torch CPU threads")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "asr.json"))
+    args = ap.parse_args()
+
+    data = Path(args.data)
+    speech_dir, noise_dir = data / "speech" / "test", data / "noise" / "test"
+    tsv = data / "speech" / "transcripts.tsv"
+    if not speech_dir.is_dir() or not noise_dir.is_dir() or not tsv.is_file():
+        print(f"error: {data} lacks speech/test, noise/test or speech/transcripts.tsv", file=sys.stderr)
+        return 2
+    refs = dict(line.rstrip("\n").split("\t", 1) for line in tsv.open() if "\t" in line)
+    all_files = sorted(p for p in speech_dir.glob("*.wav") if p.stem in refs)
+    step = max(1, len(all_files) // max(1, args.files))
+    files = all_files[::step][: args.files]
+    noises = [read_audio(p)[0] for p in sorted(noise_dir.glob("*.wav"))]
+    conditions = [c.strip() for c in args.snrs.split(",") if c.strip()]
+    shares = [float(s) for s in args.mix_shares.split(",") if s.strip()]
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    enhancer = load_enhancer(args.weights)
+    recogniser = make_recogniser(args.engine, **({"threads": args.threads}
+                                                 if args.engine == "whisper" else {}))
+    feeds = [("raw", 0.0), ("enhanced", 0.0)] + [("mix", s) for s in shares]
+    name = lambda f, s: f if f != "mix" else f"mix{s:g}"  # noqa: E731
+
+    stats: dict = {c: {name(*f): {"edits": 0, "words": 0, "asr_s": 0.0} for f in feeds} for c in conditions}
+    audio_s, enhance_s, segment_s = 0.0, 0.0, 0.0
+    t_start = time.perf_counter()
+    for i, path in enumerate(files):
+        clean, rate = read_audio(path)
+        ref = normalise(refs[path.stem])
+        rng = np.random.default_rng(args.seed + i)
+        noise = noises[(7 * i) % len(noises)]
+        offset = int(rng.integers(0, max(1, len(noise) - 1)))
+        for cond in conditions:
+            x = clean if cond == "clean" else mix_at_snr(clean, noise, float(cond), offset)
+            raw48 = to_frames48(x, rate)
+            audio_s += len(x) / rate
+            t0 = time.perf_counter()
+            enh48 = enhance48(enhancer, raw48)
+            enhance_s += time.perf_counter() - t0
+            for feed, share in feeds:
+                t0 = time.perf_counter()
+                segs = segments_of(raw48, enh48, feed_config(feed, share, enhancer.latency))
+                t1 = time.perf_counter()
+                hyp = normalise(recognise_segments(recogniser, segs))
+                t2 = time.perf_counter()
+                segment_s += t1 - t0
+                st = stats[cond][name(feed, share)]
+                st["edits"] += edit_distance(ref, hyp)
+                st["words"] += len(ref)
+                st["asr_s"] += t2 - t1
+        done = stats[conditions[-1]]["raw"]
+        print(f"[{i + 1}/{len(files)}] {path.stem}  running WER raw@{conditions[-1]} "
+              f"{done['edits'] / max(1, done['words']):.3f}  ({time.perf_counter() - t_start:.0f} s)",
+              flush=True)
+
+    per_cond_audio = audio_s / len(conditions)
+    table = {}
+    for cond in conditions:
+        table[cond] = {}
+        for f in feeds:
+            st = stats[cond][name(*f)]
+            table[cond][name(*f)] = {"wer": round(st["edits"] / max(1, st["words"]), 4),
+                                     "rtf": round(st["asr_s"] / per_cond_audio, 4)}
+    default = name("mix", args.default_share)
+    verdict = {}
+    for cond in conditions:
+        raw_wer, dflt = table[cond]["raw"]["wer"], table[cond].get(default, {}).get("wer")
+        if dflt is None:
+            continue
+        rel = (raw_wer - dflt) / raw_wer if raw_wer > 0 else 0.0
+        verdict[cond] = {"raw": raw_wer, "default": dflt, "relative_reduction": round(rel, 4),
+                         "not_worse": dflt <= raw_wer + 1e-9,
+                         "target_20pct": (rel >= 0.20) if cond in ("0", "5") else None}
+
+    names = [name(*f) for f in feeds]
+    print()
+    print(f"ASR benchmark: {len(files)} utterances, {per_cond_audio / 60:.1f} min audio per condition, "
+          f"engine {args.engine}, default feed {default}")
+    print(f"{'condition':>9} | " + " | ".join(f"{n:>14}" for n in names))
+    print("-" * (12 + 17 * len(names)))
+    for cond in conditions:
+        cells = [f"{table[cond][n]['wer'] * 100:6.1f}% r{table[cond][n]['rtf']:.3f}" for n in names]
+        label = "clean" if cond == "clean" else f"{cond} dB"
+        print(f"{label:>9} | " + " | ".join(f"{c:>14}" for c in cells))
+    print(f"(WER, r = recogniser real-time factor). Enhancer RTF {enhance_s / audio_s:.3f}, "
+          f"decimator+VAD RTF {segment_s / (audio_s * len(feeds)):.4f}")
+    for cond, v in verdict.items():
+        print(f"  {cond:>5}: default {v['default'] * 100:.1f}% vs raw {v['raw'] * 100:.1f}% "
+              f"({v['relative_reduction'] * 100:+.1f}% lower) not-worse={v['not_worse']}"
+              + (f" >=20%-lower={v['target_20pct']}" if v["target_20pct"] is not None else ""))
+
+    result = {
+        "benchmark": "asr", "engine": args.engine, "files": [p.stem for p in files],
+        "conditions": conditions, "feeds": names, "default_feed": default,
+        "weights": str(args.weights or "shipped"), "seed": args.seed, "threads": args.threads,
+        "audio_seconds_per_condition": round(per_cond_audio, 1), "wer": table,
+        "enhancer_rtf": round(enhance_s / audio_s, 4),
+        "segmenter_rtf": round(segment_s / (audio_s * len(feeds)), 5),
+        "verdict": verdict, "wall_s": round(time.perf_counter() - t_start, 1),
+        "machine": platform.processor() or platform.machine(),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
