@@ -17,7 +17,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # torch first, from the CPU-only index and with the exact pin: the default PyPI wheel for
 # Linux pulls several GB of CUDA libraries. For a GPU image use a CUDA base image and the
-# matching torch index instead, then run with --device cuda.
+# matching torch index instead, then run with --enhancer-device cuda.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 
