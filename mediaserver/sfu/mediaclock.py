@@ -23,6 +23,7 @@ from .outbound import PacketTrack
 logger = logging.getLogger(__name__)
 
 FRAME = 960
+_MUTED = np.zeros(FRAME, np.float32)  # what frame sinks get from a muted stream
 PERIOD_S = 0.020
 MAX_CATCH_UP = 5  # frames; further behind than this and the schedule is reset
 
@@ -191,6 +192,8 @@ class MediaClock:
             flipped = s.speaking.update(is_speech, 0.0 if s.muted else rms)
             if flipped is not None and s.on_speaking is not None:
                 s.on_speaking(flipped, s.speaking.level)
+            if s.muted and self.sinks:  # a muted voice is not forwarded, so not transcribed either
+                raw = clean = _MUTED
             for sink in self.sinks:
                 try:
                     sink.on_frame(room=s.room, identity=s.identity, t_ms=now_ms, raw=raw,
