@@ -39,6 +39,9 @@ if CHROMIUM is None and not IN_CI:
 
 pytestmark = pytest.mark.timeout(240)
 
+# The server runs the real enhancer when the default model is trained, else forwards unchanged.
+HAS_MODEL = any((ROOT / "models").glob("**/*.pt"))
+
 ROOM = "browser-e2e"
 BROWSER_ID = "chromium"
 CLIENT_ID = "aiortc-bot"
@@ -225,6 +228,8 @@ class Chromium:
             self.page = CdpPage(ws)
             await self.page.call("Runtime.enable")
             await self.page.call("Page.enable")
+            await self.page.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
+                                 deviceScaleFactor=1, mobile=False)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -304,7 +309,7 @@ async def test_browser_and_aiortc_client_hear_each_other(tmp_path: Path) -> None
     record_dir = tmp_path / "recorded"
     OUTPUT.mkdir(parents=True, exist_ok=True)
 
-    async with Server(tmp_path / "server.log") as server:
+    async with Server(tmp_path / "server.log", *([] if HAS_MODEL else ["--no-enhance"])) as server:
         async with aiohttp.ClientSession() as http:
             async with http.get(server.url + "/") as resp:
                 assert resp.status == 200
@@ -320,6 +325,20 @@ async def test_browser_and_aiortc_client_hear_each_other(tmp_path: Path) -> None
                                     lambda s: s.get("phase") == "joined" and s.get("connectionState") == "connected")
             assert person(joined, BROWSER_ID).get("self") is True
             assert joined["error"] is None
+
+            # My enhancement: the server confirms what it applies, or says it has none.
+            if HAS_MODEL:
+                await wait_for(page, "enhancement confirmed",
+                               lambda s: (s.get("enhancement") or {}).get("enabled") is True)
+                await page.evaluate("""(() => { const r = document.getElementById('enh-strength');
+                    r.value = '20'; r.dispatchEvent(new Event('change')); })()""")
+                confirmed = await wait_for(page, "strength confirmed",
+                                           lambda s: (s.get("enhancement") or {}).get("atten_lim_db") == 20)
+                assert confirmed["enhancement"]["enabled"] is True
+            else:
+                unavailable = await wait_for(page, "enhancement shown as unavailable",
+                                             lambda s: (s.get("enhancement") or {}).get("unavailable") is True)
+                assert unavailable["error"] is None  # greyed out, not an alarm
 
             client = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "mediaserver", "client", "--ice-host", "127.0.0.1",
