@@ -27,8 +27,11 @@ Prints a table; writes benchmarks/results/loss.json.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -253,6 +256,233 @@ def evaluate(name: str, y48, kinds, stats, x16, x48, last_loss_s, plcmos_model, 
     return res
 
 
+# ----------------------------------------------------------------------------- server mode
+# Ours: the real server (``mediaserver serve --no-enhance`` subprocess) between two real
+# headless clients. Stock: the same clients' parts around an in-process aiortc relay
+# (RemoteStreamTrack -> RTCRtpSender, i.e. aiortc's JitterBuffer + PyAV decode + re-encode).
+# The publisher leg is impaired with the same seeded policy in both.
+
+E2E_FIXED_MS = 20.0 + 2 * 312 / 48.0  # packetisation + two Opus look-aheads (publisher, relay)
+
+
+def _recorder_class():
+    from mediaserver import client as client_mod
+
+    class TimedRecorder(client_mod.StreamRecorder):
+        """StreamRecorder that also keeps (position, lateness) per packet for delay windows."""
+
+        def __init__(self, *a, **k) -> None:
+            super().__init__(*a, **k)
+            self.timed: list[tuple[int, float]] = []
+
+        def add(self, payload: bytes, ssrc: int, timestamp: int, arrival: float) -> None:
+            n = len(self.lateness_ms)
+            super().add(payload, ssrc, timestamp, arrival)
+            if len(self.lateness_ms) > n:
+                late = self.lateness_ms[-1]
+                pos = int(round((arrival - late / 1000.0 - self._t0) * 48000))
+                self.timed.append((pos, late))
+
+    return TimedRecorder
+
+
+def _e2e_delays(rec_audio, timed, x48, offset: int):
+    """Per 0.5 s window: (time s, end-to-end delay ms) = position lag + packet lateness."""
+    x_tl = np.zeros(len(rec_audio), dtype=np.float32)
+    if offset < len(x_tl):
+        n = min(len(x48), len(x_tl) - offset)
+        x_tl[offset : offset + n] = x48[:n]
+    pos = np.array([p for p, _ in timed]) if timed else np.zeros(1)
+    late = np.array([l for _, l in timed]) if timed else np.zeros(1)
+    late = late - np.min(late)  # lateness is relative to the first packet, which anchors the line
+    out = []
+    for t, lag in window_lags(rec_audio, x_tl):
+        a = int(t * 48000)
+        sel = (pos >= a) & (pos < a + 24000)
+        extra = float(np.median(late[sel])) if sel.any() else 0.0
+        out.append((t - offset / 48000, lag / 48.0 + extra))
+    return out
+
+
+async def _negotiate(a, b) -> None:
+    await a.setLocalDescription(await a.createOffer())
+    await b.setRemoteDescription(a.localDescription)
+    await b.setLocalDescription(await b.createAnswer())
+    await a.setRemoteDescription(b.localDescription)
+
+
+async def stock_relay_run(samples: np.ndarray, impairment: Impairment, seconds: float):
+    """Publisher -> aiortc relay (stock receive path) -> subscriber, all on 127.0.0.1."""
+    from aiortc import RTCPeerConnection
+
+    from mediaserver.client import FileSource
+    from mediaserver.media.impair import impair_peer_connection
+    from mediaserver.sfu.rtptap import tap_receiver
+
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    pub, relay_in, relay_out, sub = (RTCPeerConnection() for _ in range(4))
+    rec = _recorder_class()("pub", t0)
+    try:
+        src = FileSource(samples)
+        pub.addTransceiver(src, direction="sendonly")
+        out_tr = relay_out.addTransceiver("audio", direction="sendonly")
+
+        @relay_in.on("track")
+        def on_track(track) -> None:
+            out_tr.sender.replaceTrack(track)
+
+        await _negotiate(relay_out, sub)
+        for tr in sub.getTransceivers():
+            tap_receiver(tr.receiver, lambda p, arr: rec.add(p.payload, p.ssrc, p.timestamp, arr / 1000.0),
+                         lambda: loop.time() * 1000.0)
+        await _negotiate(pub, relay_in)
+        impair_peer_connection(pub, impairment)
+        await asyncio.sleep(seconds + 2.0)
+        end = loop.time()
+    finally:
+        for pc in (pub, relay_in, relay_out, sub):
+            await pc.close()
+    return rec, rec.audio(end), int(round((src.start - t0) * 48000)), {
+        "frames_received": rec.frames, "frames_missing": rec.concealed()}
+
+
+async def server_path_run(samples: np.ndarray, impairment: Impairment, seconds: float, url: str,
+                          room: str):
+    """Publisher -> the real server -> subscriber, both headless clients of this project."""
+    from mediaserver import client as client_mod
+
+    class BenchClient(client_mod.HeadlessClient):
+        def _impair(self) -> None:  # the benchmark's own seeded policy (stops after 70 %)
+            if samples is not None and self.samples is not None:
+                from mediaserver.media.impair import impair_peer_connection
+
+                impair_peer_connection(self.pc, impairment)
+
+    def ns(identity: str, duration: float) -> argparse.Namespace:
+        return argparse.Namespace(url=url, room=room, identity=identity, token=None, send=None,
+                                  record_dir=None, duration=duration, ice_host=["127.0.0.1"],
+                                  loss=0.0, loss_burst=1.0, jitter_ms=0.0, reorder=0.0, seed=0)
+
+    original = client_mod.StreamRecorder
+    client_mod.StreamRecorder = _recorder_class()
+    try:
+        sub = BenchClient(ns("sub", seconds + 6.0), None)
+        pub = BenchClient(ns("pub", seconds + 4.0), samples)
+        sub_task = asyncio.create_task(sub.run())
+        await asyncio.sleep(1.5)
+        await pub.run()
+        summary = await sub_task
+    finally:
+        client_mod.StreamRecorder = original
+    rec = sub.recorders.get("pub")
+    if rec is None:
+        raise RuntimeError(f"subscriber got no audio from the server: {summary}")
+    offset = int(round((pub.source.start - sub.t0) * 48000))
+    stats = (sub.server_stats or {}).get("participants", {}).get("pub", {})
+    return rec, rec.audio(sub.t0 + seconds + 5.0), offset, stats
+
+
+def start_server(port: int) -> subprocess.Popen:
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mediaserver", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--ice-host", "127.0.0.1", "--no-enhance"],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=open(f"/tmp/loss-bench-server-{port}.log", "w"))
+    import urllib.request
+
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            return proc
+        except Exception:
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited ({proc.returncode}), see /tmp/loss-bench-server-{port}.log")
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("server did not come up")
+
+
+def main_server(args: argparse.Namespace) -> int:
+    from mediaserver.ice import pin_host_addresses
+
+    pin_host_addresses(["127.0.0.1"])
+    x16 = load_speech(Path(args.data), args.seconds)
+    x48 = resample(x16, 16000, 48000)
+    n_packets = len(x48) // FRAME
+    plcmos_model = None
+    if not args.no_plcmos:
+        from speechmos.plcmos import PLCMOS
+
+        plcmos_model = PLCMOS()
+    chosen = [s for s in scenarios(False) if s.name in (
+        "clean", "loss5%", "loss10%", "loss10%-burst3", "loss20%-burst3", "jitter60-noloss",
+        "jitter20-loss10%-burst3")]
+    if args.only:
+        keep = set(args.only.split(","))
+        chosen = [s for s in scenarios(True) if s.name in keep]
+    proc = start_server(args.port)
+    results = []
+    print(f"{'scenario':26s} {'path':7s} {'PESQ':>5s} {'STOI':>5s} {'PLCMOS':>6s} {'d50':>6s} {'d95':>6s}"
+          f" {'d+2s':>6s} {'d+5s':>6s} {'miss%':>6s}")
+    try:
+        for k, sc in enumerate(chosen):
+            row: dict = {"scenario": sc.__dict__, "packets": n_packets}
+            for name in ("ours", "aiortc"):
+                imp = Impairment(ImpairmentConfig(loss=sc.loss, burst=sc.burst, jitter_ms=sc.jitter_ms,
+                                                  seed=args.seed,
+                                                  active_packets=int(n_packets * IMPAIRED_SHARE)))
+                if name == "ours":
+                    rec, audio, offset, stats = asyncio.run(server_path_run(
+                        x48, imp, args.seconds, f"http://127.0.0.1:{args.port}/", f"bench{k}"))
+                else:
+                    rec, audio, offset, stats = asyncio.run(stock_relay_run(x48, imp, args.seconds))
+                delays = _e2e_delays(audio, rec.timed, x48, offset)
+                d = np.array([v for _, v in delays]) - E2E_FIXED_MS if delays else np.array([np.nan])
+                last_s = n_packets * IMPAIRED_SHARE * 0.02
+
+                def delay_at(t: float) -> float:
+                    c = [v - E2E_FIXED_MS for s_, v in delays if s_ >= t][:3]
+                    return float(np.median(c)) if c else float("nan")
+
+                y48 = audio[max(0, offset):]
+                res = {
+                    "path": name,
+                    "delay_p50_ms": float(np.nanpercentile(d, 50)),
+                    "delay_p95_ms": float(np.nanpercentile(d, 95)),
+                    "delay_2s_after_ms": delay_at(last_s + 2.0) if sc.loss or sc.jitter_ms else float("nan"),
+                    "delay_5s_after_ms": delay_at(last_s + 5.0) if sc.loss or sc.jitter_ms else float("nan"),
+                    "missing_share": rec.concealed() / max(1, n_packets),
+                    "dropped_by_impairment": imp.dropped,
+                    "clicks_per_min": clicks(y48[: len(x48)]) / (args.seconds / 60),
+                    "server_stats": stats,
+                }
+                res.update(quality(y48, x16, plcmos_model))
+                row[name] = res
+                print(f"{sc.name:26s} {name:7s} {res['pesq_wb']:5.2f} {res['stoi']:5.3f} "
+                      f"{res.get('plcmos', float('nan')):6.2f} {res['delay_p50_ms']:6.1f} "
+                      f"{res['delay_p95_ms']:6.1f} {res['delay_2s_after_ms']:6.1f} "
+                      f"{res['delay_5s_after_ms']:6.1f} {100 * res['missing_share']:6.1f}", flush=True)
+            results.append(row)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "benchmark": "loss",
+        "mode": "server: publisher client -> mediaserver serve --no-enhance -> subscriber client, vs "
+                "publisher -> in-process aiortc relay (stock JitterBuffer+PyAV decode+re-encode) -> subscriber",
+        "speech_seconds": args.seconds, "seed": args.seed, "impaired_share": IMPAIRED_SHARE,
+        "delay_note": "receive-path delay = end-to-end delay - 20 ms packetisation - 2 x 6.5 ms Opus look-ahead",
+        "missing_note": "missing = 20 ms frames absent at the subscriber (the server conceals instead)",
+    }
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=float))
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_option(parser, "--data", default="/work/shared/data", help="data folder with speech/test")
@@ -261,9 +491,17 @@ def main(argv: list[str] | None = None) -> int:
     add_option(parser, "--full", action="store_true", help="full jitter x loss grid")
     add_option(parser, "--no-plcmos", action="store_true", help="skip PLCMOS (slow)")
     add_option(parser, "--only", default="", help="comma-separated scenario names")
-    add_option(parser, "--out", default=str(Path(__file__).parent / "results" / "loss.json"), help="JSON")
+    add_option(parser, "--mode", choices=("packet", "server"), default="packet",
+               help="packet: InboundAudio vs aiortc JB at packet level; server: through the real server")
+    add_option(parser, "--port", type=int, default=18931, help="server port (server mode)")
+    add_option(parser, "--out", default=None, help="JSON (default results/loss.json or loss_server.json)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.out is None:
+        args.out = str(Path(__file__).parent / "results" / ("loss.json" if args.mode == "packet"
+                                                            else "loss_server.json"))
+    if args.mode == "server":
+        return main_server(args)
 
     x16 = load_speech(Path(args.data), args.seconds)
     x48 = resample(x16, 16000, 48000)

@@ -29,6 +29,7 @@ class ImpairmentConfig:
     duplicate: float = 0.0  # probability a packet is sent twice
     seed: int = 0
     drop: frozenset[int] = frozenset()  # explicit media packet ordinals to drop
+    active_packets: int = 0  # impair only the first N media packets (0: all)
 
     def __post_init__(self) -> None:
         for name in ("loss", "reorder", "duplicate"):
@@ -87,6 +88,10 @@ class Impairment:
     def decide(self) -> list[float]:
         """Extra delays in ms for each copy of the next packet; an empty list means drop."""
         cfg = self.config
+        if cfg.active_packets and self._ordinal >= cfg.active_packets:
+            self._ordinal += 1
+            self.sent += 1
+            return [0.0]
         # Draw every random number every time so one knob does not shift the others' sequence.
         lost = self._lost()
         jitter = self._rng.random() * cfg.jitter_ms

@@ -166,6 +166,8 @@ class InboundAudio:
         self._decode_errors = 0
         self._fec_recovered = 0
         self._concealed_frames = 0
+        self._accelerate = 0
+        self._expand = 0
 
     # ------------------------------------------------------------------ push
     def push(
@@ -247,10 +249,13 @@ class InboundAudio:
             self._in_cng = False
         if isinstance(decision, Play) and decision.time_scale:
             quiet = rms < max(4 * self._noise_rms, 0.003) or decision.packet.speech is False
-            if decision.time_scale < 0:
-                pcm = self._scaler.compress(pcm, quiet)
-            else:
-                pcm = self._scaler.stretch(pcm, quiet)
+            if quiet or not decision.soft:
+                if decision.time_scale < 0:
+                    pcm = self._scaler.compress(pcm, quiet)
+                    self._accelerate += 1
+                else:
+                    pcm = self._scaler.stretch(pcm, quiet)
+                    self._expand += 1
         self._queue.push(pcm, kind)
 
     def _conceal(self, samples: int, outage_ms: float) -> None:
@@ -308,8 +313,8 @@ class InboundAudio:
             "fec_recovered": float(self._fec_recovered),
             "concealed_frames": float(self._concealed_frames),
             "concealed_ms": round(s.concealed_samples / 48.0, 2),
-            "accelerate": float(s.accelerate),
-            "expand": float(s.expand),
+            "accelerate": float(self._accelerate),
+            "expand": float(self._expand),
             "resets": float(s.resets),
             "ssrc_changes": float(s.ssrc_changes),
             **{f"frames_{k}": float(v) for k, v in self._counts.items()},

@@ -53,10 +53,14 @@ class Packet:
 
 @dataclass(slots=True)
 class Play:
-    """Decode ``packet`` normally. ``time_scale``: -1 compress, +1 stretch, 0 none."""
+    """Decode ``packet`` normally. ``time_scale``: -1 compress, +1 stretch, 0 none.
+
+    ``soft``: only a small correction towards the target; apply it on a quiet frame only.
+    """
 
     packet: Packet
     time_scale: int = 0
+    soft: bool = False
 
 
 @dataclass(slots=True)
@@ -355,7 +359,12 @@ class JitterBuffer:
             self._playout = packet.ts + packet.samples
             self._outage_samples = 0
             self.stats.played += 1
-            return Play(packet, self._time_scale(level))
+            scale, soft = self._time_scale(level)
+            if scale < 0:
+                self.stats.accelerate += 1  # requests; the caller may skip soft ones
+            elif scale > 0:
+                self.stats.expand += 1
+            return Play(packet, scale, soft)
 
         # Nothing at the playout point.
         nxt = min(self._packets) if self._packets else None
@@ -400,20 +409,23 @@ class JitterBuffer:
             return self._straddling()
         return None
 
-    def _time_scale(self, level: float) -> int:
+    def _time_scale(self, level: float) -> tuple[int, bool]:
+        """Hard requests outside a wide band; soft ones (quiet frames only) to centre on target."""
         target = self.target_ms
-        frame_ms = self._frame_samples / SAMPLES_PER_MS
         # A wide band and both the filtered and the instantaneous level past it: jitter
-        # alone must not make the buffer stretch and squeeze all the time.
+        # alone must not make the buffer stretch and squeeze speech all the time.
         high = target + max(15.0, 0.25 * target)
         low = target - 15.0
-        if self._level_filtered_ms > high and level > high:
-            self.stats.accelerate += 1
-            return -1
-        if self._level_filtered_ms < low and level < low:
-            self.stats.expand += 1
-            return 1
-        return 0
+        filt = self._level_filtered_ms
+        if filt > high and level > high:
+            return -1, False
+        if filt < low and level < low:
+            return 1, False
+        if filt > target + 10.0 and level > target + 5.0:
+            return -1, True
+        if filt < target - 10.0 and level < target - 5.0:
+            return 1, True
+        return 0, False
 
     # ----------------------------------------------------------------- stats
     @property
