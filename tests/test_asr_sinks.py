@@ -64,18 +64,20 @@ async def fake_recogniser():
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        header, size = None, 0
+        header, size, messages = None, 0, 0
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 data = json.loads(msg.data)
                 if data["type"] == "segment":
-                    header, size = data, 0
+                    header, size, messages = data, 0, 0
                 elif data["type"] == "end":
-                    received.append({**header, "bytes": size})
+                    received.append({**header, **data, "bytes": size, "messages": messages,
+                                     "type": "segment"})
                     await ws.send_str(json.dumps({"type": "transcript", "id": data["id"],
                                                   "text": f"got {size} bytes", "final": True}))
             elif msg.type == WSMsgType.BINARY:
                 size += len(msg.data)
+                messages += 1
         return ws
 
     app = web.Application()
@@ -91,7 +93,7 @@ async def fake_recogniser():
 
 async def test_websocket_sink_streams_segments_and_returns_transcripts(fake_recogniser) -> None:
     url, received = fake_recogniser
-    sink = WebSocketSink(url, audio_format="f32le", chunk_bytes=4000)
+    sink = WebSocketSink(url, audio_format="f32le", chunk_bytes=4000, live=False)
     got: list[Transcript] = []
     await sink.start(got.append)
     for i in range(3):
@@ -104,9 +106,35 @@ async def test_websocket_sink_streams_segments_and_returns_transcripts(fake_reco
     await sink.stop()
     assert [r["bytes"] for r in received] == [3200 * 4] * 3
     assert received[0]["sample_rate"] == 16000 and received[0]["format"] == "f32le"
+    assert received[0]["live"] is False and received[0]["end_ms"] == 200.0
     assert received[0]["identity"] == "alice" and received[1]["start_ms"] == 1000.0
     assert [t.text for t in got] == ["got 12800 bytes"] * 3
     assert got[2].start_ms == 2000.0 and got[2].source == "ws"
+
+
+async def test_websocket_sink_streams_live_audio_during_speech(fake_recogniser, tmp_path) -> None:
+    url, received = fake_recogniser
+    x, _ = call_with_pauses(tmp_path)
+    sink, keep = WebSocketSink(url), KeepSink()
+    hub = AsrHub([sink, keep], feed=FeedConfig(feed="raw"))
+    got: list[tuple] = []
+    hub.add_transcript_listener(lambda *a: got.append(a))
+    await hub.start()
+    await feed_hub(hub, x, identity="dora")
+    await sink.drain()
+    for _ in range(200):
+        if len(got) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await hub.stop()
+    segments = keep.items
+    assert len(segments) == len(received) == 2
+    for seg, rec in zip(segments, received):
+        assert rec["live"] is True and rec["identity"] == "dora"
+        assert rec["bytes"] == seg.pcm.nbytes           # every sample, in order of speech
+        assert rec["messages"] > 20                     # streamed frame by frame, not at the end
+        assert rec["start_ms"] == round(seg.start_ms, 1) and rec["end_ms"] == round(seg.end_ms, 1)
+    assert [(g[1], g[3], g[4]) for g in got] == [("dora", s.start_ms, s.end_ms) for s in segments]
 
 
 async def test_dead_websocket_sink_never_stalls_frames_or_other_sinks(tmp_path) -> None:

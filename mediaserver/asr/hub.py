@@ -17,12 +17,13 @@ from . import metrics
 from .feed import DEFAULT_FEED, DEFAULT_RAW_SHARE, FeedMixer, check_feed
 from .resample import StreamingDecimator
 from .segmenter import FRAME_SAMPLES, Segment, SegmenterConfig, VadSegmenter, to_int16
-from .sink import AsrSink, Transcript
+from .sink import AsrSink, LiveChunk, Transcript
 from .transcripts import TranscriptLog
 
 logger = logging.getLogger(__name__)
 
 FRAME_48K = 960
+_EMPTY = np.zeros(0, dtype=np.int16)
 
 
 class FrameSink(Protocol):
@@ -57,6 +58,17 @@ class ParticipantPipeline:
         audio16 = self.decimator.process(self.mixer.select(raw, enhanced))
         return self.segmenter.push(t_ms - self._offset_ms, to_int16(audio16))
 
+    def live_chunk(self) -> Optional[LiveChunk]:
+        """What the last ``push`` added to an open segment (or a discard notice), if anything."""
+        seg = self.segmenter
+        if seg.discarded_seq is not None:
+            return LiveChunk(seg.room, seg.identity, seg.discarded_seq, seg.live_start_ms,
+                             _EMPTY, seg.feed, discarded=True)
+        if seg.live_audio is None:
+            return None
+        return LiveChunk(seg.room, seg.identity, seg.live_seq, seg.live_start_ms, seg.live_audio,
+                         seg.feed)
+
     def flush(self) -> Optional[Segment]:
         return self.segmenter.flush()
 
@@ -70,6 +82,7 @@ class AsrHub:
     def __init__(self, sinks: Sequence[AsrSink], *, feed: FeedConfig | None = None,
                  segmenter: SegmenterConfig | None = None, transcript_entries: int = 2000) -> None:
         self.sinks = list(sinks)
+        self._live_sinks = [s for s in self.sinks if getattr(s, "wants_live_audio", False)]
         self.feed = feed or FeedConfig()
         self.seg_config = segmenter or SegmenterConfig()
         self.transcripts = TranscriptLog(transcript_entries)
@@ -108,17 +121,13 @@ class AsrHub:
         pipe = self._pipes.get(key)
         if pipe is None:
             pipe = self._pipes[key] = ParticipantPipeline(room, identity, self.feed, self.seg_config)
-        segment = pipe.push(t_ms, raw, enhanced)
-        if segment is not None:
-            self._dispatch(segment)
+        self._deliver(pipe, pipe.push(t_ms, raw, enhanced))
 
     def participant_left(self, room: str, identity: str) -> None:
         """Flush the open segment of a participant who left, and forget their state."""
         pipe = self._pipes.pop((room, identity), None)
         if pipe is not None:
-            segment = pipe.flush()
-            if segment is not None:
-                self._dispatch(segment)
+            self._deliver(pipe, pipe.flush())
 
     def room_closed(self, room: str) -> None:
         for key in [k for k in self._pipes if k[0] == room]:
@@ -128,6 +137,15 @@ class AsrHub:
         return self.transcripts.room(room)
 
     # -- internals ---------------------------------------------------------------------------
+    def _deliver(self, pipe: ParticipantPipeline, segment: Optional[Segment]) -> None:
+        if self._live_sinks:
+            chunk = pipe.live_chunk()
+            if chunk is not None:
+                for sink in self._live_sinks:
+                    sink.submit_live(chunk)
+        if segment is not None:
+            self._dispatch(segment)
+
     def _dispatch(self, segment: Segment) -> None:
         self.segments += 1
         metrics.SEGMENTS.inc()

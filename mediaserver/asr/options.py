@@ -31,6 +31,8 @@ def add_asr_options(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--asr-ws-url", default=None, help="external recogniser WebSocket URL (ws sink)")
     add_option(parser, "--asr-ws-format", choices=("s16le", "f32le"), default="s16le",
                help="audio sample format sent to the WebSocket recogniser (16 kHz mono)")
+    add_option(parser, "--asr-ws-mode", choices=("live", "segment"), default="live",
+               help="ws sink: stream audio as it is spoken (live) or send whole segments")
     add_option(parser, "--asr-redis-maxlen", type=int, default=1000,
                help="approximate MAXLEN of each room's ASR stream")
     add_option(parser, "--asr-vad-aggressiveness", type=int, default=2, choices=(0, 1, 2, 3),
@@ -62,7 +64,8 @@ def build_sinks(args: argparse.Namespace) -> list[AsrSink]:
                 raise ValueError("the ws ASR sink needs --asr-ws-url")
             from .ws_sink import WebSocketSink
 
-            sinks.append(WebSocketSink(args.asr_ws_url, audio_format=args.asr_ws_format))
+            sinks.append(WebSocketSink(args.asr_ws_url, audio_format=args.asr_ws_format,
+                                       live=args.asr_ws_mode == "live"))
         elif name == "redis":
             if not getattr(args, "redis_url", None):
                 raise ValueError("the redis ASR sink needs --redis-url")

@@ -70,7 +70,12 @@ def to_int16(x: np.ndarray) -> np.ndarray:
 
 
 class VadSegmenter:
-    """Feed 20 ms int16 frames with their start time; get a closed ``Segment`` back when one ends."""
+    """Feed 20 ms int16 frames with their start time; get a closed ``Segment`` back when one ends.
+
+    For live streaming, after each ``push`` ``live_audio`` holds the audio that joined the
+    open segment on this frame (the whole pre-roll when it opened), ``live_seq`` its number
+    and ``live_start_ms`` its start; ``discarded_seq`` names a segment closed as too short.
+    """
 
     def __init__(self, room: str, identity: str, config: SegmenterConfig | None = None,
                  feed: str = "raw") -> None:
@@ -92,6 +97,10 @@ class VadSegmenter:
         self._silent_run = 0
         self._last_end_ms = 0.0
         self._seq = 0
+        self.live_audio: Optional[np.ndarray] = None
+        self.live_seq = 0
+        self.live_start_ms = 0.0
+        self.discarded_seq: Optional[int] = None
 
     @property
     def in_speech(self) -> bool:
@@ -103,19 +112,25 @@ class VadSegmenter:
             raise ValueError(f"segmenter wants {FRAME_SAMPLES} samples, got {len(frame)}")
         voiced = self._vad.is_speech(frame.tobytes(), RATE)
         end_ms = t_ms + FRAME_MS
+        self.live_audio, self.discarded_seq = None, None
         if not self._active:
             self._preroll.append((t_ms, frame))
             self._window.append(voiced)
             if sum(self._window) >= self._start_needed:
+                self._seq += 1
                 self._start_ms = self._preroll[0][0]
                 self._active = [f for _, f in self._preroll]
                 self._voiced = sum(self._window)
                 self._silent_run = 0
+                self._last_end_ms = end_ms
                 self._preroll.clear()
                 self._window.clear()
+                self.live_seq, self.live_start_ms = self._seq, self._start_ms
+                self.live_audio = np.concatenate(self._active)
             return None
         self._active.append(frame)
         self._last_end_ms = end_ms
+        self.live_audio = frame
         if voiced:
             self._voiced += 1
             self._silent_run = 0
@@ -129,6 +144,7 @@ class VadSegmenter:
 
     def flush(self) -> Optional[Segment]:
         """Close the open segment (participant left or stream ended)."""
+        self.live_audio, self.discarded_seq = None, None
         if not self._active:
             return None
         return self._close(self._last_end_ms or self._start_ms + FRAME_MS * len(self._active))
@@ -137,7 +153,7 @@ class VadSegmenter:
         frames, voiced = self._active, self._voiced
         self._active, self._voiced, self._silent_run = [], 0, 0
         if voiced < self._min_voiced:
+            self.discarded_seq = self._seq
             return None
-        self._seq += 1
         return Segment(self.room, self.identity, self._start_ms, end_ms, np.concatenate(frames),
                        feed=self.feed, seq=self._seq, meta={"voiced_frames": voiced})

@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Union
 
+import numpy as np
+
 from . import metrics
 from .segmenter import Segment
 
@@ -33,8 +35,24 @@ class Transcript:
                 "start_ms": round(self.start_ms, 1), "end_ms": round(self.end_ms, 1)}
 
 
+@dataclass(frozen=True)
+class LiveChunk:
+    """Audio of a segment that is still open, for sinks that stream (``wants_live_audio``).
+
+    ``discarded``: the segment ``seq`` was closed as too short and will not be submitted.
+    """
+
+    room: str
+    identity: str
+    seq: int
+    start_ms: float     # start of the segment
+    pcm: np.ndarray     # int16 16 kHz, the audio that joined the segment now
+    feed: str = "raw"
+    discarded: bool = False
+
+
 TranscriptCallback = Callable[[Transcript], None]
-Item = Union[Segment, Transcript]
+Item = Union[Segment, Transcript, LiveChunk]
 
 
 class AsrSink(Protocol):
@@ -46,12 +64,14 @@ class AsrSink(Protocol):
     async def stop(self) -> None: ...
     def submit_segment(self, segment: Segment) -> None: ...
     def submit_transcript(self, transcript: Transcript) -> None: ...
+    def submit_live(self, chunk: LiveChunk) -> None: ...
 
 
 class QueuedSink:
     """Base: a bounded queue drained by one task calling ``handle``; subclasses do the I/O."""
 
     wants_transcripts = False
+    wants_live_audio = False
 
     def __init__(self, name: str, *, queue_size: int = 16) -> None:
         if queue_size < 1:
@@ -85,6 +105,10 @@ class QueuedSink:
     def submit_transcript(self, transcript: Transcript) -> None:
         if self.wants_transcripts:
             self._put(transcript)
+
+    def submit_live(self, chunk: LiveChunk) -> None:
+        if self.wants_live_audio:
+            self._put(chunk)
 
     def _put(self, item: Item) -> None:
         if self._queue.full():

@@ -1,11 +1,18 @@
-"""Stream segments to an external recogniser over a WebSocket; reconnect with backoff.
+"""Stream speech to an external recogniser over a WebSocket; reconnect with backoff.
 
-Wire format, per segment (JSON text, then audio, then JSON text):
-``{"type":"segment","id":N,"room","identity","start_ms","end_ms","sample_rate":16000,
-"format":"s16le"|"f32le","feed"}``, one or more binary messages of little-endian
-mono audio (at most ``chunk_bytes`` each), ``{"type":"end","id":N}``.
-The recogniser may answer ``{"type":"transcript","id":N,"text":...,"final":true}``;
-final transcripts go to the hub as captions. Anything else it sends is ignored.
+Wire format (JSON text messages and binary audio, one connection for all participants):
+
+1. ``{"type":"segment","id":N,"room","identity","start_ms","sample_rate":16000,
+   "format":"s16le"|"f32le","feed","live":bool}`` opens segment N;
+2. binary messages of little-endian mono audio for N. Live (default): sent as the speech
+   happens, every 20 ms from the onset (pre-roll first), so a streaming recogniser can
+   produce partials. Not live: the whole segment in chunks of at most ``chunk_bytes``;
+3. ``{"type":"end","id":N,"end_ms"}`` closes it (``"discarded":true`` when the VAD judged
+   it too short to keep).
+
+The recogniser may answer ``{"type":"transcript","id":N,"text":...,"final":true}``; final
+transcripts become captions. If the connection drops mid-segment, the rest of that
+segment is sent under a new id after reconnecting (its ``start_ms`` is that of the segment).
 """
 
 from __future__ import annotations
@@ -22,31 +29,33 @@ import numpy as np
 
 from . import metrics
 from .segmenter import Segment
-from .sink import Item, QueuedSink, Transcript
+from .sink import Item, LiveChunk, QueuedSink, Transcript
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("s16le", "f32le")
+Key = tuple[str, str, int]  # room, identity, segment seq
 
 
 class WebSocketSink(QueuedSink):
-    def __init__(self, url: str, *, audio_format: str = "s16le", queue_size: int = 32,
-                 send_timeout: float = 5.0, backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 chunk_bytes: int = 32000) -> None:
+    def __init__(self, url: str, *, audio_format: str = "s16le", live: bool = True,
+                 queue_size: int = 512, send_timeout: float = 5.0, backoff_initial: float = 0.5,
+                 backoff_max: float = 30.0, chunk_bytes: int = 32000) -> None:
         super().__init__("ws", queue_size=queue_size)
         if not url.startswith(("ws://", "wss://")):
             raise ValueError(f"ASR WebSocket URL must start with ws:// or wss://, got {url!r}")
         if audio_format not in FORMATS:
             raise ValueError(f"unknown ASR WebSocket audio format {audio_format!r}; "
                              f"choose one of {', '.join(FORMATS)}")
-        self.url, self.audio_format = url, audio_format
+        self.url, self.audio_format, self.wants_live_audio = url, audio_format, live
         self.send_timeout, self.chunk_bytes = send_timeout, chunk_bytes
         self._backoff_initial, self._backoff_max = backoff_initial, backoff_max
         self._backoff = backoff_initial
         self._session: Optional[aiohttp.ClientSession] = None
         self._ws: Optional[aiohttp.ClientWebSocketResponse] = None
         self._reader: Optional[asyncio.Task] = None
-        self._pending: OrderedDict[int, Segment] = OrderedDict()
+        self._open: dict[Key, int] = {}                      # segments open on this connection
+        self._info: OrderedDict[int, dict] = OrderedDict()   # id -> room/identity/times
         self._next_id = 0
         self.connects = 0
         self.connect_failures = 0
@@ -73,6 +82,7 @@ class WebSocketSink(QueuedSink):
                 await asyncio.wait_for(ws.close(), timeout=1.0)
             except (asyncio.TimeoutError, Exception):
                 pass
+        self._open.clear()
         metrics.CONNECTED.labels(self.name).set(0)
 
     async def _connected(self) -> aiohttp.ClientWebSocketResponse:
@@ -99,35 +109,59 @@ class WebSocketSink(QueuedSink):
             self._reader = asyncio.create_task(self._read(self._ws), name="asr-ws-reader")
         return self._ws
 
+    def _encode(self, pcm: np.ndarray) -> bytes:
+        if self.audio_format == "s16le":
+            return pcm.astype("<i2", copy=False).tobytes()
+        return (pcm.astype(np.float32) / 32768.0).astype("<f4").tobytes()
+
     async def handle(self, item: Item) -> None:
-        if not isinstance(item, Segment):
+        if isinstance(item, Transcript):
             return
         ws = await self._connected()
-        self._next_id += 1
-        seg_id = self._next_id
-        header = {"type": "segment", "id": seg_id, "room": item.room, "identity": item.identity,
-                  "start_ms": round(item.start_ms, 1), "end_ms": round(item.end_ms, 1),
-                  "sample_rate": item.sample_rate, "format": self.audio_format, "feed": item.feed}
-        if self.audio_format == "s16le":
-            payload = item.pcm.astype("<i2", copy=False).tobytes()
-        else:
-            payload = (item.pcm.astype(np.float32) / 32768.0).astype("<f4").tobytes()
-        self._pending[seg_id] = item
-        while len(self._pending) > 256:  # recogniser that never answers: forget the oldest
-            self._pending.popitem(last=False)
         try:
-            await asyncio.wait_for(self._send(ws, header, payload, seg_id), self.send_timeout)
+            await asyncio.wait_for(self._send_item(ws, item), self.send_timeout)
         except (asyncio.TimeoutError, ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
             logger.warning("ASR WebSocket send failed (%s); reconnecting", exc or type(exc).__name__)
             await self._disconnect()
             raise
 
-    async def _send(self, ws: aiohttp.ClientWebSocketResponse, header: dict, payload: bytes,
-                    seg_id: int) -> None:
-        await ws.send_str(json.dumps(header))
-        for i in range(0, len(payload), self.chunk_bytes):
-            await ws.send_bytes(payload[i:i + self.chunk_bytes])
-        await ws.send_str(json.dumps({"type": "end", "id": seg_id}))
+    async def _begin(self, ws: aiohttp.ClientWebSocketResponse, item: Segment | LiveChunk,
+                     live: bool) -> int:
+        self._next_id += 1
+        seg_id = self._next_id
+        self._info[seg_id] = {"room": item.room, "identity": item.identity,
+                              "start_ms": item.start_ms, "end_ms": None}
+        while len(self._info) > 256:  # a recogniser that never answers: forget the oldest
+            self._info.popitem(last=False)
+        await ws.send_str(json.dumps({
+            "type": "segment", "id": seg_id, "room": item.room, "identity": item.identity,
+            "start_ms": round(item.start_ms, 1), "sample_rate": 16000, "format": self.audio_format,
+            "feed": item.feed, "live": live}))
+        return seg_id
+
+    async def _send_item(self, ws: aiohttp.ClientWebSocketResponse, item: Item) -> None:
+        if isinstance(item, LiveChunk):
+            key = (item.room, item.identity, item.seq)
+            if item.discarded:
+                seg_id = self._open.pop(key, None)
+                if seg_id is not None:
+                    await ws.send_str(json.dumps({"type": "end", "id": seg_id, "discarded": True}))
+                return
+            seg_id = self._open.get(key)
+            if seg_id is None:
+                seg_id = self._open[key] = await self._begin(ws, item, live=True)
+            await ws.send_bytes(self._encode(item.pcm))
+            return
+        assert isinstance(item, Segment)
+        seg_id = self._open.pop((item.room, item.identity, item.seq), None)
+        if seg_id is None:  # not streamed live (live off, or every chunk was dropped)
+            seg_id = await self._begin(ws, item, live=False)
+            payload = self._encode(item.pcm)
+            for i in range(0, len(payload), self.chunk_bytes):
+                await ws.send_bytes(payload[i:i + self.chunk_bytes])
+        if seg_id in self._info:
+            self._info[seg_id]["end_ms"] = item.end_ms
+        await ws.send_str(json.dumps({"type": "end", "id": seg_id, "end_ms": round(item.end_ms, 1)}))
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
@@ -142,10 +176,11 @@ class WebSocketSink(QueuedSink):
                 continue
             if not data.get("final", True):
                 continue
-            seg = self._pending.pop(data.get("id"), None) if isinstance(data.get("id"), int) else None
+            info = self._info.get(data.get("id")) if isinstance(data.get("id"), int) else None
             text = str(data.get("text", "")).strip()
-            if seg is None or not text:
+            if info is None or not text:
                 continue
-            self._on_transcript(Transcript(seg.room, seg.identity, text, seg.start_ms, seg.end_ms,
-                                           source="ws"))
+            end_ms = info["end_ms"] if info["end_ms"] is not None else info["start_ms"]
+            self._on_transcript(Transcript(info["room"], info["identity"], text, info["start_ms"],
+                                           end_ms, source="ws"))
         metrics.CONNECTED.labels(self.name).set(0)
