@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import sys
@@ -27,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mediaserver.asr.feed import DEFAULT_FEED, DEFAULT_RAW_SHARE  # noqa: E402
 from mediaserver.asr.local import make_recogniser  # noqa: E402
 from mediaserver.asr.transcribe import (  # noqa: E402
     enhance48, feed_config, load_enhancer, recognise_segments, segments_of, to_frames48)
@@ -83,17 +85,34 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float, offset: int
     return (out / peak * 0.95 if peak > 0.95 else out).astype(np.float32)
 
 
+def weights_info(path: str | None) -> dict:
+    """Which checkpoint was measured (training step, validation loss), for the record."""
+    import torch
+
+    from mediaserver.enhance.weights import resolve_weights_path, sha256_of
+
+    file = resolve_weights_path(path)
+    payload = torch.load(file, map_location="cpu", weights_only=True)
+    meta = payload.get("meta", {}) if isinstance(payload, dict) else {}
+    return {"file": str(file), "sha256": sha256_of(file)[:16],
+            **{k: meta[k] for k in ("step", "valid_loss") if k in meta}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data", help="folder with speech/ and noise/")
     ap.add_argument("--files", type=int, default=30, help="test utterances (evenly spaced)")
     ap.add_argument("--snrs", default="clean,10,5,0", help="conditions: clean and/or SNRs in dB")
     ap.add_argument("--mix-shares", default="0.3", help="raw shares of the mix feeds to measure")
-    ap.add_argument("--default-share", type=float, default=0.3, help="share of the default mix feed")
+    ap.add_argument("--default-feed", default=None,
+                    help="feed judged against the targets, e.g. mix0.3 (default: the code's default)")
     ap.add_argument("--weights", default=None, help="enhancer weights (default: shipped model)")
     ap.add_argument("--engine", default="whisper", choices=("whisper", "pocketsphinx"))
     ap.add_argument("--threads", type=int, default=1, help="recogniser and torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--feeds", default="raw,enhanced,mix", help="subset of raw,enhanced,mix")
+    ap.add_argument("--cache", default=None,
+                    help="JSON file of hypotheses reused across runs (raw does not depend on weights)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "asr.json"))
     args = ap.parse_args()
 
@@ -115,13 +134,20 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     enhancer = load_enhancer(args.weights)
+    weights_meta = weights_info(args.weights)
+    print(f"enhancer weights: {weights_meta}")
     recogniser = make_recogniser(args.engine, **({"threads": args.threads}
                                                  if args.engine == "whisper" else {}))
-    feeds = [("raw", 0.0), ("enhanced", 0.0)] + [("mix", s) for s in shares]
+    wanted = {f.strip() for f in args.feeds.split(",")}
+    feeds = [f for f in [("raw", 0.0), ("enhanced", 0.0)] + [("mix", s) for s in shares]
+             if f[0] in wanted]
+    cache_path = Path(args.cache) if args.cache else None
+    cache: dict = json.loads(cache_path.read_text()) if cache_path and cache_path.exists() else {}
     name = lambda f, s: f if f != "mix" else f"mix{s:g}"  # noqa: E731
 
     stats: dict = {c: {name(*f): {"edits": 0, "words": 0, "asr_s": 0.0} for f in feeds} for c in conditions}
     audio_s, enhance_s, segment_s = 0.0, 0.0, 0.0
+    enhanced_audio_s, segmented_audio_s = 1e-9, 1e-9
     t_start = time.perf_counter()
     for i, path in enumerate(files):
         clean, rate = read_audio(path)
@@ -133,22 +159,34 @@ def main() -> int:
             x = clean if cond == "clean" else mix_at_snr(clean, noise, float(cond), offset)
             raw48 = to_frames48(x, rate)
             audio_s += len(x) / rate
-            t0 = time.perf_counter()
-            enh48 = enhance48(enhancer, raw48)
-            enhance_s += time.perf_counter() - t0
+            enh48 = None
             for feed, share in feeds:
-                t0 = time.perf_counter()
-                segs = segments_of(raw48, enh48, feed_config(feed, share, enhancer.latency))
-                t1 = time.perf_counter()
-                hyp = normalise(recognise_segments(recogniser, segs))
-                t2 = time.perf_counter()
-                segment_s += t1 - t0
+                key = "|".join((path.stem, cond, name(feed, share), args.engine,
+                                "" if feed == "raw" else weights_meta["sha256"]))
                 st = stats[cond][name(feed, share)]
-                st["edits"] += edit_distance(ref, hyp)
+                if key in cache:
+                    hyp_text, asr_s = cache[key]["text"], cache[key]["asr_s"]
+                else:
+                    if enh48 is None and feed != "raw":
+                        t0 = time.perf_counter()
+                        enh48 = enhance48(enhancer, raw48)
+                        enhance_s += time.perf_counter() - t0
+                        enhanced_audio_s += len(x) / rate
+                    t0 = time.perf_counter()
+                    segs = segments_of(raw48, enh48, feed_config(feed, share, enhancer.latency))
+                    t1 = time.perf_counter()
+                    hyp_text = recognise_segments(recogniser, segs)
+                    asr_s = time.perf_counter() - t1
+                    segment_s += t1 - t0
+                    segmented_audio_s += len(x) / rate
+                    cache[key] = {"text": hyp_text, "asr_s": asr_s}
+                st["edits"] += edit_distance(ref, normalise(hyp_text))
                 st["words"] += len(ref)
-                st["asr_s"] += t2 - t1
-        done = stats[conditions[-1]]["raw"]
-        print(f"[{i + 1}/{len(files)}] {path.stem}  running WER raw@{conditions[-1]} "
+                st["asr_s"] += asr_s
+        if cache_path:
+            cache_path.write_text(json.dumps(cache))
+        done = stats[conditions[-1]][name(*feeds[0])]
+        print(f"[{i + 1}/{len(files)}] {path.stem}  running WER {name(*feeds[0])}@{conditions[-1]} "
               f"{done['edits'] / max(1, done['words']):.3f}  ({time.perf_counter() - t_start:.0f} s)",
               flush=True)
 
@@ -160,9 +198,11 @@ def main() -> int:
             st = stats[cond][name(*f)]
             table[cond][name(*f)] = {"wer": round(st["edits"] / max(1, st["words"]), 4),
                                      "rtf": round(st["asr_s"] / per_cond_audio, 4)}
-    default = name("mix", args.default_share)
+    default = args.default_feed or name(DEFAULT_FEED, DEFAULT_RAW_SHARE)
     verdict = {}
     for cond in conditions:
+        if "raw" not in table[cond]:
+            continue
         raw_wer, dflt = table[cond]["raw"]["wer"], table[cond].get(default, {}).get("wer")
         if dflt is None:
             continue
@@ -172,6 +212,11 @@ def main() -> int:
                          "target_20pct": (rel >= 0.20) if cond in ("0", "5") else None}
 
     names = [name(*f) for f in feeds]
+    # recommendation: lowest mean WER at 0-5 dB among feeds never worse than raw anywhere
+    noisy = [c for c in conditions if c in ("0", "5")] or conditions
+    safe = [n for n in names if "raw" in names and all(table[c][n]["wer"] <= table[c]["raw"]["wer"] + 1e-9
+                                    for c in conditions)]
+    recommended = min(safe, key=lambda n: np.mean([table[c][n]["wer"] for c in noisy])) if safe else None
     print()
     print(f"ASR benchmark: {len(files)} utterances, {per_cond_audio / 60:.1f} min audio per condition, "
           f"engine {args.engine}, default feed {default}")
@@ -181,8 +226,10 @@ def main() -> int:
         cells = [f"{table[cond][n]['wer'] * 100:6.1f}% r{table[cond][n]['rtf']:.3f}" for n in names]
         label = "clean" if cond == "clean" else f"{cond} dB"
         print(f"{label:>9} | " + " | ".join(f"{c:>14}" for c in cells))
-    print(f"(WER, r = recogniser real-time factor). Enhancer RTF {enhance_s / audio_s:.3f}, "
-          f"decimator+VAD RTF {segment_s / (audio_s * len(feeds)):.4f}")
+    print(f"(WER, r = recogniser real-time factor). Enhancer RTF {enhance_s / enhanced_audio_s:.3f}, "
+          f"decimator+VAD RTF {segment_s / segmented_audio_s:.4f}, load average {os.getloadavg()[0]:.1f}")
+    print(f"recommended default feed (never worse than raw, best at {'/'.join(noisy)} dB): "
+          f"{recommended}")
     for cond, v in verdict.items():
         print(f"  {cond:>5}: default {v['default'] * 100:.1f}% vs raw {v['raw'] * 100:.1f}% "
               f"({v['relative_reduction'] * 100:+.1f}% lower) not-worse={v['not_worse']}"
@@ -193,9 +240,11 @@ def main() -> int:
         "conditions": conditions, "feeds": names, "default_feed": default,
         "weights": str(args.weights or "shipped"), "seed": args.seed, "threads": args.threads,
         "audio_seconds_per_condition": round(per_cond_audio, 1), "wer": table,
-        "enhancer_rtf": round(enhance_s / audio_s, 4),
-        "segmenter_rtf": round(segment_s / (audio_s * len(feeds)), 5),
-        "verdict": verdict, "wall_s": round(time.perf_counter() - t_start, 1),
+        "enhancer_rtf": round(enhance_s / enhanced_audio_s, 4),
+        "segmenter_rtf": round(segment_s / segmented_audio_s, 5),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
+        "verdict": verdict, "recommended_feed": recommended, "weights_meta": weights_meta,
+        "wall_s": round(time.perf_counter() - t_start, 1),
         "machine": platform.processor() or platform.machine(),
     }
     out = Path(args.out)
