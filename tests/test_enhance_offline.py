@@ -77,3 +77,20 @@ def test_bad_model_file_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00garbage")
     r = _cli(str(good), "--out-dir", str(tmp_path / "o"), "--model", str(bad))
     assert r.returncode != 0 and str(bad) in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_enhancer_writes_json(tmp_path: Path) -> None:
+    import json
+
+    model = saved(random_model(), tmp_path)
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "mediaserver", "bench", "enhancer", "--streams", "1,4",
+                        "--seconds", "0.05", "--model", str(model), "--json", str(out)],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=240)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())
+    assert [row["streams"] for row in rows] == [1, 4]
+    for row in rows:
+        assert {"device", "streams", "hop_ms", "step_ms_p50", "step_ms_p99"} <= set(row)
+        assert row["device"] == "cpu" and row["hop_ms"] == 10.0 and row["step_ms_p50"] > 0
