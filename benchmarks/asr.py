@@ -9,7 +9,7 @@ VAD segmenter and the local recogniser (faster-whisper tiny.en, 1 thread). WER i
 WER (word edits / reference words) against speech/transcripts.tsv after a small text
 normaliser (case, punctuation, numbers to words, Mr/Mrs/Dr).
 
-Usage: python benchmarks/asr.py [--data ../shared/data] [--files 30] [--mix-shares 0.3,0.5]
+Usage: python benchmarks/asr.py [--data ../shared/data] [--files 20] [--mix-shares 0.3,0.5] [--cache PATH]
 Prints a table; writes benchmarks/results/asr.json.
 """
 
@@ -101,7 +101,7 @@ def weights_info(path: str | None) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data", help="folder with speech/ and noise/")
-    ap.add_argument("--files", type=int, default=30, help="test utterances (evenly spaced)")
+    ap.add_argument("--files", type=int, default=20, help="test utterances (evenly spaced)")
     ap.add_argument("--snrs", default="clean,10,5,0", help="conditions: clean and/or SNRs in dB")
     ap.add_argument("--mix-shares", default="0.3", help="raw shares of the mix feeds to measure")
     ap.add_argument("--default-feed", default=None,
