@@ -84,6 +84,16 @@ class TimeScaler:
         r = self._ramp(p)
         return np.concatenate((x[:p] * (1 - r) + x[p : 2 * p] * r, x[2 * p :]))
 
+    def shift(self, x: np.ndarray, n: int) -> np.ndarray:
+        """Remove (n < 0) or repeat (n > 0) |n| samples of a quiet frame with a crossfade."""
+        p = abs(n)
+        if 2 * p > len(x):
+            return x
+        r = self._ramp(p)
+        if n < 0:
+            return np.concatenate((x[:p] * (1 - r) + x[p : 2 * p] * r, x[2 * p :]))
+        return np.concatenate((x[:p], x[p : 2 * p] * (1 - r) + x[:p] * r, x[p:]))
+
     def stretch(self, x: np.ndarray, quiet: bool) -> np.ndarray:
         n = len(x)
         p, c = self.period(x)
@@ -249,13 +259,15 @@ class InboundAudio:
             self._in_cng = False
         if isinstance(decision, Play) and decision.time_scale:
             quiet = rms < max(4 * self._noise_rms, 0.003) or decision.packet.speech is False
-            if quiet or not decision.soft:
-                if decision.time_scale < 0:
-                    pcm = self._scaler.compress(pcm, quiet)
-                    self._accelerate += 1
-                else:
-                    pcm = self._scaler.stretch(pcm, quiet)
-                    self._expand += 1
+            if decision.soft and quiet:
+                # Small step (2.5 ms) in a pause: steers to the target without overshooting.
+                pcm = self._scaler.shift(pcm, -120 if decision.time_scale < 0 else 120)
+            elif not decision.soft:
+                pcm = (self._scaler.compress if decision.time_scale < 0 else self._scaler.stretch)(pcm, quiet)
+            if decision.time_scale < 0 and (quiet or not decision.soft):
+                self._accelerate += 1
+            elif decision.time_scale > 0 and (quiet or not decision.soft):
+                self._expand += 1
         self._queue.push(pcm, kind)
 
     def _conceal(self, samples: int, outage_ms: float) -> None:
@@ -297,7 +309,7 @@ class InboundAudio:
         jb = self._jb
         s = jb.stats
         return {
-            "current_delay_ms": round(jb.filtered_level_ms, 2),
+            "current_delay_ms": round(jb.current_delay_ms, 2),
             "target_delay_ms": round(jb.target_ms, 2),
             "packet_delay_ms": round(self._delay_ms, 2),
             "relative_delay_ms": round(jb.relative_delay_ms, 2),

@@ -94,7 +94,7 @@ class JitterConfig:
     min_delay_ms: float = 40.0  # lowest target level; 2 frames so the next packet's FEC is there
     max_delay_ms: float = 400.0  # highest target level; packets beyond it are dropped
     quantile: float = 0.97  # NetEq's target quantile of the relative delay
-    forget: float = 0.99  # per-packet histogram forgetting (~2 s at 50 packets/s)
+    forget: float = 0.983  # per-packet histogram forgetting (NetEq's value, ~1.2 s at 50 packets/s)
     bucket_ms: float = 5.0
     window_ms: float = 2000.0  # relative delay is taken against the fastest packet in this window
     idle_ms: float = 600.0  # concealing this long with nothing buffered -> stream idle, re-anchor
@@ -193,6 +193,7 @@ class JitterBuffer:
         self._outage_start = 0
         self._late_run = 0
         self._level_filtered_ms = 0.0
+        self._level_report_ms = 0.0
         self._newest_end: int | None = None
         self._newest_arrival_ms = 0.0
         self._reset_pending = False  # tells the caller to reset its decoder
@@ -332,30 +333,44 @@ class JitterBuffer:
 
     @property
     def filtered_level_ms(self) -> float:
+        """The buffer level the time-scaling decisions use (slow to follow dips)."""
         return self._level_filtered_ms
+
+    @property
+    def current_delay_ms(self) -> float:
+        """Smoothed buffer level while playing: the delay this buffer adds now."""
+        return self._level_report_ms
 
     def pop(self, *, now_ms: float, queued: int = 0, want: int = 960) -> Decision:
         """Decide what fills the next samples; ``queued``: decoded samples the caller still holds."""
         if not self._started:
             if not self._packets:
                 return Silence(want)
+            # Start once the level (as if playing from the first packet) reaches the target
+            # less half a frame: the steady level then lies within half a frame of the target
+            # whatever the phase between packet arrivals and media-clock ticks.
+            self._playout = min(self._packets)
             frame_ms = self._frame_samples / SAMPLES_PER_MS
-            waited = now_ms - self._first_arrival_ms + queued / SAMPLES_PER_MS
-            if waited < self.target_ms - frame_ms - 1e-6:
+            if self.level_ms(queued, now_ms) < self.target_ms - frame_ms / 2 - 1e-6:
+                self._playout = None
                 return Silence(want)
             self._started = True
-            self._playout = min(self._packets)
             self._level_filtered_ms = self.level_ms(queued, now_ms)
+            self._level_report_ms = self._level_filtered_ms
         assert self._playout is not None
 
         level = self.level_ms(queued, now_ms)
-        # Smooth like NetEq's BufferLevelFilter.
-        self._level_filtered_ms += 0.05 * (level - self._level_filtered_ms)
-
         packet = self._packets.pop(self._playout, None)
         if packet is None:
             packet = self._straddling()
         if packet is not None:
+            # Smooth like NetEq's BufferLevelFilter; outages do not count (the buffer is
+            # empty then because packets are missing, not because it runs too shallow).
+            # A lost or late *next* packet dips the level for a pop; that is not a draining
+            # buffer, so one sample may pull the control filter down by at most 10 ms.
+            sample = max(level, self._level_filtered_ms - 10.0)
+            self._level_filtered_ms += 0.05 * (sample - self._level_filtered_ms)
+            self._level_report_ms += 0.1 * (level - self._level_report_ms)
             self._playout = packet.ts + packet.samples
             self._outage_samples = 0
             self.stats.played += 1
@@ -421,9 +436,9 @@ class JitterBuffer:
             return -1, False
         if filt < low and level < low:
             return 1, False
-        if filt > target + 10.0 and level > target + 5.0:
+        if filt > target + 5.0 and level > target + 2.0:
             return -1, True
-        if filt < target - 10.0 and level < target - 5.0:
+        if filt < target - 5.0 and target - 10.0 < level < target - 2.0:
             return 1, True
         return 0, False
 
