@@ -36,12 +36,13 @@ import numpy as np
 
 from ..config import add_option
 from .streaming import Enhancer
-from .vad import GateConfig, VadGate
+from .vad import GateConfig, VadGate, decimate_batch, vad_history
 from .weights import load_model
 
 logger = logging.getLogger(__name__)
 
 FRAME = 960  # 20 ms at 48 kHz, the media clock's frame
+FRAME_MS = 20.0
 _RAMP = (0.5 - 0.5 * np.cos(np.pi * (np.arange(FRAME) + 0.5) / FRAME)).astype(np.float32)
 # Fade-in of the network path: done within the first 480 samples. An onset the VAD sees in
 # this frame reaches the (480-sample delayed) output at sample >= 480, i.e. after the fade.
@@ -69,6 +70,7 @@ class StreamHandle:
         self.closed = False
         # worker-side state (touched only inside the worker thread after open())
         self._gate = VadGate(gate)
+        self._vad_hist = vad_history()  # decimation filter memory (48 kHz samples)
         self._slot: Optional[int] = None
         self._tail = np.zeros(Enhancer.latency, dtype=np.float32)  # bypass delay line
         self._w_net = 0.0  # weight of the network output at the end of the last frame
@@ -186,10 +188,13 @@ class EnhancerStage:
                 raise ValueError(f"{h!r} is closed")
             handles.append(h)
             x[i] = self._sanitize(h, item[1])
+        x16, hist = decimate_batch(x, np.stack([h._vad_hist for h in handles]))
+        for i, (h, item) in enumerate(zip(handles, items)):
+            h._vad_hist = hist[i]
             concealed = _is_concealed(item[2]) if len(item) > 2 else False
             if h._slot is None:
                 h._slot = self.enhancer.allocate()
-            is_open = h._gate.update(x[i], concealed=concealed)
+            is_open = h._gate.update16(x16[i], FRAME_MS, concealed=concealed)
             speech[i] = is_open
             want_net = h.enabled and (is_open or not self.gate)
             # keep the network running through the fade-out frame after it is switched off
@@ -209,6 +214,8 @@ class EnhancerStage:
             self.enhancer.skip([slots[i] for i in skip_idx], x[skip_idx])
 
         # per-stream ramps, applied in one vectorised mix
+        e_raw = np.einsum("ij,ij->i", delayed, delayed)
+        e_enh = np.einsum("ij,ij->i", enhanced, enhanced)
         w0 = np.empty(n, np.float32)
         w1 = np.empty(n, np.float32)
         b0 = np.empty(n, np.float32)
@@ -216,7 +223,7 @@ class EnhancerStage:
         for i, h in enumerate(handles):
             w_new = targets[i]
             if net_mask[i] and w_new == 1.0 and h._w_net == 1.0 and not h._gate.last_vad:
-                self._measure_noise_gain(h, enhanced[i], delayed[i])
+                self._measure_noise_gain(h, float(e_enh[i]), float(e_raw[i]))
             g_new = self._bypass_gain(h)
             w0[i], w1[i] = h._w_net, w_new
             b0[i], b1[i] = (1.0 - h._w_net) * h._g_bypass, (1.0 - w_new) * g_new
@@ -250,13 +257,12 @@ class EnhancerStage:
         return float(max(floor, min(1.0, measured)))
 
     @staticmethod
-    def _measure_noise_gain(h: StreamHandle, enhanced: np.ndarray, raw: np.ndarray) -> None:
+    def _measure_noise_gain(h: StreamHandle, e_enh: float, e_raw: float) -> None:
         """Track how much the network attenuates non-speech (hangover frames), so the bypass
         matches the background level the listener just heard: no noise pumping at the switch."""
-        e_raw = float(np.dot(raw, raw))
         if e_raw < 1e-8:
             return
-        gain = min(1.0, math.sqrt(float(np.dot(enhanced, enhanced)) / e_raw))
+        gain = min(1.0, math.sqrt(e_enh / e_raw))
         h._noise_gain = gain if h._noise_gain is None else 0.7 * h._noise_gain + 0.3 * gain
 
     @staticmethod

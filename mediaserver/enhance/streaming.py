@@ -125,7 +125,8 @@ class Enhancer:
             raise ValueError("a slot appears twice in one call")
 
     def _index(self, slots: Sequence[int]) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(slots, dtype=np.int64), device=self.device)
+        idx = torch.from_numpy(np.fromiter(slots, dtype=np.int64, count=len(slots)))
+        return idx if self.device.type == "cpu" else idx.to(self.device)
 
     def _check_audio(self, slots: Sequence[int], audio: np.ndarray) -> np.ndarray:
         audio = np.asarray(audio, dtype=np.float32)

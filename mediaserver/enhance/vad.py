@@ -21,7 +21,7 @@ Why it works without clipping word onsets:
   the talker: they may keep an open gate open, but never open a closed one.
 
 webrtcvad needs 16-bit PCM at 8/16/32/48 kHz; it runs here at 16 kHz on a decimated copy
-(streaming FIR low-pass at 7 kHz, then every third sample) in 10/20/30 ms pieces.
+(streaming 24-tap FIR low-pass, then every third sample) in 10/20/30 ms pieces.
 """
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ logger = logging.getLogger(__name__)
 IN_RATE = 48000
 VAD_RATE = 16000
 DECIMATE = IN_RATE // VAD_RATE
-_TAPS = firwin(48, 7000, fs=IN_RATE).astype(np.float64)
+# webrtcvad only looks at 0–4 kHz (it splits the 16 kHz signal into sub-bands below 4 kHz), so
+# the decimation filter must keep 0–4 kHz flat and stop 12–24 kHz (what folds onto 0–4 kHz at
+# 16 kHz); 24 taps give < 0.01 dB ripple and 50 dB stop-band. Short = cheap for many streams.
+_TAPS = firwin(24, 8000, fs=IN_RATE).astype(np.float64)
+_TAPS32 = _TAPS.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,20 @@ class Decimator:
         return out
 
 
+def decimate_batch(frames: np.ndarray, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Many streams at once: frames [N, 3k] at 48 kHz, history [N, taps-1] (the previous
+    samples of each stream) → ([N, k] at 16 kHz, new history). Same filter as
+    :class:`Decimator`, vectorised over streams instead of N ``lfilter`` calls."""
+    taps = len(_TAPS32)
+    ext = np.concatenate([history, frames], axis=1).astype(np.float32, copy=False)  # [N, taps-1+T]
+    k = frames.shape[1] // DECIMATE
+    y = np.zeros((frames.shape[0], k), dtype=np.float32)
+    for j in range(taps):  # y[:, i] = sum_j h[j] x[3i - j]; one vectorised pass per tap
+        start = taps - 1 - j
+        y += _TAPS32[j] * ext[:, start : start + DECIMATE * k : DECIMATE]
+    return y, ext[:, -(taps - 1):].copy()
+
+
 class VadGate:
     """Speech decision with hangover for one stream; ``update`` once per incoming frame."""
 
@@ -86,7 +104,10 @@ class VadGate:
 
     def update(self, frame: np.ndarray, *, concealed: bool = False) -> bool:
         """Feed one 48 kHz frame (any multiple of 3 samples); return whether the gate is open."""
-        x16 = self._decimate(frame)
+        return self.update16(self._decimate(frame), 1000.0 * len(frame) / IN_RATE, concealed=concealed)
+
+    def update16(self, x16: np.ndarray, frame_ms: float, *, concealed: bool = False) -> bool:
+        """Same, for a frame already decimated to 16 kHz (see :func:`decimate_batch`)."""
         if self._pending.size:
             x16 = np.concatenate([self._pending, x16])
         piece = self._piece_len(len(x16))
@@ -98,7 +119,6 @@ class VadGate:
             used += piece
         self._pending = x16[used:]
         self.last_vad = speech
-        frame_ms = 1000.0 * len(frame) / IN_RATE
         if speech and (self.is_open or not concealed):
             self.is_open = True
             self._hang_left = float(self.config.hangover_ms)
@@ -115,3 +135,8 @@ class VadGate:
             if n and n % piece == 0:
                 return piece
         return 160
+
+
+def vad_history() -> np.ndarray:
+    """Zeroed decimation filter memory for one stream (for :func:`decimate_batch`)."""
+    return np.zeros(len(_TAPS) - 1, dtype=np.float32)
