@@ -110,7 +110,8 @@ def main() -> int:
     ap.add_argument("--engine", default="whisper", choices=("whisper", "pocketsphinx"))
     ap.add_argument("--threads", type=int, default=1, help="recogniser and torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--feeds", default="raw,enhanced,mix", help="subset of raw,enhanced,mix")
+    ap.add_argument("--feeds", default="raw,enhanced,mix,auto",
+                    help="subset of raw,enhanced,mix,auto (mix/auto once per --mix-shares value)")
     ap.add_argument("--cache", default=None,
                     help="JSON file of hypotheses reused across runs (raw does not depend on weights)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "asr.json"))
@@ -140,10 +141,10 @@ def main() -> int:
                                                  if args.engine == "whisper" else {}))
     wanted = {f.strip() for f in args.feeds.split(",")}
     feeds = [f for f in [("raw", 0.0), ("enhanced", 0.0)] + [("mix", s) for s in shares]
-             if f[0] in wanted]
+             + [("auto", s) for s in shares] if f[0] in wanted]
     cache_path = Path(args.cache) if args.cache else None
     cache: dict = json.loads(cache_path.read_text()) if cache_path and cache_path.exists() else {}
-    name = lambda f, s: f if f != "mix" else f"mix{s:g}"  # noqa: E731
+    name = lambda f, s: f if f in ("raw", "enhanced") else f"{f}{s:g}"  # noqa: E731
 
     stats: dict = {c: {name(*f): {"edits": 0, "words": 0, "asr_s": 0.0} for f in feeds} for c in conditions}
     audio_s, enhance_s, segment_s = 0.0, 0.0, 0.0

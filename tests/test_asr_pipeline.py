@@ -185,3 +185,19 @@ async def test_full_queue_drops_oldest_and_counts() -> None:
     await sink.drain()
     await sink.stop()
     assert [s.seq for s in sink.items] == [3, 4]
+
+
+def test_auto_feed_is_raw_when_clean_and_mostly_enhanced_in_noise(tmp_path) -> None:
+    x, _ = call_with_pauses(tmp_path)
+    enhanced = np.zeros_like(x)  # tell the two signals apart by level
+    clean = FeedMixer("auto", raw_share=0.2, raw_delay=480)
+    for i in range(0, len(x), 960):
+        clean.select(x[i:i + 960], enhanced[i:i + 960])
+    assert clean.current_share > 0.95
+    noisy_in = x + np.random.default_rng(2).standard_normal(len(x)).astype(np.float32) * 0.05
+    noisy = FeedMixer("auto", raw_share=0.2, raw_delay=480)
+    shares = []
+    for i in range(0, len(x), 960):
+        noisy.select(noisy_in[i:i + 960], enhanced[i:i + 960])
+        shares.append(noisy.current_share)
+    assert max(shares[100:]) < 0.5

@@ -1,15 +1,17 @@
 """Which audio the recogniser hears: raw (concealed, not enhanced), enhanced, or a mix.
 
 Denoising can raise WER (published studies: MetricGAN+ raised semWER in all 40 tested
-set-ups), so the feed is a choice. ``mix`` adds a share of raw back to the enhanced
-signal; raw is delayed by the enhancer's latency first so the two line up.
+set-ups), so the feed is a choice. ``mix`` adds a fixed share of raw back to the enhanced
+signal; raw is delayed by the enhancer's latency first so the two line up. ``auto`` mixes
+with a share that follows a running SNR estimate: all raw when the input is clean (where
+enhancement can only remove detail), down to the ``mix`` share in heavy noise.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-FEEDS = ("raw", "enhanced", "mix")
+FEEDS = ("raw", "enhanced", "mix", "auto")
 DEFAULT_FEED = "mix"          # see benchmarks/asr.py and docs: chosen by measured WER
 DEFAULT_RAW_SHARE = 0.3
 
@@ -19,6 +21,30 @@ def check_feed(feed: str, raw_share: float) -> None:
         raise ValueError(f"unknown ASR feed {feed!r}; choose one of {', '.join(FEEDS)}")
     if not 0.0 <= raw_share <= 1.0:
         raise ValueError(f"raw share must be within 0..1, got {raw_share}")
+
+
+class SnrTracker:
+    """Running SNR estimate from frame energies: minimum-tracking noise floor, peak-ish speech.
+
+    The noise floor follows dips at once and rises by at most ~1 dB/s; the speech level
+    jumps up quickly and decays slowly. Crude (non-stationary noise reads optimistic), but
+    it costs one dot product per frame and needs no VAD.
+    """
+
+    def __init__(self) -> None:
+        self.noise = 0.0
+        self.speech = 0.0
+        self._started = False
+
+    def update(self, frame: np.ndarray) -> float:
+        e = float(np.dot(frame, frame)) / max(1, len(frame)) + 1e-10
+        if not self._started:
+            self.noise = self.speech = e
+            self._started = True
+        self.noise = e if e < self.noise else self.noise * 1.0046
+        self.speech = 0.8 * self.speech + 0.2 * e if e > self.speech else 0.9954 * self.speech + 0.0046 * e
+        self.speech = max(self.speech, self.noise)
+        return 10.0 * float(np.log10(self.speech / self.noise))
 
 
 class FeedMixer:
@@ -32,6 +58,11 @@ class FeedMixer:
         self.feed, self.raw_share, self.raw_delay = feed, float(raw_share), int(raw_delay)
         self._delay_line = np.zeros(self.raw_delay + frame, dtype=np.float32)
         self._out = np.zeros(frame, dtype=np.float32)
+        self._snr = SnrTracker() if feed == "auto" else None
+        self.current_share = self.raw_share if feed != "auto" else 1.0
+
+    # auto feed: raw share 1.0 at or above AUTO_HIGH_DB estimated SNR, raw_share at or below
+    AUTO_LOW_DB, AUTO_HIGH_DB, AUTO_SLEW = 15.0, 30.0, 0.02
 
     @property
     def latency(self) -> int:
@@ -54,8 +85,14 @@ class FeedMixer:
             return raw
         if self.feed == "enhanced":
             return enhanced
+        if self._snr is not None:
+            snr = self._snr.update(raw)
+            t = min(1.0, max(0.0, (snr - self.AUTO_LOW_DB) / (self.AUTO_HIGH_DB - self.AUTO_LOW_DB)))
+            target = self.raw_share + (1.0 - self.raw_share) * t
+            step = max(-self.AUTO_SLEW, min(self.AUTO_SLEW, target - self.current_share))
+            self.current_share += step
         delayed = self._delayed_raw(raw)
-        s = self.raw_share
+        s = self.current_share
         np.multiply(delayed, s, out=self._out[:len(delayed)])
         out = self._out[:len(delayed)]
         out += (1.0 - s) * enhanced

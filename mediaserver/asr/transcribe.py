@@ -89,7 +89,7 @@ def recognise_segments(recogniser: Recogniser, segments: Sequence[Segment]) -> s
 
 def feed_config(feed: str, raw_share: float, latency: int) -> FeedConfig:
     """Offline the enhanced signal lags raw by the enhancer latency: delay raw to match."""
-    return FeedConfig(feed=feed, raw_share=raw_share, raw_delay=latency if feed == "mix" else 0)
+    return FeedConfig(feed=feed, raw_share=raw_share, raw_delay=latency if feed in ("mix", "auto") else 0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
