@@ -313,7 +313,7 @@ async def _negotiate(a, b) -> None:
 
 async def stock_relay_run(samples: np.ndarray, impairment: Impairment, seconds: float):
     """Publisher -> aiortc relay (stock receive path) -> subscriber, all on 127.0.0.1."""
-    from aiortc import RTCPeerConnection
+    from aiortc import RTCConfiguration, RTCPeerConnection
 
     from mediaserver.client import FileSource
     from mediaserver.media.impair import impair_peer_connection
@@ -321,7 +321,8 @@ async def stock_relay_run(samples: np.ndarray, impairment: Impairment, seconds: 
 
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    pub, relay_in, relay_out, sub = (RTCPeerConnection() for _ in range(4))
+    # no ICE servers: aiortc's default would contact a public STUN server
+    pub, relay_in, relay_out, sub = (RTCPeerConnection(RTCConfiguration(iceServers=[])) for _ in range(4))
     rec = _recorder_class()("pub", t0)
     try:
         src = FileSource(samples)

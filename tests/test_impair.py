@@ -78,13 +78,15 @@ def test_media_classification():
 
 
 async def test_wrapper_drops_exactly_the_chosen_media_packets():
-    from aiortc import RTCPeerConnection
+    from aiortc import RTCConfiguration, RTCPeerConnection
     from aiortc.mediastreams import AudioStreamTrack
 
     from mediaserver.ice import pin_host_addresses
 
     pin_host_addresses(["127.0.0.1"])
-    sender, receiver = RTCPeerConnection(), RTCPeerConnection()
+    # no ICE servers: aiortc's default would contact a public STUN server
+    sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     seqs: list[int] = []
     enough = asyncio.Event()
     try:
