@@ -227,7 +227,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--systems", default=",".join(ALL_SYSTEMS),
                help=f"comma-separated subset of {','.join(ALL_SYSTEMS)}")
     add_option(parser, "--limit", type=int, default=None, help="at most N mixtures per set (quick runs)")
-    add_option(parser, "--main-count", type=int, default=50, help="mixtures in the main set")
+    add_option(parser, "--main-count", type=int, default=25, help="mixtures in the main set (5 per SNR)")
     add_option(parser, "--reference-count", type=int, default=120, help="mixtures in the reference set")
     add_option(parser, "--model", default=None, help="enhancer weights (default: shipped model)")
     add_option(parser, "--jobs", type=int, default=1, help="worker processes (the machine has 2 cores)")
@@ -274,6 +274,7 @@ def main(args: argparse.Namespace) -> int:
             rows.extend(_run_one(m))
             if (i + 1) % 10 == 0:
                 logger.info("%d/%d mixtures (%.0f s)", i + 1, len(plan), time.time() - t0)
+                _write(args.json, data, systems, notes, rows, t0, partial=True)
     else:
         del probe
         with ProcessPoolExecutor(args.jobs, initializer=_init, initargs=init_args) as pool:
@@ -288,12 +289,21 @@ def main(args: argparse.Namespace) -> int:
     print(format_table(main_summary, METRICS_MAIN, f"\nMain set ({n_main} mixtures, SNR -5..15 dB, 1/4 reverberant)"))
     print(format_table(ref_summary, METRICS_REF, f"\nReference set ({n_ref} mixtures at 0/5/10 dB)"))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({
-            "data": str(data), "systems": systems, "notes": notes,
-            "main": main_summary, "reference": ref_summary, "rows": rows,
-            "seconds": time.time() - t0,
-        }, indent=1, default=float))
-        print(f"wrote {path}")
+        _write(args.json, data, systems, notes, rows, t0, partial=False)
+        print(f"wrote {args.json}")
     return 0
+
+
+def _write(json_path: Optional[str], data: Path, systems: list[str], notes: list[str],
+           rows: list[dict[str, Any]], t0: float, partial: bool) -> None:
+    """Write rows and summaries; also every 10 mixtures (partial=True) so a long run leaves
+    something behind if it is stopped."""
+    if not json_path:
+        return
+    path = Path(json_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "data": str(data), "systems": systems, "notes": notes, "partial": partial,
+        "main": summarize(rows, "main", METRICS_MAIN), "reference": summarize(rows, "reference", METRICS_REF),
+        "rows": rows, "seconds": time.time() - t0,
+    }, indent=1, default=float))
