@@ -7,6 +7,7 @@ VAD segmenter. All of it is a few numpy/C calls per 20 ms frame on the event loo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Sequence
@@ -99,9 +100,16 @@ class AsrHub:
         for sink in self.sinks:
             await sink.start(self._on_transcript)
 
-    async def stop(self) -> None:
+    async def stop(self, drain_timeout: float = 2.0) -> None:
+        """Flush open segments, give sinks ``drain_timeout`` seconds to finish, then stop them."""
         for key in list(self._pipes):
             self.participant_left(*key)
+        drains = [s.drain() for s in self.sinks if hasattr(s, "drain")]
+        if drains:
+            try:
+                await asyncio.wait_for(asyncio.gather(*drains), drain_timeout)
+            except asyncio.TimeoutError:
+                logger.info("ASR sinks still busy at shutdown; remaining items are dropped")
         for sink in self.sinks:
             try:
                 await sink.stop()
