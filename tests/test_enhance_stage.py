@@ -154,3 +154,18 @@ def test_bad_weights_fail_at_construction(tmp_path) -> None:
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="bad.pt"):
         EnhancerStage(bad)
+
+
+def test_closed_handle_in_a_batch_gets_silence(tmp_path) -> None:
+    stage = EnhancerStage(saved(random_model(), tmp_path), gate=False)
+    a, b = stage.open(), stage.open()
+    frame = (0.1 * np.random.default_rng(2).standard_normal(FRAME)).astype(np.float32)
+    stage.process_sync([(a, frame), (b, frame)])
+    assert stage.enhancer.active == 2
+    stage.close(b)  # the media clock may still hand over a batch built before the close
+    out = stage.process_sync([(a, frame), (b, frame)])
+    assert not out[1].enhanced.any() and out[0].enhanced.any()
+    assert stage.enhancer.active == 1
+    with pytest.raises(ValueError, match="twice"):
+        stage.process_sync([(a, frame), (a, frame)])
+    stage.shutdown()

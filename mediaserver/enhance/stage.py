@@ -24,7 +24,6 @@ import asyncio
 import itertools
 import logging
 import math
-import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -127,8 +126,7 @@ class EnhancerStage:
         self.gate = gate
         self.gate_config = gate_config
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enhancer")
-        self._to_free: deque[int] = deque()
-        self._lock = threading.Lock()  # guards _to_free hand-over only
+        self._closing: deque[StreamHandle] = deque()  # appended on the loop, drained by the worker
         self.ticks = 0
         self.frames_net = 0
         self.frames_bypass = 0
@@ -139,14 +137,12 @@ class EnhancerStage:
         return StreamHandle(enabled=enabled, atten_lim_db=atten_lim_db, gate=self.gate_config)
 
     def close(self, handle: StreamHandle) -> None:
-        """Release the stream; its slot is freed by the worker before the next frame."""
+        """Release the stream. Only the worker touches slots, so the slot is freed there, before
+        the next frame; a closed handle still in a batch already built gets silence, no error."""
         if handle.closed:
             return
         handle.closed = True
-        if handle._slot is not None:
-            with self._lock:
-                self._to_free.append(handle._slot)
-            handle._slot = None
+        self._closing.append(handle)  # deque.append is atomic: no lock needed
 
     async def process(self, items: Sequence[Item]) -> list[StageOutput]:
         """Enhance one frame per stream. Items are ``(handle, pcm)`` or ``(handle, pcm, kind)``.
@@ -177,6 +173,8 @@ class EnhancerStage:
         start = time.perf_counter()
         self._release_slots()
         n = len(items)
+        if n == 0:
+            return []
         handles: list[StreamHandle] = []
         x = np.zeros((n, FRAME), dtype=np.float32)
         net_mask = np.zeros(n, dtype=bool)
@@ -184,10 +182,16 @@ class EnhancerStage:
         targets: list[float] = []  # network weight each stream fades to during this frame
         for i, item in enumerate(items):
             h = item[0]
-            if h.closed:
-                raise ValueError(f"{h!r} is closed")
             handles.append(h)
             x[i] = self._sanitize(h, item[1])
+        if len({id(h) for h in handles}) != n:
+            raise ValueError("a stream handle appears twice in one batch")
+        live = [i for i, h in enumerate(handles) if not h.closed]
+        if len(live) < n:  # closed while this batch was being built: silence for it
+            outputs = [StageOutput(np.zeros(FRAME, np.float32), np.zeros(FRAME, np.float32), False)] * n
+            for j, out in zip(live, self.process_sync([items[i] for i in live])):
+                outputs[j] = out
+            return outputs
         x16, hist = decimate_batch(x, np.stack([h._vad_hist for h in handles]))
         for i, (h, item) in enumerate(zip(handles, items)):
             h._vad_hist = hist[i]
@@ -241,10 +245,11 @@ class EnhancerStage:
         return [StageOutput(raw=delayed[i], enhanced=out[i], speech=bool(speech[i])) for i in range(n)]
 
     def _release_slots(self) -> None:
-        with self._lock:
-            slots, self._to_free = list(self._to_free), deque()
-        for slot in slots:
-            self.enhancer.free(slot)
+        while self._closing:
+            h = self._closing.popleft()
+            if h._slot is not None:
+                self.enhancer.free(h._slot)
+                h._slot = None
 
     def _bypass_gain(self, h: StreamHandle) -> float:
         """Gain of the delayed raw signal while the network is not in the path."""
