@@ -258,7 +258,7 @@ class InboundAudio:
             pcm = self._merge(pcm)
             self._in_cng = False
         if isinstance(decision, Play) and decision.time_scale:
-            quiet = rms < max(4 * self._noise_rms, 0.003) or decision.packet.speech is False
+            quiet = rms < max(2.5 * self._noise_rms, 0.002) or decision.packet.speech is False
             if decision.soft and quiet:
                 # Small step (2.5 ms) in a pause: steers to the target without overshooting.
                 pcm = self._scaler.shift(pcm, -120 if decision.time_scale < 0 else 120)

@@ -429,8 +429,8 @@ class JitterBuffer:
         target = self.target_ms
         # A wide band and both the filtered and the instantaneous level past it: jitter
         # alone must not make the buffer stretch and squeeze speech all the time.
-        high = target + max(15.0, 0.25 * target)
-        low = target - 15.0
+        high = target + max(30.0, 0.5 * target)
+        low = target - 20.0
         filt = self._level_filtered_ms
         if filt > high and level > high:
             return -1, False
