@@ -221,3 +221,13 @@ def test_silence_before_first_packet():
     jb = JitterBuffer()
     assert isinstance(jb.pop(now_ms=0.0), Silence)
     assert jb.lost == 0
+
+
+def test_delay_step_conceals_then_plays_the_delayed_packets():
+    # from packet 5 on the network adds 50 ms: the buffer runs dry, conceals, and then
+    # plays the delayed packets instead of discarding them as late (NetEq's delayed outage)
+    arr = [(i * 20.0 + (50.0 if i >= 5 else 0.0), i) for i in range(20)]
+    jb, out, res = run(arr, 26)
+    assert played(out) == list(range(20))
+    assert "C" in out
+    assert jb.stats.late == 0 and jb.stats.delayed_outage == 1
