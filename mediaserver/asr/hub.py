@@ -17,7 +17,7 @@ import numpy as np
 from . import metrics
 from .feed import DEFAULT_FEED, DEFAULT_RAW_SHARE, FeedMixer, check_feed
 from .resample import StreamingDecimator
-from .segmenter import FRAME_SAMPLES, Segment, SegmenterConfig, VadSegmenter, to_int16
+from .segmenter import Segment, SegmenterConfig, VadSegmenter, to_int16
 from .sink import AsrSink, LiveChunk, Transcript
 from .transcripts import TranscriptLog
 
