@@ -51,6 +51,9 @@ class App {
     $("enh-strength").addEventListener("change", () => this.sendEnhancement());
     $("enable-audio").addEventListener("click", async () => {
       if (this.ctx) await this.ctx.resume();
+      for (const card of this.list.cards.values()) {
+        if (card.remote) card.remote.element.play().catch(() => {});
+      }
       this.checkAudioContext();
     });
     window.addEventListener("beforeunload", () => this.leave());
@@ -309,7 +312,9 @@ class App {
   }
 
   drawMeters() {
+    const running = Boolean(this.ctx) && this.ctx.state === "running";
     for (const card of this.list.cards.values()) {
+      if (card.remote) card.remote.setContextRunning(running);
       if (card.self) card.draw(this.micMeter && !this.muted ? this.micMeter.rms() : 0);
       else card.draw(card.remote ? card.remote.meter.rms() : undefined);
     }

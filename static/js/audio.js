@@ -44,17 +44,40 @@ export class RemoteAudio {
     this.element = new Audio();
     this.element.autoplay = true;
     this.element.muted = true; // sound goes through WebAudio so the gain can exceed 100 %
+    // (see setContextRunning for the fallback while the AudioContext is suspended)
     this.element.srcObject = this.stream;
     this.element.play().catch(() => {});
     this.meter = new LevelMeter(ctx, this.stream);
     this.gain = ctx.createGain();
     this.meter.source.connect(this.gain);
     this.gain.connect(ctx.destination);
+    this.volume = 1;
+    this.viaWebAudio = true;
+    this.setContextRunning(ctx.state === "running");
   }
 
   /** @param {number} volume 0..2 (1 = unchanged) */
   setVolume(volume) {
-    this.gain.gain.value = volume;
+    this.volume = volume;
+    this.applyOutput();
+  }
+
+  /**
+   * Play through WebAudio while the context runs (volume up to 200 %), else through the
+   * element (up to 100 %): a suspended context (autoplay policy, no output device yet)
+   * must not make the call silent.
+   */
+  setContextRunning(running) {
+    if (this.viaWebAudio === running) return;
+    this.viaWebAudio = running;
+    this.applyOutput();
+  }
+
+  applyOutput() {
+    const volume = this.volume ?? 1;
+    this.gain.gain.value = this.viaWebAudio ? volume : 0;
+    this.element.muted = this.viaWebAudio;
+    this.element.volume = Math.min(1, volume);
   }
 
   close() {

@@ -72,6 +72,69 @@ export function alignExtmapIds(offerSdp, knownSdp) {
     .join("\r\n");
 }
 
+const RTPMAP = /^a=rtpmap:(\d+) (\S+)$/;
+
+/** "opus/48000/2" -> payload type, first one seen, from the known SDP. */
+function knownPayloadTypes(sdp) {
+  const byCodec = new Map();
+  for (const line of (sdp || "").split("\r\n")) {
+    const m = line.match(RTPMAP);
+    if (m && !byCodec.has(m[2].toLowerCase())) byCodec.set(m[2].toLowerCase(), Number(m[1]));
+  }
+  return byCodec;
+}
+
+/** Renumber one m-section's payload types with `remap` (old -> new). */
+function remapSection(lines, remap) {
+  if (!remap.size) return lines;
+  const pt = (n) => String(remap.has(Number(n)) ? remap.get(Number(n)) : n);
+  return lines.map((line) => {
+    if (line.startsWith("m=")) {
+      const parts = line.split(" ");
+      return [...parts.slice(0, 3), ...parts.slice(3).map(pt)].join(" ");
+    }
+    const m = line.match(/^a=(rtpmap|fmtp|rtcp-fb):(\d+)( .*)$/);
+    if (m) return `a=${m[1]}:${pt(m[2])}${m[3]}`;
+    return line;
+  });
+}
+
+/**
+ * Renumber the payload types of a server offer to the ones this connection already uses.
+ *
+ * Like the extension ids, aiortc writes its own payload types into every offer (opus = 96)
+ * while the first exchange used the browser's (Chrome 111, Firefox 109). The browser would
+ * follow the new number, but aiortc's receiver keeps routing by the payload types of its
+ * first negotiation and drops every packet after the switch: the speaker goes silent for
+ * the server. Keeping the first numbers keeps both sides on the same ones.
+ */
+export function alignPayloadTypes(offerSdp, knownSdp) {
+  const known = knownPayloadTypes(knownSdp);
+  if (!known.size) return offerSdp;
+  const sections = [[]];
+  for (const line of offerSdp.split("\r\n")) {
+    if (line.startsWith("m=")) sections.push([]);
+    sections[sections.length - 1].push(line);
+  }
+  const out = [sections[0]];
+  for (const section of sections.slice(1)) {
+    const used = new Set(section[0].split(" ").slice(3).map(Number));
+    const remap = new Map();
+    for (const line of section) {
+      const m = line.match(RTPMAP);
+      if (!m) continue;
+      const want = known.get(m[2].toLowerCase());
+      const have = Number(m[1]);
+      if (want !== undefined && want !== have && !used.has(want)) {
+        remap.set(have, want);
+        used.add(want);
+      }
+    }
+    out.push(remapSection(section, remap));
+  }
+  return out.flat().join("\r\n");
+}
+
 export class Call extends EventTarget {
   /**
    * @param {import("./signalling.js").Signalling} signalling
@@ -118,7 +181,8 @@ export class Call extends EventTarget {
       this.dispatchEvent(new CustomEvent("published"));
     } else if (msg.type === "offer") {
       const known = this.pc.localDescription ? this.pc.localDescription.sdp : "";
-      await this.pc.setRemoteDescription({ type: "offer", sdp: alignExtmapIds(msg.sdp, known) });
+      const offer = alignPayloadTypes(alignExtmapIds(msg.sdp, known), known);
+      await this.pc.setRemoteDescription({ type: "offer", sdp: offer });
       const answer = await this.pc.createAnswer();
       await this.pc.setLocalDescription(answer);
       await gatheringComplete(this.pc);
