@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 import time
 import uuid
@@ -30,7 +31,7 @@ from .audio import AudioFileError, read_audio, resample, write_audio
 from .config import add_option
 from .ice import pin_host_addresses
 from .media.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusError
-from .sfu.rtptap import tap_receiver
+from .sfu.rtptap import tap_receiver, tolerate_consent_stalls
 from .sfu.sdp import enable_opus_fec
 
 logger = logging.getLogger(__name__)
@@ -201,10 +202,14 @@ class HeadlessClient:
                 duration = self.args.duration
                 if duration is None:
                     duration = (len(self.samples) / RATE + 3.0) if self.samples is not None else 30.0
-                try:
-                    await asyncio.wait_for(asyncio.shield(reader), timeout=duration)
-                except asyncio.TimeoutError:
-                    pass
+                stop = asyncio.Event()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)   # stop early, still summarise
+                stopper = loop.create_task(stop.wait())
+                left = max(0.0, duration - (loop.time() - self.t0))
+                await asyncio.wait([reader, stopper], timeout=left,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
                 if not reader.done():
                     self._stats_reply = loop.create_future()
                     await self._send({"type": "stats"})
@@ -236,6 +241,13 @@ class HeadlessClient:
             self.events.append(data)
 
     async def _read(self) -> None:
+        try:
+            await self._read_messages()
+        except Exception as exc:  # the call is over either way; the summary still prints
+            logger.warning("signalling ended: %r", exc)
+            self.errors.append({"type": "client-error", "message": repr(exc)})
+
+    async def _read_messages(self) -> None:
         assert self.ws is not None and self.pc is not None
         async for msg in self.ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
@@ -341,7 +353,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--send", default=None, help="WAV sent once in real time, then silence")
     add_option(parser, "--record-dir", default=None, help="write DIR/<identity>.wav per remote")
     add_option(parser, "--duration", type=float, default=None,
-               help="seconds to stay (default: file length + 3 s, or 30 s)")
+               help="seconds to stay (default: file length + 3 s, or 30 s); SIGTERM/SIGINT end early")
     add_option(parser, "--ice-host", action="append", default=None,
                help="pin ICE host candidates (comma list; 127.0.0.1 in tests)")
     add_option(parser, "--loss", type=float, default=0.0, help="drop this fraction of sent packets")
@@ -374,11 +386,14 @@ def main(args: argparse.Namespace) -> int:
         samples = resample(audio, rate, RATE)
     hosts = [h.strip() for v in (args.ice_host or []) for h in v.split(",") if h.strip()]
     pin_host_addresses(hosts)
+    tolerate_consent_stalls()
     client = HeadlessClient(args, samples)
     try:
         summary = asyncio.run(client.run())
     except (ConnectionError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
         print(json.dumps({"error": str(exc) or type(exc).__name__}), flush=True)
         return 1
+    except KeyboardInterrupt:
+        return 130
     print(json.dumps(summary, indent=2), flush=True)
     return 0

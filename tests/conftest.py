@@ -147,3 +147,24 @@ def client_summary(proc: subprocess.Popen, timeout: float = 120) -> dict:
     start = text.find("{")
     assert proc.returncode == 0 and start >= 0, f"client failed ({proc.returncode}): {text[-2000:]}"
     return json.loads(text[start:])
+
+
+def wait_participants(server: ServerProcess, count: int, timeout: float = 60.0) -> None:
+    """Poll /healthz until ``count`` participants are connected (process start is slow here)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    seen = -1
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(server.url + "healthz", timeout=5) as resp:
+            seen = json.loads(resp.read())["participants"]
+        if seen == count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"expected {count} participants, server has {seen}")
+
+
+def stop_client(proc: subprocess.Popen) -> dict:
+    """End a client early (SIGTERM: it leaves and still prints its summary)."""
+    proc.send_signal(signal.SIGTERM)
+    return client_summary(proc)

@@ -9,7 +9,6 @@ the publishers, so a late or lost input never shifts or stalls an output stream.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import math
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ logger = logging.getLogger(__name__)
 FRAME = 960
 _MUTED = np.zeros(FRAME, np.float32)  # what frame sinks get from a muted stream
 PERIOD_S = 0.020
-MAX_CATCH_UP = 5  # frames; further behind than this and the schedule is reset
+MAX_CATCH_UP = 5  # frames caught up with full processing; beyond, frames are dropped
 
 
 class FrameSink(Protocol):
@@ -92,7 +91,6 @@ class MediaClock:
         self._streams: list[ClockStream] = []
         self.sinks: list[FrameSink] = []
         self._task: Optional[asyncio.Task] = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="opus-encode")
         self.tick = 0
         self.late = 0
         self.skipped = 0
@@ -121,7 +119,6 @@ class MediaClock:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -141,12 +138,17 @@ class MediaClock:
                 self.late += 1
                 self._metrics.late_ticks.inc()
             if lag > MAX_CATCH_UP * PERIOD_S:
+                # Far behind (a stalled loop): pull and drop the missed frames so every
+                # jitter buffer stays drained at real time; outputs get a pts gap instead.
                 behind = int(lag / PERIOD_S)
+                for k in range(behind):
+                    self._drain((deadline + k * PERIOD_S) * 1000.0)
                 self.skipped += behind
                 self.tick += behind
                 self._metrics.skipped_ticks.inc(behind)
                 deadline += behind * PERIOD_S
-                logger.warning("media clock %.0f ms behind: skipped %d ticks", lag * 1000, behind)
+                logger.warning("media clock %.0f ms behind: dropped %d frames per stream",
+                               lag * 1000, behind)
             try:
                 await self._step(deadline * 1000.0)
             except asyncio.CancelledError:
@@ -156,6 +158,13 @@ class MediaClock:
             self._metrics.tick_work.observe(loop.time() - now)
             self._metrics.ticks.inc()
             self.tick += 1
+
+    def _drain(self, now_ms: float) -> None:
+        for s in self._streams:
+            try:
+                s.inbound.pull(now_ms=now_ms)
+            except Exception:
+                logger.exception("pull failed for %s/%s", s.room, s.identity)
 
     async def _step(self, now_ms: float) -> None:
         streams = list(self._streams)
@@ -177,8 +186,9 @@ class MediaClock:
             speech = [None] * len(raws)
         pts = self.tick * FRAME
         sends = [np.zeros(FRAME, np.float32) if s.muted else c for s, c in zip(streams, cleaned)]
-        packets = await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._encode_all, streams, sends, pts)
+        # Inline: one libopus call is ~0.1 ms; a thread hop per tick costs more than that
+        # in wake-up latency on a busy host.
+        packets = self._encode_all(streams, sends, pts)
         for s, packet in zip(streams, packets):
             if packet is None:
                 continue
@@ -203,7 +213,7 @@ class MediaClock:
 
     def _encode_all(self, streams: list[ClockStream], pcms: list[np.ndarray],
                     pts: int) -> list[Any]:
-        """Runs in the encode thread: libopus releases the GIL inside ctypes calls."""
+        """One encode per publisher, shared by all its subscribers."""
         out = []
         for s, pcm in zip(streams, pcms):
             try:

@@ -36,6 +36,7 @@ class PacketTrack(MediaStreamTrack):
         self._on_drop = on_drop
         self.dropped = 0
         self.sent = 0
+        self._flowing = False
 
     def push(self, packet: av.Packet) -> None:
         """Queue one encoded 20 ms packet (shared object, never mutated here)."""
@@ -49,6 +50,7 @@ class PacketTrack(MediaStreamTrack):
     def clear(self) -> None:
         """Forget queued packets (slot handed to another publisher or made inactive)."""
         self._queue.clear()
+        self._flowing = False
 
     async def recv(self) -> av.Packet:
         while not self._queue:
@@ -58,6 +60,12 @@ class PacketTrack(MediaStreamTrack):
             await self._ready.wait()
         if self.readyState != "live":
             raise MediaStreamError
+        if not self._flowing:
+            # The sender starts only once negotiation is done: what piled up meanwhile is
+            # stale, and sending it as a burst would add its length as latency for good.
+            self._flowing = True
+            while len(self._queue) > 1:
+                self._queue.popleft()
         self.sent += 1
         return self._queue.popleft()
 

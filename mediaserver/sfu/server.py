@@ -22,6 +22,7 @@ from ..ice import pin_host_addresses
 from .mediaclock import ClockStream, MediaClock
 from .metrics import SfuMetrics
 from .room import RoomManager
+from .rtptap import tolerate_consent_stalls
 from .signalling import SFU_CONTEXT, SfuContext, websocket_handler
 
 logger = logging.getLogger(__name__)
@@ -284,6 +285,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {asr_error}")
         return 2
     pin_host_addresses(_split(args.ice_host))
+    tolerate_consent_stalls()
     try:
         asyncio.run(serve(args))
     except KeyboardInterrupt:
