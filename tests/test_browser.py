@@ -370,6 +370,27 @@ async def test_browser_and_aiortc_client_hear_each_other(tmp_path: Path) -> None
             left = await wait_for(page, f"{CLIENT_ID} leaving", lambda s: not person(s, CLIENT_ID), limit_s=30)
             assert left["phase"] == "joined"
 
+            # Someone new takes the freed slot (the server reuses the transceiver): the page
+            # must map that track to the newcomer and hear them.
+            newcomer = "second-bot"
+            client2 = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mediaserver", "client", "--ice-host", "127.0.0.1",
+                "--url", f"ws://127.0.0.1:{server.port}/ws", "--room", ROOM, "--identity", newcomer,
+                "--send", str(client_voice), "--duration", "8",
+                cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )
+            try:
+                again = await wait_for(page, f"hearing {newcomer}",
+                                       lambda s: hears(s, newcomer) and person(s, newcomer)["rms"] > 0.001,
+                                       limit_s=60)
+                client2_out, _ = await asyncio.wait_for(client2.communicate(), 60)
+            finally:
+                if client2.returncode is None:
+                    client2.kill()
+                    await client2.wait()
+            assert client2.returncode == 0, client2_out.decode(errors="replace")[-3000:]
+            assert [p["identity"] for p in again["participants"]] == [BROWSER_ID, newcomer]
+
             # Bad input gets a clear error in the page and leaves the server serving.
             await page.evaluate("window.mediaserver.app.leave()")
             await page.call("Page.navigate", url=f"{server.url}/?room=bad%20room!&name={BROWSER_ID}&join=1")
