@@ -191,7 +191,7 @@ def print_enhancer(result: dict[str, Any]) -> None:
 
 # ---- VAD gate -------------------------------------------------------------------------------
 def _conversation(data: Optional[str], seconds: float = 60.0, snr_db: float = 10.0) -> tuple[np.ndarray, np.ndarray, str]:
-    """(noisy, clean) at 48 kHz: utterances separated by 0.3–3 s pauses, one noise clip."""
+    """(noisy, clean) at 48 kHz: utterances separated by 0.5–6 s pauses (turn taking), one noise clip."""
     from ..audio import read_audio, resample
 
     rng = np.random.default_rng(7)
@@ -206,12 +206,14 @@ def _conversation(data: Optional[str], seconds: float = 60.0, snr_db: float = 10
         for f in pick:
             x, r = read_audio(f)
             x = resample(x[: int(6 * r)], r, rate)
-            parts += [np.zeros(int(rng.uniform(0.3, 3.0) * rate), np.float32), x]
+            parts += [np.zeros(int(rng.uniform(0.5, 6.0) * rate), np.float32), x]
             total += len(parts[-1]) / rate + len(parts[-2]) / rate
             if total >= seconds:
                 break
         clean = np.concatenate(parts)
-        n, r = read_audio(noises[int(rng.integers(len(noises)))])
+        noise_file = noises[int(np.random.default_rng(int(snr_db)).integers(len(noises)))]
+        source += f", noise {noise_file.name}"
+        n, r = read_audio(noise_file)
         n = resample(n, r, rate)
     else:
         import shutil
@@ -243,6 +245,12 @@ def _conversation(data: Optional[str], seconds: float = 60.0, snr_db: float = 10
     return (np.pad(noisy, (0, pad)).astype(np.float32), np.pad(clean, (0, pad)).astype(np.float32), source)
 
 
+def _active_fraction(clean: np.ndarray) -> float:
+    """Fraction of 20 ms frames of the clean speech within 40 dB of its loudest frame."""
+    e = np.mean(clean.reshape(-1, 960) ** 2, axis=1)
+    return float(np.mean(e > e.max() * 1e-4))
+
+
 def bench_vad(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -266,11 +274,11 @@ def bench_vad(args: argparse.Namespace) -> dict[str, Any]:
     else:
         path = resolve_weights_path(args.model)
     results: dict[str, Any] = {"weights": weights, "gate": vars(gate_config), "conditions": []}
-    for snr in (10.0, 20.0):
+    for snr in (10.0, 20.0, 30.0):
         noisy, clean, source = _conversation(args.data, snr_db=snr)
         ref16 = resample(clean, 48000, 16000)
         cond: dict[str, Any] = {"snr_db": snr, "seconds": len(noisy) / 48000, "source": source,
-                                "speech_fraction": float(np.mean(np.abs(clean.reshape(-1, 960)).max(1) > 1e-3))}
+                                "speech_fraction": _active_fraction(clean)}
         cond["noisy"] = {"pesq_wb": pesq_wb(ref16, resample(noisy, 48000, 16000)),
                          "stoi": stoi(ref16, resample(noisy, 48000, 16000))}
         for gate in (False, True):
