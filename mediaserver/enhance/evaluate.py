@@ -197,9 +197,14 @@ def summarize(rows: list[dict[str, Any]], set_name: str, metrics: tuple[str, ...
 def _merge(rows: list[dict[str, Any]], path: Path, plan: list[Mixture], systems: list[str]) -> list[dict[str, Any]]:
     """Add an earlier run's rows for other systems, only for mixtures of this exact plan."""
     keys = {(m.set, m.index, m.speech, m.noise, m.snr_db) for m in plan}
-    old = json.loads(path.read_text())["rows"]
-    extra = [r for r in old if r["system"] not in systems
-             and (r["set"], r["index"], r["speech"], r["noise"], r["snr_db"]) in keys]
+    old = [r for p in str(path).split(",") for r in json.loads(Path(p).read_text())["rows"]]
+    seen = set()
+    extra = []
+    for r in old:
+        key = (r["set"], r["index"], r["speech"], r["noise"], r["snr_db"])
+        if r["system"] not in systems and key in keys and (r["system"], key) not in seen:
+            seen.add((r["system"], key))
+            extra.append(r)
     order = {s: i for i, s in enumerate(ALL_SYSTEMS)}
     return sorted(rows + extra, key=lambda r: (r["set"], order.get(r["system"], 99), r["index"]))
 
@@ -233,7 +238,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--jobs", type=int, default=1, help="worker processes (the machine has 2 cores)")
     add_option(parser, "--no-dnsmos", action="store_true", help="skip DNSMOS (faster)")
     add_option(parser, "--reuse", default=None,
-               help="JSON of an earlier run: its rows for systems not run now are merged in "
+               help="JSON of earlier runs (comma list): their rows for systems not run now are merged in "
                     "(same data and set sizes, e.g. peers scored once, ours re-scored per checkpoint)")
 
 
