@@ -391,6 +391,13 @@ async def test_browser_and_aiortc_client_hear_each_other(tmp_path: Path) -> None
             assert client2.returncode == 0, client2_out.decode(errors="replace")[-3000:]
             assert [p["identity"] for p in again["participants"]] == [BROWSER_ID, newcomer]
 
+            # Mute reaches the server (its stats report me muted) and silences my meter.
+            await page.evaluate("document.getElementById('mute').click()")
+            muted = await wait_for(page, "the server seeing me muted",
+                                   lambda s: s.get("muted") is True
+                                   and s["server"]["participants"][BROWSER_ID]["muted"] is True)
+            assert person(muted, BROWSER_ID)["muted"] is True
+
             # Bad input gets a clear error in the page and leaves the server serving.
             await page.evaluate("window.mediaserver.app.leave()")
             await page.call("Page.navigate", url=f"{server.url}/?room=bad%20room!&name={BROWSER_ID}&join=1")
