@@ -21,6 +21,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Union
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 CLOCK_RATE = 48000
@@ -127,8 +129,9 @@ class DelayEstimator:
     def __init__(self, config: JitterConfig) -> None:
         self._cfg = config
         self._nbuckets = int(config.max_delay_ms / config.bucket_ms) + 2
-        self._hist = [0.0] * self._nbuckets
+        self._hist = np.zeros(self._nbuckets)
         self._hist[0] = 1.0
+        self._cum = np.empty(self._nbuckets)
         self._window: collections.deque[tuple[float, float]] = collections.deque()  # (arrival, transit)
         self.last_relative_ms = 0.0
         self._quantile_ms = 0.0
@@ -149,22 +152,13 @@ class DelayEstimator:
         self.last_relative_ms = relative
         f = self._cfg.forget
         hist = self._hist
-        for i in range(self._nbuckets):
-            hist[i] *= f
+        hist *= f
         b = min(self._nbuckets - 1, int(relative / self._cfg.bucket_ms))
         hist[b] += 1.0 - f
-        self._quantile_ms = self._compute_quantile()
+        np.cumsum(hist, out=self._cum)
+        i = int(np.searchsorted(self._cum, self._cfg.quantile * self._cum[-1]))
+        self._quantile_ms = (min(i, self._nbuckets - 1) + 1) * self._cfg.bucket_ms
         return relative
-
-    def _compute_quantile(self) -> float:
-        total = sum(self._hist)
-        want = self._cfg.quantile * total
-        acc = 0.0
-        for i, v in enumerate(self._hist):
-            acc += v
-            if acc >= want:
-                return (i + 1) * self._cfg.bucket_ms
-        return self._nbuckets * self._cfg.bucket_ms
 
     @property
     def quantile_ms(self) -> float:
