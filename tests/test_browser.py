@@ -179,6 +179,19 @@ class CdpPage:
         raw = await self.evaluate("window.mediaserver ? JSON.stringify(window.mediaserver.state()) : 'null'")
         return json.loads(raw) or {}
 
+    async def navigate(self, url: str) -> None:
+        """Load ``url`` and wait until the new document is the one being evaluated."""
+        await self.evaluate("window.__stale = true")
+        await self.call("Page.navigate", url=url)
+        for _ in range(400):
+            try:
+                if await self.evaluate("window.__stale === undefined && document.readyState === 'complete'"):
+                    return
+            except CdpError:
+                pass  # the old context went away mid-call
+            await asyncio.sleep(0.05)
+        raise CdpError(f"navigation to {url} did not finish")
+
     async def screenshot(self, path: Path) -> None:
         shot = await self.call("Page.captureScreenshot", format="png")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -400,7 +413,7 @@ async def test_browser_and_aiortc_client_hear_each_other(tmp_path: Path) -> None
 
             # Bad input gets a clear error in the page and leaves the server serving.
             await page.evaluate("window.mediaserver.app.leave()")
-            await page.call("Page.navigate", url=f"{server.url}/?room=bad%20room!&name={BROWSER_ID}&join=1")
+            await page.navigate(f"{server.url}/?room=bad%20room!&name={BROWSER_ID}&join=1")
             refused = await wait_for(page, "an error for a bad room name",
                                      lambda s: s.get("phase") == "idle" and bool(s.get("error")), limit_s=30)
             assert "unknown-room" in refused["error"]
@@ -436,3 +449,32 @@ async def test_live_captions_appear_under_the_speaker(tmp_path: Path) -> None:
             await page.screenshot(OUTPUT / "browser_captions.png")
     text = " ".join(person(state, BROWSER_ID)["captions"]).lower()
     assert any(word in text for word in ("hello", "browser", "weather", "lovely", "today")), text
+
+
+async def test_token_protected_room(tmp_path: Path) -> None:
+    """With --secret the page joins only with a token minted for that room and name."""
+    voice = make_speech(tmp_path / "browser_voice.wav", "Testing the token.", seconds=4)
+    secret = "browser-test-secret"
+    token = subprocess.run(
+        [sys.executable, "-m", "mediaserver", "token", "--secret", secret, "--room", "private",
+         "--identity", BROWSER_ID], cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    other = subprocess.run(
+        [sys.executable, "-m", "mediaserver", "token", "--secret", secret, "--room", "elsewhere",
+         "--identity", BROWSER_ID], cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    async with Server(tmp_path / "server.log", "--no-enhance", "--secret", secret) as server:
+        base = f"{server.url}/?room=private&name={BROWSER_ID}&join=1&aec=0&ice=127.0.0.1"
+        async with Chromium(base, audio=voice, profile=tmp_path / "profile",
+                            log_path=tmp_path / "chromium.log") as page:
+            refused = await wait_for(page, "no token refused",
+                                     lambda s: s.get("phase") == "idle" and bool(s.get("error")))
+            assert "bad-token" in refused["error"]
+            await page.navigate(f"{base}&token={other}")
+            refused = await wait_for(page, "a token for another room refused",
+                                     lambda s: s.get("phase") == "idle" and bool(s.get("error")))
+            assert "bad-token" in refused["error"]
+            await page.navigate(f"{base}&token={token}")
+            joined = await wait_for(page, "joined with the right token",
+                                    lambda s: s.get("phase") == "joined" and s.get("connectionState") == "connected")
+            assert joined["error"] is None
