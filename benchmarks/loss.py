@@ -294,7 +294,7 @@ def _e2e_delays(rec_audio, timed, x48, offset: int):
         x_tl[offset : offset + n] = x48[:n]
     pos = np.array([p for p, _ in timed]) if timed else np.zeros(1)
     late = np.array([l for _, l in timed]) if timed else np.zeros(1)
-    late = late - np.min(late)  # lateness is relative to the first packet, which anchors the line
+    # lateness = arrival - the time its position implies; delay = position lag + lateness
     out = []
     for t, lag in window_lags(rec_audio, x_tl):
         a = int(t * 48000)
