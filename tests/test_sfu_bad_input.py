@@ -122,7 +122,7 @@ def test_bad_input_leaves_the_running_call_alone(start_server, tmp_path: Path) -
 
     def client(name: str) -> object:
         return start_client(server.url, ROOM, name, "--send", str(tone), "--record-dir",
-                            str(tmp_path / f"rec-{name}"), "--duration", "90",
+                            str(tmp_path / f"rec-{name}"), "--duration", "300",
                             "--token", mint(SECRET, room=ROOM, identity=name),
                             log=tmp_path / f"{name}.log")
 

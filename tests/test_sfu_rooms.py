@@ -45,16 +45,16 @@ def test_four_participants_hear_the_others_with_join_and_leave(
                             str(rec[name]), "--duration", str(duration),
                             log=tmp_path / f"{name}.log")
 
-    procs = {n: start(n, 60) for n in ("alice", "bob")}
-    procs["carol"] = start("carol", 60)
+    procs = {n: start(n, 300) for n in ("alice", "bob")}
+    procs["carol"] = start("carol", 300)
     wait_participants(sfu_server, 3)
     time.sleep(2.0)
-    procs["dave"] = start("dave", 60)
+    procs["dave"] = start("dave", 300)
     wait_participants(sfu_server, 4)
     time.sleep(4.0)
     summaries = {"carol": stop_client(procs["carol"])}      # carol leaves mid-call
     wait_participants(sfu_server, 3)
-    procs["erin"] = start("erin", 60)                       # takes carol's freed slot
+    procs["erin"] = start("erin", 300)                       # takes carol's freed slot
     wait_participants(sfu_server, 4)
     time.sleep(3.0)
     for name, proc in procs.items():

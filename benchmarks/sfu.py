@@ -1,0 +1,507 @@
+"""SFU benchmark: N publishers in rooms of k on 127.0.0.1, three forwarders in one run.
+
+Forwarders: ``mediaserver serve`` with enhancement (default), with ``--no-enhance``, and
+a plain aiortc baseline (``MediaRelay`` of the decoded RemoteStreamTrack, one Opus
+encode per subscriber), all behind the same signalling protocol.
+
+One load-generator process (this one) hosts every participant: each sends a speech
+clip as pre-encoded Opus in real time and receives the k-1 others below aiortc's
+jitter buffer (raw RTP, decoded offline). It measures, per forwarder:
+- server CPU (% of one core, from /proc) per publisher over the measured window;
+- server-added delay p50/p95: each received 1 s window is matched to the sent audio
+  by content cross-correlation; delay = arrival time - time the matched frame was sent;
+- late frames (arriving > 60 ms after the stream's median delay) and missing frames
+  (RTP timestamp gaps), plus the server's own late clock ticks from /metrics.
+
+    python benchmarks/sfu.py --publishers 8,20,40 --room-size 4 --seconds 20
+    [--data ../shared/data]  (optional: a folder of speech WAVs; default espeak-ng)
+
+Prints a table and writes benchmarks/results/sfu.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import aiohttp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
+
+from mediaserver.audio import read_audio, resample, write_audio  # noqa: E402
+from mediaserver.client import FileSource  # noqa: E402
+from mediaserver.ice import pin_host_addresses  # noqa: E402
+from mediaserver.media.opus import OpusDecoder  # noqa: E402
+from mediaserver.sfu.rtptap import tap_receiver, tolerate_consent_stalls  # noqa: E402
+from mediaserver.sfu.sdp import enable_opus_fec  # noqa: E402
+
+RATE = 48000
+FRAME = 960
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+# ---------------------------------------------------------------- test audio
+def speech_clip(data: Optional[str], seconds: float, tmp: Path) -> np.ndarray:
+    """About ``seconds`` of varied speech at 48 kHz (espeak-ng, or WAVs from --data)."""
+    parts: list[np.ndarray] = []
+    if data:
+        for wav in sorted(Path(data).rglob("*.wav"))[:200]:
+            audio, rate = read_audio(wav)
+            parts.append(resample(audio, rate, RATE))
+            if sum(map(len, parts)) > seconds * RATE:
+                break
+    if not parts:
+        espeak = shutil.which("espeak-ng")
+        if espeak is None:
+            raise SystemExit("espeak-ng is needed (apt-get install -y espeak-ng) or pass --data")
+        sentences = [
+            "The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
+            "It is easy to tell the depth of a well.", "These days a chicken leg is a rare dish.",
+            "Rice is often served in round bowls.", "The juice of lemons makes fine punch.",
+            "The box was thrown beside the parked truck.", "The hogs were fed chopped corn and garbage.",
+            "Four hours of steady work faced us.", "A large size in stockings is hard to sell.",
+        ]
+        i = 0
+        while sum(map(len, parts)) < seconds * RATE:
+            raw = tmp / f"s{i}.wav"
+            subprocess.run([espeak, "-s", "160", "-w", str(raw), sentences[i % len(sentences)]],
+                           check=True, capture_output=True)
+            audio, rate = read_audio(raw)
+            parts.append(resample(audio, rate, RATE))
+            parts.append(np.zeros(int(0.15 * RATE), np.float32))
+            i += 1
+    clip = np.concatenate(parts)[: int(seconds * RATE)]
+    return (0.5 * clip / (np.max(np.abs(clip)) + 1e-9)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- participant
+class TimedSource(FileSource):
+    """FileSource that remembers when each frame was handed to aiortc (loop time)."""
+
+    def __init__(self, samples: np.ndarray) -> None:
+        super().__init__(samples)
+        self.sent_at: list[float] = []
+
+    async def recv(self) -> Any:
+        packet = await super().recv()
+        self.sent_at.append(asyncio.get_running_loop().time())
+        return packet
+
+
+@dataclass
+class Received:
+    """Raw packets of one (listener, speaker) stream, kept for offline decoding."""
+
+    arrivals: list[float] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    ssrc: Optional[int] = None
+
+
+class Peer:
+    """One participant: WebSocket signalling + RTCPeerConnection, answers server offers."""
+
+    def __init__(self, url: str, room: str, identity: str, samples: np.ndarray,
+                 keep_payloads: bool) -> None:
+        self.url, self.room, self.identity = url, room, identity
+        self.source = TimedSource(samples)
+        self.keep = keep_payloads
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.mids: dict[str, str] = {}
+        self.tapped: set[int] = set()
+        self.streams: dict[str, Received] = {}
+        self.errors: list[str] = []
+        self._task: Optional[asyncio.Task] = None
+        self._ws: Optional[aiohttp.ClientWebSocketResponse] = None
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        self._ws = ws = await session.ws_connect(self.url, max_msg_size=1 << 20)
+        await ws.send_json({"type": "join", "room": self.room, "identity": self.identity})
+        while (await ws.receive_json(timeout=60)).get("type") != "joined":
+            pass
+        self.pc.addTransceiver(self.source, direction="sendrecv")
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        await ws.send_json({"type": "offer", "sdp": enable_opus_fec(self.pc.localDescription.sdp)})
+        while True:
+            msg = await ws.receive_json(timeout=60)
+            if msg.get("type") == "answer":
+                break
+        await self.pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "answer"))
+        self._task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        try:
+            async for m in self._ws:
+                if m.type != aiohttp.WSMsgType.TEXT:
+                    break
+                msg = json.loads(m.data)
+                if msg.get("type") == "offer":
+                    await self.pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "offer"))
+                    self.mids = dict(msg.get("tracks") or {})
+                    self._tap()
+                    await self.pc.setLocalDescription(await self.pc.createAnswer())
+                    await self._ws.send_json({"type": "answer",
+                                              "sdp": enable_opus_fec(self.pc.localDescription.sdp)})
+                elif msg.get("type") == "error":
+                    self.errors.append(msg.get("message", ""))
+        except Exception as exc:
+            self.errors.append(repr(exc))
+
+    def _tap(self) -> None:
+        loop = asyncio.get_running_loop()
+        for t in self.pc.getTransceivers():
+            if id(t.receiver) in self.tapped:
+                continue
+            self.tapped.add(id(t.receiver))
+
+            def on_packet(packet: Any, arrival_ms: float, _t: Any = t) -> None:
+                who = self.mids.get(_t.mid or "")
+                if who is None:
+                    return
+                rec = self.streams.setdefault(who, Received())
+                rec.arrivals.append(arrival_ms / 1000.0)
+                rec.timestamps.append(packet.timestamp)
+                if self.keep:
+                    rec.payloads.append(packet.payload)
+
+            tap_receiver(t.receiver, on_packet, lambda: loop.time() * 1000.0)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        self.source.stop()
+        if self._ws is not None:
+            await self._ws.close()
+        await self.pc.close()
+
+
+# ---------------------------------------------------------------- analysis
+def unwrap(ts: list[int]) -> np.ndarray:
+    out = np.array(ts, dtype=np.int64)
+    d = np.diff(out)
+    d = (d + (1 << 31)) % (1 << 32) - (1 << 31)
+    return np.concatenate([[0], np.cumsum(d)])
+
+
+def stream_quality(rec: Received, t_from: float, t_to: float) -> tuple[int, int, int]:
+    """(frames expected, frames missing, frames late) within the measured window."""
+    if len(rec.arrivals) < 10:
+        return 0, 0, 0
+    arr = np.array(rec.arrivals)
+    ts = unwrap(rec.timestamps)
+    sel = (arr >= t_from) & (arr <= t_to)
+    if sel.sum() < 10:
+        return 0, 0, 0
+    a, t = arr[sel], ts[sel]
+    expected = int((t.max() - t.min()) // FRAME) + 1
+    missing = max(0, expected - len(np.unique(t)))
+    lateness = a - t / RATE
+    late = int(np.sum(lateness - np.median(lateness) > 0.060))
+    return expected, missing, late
+
+
+def stream_delays(rec: Received, sent: np.ndarray, sent_at: np.ndarray, t_from: float,
+                  t_to: float) -> list[float]:
+    """Per-frame server-added delay (s) from content matching of 1 s windows."""
+    if len(rec.payloads) < 100:
+        return []
+    ts = unwrap(rec.timestamps)
+    arr = np.array(rec.arrivals)
+    dec = OpusDecoder()
+    n = int(ts.max()) + FRAME
+    buf = np.zeros(n, np.float32)
+    for p, t in zip(rec.payloads, ts):
+        try:
+            pcm = dec.decode(p)
+        except Exception:
+            continue
+        buf[t:t + len(pcm)] = pcm[: n - t]
+    sent_frames = len(sent_at)
+    src = sent[: sent_frames * FRAME]
+    delays: list[float] = []
+    win = RATE
+    for w in range(0, n - win, win // 2):
+        seg = buf[w:w + win]
+        if np.sqrt(np.mean(seg ** 2)) < 0.01:
+            continue
+        # search the source around where this window should be (avoid far-off matches)
+        corr = np.abs(np.fft.irfft(np.fft.rfft(src, len(src) + win) *
+                                   np.conj(np.fft.rfft(seg, len(src) + win))))[: len(src) - win]
+        lag = int(np.argmax(corr))
+        norm = np.linalg.norm(seg) * np.linalg.norm(src[lag:lag + win]) + 1e-9
+        if corr[lag] / norm < 0.5:
+            continue
+        in_win = (ts >= w) & (ts < w + win)
+        for t, a in zip(ts[in_win], arr[in_win]):
+            q = int(t - w + lag)
+            i = min(sent_frames - 1, max(0, q // FRAME))
+            if t_from <= a <= t_to:
+                delays.append(a - sent_at[i])
+    return delays
+
+
+# ---------------------------------------------------------------- servers
+class Server:
+    def __init__(self, kind: str, log: Path) -> None:
+        if kind == "relay":
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--relay-server"]
+        else:
+            cmd = [sys.executable, "-m", "mediaserver", "serve"]
+            if kind == "no-enhance":
+                cmd.append("--no-enhance")
+        cmd += ["--host", "127.0.0.1", "--port", "0", "--ice-host", "127.0.0.1"]
+        self.log = open(log, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log)
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{kind} server did not start; see {log}")
+            m = re.search(rb"http://127\.0\.0\.1:(\d+)/", line)
+            if m:
+                self.port = int(m.group(1))
+                break
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def metrics(self) -> dict[str, float]:
+        import urllib.request
+
+        out: dict[str, float] = {}
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                for line in r.read().decode().splitlines():
+                    if line.startswith("mediaserver_") and " " in line:
+                        k, v = line.rsplit(" ", 1)
+                        out[k] = float(v)
+        except Exception:
+            pass
+        return out
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def run_relay_server(args: argparse.Namespace) -> None:
+    """Baseline: aiortc's own path. Decode (RemoteStreamTrack) -> MediaRelay -> re-encode."""
+    from aiohttp import web
+    from aiortc.contrib.media import MediaRelay
+
+    pin_host_addresses([args.ice_host])
+    tolerate_consent_stalls()
+    relay = MediaRelay()
+    rooms: dict[str, dict[str, Any]] = {}
+
+    class RelayPeer:
+        def __init__(self, ws: web.WebSocketResponse, room: str, identity: str) -> None:
+            self.ws, self.room, self.identity = ws, room, identity
+            self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            self.track: Any = None
+            self.subscribed: set[str] = set()
+            self.lock = asyncio.Lock()
+            self.answer: Optional[asyncio.Future] = None
+
+        async def subscribe(self, other: "RelayPeer") -> None:
+            if other.identity in self.subscribed or other.track is None:
+                return
+            self.subscribed.add(other.identity)
+            t = self.pc.addTransceiver(relay.subscribe(other.track), direction="sendonly")
+            async with self.lock:
+                await self.pc.setLocalDescription(await self.pc.createOffer())
+                mids = {tr.mid: name for tr, name in self._names.items()} if hasattr(self, "_names") else {}
+                self._names = getattr(self, "_names", {})
+                self._names[t] = other.identity
+                mids = {tr.mid: name for tr, name in self._names.items()}
+                self.answer = asyncio.get_running_loop().create_future()
+                await self.ws.send_json({"type": "offer", "sdp": self.pc.localDescription.sdp,
+                                         "tracks": mids})
+                answer = await asyncio.wait_for(self.answer, 30)
+                await self.pc.setRemoteDescription(answer)
+
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=1 << 20)
+        await ws.prepare(request)
+        me: Optional[RelayPeer] = None
+        async for m in ws:
+            msg = json.loads(m.data)
+            if msg["type"] == "join":
+                me = RelayPeer(ws, msg["room"], msg["identity"])
+                rooms.setdefault(me.room, {})[me.identity] = me
+                await ws.send_json({"type": "joined", "room": me.room, "identity": me.identity,
+                                    "participants": [], "iceServers": []})
+            elif msg["type"] == "offer" and me is not None:
+                got = asyncio.get_running_loop().create_future()
+
+                @me.pc.on("track")
+                def on_track(track: Any, _me: RelayPeer = me) -> None:
+                    _me.track = track
+                    got.set_result(None)
+
+                await me.pc.setRemoteDescription(RTCSessionDescription(msg["sdp"], "offer"))
+                await me.pc.setLocalDescription(await me.pc.createAnswer())
+                await ws.send_json({"type": "answer", "sdp": me.pc.localDescription.sdp})
+                await got
+                for other in list(rooms[me.room].values()):
+                    if other is not me and other.track is not None:
+                        asyncio.ensure_future(other.subscribe(me))
+                        asyncio.ensure_future(me.subscribe(other))
+            elif msg["type"] == "answer" and me is not None and me.answer is not None:
+                me.answer.set_result(RTCSessionDescription(msg["sdp"], "answer"))
+        if me is not None:
+            rooms.get(me.room, {}).pop(me.identity, None)
+            await me.pc.close()
+        return ws
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/ws", ws_handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", args.port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        print(f"relay listening: http://127.0.0.1:{port}/", flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- one run
+async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup: float,
+                   clip: np.ndarray, sample_streams: int, tmp: Path) -> dict:
+    server = Server(kind, tmp / f"server-{kind}-{n_pub}.log")
+    peers: list[Peer] = []
+    try:
+        url = f"ws://127.0.0.1:{server.port}/ws"
+        rng = np.random.default_rng(n_pub)
+        async with aiohttp.ClientSession() as session:
+            for i in range(n_pub):
+                offset = int(rng.integers(0, RATE * 2))
+                samples = np.roll(clip, -offset)
+                peers.append(Peer(url, f"bench{i // room_size}", f"p{i}", samples,
+                                  keep_payloads=i < sample_streams))
+            # join one room at a time so rooms fill like real calls
+            for p in peers:
+                await p.start(session)
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(warmup)
+            cpu0, t0, m0 = server.cpu_seconds(), loop.time(), server.metrics()
+            await asyncio.sleep(seconds)
+            cpu1, t1, m1 = server.cpu_seconds(), loop.time(), server.metrics()
+        # analysis (offline: the call is over)
+        expected = missing = late = 0
+        delays: list[float] = []
+        by_name = {p.identity: p for p in peers}
+        for p in peers:
+            for who, rec in p.streams.items():
+                e, m, lt = stream_quality(rec, t0, t1)
+                expected, missing, late = expected + e, missing + m, late + lt
+                if p.keep and who in by_name:
+                    src = by_name[who].source
+                    delays += stream_delays(rec, src._samples, np.array(src.sent_at), t0, t1)
+        d = np.array(delays) * 1000.0 if delays else np.array([np.nan])
+        ticks = m1.get("mediaserver_clock_ticks_total", 0) - m0.get("mediaserver_clock_ticks_total", 0)
+        late_ticks = (m1.get("mediaserver_clock_late_ticks_total", 0)
+                      - m0.get("mediaserver_clock_late_ticks_total", 0))
+        skipped = (m1.get("mediaserver_clock_skipped_ticks_total", 0)
+                   - m0.get("mediaserver_clock_skipped_ticks_total", 0))
+        cpu = 100.0 * (cpu1 - cpu0) / (t1 - t0)
+        return {
+            "forwarder": kind, "publishers": n_pub, "room_size": room_size,
+            "subscriber_streams": sum(len(p.streams) for p in peers),
+            "server_cpu_pct": round(cpu, 1), "cpu_pct_per_publisher": round(cpu / n_pub, 2),
+            "delay_p50_ms": round(float(np.nanpercentile(d, 50)), 1),
+            "delay_p95_ms": round(float(np.nanpercentile(d, 95)), 1),
+            "delay_samples": len(delays),
+            "frames_expected": expected, "frames_missing": missing, "frames_late": late,
+            "late_or_missing_pct": round(100.0 * (missing + late) / max(1, expected), 2),
+            "server_late_tick_pct": round(100.0 * late_ticks / ticks, 2) if ticks else None,
+            "server_skipped_ticks": int(skipped) if ticks else None,
+            "errors": sorted({e for p in peers for e in p.errors})[:5],
+        }
+    finally:
+        for p in peers:
+            try:
+                await p.stop()
+            except Exception:
+                pass
+        server.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--publishers", default="8,20,40", help="comma list of N")
+    ap.add_argument("--room-size", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=20.0, help="measured window per case")
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--forwarders", default="enhance,no-enhance,relay")
+    ap.add_argument("--sample-streams", type=int, default=4,
+                    help="publishers whose listeners keep payloads for delay analysis")
+    ap.add_argument("--data", default=None, help="folder of speech WAVs (default espeak-ng)")
+    ap.add_argument("--out", default=str(RESULTS / "sfu.json"))
+    ap.add_argument("--relay-server", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--ice-host", default="127.0.0.1", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.relay_server:
+        run_relay_server(args)
+        return 0
+    pin_host_addresses(["127.0.0.1"])
+    tolerate_consent_stalls()
+    tmp = RESULTS / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    clip = speech_clip(args.data, args.warmup + args.seconds + 10, tmp)
+    rows = []
+    for n in [int(x) for x in args.publishers.split(",")]:
+        for kind in args.forwarders.split(","):
+            print(f"running {kind} with {n} publishers in rooms of {args.room_size} ...",
+                  flush=True)
+            row = asyncio.run(run_case(kind, n, args.room_size, args.seconds, args.warmup, clip,
+                                       args.sample_streams, tmp))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    header = ("forwarder", "N", "cpu %", "cpu %/pub", "delay p50", "delay p95",
+              "late+missing %", "late ticks %")
+    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for r in rows:
+        print(f"| {r['forwarder']} | {r['publishers']} | {r['server_cpu_pct']} | "
+              f"{r['cpu_pct_per_publisher']} | {r['delay_p50_ms']} ms | {r['delay_p95_ms']} ms | "
+              f"{r['late_or_missing_pct']} | {r['server_late_tick_pct']} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({
+        "host": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
+        "room_size": args.room_size, "seconds": args.seconds, "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
