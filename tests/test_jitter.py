@@ -186,7 +186,6 @@ def _drift(rate: float, seconds: float = 60.0) -> JitterBuffer:
     n = int(seconds * 50)
     arrivals = [(i * 20.0 / rate, i) for i in range(n)]
     ai = 0
-    queued = 0
     for tick in range(int(seconds * 50) - 10):
         now = tick * 20.0
         while ai < len(arrivals) and arrivals[ai][0] <= now:
@@ -231,3 +230,14 @@ def test_delay_step_conceals_then_plays_the_delayed_packets():
     assert played(out) == list(range(20))
     assert "C" in out
     assert jb.stats.late == 0 and jb.stats.delayed_outage == 1
+
+
+def test_consumer_stall_flushes_down_to_target():
+    # the consumer stops pulling for 1 s while packets keep arriving
+    jb = JitterBuffer()
+    for i in range(100):
+        jb.insert(seq=i, timestamp=i * F, ssrc=1, samples=F, payload=b"x", now_ms=i * 20.0)
+        if i < 10 or i >= 60:
+            jb.pop(now_ms=i * 20.0 + 0.5)
+    assert jb.stats.flushed > 30
+    assert jb.level_ms(0, 99 * 20.0 + 0.5) <= jb.target_ms + 20.0

@@ -321,6 +321,7 @@ class InboundAudio:
             "packets_duplicate": float(s.duplicate),
             "packets_invalid": float(self._invalid),
             "packets_dropped_overflow": float(s.dropped_overflow),
+            "packets_flushed": float(s.flushed),
             "decode_errors": float(self._decode_errors),
             "fec_recovered": float(self._fec_recovered),
             "concealed_frames": float(self._concealed_frames),

@@ -120,6 +120,7 @@ class JitterStats:
     expand: int = 0
     expected: int = 0
     delayed_outage: int = 0
+    flushed: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -354,6 +355,8 @@ class JitterBuffer:
         assert self._playout is not None
 
         level = self.level_ms(queued, now_ms)
+        if level > self.config.max_delay_ms and len(self._packets) > 1:
+            level = self._flush(level)
         packet = self._packets.pop(self._playout, None)
         if packet is None:
             packet = self._straddling()
@@ -403,6 +406,23 @@ class JitterBuffer:
         self._outage_samples += samples
         self.stats.concealed_samples += samples
         return Conceal(samples, outage_ms)
+
+    def _flush(self, level: float) -> float:
+        """Far beyond the maximum delay (e.g. the consumer stalled): skip audio down to target.
+
+        Time-scaling removes at most a pitch period per frame, too slow for seconds of backlog.
+        """
+        frame_ms = self._frame_samples / SAMPLES_PER_MS
+        while self._packets and level > self.target_ms + frame_ms:
+            first = min(self._packets)
+            packet = self._packets.pop(first)
+            skipped = first + packet.samples - self._playout
+            self._playout = first + packet.samples
+            level -= skipped / SAMPLES_PER_MS
+            self.stats.flushed += 1
+        self._level_filtered_ms = min(self._level_filtered_ms, level)
+        self._level_report_ms = min(self._level_report_ms, level)
+        return level
 
     def _straddling(self) -> Packet | None:
         """A packet that starts a little before the playout point (after a partial conceal)."""
