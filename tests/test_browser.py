@@ -303,6 +303,11 @@ async def wait_for(page: CdpPage, what: str, ok: Callable[[dict], bool], *, limi
                          f"console={page.console[-20:]}")
 
 
+# Which parts of the page are on screen (computed display of the join form, call view, banner).
+VIEWS = """(() => Object.fromEntries([["join", "join-view"], ["call", "call-view"], ["banner", "banner"]]
+    .map(([k, id]) => [k, getComputedStyle(document.getElementById(id)).display])))()"""
+
+
 def person(state: dict, identity: str) -> dict:
     return next((p for p in state.get("participants", []) if p["identity"] == identity), {})
 
@@ -470,6 +475,7 @@ async def test_token_protected_room(tmp_path: Path) -> None:
             refused = await wait_for(page, "no token refused",
                                      lambda s: s.get("phase") == "idle" and bool(s.get("error")))
             assert "bad-token" in refused["error"]
+            assert await page.evaluate(VIEWS) == {"join": "block", "call": "none", "banner": "block"}
             await page.navigate(f"{base}&token={other}")
             refused = await wait_for(page, "a token for another room refused",
                                      lambda s: s.get("phase") == "idle" and bool(s.get("error")))
@@ -478,3 +484,4 @@ async def test_token_protected_room(tmp_path: Path) -> None:
             joined = await wait_for(page, "joined with the right token",
                                     lambda s: s.get("phase") == "joined" and s.get("connectionState") == "connected")
             assert joined["error"] is None
+            assert await page.evaluate(VIEWS) == {"join": "none", "call": "grid", "banner": "none"}
