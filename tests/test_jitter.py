@@ -186,6 +186,7 @@ def _drift(rate: float, seconds: float = 60.0) -> JitterBuffer:
     n = int(seconds * 50)
     arrivals = [(i * 20.0 / rate, i) for i in range(n)]
     ai = 0
+    queued = 0
     for tick in range(int(seconds * 50) - 10):
         now = tick * 20.0
         while ai < len(arrivals) and arrivals[ai][0] <= now:
