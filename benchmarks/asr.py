@@ -114,6 +114,8 @@ def main() -> int:
                     help="subset of raw,enhanced,mix,auto (mix/auto once per --mix-shares value)")
     ap.add_argument("--cache", default=None,
                     help="JSON file of hypotheses reused across runs (raw does not depend on weights)")
+    ap.add_argument("--shard", default=None, metavar="K/N",
+                    help="only every N-th file from the K-th (parallel runs with separate caches)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "asr.json"))
     args = ap.parse_args()
 
@@ -127,6 +129,9 @@ def main() -> int:
     all_files = sorted(p for p in speech_dir.glob("*.wav") if p.stem in refs)
     step = max(1, len(all_files) // max(1, args.files))
     files = all_files[::step][: args.files]
+    if args.shard:
+        k, n = (int(v) for v in args.shard.split("/"))
+        files = files[k::n]
     noises = [read_audio(p)[0] for p in sorted(noise_dir.glob("*.wav"))]
     conditions = [c.strip() for c in args.snrs.split(",") if c.strip()]
     shares = [float(s) for s in args.mix_shares.split(",") if s.strip()]
@@ -142,8 +147,11 @@ def main() -> int:
     wanted = {f.strip() for f in args.feeds.split(",")}
     feeds = [f for f in [("raw", 0.0), ("enhanced", 0.0)] + [("mix", s) for s in shares]
              + [("auto", s) for s in shares] if f[0] in wanted]
-    cache_path = Path(args.cache) if args.cache else None
-    cache: dict = json.loads(cache_path.read_text()) if cache_path and cache_path.exists() else {}
+    cache: dict = {}
+    for extra in (args.cache or "").split(","):  # several caches (from shards) are merged
+        if extra and Path(extra).exists():
+            cache.update(json.loads(Path(extra).read_text()))
+    cache_path = Path(args.cache.split(",")[0]) if args.cache else None
     name = lambda f, s: f if f in ("raw", "enhanced") else f"{f}{s:g}"  # noqa: E731
 
     stats: dict = {c: {name(*f): {"edits": 0, "words": 0, "asr_s": 0.0} for f in feeds} for c in conditions}
