@@ -33,6 +33,7 @@ class App {
     this.connection = null;
     this.serverStats = null;
     this.timers = [];
+    this.departed = new Set(); // left the room: a stale track mapping must not bring them back
     this.list = new ParticipantList($("participants"), $("participant-template"));
     this.bindUi();
     this.prefill();
@@ -146,9 +147,11 @@ class App {
         if (this.call) this.call.handle(msg);
         break;
       case "participant-joined":
+        this.departed.delete(msg.identity);
         if (msg.identity && msg.identity !== this.identity) this.list.ensure(msg.identity, { muted: Boolean(msg.muted) });
         break;
       case "participant-left":
+        this.departed.add(msg.identity);
         this.list.remove(msg.identity);
         break;
       case "speaking": {
@@ -189,6 +192,7 @@ class App {
     $("join-view").hidden = true;
     $("call-view").hidden = false;
     this.list.clear();
+    this.departed.clear();
     this.list.ensure(this.identity, { self: true });
     for (const p of msg.participants || []) {
       if (p.identity !== this.identity) this.list.ensure(p.identity, { muted: Boolean(p.muted) });
@@ -222,7 +226,7 @@ class App {
 
   onTracks(receivers) {
     for (const [identity, receiver] of receivers) {
-      if (identity === this.identity) continue;
+      if (identity === this.identity || this.departed.has(identity)) continue;
       this.list.ensure(identity).attach(this.ctx, receiver.track);
     }
     for (const [identity, card] of this.list.cards) {
