@@ -91,6 +91,10 @@ class MediaClock:
         self._streams: list[ClockStream] = []
         self.sinks: list[FrameSink] = []
         self._task: Optional[asyncio.Task] = None
+        self._pending: asyncio.Queue = asyncio.Queue()
+        self._worker: Optional[asyncio.Task] = None
+        self.enhance_budget_ms = 60.0
+        self.bypassed = 0
         self.tick = 0
         self.late = 0
         self.skipped = 0
@@ -112,6 +116,13 @@ class MediaClock:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="media-clock")
 
     async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
         if self._task is not None:
             self._task.cancel()
             try:
@@ -174,17 +185,55 @@ class MediaClock:
         for s, frame in zip(streams, pulled):
             s.last_kind = frame.kind
             self._metrics.frames.labels(frame.kind).inc()
-        if self._stage is not None:
-            outs = await self._stage.process(
-                [(s.handle, f.pcm, f.kind) for s, f in zip(streams, pulled)])
-            raws = [o.raw for o in outs]
-            cleaned = [o.enhanced for o in outs]
-            speech = [bool(o.speech) for o in outs]
-        else:
-            raws = [f.pcm for f in pulled]
-            cleaned = raws
-            speech = [None] * len(raws)
         pts = self.tick * FRAME
+        if self._stage is not None:
+            # Enhancement runs behind the clock, in order, so a slow batch delays packets
+            # instead of delaying the next pull (which would starve every jitter buffer).
+            self._pending.put_nowait((streams, [f.pcm for f in pulled], [f.kind for f in pulled],
+                                      pts, now_ms))
+            self._ensure_worker()
+            return
+        raws = [f.pcm for f in pulled]
+        self._emit(streams, raws, raws, [None] * len(raws), pts, now_ms)
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._enhance_loop(),
+                                                                  name="media-clock-enhance")
+
+    async def _enhance_loop(self) -> None:
+        """Enhance queued ticks in order; ticks older than the budget bypass the network."""
+        loop = asyncio.get_running_loop()
+        while True:
+            streams, pcms, kinds, pts, now_ms = await self._pending.get()
+            live = [i for i, s in enumerate(streams) if s in self._streams]
+            streams = [streams[i] for i in live]
+            pcms = [pcms[i] for i in live]
+            kinds = [kinds[i] for i in live]
+            if not streams:
+                continue
+            if loop.time() * 1000.0 - now_ms > self.enhance_budget_ms:
+                # The stage is slower than real time right now: forward this tick as is.
+                self.bypassed += 1
+                self._metrics.enhance_bypassed.inc()
+                self._emit(streams, pcms, pcms, [None] * len(pcms), pts, now_ms)
+                continue
+            try:
+                outs = await self._stage.process(
+                    [(s.handle, p, k) for s, p, k in zip(streams, pcms, kinds)])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("enhancer stage failed; forwarding the tick unprocessed")
+                self._emit(streams, pcms, pcms, [None] * len(pcms), pts, now_ms)
+                continue
+            self._emit(streams, [o.raw for o in outs], [o.enhanced for o in outs],
+                       [bool(o.speech) for o in outs], pts, now_ms)
+
+    def _emit(self, streams: list[ClockStream], raws: list[np.ndarray],
+              cleaned: list[np.ndarray], speech: list[Optional[bool]], pts: int,
+              now_ms: float) -> None:
+        """Encode once per publisher, fan out, update speaking state, feed the sinks."""
         sends = [np.zeros(FRAME, np.float32) if s.muted else c for s, c in zip(streams, cleaned)]
         # Inline: one libopus call is ~0.1 ms; a thread hop per tick costs more than that
         # in wake-up latency on a busy host.

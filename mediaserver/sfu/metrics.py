@@ -25,6 +25,9 @@ class SfuMetrics:
         self.tick_work = Histogram("mediaserver_clock_tick_seconds",
                                    "time from tick start to all packets queued", registry=r,
                                    buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.04, 0.08))
+        self.enhance_bypassed = Counter(
+            "mediaserver_enhance_bypassed_ticks_total",
+            "ticks forwarded without enhancement because the stage was behind", registry=r)
         self.frames = Counter("mediaserver_frames_total", "frames pulled per kind",
                               ["kind"], registry=r)
         self.packets_in = Counter("mediaserver_rtp_packets_in_total",

@@ -101,8 +101,8 @@ class RoomManager:
         await participant.close()
         if stream is not None and stream.on_close is not None:
             stream.on_close()
-        if not room.participants:
-            del self.rooms[room.name]
+        if not room.participants and self.rooms.get(room.name) is room:
+            del self.rooms[room.name]   # (another removal may have got here first)
         self._update_gauges()
         await room.broadcast({"type": "participant-left", "identity": participant.identity})
 
