@@ -216,7 +216,8 @@ class Participant:
         report = await self.pc.getStats()
         for s in report.values():
             if s.type == "remote-inbound-rtp" and getattr(s, "roundTripTime", None) is not None:
-                out.setdefault("rtt_ms", []).append(round(s.roundTripTime * 1000, 1))
+                rtt = round(s.roundTripTime * 1000, 1)
+                out["rtt_ms"] = min(rtt, out.get("rtt_ms", rtt))
             elif s.type == "inbound-rtp":
                 out["packets_received"] = s.packetsReceived
                 out["packets_lost"] = s.packetsLost
