@@ -118,16 +118,24 @@ export function alignPayloadTypes(offerSdp, knownSdp) {
   }
   const out = [sections[0]];
   for (const section of sections.slice(1)) {
-    const used = new Set(section[0].split(" ").slice(3).map(Number));
-    const remap = new Map();
+    // original payload type -> where it goes; moves repeat until none is possible, so a codec
+    // can take a number another codec has just vacated
+    const codecs = [];
     for (const line of section) {
       const m = line.match(RTPMAP);
-      if (!m) continue;
-      const want = known.get(m[2].toLowerCase());
-      const have = Number(m[1]);
-      if (want !== undefined && want !== have && !used.has(want)) {
-        remap.set(have, want);
-        used.add(want);
+      if (m) codecs.push([Number(m[1]), known.get(m[2].toLowerCase())]);
+    }
+    const remap = new Map(section[0].split(" ").slice(3).map((pt) => [Number(pt), Number(pt)]));
+    for (let moved = true; moved; ) {
+      moved = false;
+      const used = new Set(remap.values());
+      for (const [original, want] of codecs) {
+        if (want !== undefined && remap.get(original) !== want && !used.has(want)) {
+          used.delete(remap.get(original));
+          remap.set(original, want);
+          used.add(want);
+          moved = true;
+        }
       }
     }
     out.push(remapSection(section, remap));
