@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -320,12 +321,20 @@ def hears(state: dict, identity: str) -> bool:
 
 # -- the test ------------------------------------------------------------------------------
 async def test_browser_and_aiortc_client_hear_each_other(tmp_path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        await _hear_each_other(tmp_path, stack)
+
+
+async def _hear_each_other(tmp_path: Path, stack: contextlib.ExitStack) -> None:
     browser_voice = make_speech(tmp_path / "browser_voice.wav",
                                 "Hello from the browser. This is a test of the media server.", seconds=10)
     client_voice = make_speech(tmp_path / "client_voice.wav",
                                "The headless client is talking to the browser now.", seconds=12)
     record_dir = tmp_path / "recorded"
     OUTPUT.mkdir(parents=True, exist_ok=True)
+    # files, not pipes: a client blocked on a full pipe would look like a media failure
+    client_log = stack.enter_context(open(tmp_path / "client.log", "wb"))
+    client2_log = stack.enter_context(open(tmp_path / "client2.log", "wb"))
 
     async with Server(tmp_path / "server.log", *([] if HAS_MODEL else ["--no-enhance"])) as server:
         async with aiohttp.ClientSession() as http:
@@ -362,19 +371,19 @@ async def test_browser_and_aiortc_client_hear_each_other(tmp_path: Path) -> None
                 sys.executable, "-m", "mediaserver", "client", "--ice-host", "127.0.0.1",
                 "--url", f"ws://127.0.0.1:{server.port}/ws", "--room", ROOM, "--identity", CLIENT_ID,
                 "--send", str(client_voice), "--record-dir", str(record_dir),
-                cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                cwd=ROOT, stdout=client_log, stderr=subprocess.STDOUT,
             )
             try:
                 state = await wait_for(page, f"hearing {CLIENT_ID}", lambda s: hears(s, CLIENT_ID), limit_s=90)
                 await asyncio.sleep(1.5)  # let meters, captions and the stats panel fill in
                 state = await page.state()
                 await page.screenshot(OUTPUT / "browser.png")
-                client_out, _ = await asyncio.wait_for(client.communicate(), 120)
+                await asyncio.wait_for(client.wait(), 120)
             finally:
                 if client.returncode is None:
                     client.kill()
                     await client.wait()
-            assert client.returncode == 0, client_out.decode(errors="replace")[-3000:]
+            assert client.returncode == 0, (tmp_path / "client.log").read_text(errors="replace")[-3000:]
 
             me = person(state, BROWSER_ID)
             bot = person(state, CLIENT_ID)
@@ -395,18 +404,18 @@ async def test_browser_and_aiortc_client_hear_each_other(tmp_path: Path) -> None
                 sys.executable, "-m", "mediaserver", "client", "--ice-host", "127.0.0.1",
                 "--url", f"ws://127.0.0.1:{server.port}/ws", "--room", ROOM, "--identity", newcomer,
                 "--send", str(client_voice), "--duration", "8",
-                cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                cwd=ROOT, stdout=client2_log, stderr=subprocess.STDOUT,
             )
             try:
                 again = await wait_for(page, f"hearing {newcomer}",
                                        lambda s: hears(s, newcomer) and person(s, newcomer)["rms"] > 0.001,
                                        limit_s=60)
-                client2_out, _ = await asyncio.wait_for(client2.communicate(), 60)
+                await asyncio.wait_for(client2.wait(), 60)
             finally:
                 if client2.returncode is None:
                     client2.kill()
                     await client2.wait()
-            assert client2.returncode == 0, client2_out.decode(errors="replace")[-3000:]
+            assert client2.returncode == 0, (tmp_path / "client2.log").read_text(errors="replace")[-3000:]
             assert [p["identity"] for p in again["participants"]] == [BROWSER_ID, newcomer]
 
             # Mute reaches the server (its stats report me muted) and silences my meter.
@@ -415,6 +424,7 @@ async def test_browser_and_aiortc_client_hear_each_other(tmp_path: Path) -> None
                                    lambda s: s.get("muted") is True
                                    and s["server"]["participants"][BROWSER_ID]["muted"] is True)
             assert person(muted, BROWSER_ID)["muted"] is True
+            assert person(muted, BROWSER_ID)["rms"] == 0
 
             # Bad input gets a clear error in the page and leaves the server serving.
             await page.evaluate("window.mediaserver.app.leave()")
