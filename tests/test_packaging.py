@@ -65,6 +65,13 @@ def test_wheel_carries_client_and_models(installed: Path) -> None:
     assert script.is_file() and "mediaserver.cli" in script.read_text()
 
 
+def test_entry_point_runs(installed: Path, tmp_path: Path) -> None:
+    out = subprocess.run([str(installed / "bin" / "mediaserver"), "serve", "--help"], cwd=tmp_path,
+                         env=_env(installed), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--ice-host" in out.stdout and "MEDIASERVER_PORT" in out.stdout
+
+
 def test_installed_resources_point_into_the_package(installed: Path, tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-c",
