@@ -384,12 +384,12 @@ async def server_path_run(samples: np.ndarray, impairment: Impairment, seconds: 
     return rec, rec.audio(sub.t0 + seconds + 5.0), offset, stats
 
 
-def start_server(port: int) -> subprocess.Popen:
+def start_server(port: int, bitrate: int) -> subprocess.Popen:
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(root))
     proc = subprocess.Popen(
         [sys.executable, "-m", "mediaserver", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--ice-host", "127.0.0.1", "--no-enhance"],
+         "--ice-host", "127.0.0.1", "--no-enhance", "--opus-bitrate", str(bitrate)],
         cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=open(f"/tmp/loss-bench-server-{port}.log", "w"))
     import urllib.request
 
@@ -423,7 +423,7 @@ def main_server(args: argparse.Namespace) -> int:
     if args.only:
         keep = set(args.only.split(","))
         chosen = [s for s in scenarios(True) if s.name in keep]
-    proc = start_server(args.port)
+    proc = start_server(args.port, args.server_bitrate)
     results = []
     print(f"{'scenario':26s} {'path':7s} {'PESQ':>5s} {'STOI':>5s} {'PLCMOS':>6s} {'d50':>6s} {'d95':>6s}"
           f" {'d+2s':>6s} {'d+5s':>6s} {'miss%':>6s}")
@@ -476,6 +476,7 @@ def main_server(args: argparse.Namespace) -> int:
         "mode": "server: publisher client -> mediaserver serve --no-enhance -> subscriber client, vs "
                 "publisher -> in-process aiortc relay (stock JitterBuffer+PyAV decode+re-encode) -> subscriber",
         "speech_seconds": args.seconds, "seed": args.seed, "impaired_share": IMPAIRED_SHARE,
+        "server_opus_bitrate": args.server_bitrate,
         "delay_note": "receive-path delay = end-to-end delay - 20 ms packetisation - 2 x 6.5 ms Opus look-ahead",
         "missing_note": "missing = 20 ms frames absent at the subscriber (the server conceals instead)",
     }
@@ -495,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     add_option(parser, "--mode", choices=("packet", "server"), default="packet",
                help="packet: InboundAudio vs aiortc JB at packet level; server: through the real server")
     add_option(parser, "--port", type=int, default=18931, help="server port (server mode)")
+    add_option(parser, "--server-bitrate", type=int, default=96000,
+               help="server Opus bitrate (server mode; aiortc's relay encoder uses 96 kb/s)")
     add_option(parser, "--out", default=None, help="JSON (default results/loss.json or loss_server.json)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
