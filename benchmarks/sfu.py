@@ -238,19 +238,26 @@ def stream_delays(rec: Received, sent: np.ndarray, sent_at: np.ndarray, t_from: 
     win = RATE
     for w in range(0, n - win, win // 2):
         seg = buf[w:w + win]
-        if np.sqrt(np.mean(seg ** 2)) < 0.01:
-            continue
-        # search the source around where this window should be (avoid far-off matches)
-        corr = np.abs(np.fft.irfft(np.fft.rfft(src, len(src) + win) *
-                                   np.conj(np.fft.rfft(seg, len(src) + win))))[: len(src) - win]
-        lag = int(np.argmax(corr))
-        norm = np.linalg.norm(seg) * np.linalg.norm(src[lag:lag + win]) + 1e-9
-        if corr[lag] / norm < 0.5:
-            continue
         in_win = (ts >= w) & (ts < w + win)
+        if np.sqrt(np.mean(seg ** 2)) < 0.01 or in_win.sum() < 10:
+            continue
+        # only source audio sent up to 2 s before these packets arrived can be in them
+        a_lo, a_hi = arr[in_win].min(), arr[in_win].max()
+        i0 = int(np.searchsorted(sent_at, a_lo - 2.0))
+        i1 = int(np.searchsorted(sent_at, a_hi))
+        lo, region = i0 * FRAME, src[i0 * FRAME:(i1 + 1) * FRAME]
+        if len(region) < win:
+            continue
+        size = len(region) + win
+        corr = np.fft.irfft(np.fft.rfft(region, size) * np.conj(np.fft.rfft(seg, size)),
+                            size)[: len(region) - win + 1]
+        k = int(np.argmax(corr))
+        norm = np.linalg.norm(seg) * np.linalg.norm(region[k:k + win]) + 1e-9
+        if corr[k] / norm < 0.6:
+            continue
+        offset = lo + k - w   # source index = buffer index + offset
         for t, a in zip(ts[in_win], arr[in_win]):
-            q = int(t - w + lag)
-            i = min(sent_frames - 1, max(0, q // FRAME))
+            i = min(sent_frames - 1, max(0, int(t + offset) // FRAME))
             if t_from <= a <= t_to:
                 delays.append(a - sent_at[i])
     return delays
@@ -466,6 +473,9 @@ def main() -> int:
                     help="publishers whose listeners keep payloads for delay analysis")
     ap.add_argument("--data", default=None, help="folder of speech WAVs (default espeak-ng)")
     ap.add_argument("--out", default=str(RESULTS / "sfu.json"))
+    ap.add_argument("--nice", type=int, default=0,
+                    help="niceness for this process and the servers it starts (negative needs "
+                         "root): a shared host's other jobs otherwise set the numbers")
     ap.add_argument("--relay-server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -474,6 +484,8 @@ def main() -> int:
     if args.relay_server:
         run_relay_server(args)
         return 0
+    if args.nice:
+        os.nice(args.nice)   # inherited by the server processes
     pin_host_addresses(["127.0.0.1"])
     tolerate_consent_stalls()
     tmp = RESULTS / "tmp"
@@ -498,7 +510,8 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "host": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
-        "room_size": args.room_size, "seconds": args.seconds, "rows": rows}, indent=2))
+        "room_size": args.room_size, "seconds": args.seconds, "nice": args.nice,
+        "rows": rows}, indent=2))
     print(f"wrote {args.out}")
     return 0
 
