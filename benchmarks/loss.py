@@ -380,7 +380,9 @@ async def server_path_run(samples: np.ndarray, impairment: Impairment, seconds: 
     if rec is None:
         raise RuntimeError(f"subscriber got no audio from the server: {summary}")
     offset = int(round((pub.source.start - sub.t0) * 48000))
-    stats = (sub.server_stats or {}).get("participants", {}).get("pub", {})
+    # The publisher asks for stats just before it leaves: its receive path and the clock.
+    stats = dict((pub.server_stats or {}).get("participants", {}).get("pub", {}))
+    stats["clock"] = (pub.server_stats or {}).get("clock", {})
     return rec, rec.audio(sub.t0 + seconds + 5.0), offset, stats
 
 
