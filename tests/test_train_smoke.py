@@ -48,3 +48,10 @@ def test_training_smoke_run_writes_loadable_weights(tmp_path: Path) -> None:
     assert train.main(argv) == 0
     state = torch.load(tmp_path / "ckpt" / "checkpoint.pt", weights_only=False)
     assert state["step"] == 4
+    # fine-tuning starts from shipped weights, keeping their architecture
+    tuned = tmp_path / "tuned"
+    argv_ft = argv[:]
+    argv_ft[argv_ft.index("--out") + 1] = str(tuned)
+    argv_ft[argv_ft.index("--ckpt-dir") + 1] = str(tmp_path / "ckpt2")
+    assert train.main(argv_ft + ["--init", str(out)]) == 0
+    assert load_model(tuned).hidden == 16

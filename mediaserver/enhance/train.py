@@ -35,7 +35,7 @@ from .model import (
     window_size,
     hop_size,
 )
-from .weights import WEIGHTS_FILE, save_model
+from .weights import WEIGHTS_FILE, load_model, save_model
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid-every", type=int, default=250)
     parser.add_argument("--valid-batches", type=int, default=4)
     parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--init", type=Path, default=None, help="start from these enhancer weights (fine-tuning)")
     parser.add_argument("--max-minutes", type=float, default=0, help="stop (checkpointed) after this long")
 
 
@@ -109,7 +110,10 @@ class Trainer:
         self.device = torch.device(args.device)
         self.ckpt_dir = args.ckpt_dir or Path("checkpoints") / args.out.name
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        self.model = EnhancerModel(hidden=args.hidden, layers=args.layers).to(self.device)
+        if args.init is not None:
+            self.model = load_model(args.init).to(self.device)  # its own width/depth win over --hidden
+        else:
+            self.model = EnhancerModel(hidden=args.hidden, layers=args.layers).to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=1e-4)
         self.sched = torch.optim.lr_scheduler.OneCycleLR(
             self.opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05, final_div_factor=20
