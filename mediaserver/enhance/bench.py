@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--data", default=None, help="data folder for speech/noise test clips (vad); "
                                                     "espeak-ng speech and synthetic noise without it")
     add_option(parser, "--vad-mode", type=int, default=None, help="webrtcvad mode for the gate (vad; default: stage default)")
+    add_option(parser, "--vad-atten-db", type=float, default=None, help="gate bypass attenuation (vad; default: stage default)")
     add_option(parser, "--json", default=None, help="output JSON (default benchmarks/results/<target>...json)")
 
 
@@ -260,7 +261,9 @@ def bench_vad(args: argparse.Namespace) -> dict[str, Any]:
     from .vad import GateConfig
     from .weights import resolve_weights_path, save_model
 
-    gate_config = GateConfig() if args.vad_mode is None else GateConfig(mode=args.vad_mode)
+    defaults = GateConfig()
+    gate_config = GateConfig(mode=defaults.mode if args.vad_mode is None else args.vad_mode,
+                             atten_db=defaults.atten_db if args.vad_atten_db is None else args.vad_atten_db)
 
     torch.set_num_threads(max(1, args.threads))
     model, weights = _model(args.model, args.device)

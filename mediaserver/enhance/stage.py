@@ -305,7 +305,7 @@ def add_stage_options(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--vad-gate", type=int, default=1, help="1: skip the network while no speech; 0: always run it")
     add_option(parser, "--vad-mode", type=int, default=2, help="webrtcvad aggressiveness 0..3")
     add_option(parser, "--vad-hangover-ms", type=int, default=300, help="keep enhancing this long after speech")
-    add_option(parser, "--vad-atten-db", type=float, default=12.0, help="bypass attenuation while the gate is closed")
+    add_option(parser, "--vad-atten-db", type=float, default=20.0, help="most the bypass is attenuated while the gate is closed (dB)")
 
 
 def stage_from_args(args: argparse.Namespace) -> EnhancerStage:

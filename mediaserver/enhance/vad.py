@@ -3,15 +3,18 @@
 Why it works without clipping word onsets:
 
 * Decision lag is the pre-roll. The gate decides on the *input* frame of this tick, but the
-  enhancer's output for this tick is the input delayed by 480 samples (10 ms). So the gate
-  opens while the output still shows the audio before the onset; the output cross-fades to
-  the enhanced signal over this tick, and the onset half-frame reaches the output at full
-  gain. The gate opens on the first speech frame (no confirmation count): a false opening
-  only costs compute, a late one costs syllables.
+  output of this tick is the input delayed by 480 samples (10 ms): it ends half a frame
+  before the newest input. An onset anywhere in this frame reaches the output at sample
+  >= 480 of the tick, and the stage's fade-in to the network path is over by sample 480.
+  So if webrtcvad flags the frame holding the onset (tests: espeak-ng words after silence,
+  onset early or late in its frame), the word starts at full level, with no look-ahead.
+  The gate opens on the first speech frame (no confirmation count): a false opening only
+  costs compute, a late one costs syllables.
 * Bypass is not silence. While closed, the stream outputs the same 480-sample-delayed raw
-  signal, attenuated by a few dB (``atten_db``, 12 dB by default, never more than the
-  stream's attenuation limit, and never more than the network itself was attenuating the
-  noise in the last hangover frames). Anything the VAD misses is quieter, not gone.
+  signal, attenuated (``atten_db``, 20 dB by default, never more than the stream's
+  attenuation limit, and never more than the network itself was attenuating the noise in the
+  last hangover frames, so the background level does not pump at the switch). Anything the
+  VAD misses is quieter, not gone.
 * Hangover keeps the network running ``hangover_ms`` after the last speech frame, so word
   ends and short pauses are enhanced, and the GRU state that is kept while closed is a
   noise-only context, i.e. what the network would have after a pause anyway. When the gate
@@ -51,7 +54,7 @@ class GateConfig:
 
     mode: int = 2  # webrtcvad aggressiveness 0..3 (3 = most eager to call noise non-speech)
     hangover_ms: int = 300  # keep the network on this long after the last speech frame
-    atten_db: float = 12.0  # most the bypass path is attenuated while the gate is closed
+    atten_db: float = 20.0  # most the bypass path is attenuated while the gate is closed
 
     def __post_init__(self) -> None:
         if self.mode not in (0, 1, 2, 3):
