@@ -287,6 +287,7 @@ def main(args: argparse.Namespace) -> int:
                 rows.extend(r)
                 if (i + 1) % 10 == 0:
                     logger.info("%d/%d mixtures (%.0f s)", i + 1, len(plan), time.time() - t0)
+                    _write(args.json, data, systems, notes, rows, t0, partial=True)
     if args.reuse:
         rows = _merge(rows, Path(args.reuse), plan, systems)
     main_summary = summarize(rows, "main", METRICS_MAIN)
