@@ -91,7 +91,6 @@ class EnhancerModel(nn.Module):
         self.layers = layers
         self.config = {"hidden": hidden, "layers": layers}
         in_features = 3 * N_BINS
-        self.norm = nn.LayerNorm(in_features)
         self.encoder = nn.Sequential(nn.Linear(in_features, hidden), nn.PReLU())
         self.gru = nn.GRU(hidden, hidden, num_layers=layers, batch_first=True)
         self.decoder = nn.Linear(2 * hidden, 2 * N_BINS)
@@ -108,17 +107,22 @@ class EnhancerModel(nn.Module):
     # ---- network -----------------------------------------------------------------------
     @staticmethod
     def features(spec: torch.Tensor) -> torch.Tensor:
-        """spec [..., F] complex → [..., 3F]: log power, and real/imag compressed to |X|^0.3."""
+        """spec [..., F] complex → [..., 3F]: log power, and real/imag compressed to |X|^0.3.
+
+        No per-frame normalisation: the level of a frame against the frames before it is
+        the main cue for speech vs. noise floor, and the GRU needs to see it. The fixed
+        affine on log power only brings it to roughly −1…1.
+        """
         power = spec.real.square() + spec.imag.square()
         mag = power.add(EPS).sqrt()
         scale = mag.pow(0.3) / mag
         return torch.cat(
-            [power.add(EPS).log10(), spec.real * scale, spec.imag * scale], dim=-1
+            [0.2 * power.add(EPS).log10() + 1.0, spec.real * scale, spec.imag * scale], dim=-1
         )
 
     def _mask(self, feats: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats [B, T, 3F], h0 [layers, B, H] → (mask [B, T, F] complex, h [layers, B, H])."""
-        e = self.encoder(self.norm(feats))  # [B, T, H]
+        e = self.encoder(feats)  # [B, T, H]
         g, h = self.gru(e, h0)  # [B, T, H]
         raw = self.decoder(torch.cat([g, e], dim=-1))  # [B, T, 2F]
         re, im = raw[..., :N_BINS], raw[..., N_BINS:]
