@@ -169,3 +169,18 @@ def test_closed_handle_in_a_batch_gets_silence(tmp_path) -> None:
     with pytest.raises(ValueError, match="twice"):
         stage.process_sync([(a, frame), (a, frame)])
     stage.shutdown()
+
+
+def test_stage_exports_metrics(tmp_path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    stage = EnhancerStage(saved(random_model(), tmp_path), registry=registry)
+    h = stage.open()
+    for f in _frames(_tone(0.2)):
+        stage.process_sync([(h, f)])
+    text = generate_latest(registry).decode()
+    assert "mediaserver_enhancer_tick_seconds_count 10.0" in text
+    assert "mediaserver_enhancer_streams 1.0" in text
+    assert 'mediaserver_enhancer_frames_total{path="network"}' in text
+    stage.shutdown()

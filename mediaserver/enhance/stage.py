@@ -29,7 +29,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from ..config import add_option
 from .streaming import Enhancer
 from .vad import GateConfig, VadGate, decimate_batch, vad_history
 from .weights import load_model
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +123,7 @@ class EnhancerStage:
         gate: bool = True,
         gate_config: GateConfig = GateConfig(),
         capacity: int = 64,
+        registry: Optional["CollectorRegistry"] = None,
     ) -> None:
         model = load_model(weights, device=device)
         self.enhancer = Enhancer(model, device=device, capacity=capacity, num_threads=threads)
@@ -131,6 +135,7 @@ class EnhancerStage:
         self.frames_net = 0
         self.frames_bypass = 0
         self.last_step_s = 0.0
+        self._metrics = _StageMetrics(registry) if registry is not None else None
 
     # ---- stream lifecycle (event loop thread) ----------------------------------------------
     def open(self, *, enabled: bool = True, atten_lim_db: float = 100.0) -> StreamHandle:
@@ -242,6 +247,8 @@ class EnhancerStage:
         self.frames_net += int(net_idx.size)
         self.frames_bypass += int(skip_idx.size)
         self.last_step_s = time.perf_counter() - start
+        if self._metrics is not None:
+            self._metrics.observe(self.last_step_s, int(net_idx.size), int(skip_idx.size), self.enhancer.active)
         return [StageOutput(raw=delayed[i], enhanced=out[i], speech=bool(speech[i])) for i in range(n)]
 
     def _release_slots(self) -> None:
@@ -290,6 +297,25 @@ def _log_bad(h: StreamHandle, msg: str, *args: object) -> None:
     h._bad_frames += 1
 
 
+class _StageMetrics:
+    """``mediaserver_enhancer_*`` series, registered in the server's registry when given."""
+
+    def __init__(self, registry: "CollectorRegistry") -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.tick = Histogram("mediaserver_enhancer_tick_seconds", "worker time per 20 ms batch (VAD + network)",
+                              registry=registry, buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.04, 0.08))
+        self.frames = Counter("mediaserver_enhancer_frames_total", "frames per path: network or gate/disabled bypass",
+                              ["path"], registry=registry)
+        self.streams = Gauge("mediaserver_enhancer_streams", "streams holding an enhancer slot", registry=registry)
+
+    def observe(self, seconds: float, net: int, bypass: int, streams: int) -> None:
+        self.tick.observe(seconds)
+        self.frames.labels("network").inc(net)
+        self.frames.labels("bypass").inc(bypass)
+        self.streams.set(streams)
+
+
 def _is_concealed(kind: Union[str, bool]) -> bool:
     if isinstance(kind, str):
         return kind != "normal"
@@ -308,11 +334,12 @@ def add_stage_options(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--vad-atten-db", type=float, default=20.0, help="most the bypass is attenuated while the gate is closed (dB)")
 
 
-def stage_from_args(args: argparse.Namespace) -> EnhancerStage:
+def stage_from_args(args: argparse.Namespace, registry: Optional["CollectorRegistry"] = None) -> EnhancerStage:
     return EnhancerStage(
         args.model,
         device=args.enhancer_device,
         threads=args.enhancer_threads,
         gate=bool(args.vad_gate),
         gate_config=GateConfig(mode=args.vad_mode, hangover_ms=args.vad_hangover_ms, atten_db=args.vad_atten_db),
+        registry=registry,
     )
