@@ -265,13 +265,15 @@ def stream_delays(rec: Received, sent: np.ndarray, sent_at: np.ndarray, t_from: 
 
 # ---------------------------------------------------------------- servers
 class Server:
-    def __init__(self, kind: str, log: Path) -> None:
+    def __init__(self, kind: str, log: Path, model: Optional[str] = None) -> None:
         if kind == "relay":
             cmd = [sys.executable, str(Path(__file__).resolve()), "--relay-server"]
         else:
             cmd = [sys.executable, "-m", "mediaserver", "serve"]
             if kind == "no-enhance":
                 cmd.append("--no-enhance")
+            elif model:
+                cmd += ["--model", model]
         cmd += ["--host", "127.0.0.1", "--port", "0", "--ice-host", "127.0.0.1"]
         self.log = open(log, "wb")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log)
@@ -402,8 +404,9 @@ def run_relay_server(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- one run
 async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup: float,
-                   clip: np.ndarray, sample_streams: int, tmp: Path) -> dict:
-    server = Server(kind, tmp / f"server-{kind}-{n_pub}.log")
+                   clip: np.ndarray, sample_streams: int, tmp: Path,
+                   model: Optional[str] = None) -> dict:
+    server = Server(kind, tmp / f"server-{kind}-{n_pub}.log", model)
     peers: list[Peer] = []
     try:
         url = f"ws://127.0.0.1:{server.port}/ws"
@@ -471,6 +474,8 @@ def main() -> int:
     ap.add_argument("--forwarders", default="enhance,no-enhance,relay")
     ap.add_argument("--sample-streams", type=int, default=4,
                     help="publishers whose listeners keep payloads for delay analysis")
+    ap.add_argument("--model", default=None,
+                    help="enhancer weights for the enhance forwarder (default: the shipped model)")
     ap.add_argument("--data", default=None, help="folder of speech WAVs (default espeak-ng)")
     ap.add_argument("--out", default=str(RESULTS / "sfu.json"))
     ap.add_argument("--nice", type=int, default=0,
@@ -497,7 +502,7 @@ def main() -> int:
             print(f"running {kind} with {n} publishers in rooms of {args.room_size} ...",
                   flush=True)
             row = asyncio.run(run_case(kind, n, args.room_size, args.seconds, args.warmup, clip,
-                                       args.sample_streams, tmp))
+                                       args.sample_streams, tmp, args.model))
             rows.append(row)
             print(json.dumps(row), flush=True)
     header = ("forwarder", "N", "cpu %", "cpu %/pub", "delay p50", "delay p95",
@@ -511,6 +516,7 @@ def main() -> int:
     Path(args.out).write_text(json.dumps({
         "host": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
         "room_size": args.room_size, "seconds": args.seconds, "nice": args.nice,
+        "model": args.model or "default",
         "rows": rows}, indent=2))
     print(f"wrote {args.out}")
     return 0
