@@ -30,7 +30,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -43,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
 
-from mediaserver.audio import read_audio, resample, write_audio  # noqa: E402
+from mediaserver.audio import read_audio, resample  # noqa: E402
 from mediaserver.client import FileSource  # noqa: E402
 from mediaserver.ice import pin_host_addresses  # noqa: E402
 from mediaserver.media.opus import OpusDecoder  # noqa: E402

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import av
-import numpy as np
 import pytest
 
 from mediaserver.sfu.mediaclock import SpeakingDetector

@@ -6,7 +6,7 @@ import logging
 import re
 from typing import Any, Optional
 
-from .mediaclock import ClockStream, MediaClock
+from .mediaclock import MediaClock
 from .metrics import SfuMetrics
 from .participant import Participant
 
