@@ -50,15 +50,24 @@ async def test_captions_reach_other_participants_while_a_dead_sink_fails(
     dead_ws = f"ws://127.0.0.1:{free_port()}/asr"
     server = start_server("--no-enhance", "--asr", "local,ws,wav", "--asr-ws-url", dead_ws,
                           "--asr-feed", "raw", "--record-dir", str(tmp_path / "rec"))
-    listener = asyncio.create_task(listen_for_captions(server.ws_url, "asr", until_s=90))
+    listener = asyncio.create_task(listen_for_captions(server.ws_url, "asr", until_s=60))
     await asyncio.sleep(0.5)
     sender = start_client(server.url, "asr", "alice", "--send", str(speech_wav),
                           log=tmp_path / "alice.log")
     receiver = start_client(server.url, "asr", "bob", "--duration", "9",
                             log=tmp_path / "bob.log")
     loop = asyncio.get_running_loop()
-    bob = await loop.run_in_executor(None, client_summary, receiver)
-    await loop.run_in_executor(None, client_summary, sender)
+    try:
+        bob, _ = await asyncio.gather(loop.run_in_executor(None, client_summary, receiver, 90),
+                                      loop.run_in_executor(None, client_summary, sender, 90))
+    except subprocess.TimeoutExpired:
+        for proc in (sender, receiver):
+            proc.kill()
+            proc.wait()
+        listener.cancel()
+        logs = "\n".join((tmp_path / f"{n}.log").read_text(errors="replace")[-1500:]
+                         for n in ("alice", "bob"))
+        pytest.fail(f"a client did not finish:\n{logs}\n{server.tail()}")
     captions = await listener
     assert server.alive(), server.tail()
 
@@ -67,6 +76,7 @@ async def test_captions_reach_other_participants_while_a_dead_sink_fails(
     # captions of alice reached the listener with call-clock times
     assert captions, server.tail()
     assert all(c["identity"] == "alice" and c["end_ms"] > c["start_ms"] for c in captions)
+    assert all(0 <= c["start_ms"] < 60_000 for c in captions), captions  # ms since call start
     text = " ".join(c["text"] for c in captions).lower()
     assert any(w in text for w in ("fox", "dog", "stella")), text
 

@@ -57,7 +57,8 @@ class ParticipantPipeline:
 
     def push(self, t_ms: float, raw: np.ndarray, enhanced: np.ndarray) -> Optional[Segment]:
         audio16 = self.decimator.process(self.mixer.select(raw, enhanced))
-        return self.segmenter.push(t_ms - self._offset_ms, to_int16(audio16))
+        t = max(0.0, t_ms - self._offset_ms)  # the first frames of a call: no negative times
+        return self.segmenter.push(t, to_int16(audio16))
 
     def live_chunk(self) -> Optional[LiveChunk]:
         """What the last ``push`` added to an open segment (or a discard notice), if anything."""
@@ -78,7 +79,11 @@ TranscriptListener = Callable[[str, str, str, float, float], None]
 
 
 class AsrHub:
-    """Implements ``FrameSink``; owns the sinks and the per-room transcript."""
+    """Implements ``FrameSink``; owns the sinks and the per-room transcript.
+
+    Times on segments, transcripts and captions are milliseconds on the call's clock:
+    since the first frame of the room (the media clock's own time base is arbitrary).
+    """
 
     def __init__(self, sinks: Sequence[AsrSink], *, feed: FeedConfig | None = None,
                  segmenter: SegmenterConfig | None = None, transcript_entries: int = 2000) -> None:
@@ -88,6 +93,7 @@ class AsrHub:
         self.seg_config = segmenter or SegmenterConfig()
         self.transcripts = TranscriptLog(transcript_entries)
         self._pipes: dict[tuple[str, str], ParticipantPipeline] = {}
+        self._call_start: dict[str, float] = {}  # room -> clock ms of its first frame
         self._listeners: list[TranscriptListener] = []
         self.segments = 0
         self.frames = 0
@@ -129,13 +135,16 @@ class AsrHub:
         pipe = self._pipes.get(key)
         if pipe is None:
             pipe = self._pipes[key] = ParticipantPipeline(room, identity, self.feed, self.seg_config)
-        self._deliver(pipe, pipe.push(t_ms, raw, enhanced))
+        start = self._call_start.setdefault(room, t_ms)
+        self._deliver(pipe, pipe.push(t_ms - start, raw, enhanced))
 
     def participant_left(self, room: str, identity: str) -> None:
         """Flush the open segment of a participant who left, and forget their state."""
         pipe = self._pipes.pop((room, identity), None)
         if pipe is not None:
             self._deliver(pipe, pipe.flush())
+        if not any(k[0] == room for k in self._pipes) and not self.transcripts.has_room(room):
+            self._call_start.pop(room, None)  # nothing refers to this call's clock any more
 
     def room_closed(self, room: str) -> None:
         for key in [k for k in self._pipes if k[0] == room]:
