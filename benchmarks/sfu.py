@@ -240,9 +240,9 @@ def stream_delays(rec: Received, sent: np.ndarray, sent_at: np.ndarray, t_from: 
         in_win = (ts >= w) & (ts < w + win)
         if np.sqrt(np.mean(seg ** 2)) < 0.01 or in_win.sum() < 10:
             continue
-        # only source audio sent up to 2 s before these packets arrived can be in them
+        # only source audio sent up to 8 s before these packets arrived can be in them
         a_lo, a_hi = arr[in_win].min(), arr[in_win].max()
-        i0 = int(np.searchsorted(sent_at, a_lo - 2.0))
+        i0 = int(np.searchsorted(sent_at, a_lo - 8.0))
         i1 = int(np.searchsorted(sent_at, a_hi))
         lo, region = i0 * FRAME, src[i0 * FRAME:(i1 + 1) * FRAME]
         if len(region) < win:
