@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="default attenuation limit of the enhancer in dB (100: no limit)")
     add_option(parser, "--opus-bitrate", type=int, default=32000,
                help="Opus bitrate of forwarded audio, b/s")
+    add_option(parser, "--opus-complexity", type=int, default=5, choices=range(11),
+               metavar="0..10", help="Opus encoder complexity (lower: cheaper per publisher)")
     add_option(parser, "--max-participants", type=int, default=16, help="per room")
     add_option(parser, "--rooms", default=None,
                help="comma list of allowed room names (default: any valid name)")
@@ -103,7 +105,7 @@ def build_app(args: argparse.Namespace, *, stage: Any = None) -> web.Application
 
     def make_stream(room: str, identity: str) -> ClockStream:
         inbound = InboundAudio()
-        encoder = OpusEncoder(bitrate=args.opus_bitrate)
+        encoder = OpusEncoder(bitrate=args.opus_bitrate, complexity=args.opus_complexity)
         handle = stage.open(enabled=True, atten_lim_db=args.atten_lim_db) if stage else None
 
         def close() -> None:
