@@ -180,6 +180,17 @@ class CdpPage:
         raw = await self.evaluate("window.mediaserver ? JSON.stringify(window.mediaserver.state()) : 'null'")
         return json.loads(raw) or {}
 
+    async def wait_loaded(self) -> None:
+        """Wait until the page (not the initial about:blank) has loaded."""
+        for _ in range(600):
+            try:
+                if await self.evaluate("location.protocol.startsWith('http') && document.readyState === 'complete'"):
+                    return
+            except CdpError:
+                pass  # the context was replaced mid-call
+            await asyncio.sleep(0.05)
+        raise CdpError("the page did not load")
+
     async def navigate(self, url: str) -> None:
         """Load ``url`` and wait until the new document is the one being evaluated."""
         await self.evaluate("window.__stale = true")
@@ -244,6 +255,7 @@ class Chromium:
             await self.page.call("Page.enable")
             await self.page.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
                                  deviceScaleFactor=1, mobile=False)
+            await self.page.wait_loaded()
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
