@@ -500,25 +500,37 @@ def main() -> int:
         for kind in args.forwarders.split(","):
             print(f"running {kind} with {n} publishers in rooms of {args.room_size} ...",
                   flush=True)
-            row = asyncio.run(run_case(kind, n, args.room_size, args.seconds, args.warmup, clip,
-                                       args.sample_streams, tmp, args.model))
+            try:
+                row = asyncio.run(run_case(kind, n, args.room_size, args.seconds, args.warmup,
+                                           clip, args.sample_streams, tmp, args.model))
+            except Exception as exc:   # a case that cannot even set up is a result too
+                row = {"forwarder": kind, "publishers": n, "room_size": args.room_size,
+                       "failed": repr(exc)[:300]}
             rows.append(row)
             print(json.dumps(row), flush=True)
+            write_results(args, rows)
+    write_results(args, rows)
     header = ("forwarder", "N", "cpu %", "cpu %/pub", "delay p50", "delay p95",
               "late+missing %", "late ticks %")
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for r in rows:
+        if "failed" in r:
+            print(f"| {r['forwarder']} | {r['publishers']} | failed: {r['failed'][:60]} |")
+            continue
         print(f"| {r['forwarder']} | {r['publishers']} | {r['server_cpu_pct']} | "
               f"{r['cpu_pct_per_publisher']} | {r['delay_p50_ms']} ms | {r['delay_p95_ms']} ms | "
               f"{r['late_or_missing_pct']} | {r['server_late_tick_pct']} |")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
+    """Rewritten after every case, so a later crash keeps what was measured."""
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "host": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
         "room_size": args.room_size, "seconds": args.seconds, "nice": args.nice,
-        "model": args.model or "default",
-        "rows": rows}, indent=2))
-    print(f"wrote {args.out}")
-    return 0
+        "model": args.model or "default", "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

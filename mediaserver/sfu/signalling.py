@@ -263,7 +263,8 @@ class SignallingSession:
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     ctx: SfuContext = request.app[SFU_CONTEXT]
-    ws = web.WebSocketResponse(max_msg_size=4 * MAX_MESSAGE, heartbeat=20.0)
+    # heartbeat 30 s (pong due within 15 s): a dead socket is noticed, a busy client is not cut
+    ws = web.WebSocketResponse(max_msg_size=4 * MAX_MESSAGE, heartbeat=30.0)
     await ws.prepare(request)
     await SignallingSession(ws, ctx).run()
     return ws
