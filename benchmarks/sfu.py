@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fractions
 import json
 import os
 import re
@@ -40,10 +41,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import av  # noqa: E402
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack  # noqa: E402
 
 from mediaserver.audio import read_audio, resample  # noqa: E402
-from mediaserver.client import FileSource  # noqa: E402
+from mediaserver.media.opus import OpusEncoder  # noqa: E402
 from mediaserver.ice import pin_host_addresses  # noqa: E402
 from mediaserver.media.opus import OpusDecoder  # noqa: E402
 from mediaserver.sfu.rtptap import tap_receiver, tolerate_consent_stalls  # noqa: E402
@@ -51,6 +54,7 @@ from mediaserver.sfu.sdp import enable_opus_fec  # noqa: E402
 
 RATE = 48000
 FRAME = 960
+TIME_BASE = fractions.Fraction(1, RATE)
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -89,17 +93,44 @@ def speech_clip(data: Optional[str], seconds: float, tmp: Path) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- participant
-class TimedSource(FileSource):
-    """FileSource that remembers when each frame was handed to aiortc (loop time)."""
+class TimedSource(MediaStreamTrack):
+    """Microphone stand-in replaying Opus packets encoded once for the whole run.
 
-    def __init__(self, samples: np.ndarray) -> None:
-        super().__init__(samples)
+    Encoding 20 ms per publisher in real time would make the load generator, not the
+    server, the bottleneck; every publisher replays the same packets from its own offset.
+    Remembers when each frame was handed to aiortc (loop time) for the delay analysis.
+    """
+
+    kind = "audio"
+
+    def __init__(self, samples: np.ndarray, packets: list[bytes], offset: int) -> None:
+        super().__init__()
+        self._samples = np.roll(samples, -offset * FRAME)   # what frame i carries
+        self._packets = packets[offset:] + packets[:offset]
+        self._index = 0
+        self.start: Optional[float] = None
         self.sent_at: list[float] = []
 
     async def recv(self) -> Any:
-        packet = await super().recv()
-        self.sent_at.append(asyncio.get_running_loop().time())
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        if self.start is None:
+            self.start = loop.time()
+        delay = self.start + self._index * FRAME / RATE - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        packet = av.Packet(self._packets[self._index % len(self._packets)])
+        packet.pts = self._index * FRAME
+        packet.time_base = TIME_BASE
+        self._index += 1
+        self.sent_at.append(loop.time())
         return packet
+
+
+def encode_clip(clip: np.ndarray) -> list[bytes]:
+    encoder = OpusEncoder(bitrate=32000)
+    return [encoder.encode(clip[i:i + FRAME]) for i in range(0, len(clip) - FRAME + 1, FRAME)]
 
 
 @dataclass
@@ -115,10 +146,10 @@ class Received:
 class Peer:
     """One participant: WebSocket signalling + RTCPeerConnection, answers server offers."""
 
-    def __init__(self, url: str, room: str, identity: str, samples: np.ndarray,
+    def __init__(self, url: str, room: str, identity: str, source: TimedSource,
                  keep_payloads: bool) -> None:
         self.url, self.room, self.identity = url, room, identity
-        self.source = TimedSource(samples)
+        self.source = source
         self.keep = keep_payloads
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.mids: dict[str, str] = {}
@@ -232,7 +263,7 @@ def stream_delays(rec: Received, sent: np.ndarray, sent_at: np.ndarray, t_from: 
             continue
         buf[t:t + len(pcm)] = pcm[: n - t]
     sent_frames = len(sent_at)
-    src = sent[: sent_frames * FRAME]
+    src = np.resize(sent, sent_frames * FRAME)   # the sources loop their clip
     delays: list[float] = []
     win = RATE
     for w in range(0, n - win, win // 2):
@@ -403,7 +434,7 @@ def run_relay_server(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- one run
 async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup: float,
-                   clip: np.ndarray, sample_streams: int, tmp: Path,
+                   clip: np.ndarray, packets: list[bytes], sample_streams: int, tmp: Path,
                    model: Optional[str] = None) -> dict:
     server = Server(kind, tmp / f"server-{kind}-{n_pub}.log", model)
     peers: list[Peer] = []
@@ -412,9 +443,8 @@ async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup
         rng = np.random.default_rng(n_pub)
         async with aiohttp.ClientSession() as session:
             for i in range(n_pub):
-                offset = int(rng.integers(0, RATE * 2))
-                samples = np.roll(clip, -offset)
-                peers.append(Peer(url, f"bench{i // room_size}", f"p{i}", samples,
+                source = TimedSource(clip, packets, int(rng.integers(0, 100)))
+                peers.append(Peer(url, f"bench{i // room_size}", f"p{i}", source,
                                   keep_payloads=i < sample_streams))
             # join one room at a time so rooms fill like real calls
             for p in peers:
@@ -494,7 +524,9 @@ def main() -> int:
     tolerate_consent_stalls()
     tmp = RESULTS / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    clip = speech_clip(args.data, args.warmup + args.seconds + 10, tmp)
+    clip = speech_clip(args.data, args.warmup + args.seconds + 60, tmp)
+    clip = clip[: len(clip) // FRAME * FRAME]
+    packets = encode_clip(clip)
     rows = []
     for n in [int(x) for x in args.publishers.split(",")]:
         for kind in args.forwarders.split(","):
@@ -502,7 +534,7 @@ def main() -> int:
                   flush=True)
             try:
                 row = asyncio.run(run_case(kind, n, args.room_size, args.seconds, args.warmup,
-                                           clip, args.sample_streams, tmp, args.model))
+                                           clip, packets, args.sample_streams, tmp, args.model))
             except Exception as exc:   # a case that cannot even set up is a result too
                 row = {"forwarder": kind, "publishers": n, "room_size": args.room_size,
                        "failed": repr(exc)[:300]}
