@@ -179,19 +179,25 @@ def main() -> int:
                     if enh48 is None and feed != "raw":
                         t0 = time.perf_counter()
                         enh48 = enhance48(enhancer, raw48)
-                        enhance_s += time.perf_counter() - t0
-                        enhanced_audio_s += len(x) / rate
+                        cache[f"enh|{path.stem}|{cond}|{weights_meta['sha256']}"] = {
+                            "s": time.perf_counter() - t0, "audio_s": len(x) / rate}
                     t0 = time.perf_counter()
                     segs = segments_of(raw48, enh48, feed_config(feed, share, enhancer.latency))
                     t1 = time.perf_counter()
                     hyp_text = recognise_segments(recogniser, segs)
                     asr_s = time.perf_counter() - t1
-                    segment_s += t1 - t0
-                    segmented_audio_s += len(x) / rate
-                    cache[key] = {"text": hyp_text, "asr_s": asr_s}
+                    cache[key] = {"text": hyp_text, "asr_s": asr_s, "seg_s": t1 - t0,
+                                  "audio_s": len(x) / rate}
+                if "seg_s" in cache[key]:
+                    segment_s += cache[key]["seg_s"]
+                    segmented_audio_s += cache[key]["audio_s"]
                 st["edits"] += edit_distance(ref, normalise(hyp_text))
                 st["words"] += len(ref)
                 st["asr_s"] += asr_s
+            enh = cache.get(f"enh|{path.stem}|{cond}|{weights_meta['sha256']}")
+            if enh is not None and any(f[0] != "raw" for f in feeds):
+                enhance_s += enh["s"]
+                enhanced_audio_s += enh["audio_s"]
         if cache_path:
             cache_path.write_text(json.dumps(cache))
         done = stats[conditions[-1]][name(*feeds[0])]
@@ -200,6 +206,8 @@ def main() -> int:
               flush=True)
 
     per_cond_audio = audio_s / len(conditions)
+    enh_rtf = round(enhance_s / enhanced_audio_s, 4) if enhanced_audio_s > 1e-6 else None
+    seg_rtf = round(segment_s / segmented_audio_s, 5) if segmented_audio_s > 1e-6 else None
     table = {}
     for cond in conditions:
         table[cond] = {}
@@ -235,8 +243,8 @@ def main() -> int:
         cells = [f"{table[cond][n]['wer'] * 100:6.1f}% r{table[cond][n]['rtf']:.3f}" for n in names]
         label = "clean" if cond == "clean" else f"{cond} dB"
         print(f"{label:>9} | " + " | ".join(f"{c:>14}" for c in cells))
-    print(f"(WER, r = recogniser real-time factor). Enhancer RTF {enhance_s / enhanced_audio_s:.3f}, "
-          f"decimator+VAD RTF {segment_s / segmented_audio_s:.4f}, load average {os.getloadavg()[0]:.1f}")
+    print(f"(WER, r = recogniser real-time factor). Enhancer RTF {enh_rtf}, "
+          f"decimator+VAD RTF {seg_rtf}, load average {os.getloadavg()[0]:.1f}")
     print(f"recommended default feed (never worse than raw, best at {'/'.join(noisy)} dB): "
           f"{recommended}")
     for cond, v in verdict.items():
@@ -249,8 +257,7 @@ def main() -> int:
         "conditions": conditions, "feeds": names, "default_feed": default,
         "weights": str(args.weights or "shipped"), "seed": args.seed, "threads": args.threads,
         "audio_seconds_per_condition": round(per_cond_audio, 1), "wer": table,
-        "enhancer_rtf": round(enhance_s / enhanced_audio_s, 4),
-        "segmenter_rtf": round(segment_s / segmented_audio_s, 5),
+        "enhancer_rtf": enh_rtf, "segmenter_rtf": seg_rtf,
         "load_average_1m_at_end": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
         "verdict": verdict, "recommended_feed": recommended, "weights_meta": weights_meta,
         "wall_s": round(time.perf_counter() - t_start, 1),
