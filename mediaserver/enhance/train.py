@@ -71,16 +71,25 @@ def si_sdr(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(target.square().sum(-1) / ((est - target).square().sum(-1) + 1e-8) + 1e-8)
 
 
-def compute_loss(model: EnhancerModel, noisy: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """noisy, clean [B, T] at 16 kHz → (loss, SI-SDR [B] of the output)."""
+def compute_loss(
+    model: EnhancerModel, noisy: torch.Tensor, clean: torch.Tensor, sisdr_weight: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """noisy, clean [B, T] at 16 kHz → (loss, SI-SDR [B] of the output).
+
+    The compressed spectral losses favour what PESQ hears; ``sisdr_weight`` adds the
+    waveform fidelity that the compression de-emphasises (loud low-frequency noise).
+    """
     noisy_spec = stft(noisy, MODEL_RATE)  # [B, frames, F]
     clean_spec = stft(clean, MODEL_RATE)
     mask, _ = model(noisy_spec)
     est_spec = apply_mask(noisy_spec, mask)
     y = istft(est_spec, MODEL_RATE)[:, ALIGN:]  # undo the window delay
     s = clean[:, : y.shape[-1]]
+    sdr = si_sdr(y, s)
     loss = compressed_spectral_loss(est_spec, clean_spec) + multires_loss(y, s)
-    return loss, si_sdr(y, s)
+    if sisdr_weight:
+        loss = loss - sisdr_weight * sdr.clamp_max(40.0).mean()
+    return loss, sdr
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid-every", type=int, default=250)
     parser.add_argument("--valid-batches", type=int, default=4)
     parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--sisdr-weight", type=float, default=0.0, help="weight of the -SI-SDR (dB) loss term")
     parser.add_argument("--init", type=Path, default=None, help="start from these enhancer weights (fine-tuning)")
     parser.add_argument("--max-minutes", type=float, default=0, help="stop (checkpointed) after this long")
 
@@ -208,7 +218,7 @@ class Trainer:
             if self.step >= args.steps:
                 break
             noisy, clean = noisy.to(self.device), clean.to(self.device)
-            loss, _ = compute_loss(self.model, noisy, clean)
+            loss, _ = compute_loss(self.model, noisy, clean, self.args.sisdr_weight)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 3.0)
