@@ -15,6 +15,7 @@ from typing import Callable, Optional, Protocol, Union
 
 import numpy as np
 
+from ..tasks import cancel_and_wait
 from . import metrics
 from .segmenter import Segment
 
@@ -90,13 +91,8 @@ class QueuedSink:
         self._task = asyncio.create_task(self._run(), name=f"asr-sink-{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.close()
 
     def submit_segment(self, segment: Segment) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
+from ..tasks import cancel_and_wait
 from .metrics import SfuMetrics
 from .outbound import PacketTrack
 
@@ -116,20 +117,10 @@ class MediaClock:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="media-clock")
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
-            self._worker = None
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._worker)
+        self._worker = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
