@@ -9,7 +9,7 @@ import pytest
 
 from mediaserver.sfu.mediaclock import SpeakingDetector
 from mediaserver.sfu.outbound import PacketTrack
-from mediaserver.sfu.sdp import SdpError, announce_address, enable_opus_fec, parse_description
+from mediaserver.sfu.sdp import SdpError, align_offer, announce_address, enable_opus_fec, parse_description
 from mediaserver.sfu.tokens import TokenError, mint, verify
 
 OFFER = (
@@ -85,3 +85,47 @@ def test_speaking_hysteresis() -> None:
     assert flips[:4] == [None] * 4 and flips[4] is True
     assert flips[-1] is False and all(f is None for f in flips[5:-1])
     assert 0.0 <= d.level <= 1.0
+
+
+# A server re-offer as aiortc writes it (its own numbers) and what the browser had agreed on.
+AIORTC_REOFFER = "\r\n".join([
+    "v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0", "a=group:BUNDLE 0 1",
+    "m=audio 9 UDP/TLS/RTP/SAVPF 96 9 0 8", "a=mid:0",
+    "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+    "a=extmap:2 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    "a=rtpmap:96 opus/48000/2", "a=rtcp-fb:96 transport-cc", "a=fmtp:96 useinbandfec=1",
+    "a=rtpmap:9 G722/8000", "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000",
+    "m=audio 9 UDP/TLS/RTP/SAVPF 96 111", "a=mid:1",
+    "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+    "a=extmap:7 urn:example:new-extension",
+    "a=rtpmap:96 opus/48000/2", "a=rtpmap:111 red/48000/2", "a=candidate:1 1 udp 1 127.0.0.1 5000 typ host",
+    "a=candidate:2 1 udp 1 192.0.2.7 5000 typ host", "",
+])
+BROWSER_AGREED = "\r\n".join([
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8", "a=mid:0",
+    "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid",
+    "a=rtpmap:111 opus/48000/2", "a=rtpmap:63 red/48000/2", "a=rtpmap:9 G722/8000", "",
+])
+
+
+def test_reoffer_keeps_the_agreed_extension_ids_and_payload_types() -> None:
+    """aiortc writes its own numbers into every re-offer; the server puts the agreed ones back."""
+    aligned = align_offer(AIORTC_REOFFER, BROWSER_AGREED)
+    sections = aligned.split("m=audio")
+    first, second = sections[1], sections[2]
+    # extension ids follow the browser's; a new extension gets an id nobody uses
+    assert "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid" in first
+    assert "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level" in first
+    assert "a=extmap:2 urn:example:new-extension" in second
+    # opus keeps 111 on every line that names it; static types stay
+    assert first.startswith(" 9 UDP/TLS/RTP/SAVPF 111 9 0 8\r\n")
+    for line in ("a=rtpmap:111 opus/48000/2", "a=rtcp-fb:111 transport-cc", "a=fmtp:111 useinbandfec=1"):
+        assert line in first
+    assert ":96" not in first
+    # 111 was red's in that section: red moves to the browser's 63, then opus takes 111
+    assert second.startswith(" 9 UDP/TLS/RTP/SAVPF 111 63\r\n")
+    assert "a=rtpmap:111 opus/48000/2" in second and "a=rtpmap:63 red/48000/2" in second
+    # nothing agreed yet (first exchange): unchanged; aligning twice changes nothing more
+    assert align_offer(AIORTC_REOFFER, "") == AIORTC_REOFFER
+    assert align_offer(aligned, BROWSER_AGREED) == aligned

@@ -21,7 +21,7 @@ from .mediaclock import ClockStream
 from .metrics import SfuMetrics
 from .outbound import PacketTrack
 from .rtptap import tap_receiver
-from .sdp import announce_address, enable_opus_fec
+from .sdp import align_offer, announce_address, enable_opus_fec
 
 logger = logging.getLogger(__name__)
 
@@ -186,8 +186,9 @@ class Participant:
                           if s.publisher is not None and s.transceiver.mid is not None}
                 self._answer = asyncio.get_running_loop().create_future()
                 self._metrics.renegotiations.inc()
-                await self._send({"type": "offer", "sdp": self._outgoing(pc.localDescription.sdp),
-                                  "tracks": tracks})
+                agreed = pc.remoteDescription.sdp if pc.remoteDescription else ""
+                sdp = align_offer(pc.localDescription.sdp, agreed)
+                await self._send({"type": "offer", "sdp": self._outgoing(sdp), "tracks": tracks})
                 try:
                     answer = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
                 except asyncio.TimeoutError:

@@ -78,3 +78,94 @@ def announce_address(sdp: str, public_ip: str) -> str:
                 parts[4] = public_ip
                 out.append(" ".join(parts))
     return "\r\n".join(out)
+
+
+_EXTMAP = re.compile(r"^a=extmap:(\d+)(/\w+)? (\S+)(.*)$")
+_RTPMAP = re.compile(r"^a=rtpmap:(\d+) (\S+)$")
+_PT_LINE = re.compile(r"^a=(rtpmap|fmtp|rtcp-fb):(\d+)( .*)$")
+
+
+def align_offer(offer: str, agreed: str) -> str:
+    """Renumber a re-offer's header-extension ids and payload types to those already agreed.
+
+    aiortc writes its default numbers (mid=1, ssrc-audio-level=2, opus=96) into every offer it
+    creates, while the first exchange settled on the client's. Chrome rejects an offer that
+    reassigns an active extension id, and aiortc's receiver keeps routing by the payload types
+    of its first negotiation and drops every packet after a switch. The client answers with the
+    numbers it is offered, and aiortc takes its send parameters from that answer, so rewriting
+    the offer text is enough to keep both sides on the first numbers.
+    """
+    if not agreed:
+        return offer
+    return _align_payload_types(_align_extmap_ids(offer, agreed), agreed)
+
+
+def _align_extmap_ids(offer: str, agreed: str) -> str:
+    assigned: dict[str, int] = {}  # uri -> id, one mapping for the whole BUNDLE
+    for line in agreed.split("\r\n"):
+        m = _EXTMAP.match(line)
+        if m and m.group(3) not in assigned:
+            assigned[m.group(3)] = int(m.group(1))
+    if not assigned:
+        return offer
+    used = set(assigned.values())
+    out = []
+    for line in offer.split("\r\n"):
+        m = _EXTMAP.match(line)
+        if m:
+            uri = m.group(3)
+            if uri not in assigned:  # an extension not in use yet: the lowest free id
+                assigned[uri] = next(i for i in range(1, 256) if i not in used)
+                used.add(assigned[uri])
+            line = f"a=extmap:{assigned[uri]}{m.group(2) or ''} {uri}{m.group(4)}"
+        out.append(line)
+    return "\r\n".join(out)
+
+
+def _align_payload_types(offer: str, agreed: str) -> str:
+    known: dict[str, int] = {}  # "opus/48000/2" -> payload type, first seen
+    for line in agreed.split("\r\n"):
+        m = _RTPMAP.match(line)
+        if m:
+            known.setdefault(m.group(2).lower(), int(m.group(1)))
+    if not known:
+        return offer
+    sections: list[list[str]] = [[]]
+    for line in offer.split("\r\n"):
+        if line.startswith("m="):
+            sections.append([])
+        sections[-1].append(line)
+    out = sections[0]
+    for section in sections[1:]:
+        codecs = [(int(m.group(1)), known.get(m.group(2).lower()))
+                  for m in map(_RTPMAP.match, section) if m]
+        remap = {int(pt): int(pt) for pt in section[0].split(" ")[3:] if pt.isdigit()}
+        moved = True
+        while moved:  # repeat, so a codec can take a number another one has just vacated
+            moved = False
+            used = set(remap.values())
+            for original, want in codecs:
+                if want is not None and remap.get(original) != want and want not in used:
+                    used.discard(remap.get(original))
+                    remap[original] = want
+                    used.add(want)
+                    moved = True
+        out.extend(_remap_section(section, remap))
+    return "\r\n".join(out)
+
+
+def _remap_section(lines: list[str], remap: dict[int, int]) -> list[str]:
+    def pt(n: str) -> str:
+        return str(remap.get(int(n), n)) if n.isdigit() else n
+
+    out = []
+    for line in lines:
+        if line.startswith("m="):
+            parts = line.split(" ")
+            line = " ".join(parts[:3] + [pt(p) for p in parts[3:]])
+        else:
+            m = _PT_LINE.match(line)
+            if m:
+                line = f"a={m.group(1)}:{pt(m.group(2))}{m.group(3)}"
+        out.append(line)
+    return out
