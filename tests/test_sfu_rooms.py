@@ -7,9 +7,12 @@ another left gets the freed transceiver slot and is heard by everyone.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -78,3 +81,26 @@ def test_four_participants_hear_the_others_with_join_and_leave(
     # alice kept receiving bob through all the churn
     assert summaries["alice"]["remote"]["bob"]["frames_received"] > 300
     assert sfu_server.alive()
+
+
+def test_mute_is_announced_to_the_others(sfu_server: ServerProcess) -> None:
+    """A participant's mute reaches everyone else in the room as a ``muted`` event, once."""
+    async def scenario() -> list[dict]:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(sfu_server.ws_url) as a, \
+                    session.ws_connect(sfu_server.ws_url) as b:
+                for ws, name in ((a, "muter"), (b, "listener")):
+                    await ws.send_str(json.dumps({"type": "join", "room": "mute", "identity": name}))
+                    assert json.loads((await ws.receive(timeout=20)).data)["type"] == "joined"
+                for muted in (True, True, False):  # the repeat changes nothing: no event
+                    await a.send_str(json.dumps({"type": "mute", "muted": muted}))
+                events = []
+                while len(events) < 2:
+                    msg = json.loads((await b.receive(timeout=20)).data)
+                    if msg["type"] == "muted":
+                        events.append(msg)
+                return events
+
+    events = asyncio.run(scenario())
+    assert events == [{"type": "muted", "identity": "muter", "muted": True},
+                      {"type": "muted", "identity": "muter", "muted": False}]

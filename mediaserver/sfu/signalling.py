@@ -192,9 +192,13 @@ class SignallingSession:
         p = self._me()
         if not isinstance(m.get("muted"), bool):
             raise ClientError("bad-request", "'muted' must be true or false")
+        changed = p.muted != m["muted"]
         p.muted = m["muted"]
         if p.stream is not None:
             p.stream.muted = p.muted
+        room = self.ctx.manager.rooms.get(p.room)
+        if changed and room is not None:  # the others show it on the speaker's card
+            await room.broadcast({"type": "muted", "identity": p.identity, "muted": p.muted}, exclude=p)
 
     async def on_enhancement(self, m: dict) -> None:
         p = self._me()

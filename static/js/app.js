@@ -154,6 +154,11 @@ class App {
         this.departed.add(msg.identity);
         this.list.remove(msg.identity);
         break;
+      case "muted": {
+        const card = this.list.get(msg.identity);
+        if (card) card.setMuted(Boolean(msg.muted));
+        break;
+      }
       case "speaking": {
         const card = this.list.get(msg.identity);
         if (card) card.setSpeaking(msg.speaking, msg.level);
