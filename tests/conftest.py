@@ -100,6 +100,10 @@ def sfu_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
     server.stop()
 
 
+SPEECH_TEXT = ("The quick brown fox jumps over the lazy dog. "
+               "Packet loss concealment keeps the voice smooth when the network drops audio.")
+
+
 def espeak_speech(path: Path, text: str, *, seconds: Optional[float] = None,
                   voice: str = "en") -> Path:
     """espeak-ng speech at 48 kHz mono 16-bit, padded/repeated to ``seconds`` if given."""

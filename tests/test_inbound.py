@@ -2,40 +2,23 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mediaserver.audio import read_audio, resample
+from mediaserver.audio import read_audio
 from mediaserver.media.inbound import InboundAudio
 from mediaserver.media.opus import OpusEncoder
 
-
-def make_speech(tmp: Path) -> np.ndarray:
-    """About 5 s of 48 kHz speech: espeak-ng when installed, else a synthetic voice."""
-    if shutil.which("espeak-ng"):
-        wav = tmp / "speech.wav"
-        subprocess.run(
-            ["espeak-ng", "-w", str(wav), "The quick brown fox jumps over the lazy dog. "
-             "Packet loss concealment keeps the voice smooth when the network drops audio."],
-            check=True,
-        )
-        x, rate = read_audio(wav)
-        x = resample(x, rate, 48000) * 0.8
-        return np.concatenate([x, x]).astype(np.float32)  # ~11 s
-    t = np.arange(48000 * 10) / 48000
-    f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / 48000
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 30))
-    return (0.2 * voiced * np.clip(np.sin(2 * np.pi * 2.5 * t), 0, None)).astype(np.float32)
+from conftest import SPEECH_TEXT, espeak_speech
 
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory) -> np.ndarray:
-    return make_speech(tmp_path_factory.mktemp("speech"))
+    """About 11 s of 48 kHz espeak-ng speech."""
+    wav = espeak_speech(tmp_path_factory.mktemp("speech") / "speech.wav", SPEECH_TEXT, seconds=11.0)
+    return read_audio(wav)[0]
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +105,7 @@ def test_long_burst_fades_to_comfort_noise_and_merges_back(packets):
     assert seq[:3] == ["plc"] * 3
     assert "cng" in seq
     after = kinds[kinds.index("cng"):]
-    back = after.index("normal") if "normal" in after else after.index("fec")
+    back = next(k for k, kind in enumerate(after) if kind in ("normal", "fec"))  # first real audio
     assert set(after[:back]) <= {"cng"}
     cng = out[(kinds.index("cng") + 8) * 960 : (kinds.index("cng") + 20) * 960]
     assert 0 < np.sqrt(np.mean(cng**2)) <= 0.0031  # quiet room tone, not silence, not speech

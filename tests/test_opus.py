@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import fractions
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mediaserver.audio import read_audio, resample
+from mediaserver.audio import read_audio
 from mediaserver.media.opus import (
     OpusDecoder,
     OpusEncoder,
@@ -19,30 +17,14 @@ from mediaserver.media.opus import (
     packet_samples,
 )
 
-
-def make_speech(tmp: Path) -> np.ndarray:
-    """About 5 s of 48 kHz speech: espeak-ng when installed, else a synthetic voice."""
-    if shutil.which("espeak-ng"):
-        wav = tmp / "speech.wav"
-        subprocess.run(
-            ["espeak-ng", "-w", str(wav), "The quick brown fox jumps over the lazy dog. "
-             "Packet loss concealment keeps the voice smooth when the network drops audio."],
-            check=True,
-        )
-        x, rate = read_audio(wav)
-        return (resample(x, rate, 48000) * 0.8).astype(np.float32)
-    rng = np.random.default_rng(0)
-    t = np.arange(48000 * 5) / 48000
-    f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / 48000
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 30))
-    env = np.clip(np.sin(2 * np.pi * 2.5 * t), 0, None)
-    return (0.2 * voiced * env + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+from conftest import SPEECH_TEXT, espeak_speech
 
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory) -> np.ndarray:
-    return make_speech(tmp_path_factory.mktemp("speech"))
+    """About 5 s of 48 kHz espeak-ng speech."""
+    wav = espeak_speech(tmp_path_factory.mktemp("speech") / "speech.wav", SPEECH_TEXT, seconds=5.0)
+    return read_audio(wav)[0]
 
 
 def encode_all(x: np.ndarray, **kwargs) -> list[bytes]:
