@@ -134,9 +134,9 @@ async def test_process_runs_in_one_worker_thread(tmp_path) -> None:
     seen: list[str] = []
     original = stage.process_sync
 
-    def spy(items):
+    def spy(items, **kwargs):
         seen.append(threading.current_thread().name)
-        return original(items)
+        return original(items, **kwargs)
 
     stage.process_sync = spy  # type: ignore[method-assign]
     frame = np.zeros(FRAME, np.float32)
@@ -183,4 +183,24 @@ def test_stage_exports_metrics(tmp_path) -> None:
     assert "mediaserver_enhancer_tick_seconds_count 10.0" in text
     assert "mediaserver_enhancer_streams 1.0" in text
     assert 'mediaserver_enhancer_frames_total{path="network"}' in text
+    stage.shutdown()
+
+
+def test_overloaded_frames_keep_delay_and_do_not_click(tmp_path) -> None:
+    """A tick the server is too late to enhance skips the network, cross-faded, same delay."""
+    stage = EnhancerStage(saved(constant_mask_model(0.5), tmp_path), gate=False)
+    h = stage.open()
+    x = _tone(1.0, freq=200.0)
+    out, raw = [], []
+    for i, f in enumerate(_frames(x)):
+        o = stage.process_sync([(h, f)], overloaded=i in (10, 11, 30))[0]
+        out.append(o.enhanced)
+        raw.append(o.raw)
+    y, r = np.concatenate(out), np.concatenate(raw)
+    assert np.abs(np.diff(y)).max() < 0.0085  # see test_switching_enhancement_does_not_click
+    # mid-overload the output is the delayed input itself (raw is delayed by LAT)
+    frame11 = slice(11 * FRAME, 12 * FRAME)
+    np.testing.assert_allclose(y[frame11], r[frame11], atol=1e-6)
+    np.testing.assert_allclose(r[LAT:], x[: len(r) - LAT], atol=1e-6)
+    assert stage.frames_net == len(out) - 3
     stage.shutdown()

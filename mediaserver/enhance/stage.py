@@ -149,16 +149,19 @@ class EnhancerStage:
         handle.closed = True
         self._closing.append(handle)  # deque.append is atomic: no lock needed
 
-    async def process(self, items: Sequence[Item]) -> list[StageOutput]:
+    async def process(self, items: Sequence[Item], *, overloaded: bool = False) -> list[StageOutput]:
         """Enhance one frame per stream. Items are ``(handle, pcm)`` or ``(handle, pcm, kind)``.
 
         ``kind`` is the inbound frame kind ("normal", "fec", "plc", "cng", "silence") or a
         bool ``concealed``; anything but "normal"/False cannot open a closed gate.
+        ``overloaded``: the caller is behind real time; this frame skips the network for every
+        stream but keeps the delay and cross-fades like any other switch (no click).
         """
         if not items:
             return []
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.process_sync, list(items))
+        return await loop.run_in_executor(
+            self._executor, lambda: self.process_sync(list(items), overloaded=overloaded))
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)
@@ -173,7 +176,7 @@ class EnhancerStage:
         }
 
     # ---- worker thread ----------------------------------------------------------------------
-    def process_sync(self, items: Sequence[Item]) -> list[StageOutput]:
+    def process_sync(self, items: Sequence[Item], *, overloaded: bool = False) -> list[StageOutput]:
         """The worker-thread body of :meth:`process` (also usable directly, e.g. offline)."""
         start = time.perf_counter()
         self._release_slots()
@@ -194,7 +197,7 @@ class EnhancerStage:
         live = [i for i, h in enumerate(handles) if not h.closed]
         if len(live) < n:  # closed while this batch was being built: silence for it
             outputs = [StageOutput(np.zeros(FRAME, np.float32), np.zeros(FRAME, np.float32), False)] * n
-            for j, out in zip(live, self.process_sync([items[i] for i in live])):
+            for j, out in zip(live, self.process_sync([items[i] for i in live], overloaded=overloaded)):
                 outputs[j] = out
             return outputs
         x16, hist = decimate_batch(x, np.stack([h._vad_hist for h in handles]))
@@ -205,15 +208,16 @@ class EnhancerStage:
                 h._slot = self.enhancer.allocate()
             is_open = h._gate.update16(x16[i], FRAME_MS, concealed=concealed)
             speech[i] = is_open
-            want_net = h.enabled and (is_open or not self.gate)
+            want_net = h.enabled and (is_open or not self.gate) and not overloaded
             # keep the network running through the fade-out frame after it is switched off
-            net_mask[i] = want_net or h._w_net > 0.0
+            # (overloaded: no network at all; the fade-out then starts from the delayed input)
+            net_mask[i] = (want_net or h._w_net > 0.0) and not overloaded
             targets.append(1.0 if want_net else 0.0)
 
         slots = [h._slot for h in handles]
         tails = np.stack([h._tail for h in handles]) if n else np.zeros((0, Enhancer.latency), np.float32)
         delayed = np.concatenate([tails, x[:, : FRAME - Enhancer.latency]], axis=1)
-        enhanced = np.zeros_like(x)
+        enhanced = delayed.copy() if overloaded else np.zeros_like(x)
         net_idx = np.flatnonzero(net_mask)
         skip_idx = np.flatnonzero(~net_mask)
         if net_idx.size:

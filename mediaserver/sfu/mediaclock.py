@@ -203,15 +203,15 @@ class MediaClock:
             kinds = [kinds[i] for i in live]
             if not streams:
                 continue
-            if loop.time() * 1000.0 - now_ms > self.enhance_budget_ms:
-                # The stage is slower than real time right now: forward this tick as is.
+            overloaded = loop.time() * 1000.0 - now_ms > self.enhance_budget_ms
+            if overloaded:
+                # The stage is slower than real time right now: this tick skips the network
+                # (same delay, cross-faded), so the queue drains instead of growing.
                 self.bypassed += 1
                 self._metrics.enhance_bypassed.inc()
-                self._emit(streams, pcms, pcms, [None] * len(pcms), pts, now_ms)
-                continue
             try:
                 outs = await self._stage.process(
-                    [(s.handle, p, k) for s, p, k in zip(streams, pcms, kinds)])
+                    [(s.handle, p, k) for s, p, k in zip(streams, pcms, kinds)], overloaded=overloaded)
             except asyncio.CancelledError:
                 raise
             except Exception:
