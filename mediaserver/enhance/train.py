@@ -1,6 +1,6 @@
 """Train the enhancer.
 
-    python -m mediaserver.enhance.train --data ../shared/data --out models/msenh-v1
+    python -m mediaserver.enhance.train --data ../shared/data --out models/msenh-v2 [--init models/msenh-v1]
 
 Reads only ``speech/train``, ``noise/train`` and ``rir/train``. Ten training speakers are held
 out for validation (model selection); the ``test`` splits are never touched here. Resumable:
@@ -109,6 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid-every", type=int, default=250)
     parser.add_argument("--valid-batches", type=int, default=4)
     parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--snr-db", type=float, nargs=2, default=(-5.0, 20.0), metavar=("LOW", "HIGH"),
+                        help="training SNR range (validation always uses the default -5..20 dB)")
     parser.add_argument("--sisdr-weight", type=float, default=0.0, help="weight of the -SI-SDR (dB) loss term")
     parser.add_argument("--init", type=Path, default=None, help="start from these enhancer weights (fine-tuning)")
     parser.add_argument("--max-minutes", type=float, default=0, help="stop (checkpointed) after this long")
@@ -131,7 +133,7 @@ class Trainer:
         self.step = 0
         self.best = float("inf")
         self.history: list[dict] = []
-        self.cfg = MixConfig(seconds=args.seconds)
+        self.cfg = MixConfig(seconds=args.seconds, snr_db=tuple(args.snr_db))
 
     # ---- checkpointing -----------------------------------------------------------------
     @property
@@ -166,7 +168,7 @@ class Trainer:
 
     # ---- loop --------------------------------------------------------------------------
     def validation_set(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        stream = MixtureStream(self.args.data, self.cfg, self.args.batch, seed=10_000, role="valid")
+        stream = MixtureStream(self.args.data, MixConfig(seconds=self.args.seconds), self.args.batch, seed=10_000, role="valid")
         it = iter(stream)
         return [next(it) for _ in range(self.args.valid_batches)]
 
