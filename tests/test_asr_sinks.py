@@ -207,7 +207,7 @@ async def test_redis_sink_writes_segments_and_transcripts_to_room_stream(redis_u
 
     from mediaserver.asr.redis_sink import RedisStreamSink, stream_key
 
-    sink = RedisStreamSink(redis_url, maxlen=5)
+    sink = RedisStreamSink(redis_url, maxlen=5, include_audio=True)
     await sink.start(lambda t: None)
     for i in range(3):
         sink.submit_segment(segment(i))
@@ -231,6 +231,23 @@ async def test_redis_sink_writes_segments_and_transcripts_to_room_stream(redis_u
             await sink.drain()
     await sink.drain()
     assert await client.xlen(stream_key("r1")) < 300
+    await client.aclose()
+    await sink.stop()
+
+
+async def test_redis_sink_leaves_audio_out_unless_asked(redis_url) -> None:
+    import redis.asyncio as aioredis
+
+    from mediaserver.asr.redis_sink import RedisStreamSink, stream_key
+
+    sink = RedisStreamSink(redis_url)
+    await sink.start(lambda t: None)
+    sink.submit_segment(segment(0, room="quiet"))
+    await sink.drain()
+    client = aioredis.Redis.from_url(redis_url)
+    (entry,) = await client.xrange(stream_key("quiet"))
+    assert entry[1][b"type"] == b"segment" and entry[1][b"identity"] == b"alice"
+    assert b"audio" not in entry[1]
     await client.aclose()
     await sink.stop()
 

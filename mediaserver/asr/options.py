@@ -35,6 +35,9 @@ def add_asr_options(parser: argparse.ArgumentParser) -> None:
                help="ws sink: stream audio as it is spoken (live) or send whole segments")
     add_option(parser, "--asr-redis-maxlen", type=int, default=1000,
                help="approximate MAXLEN of each room's ASR stream")
+    add_option(parser, "--asr-redis-audio", action="store_true",
+               help="also put each segment's 16 kHz audio into the Redis stream (~32 kB per "
+                    "second of speech; off: segment times and transcripts only)")
     add_option(parser, "--asr-vad-aggressiveness", type=int, default=2, choices=(0, 1, 2, 3),
                help="webrtcvad mode for segment cutting")
     if "--redis-url" not in parser._option_string_actions:
@@ -71,7 +74,8 @@ def build_sinks(args: argparse.Namespace) -> list[AsrSink]:
                 raise ValueError("the redis ASR sink needs --redis-url")
             from .redis_sink import RedisStreamSink
 
-            sinks.append(RedisStreamSink(args.redis_url, maxlen=args.asr_redis_maxlen))
+            sinks.append(RedisStreamSink(args.redis_url, maxlen=args.asr_redis_maxlen,
+                                          include_audio=args.asr_redis_audio))
         elif name == "wav":
             if not args.record_dir:
                 raise ValueError("the wav ASR sink needs --record-dir")

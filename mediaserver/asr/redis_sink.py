@@ -2,7 +2,8 @@
 
 Key ``mediaserver:room:{room}:asr`` (the braces are a cluster hash tag, so one room's
 keys share a slot). Entries: ``type=segment`` with identity, start_ms, end_ms, feed,
-sample_rate, format=s16le and the audio bytes; ``type=transcript`` with identity,
+sample_rate, format=s16le and, only when asked (``include_audio``), the audio bytes: audio
+of every segment would make a busy room's stream tens of MB; ``type=transcript`` with identity,
 text, start_ms, end_ms. Streams are capped with approximate ``MAXLEN``.
 """
 
@@ -28,7 +29,7 @@ class RedisStreamSink(QueuedSink):
     wants_transcripts = True
 
     def __init__(self, url: str, *, maxlen: int = 1000, queue_size: int = 64,
-                 include_audio: bool = True, timeout: float = 2.0) -> None:
+                 include_audio: bool = False, timeout: float = 2.0) -> None:
         super().__init__("redis", queue_size=queue_size)
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"Redis URL must start with redis://, rediss:// or unix://, got {url!r}")
