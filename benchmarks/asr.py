@@ -9,7 +9,11 @@ VAD segmenter and the local recogniser (faster-whisper tiny.en, 1 thread). WER i
 WER (word edits / reference words) against speech/transcripts.tsv after a small text
 normaliser (case, punctuation, numbers to words, Mr/Mrs/Dr).
 
-Usage: python benchmarks/asr.py [--data ../shared/data] [--files 20] [--mix-shares 0.3,0.5] [--cache PATH]
+``--peers dfn3,gtcrn`` also runs other enhancers (eval extras) in front of the same
+segmenter and recogniser, alone and mixed half and half with raw: whether *any* enhancer
+helps this recogniser, not only ours. Their columns inform; they are never a feed choice.
+
+Usage: python benchmarks/asr.py [--data ../shared/data] [--files 20] [--mix-shares 0.3,0.5] [--peers dfn3] [--cache PATH]
 Prints a table; writes benchmarks/results/asr.json.
 """
 
@@ -32,7 +36,9 @@ from mediaserver.asr.feed import DEFAULT_FEED, DEFAULT_RAW_SHARE  # noqa: E402
 from mediaserver.asr.local import make_recogniser  # noqa: E402
 from mediaserver.asr.transcribe import (  # noqa: E402
     enhance48, feed_config, load_enhancer, recognise_segments, segments_of, to_frames48)
-from mediaserver.audio import read_audio  # noqa: E402
+from mediaserver.audio import read_audio, resample  # noqa: E402
+
+PEER_RAW_SHARE = 0.5  # peers are also measured half and half with raw
 
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
          "fifteen sixteen seventeen eighteen nineteen").split()
@@ -112,6 +118,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--feeds", default="raw,enhanced,mix,auto",
                     help="subset of raw,enhanced,mix,auto (mix/auto once per --mix-shares value)")
+    ap.add_argument("--peers", default="",
+                    help="other enhancers to compare in front of the recogniser, e.g. dfn3,gtcrn")
     ap.add_argument("--cache", default=None,
                     help="JSON file of hypotheses reused across runs (raw does not depend on weights)")
     ap.add_argument("--shard", default=None, metavar="K/N",
@@ -147,6 +155,17 @@ def main() -> int:
     wanted = {f.strip() for f in args.feeds.split(",")}
     feeds = [f for f in [("raw", 0.0), ("enhanced", 0.0)] + [("mix", s) for s in shares]
              + [("auto", s) for s in shares] if f[0] in wanted]
+    peers = {}
+    for peer_name in (p.strip() for p in args.peers.split(",") if p.strip()):
+        from mediaserver.enhance.peers import load_peer
+
+        peer, why = load_peer(peer_name)
+        if peer is None:
+            print(f"note: peer {peer_name} skipped: {why}")
+        else:
+            peers[peer_name] = peer
+    peer_feeds = [(p, f, PEER_RAW_SHARE) for p in peers for f in ("enhanced", "mix")]
+    peer_name_of = lambda p, f, s: p if f == "enhanced" else f"{p}+raw{s:g}"  # noqa: E731
     cache: dict = {}
     for extra in (args.cache or "").split(","):  # several caches (from shards) are merged
         if extra and Path(extra).exists():
@@ -154,7 +173,9 @@ def main() -> int:
     cache_path = Path(args.cache.split(",")[0]) if args.cache else None
     name = lambda f, s: f if f in ("raw", "enhanced") else f"{f}{s:g}"  # noqa: E731
 
-    stats: dict = {c: {name(*f): {"edits": 0, "words": 0, "asr_s": 0.0} for f in feeds} for c in conditions}
+    stats: dict = {c: {n: {"edits": 0, "words": 0, "asr_s": 0.0}
+                       for n in [name(*f) for f in feeds] + [peer_name_of(*f) for f in peer_feeds]}
+                   for c in conditions}
     audio_s, enhance_s, segment_s = 0.0, 0.0, 0.0
     enhanced_audio_s, segmented_audio_s = 1e-9, 1e-9
     t_start = time.perf_counter()
@@ -194,6 +215,22 @@ def main() -> int:
                 st["edits"] += edit_distance(ref, normalise(hyp_text))
                 st["words"] += len(ref)
                 st["asr_s"] += asr_s
+            peer48: dict = {}
+            for peer, feed, share in peer_feeds:
+                column = peer_name_of(peer, feed, share)
+                key = "|".join((path.stem, cond, column, args.engine, "peer"))
+                if key not in cache:
+                    if peer not in peer48:  # peers work at 16 kHz; outputs are time-aligned
+                        x16 = resample(x, rate, 16000).astype(np.float32)
+                        peer48[peer] = to_frames48(peers[peer].enhance(x16), 16000)[:len(raw48)]
+                    segs = segments_of(raw48, peer48[peer], feed_config(feed, share, 0))
+                    t1 = time.perf_counter()
+                    cache[key] = {"text": recognise_segments(recogniser, segs),
+                                  "asr_s": time.perf_counter() - t1}
+                st = stats[cond][column]
+                st["edits"] += edit_distance(ref, normalise(cache[key]["text"]))
+                st["words"] += len(ref)
+                st["asr_s"] += cache[key]["asr_s"]
             enh = cache.get(f"enh|{path.stem}|{cond}|{weights_meta['sha256']}")
             if enh is not None and any(f[0] != "raw" for f in feeds):
                 enhance_s += enh["s"]
@@ -208,12 +245,14 @@ def main() -> int:
     per_cond_audio = audio_s / len(conditions)
     enh_rtf = round(enhance_s / enhanced_audio_s, 4) if enhanced_audio_s > 1e-6 else None
     seg_rtf = round(segment_s / segmented_audio_s, 5) if segmented_audio_s > 1e-6 else None
+    names = [name(*f) for f in feeds]
+    columns = names + [peer_name_of(*f) for f in peer_feeds]
     table = {}
     for cond in conditions:
         table[cond] = {}
-        for f in feeds:
-            st = stats[cond][name(*f)]
-            table[cond][name(*f)] = {"wer": round(st["edits"] / max(1, st["words"]), 4),
+        for column in columns:
+            st = stats[cond][column]
+            table[cond][column] = {"wer": round(st["edits"] / max(1, st["words"]), 4),
                                      "rtf": round(st["asr_s"] / per_cond_audio, 4)}
     default = args.default_feed or name(DEFAULT_FEED, DEFAULT_RAW_SHARE)
     verdict = {}
@@ -228,7 +267,6 @@ def main() -> int:
                          "not_worse": dflt <= raw_wer + 1e-9,
                          "target_20pct": (rel >= 0.20) if cond in ("0", "5") else None}
 
-    names = [name(*f) for f in feeds]
     # recommendation: lowest mean WER at 0-5 dB among feeds never worse than raw anywhere
     noisy = [c for c in conditions if c in ("0", "5")] or conditions
     safe = [n for n in names if "raw" in names and all(table[c][n]["wer"] <= table[c]["raw"]["wer"] + 1e-9
@@ -237,10 +275,10 @@ def main() -> int:
     print()
     print(f"ASR benchmark: {len(files)} utterances, {per_cond_audio / 60:.1f} min audio per condition, "
           f"engine {args.engine}, default feed {default}")
-    print(f"{'condition':>9} | " + " | ".join(f"{n:>14}" for n in names))
-    print("-" * (12 + 17 * len(names)))
+    print(f"{'condition':>9} | " + " | ".join(f"{n:>14}" for n in columns))
+    print("-" * (12 + 17 * len(columns)))
     for cond in conditions:
-        cells = [f"{table[cond][n]['wer'] * 100:6.1f}% r{table[cond][n]['rtf']:.3f}" for n in names]
+        cells = [f"{table[cond][n]['wer'] * 100:6.1f}% r{table[cond][n]['rtf']:.3f}" for n in columns]
         label = "clean" if cond == "clean" else f"{cond} dB"
         print(f"{label:>9} | " + " | ".join(f"{c:>14}" for c in cells))
     print(f"(WER, r = recogniser real-time factor). Enhancer RTF {enh_rtf}, "
@@ -254,7 +292,7 @@ def main() -> int:
 
     result = {
         "benchmark": "asr", "engine": args.engine, "files": [p.stem for p in files],
-        "conditions": conditions, "feeds": names, "default_feed": default,
+        "conditions": conditions, "feeds": names, "peers": columns[len(names):], "default_feed": default,
         "weights": str(args.weights or "shipped"), "seed": args.seed, "threads": args.threads,
         "audio_seconds_per_condition": round(per_cond_audio, 1), "wer": table,
         "enhancer_rtf": enh_rtf, "segmenter_rtf": seg_rtf,
