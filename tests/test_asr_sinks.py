@@ -137,6 +137,56 @@ async def test_websocket_sink_streams_live_audio_during_speech(fake_recogniser, 
     assert [(g[1], g[3], g[4]) for g in got] == [("dora", s.start_ms, s.end_ms) for s in segments]
 
 
+async def test_websocket_partials_reach_captions_but_not_the_transcript(tmp_path) -> None:
+    """A streaming recogniser's partials become provisional captions; only finals are stored."""
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        seg_id, chunks = None, 0
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                data = json.loads(msg.data)
+                if data["type"] == "segment":
+                    seg_id, chunks = data["id"], 0
+                elif data["type"] == "end":
+                    await ws.send_str(json.dumps({"type": "transcript", "id": data["id"],
+                                                  "text": "hello world", "final": True}))
+            elif msg.type == WSMsgType.BINARY:
+                chunks += 1
+                if chunks in (5, 10):
+                    await ws.send_str(json.dumps({"type": "transcript", "id": seg_id,
+                                                  "text": "hello" if chunks == 5 else "hello wor",
+                                                  "final": False}))
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/asr", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    x, _ = call_with_pauses(tmp_path)
+    sink = WebSocketSink(f"ws://127.0.0.1:{port}/asr")
+    hub = AsrHub([sink], feed=FeedConfig(feed="raw"))
+    got: list[tuple] = []
+    hub.add_transcript_listener(lambda *a: got.append(a))
+    await hub.start()
+    try:
+        await feed_hub(hub, x, identity="erin")
+        await sink.drain()
+        for _ in range(200):
+            if sum(1 for g in got if g[5]) == 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await hub.stop()
+        await runner.cleanup()
+    first = [(g[2], g[5]) for g in got if g[3] == got[0][3]]
+    assert first == [("hello", False), ("hello wor", False), ("hello world", True)]
+    assert [t["text"] for t in hub.transcript("r1")] == ["hello world", "hello world"]
+
+
 async def test_dead_websocket_sink_never_stalls_frames_or_other_sinks(tmp_path) -> None:
     x, _ = call_with_pauses(tmp_path)
     x = np.tile(x, 4)  # eight phrases
@@ -307,7 +357,8 @@ async def test_local_recogniser_transcribes_espeak_speech(tmp_path) -> None:
     await local.drain()
     await hub.stop()
     assert len(captions) == 1
-    room, identity, text, start_ms, end_ms = captions[0]
+    room, identity, text, start_ms, end_ms, final = captions[0]
+    assert final
     assert (room, identity) == ("r9", "carol")
     words = text.lower()
     assert "report" in words and "friday" in words

@@ -75,7 +75,7 @@ class ParticipantPipeline:
         return self.segmenter.flush()
 
 
-TranscriptListener = Callable[[str, str, str, float, float], None]
+TranscriptListener = Callable[[str, str, str, float, float, bool], None]
 
 
 class AsrHub:
@@ -99,7 +99,8 @@ class AsrHub:
         self.frames = 0
 
     def add_transcript_listener(self, listener: TranscriptListener) -> None:
-        """``listener(room, identity, text, start_ms, end_ms)``; the server broadcasts a caption."""
+        """``listener(room, identity, text, start_ms, end_ms, final)``; the server broadcasts a
+        caption. ``final`` is False for a streaming recogniser's partial result."""
         self._listeners.append(listener)
 
     async def start(self) -> None:
@@ -171,13 +172,14 @@ class AsrHub:
             sink.submit_segment(segment)
 
     def _on_transcript(self, transcript: Transcript) -> None:
-        metrics.TRANSCRIPTS.labels(transcript.source).inc()
-        self.transcripts.add(transcript)
-        for sink in self.sinks:
-            sink.submit_transcript(transcript)
+        if transcript.final:  # partials are for the live caption only: not logged or stored
+            metrics.TRANSCRIPTS.labels(transcript.source).inc()
+            self.transcripts.add(transcript)
+            for sink in self.sinks:
+                sink.submit_transcript(transcript)
         for listener in self._listeners:
             try:
                 listener(transcript.room, transcript.identity, transcript.text,
-                         transcript.start_ms, transcript.end_ms)
+                         transcript.start_ms, transcript.end_ms, transcript.final)
             except Exception as exc:
                 logger.warning("caption listener failed: %s", exc)

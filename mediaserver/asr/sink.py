@@ -30,6 +30,7 @@ class Transcript:
     start_ms: float
     end_ms: float
     source: str = "local"
+    final: bool = True  # False: a streaming recogniser's partial, superseded by what follows
 
     def as_json(self) -> dict:
         return {"identity": self.identity, "text": self.text,

@@ -34,12 +34,14 @@ class CaptionBroadcaster:
         self._max = max_in_flight
         self.dropped = 0
 
-    def __call__(self, room: str, identity: str, text: str, start_ms: float, end_ms: float) -> None:
-        if len(self._tasks) >= self._max:  # participants' sockets stuck: do not pile up tasks
+    def __call__(self, room: str, identity: str, text: str, start_ms: float, end_ms: float,
+                 final: bool = True) -> None:
+        limit = self._max if final else self._max // 2  # partials are superseded: drop them first
+        if len(self._tasks) >= limit:  # participants' sockets stuck: do not pile up tasks
             self.dropped += 1
             return
         message = {"type": "caption", "identity": identity, "text": text,
-                   "start_ms": round(start_ms, 1), "end_ms": round(end_ms, 1)}
+                   "start_ms": round(start_ms, 1), "end_ms": round(end_ms, 1), "final": final}
         task = asyncio.get_running_loop().create_task(self._send(room, message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -11,7 +11,9 @@ Wire format (JSON text messages and binary audio, one connection for all partici
    it too short to keep).
 
 The recogniser may answer ``{"type":"transcript","id":N,"text":...,"final":true}``; final
-transcripts become captions. If the connection drops mid-segment, the rest of that
+transcripts become captions and the room's transcript. ``"final":false`` marks a partial
+(the words so far of a segment still being spoken): it is shown as a provisional caption
+that the next partial or the final replaces, and is never stored. If the connection drops mid-segment, the rest of that
 segment is sent under a new id after reconnecting (its ``start_ms`` is that of the segment).
 """
 
@@ -174,13 +176,12 @@ class WebSocketSink(QueuedSink):
                 continue
             if not isinstance(data, dict) or data.get("type") != "transcript":
                 continue
-            if not data.get("final", True):
-                continue
+            final = data.get("final", True) is not False
             info = self._info.get(data.get("id")) if isinstance(data.get("id"), int) else None
             text = str(data.get("text", "")).strip()
             if info is None or not text:
                 continue
             end_ms = info["end_ms"] if info["end_ms"] is not None else info["start_ms"]
             self._on_transcript(Transcript(info["room"], info["identity"], text, info["start_ms"],
-                                           end_ms, source="ws"))
+                                           end_ms, source="ws", final=final))
         metrics.CONNECTED.labels(self.name).set(0)

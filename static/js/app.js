@@ -166,7 +166,7 @@ class App {
       }
       case "caption": {
         const card = this.list.get(msg.identity);
-        if (card && msg.text) card.addCaption(msg.text);
+        if (card && msg.text) card.addCaption(msg.text, msg.final !== false);
         break;
       }
       case "enhancement":

@@ -17,6 +17,7 @@ class ParticipantCard {
     this.peakRms = 0;
     this.volume = 1;
     this.captions = [];
+    this.partial = false;
     this.inbound = null;
     this.remote = null;
 
@@ -55,13 +56,19 @@ class ParticipantCard {
     this.el.classList.toggle("speaking", this.speaking);
   }
 
-  addCaption(text) {
+  // A partial (final=false) shows the words so far in a provisional line that the next
+  // partial or the final caption replaces.
+  addCaption(text, final = true) {
+    if (this.partial) this.captions.pop();
     this.captions.push(text);
+    this.partial = !final;
     if (this.captions.length > MAX_CAPTIONS) this.captions.shift();
+    const last = this.captions.length - 1;
     this.captionBox.replaceChildren(
-      ...this.captions.map((t) => {
+      ...this.captions.map((t, i) => {
         const p = document.createElement("p");
         p.textContent = t;
+        if (i === last && this.partial) p.className = "partial";
         return p;
       }),
     );
