@@ -28,7 +28,7 @@ def static_dir() -> Path:
 
 
 def models_dir() -> Path:
-    """Folder holding one sub-folder per model (``msenh-v1/enhancer.pt`` and its card)."""
+    """Folder holding one sub-folder per model (``msenh-v2/enhancer.pt`` and its card)."""
     for base in (_CHECKOUT, _PACKAGE):
         candidate = base / "models"
         if candidate.is_dir() and any(candidate.glob("**/*.pt")):

@@ -20,7 +20,7 @@ from .model import N_BINS, EnhancerModel
 FORMAT = "mediaserver-enhancer"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "enhancer.pt"
-DEFAULT_MODEL_NAME = "msenh-v1"
+DEFAULT_MODEL_NAME = "msenh-v2"
 
 PathLike = Union[str, Path]
 
