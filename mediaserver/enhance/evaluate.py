@@ -194,10 +194,14 @@ def summarize(rows: list[dict[str, Any]], set_name: str, metrics: tuple[str, ...
     return out
 
 
-def _merge(rows: list[dict[str, Any]], path: Path, plan: list[Mixture], systems: list[str]) -> list[dict[str, Any]]:
+def _read_rows(paths: str) -> list[dict[str, Any]]:
+    return [r for p in paths.split(",") for r in json.loads(Path(p).read_text())["rows"]]
+
+
+def _merge(rows: list[dict[str, Any]], old: list[dict[str, Any]], plan: list[Mixture],
+           systems: list[str]) -> list[dict[str, Any]]:
     """Add an earlier run's rows for other systems, only for mixtures of this exact plan."""
     keys = {(m.set, m.index, m.speech, m.noise, m.snr_db) for m in plan}
-    old = [r for p in str(path).split(",") for r in json.loads(Path(p).read_text())["rows"]]
     seen = set()
     extra = []
     for r in old:
@@ -265,6 +269,8 @@ def main(args: argparse.Namespace) -> int:
         except WeightsError as exc:
             print(f"error: {exc}")
             return 2
+    # read now: --json may name the same file, and partial writes overwrite it during the run
+    reused = _read_rows(args.reuse) if args.reuse else []
     init_args = (data, systems, args.model, not args.no_dnsmos)
     probe = _Worker(*init_args)  # also tells which peers are available, once
     notes = list(probe.notes)
@@ -289,7 +295,7 @@ def main(args: argparse.Namespace) -> int:
                     logger.info("%d/%d mixtures (%.0f s)", i + 1, len(plan), time.time() - t0)
                     _write(args.json, data, systems, notes, rows, t0, partial=True)
     if args.reuse:
-        rows = _merge(rows, Path(args.reuse), plan, systems)
+        rows = _merge(rows, reused, plan, systems)
     main_summary = summarize(rows, "main", METRICS_MAIN)
     ref_summary = summarize(rows, "reference", METRICS_REF)
     print(format_table(main_summary, METRICS_MAIN, f"\nMain set ({n_main} mixtures, SNR -5..15 dB, 1/4 reverberant)"))

@@ -1,6 +1,6 @@
 """Train the enhancer.
 
-    python -m mediaserver.enhance.train --data ../shared/data --out models/msenh-v2 [--init models/msenh-v1]
+    python -m mediaserver.enhance.train --data ../shared/data --out models/NAME [--init models/msenh-v2]
 
 Reads only ``speech/train``, ``noise/train`` and ``rir/train``. Ten training speakers are held
 out for validation (model selection); the ``test`` splits are never touched here. Resumable:
