@@ -82,6 +82,13 @@ def edit_distance(ref: list[str], hyp: list[str]) -> int:
     return prev[-1]
 
 
+def tally(st: dict, ref: list[str], hyp_text: str, asr_s: float) -> None:
+    """Add one utterance's word edits, reference words and recogniser time to a column."""
+    st["edits"] += edit_distance(ref, normalise(hyp_text))
+    st["words"] += len(ref)
+    st["asr_s"] += asr_s
+
+
 def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float, offset: int) -> np.ndarray:
     reps = int(np.ceil((len(speech) + offset) / len(noise))) + 1
     n = np.tile(noise, reps)[offset:offset + len(speech)]
@@ -155,10 +162,10 @@ def main() -> int:
     wanted = {f.strip() for f in args.feeds.split(",")}
     feeds = [f for f in [("raw", 0.0), ("enhanced", 0.0)] + [("mix", s) for s in shares]
              + [("auto", s) for s in shares] if f[0] in wanted]
+    from mediaserver.enhance.peers import load_peer
+
     peers = {}
     for peer_name in (p.strip() for p in args.peers.split(",") if p.strip()):
-        from mediaserver.enhance.peers import load_peer
-
         peer, why = load_peer(peer_name)
         if peer is None:
             print(f"note: peer {peer_name} skipped: {why}")
@@ -212,9 +219,7 @@ def main() -> int:
                 if "seg_s" in cache[key]:
                     segment_s += cache[key]["seg_s"]
                     segmented_audio_s += cache[key]["audio_s"]
-                st["edits"] += edit_distance(ref, normalise(hyp_text))
-                st["words"] += len(ref)
-                st["asr_s"] += asr_s
+                tally(st, ref, hyp_text, asr_s)
             peer48: dict = {}
             for peer, feed, share in peer_feeds:
                 column = peer_name_of(peer, feed, share)
@@ -227,10 +232,7 @@ def main() -> int:
                     t1 = time.perf_counter()
                     cache[key] = {"text": recognise_segments(recogniser, segs),
                                   "asr_s": time.perf_counter() - t1}
-                st = stats[cond][column]
-                st["edits"] += edit_distance(ref, normalise(cache[key]["text"]))
-                st["words"] += len(ref)
-                st["asr_s"] += cache[key]["asr_s"]
+                tally(stats[cond][column], ref, cache[key]["text"], cache[key]["asr_s"])
             enh = cache.get(f"enh|{path.stem}|{cond}|{weights_meta['sha256']}")
             if enh is not None and any(f[0] != "raw" for f in feeds):
                 enhance_s += enh["s"]

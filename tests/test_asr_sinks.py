@@ -56,6 +56,17 @@ async def feed_hub(hub: AsrHub, x: np.ndarray, identity: str = "alice", room: st
 
 
 # ---------------------------------------------------------------------------- WebSocket
+async def serve_ws(handler) -> tuple[str, web.AppRunner]:
+    """Serve ``handler`` at ws://127.0.0.1:PORT/asr; the caller cleans up the runner."""
+    app = web.Application()
+    app.router.add_get("/asr", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return f"ws://127.0.0.1:{port}/asr", runner
+
+
 @pytest.fixture
 async def fake_recogniser():
     """A real WebSocket server that answers each segment with its byte count as the 'text'."""
@@ -80,14 +91,8 @@ async def fake_recogniser():
                 messages += 1
         return ws
 
-    app = web.Application()
-    app.router.add_get("/asr", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    yield f"ws://127.0.0.1:{port}/asr", received
+    url, runner = await serve_ws(handler)
+    yield url, received
     await runner.cleanup()
 
 
@@ -160,14 +165,9 @@ async def test_websocket_partials_reach_captions_but_not_the_transcript(tmp_path
                                                   "final": False}))
         return ws
 
-    app = web.Application()
-    app.router.add_get("/asr", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url, runner = await serve_ws(handler)
     x, _ = call_with_pauses(tmp_path)
-    sink = WebSocketSink(f"ws://127.0.0.1:{port}/asr")
+    sink = WebSocketSink(url)
     hub = AsrHub([sink], feed=FeedConfig(feed="raw"))
     got: list[tuple] = []
     hub.add_transcript_listener(lambda *a: got.append(a))

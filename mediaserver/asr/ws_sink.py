@@ -13,8 +13,9 @@ Wire format (JSON text messages and binary audio, one connection for all partici
 The recogniser may answer ``{"type":"transcript","id":N,"text":...,"final":true}``; final
 transcripts become captions and the room's transcript. ``"final":false`` marks a partial
 (the words so far of a segment still being spoken): it is shown as a provisional caption
-that the next partial or the final replaces, and is never stored. If the connection drops mid-segment, the rest of that
-segment is sent under a new id after reconnecting (its ``start_ms`` is that of the segment).
+that the next partial or the final replaces, and is never stored. If the connection drops
+mid-segment, the rest of that segment is sent under a new id after reconnecting (its
+``start_ms`` is that of the segment).
 """
 
 from __future__ import annotations

@@ -168,7 +168,8 @@ class Trainer:
 
     # ---- loop --------------------------------------------------------------------------
     def validation_set(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        stream = MixtureStream(self.args.data, MixConfig(seconds=self.args.seconds), self.args.batch, seed=10_000, role="valid")
+        cfg = MixConfig(seconds=self.args.seconds)  # default SNRs, whatever --snr-db trains on
+        stream = MixtureStream(self.args.data, cfg, self.args.batch, seed=10_000, role="valid")
         it = iter(stream)
         return [next(it) for _ in range(self.args.valid_batches)]
 
