@@ -172,24 +172,52 @@ class Enhancer:
             self._ola_tail.index_copy_(0, idx, second[:, -1])
             return out.cpu().numpy()
 
-    def skip(self, slots: Sequence[int], audio: np.ndarray) -> np.ndarray:
-        """Advance streams *without* the network (gate closed / enhancement off).
+    def skip(self, slots: Sequence[int], audio: np.ndarray, gain: Optional[np.ndarray] = None) -> np.ndarray:
+        """Advance streams *without* the network (gate closed, enhancement off, overload).
 
-        The GRU state is kept as it was (the last frames the network saw); the STFT tails are
-        moved on as if the mask had been 1, so when the network takes over again its first
-        output block cross-fades (sqrt-Hann² = Hann) from the pass-through signal instead of
-        replaying stale audio. Returns the input delayed by ``latency`` (the bypass signal).
+        audio [N, k·hop] float32 → [N, k·hop], delayed by ``latency`` like :meth:`process`.
+        ``gain``: None = unity (the output is the delayed input), or [N, window//2 + 1] real
+        per-bin gains (0..1) applied on the same STFT frames the network uses (two FFTs per hop,
+        no network) — e.g. the network's own recent gain on noise, so the background sounds the
+        same whether the network runs or not.
+
+        Every path ends in the same overlap-add synthesis: the first output block adds the
+        pending half frame of whatever ran before (network or skip), so a switch between the
+        network and either skip mode, at any hop, is a 10 ms sqrt-Hann² (= Hann) cross-fade of
+        the two paths, never a jump. The GRU state is kept as it was (the last frames the
+        network saw); the STFT tails move on, so the network resumes without stale audio.
+        Raises ValueError on a bad shape, an unallocated or repeated slot.
         """
         audio = self._check_audio(slots, audio)
         if len(slots) == 0:
             return audio.copy()
+        n, total = audio.shape
         hop = self.hop
+        if gain is not None:
+            gain = np.asarray(gain, dtype=np.float32)
+            if gain.shape != (n, self.window // 2 + 1):
+                raise ValueError(f"gain must be [{n}, {self.window // 2 + 1}], got {gain.shape}")
         idx = self._index(slots)
         with torch.inference_mode():
             tail = self._in_tail.index_select(0, idx).cpu().numpy()
-            delayed = np.concatenate([tail, audio[:, : audio.shape[1] - hop]], axis=1)
-            last_frame = np.concatenate([tail, audio], axis=1)[:, -self.window:]
-            ola = last_frame[:, hop:] * self._win_sq[hop:]
+            ola_in = self._ola_tail.index_select(0, idx).cpu().numpy()  # [N, hop]
+            padded = np.concatenate([tail, audio], axis=1)  # [N, hop + k·hop]
+            if gain is None:
+                # unity mask: each windowed chunk is frame·win², so the output is the delayed
+                # input except the first block, which finishes the previous path's last frame
+                out = padded[:, :total].copy()
+                out[:, :hop] = ola_in + padded[:, :hop] * self._win_sq[:hop]
+                ola = padded[:, -hop:] * self._win_sq[hop:]
+            else:
+                x = torch.from_numpy(padded).to(self.device)
+                frames = x.unfold(1, self.window, hop)  # [N, k, win]
+                spec = torch.fft.rfft(frames * self._win, dim=-1)
+                g = torch.from_numpy(gain).to(self.device)[:, None, :]
+                chunks = (torch.fft.irfft(spec * g, n=self.window, dim=-1) * self._win).cpu().numpy()
+                first, second = chunks[..., :hop], chunks[..., hop:]
+                prev = np.concatenate([ola_in[:, None], second[:, :-1]], axis=1)
+                out = (first + prev).reshape(n, total)
+                ola = second[:, -1]
             self._in_tail.index_copy_(0, idx, torch.from_numpy(np.ascontiguousarray(audio[:, -hop:])).to(self.device))
             self._ola_tail.index_copy_(0, idx, torch.from_numpy(np.ascontiguousarray(ola, dtype=np.float32)).to(self.device))
-        return delayed
+        return out.astype(np.float32, copy=False)
