@@ -6,6 +6,10 @@ through :meth:`Enhancer.process`, p50/p99 wall clock and p50 CPU time of the cal
 per-stream cost against RNNoise measured in the same run, called straight through its C
 library (one ``rnnoise_process_frame`` per 480-sample frame on a preallocated buffer).
 Then the whole stage tick (20 ms frame, VAD + network, gate off) at the same sizes.
+Every system gets the same input: noisy speech with pauses (``--data`` clips, or espeak-ng
+speech in pink noise), each stream at its own offset. RNNoise's cost depends on its input,
+so white noise would misstate it. A baseline whose package is missing is reported as missing,
+with how to install it; ours is measured either way.
 
 ``vad``: the VAD gate's compute saving and quality cost on speech with natural pauses: the
 same noisy signal through :class:`EnhancerStage` with the gate on and off; fraction of frames
@@ -40,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--seconds", type=float, default=4.0, help="time budget per batch size (enhancer)")
     add_option(parser, "--model", default=None, help="weights (default: shipped model; random init of the "
                                                      "default architecture if none is installed)")
-    add_option(parser, "--data", default=None, help="data folder for speech/noise test clips (vad); "
+    add_option(parser, "--data", default=None, help="data folder for speech/noise test clips; "
                                                     "espeak-ng speech and synthetic noise without it")
     add_option(parser, "--vad-mode", type=int, default=None, help="webrtcvad mode for the gate (vad; default: stage default)")
     add_option(parser, "--vad-atten-db", type=float, default=None, help="gate bypass attenuation (vad; default: stage default)")
@@ -65,14 +69,18 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-def _time_steps(step: Callable[[], None], budget_s: float, sync: Callable[[], None]) -> tuple[list[float], list[float]]:
+def _time_steps(step: Callable[[], None], budget_s: float, sync: Callable[[], None],
+                prepare: Callable[[], None] = lambda: None) -> tuple[list[float], list[float]]:
+    """Wall and thread-CPU seconds of ``step`` (after ``prepare``, which is not timed)."""
     for _ in range(5):
+        prepare()
         step()
     sync()
     walls: list[float] = []
     cpus: list[float] = []
     end = time.perf_counter() + budget_s
     while (time.perf_counter() < end and len(walls) < 2000) or len(walls) < 20:
+        prepare()
         c0, w0 = time.thread_time(), time.perf_counter()
         step()
         sync()
@@ -81,25 +89,61 @@ def _time_steps(step: Callable[[], None], budget_s: float, sync: Callable[[], No
     return walls, cpus
 
 
-def bench_rnnoise(budget_s: float) -> dict[str, Any]:
+class BenchSignal:
+    """The benchmark's input: a noisy conversation (speech with pauses) at 48 kHz, cut in hops.
+
+    ``batch(n, hop)`` gives the next ``[n, hop]`` float32 block, stream ``i`` reading the
+    signal from its own offset, so a batch holds talkers and pauses in the mix a call has.
+    """
+
+    RATE = 48000
+
+    def __init__(self, signal: np.ndarray, source: str) -> None:
+        self.signal = np.asarray(signal, np.float32).reshape(-1)
+        self.source = source
+        self._step = 0
+
+    def batch(self, n: int, hop: int) -> np.ndarray:
+        frames = len(self.signal) // hop
+        view = self.signal[: frames * hop].reshape(frames, hop)
+        offsets = (np.arange(n) * 7919 + self._step) % frames  # 7919: spreads streams over the signal
+        self._step += 1
+        return view[offsets]
+
+
+def bench_signal(data: Optional[str], seconds: float = 20.0) -> BenchSignal:
+    noisy, _clean, source = _conversation(data, seconds=seconds, snr_db=10.0)
+    return BenchSignal(noisy, f"{source}, 10 dB SNR, {len(noisy) / BenchSignal.RATE:.0f} s")
+
+
+def bench_rnnoise(budget_s: float, signal: BenchSignal) -> dict[str, Any]:
+    """RNNoise's C library, one 480-sample frame per step, over ``signal``.
+
+    Raises ``ImportError`` (with how to install it) when pyrnnoise is missing.
+    """
     from .peers import RNNoiseStream
 
     stream = RNNoiseStream()
-    rng = np.random.default_rng(0)
-    frames = (rng.standard_normal((64, 480)) * 3000.0).astype(np.float32)
-    i = 0
+    try:
+        def prepare() -> None:
+            stream.buf[:] = signal.batch(1, stream.FRAME)[0] * 32768.0  # RNNoise takes int16-scaled floats
 
-    def step() -> None:
-        nonlocal i
-        stream.buf[:] = frames[i & 63]
-        stream.process_frame()
-        i += 1
-
-    walls, cpus = _time_steps(step, budget_s, lambda: None)
-    stream.close()
+        walls, cpus = _time_steps(stream.process_frame, budget_s, lambda: None, prepare)
+    finally:
+        stream.close()
     p50, p99 = _percentiles(walls)
     return {"system": "rnnoise-c", "frame_ms": 10.0, "frame_ms_p50": p50, "frame_ms_p99": p99,
-            "cpu_ms_p50": _percentiles(cpus)[0], "frames": len(walls)}
+            "cpu_ms_p50": _percentiles(cpus)[0], "frames": len(walls), "input": signal.source}
+
+
+def bench_baseline(budget_s: float, signal: BenchSignal) -> dict[str, Any]:
+    """RNNoise's numbers, or ``{"system", "missing": why and how to install}`` without it."""
+    try:
+        return bench_rnnoise(budget_s, signal)
+    except ImportError as exc:
+        why = f"RNNoise baseline missing: {exc}"
+        logger.warning("%s; measuring ours without it", why)
+        return {"system": "rnnoise-c", "missing": why}
 
 
 def bench_enhancer(args: argparse.Namespace) -> dict[str, Any]:
@@ -113,13 +157,19 @@ def bench_enhancer(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("error: --device cuda but torch sees no CUDA device")
     model, weights = _model(args.model, device)
     sync = (lambda: torch.cuda.synchronize()) if device.startswith("cuda") else (lambda: None)
-    rn = bench_rnnoise(min(args.seconds, 3.0))
+    signal = bench_signal(args.data)
+    rn = bench_baseline(min(args.seconds, 3.0), signal)
     rows = []
     for n in [int(s) for s in args.streams.split(",") if s.strip()]:
         enh = Enhancer(model, device=device, capacity=n)
         slots = [enh.allocate() for _ in range(n)]
-        audio = (np.random.default_rng(n).standard_normal((n, enh.hop)) * 0.05).astype(np.float32)
-        walls, cpus = _time_steps(lambda: enh.process(slots, audio), args.seconds, sync)
+        audio = signal.batch(n, enh.hop)
+
+        def prepare() -> None:
+            nonlocal audio
+            audio = signal.batch(n, enh.hop)
+
+        walls, cpus = _time_steps(lambda: enh.process(slots, audio), args.seconds, sync, prepare)
         p50, p99 = _percentiles(walls)
         cpu50 = _percentiles(cpus)[0]
         hop_ms = 1000.0 * enh.hop / enh.sample_rate
@@ -130,17 +180,20 @@ def bench_enhancer(args: argparse.Namespace) -> dict[str, Any]:
             "realtime": p99 < hop_ms,
             "rt_streams_est": int(n * hop_ms / p50),  # at this batch size, wall clock as measured
             "rt_streams_per_core": int(n * hop_ms / cpu50),  # CPU time: what one free core sustains
-            "x_rnnoise_cpu": (cpu50 / n) / rn["cpu_ms_p50"],
         }
+        if "cpu_ms_p50" in rn:
+            row["x_rnnoise_cpu"] = (cpu50 / n) / rn["cpu_ms_p50"]
         rows.append(row)
         logger.info("N=%d p50 %.3f ms p99 %.3f ms", n, p50, p99)
-    rows += _bench_stage(model, args, [r["streams"] for r in rows])
-    return {"rows": rows, "rnnoise": rn, "weights": weights, "model": dict(model.config),
+    rows += _bench_stage(model, args, [r["streams"] for r in rows], signal)
+    return {"rows": rows, "rnnoise": rn, "weights": weights, "input": signal.source,
+            "model": dict(model.config),
             "macs_per_second": _macs(model), "host": platform.node(), "cpu": platform.processor(),
             "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def _bench_stage(model: Any, args: argparse.Namespace, sizes: list[int]) -> list[dict[str, Any]]:
+def _bench_stage(model: Any, args: argparse.Namespace, sizes: list[int],
+                 signal: BenchSignal) -> list[dict[str, Any]]:
     """Whole media-clock tick (20 ms frame: VAD for every stream + network for all, gate off =
     worst case, every stream talking) through EnhancerStage.process_sync."""
     import tempfile
@@ -155,9 +208,13 @@ def _bench_stage(model: Any, args: argparse.Namespace, sizes: list[int]) -> list
         for n in sizes:
             stage = EnhancerStage(path, device=args.device, threads=args.threads, gate=False, capacity=n)
             handles = [stage.open() for _ in range(n)]
-            frames = (np.random.default_rng(n).standard_normal((n, FRAME)) * 0.05).astype(np.float32)
-            items = [(h, frames[i]) for i, h in enumerate(handles)]
-            walls, cpus = _time_steps(lambda: stage.process_sync(items), args.seconds / 2, lambda: None)
+            items: list[tuple[Any, np.ndarray]] = []
+
+            def prepare() -> None:
+                frames = signal.batch(n, FRAME)
+                items[:] = [(h, frames[i]) for i, h in enumerate(handles)]
+
+            walls, cpus = _time_steps(lambda: stage.process_sync(items), args.seconds / 2, lambda: None, prepare)
             stage.shutdown()
             p50, p99 = _percentiles(walls)
             cpu50 = _percentiles(cpus)[0]
@@ -178,7 +235,11 @@ def _macs(model: Any) -> int:
 def print_enhancer(result: dict[str, Any]) -> None:
     rn = result["rnnoise"]
     print(f"weights: {result['weights']}  model {result['model']}  {result['macs_per_second'] / 1e6:.0f} MMAC/s")
-    print(f"RNNoise (C, same run): {rn['frame_ms_p50']:.3f} ms wall / {rn['cpu_ms_p50']:.3f} ms CPU per 10 ms frame")
+    print(f"input: {result['input']}")
+    if "missing" in rn:
+        print(f"{rn['missing']} (no 'x RNNoise' column)")
+    else:
+        print(f"RNNoise (C, same run): {rn['frame_ms_p50']:.3f} ms wall / {rn['cpu_ms_p50']:.3f} ms CPU per 10 ms frame")
     head = (f"{'what':<12} {'device':<6} {'streams':>7} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms':>8} {'ms/stream':>10} "
             f"{'RT?':>4} {'RT(wall)':>8} {'RT(core)':>8} {'x RNNoise':>9}")
     print(head)
@@ -222,7 +283,7 @@ def _conversation(data: Optional[str], seconds: float = 60.0, snr_db: float = 10
         import tempfile
 
         if shutil.which("espeak-ng") is None:
-            raise SystemExit("error: bench vad needs --data or espeak-ng")
+            raise SystemExit("error: this benchmark needs --data or espeak-ng (apt-get install espeak-ng)")
         source = "espeak-ng + pink noise"
         sentences = ["The meeting starts at nine.", "Can everyone hear me now?", "Let us look at the numbers.",
                      "I think that is fine.", "Please send me the report tomorrow.", "Thanks, see you later."]
@@ -325,8 +386,10 @@ def main(args: argparse.Namespace) -> int:
     if args.target == "enhancer":
         result = bench_enhancer(args)
         print_enhancer(result)
-        payload: Any = [dict(r, rnnoise_frame_ms_p50=result["rnnoise"]["frame_ms_p50"],
-                             rnnoise_cpu_ms_p50=result["rnnoise"]["cpu_ms_p50"], weights=result["weights"])
+        rn = result["rnnoise"]
+        baseline = ({"rnnoise_missing": rn["missing"]} if "missing" in rn else
+                    {"rnnoise_frame_ms_p50": rn["frame_ms_p50"], "rnnoise_cpu_ms_p50": rn["cpu_ms_p50"]})
+        payload: Any = [dict(r, **baseline, weights=result["weights"], input=result["input"])
                         for r in result["rows"]]
     else:
         result = bench_vad(args)

@@ -35,6 +35,9 @@ def _fit(y: np.ndarray, n: int) -> np.ndarray:
 
 
 # ---- RNNoise straight through its C library -------------------------------------------------
+RNNOISE_INSTALL = "install it with: pip install pyrnnoise, or the eval extra: pip install -e \".[eval]\""
+
+
 def rnnoise_library() -> ctypes.CDLL:
     """librnnoise.so from the pyrnnoise wheel, loaded by path (pyrnnoise itself drags in
     matplotlib/audiolab; the library has everything)."""
@@ -42,9 +45,12 @@ def rnnoise_library() -> ctypes.CDLL:
 
     spec = importlib.util.find_spec("pyrnnoise")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("pyrnnoise is not installed")
+        raise ImportError(f"pyrnnoise is not installed ({RNNOISE_INSTALL})")
     folder = list(spec.submodule_search_locations)[0]
-    lib = ctypes.CDLL(os.path.join(folder, "librnnoise.so"))
+    try:
+        lib = ctypes.CDLL(os.path.join(folder, "librnnoise.so"))
+    except OSError as exc:  # a broken or foreign-ABI wheel: as good as missing
+        raise ImportError(f"pyrnnoise's librnnoise.so cannot be loaded: {exc} ({RNNOISE_INSTALL})") from None
     lib.rnnoise_create.argtypes = [ctypes.c_void_p]
     lib.rnnoise_create.restype = ctypes.c_void_p
     lib.rnnoise_destroy.argtypes = [ctypes.c_void_p]
@@ -61,7 +67,10 @@ class RNNoiseStream:
     FRAME = 480
     LATENCY = 960  # measured: output[n] matches input[n - 960] (20 ms window)
 
+    state: Optional[int] = None  # set once the C state exists; close() and __del__ rely on it
+
     def __init__(self, lib: Optional[ctypes.CDLL] = None) -> None:
+        """Raises ``ImportError`` when pyrnnoise is not installed (see ``RNNOISE_INSTALL``)."""
         self.lib = lib or rnnoise_library()
         if self.lib.rnnoise_get_frame_size() != self.FRAME:
             raise RuntimeError("unexpected RNNoise frame size")
@@ -74,7 +83,7 @@ class RNNoiseStream:
         return self.lib.rnnoise_process_frame(self.state, self._ptr, self._ptr)
 
     def close(self) -> None:
-        if self.state:
+        if self.state:  # None when __init__ failed before creating it
             self.lib.rnnoise_destroy(self.state)
             self.state = None
 
