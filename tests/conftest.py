@@ -20,6 +20,12 @@ import pytest
 
 from mediaserver.audio import read_audio, resample, write_audio
 
+import ci_guard
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    ci_guard.pytest_configure(config)   # CI=true: any skip fails the run
+
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 48000
 
