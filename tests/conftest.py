@@ -28,6 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 48000
+METRICS_TOKEN = "test-metrics-token"   # /metrics and a detailed /healthz when --secret is set
 
 
 class ServerProcess:
@@ -38,7 +39,7 @@ class ServerProcess:
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mediaserver", "serve", "--host", "127.0.0.1", "--port", "0",
-             "--ice-host", "127.0.0.1", *extra],
+             "--ice-host", "127.0.0.1", "--metrics-token", METRICS_TOKEN, *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log, env=env)
         self.port = 0
         assert self.proc.stdout is not None
@@ -166,7 +167,9 @@ def wait_participants(server: ServerProcess, count: int, timeout: float = 60.0) 
     deadline = time.monotonic() + timeout
     seen = -1
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(server.url + "healthz", timeout=5) as resp:
+        request = urllib.request.Request(server.url + "healthz",
+                                         headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        with urllib.request.urlopen(request, timeout=5) as resp:
             seen = json.loads(resp.read())["participants"]
         if seen == count:
             return

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, Optional
 
 from .mediaclock import MediaClock
 from .metrics import SfuMetrics
+from .names import BadName, check_room, identity_key, normalise_identity
 from .participant import Participant
 
 logger = logging.getLogger(__name__)
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-IDENTITY_RE = re.compile(r"^[\w][\w .@\-]{0,63}$")
 
 
 class RoomError(ValueError):
@@ -52,19 +49,26 @@ class RoomManager:
         self.rooms: dict[str, Room] = {}
 
     @staticmethod
-    def check_names(room: Any, identity: Any) -> None:
-        if not isinstance(room, str) or not NAME_RE.match(room):
-            raise RoomError("unknown-room", "room name must be 1-64 of A-Z a-z 0-9 _ . -")
-        if not isinstance(identity, str) or not IDENTITY_RE.match(identity):
-            raise RoomError("bad-request", "identity must be 1-64 word characters, space . @ -")
+    def check_names(room: Any, identity: Any) -> str:
+        """Check both names (whole strings, names.py); return the identity in normal form."""
+        try:
+            check_room(room)
+        except BadName as exc:
+            raise RoomError("unknown-room", str(exc)) from None
+        try:
+            return normalise_identity(identity)
+        except BadName as exc:
+            raise RoomError("bad-request", str(exc)) from None
 
     def admit(self, participant: Participant) -> Room:
         """Add a participant that has not published yet; raise ``RoomError`` if refused."""
-        self.check_names(participant.room, participant.identity)
+        if self.check_names(participant.room, participant.identity) != participant.identity:
+            raise RoomError("bad-request", "identity is not in normal form (names.normalise_identity)")
         if self.allowed_rooms is not None and participant.room not in self.allowed_rooms:
             raise RoomError("unknown-room", f"room {participant.room!r} does not exist")
         room = self.rooms.get(participant.room)
-        if room is not None and participant.identity in room.participants:
+        key = identity_key(participant.identity)
+        if room is not None and any(identity_key(o) == key for o in room.participants):
             raise RoomError("bad-request", f"identity {participant.identity!r} is already in the room")
         if room is not None and len(room.participants) >= self.max_participants:
             raise RoomError("bad-request", "room is full")

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,6 +25,8 @@ from .metrics import SfuMetrics
 from .room import RoomManager
 from .rtptap import tolerate_consent_stalls
 from .signalling import SFU_CONTEXT, SfuContext, websocket_handler
+from .turn import IceServers, add_turn_options
+from . import websec
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +43,8 @@ def _split(values: Optional[list[str]]) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_option(parser, "--host", default="0.0.0.0", help="address to listen on")
+    add_option(parser, "--host", default="127.0.0.1",
+               help="address to listen on (default: this machine only; 0.0.0.0: every interface)")
     add_option(parser, "--port", type=int, default=8080, help="HTTP/WebSocket port")
     add_option(parser, "--ice-host", action="append", default=None,
                help="pin ICE host candidates to these addresses (comma list; 127.0.0.1 in tests)")
@@ -52,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="TURN URL(s) handed to clients, e.g. turn:turn.example.org:3478")
     add_option(parser, "--turn-username", default=None, help="TURN username for clients")
     add_option(parser, "--turn-credential", default=None, help="TURN credential for clients")
+    add_turn_options(parser)
+    websec.add_security_options(parser)
     add_option(parser, "--secret", default=None,
                help="HMAC secret for join tokens (without it anyone can join any room)")
     add_option(parser, "--no-enhance", action="store_true", default=False,
@@ -121,17 +127,11 @@ def build_app(args: argparse.Namespace, *, stage: Any = None) -> web.Application
         return ClockStream(room=room, identity=identity, inbound=inbound, encoder=encoder,
                            handle=handle, on_close=close)
 
-    ice_servers: list[dict] = []
-    stun = _split(args.stun)
-    if stun:
-        ice_servers.append({"urls": stun})
-    turn = _split(args.turn)
-    if turn:
-        entry: dict[str, Any] = {"urls": turn}
-        if args.turn_username:
-            entry["username"] = args.turn_username
-            entry["credential"] = args.turn_credential or ""
-        ice_servers.append(entry)
+    ice = IceServers(stun=_split(args.stun), turn=_split(args.turn), secret=args.turn_secret,
+                     ttl_s=args.turn_ttl, username=args.turn_username,
+                     credential=args.turn_credential)
+    # the server's own peer connections: per-join TURN pairs are for clients only
+    ice_servers = ice.for_server()
 
     def rtc_config() -> RTCConfiguration:
         # Never aiortc's default (a public Google STUN server): only what was configured.
@@ -143,9 +143,13 @@ def build_app(args: argparse.Namespace, *, stage: Any = None) -> web.Application
     ctx = SfuContext(manager=manager, metrics=metrics, make_stream=make_stream,
                      rtc_config=rtc_config, ice_servers=ice_servers, secret=args.secret,
                      enhancement_available=stage is not None,
-                     outbound_queue=args.outbound_queue, public_ip=args.public_ip)
+                     outbound_queue=args.outbound_queue, public_ip=args.public_ip,
+                     origins=websec.origin_policy(args),
+                     join_ice_servers=(lambda label: ice.for_join(now=time.time(), label=label))
+                     if ice.per_join else None)
 
     app = web.Application(client_max_size=256 * 1024)
+    websec.attach(app, args)   # CSP and other headers, /metrics guard, /client.json
     app[SFU_CONTEXT] = ctx
     app[MEDIA_CLOCK] = clock
     app[ROOM_MANAGER] = manager
@@ -251,12 +255,14 @@ def _announce(args: argparse.Namespace, port: int) -> None:
           flush=True)
     if not args.secret:
         logger.warning("no --secret set: the server is OPEN, anyone can join any room")
+    websec.announce(args)
 
 
 async def serve(args: argparse.Namespace) -> None:
     stage = build_stage(args)
     app = build_app(args, stage=stage)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False,
+                           access_log_class=websec.RedactingAccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()
@@ -282,7 +288,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     from ..asr.options import validate_asr_args
 
-    asr_error = validate_asr_args(args)
+    asr_error = validate_asr_args(args) or websec.validate_args(args)
     if asr_error:
         print(f"error: {asr_error}")
         return 2

@@ -12,22 +12,26 @@ import asyncio
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCRtpTransceiver
 
+from ..jsonsafe import loads_bounded
 from .mediaclock import ClockStream
 from .metrics import SfuMetrics
+from .origin import OriginPolicy
 from .participant import NegotiationError, Participant
 from .room import RoomError, RoomManager
 from .sdp import SdpError, parse_description
-from .tokens import TokenError, verify
+from .tokens import ReplayGuard, TokenError, verify
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE = 64 * 1024
+MAX_JSON_DEPTH = 16   # the protocol nests 3 deep; anything far deeper is refused as bad-json
 
 
 @dataclass
@@ -43,6 +47,9 @@ class SfuContext:
     enhancement_available: bool = True
     outbound_queue: int = 10
     public_ip: Optional[str] = None
+    origins: OriginPolicy = field(default_factory=OriginPolicy)
+    replay: ReplayGuard = field(default_factory=ReplayGuard)   # one join per token
+    join_ice_servers: Optional[Callable[[str], list[dict]]] = None   # per-join TURN credentials
 
 
 class ClientError(Exception):
@@ -101,7 +108,7 @@ class SignallingSession:
 
     async def handle_text(self, text: str) -> None:
         try:
-            message = json.loads(text)
+            message = loads_bounded(text, MAX_JSON_DEPTH)
         except ValueError:
             raise ClientError("bad-json", "message is not valid JSON") from None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
@@ -118,14 +125,16 @@ class SignallingSession:
     async def on_join(self, m: dict) -> None:
         if self.participant is not None:
             raise ClientError("bad-request", "already joined")
-        room_name, identity = m.get("room"), m.get("identity")
+        room_name = m.get("room")
         try:
-            RoomManager.check_names(room_name, identity)
+            identity = RoomManager.check_names(room_name, m.get("identity"))  # normal form
         except RoomError as exc:
             raise ClientError(exc.code, str(exc), close=True) from None
+        grant = None
         if self.ctx.secret:
             try:
-                verify(self.ctx.secret, m.get("token"), room=room_name, identity=identity)
+                grant = verify(self.ctx.secret, m.get("token"), room=room_name, identity=identity)
+                self.ctx.replay.use(grant, now=time.time())
             except TokenError as exc:
                 raise ClientError("bad-token", str(exc), close=True) from None
         p = Participant(room=room_name, identity=identity, send=self.send,
@@ -134,13 +143,16 @@ class SignallingSession:
         try:
             room = self.ctx.manager.admit(p)
         except RoomError as exc:
+            if grant is not None:  # not admitted: the token was not spent
+                self.ctx.replay.release(grant)
             raise ClientError(exc.code, str(exc), close=True) from None
         self.participant = p
         p.on_failed = self._on_peer_failed
         await self.send({
             "type": "joined", "room": room_name, "identity": identity,
             "participants": [{"identity": o.identity, "muted": o.muted} for o in room.others(p)],
-            "iceServers": self.ctx.ice_servers,
+            "iceServers": (self.ctx.join_ice_servers(f"{room_name}/{identity}")
+                           if self.ctx.join_ice_servers else self.ctx.ice_servers),
         })
         await room.broadcast({"type": "participant-joined", "identity": identity}, exclude=p)
 
@@ -267,6 +279,12 @@ class SignallingSession:
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     ctx: SfuContext = request.app[SFU_CONTEXT]
+    origin = request.headers.get("Origin")
+    if not ctx.origins.allows(origin, request.host):
+        ctx.metrics.signalling_errors.labels("bad-origin").inc()
+        logger.warning("refused /ws from a page at %r (not this server's origin nor in "
+                       "--allowed-origins)", origin[:200] if origin else origin)
+        raise web.HTTPForbidden(text="this page's origin may not use this server (--allowed-origins)")
     # heartbeat 30 s (pong due within 15 s): a dead socket is noticed, a busy client is not cut
     ws = web.WebSocketResponse(max_msg_size=4 * MAX_MESSAGE, heartbeat=30.0)
     await ws.prepare(request)

@@ -5,7 +5,7 @@
 import { LevelMeter } from "./audio.js";
 import { Call } from "./call.js";
 import { ParticipantList } from "./participants.js";
-import { defaultSignallingUrl, Signalling } from "./signalling.js";
+import { chooseSignallingUrl, Signalling } from "./signalling.js";
 import { fmt, serverStatsRows, summariseConnection, summariseInbound } from "./stats.js";
 
 const $ = (id) => document.getElementById(id);
@@ -122,9 +122,11 @@ class App {
     $("join").disabled = true;
     try {
       this.ctx = new AudioContext(); // created inside the click, so browsers let it play
+      // decided before the microphone opens: ?ws= may not name a server the operator did not allow
+      const url = await chooseSignallingUrl(this.params.get("ws"));
       this.mic = await navigator.mediaDevices.getUserMedia(this.micConstraints($("mic-join").value));
       this.micMeter = new LevelMeter(this.ctx, this.mic);
-      this.signalling = new Signalling(this.params.get("ws") || defaultSignallingUrl());
+      this.signalling = new Signalling(url);
       this.signalling.addEventListener("message", (ev) => this.onMessage(ev.detail));
       this.signalling.addEventListener("close", () => this.onSocketClosed());
       await this.signalling.open();

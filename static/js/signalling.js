@@ -55,3 +55,31 @@ export function defaultSignallingUrl(loc = window.location) {
   const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${loc.host}/ws`;
 }
+
+/**
+ * The signalling URL a join may use: this server's /ws, or the page's ?ws= parameter when it
+ * names this same server or one that this server's operator listed (--page-signalling, served
+ * as client.json). Anything else throws before the microphone is opened: a link must never
+ * send someone's voice to a server the operator did not choose.
+ */
+export async function chooseSignallingUrl(requested, loc = window.location) {
+  const own = defaultSignallingUrl(loc);
+  if (!requested) return own;
+  let url;
+  try {
+    url = new URL(requested, own);
+  } catch (err) {
+    throw new Error(`?ws= is not a URL: ${requested}`);
+  }
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") throw new Error(`?ws= must be a ws:// or wss:// URL`);
+  if (url.host === loc.host) return url.href;
+  let allowed = [];
+  try {
+    const resp = await fetch("client.json", { cache: "no-store" });
+    if (resp.ok) allowed = ((await resp.json()).signalling || []).map((u) => new URL(u).href);
+  } catch (err) {
+    allowed = [];
+  }
+  if (allowed.includes(url.href)) return url.href;
+  throw new Error(`This page talks only to its own server; ${url.host} is not one its operator allowed.`);
+}

@@ -1,0 +1,162 @@
+"""HTTP-side protections of ``mediaserver serve``: who may open /ws, what the page may
+connect to, headers on every response, a token for /metrics and /healthz, and an
+access log without secrets.
+
+- ``--allowed-origins``: pages from these origins may open ``/ws`` (``origin.py``);
+- ``--page-signalling``: other signalling servers the shipped page may use through
+  its ``?ws=`` parameter (served as ``/client.json`` and in the page's CSP
+  ``connect-src``); by default the page talks to its own server only;
+- every response carries a Content-Security-Policy (scripts, styles and connections
+  from this server only, ``frame-ancestors 'none'``), ``X-Frame-Options: DENY``,
+  ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer`` (a page URL
+  may hold ``?token=``);
+- ``--metrics-token``: ``/metrics`` needs ``Authorization: Bearer <token>`` when it is
+  set, or when ``--secret`` is set (then without a metrics token /metrics answers 403);
+  ``/healthz`` then answers only ``{"status": "ok"}`` without the token;
+- the access log writes ``token=REDACTED`` for any query parameter whose name holds
+  ``token``, in the request line and in the logged ``Referer``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import logging
+from typing import Awaitable, Callable, Optional
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from aiohttp import web
+from aiohttp.web_log import AccessLogger
+
+from ..config import add_option
+from .origin import OriginPolicy
+
+logger = logging.getLogger(__name__)
+
+GUARDED = ("/metrics", "/healthz")
+REDACTED = "REDACTED"
+
+
+def add_security_options(parser: argparse.ArgumentParser) -> None:
+    add_option(parser, "--allowed-origins", default=None,
+               help="comma list of origins (scheme://host[:port], or *) whose pages may open /ws "
+                    "(default: the page's own origin; with --secret: any page holding a token)")
+    add_option(parser, "--page-signalling", default=None,
+               help="comma list of other ws(s):// signalling URLs the shipped page may use via ?ws= "
+                    "(default: none, the page talks only to its own server)")
+    add_option(parser, "--metrics-token", default=None,
+               help="bearer token for /metrics and a detailed /healthz (required with --secret)")
+
+
+def validate_args(args: argparse.Namespace) -> Optional[str]:
+    """An error message for inconsistent security/TURN settings, or None."""
+    try:
+        origin_policy(args)
+        page_signalling(args)
+    except ValueError as exc:
+        return str(exc)
+    if args.turn_ttl <= 0:
+        return "--turn-ttl must be positive"
+    if args.turn_secret and not args.turn:
+        return "--turn-secret needs --turn (the TURN URLs handed to clients)"
+    if args.turn_secret and args.turn_username:
+        return "--turn-secret mints per-join credentials: drop --turn-username/--turn-credential"
+    return None
+
+
+def announce(args: argparse.Namespace) -> None:
+    """Log what the out-of-the-box protections mean for this run."""
+    if args.host in ("127.0.0.1", "::1", "localhost"):
+        logger.info("listening on this machine only; --host 0.0.0.0 (with --secret) serves others")
+    if args.secret and not args.metrics_token:
+        logger.info("/metrics is closed (--secret without --metrics-token); /healthz says only ok")
+
+
+def _split(value: Optional[str]) -> list[str]:
+    return [x.strip() for x in (value or "").split(",") if x.strip()]
+
+
+def origin_policy(args: argparse.Namespace) -> OriginPolicy:
+    """The /ws origin check; raises ``ValueError`` for a malformed --allowed-origins entry."""
+    given = _split(args.allowed_origins)
+    return OriginPolicy(given, enforced=bool(given) or not args.secret)
+
+
+def page_signalling(args: argparse.Namespace) -> list[str]:
+    urls = _split(args.page_signalling)
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"--page-signalling entries must be ws:// or wss:// URLs: {url!r}")
+    return urls
+
+
+def content_security_policy(signalling: list[str]) -> str:
+    connect = " ".join(["'self'", *signalling])
+    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"media-src 'self' blob: mediastream:; connect-src {connect}; object-src 'none'; "
+            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def redact_query(path_qs: str) -> str:
+    """``path?a=1&token=x`` -> ``path?a=1&token=REDACTED`` (any parameter named *token*)."""
+    path, sep, query = path_qs.partition("?")
+    if not sep or "token" not in query.lower():
+        return path_qs
+    pairs = [(k, REDACTED if "token" in k.lower() else v)
+             for k, v in parse_qsl(query, keep_blank_values=True)]
+    return f"{path}?{urlencode(pairs)}"
+
+
+class RedactingAccessLogger(AccessLogger):
+    """aiohttp's access log with ``token`` query values replaced (request line and Referer)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        referer = request.headers.get("Referer", "")
+        if "token" in request.query_string.lower() or "token" in referer.lower():
+            headers = request.headers.copy()
+            if referer:
+                headers["Referer"] = redact_query(referer)
+            request = request.clone(rel_url=redact_query(request.rel_url.raw_path_qs),
+                                    headers=headers)
+        super().log(request, response, time)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def attach(app: web.Application, args: argparse.Namespace) -> None:
+    """Add the headers, the /metrics guard and ``/client.json`` to ``app`` (before it starts)."""
+    signalling = page_signalling(args)
+    csp = content_security_policy(signalling)
+    token: Optional[str] = args.metrics_token or None
+    guarded = bool(token or args.secret)
+
+    async def headers(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.setdefault("Content-Security-Policy", csp)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+
+    @web.middleware
+    async def metrics_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not guarded or request.path not in GUARDED:
+            return await handler(request)
+        given = request.headers.get("Authorization", "")
+        ok = token is not None and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+        if ok:
+            return await handler(request)
+        if request.path == "/healthz":
+            return web.json_response({"status": "ok"})
+        if token is None:
+            raise web.HTTPForbidden(text="/metrics is closed on a server with --secret: "
+                                         "set --metrics-token and send it as a Bearer token")
+        raise web.HTTPUnauthorized(text="/metrics needs Authorization: Bearer <metrics token>",
+                                   headers={"WWW-Authenticate": "Bearer"})
+
+    async def client_config(request: web.Request) -> web.Response:
+        return web.json_response({"signalling": signalling})
+
+    app.on_response_prepare.append(headers)
+    app.middlewares.append(metrics_guard)
+    app.router.add_get("/client.json", client_config)
