@@ -24,7 +24,8 @@ from urllib.parse import urlparse, urlunparse
 
 import aiohttp
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection,
+                    RTCSessionDescription)
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .audio import AudioFileError, read_audio, resample, write_audio
@@ -185,7 +186,7 @@ class HeadlessClient:
                 await self._send({"type": "join", "room": self.args.room,
                                   "identity": self.identity, "token": self.args.token})
                 joined = await self._expect("joined")
-                self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+                self.pc = RTCPeerConnection(self._rtc_config(joined))
                 self.source = FileSource(self.samples if self.samples is not None
                                          else np.zeros(0, np.float32))
                 self.pc.addTransceiver(self.source, direction="sendrecv")
@@ -222,6 +223,17 @@ class HeadlessClient:
                 end = loop.time()
                 await self.pc.close()
         return self._summary(joined, end, wall0)
+
+    def _rtc_config(self, joined: dict) -> RTCConfiguration:
+        """No ICE servers, or with --relay the joined message's ones and relay candidates only."""
+        if not self.args.relay:
+            return RTCConfiguration(iceServers=[])
+        servers = [RTCIceServer(urls=s["urls"], username=s.get("username"),
+                                credential=s.get("credential"))
+                   for s in joined.get("iceServers") or [] if isinstance(s, dict) and "urls" in s]
+        if not any(s.username for s in servers):
+            raise ConnectionError("--relay: the server handed out no TURN server with credentials")
+        return RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy.RELAY)
 
     async def _send(self, message: dict) -> None:
         assert self.ws is not None
@@ -345,6 +357,11 @@ class HeadlessClient:
             "events": [e for e in self.events if e.get("type") in (
                 "participant-joined", "participant-left")],
             "errors": self.errors,
+            "local_candidate_types": sorted({
+                line.split(" typ ")[1].split()[0]
+                for line in (self.pc.localDescription.sdp.splitlines()
+                             if self.pc is not None and self.pc.localDescription else [])
+                if line.startswith("a=candidate:") and " typ " in line}),
         }
 
 
@@ -364,6 +381,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--jitter-ms", type=float, default=0.0, help="random extra send delay")
     add_option(parser, "--reorder", type=float, default=0.0, help="probability to reorder a packet")
     add_option(parser, "--seed", type=int, default=0, help="impairment random seed")
+    add_option(parser, "--relay", action="store_true", default=False,
+               help="send and receive only through the TURN server named in 'joined' "
+                    "(ICE transport policy relay)")
 
 
 def main(args: argparse.Namespace) -> int:
