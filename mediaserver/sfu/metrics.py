@@ -41,6 +41,22 @@ class SfuMetrics:
                                          "error replies sent", ["code"], registry=r)
         self.renegotiations = Counter("mediaserver_renegotiations_total",
                                       "server offers sent", registry=r)
+        # limits (sfu/limits.py) and per-socket send queues (sfu/outbox.py)
+        self.ws_sockets = Gauge("mediaserver_ws_sockets", "open /ws connections", registry=r)
+        self.ws_send_queued = Gauge("mediaserver_ws_send_queue_messages",
+                                    "messages waiting in all sockets' send queues", registry=r)
+        self.ws_slow_consumer_drops = Counter(
+            "mediaserver_ws_slow_consumer_drops_total",
+            "sockets dropped for not reading (reason: queue-full, stalled)", ["reason"], registry=r)
+        self.ws_refused_messages = Counter(
+            "mediaserver_ws_rate_limited_messages_total",
+            "inbound messages refused because their socket exceeded --ws-rate/--ws-burst", registry=r)
+        self.limit_refusals = Counter(
+            "mediaserver_limit_refusals_total",
+            "connections, joins and sockets refused or closed by a limit "
+            "(limit: sockets, sockets_per_ip, rooms, offer_timeout, rate)", ["limit"], registry=r)
+        self.limits = Gauge("mediaserver_limit", "configured limits (sfu/limits.py)", ["limit"],
+                            registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

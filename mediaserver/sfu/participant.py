@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Callable, Optional
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
@@ -26,7 +26,9 @@ from .sdp import align_offer, announce_address, enable_opus_fec
 logger = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT_S = 15.0
-Send = Callable[[dict], Awaitable[None]]
+# Queues one message to the client's socket; never blocks; raises ConnectionError when the
+# socket is closing (SignallingSession.send, backed by sfu/outbox.py).
+Send = Callable[[dict], None]
 
 
 class NegotiationError(RuntimeError):
@@ -66,10 +68,10 @@ class Participant:
         self._published = asyncio.Event()
         self.on_failed: Optional[Callable[[], None]] = None
 
-    async def notify(self, message: dict) -> None:
-        """Send an event; a socket that is already gone is not an error here."""
+    def notify(self, message: dict) -> None:
+        """Queue an event; a socket that is already gone is not an error here."""
         try:
-            await self._send(message)
+            self._send(message)
         except Exception as exc:
             logger.debug("%s/%s: event not delivered: %s", self.room, self.identity, exc)
 
@@ -188,7 +190,7 @@ class Participant:
                 self._metrics.renegotiations.inc()
                 agreed = pc.remoteDescription.sdp if pc.remoteDescription else ""
                 sdp = align_offer(pc.localDescription.sdp, agreed)
-                await self._send({"type": "offer", "sdp": self._outgoing(sdp), "tracks": tracks})
+                self._send({"type": "offer", "sdp": self._outgoing(sdp), "tracks": tracks})
                 try:
                     answer = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
                 except asyncio.TimeoutError:

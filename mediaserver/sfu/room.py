@@ -31,20 +31,22 @@ class Room:
     def others(self, me: Participant) -> list[Participant]:
         return [p for p in self.participants.values() if p is not me]
 
-    async def broadcast(self, message: dict, *, exclude: Optional[Participant] = None) -> None:
+    def broadcast(self, message: dict, *, exclude: Optional[Participant] = None) -> None:
+        """Queue ``message`` to everyone (but ``exclude``); awaits no socket (sfu/outbox.py)."""
         for p in list(self.participants.values()):
             if p is not exclude and not p.closed:
-                await p.notify(message)
+                p.notify(message)
 
 
 class RoomManager:
     """Admits and removes participants, and keeps the media clock's streams in step."""
 
     def __init__(self, *, clock: MediaClock, metrics: SfuMetrics, max_participants: int = 16,
-                 allowed_rooms: Optional[set[str]] = None) -> None:
+                 allowed_rooms: Optional[set[str]] = None, max_rooms: int = 50) -> None:
         self.clock = clock
         self.metrics = metrics
         self.max_participants = max_participants
+        self.max_rooms = max_rooms
         self.allowed_rooms = allowed_rooms
         self.rooms: dict[str, Room] = {}
 
@@ -72,6 +74,10 @@ class RoomManager:
             raise RoomError("bad-request", f"identity {participant.identity!r} is already in the room")
         if room is not None and len(room.participants) >= self.max_participants:
             raise RoomError("bad-request", "room is full")
+        if room is None and len(self.rooms) >= self.max_rooms:
+            self.metrics.limit_refusals.labels("rooms").inc()
+            raise RoomError("server-full", f"the server has its maximum of {self.max_rooms} rooms "
+                                           "(--max-rooms); join an existing room or try later")
         if room is None:
             room = self.rooms[participant.room] = Room(participant.room)
         room.participants[participant.identity] = participant
@@ -108,7 +114,7 @@ class RoomManager:
         if not room.participants and self.rooms.get(room.name) is room:
             del self.rooms[room.name]   # (another removal may have got here first)
         self._update_gauges()
-        await room.broadcast({"type": "participant-left", "identity": participant.identity})
+        room.broadcast({"type": "participant-left", "identity": participant.identity})
 
     def _update_gauges(self) -> None:
         self.metrics.rooms.set(len(self.rooms))

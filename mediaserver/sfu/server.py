@@ -20,6 +20,7 @@ from aiortc import RTCConfiguration, RTCIceServer
 
 from ..config import add_option
 from ..ice import pin_host_addresses
+from .limits import Limits, add_limit_options
 from .mediaclock import ClockStream, MediaClock
 from .metrics import SfuMetrics
 from .room import RoomManager
@@ -73,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="comma list of allowed room names (default: any valid name)")
     add_option(parser, "--outbound-queue", type=int, default=10,
                help="packets buffered per subscriber before the oldest is dropped")
+    add_limit_options(parser)
     from ..enhance.stage import add_stage_options  # flags only; torch loads at serve time
 
     add_stage_options(parser)
@@ -102,8 +104,9 @@ def build_app(args: argparse.Namespace, *, stage: Any = None) -> web.Application
     metrics = SfuMetrics()
     clock = MediaClock(stage=stage, metrics=metrics, encode_pts=_encode)
     allowed = set(_split([args.rooms])) if args.rooms else None
+    limits = Limits.from_args(args)
     manager = RoomManager(clock=clock, metrics=metrics, max_participants=args.max_participants,
-                          allowed_rooms=allowed)
+                          allowed_rooms=allowed, max_rooms=limits.max_rooms)
     OpusEncoder(bitrate=args.opus_bitrate).close()  # fail at start, not at first join
     asr_hub = _build_asr(args, stage)
     if asr_hub is not None:
@@ -143,7 +146,7 @@ def build_app(args: argparse.Namespace, *, stage: Any = None) -> web.Application
     ctx = SfuContext(manager=manager, metrics=metrics, make_stream=make_stream,
                      rtc_config=rtc_config, ice_servers=ice_servers, secret=args.secret,
                      enhancement_available=stage is not None,
-                     outbound_queue=args.outbound_queue, public_ip=args.public_ip,
+                     outbound_queue=args.outbound_queue, public_ip=args.public_ip, limits=limits,
                      origins=websec.origin_policy(args),
                      join_ice_servers=(lambda label: ice.for_join(now=time.time(), label=label))
                      if ice.per_join else None)
@@ -185,7 +188,7 @@ def _attach_asr(app: web.Application, hub: Any, manager: RoomManager, secret: Op
     async def broadcast(room_name: str, message: dict) -> None:
         room = manager.rooms.get(room_name)
         if room is not None:
-            await room.broadcast(message)
+            room.broadcast(message)
 
     def authorise(room: str, identity: Optional[str], token: Optional[str]) -> None:
         verify(secret or "", token, room=room, identity=identity or "")
@@ -288,7 +291,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     from ..asr.options import validate_asr_args
 
-    asr_error = validate_asr_args(args) or websec.validate_args(args)
+    asr_error = (validate_asr_args(args) or websec.validate_args(args)
+                 or Limits.from_args(args).problem())
     if asr_error:
         print(f"error: {asr_error}")
         return 2

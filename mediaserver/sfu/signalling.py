@@ -2,14 +2,18 @@
 
 One ``SignallingSession`` per socket: parse and validate each JSON message, call
 the room manager, reply. A bad message gets an ``error`` reply naming what was
-wrong; only oversized messages and refused joins close the socket, and nothing a
-client sends can touch another participant's call.
+wrong; only oversized messages, refused joins, floods and a missing offer close the
+socket, and nothing a client sends can touch another participant's call.
+
+Everything sent to a client goes through its ``Outbox`` (bounded queue, one writer
+task): no handler and no broadcast ever waits on another client's socket, and a client
+that stops reading is dropped (sfu/outbox.py). Limits (sfu/limits.py): connections in
+all and per address, inbound message rate, and a deadline for the first offer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -21,8 +25,10 @@ from aiortc import RTCConfiguration, RTCRtpTransceiver
 
 from ..jsonsafe import loads_bounded
 from .mediaclock import ClockStream
+from .limits import ConnectionGate, Limits, RateLimiter, Verdict
 from .metrics import SfuMetrics
 from .origin import OriginPolicy
+from .outbox import Outbox
 from .participant import NegotiationError, Participant
 from .room import RoomError, RoomManager
 from .sdp import SdpError, parse_description
@@ -50,6 +56,16 @@ class SfuContext:
     origins: OriginPolicy = field(default_factory=OriginPolicy)
     replay: ReplayGuard = field(default_factory=ReplayGuard)   # one join per token
     join_ice_servers: Optional[Callable[[str], list[dict]]] = None   # per-join TURN credentials
+    limits: Limits = field(default_factory=Limits)
+    gate: ConnectionGate = field(init=False)
+    sessions: set["SignallingSession"] = field(init=False, default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.gate = ConnectionGate(max_total=self.limits.max_sockets,
+                                   max_per_address=self.limits.max_sockets_per_ip)
+        self.metrics.ws_send_queued.set_function(lambda: sum(len(s.outbox) for s in self.sessions))
+        for name, value in vars(self.limits).items():
+            self.metrics.limits.labels(name).set(value)
 
 
 class ClientError(Exception):
@@ -62,49 +78,103 @@ class ClientError(Exception):
 class SignallingSession:
     """The state machine of one socket: new -> joined -> published -> gone."""
 
-    def __init__(self, ws: web.WebSocketResponse, ctx: SfuContext) -> None:
+    def __init__(self, ws: web.WebSocketResponse, ctx: SfuContext, *,
+                 abort: Callable[[], None]) -> None:
+        """``abort`` drops the connection at once (the request's ``transport.abort``)."""
         self.ws = ws
         self.ctx = ctx
         self.participant: Optional[Participant] = None
-        self._send_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task] = set()
+        limits = ctx.limits
+        self.outbox = Outbox(ws, abort=abort, on_slow=self._on_slow,
+                             max_messages=limits.ws_send_queue, stall_s=limits.ws_send_timeout_s)
+        self._loop = asyncio.get_running_loop()
+        self._rate = RateLimiter(rate=limits.ws_rate, burst=limits.ws_burst, now=self._loop.time())
 
-    async def send(self, message: dict) -> None:
-        if self.ws.closed:
-            raise ConnectionError("socket closed")
-        async with self._send_lock:
-            await self.ws.send_str(json.dumps(message))
+    def send(self, message: dict) -> None:
+        """Queue ``message`` for this client; raises ``ConnectionError`` once closing."""
+        self.outbox.post(message)
 
-    async def error(self, code: str, message: str) -> None:
+    def error(self, code: str, message: str) -> None:
         self.ctx.metrics.signalling_errors.labels(code).inc()
         logger.info("signalling error %s: %s", code, message)
         try:
-            await self.send({"type": "error", "code": code, "message": message})
-        except Exception:
+            self.send({"type": "error", "code": code, "message": message})
+        except ConnectionError:
             pass
 
+    def close(self, code: int, reason: str) -> None:
+        """Close after what is queued (an error reply first, typically)."""
+        self.outbox.close(code, reason.encode()[:120])
+
+    def _who(self) -> str:
+        p = self.participant
+        return f"{p.room}/{p.identity}" if p is not None else "(not joined)"
+
     async def run(self) -> None:
+        self.outbox.start()
+        deadline = self._loop.call_later(self.ctx.limits.offer_timeout_s, self._offer_overdue)
         try:
             async for msg in self.ws:
+                if not self.outbox.accepting:   # closing, or dropped as a slow consumer
+                    break
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and not self._within_rate():
+                    if not self.outbox.accepting:
+                        break
+                    continue
                 if msg.type == WSMsgType.TEXT:
                     if len(msg.data) > MAX_MESSAGE:
-                        await self.error("too-large", f"message over {MAX_MESSAGE} bytes")
-                        await self.ws.close(code=1009, message=b"message too large")
+                        self.error("too-large", f"message over {MAX_MESSAGE} bytes")
+                        self.close(1009, "message too large")
                         break
                     try:
                         await self.handle_text(msg.data)
                     except ClientError as exc:
-                        await self.error(exc.code, str(exc))
+                        self.error(exc.code, str(exc))
                         if exc.close:
-                            await self.ws.close(code=1008, message=exc.code.encode())
+                            self.close(1008, exc.code)
                             break
                 elif msg.type == WSMsgType.BINARY:
-                    await self.error("bad-request", "binary messages are not part of the protocol")
+                    self.error("bad-request", "binary messages are not part of the protocol")
                 elif msg.type == WSMsgType.ERROR:
                     logger.info("socket error: %s", self.ws.exception())
                     break
         finally:
+            deadline.cancel()
             await self.leave()
+            await self.outbox.finish()
+
+    def _within_rate(self) -> bool:
+        """Token bucket on inbound messages; over it: warn once, then drop, then close."""
+        verdict = self._rate.check(now=self._loop.time())
+        if verdict is Verdict.PROCESS:
+            return True
+        self.ctx.metrics.ws_refused_messages.inc()
+        limits = self.ctx.limits
+        if verdict is Verdict.WARN:
+            self.error("rate-limited", f"over {limits.ws_rate:g} messages/s (burst {limits.ws_burst}): "
+                                       "message dropped; the socket is closed if this goes on")
+        elif verdict is Verdict.CLOSE:
+            self.ctx.metrics.limit_refusals.labels("rate").inc()
+            logger.warning("%s: closing a socket that kept sending over %g messages/s",
+                           self._who(), limits.ws_rate)
+            self.error("rate-limited", "closing: messages kept coming over the rate")
+            self.close(1008, "rate-limited")
+        return False
+
+    def _offer_overdue(self) -> None:
+        p = self.participant
+        if p is not None and p.pc is not None:
+            return
+        self.ctx.metrics.limit_refusals.labels("offer_timeout").inc()
+        timeout = self.ctx.limits.offer_timeout_s
+        logger.info("%s: no offer within %g s of connecting: closing", self._who(), timeout)
+        self.error("offer-timeout", f"join and send an offer within {timeout:g} s of connecting")
+        self.close(1008, "offer-timeout")
+
+    def _on_slow(self, reason: str) -> None:
+        self.ctx.metrics.ws_slow_consumer_drops.labels(reason).inc()
+        logger.warning("%s: slow consumer dropped (%s: over %d queued messages or %g s on one)",
+                       self._who(), reason, self.outbox.max_messages, self.outbox.stall_s)
 
     async def handle_text(self, text: str) -> None:
         try:
@@ -148,13 +218,13 @@ class SignallingSession:
             raise ClientError(exc.code, str(exc), close=True) from None
         self.participant = p
         p.on_failed = self._on_peer_failed
-        await self.send({
+        self.send({
             "type": "joined", "room": room_name, "identity": identity,
             "participants": [{"identity": o.identity, "muted": o.muted} for o in room.others(p)],
             "iceServers": (self.ctx.join_ice_servers(f"{room_name}/{identity}")
                            if self.ctx.join_ice_servers else self.ctx.ice_servers),
         })
-        await room.broadcast({"type": "participant-joined", "identity": identity}, exclude=p)
+        room.broadcast({"type": "participant-joined", "identity": identity}, exclude=p)
 
     async def on_offer(self, m: dict) -> None:
         p = self._me()
@@ -169,9 +239,9 @@ class SignallingSession:
         def make_stream(_mic: RTCRtpTransceiver) -> ClockStream:
             stream = self.ctx.make_stream(p.room, p.identity)
             stream.muted = p.muted
-            stream.on_speaking = lambda speaking, level: self._spawn(room.broadcast(
+            stream.on_speaking = lambda speaking, level: room.broadcast(
                 {"type": "speaking", "identity": p.identity, "speaking": speaking,
-                 "level": round(level, 3)}))
+                 "level": round(level, 3)})
             return stream
 
         try:
@@ -180,7 +250,7 @@ class SignallingSession:
             # aiortc refuses descriptions it cannot use; drop the half-made connection
             await p.discard_connection()
             raise ClientError("bad-sdp", f"offer rejected: {exc}") from None
-        await self.send({"type": "answer", "sdp": answer})
+        self.send({"type": "answer", "sdp": answer})
         if not p.closed:
             self.ctx.manager.published(p)
 
@@ -210,7 +280,7 @@ class SignallingSession:
             p.stream.muted = p.muted
         room = self.ctx.manager.rooms.get(p.room)
         if changed and room is not None:  # the others show it on the speaker's card
-            await room.broadcast({"type": "muted", "identity": p.identity, "muted": p.muted}, exclude=p)
+            room.broadcast({"type": "muted", "identity": p.identity, "muted": p.muted}, exclude=p)
 
     async def on_enhancement(self, m: dict) -> None:
         p = self._me()
@@ -229,7 +299,7 @@ class SignallingSession:
             handle.enabled = enabled
         if atten is not None:
             handle.atten_lim_db = float(atten)
-        await self.send({"type": "enhancement", "enabled": bool(handle.enabled),
+        self.send({"type": "enhancement", "enabled": bool(handle.enabled),
                          "atten_lim_db": float(handle.atten_lim_db)})
 
     async def on_stats(self, m: dict) -> None:
@@ -247,29 +317,23 @@ class SignallingSession:
                     entry["atten_lim_db"] = float(o.stream.handle.atten_lim_db)
             people[o.identity] = entry
         clock = self.ctx.manager.clock
-        await self.send({"type": "stats", "identity": p.identity, "room": p.room,
+        self.send({"type": "stats", "identity": p.identity, "room": p.room,
                          "transport": await p.stats(), "participants": people,
                          "clock": {"ticks": clock.tick, "late": clock.late,
                                    "skipped": clock.skipped}})
 
     async def on_leave(self, m: dict) -> None:
         await self.leave()
-        await self.ws.close()
+        self.close(1000, "")
 
     # -- helpers --------------------------------------------------------------------------
     def _me(self) -> Participant:
         assert self.participant is not None
         return self.participant
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _on_peer_failed(self) -> None:
-        logger.info("peer connection of %s failed: closing its socket",
-                    self.participant.identity if self.participant else "?")
-        self._spawn(self.ws.close(code=1011, message=b"peer connection failed"))
+        logger.info("peer connection of %s failed: closing its socket", self._who())
+        self.close(1011, "peer connection failed")
 
     async def leave(self) -> None:
         p, self.participant = self.participant, None
@@ -285,10 +349,40 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         logger.warning("refused /ws from a page at %r (not this server's origin nor in "
                        "--allowed-origins)", origin[:200] if origin else origin)
         raise web.HTTPForbidden(text="this page's origin may not use this server (--allowed-origins)")
-    # heartbeat 30 s (pong due within 15 s): a dead socket is noticed, a busy client is not cut
-    ws = web.WebSocketResponse(max_msg_size=4 * MAX_MESSAGE, heartbeat=30.0)
-    await ws.prepare(request)
-    await SignallingSession(ws, ctx).run()
+    address = request.remote or "unknown"
+    refused = ctx.gate.refusal(address)
+    if refused is not None:
+        ctx.metrics.limit_refusals.labels(refused).inc()
+        logger.warning("refused /ws from %s: %s limit reached (%d open)", address, refused,
+                       ctx.gate.open_count)
+        if refused == "sockets":
+            raise web.HTTPServiceUnavailable(
+                text=f"the server has its maximum of {ctx.limits.max_sockets} connections "
+                     "(--max-sockets); try again later", headers={"Retry-After": "10"})
+        raise web.HTTPTooManyRequests(
+            text=f"at most {ctx.limits.max_sockets_per_ip} connections from one address "
+                 "(--max-sockets-per-ip)", headers={"Retry-After": "10"})
+    ctx.gate.open(address)
+    ctx.metrics.ws_sockets.set(ctx.gate.open_count)
+    try:
+        # heartbeat 30 s (pong due within 15 s): a dead socket is noticed, a busy client is not cut
+        ws = web.WebSocketResponse(max_msg_size=4 * MAX_MESSAGE, heartbeat=30.0)
+        await ws.prepare(request)
+        transport = request.transport
+
+        def abort() -> None:
+            if transport is not None:
+                transport.abort()
+
+        session = SignallingSession(ws, ctx, abort=abort)
+        ctx.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            ctx.sessions.discard(session)
+    finally:
+        ctx.gate.close(address)
+        ctx.metrics.ws_sockets.set(ctx.gate.open_count)
     return ws
 
 

@@ -1,0 +1,162 @@
+"""Per-socket send queue: nothing the server sends waits on one client's socket.
+
+Every signalling message to a client goes through that socket's ``Outbox``: ``post()``
+serialises the message, appends it to a bounded queue and returns at once; one writer task
+per socket writes the queue to the WebSocket in order. A broadcast therefore costs one
+append per participant, whatever state their sockets are in.
+
+A client that does not read its socket fills the kernel's buffers, then aiohttp's, and then
+the writer's ``send_str`` stops making progress. That client is a *slow consumer* and is
+dropped (its transport aborted, which ends its session and removes its participant) when
+either bound is crossed:
+
+- ``queue-full``: more than ``max_messages`` messages or ``max_bytes`` bytes are waiting;
+- ``stalled``: one message has not been written within ``stall_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from typing import Any, Callable, Optional, Protocol
+
+logger = logging.getLogger(__name__)
+
+
+class TextSocket(Protocol):
+    """What the outbox needs of ``aiohttp.web.WebSocketResponse``."""
+
+    async def send_str(self, data: str) -> None: ...
+
+    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
+
+
+class Outbox:
+    """Bounded, ordered queue of text frames to one socket, written by one owned task.
+
+    :param ws: the prepared WebSocket.
+    :param abort: closes the connection at once, unsent data discarded (``transport.abort``).
+    :param on_slow: called once, with ``"queue-full"`` or ``"stalled"``, before the abort.
+    :param max_messages: messages that may wait before the consumer counts as slow.
+    :param max_bytes: bytes (UTF-8 JSON) that may wait before the consumer counts as slow.
+    :param stall_s: seconds one message may take to be written, in seconds.
+    """
+
+    def __init__(self, ws: TextSocket, *, abort: Callable[[], None], on_slow: Callable[[str], None],
+                 max_messages: int = 256, max_bytes: int = 4 << 20, stall_s: float = 10.0) -> None:
+        if max_messages < 1 or max_bytes < 1 or stall_s <= 0:
+            raise ValueError("outbox bounds must be positive")
+        self._ws = ws
+        self._abort = abort
+        self._on_slow = on_slow
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.stall_s = stall_s
+        self._queue: deque[str] = deque()
+        self._bytes = 0
+        self._wake = asyncio.Event()
+        self._close: Optional[tuple[int, bytes]] = None   # requested close, after the queue
+        self._task: Optional[asyncio.Task] = None
+        self.dropped: Optional[str] = None   # the reason, once dropped as a slow consumer
+        self.sent = 0
+
+    # -- producer side (never blocks) --------------------------------------------------------
+    @property
+    def accepting(self) -> bool:
+        return self._close is None and self.dropped is None
+
+    def __len__(self) -> int:
+        """Messages waiting to be written."""
+        return len(self._queue)
+
+    def post(self, message: dict[str, Any]) -> None:
+        """Queue ``message`` (JSON-serialisable); raises ``ConnectionError`` once closing."""
+        if not self.accepting:
+            raise ConnectionError(f"socket closing ({self.dropped or 'closed'})")
+        text = json.dumps(message)
+        self._queue.append(text)
+        self._bytes += len(text)
+        if len(self._queue) > self.max_messages or self._bytes > self.max_bytes:
+            self._drop("queue-full")
+            raise ConnectionError("socket dropped: slow consumer (queue-full)")
+        self._wake.set()
+
+    def close(self, code: int = 1000, message: bytes = b"") -> None:
+        """Close the socket after what is already queued (the writer sends the close frame)."""
+        if self.accepting:
+            self._close = (code, message)
+            self._wake.set()
+
+    # -- writer task -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="ws-outbox")
+
+    async def finish(self) -> None:
+        """Flush what is queued, send the close frame, stop the writer.
+
+        Takes at most ``stall_s`` in all; a consumer that does not take the rest in that
+        time is dropped as ``stalled``.
+        """
+        self.close()
+        task = self._task
+        if task is None:
+            return
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.stall_s)
+            if not done:
+                self._drop("stalled")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if not self._queue:
+                    if self._close is not None or self.dropped is not None:
+                        break
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                text = self._queue[0]
+                if not await self._bounded(self._ws.send_str(text)):
+                    return
+                self._queue.popleft()
+                self._bytes -= len(text)
+                self.sent += 1
+            if self.dropped is None and self._close is not None:
+                code, message = self._close
+                try:   # aiohttp waits for the client's close frame; a silent one is cut off
+                    await asyncio.wait_for(self._ws.close(code=code, message=message), self.stall_s)
+                except asyncio.TimeoutError:
+                    self._abort()
+        except (ConnectionError, RuntimeError) as exc:
+            # the peer went away (reset, or aiohttp refusing writes after close): nothing to flush
+            logger.debug("outbox writer ended: %r", exc)
+            self._queue.clear()
+            self._bytes = 0
+
+    async def _bounded(self, write: Any) -> bool:
+        """Await one write for at most ``stall_s``; a stall drops the consumer (False)."""
+        try:
+            await asyncio.wait_for(write, self.stall_s)
+            return True
+        except asyncio.TimeoutError:
+            self._drop("stalled")
+            return False
+
+    def _drop(self, reason: str) -> None:
+        if self.dropped is not None:
+            return
+        self.dropped = reason
+        self._queue.clear()
+        self._bytes = 0
+        self._wake.set()
+        try:
+            self._on_slow(reason)
+        finally:
+            self._abort()
