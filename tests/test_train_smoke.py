@@ -38,16 +38,16 @@ def test_training_smoke_run_writes_loadable_weights(tmp_path: Path) -> None:
     out = tmp_path / "model"
     argv = [
         "--data", str(data), "--out", str(out), "--ckpt-dir", str(tmp_path / "ckpt"),
-        "--steps", "4", "--batch", "2", "--seconds", "1", "--hidden", "16", "--layers", "1",
-        "--workers", "0", "--valid-every", "2", "--valid-batches", "1", "--log-every", "1",
+        "--steps", "4", "--batch", "2", "--seconds", "1", "--arch", "gru", "--hidden", "16", "--layers", "1",
+        "--valid-every", "2", "--valid-count", "2", "--log-every", "1",
     ]
     assert train.main(argv) == 0
     model = load_model(out)
     assert model.hidden == 16
-    # rerunning the same command resumes from the checkpoint: nothing left to do
+    # rerunning the same command resumes from the checkpoint: --steps more steps
     assert train.main(argv) == 0
     state = torch.load(tmp_path / "ckpt" / "checkpoint.pt", weights_only=False)
-    assert state["step"] == 4
+    assert state["step"] == 8
     # fine-tuning starts from shipped weights, keeping their architecture
     tuned = tmp_path / "tuned"
     argv_ft = argv[:]
@@ -55,3 +55,25 @@ def test_training_smoke_run_writes_loadable_weights(tmp_path: Path) -> None:
     argv_ft[argv_ft.index("--ckpt-dir") + 1] = str(tmp_path / "ckpt2")
     assert train.main(argv_ft + ["--init", str(out)]) == 0
     assert load_model(tuned).hidden == 16
+
+
+def test_band_network_trains_resumes_and_packs(tmp_path: Path) -> None:
+    """The v3 (band) network: a few steps from the data folder, then from a pack of it; the
+    checkpoint resumes with its step count and hours seen; the export loads in the server's loader."""
+    data = make_dataset(tmp_path / "data")
+    pack = tmp_path / "pack"
+    assert train.main(["--data", str(data), "--out", str(tmp_path / "x"), "--write-pack", str(pack), "--pack-mb", "1"]) == 0
+    assert (pack / "train" / "speech.flac").is_file() and (pack / "valid" / "noise.json").is_file()
+    for i, source in enumerate((["--data", str(data)], ["--pack", str(pack)])):
+        out, ckpt = tmp_path / f"band{i}", tmp_path / f"ck{i}"
+        argv = source + [
+            "--out", str(out), "--ckpt-dir", str(ckpt), "--steps", "2", "--batch", "2", "--seconds", "1",
+            "--channels", "8", "--time-hidden", "8", "--blocks", "1", "--valid-every", "2", "--valid-count", "2",
+        ]
+        assert train.main(argv) == 0
+        assert train.main(argv) == 0  # resumes and runs two more steps
+        state = torch.load(ckpt / "checkpoint.pt", weights_only=False)
+        assert state["step"] == 4
+        assert abs(state["hours"] - 4 * 2 * 1.0 / 3600) < 1e-9
+        model = load_model(out)
+        assert model.config == {"arch": "band", "channels": 8, "time_hidden": 8, "blocks": 1}

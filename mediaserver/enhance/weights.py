@@ -15,7 +15,9 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .model import N_BINS, EnhancerModel
+from torch import nn
+
+from .model import N_BINS, build_model
 
 FORMAT = "mediaserver-enhancer"
 FORMAT_VERSION = 1
@@ -37,7 +39,7 @@ def sha256_of(path: PathLike) -> str:
     return digest.hexdigest()
 
 
-def save_model(model: EnhancerModel, path: PathLike, meta: Optional[dict[str, Any]] = None) -> None:
+def save_model(model: nn.Module, path: PathLike, meta: Optional[dict[str, Any]] = None) -> None:
     """Write atomically (tmp then rename) so a killed run never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +65,7 @@ def resolve_weights_path(path: Optional[PathLike] = None) -> Path:
     return path / WEIGHTS_FILE if path.is_dir() else path
 
 
-def load_model(path: Optional[PathLike] = None, device: str = "cpu") -> EnhancerModel:
+def load_model(path: Optional[PathLike] = None, device: str = "cpu") -> nn.Module:
     """Load and validate a checkpoint; raise :class:`WeightsError` with the reason."""
     file = resolve_weights_path(path)
     if not file.is_file():
@@ -80,7 +82,7 @@ def load_model(path: Optional[PathLike] = None, device: str = "cpu") -> Enhancer
             f"{file} has checkpoint format {payload.get('format_version')}, expected {FORMAT_VERSION}"
         )
     try:
-        model = EnhancerModel(**payload["config"])
+        model = build_model(payload["config"])
         model.load_state_dict(payload["state_dict"], strict=True)
     except Exception as exc:
         raise WeightsError(f"{file} does not match the enhancer architecture: {exc}") from None
