@@ -67,7 +67,7 @@ def attach(app: web.Application, hub: AsrHub, *, broadcast: Broadcast, room_exis
 
     async def transcript(request: web.Request) -> web.Response:
         room = request.match_info["room"]
-        if not ROOM_RE.match(room):
+        if not ROOM_RE.fullmatch(room):
             raise web.HTTPBadRequest(text="room name must be 1-64 of A-Z a-z 0-9 _ . -")
         if authorise is not None:
             try:
