@@ -17,8 +17,8 @@ from mediaserver.asr.hub import AsrHub, FeedConfig
 from mediaserver.asr.metrics import REGISTRY
 from mediaserver.asr.segmenter import Segment
 from mediaserver.asr.sink import QueuedSink, Transcript
-from mediaserver.asr.wav_sink import WavRecorderSink, safe_name
-from mediaserver.asr.ws_sink import WebSocketSink
+from mediaserver.asr.wav_sink import WavRecorderSink, folder_name, safe_name
+from mediaserver.asr.ws_sink import AckTracker, WebSocketSink
 
 from test_asr_pipeline import call_with_pauses, espeak48  # noqa: E402  (same folder)
 
@@ -223,6 +223,76 @@ async def test_websocket_sink_reconnects_after_server_restart(fake_recogniser) -
     assert [r["id"] for r in received] == [1, 2]
 
 
+def test_ack_tracker_counts_sent_acknowledged_and_overdue() -> None:
+    acks = AckTracker(timeout=10.0)
+    for i in range(4):
+        acks.sent(i, now=float(i))
+    assert acks.acknowledged(1) and not acks.acknowledged(1) and not acks.acknowledged(99)
+    assert acks.expire(now=10.5) == 1          # only id 0 is older than 10 s
+    assert not acks.acknowledged(0)             # a late answer no longer counts
+    assert acks.connection_lost() == 2 and acks.pending == 0
+    assert (acks.sent_count, acks.acknowledged_count, acks.unacknowledged_count) == (4, 1, 3)
+
+
+def ws_counts() -> dict[str, float]:
+    return {state: REGISTRY.get_sample_value("mediaserver_asr_ws_segments_total",
+                                             {"state": state}) or 0.0
+            for state in ("sent", "acknowledged", "unacknowledged")}
+
+
+async def test_websocket_sink_counts_every_segment_acknowledged(fake_recogniser) -> None:
+    url, received = fake_recogniser
+    before = ws_counts()
+    sink = WebSocketSink(url, live=False, ack_timeout=60.0)
+    await sink.start(lambda t: None)
+    for i in range(5):
+        sink.submit_segment(segment(i))
+    await sink.drain()
+    for _ in range(500):
+        if sink.acks.acknowledged_count == 5:
+            break
+        await asyncio.sleep(0.01)
+    await sink.stop()
+    assert (sink.acks.sent_count, sink.acks.acknowledged_count, sink.acks.unacknowledged_count) == (5, 5, 0)
+    after = ws_counts()
+    assert {k: after[k] - before[k] for k in after} == {"sent": 5, "acknowledged": 5, "unacknowledged": 0}
+
+
+async def test_websocket_peer_that_never_reads_shows_up(caplog) -> None:
+    """The connection stays up while nothing is read: the missing acknowledgements say so."""
+    release = asyncio.Event()
+
+    async def deaf(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        await release.wait()   # never reads a message
+        return ws
+
+    url, runner = await serve_ws(deaf)
+    before = ws_counts()
+    sink = WebSocketSink(url, live=False, ack_timeout=0.3, send_timeout=2.0)
+    await sink.start(lambda t: None)
+    try:
+        i = 0
+        for _ in range(600):
+            sink.submit_segment(segment(i))
+            i += 1
+            await sink.drain()
+            if sink.acks.unacknowledged_count >= 5:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        release.set()
+        await sink.stop()
+        await runner.cleanup()
+    assert sink.acks.unacknowledged_count >= 5 and sink.acks.acknowledged_count == 0
+    assert sink.acks.sent_count >= 5 and sink.connects == 1   # the connection itself looked fine
+    after = ws_counts()
+    assert after["acknowledged"] == before["acknowledged"]
+    assert after["unacknowledged"] - before["unacknowledged"] == sink.acks.unacknowledged_count
+    assert any("not acknowledged" in r.getMessage() for r in caplog.records)
+
+
 def test_websocket_sink_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match="ws://"):
         WebSocketSink("http://127.0.0.1/x")
@@ -302,6 +372,70 @@ async def test_redis_sink_leaves_audio_out_unless_asked(redis_url) -> None:
     await sink.stop()
 
 
+async def test_redis_stream_expires_after_the_room_ends_and_not_while_it_speaks(redis_url) -> None:
+    import redis.asyncio as aioredis
+
+    from mediaserver.asr.redis_sink import RedisStreamSink, stream_key
+
+    sink = RedisStreamSink(redis_url, ttl_s=3600)
+    await sink.start(lambda t: None)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        sink.submit_segment(segment(0, room="ends"))
+        sink.submit_segment(segment(0, room="goes-on"))
+        await sink.drain()
+        assert await client.pttl(stream_key("ends")) == -1          # live: no expiry
+        sink.submit_room_ended("ends")
+        sink.submit_transcript(Transcript("ends", "alice", "late words", 0.0, 200.0))
+        await sink.drain()
+        ttl = await client.pttl(stream_key("ends"))
+        assert 3_500_000 < ttl <= 3_600_000                          # a late transcript keeps it
+        assert await client.xlen(stream_key("ends")) == 2
+        assert await client.pttl(stream_key("goes-on")) == -1        # other rooms untouched
+        sink.submit_segment(segment(1, room="ends"))                 # the room speaks again
+        await sink.drain()
+        assert await client.pttl(stream_key("ends")) == -1
+
+        short = RedisStreamSink(redis_url, ttl_s=0.2)
+        await short.start(lambda t: None)
+        short.submit_room_ended("ends")
+        await short.drain()
+        await short.stop()
+        for _ in range(300):
+            if not await client.exists(stream_key("ends")):
+                break
+            await asyncio.sleep(0.05)
+        assert not await client.exists(stream_key("ends"))
+        assert await client.exists(stream_key("goes-on"))
+    finally:
+        await sink.stop()
+        await client.aclose()
+
+
+async def test_hub_tells_sinks_when_a_rooms_last_speaker_leaves(redis_url, tmp_path) -> None:
+    import redis.asyncio as aioredis
+
+    from mediaserver.asr.redis_sink import RedisStreamSink, stream_key
+
+    x, _ = call_with_pauses(tmp_path)
+    sink = RedisStreamSink(redis_url, ttl_s=600)
+    hub = AsrHub([sink], feed=FeedConfig(feed="raw"))
+    await hub.start()
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await feed_hub(hub, x, identity="ann", room="talk")
+        await feed_hub(hub, x[:960 * 10], identity="ben", room="talk")
+        hub.participant_left("talk", "ann")
+        await sink.drain()
+        assert await client.pttl(stream_key("talk")) == -1   # ben is still there
+        hub.participant_left("talk", "ben")
+        await sink.drain()
+        assert 0 < await client.pttl(stream_key("talk")) <= 600_000
+    finally:
+        await hub.stop()
+        await client.aclose()
+
+
 async def test_redis_sink_survives_a_dead_server() -> None:
     from mediaserver.asr.redis_sink import RedisStreamSink
 
@@ -333,9 +467,27 @@ async def test_wav_recorder_writes_per_participant_and_sanitises_names(tmp_path)
         assert (tmp_path / "rec") in path.parents
         data, rate = sf.read(str(path), dtype="int16")
         assert rate == 16000 and np.array_equal(data, segment(1).pcm)
-    assert sink.written[1].parent.name == "bob_smith"
+    assert sink.written[1].parent.name.startswith("bob_smith+")
     assert sink.written[1].name == "0000002000-0000002200.wav"
     assert safe_name("..") == "_" and "/" not in safe_name("a/b")
+
+
+async def test_wav_recorder_gives_distinct_names_distinct_folders(tmp_path) -> None:
+    """José/Josè, Bob/bob, and a name spelled like another's folder never share one."""
+    names = ["José", "Josè", "Bob", "bob", "bob smith", "bob_smith", "..", "_",
+             folder_name("José")]
+    sink = WavRecorderSink(tmp_path / "rec")
+    await sink.start(lambda t: None)
+    for i, name in enumerate(names):
+        sink.submit_segment(segment(i, identity=name))
+    await sink.drain()
+    await sink.stop()
+    folders = [p.parent for p in sink.written]
+    assert len(set(folders)) == len(names), [f.name for f in folders]
+    assert len({f.name.casefold() for f in folders}) == len(names)   # case-insensitive disks too
+    for path, name in zip(sink.written, names):
+        assert (tmp_path / "rec") in path.parents
+        assert json.loads(path.with_suffix(".json").read_text())["identity"] == name
 
 
 # ---------------------------------------------------------------------------- local Whisper

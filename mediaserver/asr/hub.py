@@ -144,6 +144,11 @@ class AsrHub:
         pipe = self._pipes.pop((room, identity), None)
         if pipe is not None:
             self._deliver(pipe, pipe.flush())
+            if not any(k[0] == room for k in self._pipes):   # the room's last speaker left
+                for sink in self.sinks:
+                    notify = getattr(sink, "submit_room_ended", None)
+                    if notify is not None:
+                        notify(room)
         if not any(k[0] == room for k in self._pipes) and not self.transcripts.has_room(room):
             self._call_start.pop(room, None)  # nothing refers to this call's clock any more
 

@@ -22,6 +22,14 @@ ERRORS = Counter("mediaserver_asr_sink_errors_total", "Sink failures (connect, s
 QUEUE_DEPTH = Gauge("mediaserver_asr_sink_queue_depth", "Items waiting in a sink queue", ["sink"], **_R)
 CONNECTED = Gauge("mediaserver_asr_sink_connected", "1 when a networked sink is connected",
                   ["sink"], **_R)
+WS_SEGMENTS = Counter("mediaserver_asr_ws_segments_total",
+                      "Segments the WebSocket sink finished sending ('sent'), that the recogniser "
+                      "acknowledged ('acknowledged'), and that it did not acknowledge in time or "
+                      "before the connection ended ('unacknowledged')", ["state"], **_R)
+WS_PENDING = Gauge("mediaserver_asr_ws_segments_pending",
+                   "Segments sent to the WebSocket recogniser and not yet acknowledged", **_R)
+WS_BYTES = Counter("mediaserver_asr_ws_audio_bytes_total",
+                   "Audio bytes written to the WebSocket recogniser", **_R)
 TRANSCRIPTS = Counter("mediaserver_asr_transcripts_total", "Transcripts produced", ["source"], **_R)
 RECOGNISE_SECONDS = Histogram("mediaserver_asr_recognise_seconds", "Wall time of one local recognition",
                               buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16), **_R)

@@ -35,6 +35,9 @@ def add_asr_options(parser: argparse.ArgumentParser) -> None:
                help="ws sink: stream audio as it is spoken (live) or send whole segments")
     add_option(parser, "--asr-redis-maxlen", type=int, default=1000,
                help="approximate MAXLEN of each room's ASR stream")
+    add_option(parser, "--asr-redis-ttl", type=float, default=86400.0,
+               help="seconds a room's ASR stream is kept after its last speaker left "
+                    "(EXPIRE; cleared when the room speaks again)")
     add_option(parser, "--asr-redis-audio", action="store_true",
                help="also put each segment's 16 kHz audio into the Redis stream (~32 kB per "
                     "second of speech; off: segment times and transcripts only)")
@@ -75,7 +78,8 @@ def build_sinks(args: argparse.Namespace) -> list[AsrSink]:
             from .redis_sink import RedisStreamSink
 
             sinks.append(RedisStreamSink(args.redis_url, maxlen=args.asr_redis_maxlen,
-                                          include_audio=args.asr_redis_audio))
+                                          include_audio=args.asr_redis_audio,
+                                          ttl_s=args.asr_redis_ttl))
         elif name == "wav":
             if not args.record_dir:
                 raise ValueError("the wav ASR sink needs --record-dir")
@@ -99,6 +103,8 @@ def validate_asr_args(args: argparse.Namespace) -> Optional[str]:
             return f"the {name} ASR sink needs {flags[name]}"
     if args.asr_ws_url and not args.asr_ws_url.startswith(("ws://", "wss://")):
         return f"--asr-ws-url must start with ws:// or wss://, got {args.asr_ws_url!r}"
+    if args.asr_redis_ttl <= 0:
+        return "--asr-redis-ttl must be positive"
     if args.asr_threads < 1 or args.asr_redis_maxlen < 1:
         return "--asr-threads and --asr-redis-maxlen must be >= 1"
     if "local" in names:

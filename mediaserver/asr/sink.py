@@ -53,8 +53,15 @@ class LiveChunk:
     discarded: bool = False
 
 
+@dataclass(frozen=True)
+class RoomEnded:
+    """The last speaker of ``room`` left (for sinks that keep per-room state, ``wants_room_end``)."""
+
+    room: str
+
+
 TranscriptCallback = Callable[[Transcript], None]
-Item = Union[Segment, Transcript, LiveChunk]
+Item = Union[Segment, Transcript, LiveChunk, RoomEnded]
 
 
 class AsrSink(Protocol):
@@ -67,6 +74,7 @@ class AsrSink(Protocol):
     def submit_segment(self, segment: Segment) -> None: ...
     def submit_transcript(self, transcript: Transcript) -> None: ...
     def submit_live(self, chunk: LiveChunk) -> None: ...
+    def submit_room_ended(self, room: str) -> None: ...
 
 
 class QueuedSink:
@@ -74,6 +82,7 @@ class QueuedSink:
 
     wants_transcripts = False
     wants_live_audio = False
+    wants_room_end = False
 
     def __init__(self, name: str, *, queue_size: int = 16) -> None:
         if queue_size < 1:
@@ -106,6 +115,10 @@ class QueuedSink:
     def submit_live(self, chunk: LiveChunk) -> None:
         if self.wants_live_audio:
             self._put(chunk)
+
+    def submit_room_ended(self, room: str) -> None:
+        if self.wants_room_end:
+            self._put(RoomEnded(room))
 
     def _put(self, item: Item) -> None:
         if self._queue.full():

@@ -10,8 +10,14 @@ Wire format (JSON text messages and binary audio, one connection for all partici
 3. ``{"type":"end","id":N,"end_ms"}`` closes it (``"discarded":true`` when the VAD judged
    it too short to keep).
 
-The recogniser may answer ``{"type":"transcript","id":N,"text":...,"final":true}``; final
-transcripts become captions and the room's transcript. ``"final":false`` marks a partial
+The recogniser answers each segment's ``end`` (unless discarded) with its final
+transcript ``{"type":"transcript","id":N,"text":...,"final":true}`` (``text`` may be
+empty) or with ``{"type":"ack","id":N}``; final transcripts become captions and the
+room's transcript. Each answer acknowledges segment N. A segment not acknowledged
+within ``ack_timeout`` seconds, or whose connection ended first, is counted as
+``unacknowledged`` (``mediaserver_asr_ws_segments_total{state=...}`` next to ``sent``
+and ``acknowledged``) and logged: a recogniser that stops reading fills the socket
+buffers while the connection still looks up, and this is how it shows. ``"final":false`` marks a partial
 (the words so far of a segment still being spoken): it is shown as a provisional caption
 that the next partial or the final replaces, and is never stored. If the connection drops
 mid-segment, the rest of that segment is sent under a new id after reconnecting (its
@@ -30,6 +36,7 @@ from typing import Optional
 import aiohttp
 import numpy as np
 
+from ..jsonsafe import loads_bounded
 from . import metrics
 from .segmenter import Segment
 from .sink import Item, LiveChunk, QueuedSink, Transcript
@@ -40,10 +47,58 @@ FORMATS = ("s16le", "f32le")
 Key = tuple[str, str, int]  # room, identity, segment seq
 
 
+class AckTracker:
+    """Segments sent versus acknowledged, sans-I/O (``now`` in seconds, any monotonic clock).
+
+    ``sent(id, now)`` when a segment's ``end`` went out, ``acknowledged(id)`` when the
+    recogniser answered it, ``expire(now)`` / ``connection_lost()`` move what is still
+    pending after ``timeout`` seconds, or on a dropped connection, to ``unacknowledged``.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        if timeout <= 0:
+            raise ValueError("ack timeout must be positive")
+        self.timeout = timeout
+        self._pending: OrderedDict[int, float] = OrderedDict()   # id -> time sent
+        self.sent_count = self.acknowledged_count = self.unacknowledged_count = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def sent(self, seg_id: int, *, now: float) -> None:
+        self._pending[seg_id] = now
+        self.sent_count += 1
+
+    def acknowledged(self, seg_id: int) -> bool:
+        """True if ``seg_id`` was pending (answers to unknown or expired ids count nothing)."""
+        if self._pending.pop(seg_id, None) is None:
+            return False
+        self.acknowledged_count += 1
+        return True
+
+    def expire(self, *, now: float) -> int:
+        """Give up on segments pending longer than ``timeout``; return how many."""
+        n = 0
+        while self._pending and now - next(iter(self._pending.values())) > self.timeout:
+            self._pending.popitem(last=False)
+            n += 1
+        self.unacknowledged_count += n
+        return n
+
+    def connection_lost(self) -> int:
+        """A dropped connection answers nothing more: all pending segments are lost."""
+        n = len(self._pending)
+        self._pending.clear()
+        self.unacknowledged_count += n
+        return n
+
+
 class WebSocketSink(QueuedSink):
     def __init__(self, url: str, *, audio_format: str = "s16le", live: bool = True,
                  queue_size: int = 512, send_timeout: float = 5.0, backoff_initial: float = 0.5,
-                 backoff_max: float = 30.0, chunk_bytes: int = 32000) -> None:
+                 backoff_max: float = 30.0, chunk_bytes: int = 32000,
+                 ack_timeout: float = 30.0) -> None:
         super().__init__("ws", queue_size=queue_size)
         if not url.startswith(("ws://", "wss://")):
             raise ValueError(f"ASR WebSocket URL must start with ws:// or wss://, got {url!r}")
@@ -62,6 +117,8 @@ class WebSocketSink(QueuedSink):
         self._next_id = 0
         self.connects = 0
         self.connect_failures = 0
+        self.acks = AckTracker(ack_timeout)
+        self._unacked_episode = 0   # segments lost since the last acknowledgement (for the log)
 
     async def open(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5))
@@ -86,6 +143,7 @@ class WebSocketSink(QueuedSink):
             except (asyncio.TimeoutError, Exception):
                 pass
         self._open.clear()
+        self._count_lost(self.acks.connection_lost(), "the connection ended")
         metrics.CONNECTED.labels(self.name).set(0)
 
     async def _connected(self) -> aiohttp.ClientWebSocketResponse:
@@ -117,7 +175,24 @@ class WebSocketSink(QueuedSink):
             return pcm.astype("<i2", copy=False).tobytes()
         return (pcm.astype(np.float32) / 32768.0).astype("<f4").tobytes()
 
+    def _count_lost(self, n: int, why: str) -> None:
+        metrics.WS_PENDING.set(self.acks.pending)
+        if n <= 0:
+            return
+        metrics.WS_SEGMENTS.labels("unacknowledged").inc(n)
+        if self._unacked_episode == 0:
+            logger.warning("ASR WebSocket %s: %d segment(s) not acknowledged (%s); the recogniser "
+                           "is not reading or not answering, and their audio may be lost",
+                           self.url, n, why)
+        self._unacked_episode += n
+
+    def check_acks(self) -> None:
+        """Count segments whose acknowledgement is overdue (called on every item and read)."""
+        self._count_lost(self.acks.expire(now=asyncio.get_running_loop().time()),
+                         f"none within {self.acks.timeout:g} s")
+
     async def handle(self, item: Item) -> None:
+        self.check_acks()
         if isinstance(item, Transcript):
             return
         ws = await self._connected()
@@ -153,7 +228,7 @@ class WebSocketSink(QueuedSink):
             seg_id = self._open.get(key)
             if seg_id is None:
                 seg_id = self._open[key] = await self._begin(ws, item, live=True)
-            await ws.send_bytes(self._encode(item.pcm))
+            await self._send_audio(ws, self._encode(item.pcm))
             return
         assert isinstance(item, Segment)
         seg_id = self._open.pop((item.room, item.identity, item.seq), None)
@@ -161,23 +236,40 @@ class WebSocketSink(QueuedSink):
             seg_id = await self._begin(ws, item, live=False)
             payload = self._encode(item.pcm)
             for i in range(0, len(payload), self.chunk_bytes):
-                await ws.send_bytes(payload[i:i + self.chunk_bytes])
+                await self._send_audio(ws, payload[i:i + self.chunk_bytes])
         if seg_id in self._info:
             self._info[seg_id]["end_ms"] = item.end_ms
         await ws.send_str(json.dumps({"type": "end", "id": seg_id, "end_ms": round(item.end_ms, 1)}))
+        self.acks.sent(seg_id, now=asyncio.get_running_loop().time())
+        metrics.WS_SEGMENTS.labels("sent").inc()
+        metrics.WS_PENDING.set(self.acks.pending)
+
+    async def _send_audio(self, ws: aiohttp.ClientWebSocketResponse, data: bytes) -> None:
+        await ws.send_bytes(data)
+        metrics.WS_BYTES.inc(len(data))
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
             try:
-                data = json.loads(msg.data)
+                data = loads_bounded(msg.data)
             except ValueError:
                 logger.debug("ASR WebSocket: ignored non-JSON message")
                 continue
-            if not isinstance(data, dict) or data.get("type") != "transcript":
+            if not isinstance(data, dict) or data.get("type") not in ("transcript", "ack"):
                 continue
             final = data.get("final", True) is not False
+            if final and isinstance(data.get("id"), int) and self.acks.acknowledged(data["id"]):
+                metrics.WS_SEGMENTS.labels("acknowledged").inc()
+                metrics.WS_PENDING.set(self.acks.pending)
+                if self._unacked_episode:
+                    logger.info("ASR WebSocket %s acknowledges segments again (after %d lost)",
+                                self.url, self._unacked_episode)
+                    self._unacked_episode = 0
+            self.check_acks()
+            if data["type"] == "ack":
+                continue
             info = self._info.get(data.get("id")) if isinstance(data.get("id"), int) else None
             text = str(data.get("text", "")).strip()
             if info is None or not text:
