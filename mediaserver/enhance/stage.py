@@ -2,16 +2,25 @@
 
 Every 20 ms the media clock hands over one 960-sample frame per publishing stream. All of
 them are processed together in ONE worker thread (``ThreadPoolExecutor(max_workers=1)``):
-one VAD decision per stream, then one batched network call for the streams whose gate is
-open, then a cheap bypass for the rest. torch releases the GIL inside its kernels, so the
+one gate decision per stream, then one batched network call for the streams whose gate is
+open, then cheap paths for the rest. torch releases the GIL inside its kernels, so the
 event loop keeps running while the network computes.
 
+Each stream takes one of three paths per frame, all through the enhancer's STFT synthesis:
+
+* ``network``: gate open (webrtcvad speech, or an energy rise over the stream's noise floor,
+  plus hangover), or ``gate=False``, or the stream's noise gain is not measured yet.
+* ``filter`` (gate closed): the delayed input times the network's own recent per-bin gain on
+  this stream's noise (:mod:`.noisegain`), two FFTs per hop and no network. The background
+  keeps its level and colour across every gate switch (no pumping).
+* ``pass`` (enhancement disabled, or an overloaded tick during speech): the delayed input.
+
 Timing contract: both outputs, ``raw`` and ``enhanced``, are the input delayed by
-:attr:`EnhancerStage.latency` = 480 samples (10 ms), whatever the stream's state: the
-network path has that delay, and the bypass path (gate closed or enhancement disabled) is
-delayed identically. So switching a stream between network, gate bypass and disabled never
-shifts its timing; every switch is a raised-cosine cross-fade (20 ms out, 10 ms in), no click.
-``raw`` and ``enhanced`` are sample-aligned, so a sink can mix them (dry/wet).
+:attr:`EnhancerStage.latency` = 480 samples (10 ms), whatever the path, so switching never
+shifts a stream's timing. Every path ends in the same overlap-add synthesis
+(:meth:`Enhancer.skip`), so every switch, at any tick, is a 10 ms Hann cross-fade of the two
+paths' outputs, never a jump (including an overloaded tick, when the network's output for the
+fade is not computed). ``raw`` and ``enhanced`` are sample-aligned, so a sink can mix them.
 
 Bad input never disturbs other streams: a frame of the wrong length is replaced by silence
 and logged; NaN/Inf samples are zeroed (a NaN would otherwise poison that stream's GRU state).
@@ -34,8 +43,9 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 import numpy as np
 
 from ..config import add_option
+from .noisegain import NoiseGain, power_spectra
 from .streaming import Enhancer
-from .vad import GateConfig, VadGate, decimate_batch, vad_history
+from .vad import GateConfig, OnsetDetector, VadGate, band_levels, decimate_batch, vad_history
 from .weights import load_model
 
 if TYPE_CHECKING:
@@ -45,18 +55,16 @@ logger = logging.getLogger(__name__)
 
 FRAME = 960  # 20 ms at 48 kHz, the media clock's frame
 FRAME_MS = 20.0
-_RAMP = (0.5 - 0.5 * np.cos(np.pi * (np.arange(FRAME) + 0.5) / FRAME)).astype(np.float32)
-# Fade-in of the network path: done within the first 480 samples. An onset the VAD sees in
-# this frame reaches the (480-sample delayed) output at sample >= 480, i.e. after the fade.
-_RAMP_IN = np.ones(FRAME, dtype=np.float32)
-_RAMP_IN[: FRAME // 2] = 0.5 - 0.5 * np.cos(np.pi * (np.arange(FRAME // 2) + 0.5) / (FRAME // 2))
+SILENT_DBFS = -80.0  # a frame quieter than this needs no network to measure its noise
+MAX_SETTLE_MS = 600.0  # most the network runs past the hangover for its noise gain to settle
+NET, FILTER, PASS = "network", "filter", "pass"
 
 
 @dataclass
 class StageOutput:
     raw: np.ndarray  # (960,) float32, input delayed by `latency`
     enhanced: np.ndarray  # (960,) float32, aligned with raw
-    speech: bool  # gate open (VAD decision with hangover)
+    speech: bool  # webrtcvad speech with hangover (energy-only gate openings do not count)
 
 
 class StreamHandle:
@@ -72,13 +80,15 @@ class StreamHandle:
         self.closed = False
         # worker-side state (touched only inside the worker thread after open())
         self._gate = VadGate(gate)
+        self._onset = OnsetDetector(gate)
+        self._noise = NoiseGain(Enhancer.window // 2 + 1)
         self._vad_hist = vad_history()  # decimation filter memory (48 kHz samples)
         self._slot: Optional[int] = None
-        self._tail = np.zeros(Enhancer.latency, dtype=np.float32)  # bypass delay line
-        self._w_net = 0.0  # weight of the network output at the end of the last frame
-        self._g_bypass = 1.0  # bypass gain at the end of the last frame
+        self._tail = np.zeros(Enhancer.latency, dtype=np.float32)  # raw delay line
+        self._path: Optional[str] = None  # path of the last frame
+        self._was_noise = False  # the last input frame was noise-only
+        self._settle_ms = 0.0  # network time spent past the hangover waiting for the gain to settle
         self._bad_frames = 0
-        self._noise_gain: Optional[float] = None  # network's own noise gain, measured in hangover
 
     @property
     def atten_lim_db(self) -> float:
@@ -106,9 +116,10 @@ class EnhancerStage:
             Loaded and validated here, so a bad file fails at server start with WeightsError.
         device: torch device for the network.
         threads: torch intra-op threads (process-wide setting).
-        gate: skip the network while the VAD says no speech (saves compute); the VAD still
+        gate: skip the network while the gate is closed (saves compute); the VAD still
             runs for the ``speech`` flag when off.
-        gate_config: VAD mode, hangover and bypass attenuation.
+        gate_config: VAD mode, hangover, onset threshold, and the broadband cut used until a
+            stream's noise gain is measured.
         capacity: initial enhancer slots (grows as needed).
     """
 
@@ -155,7 +166,8 @@ class EnhancerStage:
         ``kind`` is the inbound frame kind ("normal", "fec", "plc", "cng", "silence") or a
         bool ``concealed``; anything but "normal"/False cannot open a closed gate.
         ``overloaded``: the caller is behind real time; this frame skips the network for every
-        stream but keeps the delay and cross-fades like any other switch (no click).
+        stream (streams in speech pass the delayed input, the others get their noise filter),
+        keeping the delay and cross-fading like any other switch (no click).
         """
         if not items:
             return []
@@ -185,9 +197,6 @@ class EnhancerStage:
             return []
         handles: list[StreamHandle] = []
         x = np.zeros((n, FRAME), dtype=np.float32)
-        net_mask = np.zeros(n, dtype=bool)
-        speech = np.zeros(n, dtype=bool)
-        targets: list[float] = []  # network weight each stream fades to during this frame
         for i, item in enumerate(items):
             h = item[0]
             handles.append(h)
@@ -200,60 +209,76 @@ class EnhancerStage:
             for j, out in zip(live, self.process_sync([items[i] for i in live], overloaded=overloaded)):
                 outputs[j] = out
             return outputs
+
         x16, hist = decimate_batch(x, np.stack([h._vad_hist for h in handles]))
+        levels = band_levels(x)  # [n, bands] dBFS
+        paths: list[str] = []
+        speech = np.zeros(n, dtype=bool)
+        measure: list[int] = []  # network frames that are noise-only: learn the noise gain
         for i, (h, item) in enumerate(zip(handles, items)):
             h._vad_hist = hist[i]
             concealed = _is_concealed(item[2]) if len(item) > 2 else False
             if h._slot is None:
                 h._slot = self.enhancer.allocate()
-            is_open = h._gate.update16(x16[i], FRAME_MS, concealed=concealed)
-            speech[i] = is_open
-            want_net = h.enabled and (is_open or not self.gate) and not overloaded
-            # keep the network running through the fade-out frame after it is switched off
-            # (overloaded: no network at all; the fade-out then starts from the delayed input)
-            net_mask[i] = (want_net or h._w_net > 0.0) and not overloaded
-            targets.append(1.0 if want_net else 0.0)
+            rise, quiet = h._onset.update(levels[i], FRAME_MS, hold=h._gate.last_vad)
+            is_open = h._gate.update16(x16[i], FRAME_MS, concealed=concealed, onset=rise)
+            speech[i] = h._gate.speech
+            noise_only = quiet and not h._gate.last_vad
+            path = self._path(h, is_open, overloaded, silent=_frame_dbfs(levels[i]) < SILENT_DBFS)
+            # the output frame spans the end of the last input frame and the start of this one
+            if path == NET and h._path == NET and noise_only and h._was_noise:
+                measure.append(i)
+            h._was_noise = noise_only
+            h._path = path
+            paths.append(path)
 
         slots = [h._slot for h in handles]
-        tails = np.stack([h._tail for h in handles]) if n else np.zeros((0, Enhancer.latency), np.float32)
+        tails = np.stack([h._tail for h in handles])
         delayed = np.concatenate([tails, x[:, : FRAME - Enhancer.latency]], axis=1)
-        enhanced = delayed.copy() if overloaded else np.zeros_like(x)
-        net_idx = np.flatnonzero(net_mask)
-        skip_idx = np.flatnonzero(~net_mask)
-        if net_idx.size:
-            lims = np.array([handles[i].atten_lim_db for i in net_idx], dtype=np.float32)
-            enhanced[net_idx] = self.enhancer.process([slots[i] for i in net_idx], x[net_idx], lims)
-        if skip_idx.size:
-            self.enhancer.skip([slots[i] for i in skip_idx], x[skip_idx])
-
-        # per-stream ramps, applied in one vectorised mix
-        e_raw = np.einsum("ij,ij->i", delayed, delayed)
-        e_enh = np.einsum("ij,ij->i", enhanced, enhanced)
-        w0 = np.empty(n, np.float32)
-        w1 = np.empty(n, np.float32)
-        b0 = np.empty(n, np.float32)
-        b1 = np.empty(n, np.float32)
         for i, h in enumerate(handles):
-            w_new = targets[i]
-            if net_mask[i] and w_new == 1.0 and h._w_net == 1.0 and not h._gate.last_vad:
-                self._measure_noise_gain(h, float(e_enh[i]), float(e_raw[i]))
-            g_new = self._bypass_gain(h)
-            w0[i], w1[i] = h._w_net, w_new
-            b0[i], b1[i] = (1.0 - h._w_net) * h._g_bypass, (1.0 - w_new) * g_new
-            h._w_net, h._g_bypass = w_new, g_new
             h._tail = x[i, FRAME - Enhancer.latency :].copy()
-        ramp = np.where((w1 > w0)[:, None], _RAMP_IN[None, :], _RAMP[None, :])
-        w = w0[:, None] + (w1 - w0)[:, None] * ramp
-        b = b0[:, None] + (b1 - b0)[:, None] * ramp
-        out = enhanced * w + delayed * b
+        enhanced = np.empty_like(x)
+        by_path = {p: np.flatnonzero(np.array(paths) == p) for p in (NET, FILTER, PASS)}
+        idx = by_path[NET]
+        if idx.size:
+            lims = np.array([handles[i].atten_lim_db for i in idx], dtype=np.float32)
+            enhanced[idx] = self.enhancer.process([slots[i] for i in idx], x[idx], lims)
+        idx = by_path[FILTER]
+        if idx.size:
+            gains = np.stack([self._noise_gain(handles[i]) for i in idx])
+            enhanced[idx] = self.enhancer.skip([slots[i] for i in idx], x[idx], gains)
+        idx = by_path[PASS]
+        if idx.size:
+            enhanced[idx] = self.enhancer.skip([slots[i] for i in idx], x[idx])
+        if measure:
+            px, py = power_spectra(delayed[measure]), power_spectra(enhanced[measure])
+            for j, i in enumerate(measure):
+                handles[i]._noise.update(px[j], py[j], handles[i].atten_lim_db)
 
+        n_net = int(by_path[NET].size)
         self.ticks += 1
-        self.frames_net += int(net_idx.size)
-        self.frames_bypass += int(skip_idx.size)
+        self.frames_net += n_net
+        self.frames_bypass += n - n_net
         self.last_step_s = time.perf_counter() - start
         if self._metrics is not None:
-            self._metrics.observe(self.last_step_s, int(net_idx.size), int(skip_idx.size), self.enhancer.active)
-        return [StageOutput(raw=delayed[i], enhanced=out[i], speech=bool(speech[i])) for i in range(n)]
+            self._metrics.observe(self.last_step_s, n_net, n - n_net, self.enhancer.active)
+        return [StageOutput(raw=delayed[i], enhanced=enhanced[i], speech=bool(speech[i])) for i in range(n)]
+
+    def _path(self, h: StreamHandle, is_open: bool, overloaded: bool, *, silent: bool) -> str:
+        """Which path this stream's frame takes (see the module docstring)."""
+        if not h.enabled:
+            return PASS
+        if overloaded:
+            return PASS if is_open else FILTER
+        if is_open or not self.gate:
+            h._settle_ms = 0.0
+            return NET
+        measured = h._noise.atten_lim_db == h.atten_lim_db and (
+            h._noise.settled or (h._noise.ready and h._settle_ms >= MAX_SETTLE_MS))
+        if measured or silent:
+            return FILTER
+        h._settle_ms += FRAME_MS
+        return NET
 
     def _release_slots(self) -> None:
         while self._closing:
@@ -262,24 +287,14 @@ class EnhancerStage:
                 self.enhancer.free(h._slot)
                 h._slot = None
 
-    def _bypass_gain(self, h: StreamHandle) -> float:
-        """Gain of the delayed raw signal while the network is not in the path."""
-        if not h.enabled:
-            return 1.0
-        if not self.gate:
-            return 1.0
-        floor = 10.0 ** (-min(self.gate_config.atten_db, h.atten_lim_db) / 20.0)
-        measured = floor if h._noise_gain is None else h._noise_gain
-        return float(max(floor, min(1.0, measured)))
-
-    @staticmethod
-    def _measure_noise_gain(h: StreamHandle, e_enh: float, e_raw: float) -> None:
-        """Track how much the network attenuates non-speech (hangover frames), so the bypass
-        matches the background level the listener just heard: no noise pumping at the switch."""
-        if e_raw < 1e-8:
-            return
-        gain = min(1.0, math.sqrt(e_enh / e_raw))
-        h._noise_gain = gain if h._noise_gain is None else 0.7 * h._noise_gain + 0.3 * gain
+    def _noise_gain(self, h: StreamHandle) -> np.ndarray:
+        """Per-bin gain of the filter path: the network's measured gain on this stream's noise,
+        never below the stream's attenuation limit; a broadband cut of ``atten_db`` (at most
+        the limit) until something is measured."""
+        lim = 10.0 ** (-h.atten_lim_db / 20.0)
+        if h._noise.frames == 0:
+            return h._noise.gain(10.0 ** (-min(self.gate_config.atten_db, h.atten_lim_db) / 20.0))
+        return h._noise.gain(lim)
 
     @staticmethod
     def _sanitize(h: StreamHandle, pcm: np.ndarray) -> np.ndarray:
@@ -320,6 +335,11 @@ class _StageMetrics:
         self.streams.set(streams)
 
 
+def _frame_dbfs(levels: np.ndarray) -> float:
+    """Frame level (dBFS) from its band levels (see :func:`vad.band_levels`)."""
+    return float(10.0 * np.log10(np.sum(10.0 ** (levels / 10.0)) + 1e-12))
+
+
 def _is_concealed(kind: Union[str, bool]) -> bool:
     if isinstance(kind, str):
         return kind != "normal"
@@ -335,7 +355,7 @@ def add_stage_options(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--vad-gate", type=int, default=1, help="1: skip the network while no speech; 0: always run it")
     add_option(parser, "--vad-mode", type=int, default=2, help="webrtcvad aggressiveness 0..3")
     add_option(parser, "--vad-hangover-ms", type=int, default=300, help="keep enhancing this long after speech")
-    add_option(parser, "--vad-atten-db", type=float, default=20.0, help="most the bypass is attenuated while the gate is closed (dB)")
+    add_option(parser, "--vad-atten-db", type=float, default=20.0, help="broadband cut (dB) of a closed gate until the network has measured the stream's noise")
 
 
 def stage_from_args(args: argparse.Namespace, registry: Optional["CollectorRegistry"] = None) -> EnhancerStage:

@@ -54,7 +54,10 @@ class GateConfig:
 
     mode: int = 2  # webrtcvad aggressiveness 0..3 (3 = most eager to call noise non-speech)
     hangover_ms: int = 300  # keep the network on this long after the last speech frame
-    atten_db: float = 20.0  # most the bypass path is attenuated while the gate is closed
+    atten_db: float = 20.0  # broadband bypass cut until the network has measured the stream's noise
+    onset_db: float = 3.0  # a band at least this far (dB) above its noise floor may open the gate,
+    onset_sigmas: float = 4.0  # if that is also this many of its fluctuations (sigma) above it
+    onset_min_dbfs: float = -75.0  # a band quieter than this (dBFS) never opens it
 
     def __post_init__(self) -> None:
         if self.mode not in (0, 1, 2, 3):
@@ -63,6 +66,9 @@ class GateConfig:
             raise ValueError(f"hangover must be >= 0 ms, got {self.hangover_ms}")
         if not 0.0 <= self.atten_db <= 100.0:
             raise ValueError(f"gate attenuation must be 0..100 dB, got {self.atten_db}")
+        if not 0.0 < self.onset_db <= 60.0 or not 0.0 < self.onset_sigmas <= 20.0:
+            raise ValueError(f"onset threshold must be in (0, 60] dB and (0, 20] sigmas, got "
+                             f"{self.onset_db}, {self.onset_sigmas}")
 
 
 class Decimator:
@@ -94,23 +100,37 @@ def decimate_batch(frames: np.ndarray, history: np.ndarray) -> tuple[np.ndarray,
 
 
 class VadGate:
-    """Speech decision with hangover for one stream; ``update`` once per incoming frame."""
+    """Gate decision with hangover for one stream; ``update`` once per incoming frame.
+
+    Two decisions with the same hangover: ``speech`` (webrtcvad alone: the ``speech`` flag the
+    stage reports to speaking indicators and ASR) and ``is_open`` (webrtcvad *or* an energy
+    rise from :class:`OnsetDetector`: whether the network runs). webrtcvad is slow to call
+    fricatives and breathy onsets speech (s, sh, f, h: 40–80 ms late), the energy rise is not.
+    """
 
     def __init__(self, config: GateConfig = GateConfig()) -> None:
         self.config = config
         self._vad = webrtcvad.Vad(config.mode)
         self._decimate = Decimator()
         self._pending = np.zeros(0)  # 16 kHz samples waiting for a full 10 ms piece
-        self._hang_left = 0.0  # ms of hangover left
+        self._hang_left = 0.0  # ms of hangover left (gate)
+        self._speech_left = 0.0  # ms of hangover left (speech flag)
         self.is_open = False
+        self.speech = False
         self.last_vad = False  # raw webrtcvad decision for the latest frame
 
-    def update(self, frame: np.ndarray, *, concealed: bool = False) -> bool:
+    def update(self, frame: np.ndarray, *, concealed: bool = False, onset: bool = False) -> bool:
         """Feed one 48 kHz frame (any multiple of 3 samples); return whether the gate is open."""
-        return self.update16(self._decimate(frame), 1000.0 * len(frame) / IN_RATE, concealed=concealed)
+        return self.update16(self._decimate(frame), 1000.0 * len(frame) / IN_RATE,
+                             concealed=concealed, onset=onset)
 
-    def update16(self, x16: np.ndarray, frame_ms: float, *, concealed: bool = False) -> bool:
-        """Same, for a frame already decimated to 16 kHz (see :func:`decimate_batch`)."""
+    def update16(self, x16: np.ndarray, frame_ms: float, *, concealed: bool = False,
+                 onset: bool = False) -> bool:
+        """Same, for a frame already decimated to 16 kHz (see :func:`decimate_batch`).
+
+        ``onset``: the frame's energy rose above the stream's noise floor (opens the gate like
+        speech, but does not set ``speech``). Concealed frames never open a closed gate.
+        """
         if self._pending.size:
             x16 = np.concatenate([self._pending, x16])
         piece = self._piece_len(len(x16))
@@ -122,13 +142,17 @@ class VadGate:
             used += piece
         self._pending = x16[used:]
         self.last_vad = speech
-        if speech and (self.is_open or not concealed):
-            self.is_open = True
-            self._hang_left = float(self.config.hangover_ms)
+        hang = float(self.config.hangover_ms)
+        if speech and (self.speech or not concealed):
+            self.speech, self._speech_left = True, hang
+        elif self.speech:
+            self._speech_left -= frame_ms
+            self.speech = self._speech_left > 0.0
+        if (speech or onset) and (self.is_open or not concealed):
+            self.is_open, self._hang_left = True, hang
         elif self.is_open:
             self._hang_left -= frame_ms
-            if self._hang_left <= 0.0:
-                self.is_open = False
+            self.is_open = self._hang_left > 0.0
         return self.is_open
 
     @staticmethod
@@ -143,3 +167,89 @@ class VadGate:
 def vad_history() -> np.ndarray:
     """Zeroed decimation filter memory for one stream (for :func:`decimate_batch`)."""
     return np.zeros(len(_TAPS) - 1, dtype=np.float32)
+
+
+# ---- energy rise over a tracked noise floor ------------------------------------------------
+# Bands (Hz) for the onset detector: >= 300 Hz wide (6 bins), so even the narrowest band's
+# level fluctuates by only ~2 dB on stationary noise; up to 20 kHz, where fricatives live.
+BAND_EDGES_HZ = (100, 400, 700, 1000, 1400, 1800, 2300, 2900, 3600, 4500, 5600, 7000, 9000,
+                 12000, 16000, 20000)
+_LEVEL_WINDOW: dict[int, np.ndarray] = {}
+
+
+def band_levels(frames: np.ndarray, rate: int = IN_RATE) -> np.ndarray:
+    """Band levels of many frames: [N, T] float → [N, len(BAND_EDGES_HZ) - 1] dBFS.
+
+    Hann-windowed power spectrum, summed per band and scaled so the bands of white noise add
+    up to the frame's mean square (a band's share of the frame's power, in dB re full scale).
+    """
+    t = frames.shape[1]
+    win = _LEVEL_WINDOW.get(t)
+    if win is None:
+        win = _LEVEL_WINDOW[t] = np.hanning(t + 1)[:-1].astype(np.float32)
+    power = np.abs(np.fft.rfft(frames * win, axis=1)) ** 2 * (2.0 / (t * float(np.sum(win * win))))
+    edges = np.round(np.asarray(BAND_EDGES_HZ) * t / rate).astype(int)
+    csum = np.concatenate([np.zeros((frames.shape[0], 1)), np.cumsum(power, axis=1)], axis=1)
+    bands = csum[:, edges[1:]] - csum[:, edges[:-1]]
+    return 10.0 * np.log10(bands + 1e-12)
+
+
+class OnsetDetector:
+    """An energy rise in any band over that band's noise floor, for one stream.
+
+    Sans-I/O: feed :func:`band_levels` of each incoming frame. Per band it tracks the noise
+    floor (mean level, dB) and how much the level fluctuates around it (sigma, dB; at least
+    the chi-square spread a band of that width has on stationary noise). A rise is a band at
+    least ``max(onset_db, onset_sigmas · sigma)`` above its floor and above ``onset_min_dbfs``:
+    wide high bands fluctuate by well under 1 dB, so a fricative 3 dB over white noise (0 dB
+    SNR) is seen in the frame it starts, long before webrtcvad calls it speech.
+
+    The floor follows a band's level (10 % of the gap per frame, half of it when the level is
+    6 dB below) but not during a rise, not while ``hold`` (the caller knows it is speech), and
+    not from a level above the quiet band: it creeps up 2 dB/s there instead, so a lasting step
+    up in the noise is learnt in seconds (the gate stays open meanwhile: compute, not quality).
+
+    ``update`` returns ``(rise, quiet)``; quiet = every band within ``QUIET_SIGMAS`` sigmas
+    (and 2 dB) of its floor: a noise-only frame.
+    """
+
+    CREEP_DB_PER_S = 2.0
+    QUIET_SIGMAS = 3.0
+
+    def __init__(self, config: GateConfig = GateConfig(), rate: int = IN_RATE, frame: int = 960) -> None:
+        self.config = config
+        widths = np.diff(np.round(np.asarray(BAND_EDGES_HZ) * frame / rate))
+        # std (dB) of a Hann-windowed band of w bins of Gaussian noise: ~2w/1.5 degrees of freedom
+        self._sigma_min = 10.0 / np.log(10.0) * np.sqrt(1.5 / widths)
+        self._var = self._sigma_min ** 2
+        self._floor: np.ndarray | None = None
+
+    @property
+    def floor(self) -> np.ndarray | None:
+        return None if self._floor is None else self._floor.copy()
+
+    def update(self, levels: np.ndarray, frame_ms: float, *, hold: bool = False) -> tuple[bool, bool]:
+        """One frame's band levels (dBFS) → ``(rise, quiet)``. ``hold``: the stream is known to
+        be in speech (e.g. webrtcvad said so on the last frame): the floor does not follow."""
+        levels = np.asarray(levels, dtype=np.float64)
+        if self._floor is None:
+            self._floor = levels.copy()
+            return False, False
+        cfg = self.config
+        d = levels - self._floor
+        sigma = np.sqrt(self._var)
+        above = (d >= np.maximum(cfg.onset_db, cfg.onset_sigmas * sigma)) & (levels >= cfg.onset_min_dbfs)
+        rise = bool(above.any())
+        near = d < np.maximum(2.0, self.QUIET_SIGMAS * sigma)
+        quiet = bool(near.all())
+        creep = self.CREEP_DB_PER_S * frame_ms / 1000.0
+        if rise or hold:  # speech: no band follows it, down or up, except a real drop
+            step = np.where(d < -6.0, 0.5 * d, np.where(d > 0.0, creep, 0.0))
+        else:
+            step = np.where(d < -6.0, 0.5 * d, np.where(near, 0.1 * d, creep))
+            # fluctuation: every band learns it (clipped at the rise threshold, so a fast noise
+            # is learnt rather than locked out, and a missed onset cannot blow it up)
+            lim = np.maximum(cfg.onset_db, cfg.onset_sigmas * sigma)
+            self._var = np.maximum(self._sigma_min ** 2, self._var + 0.05 * (np.minimum(d * d, lim * lim) - self._var))
+        self._floor = self._floor + step
+        return rise, quiet
