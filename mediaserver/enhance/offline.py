@@ -1,9 +1,11 @@
-"""``mediaserver enhance IN.wav [IN2.wav ...] --out-dir DIR``: files through the server's path.
+"""``mediaserver enhance IN.wav [IN2.wav ...] --out-dir DIR [--vad-gate 0|1]``: files through the server's path.
 
-Each file goes hop by hop through the same streaming :class:`Enhancer` the server runs (at
-48 kHz, resampled there and back when the file has another rate), in the server's 20 ms
-frames. The output is time-aligned with the input: ``latency`` zeros are fed after the end and
-the first ``latency`` output samples dropped, so it has exactly the input's length and rate.
+Each file goes through the very stage the server runs (:class:`EnhancerStage`, VAD gate
+included unless ``--vad-gate 0``; the gate's settings are the server's defaults) at 48 kHz,
+resampled there and back when the file has another rate, in the server's 20 ms frames: the
+file is what a listener of the call would hear. The output is time-aligned with the input:
+``latency`` zeros are fed after the end and the first ``latency`` output samples dropped, so
+it has exactly the input's length and rate.
 A file that cannot be read is reported by name and skipped; the others are still processed,
 and the exit status is 1.
 """
@@ -20,8 +22,9 @@ import numpy as np
 
 from ..audio import AudioFileError, read_audio, resample, write_audio
 from ..config import add_option
+from .stage import EnhancerStage
 from .streaming import Enhancer
-from .weights import WeightsError, load_model
+from .weights import WeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="most the enhancer may attenuate, in dB (100 = no limit)")
     add_option(parser, "--device", default="cpu", help="torch device (cpu, cuda)")
     add_option(parser, "--threads", type=int, default=1, help="torch threads")
+    add_option(parser, "--vad-gate", type=int, choices=(0, 1), default=1,
+               help="1: the server's VAD gate (network skipped in pauses, as in a call); 0: network always on")
 
 
 def enhance_signal(enhancer: Enhancer, x: np.ndarray, rate: int, atten_lim_db: float = 100.0) -> np.ndarray:
@@ -60,13 +65,33 @@ def enhance_signal(enhancer: Enhancer, x: np.ndarray, rate: int, atten_lim_db: f
     return y[: len(x)].astype(np.float32)
 
 
+def enhance_signal_stage(stage: EnhancerStage, x: np.ndarray, rate: int, atten_lim_db: float = 100.0) -> np.ndarray:
+    """One mono signal at any rate through the server's stage (a fresh stream, gate as the
+    stage is configured); returns the same length, time-aligned."""
+    x48 = resample(x, rate, Enhancer.sample_rate)
+    n = len(x48)
+    lat = stage.latency
+    padded = np.zeros(n + lat + (-(n + lat) % FRAME), dtype=np.float32)
+    padded[:n] = x48
+    handle = stage.open(atten_lim_db=min(atten_lim_db, 100.0))
+    try:
+        out = np.concatenate([stage.process_sync([(handle, padded[i : i + FRAME])])[0].enhanced
+                              for i in range(0, len(padded), FRAME)])
+    finally:
+        stage.close(handle)
+    y = resample(out[lat : lat + n], Enhancer.sample_rate, rate)
+    if len(y) < len(x):
+        y = np.concatenate([y, np.zeros(len(x) - len(y), dtype=np.float32)])
+    return y[: len(x)].astype(np.float32)
+
+
 def main(args: argparse.Namespace) -> int:
     if not 0.0 <= args.atten_lim_db <= 1000.0:
         print(f"error: --atten-lim-db must be >= 0, got {args.atten_lim_db}", file=sys.stderr)
         return 2
     try:
-        enhancer = Enhancer(load_model(args.model, device=args.device), device=args.device,
-                            capacity=1, num_threads=args.threads)
+        stage = EnhancerStage(args.model, device=args.device, threads=args.threads,
+                              gate=bool(args.vad_gate), capacity=1)
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -78,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
             x, rate = read_audio(path)
             if rate < 8000:
                 raise AudioFileError(f"{path}: sample rate {rate} Hz is too low (need >= 8000)")
-            y = enhance_signal(enhancer, x, rate, args.atten_lim_db)
+            y = enhance_signal_stage(stage, x, rate, args.atten_lim_db)
             target = out_dir / path.name
             if target.suffix.lower() != ".wav":
                 target = target.with_suffix(".wav")
@@ -92,6 +117,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"error: {path}: cannot write output ({exc})", file=sys.stderr)
             continue
         logger.info("%s -> %s (%.2f s at %d Hz)", path, target, len(x) / rate, rate)
+    stage.shutdown()
     if failed:
         print(f"{failed} of {len(args.inputs)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0
