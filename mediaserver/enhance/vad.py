@@ -5,21 +5,21 @@ Why it works without clipping word onsets:
 * Decision lag is the pre-roll. The gate decides on the *input* frame of this tick, but the
   output of this tick is the input delayed by 480 samples (10 ms): it ends half a frame
   before the newest input. An onset anywhere in this frame reaches the output at sample
-  >= 480 of the tick, and the stage's fade-in to the network path is over by sample 480.
-  So if webrtcvad flags the frame holding the onset (tests: espeak-ng words after silence,
-  onset early or late in its frame), the word starts at full level, with no look-ahead.
-  The gate opens on the first speech frame (no confirmation count): a false opening only
-  costs compute, a late one costs syllables.
-* Bypass is not silence. While closed, the stream outputs the same 480-sample-delayed raw
-  signal, attenuated (``atten_db``, 20 dB by default, never more than the stream's
-  attenuation limit, and never more than the network itself was attenuating the noise in the
-  last hangover frames, so the background level does not pump at the switch). Anything the
-  VAD misses is quieter, not gone.
-* Hangover keeps the network running ``hangover_ms`` after the last speech frame, so word
-  ends and short pauses are enhanced, and the GRU state that is kept while closed is a
-  noise-only context, i.e. what the network would have after a pause anyway. When the gate
-  reopens the network continues from it (the STFT tails were moved on by the bypass, see
-  :meth:`Enhancer.skip`), so its first frames are not a cold start.
+  >= 480 of the tick, after the 10 ms overlap-add cross-fade to the network path.
+* Two triggers. webrtcvad is slow on fricatives and breathy onsets (s, sh, f, h: it flagged
+  espeak-ng "six"/"sound"/"sim" 50–70 ms late), so the gate also opens on an energy rise in
+  any band over that band's tracked noise floor (:class:`OnsetDetector`). A false opening
+  only costs compute, a late one costs syllables. The ``speech`` flag stays webrtcvad's.
+* Closed is not a broadband cut. While closed, the stage filters the delayed input with the
+  network's own recent per-bin gain on this stream's noise (``noisegain.py``), so the
+  background keeps its level and colour across every switch (no pumping); ``atten_db`` is
+  only the cut used before anything is measured.
+* Hangover keeps the network running ``hangover_ms`` after the last trigger, so word ends and
+  short pauses are enhanced and the noise gain is measured on noise-only frames; the stage
+  keeps the network on past it until that gain has settled (the network's suppression often
+  deepens for 100–300 ms after a word). The GRU state kept while closed is a noise-only
+  context; when the gate reopens the network continues from it (the STFT tails were moved
+  on by :meth:`Enhancer.skip`), so its first frames are not a cold start.
 * Concealed frames (PLC/FEC/CNG output, ``concealed=True``) are a guess at the audio, not
   the talker: they may keep an open gate open, but never open a closed one.
 
