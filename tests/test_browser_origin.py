@@ -24,6 +24,9 @@ from test_browser import Chromium, Server, make_speech, wait_for
 
 COUNT_MIC = """(() => {
   window.__micRequests = 0;
+  window.__csp = [];
+  document.addEventListener("securitypolicyviolation",
+                            (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
   const md = navigator.mediaDevices;
   const original = md.getUserMedia.bind(md);
   md.getUserMedia = (c) => { window.__micRequests += 1; return original(c); };
@@ -71,6 +74,11 @@ async def test_page_and_server_keep_the_microphone_home(tmp_path: Path) -> None:
                     }} catch (err) {{ resolve("blocked: " + err.name); }}
                 }})""")
                 assert blocked != "open", blocked
+                for _ in range(100):   # the violation report is dispatched asynchronously
+                    if await page.evaluate("window.__csp.length"):
+                        break
+                    await asyncio.sleep(0.05)
+                assert [v.split()[0] for v in await page.evaluate("window.__csp")] == ["connect-src"]
                 assert await ws_requests(stranger) == 0
 
                 # 2. A listed server that does not accept this page's origin refuses it.
@@ -86,6 +94,8 @@ async def test_page_and_server_keep_the_microphone_home(tmp_path: Path) -> None:
                                         lambda s: s.get("phase") == "joined"
                                         and s.get("connectionState") == "connected")
                 assert joined["error"] is None
+                await asyncio.sleep(1.0)   # meters and stats panels run; nothing may be blocked
+                assert await page.evaluate("window.__csp") == []
                 assert await page.evaluate("window.__micRequests") == 1
                 assert await participants(partner) == 1
                 await page.evaluate("window.mediaserver.app.leave()")

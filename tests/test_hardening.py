@@ -271,6 +271,17 @@ def test_token_base64_is_strict() -> None:
             verify(SECRET, bad, room="r", identity="ada")
 
 
+def test_tokens_carry_the_normal_form_and_a_jti() -> None:
+    grant = verify(SECRET, mint(SECRET, room="r", identity="  ｂｏｂ "), room="r", identity="bob")
+    assert grant.identity == "bob" and len(grant.jti) >= 16
+    other = verify(SECRET, mint(SECRET, room="r", identity="bob"), room="r", identity="bob")
+    assert other.jti != grant.jti
+    done = subprocess.run([sys.executable, "-m", "mediaserver", "token", "--secret", SECRET,
+                           "--room", "r", "--identity", "bob\n"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "identity must be" in done.stderr
+
+
 def test_replay_guard_admits_each_token_once_until_it_expires() -> None:
     guard = ReplayGuard(max_entries=3)
     g = Grant("r", "ada", expires=100.0, jti="one")
