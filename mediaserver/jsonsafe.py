@@ -13,10 +13,14 @@ import json
 import re
 from typing import Any
 
+import numpy as np
+
 DEFAULT_MAX_DEPTH = 32
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET = re.compile(r"[\[\]{}]")
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_STEP = np.zeros(256, np.int8)   # byte -> change of depth
+_STEP[[ord("["), ord("{")]] = 1
+_STEP[[ord("]"), ord("}")]] = -1
 
 
 class JsonTooDeep(ValueError):
@@ -26,27 +30,23 @@ class JsonTooDeep(ValueError):
 def nesting_depth(text: str) -> int:
     """Deepest ``[``/``{`` nesting of ``text``, brackets inside strings not counted.
 
-    Linear time, no recursion; for malformed text the result is only an upper bound
-    of what a parser would reach (the parser then rejects the text anyway).
+    Linear time in C (one regex pass to drop strings, then a numpy running sum), no
+    recursion: a few ms at most for a 64 KiB message. For malformed text the result may differ from what a parser would
+    reach before failing; the parser rejects such text anyway.
     """
-    if "[" not in text and "{" not in text:
+    data = _STRING.sub("", text).encode("utf-8", "surrogatepass")
+    if not data:
         return 0
-    depth = deepest = 0
-    for m in _BRACKET.finditer(_STRING.sub('""', text)):
-        if m.group() in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth = max(0, depth - 1)
-    return deepest
+    depth = np.cumsum(_STEP[np.frombuffer(data, np.uint8)], dtype=np.int32)
+    return max(0, int(depth.max()))
 
 
 def loads_bounded(text: str | bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """``json.loads`` that raises ``ValueError`` (``JsonTooDeep``) instead of recursing deeply."""
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8")
-    depth = nesting_depth(text)
-    if depth > max_depth:
+    # fast path: fewer opening brackets than the bound cannot nest deeper than it
+    if text.count("[") + text.count("{") > max_depth and (depth := nesting_depth(text)) > max_depth:
         raise JsonTooDeep(f"JSON nested {depth} deep (at most {max_depth})")
     try:
         return json.loads(text)
