@@ -6,6 +6,11 @@ Two deterministic sets, built from the *test* splits only (speech, noise, rir/te
   PESQ-WB, STOI, SI-SDR and DNSMOS SIG/BAK/OVRL per system and SNR.
 * reference: 120 mixtures at 0/5/10 dB, no reverb, PESQ-WB and STOI: the comparison set of
   the issue (noisy 1.33, RNNoise 1.50, DTLN 1.79, GTCRN 1.84, DFN3 1.89 PESQ-WB).
+* ood (with ``--extra DIR``, the folder ``build_speech.py`` wrote): out of domain for every
+  model here. Speech in two languages no training file uses (``DIR/speech/test``: Belarusian,
+  Nynorsk; 2–4 lines joined with 0.3 s pauses to ≥ 4 s), the extra test noises (café, stadium
+  crowd: ``data/extra/noise/test``) and the measured test rooms (``data/extra/rir/test``) on
+  every third mixture, at −5…15 dB; scored like main, DNSMOS included.
 
 Reverberant mixtures are scored against the direct path + first 50 ms of the room response
 (what the model is trained to keep). "ours" runs the server's streaming Enhancer at 48 kHz
@@ -42,49 +47,94 @@ MAX_SECONDS = 8.0
 LEVEL_DBFS = -26.0
 
 
+OOD_MIN_SECONDS = 4.0
+OOD_GAP_SECONDS = 0.3
+
+
 @dataclass(frozen=True)
 class Mixture:
     set: str
     index: int
-    speech: str
+    speech: str  # file name, or several joined by "+" (ood)
     noise: str
     snr_db: float
     rir: Optional[str]
 
 
-def build_plan(data: Path, n_main: int, n_ref: int, seed: int = 2026) -> list[Mixture]:
-    speech = sorted(p.name for p in (data / "speech" / "test").glob("*.wav"))
-    noise = sorted(p.name for p in (data / "noise" / "test").glob("*.wav"))
-    rirs = sorted(p.name for p in (data / "rir" / "test").glob("*.wav"))
-    if not speech or not noise:
-        raise FileNotFoundError(f"{data}: needs speech/test and noise/test with .wav files")
+@dataclass(frozen=True)
+class Sources:
+    """Where one set's speech, noise and rooms come from (test splits only)."""
+
+    speech: Path
+    noise: Path
+    rir: Path
+
+
+def set_sources(data: Path, extra: Optional[Path]) -> dict[str, Sources]:
+    test = Sources(data / "speech" / "test", data / "noise" / "test", data / "rir" / "test")
+    sources = {"main": test, "reference": test}
+    if extra is not None:
+        sources["ood"] = Sources(extra / "speech" / "test", data / "extra" / "noise" / "test",
+                                 data / "extra" / "rir" / "test")
+    return sources
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.wav"))
+
+
+def build_plan(data: Path, n_main: int, n_ref: int, seed: int = 2026,
+               extra: Optional[Path] = None, n_ood: int = 0) -> list[Mixture]:
+    sources = set_sources(data, extra)
     plan = []
-    for name, count, snrs, reverb, offset in (("main", n_main, SNRS_MAIN, bool(rirs), 0),
-                                              ("reference", n_ref, SNRS_REF, False, 1)):
+    sets = [("main", n_main, SNRS_MAIN, 4, 0), ("reference", n_ref, SNRS_REF, 0, 1)]
+    if extra is not None and n_ood:
+        sets.append(("ood", n_ood, SNRS_MAIN, 3, 2))
+    for name, count, snrs, reverb_every, offset in sets:
+        src = sources[name]
+        speech, noise, rirs = _names(src.speech), _names(src.noise), _names(src.rir)
+        if not speech or not noise:
+            raise FileNotFoundError(f"{src.speech} and {src.noise} must hold .wav files (set {name})")
         rng = np.random.default_rng(seed + offset)
         order = rng.permutation(len(speech))
+        durations = {}
         for i in range(count):
+            if name == "ood":  # short lines: join consecutive ones (of this shuffle) up to ≥ 4 s
+                picked, total, k = [], 0.0, i * 4
+                while total < OOD_MIN_SECONDS and len(picked) < 6:
+                    f = speech[order[k % len(speech)]]
+                    if f not in durations:
+                        durations[f] = len(_load(src.speech / f)) / RATE
+                    picked.append(f)
+                    total += durations[f] + OOD_GAP_SECONDS
+                    k += 1
+                utterance = "+".join(picked)
+            else:
+                utterance = speech[order[i % len(speech)]]
             plan.append(Mixture(
-                set=name, index=i, speech=speech[order[i % len(speech)]],
+                set=name, index=i, speech=utterance,
                 noise=noise[int(rng.integers(len(noise)))], snr_db=snrs[i % len(snrs)],
-                rir=rirs[int(rng.integers(len(rirs)))] if reverb and i % 4 == 3 else None))
+                rir=rirs[int(rng.integers(len(rirs)))] if rirs and reverb_every and i % reverb_every == reverb_every - 1 else None))
     return plan
 
 
-def make_mixture(data: Path, m: Mixture, seed: int = 2026) -> tuple[np.ndarray, np.ndarray]:
+def make_mixture(data: Path, m: Mixture, seed: int = 2026, extra: Optional[Path] = None) -> tuple[np.ndarray, np.ndarray]:
     """(noisy, reference) at 16 kHz, deterministic for a given mixture."""
-    rng = np.random.default_rng([seed, m.index, 0 if m.set == "main" else 1])
-    s = _load(data / "speech" / "test" / m.speech)[: int(MAX_SECONDS * RATE)]
+    src = set_sources(data, extra)[m.set]
+    rng = np.random.default_rng([seed, m.index, {"main": 0, "reference": 1}.get(m.set, 2)])
+    gap = np.zeros(int(OOD_GAP_SECONDS * RATE), np.float32)
+    parts = [_load(src.speech / f) for f in m.speech.split("+")]
+    s = np.concatenate([x for p in parts for x in (p, gap)][:-1])[: int(MAX_SECONDS * RATE)]
     ref = s
     if m.rir:
-        rir = _load(data / "rir" / "test" / m.rir)
+        rir = _load(src.rir / m.rir)
         peak = int(np.argmax(np.abs(rir)))
         norm = np.abs(rir[peak]) + 1e-8
         early = rir.copy()
         early[peak + int(0.05 * RATE):] = 0
         s = fftconvolve(s, rir / norm)[peak: peak + len(ref)].astype(np.float32)
         ref = fftconvolve(ref, early / norm)[peak: peak + len(ref)].astype(np.float32)
-    n = _load(data / "noise" / "test" / m.noise)
+    n = _load(src.noise / m.noise)
     if len(n) < len(s):
         n = np.tile(n, int(math.ceil(len(s) / len(n))) + 1)
     start = int(rng.integers(0, len(n) - len(s) + 1))
@@ -111,11 +161,13 @@ def _load(path: Path) -> np.ndarray:
 class _Worker:
     """Holds the loaded systems for one process (peers and models load once)."""
 
-    def __init__(self, data: Path, systems: list[str], model: Optional[str], dnsmos: bool) -> None:
+    def __init__(self, data: Path, systems: list[str], model: Optional[str], dnsmos: bool,
+                 extra: Optional[Path] = None) -> None:
         import torch
 
         torch.set_num_threads(1)
         self.data = data
+        self.extra = extra
         self.systems: dict[str, Any] = {}
         self.notes: list[str] = []
         for name in systems:
@@ -141,7 +193,7 @@ class _Worker:
     def run(self, m: Mixture) -> list[dict[str, Any]]:
         from .offline import enhance_signal
 
-        noisy, ref = make_mixture(self.data, m)
+        noisy, ref = make_mixture(self.data, m, extra=self.extra)
         rows = []
         for name, system in self.systems.items():
             t0 = time.perf_counter()
@@ -156,7 +208,7 @@ class _Worker:
                                    "reverb": m.rir is not None, "speech": m.speech, "noise": m.noise,
                                    "rtf": elapsed / (len(noisy) / RATE)}
             row.update(intrusive(ref, est))
-            if m.set == "main" and self.dnsmos is not None:
+            if m.set in ("main", "ood") and self.dnsmos is not None:
                 row.update(self.dnsmos(est))
             rows.append(row)
         return rows
@@ -238,6 +290,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--limit", type=int, default=None, help="at most N mixtures per set (quick runs)")
     add_option(parser, "--main-count", type=int, default=25, help="mixtures in the main set (5 per SNR)")
     add_option(parser, "--reference-count", type=int, default=120, help="mixtures in the reference set")
+    add_option(parser, "--extra", default=None, help="folder build_speech.py wrote: adds the out-of-domain set "
+                                                     "(its speech/test, data/extra noise and rir test splits)")
+    add_option(parser, "--ood-count", type=int, default=60, help="mixtures in the out-of-domain set (with --extra)")
     add_option(parser, "--model", default=None, help="enhancer weights (default: shipped model)")
     add_option(parser, "--jobs", type=int, default=1, help="worker processes (the machine has 2 cores)")
     add_option(parser, "--no-dnsmos", action="store_true", help="skip DNSMOS (faster)")
@@ -254,10 +309,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: unknown system(s) {unknown}; choose from {list(ALL_SYSTEMS)}")
         return 2
     n_main, n_ref = args.main_count, args.reference_count
+    extra = Path(args.extra) if args.extra else None
+    n_ood = args.ood_count if extra is not None else 0
     if args.limit is not None:
-        n_main, n_ref = min(n_main, args.limit), min(n_ref, args.limit)
+        n_main, n_ref, n_ood = min(n_main, args.limit), min(n_ref, args.limit), min(n_ood, args.limit)
     try:
-        plan = build_plan(data, n_main, n_ref)
+        plan = build_plan(data, n_main, n_ref, extra=extra, n_ood=n_ood)
     except FileNotFoundError as exc:
         print(f"error: {exc}")
         return 2
@@ -271,7 +328,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
     # read now: --json may name the same file, and partial writes overwrite it during the run
     reused = _read_rows(args.reuse) if args.reuse else []
-    init_args = (data, systems, args.model, not args.no_dnsmos)
+    init_args = (data, systems, args.model, not args.no_dnsmos, extra)
     probe = _Worker(*init_args)  # also tells which peers are available, once
     notes = list(probe.notes)
     for note in notes:
@@ -300,6 +357,9 @@ def main(args: argparse.Namespace) -> int:
     ref_summary = summarize(rows, "reference", METRICS_REF)
     print(format_table(main_summary, METRICS_MAIN, f"\nMain set ({n_main} mixtures, SNR -5..15 dB, 1/4 reverberant)"))
     print(format_table(ref_summary, METRICS_REF, f"\nReference set ({n_ref} mixtures at 0/5/10 dB)"))
+    if n_ood:
+        print(format_table(summarize(rows, "ood", METRICS_MAIN), METRICS_MAIN,
+                           f"\nOut-of-domain set ({n_ood} mixtures: unseen languages, noises and rooms, -5..15 dB, 1/3 reverberant)"))
     if args.json:
         _write(args.json, data, systems, notes, rows, t0, partial=False)
         print(f"wrote {args.json}")
@@ -317,5 +377,6 @@ def _write(json_path: Optional[str], data: Path, systems: list[str], notes: list
     path.write_text(json.dumps({
         "data": str(data), "systems": systems, "notes": notes, "partial": partial,
         "main": summarize(rows, "main", METRICS_MAIN), "reference": summarize(rows, "reference", METRICS_REF),
+        "ood": summarize(rows, "ood", METRICS_MAIN),
         "rows": rows, "seconds": time.time() - t0,
     }, indent=1, default=float))
