@@ -83,25 +83,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_asr_options(parser)
 
 
-def build_stage(args: argparse.Namespace) -> Any:
-    """The enhancer stage, or None with --no-enhance (imports torch only when needed)."""
+def build_stage(args: argparse.Namespace, metrics: Optional[SfuMetrics] = None) -> Any:
+    """The enhancer stage, or None with --no-enhance (imports torch only when needed).
+
+    With ``metrics``, the stage's ``mediaserver_enhancer_*`` series go into that registry,
+    so the server's ``/metrics`` shows them (pass the same object to :func:`build_app`).
+    """
     if args.no_enhance:
         return None
     from ..enhance.stage import stage_from_args
 
-    return stage_from_args(args)
+    return stage_from_args(args, metrics.registry if metrics is not None else None)
 
 
 def _encode(encoder: Any, pcm: Any, pts: int) -> Any:
     return encoder.encode_packet(pcm, pts)
 
 
-def build_app(args: argparse.Namespace, *, stage: Any = None) -> web.Application:
-    """Wire everything; ``stage`` is the enhancer stage or None (no enhancement)."""
+def build_app(args: argparse.Namespace, *, stage: Any = None,
+              metrics: Optional[SfuMetrics] = None) -> web.Application:
+    """Wire everything; ``stage`` is the enhancer stage or None (no enhancement).
+
+    ``metrics``: the registry the stage was built with (:func:`build_stage`), else a new one.
+    """
     from ..media.inbound import InboundAudio
     from ..media.opus import OpusEncoder
 
-    metrics = SfuMetrics()
+    metrics = metrics if metrics is not None else SfuMetrics()
     clock = MediaClock(stage=stage, metrics=metrics, encode_pts=_encode)
     allowed = set(_split([args.rooms])) if args.rooms else None
     limits = Limits.from_args(args)
@@ -262,8 +270,9 @@ def _announce(args: argparse.Namespace, port: int) -> None:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    stage = build_stage(args)
-    app = build_app(args, stage=stage)
+    metrics = SfuMetrics()   # one registry: the stage's series appear at /metrics too
+    stage = build_stage(args, metrics)
+    app = build_app(args, stage=stage, metrics=metrics)
     runner = web.AppRunner(app, handle_signals=False,
                            access_log_class=websec.RedactingAccessLogger)
     await runner.setup()
