@@ -28,7 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 48000
-METRICS_TOKEN = "test-metrics-token"   # /metrics and a detailed /healthz when --secret is set
+METRICS_TOKEN = "test-metrics-token"   # given with --secret: /metrics and a detailed /healthz
 
 
 class ServerProcess:
@@ -39,7 +39,8 @@ class ServerProcess:
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mediaserver", "serve", "--host", "127.0.0.1", "--port", "0",
-             "--ice-host", "127.0.0.1", "--metrics-token", METRICS_TOKEN, *extra],
+             "--ice-host", "127.0.0.1",
+             *(["--metrics-token", METRICS_TOKEN] if "--secret" in extra else []), *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log, env=env)
         self.port = 0
         assert self.proc.stdout is not None
