@@ -1,0 +1,103 @@
+"""The band-structured network (arch ``band``, msenh-v3): streaming equals offline through the
+server's batched Enhancer, streams stay apart, checkpoints round-trip, budgets hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mediaserver.enhance.model import BandEnhancer, count_parameters, enhance_offline, macs_per_second, stft
+from mediaserver.enhance.streaming import Enhancer
+from mediaserver.enhance.weights import WeightsError, load_model, save_model
+
+
+def band_model(seed: int = 0, **kw: int) -> BandEnhancer:
+    """Random weights and random batch-norm statistics, so every layer shapes the output."""
+    torch.manual_seed(seed)
+    model = BandEnhancer(**kw)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _noise(rows: int, samples: int, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal((rows, samples))).astype(np.float32)
+
+
+def _stream(enh: Enhancer, slots: list[int], x: np.ndarray, chunk: int, lim=None) -> np.ndarray:
+    return np.concatenate([enh.process(slots, x[:, i : i + chunk], lim) for i in range(0, x.shape[1], chunk)], axis=1)
+
+
+@pytest.mark.parametrize("chunk", [480, 960, 4800])
+def test_band_streaming_equals_offline(chunk: int) -> None:
+    model = band_model(channels=8, time_hidden=8)
+    enh = Enhancer(model, capacity=2)
+    slots = [enh.allocate() for _ in range(3)]
+    x = _noise(3, 48000)
+    lim = np.array([100.0, 6.0, 20.0], dtype=np.float32)
+    y = _stream(enh, slots, x, chunk, lim)
+    with torch.no_grad():
+        ref = enhance_offline(model, torch.from_numpy(x), 48000, torch.from_numpy(lim)).numpy()
+    assert y.shape == ref.shape
+    assert np.abs(y - ref).max() < 1e-4
+    assert np.abs(ref).max() > 0.01  # not a silent network
+
+
+def test_band_network_is_causal_frame_by_frame() -> None:
+    """Changing frame k never changes the masks of frames before k (no look-ahead anywhere)."""
+    model = band_model(channels=8, time_hidden=8)
+    x = torch.from_numpy(_noise(1, 16000))
+    spec = stft(x, 16000)
+    with torch.no_grad():
+        a, _ = model(spec)
+        spec2 = spec.clone()
+        spec2[:, 50:] *= 3.0
+        b, _ = model(spec2)
+    assert torch.equal(a[:, :50], b[:, :50])
+    assert not torch.allclose(a[:, 50:], b[:, 50:])
+
+
+def test_band_slots_do_not_leak() -> None:
+    model = band_model(channels=8, time_hidden=8)
+    xa = _noise(1, 24000, seed=1)
+    enh = Enhancer(model, capacity=4)
+    a, b = enh.allocate(), enh.allocate()
+    quiet = _stream(enh, [a, b], np.concatenate([xa, _noise(1, 24000, seed=2)]), 960)
+    enh2 = Enhancer(model, capacity=4)
+    a2, b2 = enh2.allocate(), enh2.allocate()
+    loud = _stream(enh2, [a2, b2], np.concatenate([xa, 10 * _noise(1, 24000, seed=3)]), 960)
+    np.testing.assert_array_equal(quiet[0], loud[0])
+
+
+def test_band_checkpoint_round_trip_and_bad_config(tmp_path: Path) -> None:
+    model = band_model(channels=8, time_hidden=8, blocks=1)
+    save_model(model, tmp_path / "enhancer.pt", {"step": 1})
+    loaded = load_model(tmp_path)
+    assert loaded.config == {"arch": "band", "channels": 8, "time_hidden": 8, "blocks": 1}
+    spec = stft(torch.from_numpy(_noise(1, 8000)), 16000)
+    with torch.no_grad():
+        assert torch.equal(loaded(spec)[0], model(spec)[0])
+    payload = torch.load(tmp_path / "enhancer.pt", weights_only=True)
+    payload["config"]["arch"] = "transformer"
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match="does not match the enhancer architecture"):
+        load_model(tmp_path / "bad.pt")
+    payload["config"] = {"arch": "band", "channels": 16, "time_hidden": 8, "blocks": 1}  # wrong shapes
+    torch.save(payload, tmp_path / "bad2.pt")
+    with pytest.raises(WeightsError):
+        load_model(tmp_path / "bad2.pt")
+
+
+def test_default_band_network_fits_the_budgets() -> None:
+    """Issue 9: ≤ 1 M parameters, ≤ 300 M MAC/s, state small enough to batch thousands of streams."""
+    model = BandEnhancer()
+    assert count_parameters(model) <= 1_000_000
+    assert macs_per_second(model) <= 300_000_000
+    assert model.state_size == 2 * 21 * 48
+    assert Enhancer.latency == 480  # 10 ms output delay + the 10 ms hop being buffered = 20 ms
