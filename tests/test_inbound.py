@@ -97,6 +97,38 @@ def test_single_losses_are_recovered_from_fec(packets):
     assert kinds.count("fec") == s["fec_recovered"]
 
 
+def frame_snr_db(ref: np.ndarray, out: np.ndarray, frames: list[int]) -> list[float]:
+    """Per-frame SNR (dB) of ``out`` against ``ref`` for the listed 20 ms slots with speech."""
+    snrs = []
+    for k in frames:
+        a, b = ref[k * 960:(k + 1) * 960], out[k * 960:(k + 1) * 960]
+        if np.dot(a, a) > 1e-4:
+            snrs.append(10 * np.log10(np.dot(a, a) / (np.sum((a - b) ** 2) + 1e-12)))
+    return snrs
+
+
+def test_fec_recovers_the_lost_audio_itself(speech, packets):
+    """Judged by audio, not by the decision: a frame marked "fec" must sound like the lost
+    frame (compared with the same stream without loss, slot by slot), far closer than Opus
+    PLC gets at the same losses on a stream without FEC (measured: median 9.6 dB vs -0.2 dB).
+    """
+    lost = set(range(30, len(packets), 25))
+    arrival = lambda i: None if i in lost else i * 20.0   # noqa: E731
+    lossless, _, _ = simulate(packets, lambda i: i * 20.0)
+    out, kinds, _ = simulate(packets, arrival)
+    fec = frame_snr_db(lossless, out, [k for k, kind in enumerate(kinds) if kind == "fec"])
+    enc = OpusEncoder(fec=False)
+    plain = [enc.encode(speech[i:i + 960]) for i in range(0, len(speech) - 959, 960)]
+    plain_lossless, _, _ = simulate(plain, lambda i: i * 20.0)
+    plc_out, plc_kinds, _ = simulate(plain, arrival)
+    plc = frame_snr_db(plain_lossless, plc_out, [k for k, kind in enumerate(plc_kinds) if kind == "plc"])
+    print(f"FEC frames: median {np.median(fec):.1f} dB over {len(fec)}; "
+          f"PLC at the same losses: median {np.median(plc):.1f} dB over {len(plc)}")
+    assert len(fec) >= 10 and len(plc) >= 10
+    assert np.median(fec) >= 6.0, fec
+    assert np.median(fec) >= np.median(plc) + 5.0, (fec, plc)
+
+
 def test_long_burst_fades_to_comfort_noise_and_merges_back(packets):
     burst = set(range(100, 130))  # 600 ms
     out, kinds, ib = simulate(packets, lambda i: None if i in burst else i * 20.0)

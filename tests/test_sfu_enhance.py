@@ -1,28 +1,41 @@
-"""Two real clients through a real server with the trained enhancer on (the default).
+"""The enhancer's headline claim, measured through a real server against a pass-through call.
 
-A sends espeak-ng speech mixed with synthetic noise; B's time-aligned recording of A
-must score better PESQ and SI-SDR against the clean speech than the noisy file did.
+A sends espeak-ng speech mixed with synthetic noise (0 dB SNR); B records A. The same noisy
+file goes through two servers built from the same code: the default one (enhancer on) and
+one with ``--no-enhance`` (pass-through: same jitter buffer, clock and Opus legs). The
+enhanced call must beat the pass-through call by a margin, so an enhancer that returns its
+input, or a scaled copy of it, fails: an Opus round trip of a quieter or cleaner-sounding
+signal can beat the noisy *file*, but not the same audio through the same path.
+
+The servers' own ``/metrics`` after the calls are read here too: the enhancer's series (the
+stage is registered in the server's registry) and the SFU's per-call series.
 """
 
 from __future__ import annotations
 
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from scipy.signal import correlate, resample_poly
 
 from mediaserver.audio import read_audio, write_audio
 from mediaserver.enhance.weights import resolve_weights_path
 
-from conftest import (ServerProcess, client_summary, espeak_speech, start_client, stop_client,
-                      wait_participants)
+from requires import require
+from conftest import (METRICS_TOKEN, ServerProcess, client_summary, espeak_speech, start_client,
+                      stop_client, wait_participants)
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)
 
-if not resolve_weights_path().is_file():
-    pytest.skip(f"trained enhancer weights not in models/ yet ({resolve_weights_path()})",
-                allow_module_level=True)
+# The margins the enhanced call must clear over the pass-through call. Measured on this
+# 2-core machine (msenh-v2): pass-through PESQ ~1.2 / SI-SDR ~1 dB, enhanced ~1.6 / ~5 dB.
+PESQ_MARGIN = 0.2
+SI_SDR_MARGIN_DB = 2.0
 
 
 def si_sdr(ref: np.ndarray, est: np.ndarray) -> float:
@@ -71,8 +84,53 @@ def noise_like(n: int, seed: int = 7) -> np.ndarray:
     return (0.8 * pink + 0.6 * hum).astype(np.float32)
 
 
-def test_enhanced_call_beats_the_noisy_input(start_server, tmp_path: Path) -> None:
-    clean = espeak_speech(tmp_path / "clean.wav",
+def read_metrics(server: ServerProcess) -> dict[tuple[str, tuple], float]:
+    """The server's own ``/metrics``, as {(sample name, sorted labels): value}."""
+    request = urllib.request.Request(server.url + "metrics",
+                                     headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        text = resp.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@dataclass
+class Call:
+    """One call of the noisy file through one server, as B heard it."""
+
+    received: np.ndarray           # B's recording of A, aligned with the clean speech
+    metrics: dict[tuple[str, tuple], float]
+    sent_frames: int
+
+
+@dataclass
+class Calls:
+    speech: np.ndarray
+    noisy: np.ndarray
+    enhanced: Call
+    passthrough: Call
+
+
+def call_through(server: ServerProcess, noisy_path: Path, speech: np.ndarray,
+                 folder: Path) -> Call:
+    b = start_client(server.url, "enh", "B", "--duration", "60", "--record-dir",
+                     str(folder / "rec"), log=folder / "B.log")
+    wait_participants(server, 1)
+    a = start_client(server.url, "enh", "A", "--send", str(noisy_path), "--duration", "14",
+                     log=folder / "A.log")
+    sent = client_summary(a)["sent_frames"]
+    summary = stop_client(b)
+    wait_participants(server, 0)   # both left: every per-call counter is final
+    recording, _ = read_audio(summary["remote"]["A"]["file"])
+    return Call(received=align(speech, recording), metrics=read_metrics(server), sent_frames=sent)
+
+
+@pytest.fixture(scope="module")
+def calls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Calls]:
+    require(resolve_weights_path().is_file(),
+            f"trained enhancer weights missing ({resolve_weights_path()})")
+    folder = tmp_path_factory.mktemp("enh")
+    clean = espeak_speech(folder / "clean.wav",
                           "Please call Stella. Ask her to bring these things with her from the "
                           "store: six spoons of fresh snow peas, five thick slabs of blue cheese.",
                           seconds=8.0)
@@ -80,30 +138,60 @@ def test_enhanced_call_beats_the_noisy_input(start_server, tmp_path: Path) -> No
     noise = noise_like(len(speech))
     # 0 dB: a caller next to a siren. SI-SDR through two Opus 32 kb/s VOIP encodes (client,
     # server) is capped near 9 dB even for clean speech (SILK does not match waveforms), so at
-    # 5 dB input the codec, not the enhancer, decides the SI-SDR comparison (5.0 dB noisy vs
-    # 4.4 dB enhanced+coded offline, with PESQ 1.28 -> 1.69). Offline at 0 dB the same chain
-    # gives SI-SDR 0.0 -> 3.4 dB and PESQ 1.14 -> 1.44.
+    # higher SNRs the codec, not the enhancer, decides the SI-SDR comparison.
     snr_db = 0.0
     gain = np.sqrt(np.mean(speech ** 2) / (np.mean(noise ** 2) * 10 ** (snr_db / 10)))
     noisy = (speech + gain * noise).astype(np.float32)
     noisy /= max(1.0, float(np.max(np.abs(noisy))) / 0.9)
-    noisy_path = tmp_path / "noisy.wav"
+    noisy_path = folder / "noisy.wav"
     write_audio(noisy_path, noisy, rate)
 
-    server: ServerProcess = start_server()   # enhancement on: the default
-    b = start_client(server.url, "enh", "B", "--duration", "40", "--record-dir",
-                     str(tmp_path / "rec"), log=tmp_path / "B.log")
-    wait_participants(server, 1)
-    a = start_client(server.url, "enh", "A", "--send", str(noisy_path), "--duration", "14",
-                     log=tmp_path / "A.log")
-    client_summary(a)
-    summary = stop_client(b)
-    recording, _ = read_audio(summary["remote"]["A"]["file"])
-    received = align(speech, recording)
+    result = {}
+    for name, extra in (("enhanced", ()), ("passthrough", ("--no-enhance",))):
+        sub = folder / name
+        sub.mkdir()
+        server = ServerProcess(sub / "server.log", *extra)   # one at a time: 2 cores here
+        try:
+            result[name] = call_through(server, noisy_path, speech, sub)
+        finally:
+            server.stop()
+    yield Calls(speech=speech, noisy=noisy, **result)
 
-    noisy_pesq, noisy_sdr = pesq_wb(speech, noisy), si_sdr(speech, noisy)
-    out_pesq, out_sdr = pesq_wb(speech, received), si_sdr(speech, received)
-    print(f"noisy: PESQ {noisy_pesq:.2f} SI-SDR {noisy_sdr:.1f} dB; "
-          f"through the SFU: PESQ {out_pesq:.2f} SI-SDR {out_sdr:.1f} dB")
-    assert out_pesq > noisy_pesq
-    assert out_sdr > noisy_sdr
+
+def test_enhanced_call_beats_a_pass_through_call_of_the_same_audio(calls: Calls) -> None:
+    speech = calls.speech
+    noisy = (pesq_wb(speech, calls.noisy), si_sdr(speech, calls.noisy))
+    plain = (pesq_wb(speech, calls.passthrough.received), si_sdr(speech, calls.passthrough.received))
+    ours = (pesq_wb(speech, calls.enhanced.received), si_sdr(speech, calls.enhanced.received))
+    print(f"noisy file: PESQ {noisy[0]:.2f} SI-SDR {noisy[1]:.1f} dB; "
+          f"pass-through call: PESQ {plain[0]:.2f} SI-SDR {plain[1]:.1f} dB; "
+          f"enhanced call: PESQ {ours[0]:.2f} SI-SDR {ours[1]:.1f} dB")
+    assert ours[0] >= plain[0] + PESQ_MARGIN, (ours, plain)
+    assert ours[1] >= plain[1] + SI_SDR_MARGIN_DB, (ours, plain)
+
+
+def test_server_metrics_show_the_enhancer_at_work(calls: Calls) -> None:
+    m = calls.enhanced.metrics
+    network = m.get(("mediaserver_enhancer_frames_total", (("path", "network"),)), 0.0)
+    bypass = m.get(("mediaserver_enhancer_frames_total", (("path", "bypass"),)), 0.0)
+    ticks = m.get(("mediaserver_enhancer_tick_seconds_count", ()), 0.0)
+    # 8 s of speech with pauses: the network ran for much of it (the gate skips silence)
+    assert network >= 0.25 * 8.0 * 50, m
+    assert network + bypass >= 0.8 * calls.enhanced.sent_frames, (network, bypass)
+    assert ticks >= 0.8 * calls.enhanced.sent_frames, ticks
+    assert m.get(("mediaserver_enhancer_streams", ())) == 0.0   # slot freed after A left
+
+
+def test_sfu_metrics_after_a_call(calls: Calls) -> None:
+    m, sent = calls.passthrough.metrics, calls.passthrough.sent_frames
+    assert not any(name.startswith("mediaserver_enhancer_") for name, _ in m)   # --no-enhance
+    assert m[("mediaserver_participants", ())] == 0.0 and m[("mediaserver_rooms", ())] == 0.0
+    # A's packets in, as sent (loopback, no loss); B's silence comes in as well
+    assert m[("mediaserver_rtp_packets_in_total", ())] >= 0.95 * sent
+    normal = m.get(("mediaserver_frames_total", (("kind", "normal"),)), 0.0)
+    assert normal >= 0.95 * sent, normal
+    # one encoded packet per tick of A's stream went to B
+    assert m[("mediaserver_packets_out_total", ())] >= 0.95 * sent
+    assert m[("mediaserver_clock_ticks_total", ())] >= sent
+    assert m[("mediaserver_renegotiations_total", ())] >= 1.0   # B was offered A's track
+    assert m[("mediaserver_outbound_dropped_total", ())] == 0.0

@@ -1,0 +1,342 @@
+"""Mutation check: break one claim at a time and prove that the claim's own tests notice.
+
+``python -m tests.mutations`` (from the repository root) copies the repository into a scratch
+folder (``git archive HEAD``; ``--worktree`` copies the working tree's tracked and untracked
+files instead), then for each curated breakage below:
+
+1. runs the claim's tests on the unmutated copy (the baseline; they must pass, or a "catch"
+   would prove nothing),
+2. applies the breakage (exact text replacements; a replacement that no longer matches the
+   code is reported as ``stale``, which fails the check too: the list must follow the code),
+3. runs the same tests again: the breakage is ``caught`` only when at least one of them fails
+   (pytest exit code 1; an import or collection error is ``broken``, not a catch),
+4. restores the file.
+
+The shared working tree is never touched. The result goes to
+``benchmarks/results/mutations.json`` (``--json``) and a table to stdout; the exit code is 0
+only if every breakage was caught. ``--only NAME`` runs a subset; ``--list`` prints the list.
+
+Each entry names the tests written *for that claim*: a breakage caught only by some unrelated
+unit table does not count. Add an entry for every claim an issue fixes (revert the fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace ``old`` (must occur exactly once) by ``new`` in ``path``."""
+
+    path: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    claim: str
+    source: str                       # where the claim comes from (issue and section)
+    edits: tuple[Edit, ...]
+    tests: tuple[str, ...]            # pytest node ids or files: the claim's own tests
+    timeout_s: int = 1500
+
+
+MUTATIONS: tuple[Mutation, ...] = (
+    Mutation(
+        name="no-enhancement",
+        claim="the server enhances each speaker (better than the same audio passed through)",
+        source="issue 17 §1",
+        edits=(Edit("mediaserver/enhance/streaming.py",
+                    "            out_spec = apply_mask(spec, mask, lim)\n",
+                    "            out_spec = 0.5 * spec  # mutation: the network's mask ignored\n"),),
+        tests=("tests/test_sfu_enhance.py::"
+               "test_enhanced_call_beats_a_pass_through_call_of_the_same_audio",),
+    ),
+    Mutation(
+        name="jitter-min-delay-300ms",
+        claim="the receive path adds a bounded delay (no ratchet to 300 ms)",
+        source="issue 17 §2",
+        edits=(Edit("mediaserver/media/jitter.py",
+                    "    min_delay_ms: float = 40.0",
+                    "    min_delay_ms: float = 300.0"),),
+        tests=("tests/test_loss_e2e.py::test_delay_measured_from_content_stays_bounded",),
+    ),
+    Mutation(
+        name="no-loss-repair",
+        claim="lost packets are repaired (FEC, PLC) instead of played as silence",
+        source="issue 17 §3",
+        edits=(Edit("mediaserver/media/opus.py",
+                    '            raise OpusError("opus_decode_float(fec)", n)\n'
+                    "        return self._buf[:n]\n",
+                    '            raise OpusError("opus_decode_float(fec)", n)\n'
+                    "        return np.zeros(n, dtype=np.float32)  # mutation\n"),
+               Edit("mediaserver/media/opus.py",
+                    '            raise OpusError("opus_decode_float(plc)", n)\n'
+                    "        return self._buf[:n]\n",
+                    '            raise OpusError("opus_decode_float(plc)", n)\n'
+                    "        return np.zeros(n, dtype=np.float32)  # mutation\n")),
+        tests=("tests/test_loss_e2e.py::test_loss_is_repaired_better_than_a_no_repair_run",),
+    ),
+    Mutation(
+        name="no-cross-fade",
+        claim="a switch between the network and a skip path is cross-faded (no click)",
+        source="issue 17 §4",
+        edits=(Edit("mediaserver/enhance/streaming.py",
+                    "                out[:, :hop] = ola_in + padded[:, :hop] * self._win_sq[:hop]\n",
+                    "                pass  # mutation: no cross-fade from the previous path\n"),),
+        tests=("tests/test_enhance_stage.py::test_switching_enhancement_does_not_click",
+               "tests/test_enhance_stage.py::test_overloaded_frames_keep_delay_and_do_not_click"),
+    ),
+    Mutation(
+        name="fec-is-plc",
+        claim="a lost packet is recovered from the next packet's FEC (the audio, not the label)",
+        source="issue 17 §5",
+        edits=(Edit("mediaserver/media/inbound.py",
+                    "                pcm = self._decoder.decode_fec(decision.packet.payload, decision.samples)\n",
+                    "                pcm = self._decoder.conceal(decision.samples)  # mutation\n"),),
+        tests=("tests/test_inbound.py::test_fec_recovers_the_lost_audio_itself",),
+    ),
+    Mutation(
+        name="enhancer-metrics-missing",
+        claim="the server's /metrics carries the enhancer's mediaserver_enhancer_* series",
+        source="issue 17 §6",
+        edits=(Edit("mediaserver/sfu/server.py",
+                    "    return stage_from_args(args, metrics.registry if metrics is not None else None)\n",
+                    "    return stage_from_args(args)  # mutation: private registry\n"),),
+        tests=("tests/test_sfu_enhance.py::test_server_metrics_show_the_enhancer_at_work",),
+    ),
+    Mutation(
+        name="slow-consumer-kept",
+        claim="a client that stops reading is dropped and never holds up the others",
+        source="issue 13 §1",
+        edits=(Edit("mediaserver/sfu/outbox.py",
+                    "        if len(self._queue) > self.max_messages or self._bytes > self.max_bytes:\n",
+                    "        if False:  # mutation: the queue is unbounded\n"),
+               Edit("mediaserver/sfu/outbox.py",
+                    "            await asyncio.wait_for(write, self.stall_s)\n",
+                    "            await write  # mutation: a stalled write is waited for forever\n")),
+        tests=("tests/test_sfu_slow_consumer.py",),
+    ),
+    Mutation(
+        name="gate-broadband-cut",
+        claim="a closed VAD gate keeps the background as the network shapes it (no pumping)",
+        source="issue 17 §4 / VAD gate",
+        edits=(Edit("mediaserver/enhance/stage.py",
+                    "        return h._noise.gain(lim)\n",
+                    "        return np.full(self.enhancer.window // 2 + 1, 10.0 ** (-min(\n"
+                    "            self.gate_config.atten_db, h.atten_lim_db) / 20.0),"
+                    " dtype=np.float32)  # mutation\n"),),
+        tests=("tests/test_enhance_gate.py::test_noise_floor_holds_across_every_gate_close",),
+    ),
+)
+
+
+@dataclass
+class Run:
+    rc: int
+    seconds: float
+    passed: int = 0
+    failed: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    tail: str = ""
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def make_scratch(folder: Path, *, worktree: bool) -> None:
+    """A copy of the repository (HEAD, or the working tree's files) in ``folder``."""
+    if worktree:
+        names = _git("ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+        for name in filter(None, names):
+            src = ROOT / name
+            if src.is_file():
+                dst = folder / name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+        return
+    archive = folder / "head.tar"
+    subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), "HEAD"], cwd=ROOT,
+                   check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(folder, filter="data")
+    archive.unlink()
+
+
+def run_tests(scratch: Path, tests: tuple[str, ...], timeout_s: int) -> Run:
+    """pytest on ``tests`` inside the scratch copy; results read from its JUnit XML."""
+    report = scratch / ".mutation-junit.xml"
+    report.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+             f"--junitxml={report}", *tests],
+            cwd=scratch, env=env, capture_output=True, text=True, timeout=timeout_s)
+        rc, out = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        rc, out = 124, f"timed out after {timeout_s} s\n{exc.stdout or ''}"
+    run = Run(rc=rc, seconds=round(time.monotonic() - t0, 1), tail=out[-3000:])
+    if report.is_file():
+        for case in ET.parse(report).getroot().iter("testcase"):
+            nodeid = f"{case.get('classname', '').replace('.', '/')}.py::{case.get('name')}"
+            if case.find("failure") is not None:
+                run.failed.append(nodeid)
+            elif case.find("error") is not None:
+                run.errors.append(nodeid)
+            elif case.find("skipped") is None:
+                run.passed += 1
+    return run
+
+
+def apply(scratch: Path, edits: tuple[Edit, ...]) -> Optional[str]:
+    """Apply all edits (in memory first); returns a reason when one does not match once."""
+    new_text: dict[Path, str] = {}
+    for e in edits:
+        path = scratch / e.path
+        if not path.is_file():
+            return f"{e.path} does not exist"
+        text = new_text.get(path, path.read_text())
+        if text.count(e.old) != 1:
+            return f"{e.path}: text to replace found {text.count(e.old)} times: {e.old.strip()[:80]!r}"
+        new_text[path] = text.replace(e.old, e.new)
+    for path, text in new_text.items():
+        path.write_text(text)
+    return None
+
+
+def check_imports_from(scratch: Path) -> None:
+    """The scratch copy's package must be the one the tests import (not the editable install)."""
+    out = subprocess.run([sys.executable, "-c", "import mediaserver; print(mediaserver.__file__)"],
+                         cwd=scratch, capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(out).resolve().is_relative_to(scratch.resolve()):
+        raise SystemExit(f"the scratch copy imports mediaserver from {out}, not from {scratch}")
+
+
+def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dict:
+    scratch = Path(tempfile.mkdtemp(prefix="mediaserver-mutations-"))
+    results = []
+    try:
+        make_scratch(scratch, worktree=worktree)
+        check_imports_from(scratch)
+        baselines: dict[tuple[str, ...], Run] = {}
+        for m in mutations:
+            print(f"[{m.name}] {m.claim}", flush=True)
+            row: dict = {"name": m.name, "claim": m.claim, "source": m.source,
+                         "tests": list(m.tests),
+                         "files": sorted({e.path for e in m.edits})}
+            missing = [t for t in m.tests if not (scratch / t.split("::")[0]).is_file()]
+            if missing:
+                row.update(outcome="stale", reason=f"test file missing: {', '.join(missing)}")
+                results.append(row)
+                print(f"  stale: {row['reason']}", flush=True)
+                continue
+            base = baselines.get(m.tests)
+            if base is None:
+                base = baselines[m.tests] = run_tests(scratch, m.tests, m.timeout_s)
+            row["baseline"] = {"rc": base.rc, "passed": base.passed, "failed": base.failed,
+                               "errors": base.errors, "seconds": base.seconds}
+            if base.rc != 0:
+                row.update(outcome="baseline-failed", tail=base.tail[-1500:])
+                results.append(row)
+                print(f"  baseline failed (rc {base.rc}): the claim's tests fail unmutated", flush=True)
+                continue
+            originals = {e.path: (scratch / e.path).read_text() for e in m.edits
+                         if (scratch / e.path).is_file()}
+            reason = apply(scratch, m.edits)
+            if reason is not None:
+                row.update(outcome="stale", reason=reason)
+                results.append(row)
+                print(f"  stale: {reason}", flush=True)
+                continue
+            try:
+                run = run_tests(scratch, m.tests, m.timeout_s)
+            finally:
+                for path, text in originals.items():
+                    (scratch / path).write_text(text)
+            row["mutated"] = {"rc": run.rc, "passed": run.passed, "failed": run.failed,
+                              "errors": run.errors, "seconds": run.seconds}
+            if run.rc == 1 and run.failed:
+                row["outcome"] = "caught"
+            elif run.rc == 0:
+                row["outcome"] = "missed"
+            else:
+                row.update(outcome="broken", tail=run.tail[-1500:])
+            results.append(row)
+            print(f"  {row['outcome']}: {len(run.failed)} failed, {run.passed} passed "
+                  f"({run.seconds} s)", flush=True)
+    finally:
+        if keep:
+            print(f"scratch copy kept in {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return {
+        "meta": {
+            "command": "python -m tests.mutations" + (" --worktree" if worktree else ""),
+            "source": "working tree" if worktree else f"HEAD {_git('rev-parse', 'HEAD').strip()}",
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "python": platform.python_version(),
+            "host": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
+            "rule": "caught = at least one of the claim's own tests fails (pytest rc 1) "
+                    "with the breakage and all of them pass without it",
+        },
+        "all_caught": all(r["outcome"] == "caught" for r in results),
+        "results": results,
+    }
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.mutations", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", action="append", default=None, metavar="NAME",
+                        help="run only these mutations (repeatable)")
+    parser.add_argument("--worktree", action="store_true",
+                        help="copy the working tree (tracked and untracked files), not HEAD")
+    parser.add_argument("--json", default=str(ROOT / "benchmarks/results/mutations.json"),
+                        help="where to write the result ('' for nowhere)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch copy")
+    parser.add_argument("--list", action="store_true", help="print the mutations and exit")
+    args = parser.parse_args(argv)
+    chosen = MUTATIONS
+    if args.only:
+        unknown = set(args.only) - {m.name for m in MUTATIONS}
+        if unknown:
+            parser.error(f"unknown mutation(s): {', '.join(sorted(unknown))}")
+        chosen = tuple(m for m in MUTATIONS if m.name in args.only)
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:26} {m.source:22} {', '.join(m.tests)}")
+        return 0
+    result = check(chosen, worktree=args.worktree, keep=args.keep)
+    print("\n| mutation | claim's tests | outcome |\n|---|---|---|")
+    for r in result["results"]:
+        print(f"| {r['name']} | {', '.join(t.split('/')[-1] for t in r['tests'])} | {r['outcome']} |")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0 if result["all_caught"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
