@@ -10,7 +10,8 @@ the writer's ``send_str`` stops making progress. That client is a *slow consumer
 dropped (its transport aborted, which ends its session and removes its participant) when
 either bound is crossed:
 
-- ``queue-full``: more than ``max_messages`` messages or ``max_bytes`` bytes are waiting;
+- ``queue-full``: more than ``max_messages`` messages, or more than ``max_messages`` times
+  16 KiB, are waiting (an SDP offer is a few KiB, events are tens of bytes);
 - ``stalled``: one message has not been written within ``stall_s`` seconds.
 """
 
@@ -40,12 +41,18 @@ class Outbox:
     :param abort: closes the connection at once, unsent data discarded (``transport.abort``).
     :param on_slow: called once, with ``"queue-full"`` or ``"stalled"``, before the abort.
     :param max_messages: messages that may wait before the consumer counts as slow.
-    :param max_bytes: bytes (UTF-8 JSON) that may wait before the consumer counts as slow.
+    :param max_bytes: characters of JSON that may wait before the consumer counts as slow
+        (default ``max_messages * AVERAGE_BOUND``).
     :param stall_s: seconds one message may take to be written, in seconds.
     """
 
+    AVERAGE_BOUND = 16 * 1024   # characters per waiting message, on average, before it is too much
+
     def __init__(self, ws: TextSocket, *, abort: Callable[[], None], on_slow: Callable[[str], None],
-                 max_messages: int = 256, max_bytes: int = 4 << 20, stall_s: float = 10.0) -> None:
+                 max_messages: int = 256, max_bytes: Optional[int] = None,
+                 stall_s: float = 10.0) -> None:
+        if max_bytes is None:
+            max_bytes = max_messages * self.AVERAGE_BOUND
         if max_messages < 1 or max_bytes < 1 or stall_s <= 0:
             raise ValueError("outbox bounds must be positive")
         self._ws = ws

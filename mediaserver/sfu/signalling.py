@@ -89,6 +89,7 @@ class SignallingSession:
                              max_messages=limits.ws_send_queue, stall_s=limits.ws_send_timeout_s)
         self._loop = asyncio.get_running_loop()
         self._rate = RateLimiter(rate=limits.ws_rate, burst=limits.ws_burst, now=self._loop.time())
+        self._label = ""   # room/identity once joined, kept for log lines after leaving
 
     def send(self, message: dict) -> None:
         """Queue ``message`` for this client; raises ``ConnectionError`` once closing."""
@@ -107,8 +108,7 @@ class SignallingSession:
         self.outbox.close(code, reason.encode()[:120])
 
     def _who(self) -> str:
-        p = self.participant
-        return f"{p.room}/{p.identity}" if p is not None else "(not joined)"
+        return self._label or "(not joined)"
 
     async def run(self) -> None:
         self.outbox.start()
@@ -128,6 +128,8 @@ class SignallingSession:
                         break
                     try:
                         await self.handle_text(msg.data)
+                    except ConnectionError:   # our own socket is closing (or was dropped)
+                        break
                     except ClientError as exc:
                         self.error(exc.code, str(exc))
                         if exc.close:
@@ -217,6 +219,7 @@ class SignallingSession:
                 self.ctx.replay.release(grant)
             raise ClientError(exc.code, str(exc), close=True) from None
         self.participant = p
+        self._label = f"{room_name}/{identity}"
         p.on_failed = self._on_peer_failed
         self.send({
             "type": "joined", "room": room_name, "identity": identity,
