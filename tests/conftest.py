@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 from mediaserver.audio import read_audio, resample, write_audio
 
 import ci_guard
+from requires import require_program
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -115,9 +115,7 @@ SPEECH_TEXT = ("The quick brown fox jumps over the lazy dog. "
 def espeak_speech(path: Path, text: str, *, seconds: Optional[float] = None,
                   voice: str = "en") -> Path:
     """espeak-ng speech at 48 kHz mono 16-bit, padded/repeated to ``seconds`` if given."""
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
+    espeak = require_program("espeak-ng", "apt-get install -y espeak-ng")
     raw = path.with_suffix(".raw.wav")
     subprocess.run([espeak, "-v", voice, "-s", "150", "-w", str(raw), text], check=True,
                    capture_output=True)

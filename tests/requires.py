@@ -43,3 +43,6 @@ def require_program(name: str, hint: str = "") -> str:
     require(path is not None, f"{name} is not installed{' (' + hint + ')' if hint else ''}")
     assert path is not None
     return path
+
+
+ASR_HINT = 'pip install -e ".[asr]"'

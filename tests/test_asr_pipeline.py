@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import numpy as np
@@ -16,8 +15,13 @@ from mediaserver.asr.resample import StreamingDecimator
 from mediaserver.asr.segmenter import Segment, SegmenterConfig, VadSegmenter
 from mediaserver.asr.sink import QueuedSink
 from mediaserver.audio import resample
+from requires import require_program
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+
+
+@pytest.fixture(autouse=True)
+def _needs_espeak_ng() -> None:
+    require_program("espeak-ng", "apt-get install -y espeak-ng")
 
 
 def espeak48(text: str, tmp_path, name: str = "s") -> np.ndarray:

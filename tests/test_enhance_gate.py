@@ -13,7 +13,6 @@ network always on; the gate may save compute but the listener must not hear it:
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 
 from mediaserver.audio import read_audio, resample
 from mediaserver.enhance.stage import FRAME, EnhancerStage
+from requires import require_program
 
 RATE = 48000
 SPEECH_DBFS = -26.0
@@ -37,8 +37,7 @@ def _dbfs(x: np.ndarray) -> float:
 @lru_cache(maxsize=None)
 def _word(text: str, voice: str) -> np.ndarray:
     """One espeak-ng word at 48 kHz, trimmed to its first and last audible sample."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed (apt-get install -y espeak-ng)")
+    require_program("espeak-ng", "apt-get install -y espeak-ng")
     out = Path(f"/tmp/mediaserver-gate-{voice}-{text}.wav")
     subprocess.run(["espeak-ng", "-v", voice, "-w", str(out), text], check=True, capture_output=True)
     x, rate = read_audio(out)

@@ -20,6 +20,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from requires import require
+
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ["pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "mediaserver", "static", "models"]
 
@@ -58,7 +60,9 @@ def test_wheel_carries_client_and_models(installed: Path) -> None:
     pkg = installed / "mediaserver"
     for rel in ["index.html", "style.css", "js/app.js", "js/call.js", "js/signalling.js"]:
         assert (pkg / "static" / rel).is_file(), rel
-    for weights in (ROOT / "models").glob("**/*.pt"):
+    shipped = sorted((ROOT / "models").glob("**/*.pt"))
+    require(bool(shipped), "no trained weights under models/ (the wheel must carry the default model)")
+    for weights in shipped:
         rel = weights.relative_to(ROOT / "models")
         assert (pkg / "models" / rel).is_file(), f"{rel} missing from the wheel"
     script = installed / "bin" / "mediaserver"
@@ -84,13 +88,13 @@ def test_installed_resources_point_into_the_package(installed: Path, tmp_path: P
     assert module.is_relative_to(installed), "imported the checkout, not the installed copy"
     assert static == installed / "mediaserver" / "static"
     assert (static / "index.html").is_file()
-    if any((ROOT / "models").glob("**/*.pt")):
-        assert models == installed / "mediaserver" / "models"
+    require(any((ROOT / "models").glob("**/*.pt")), "no trained weights under models/")
+    assert models == installed / "mediaserver" / "models"
 
 
 async def test_installed_server_serves_the_client(installed: Path, tmp_path: Path) -> None:
-    has_model = any((ROOT / "models").glob("**/*.pt"))
-    extra = [] if has_model else ["--no-enhance"]  # the default model, when one is trained
+    require(any((ROOT / "models").glob("**/*.pt")), "no trained weights under models/")
+    extra: list[str] = []   # the default model, loaded from the installed package
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mediaserver", "serve", "--host", "127.0.0.1", "--port", "0",
         "--ice-host", "127.0.0.1", *extra,
@@ -118,7 +122,7 @@ async def test_installed_server_serves_the_client(installed: Path, tmp_path: Pat
             async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
                 health = await resp.json()
                 assert health["status"] == "ok"
-                assert health["enhancement"] is has_model
+                assert health["enhancement"] is True
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)
