@@ -215,3 +215,48 @@ def test_invalid_payload_is_dropped_and_counted(packets):
     assert ib.stats()["packets_invalid"] == 2
     _, kinds, ib2 = simulate(packets[:50], lambda i: i * 20.0, ticks=51)
     assert kinds[1:] == ["normal"] * 50
+
+
+# Numbering discontinuities on one SSRC, at 3 s into the call (packet 150): raw (seq, ts) of
+# packet i. The receive path must play real audio again within 60 ms and keep its delay.
+_K = 150
+_F = 960
+_DISCONTINUITY = {
+    "seq-restart-0": lambda i: (i - _K if i >= _K else i, 5000 + i * _F),
+    "seq-restart-200-lower": lambda i: (300 + i - (201 if i >= _K else 0), 5000 + i * _F),
+    "seq-jump-across-wrap": lambda i: (65_530 + i - _K if i >= _K else 10 + i, 5000 + i * _F),
+    "ts-back-1s": lambda i: (i, 5000 + (i - (51 if i >= _K else 0)) * _F),
+    "ts-back-100ms": lambda i: (i, 5000 + (i - (6 if i >= _K else 0)) * _F),
+    "ts-forward-1s": lambda i: (i, 5000 + (i + (50 if i >= _K else 0)) * _F),
+    "both-restart-0": lambda i: ((i - _K, (i - _K) * _F) if i >= _K else (40 + i, 7 + i * _F)),
+    "both-restart-0-across-ts-wrap": lambda i: ((i - _K, (1 << 32) - 2 * _F + (i - _K) * _F)
+                                                if i >= _K else (i, 9 + i * _F)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_DISCONTINUITY))
+def test_discontinuity_plays_real_audio_within_60ms_and_keeps_the_delay(packets, kind):
+    numbering = _DISCONTINUITY[kind]
+    ib = InboundAudio()
+    kinds, trace = [], []
+    n = 300
+    for tick in range(n + 3):
+        now = tick * 20.0
+        if tick < n:
+            seq, ts = numbering(tick)
+            ib.push(packets[tick], seq=seq & 0xFFFF, timestamp=ts & 0xFFFFFFFF, ssrc=5,
+                    arrival_ms=now)
+        kinds.append(ib.pull(now_ms=now + 0.3).kind)
+        trace.append(ib.stats())
+    run = longest = 0
+    for k in kinds[_K:n]:
+        run = run + 1 if k not in ("normal", "fec") else 0
+        longest = max(longest, run)
+    assert longest * 20 <= 60, kinds[_K - 2:_K + 8]
+    assert kinds[1:n].count("normal") >= n - 3
+    before, after = trace[_K - 1], trace[_K + 50]  # 1 s after the fault
+    assert after["target_delay_ms"] == before["target_delay_ms"]
+    assert abs(after["current_delay_ms"] - before["current_delay_ms"]) <= 10.0
+    s = ib.stats()
+    assert s["packets_lost"] == 0 and s["packets_duplicate"] == 0
+    assert s["rtp_discontinuities"] == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mediaserver.media.jitter import (
     Conceal,
     DecodeFec,
@@ -137,16 +139,17 @@ def test_late_packet_is_counted_and_not_played():
     assert "late" in res
 
 
-def test_ssrc_change_restarts_stream():
+def test_ssrc_change_continues_the_stream():
     first = [(i * 20.0, i, i, 1) for i in range(10)]
     # new SSRC with unrelated seq/ts numbering (index offsets keep it simple)
     second = [(200.0 + i * 20.0, 5000 + i, 777 + i, 2) for i in range(10)]
     jb, out, res = run(first + second, 26)
     assert "reset" in res
     assert jb.stats.ssrc_changes == 1
-    # packets of the old SSRC still buffered at the switch are dropped
-    assert played(out)[:8] == list(range(8))
-    assert [p for p in played(out) if p >= 5000] == [5000 + i for i in range(10)]
+    # the new sender continues the timeline (internal numbering): nothing buffered is
+    # dropped, nothing is concealed at the switch, no loss is counted
+    assert played(out) == list(range(20))
+    assert "C" not in out[out.index("P0"):out.index("P19")]
     assert jb.lost == 0
 
 
@@ -242,3 +245,164 @@ def test_consumer_stall_flushes_down_to_target():
             jb.pop(now_ms=i * 20.0 + 0.5)
     assert jb.stats.flushed > 30
     assert jb.level_ms(0, 99 * 20.0 + 0.5) <= jb.target_ms + 20.0
+
+
+# --------------------------------------------------------------------------------------------
+# Numbering discontinuities on one SSRC (SIP gateways: hold/resume, transfer, ringback-to-answer).
+# The call runs 5 s at 50 packets/s; the first packet of the new numbering is packet K (3 s).
+# Each row gives the raw (seq, ts) of packet i. Required: the output plays again within 60 ms
+# of the fault and the buffer delay is back at its pre-fault target within 1 s.
+
+K = 150
+N = 250
+S0, T0 = 1000, 123_456
+
+
+def _numbering(kind: str):
+    def f(i: int) -> tuple[int, int]:
+        after = i >= K
+        seq, ts = S0 + i, T0 + i * F
+        if kind == "seq-restart-0":
+            seq = i - K if after else seq
+        elif kind == "call-from-0-seq-restart-0":  # the issue's case: numbers seen 3 s ago again
+            seq = i - K if after else i
+        elif kind == "seq-restart-200-lower":
+            seq = seq - 201 if after else seq
+        elif kind == "seq-restart-50-lower":
+            seq = seq - 51 if after else seq
+        elif kind == "seq-jump-forward-10000":
+            seq = seq + 10_000 if after else seq
+        elif kind == "seq-jump-forward-1000":
+            seq = seq + 1_000 if after else seq
+        elif kind == "seq-jump-across-wrap":
+            seq = 65_530 + (i - K) if after else seq
+        elif kind == "ts-back-1s":
+            ts = ts - 50 * F - F if after else ts
+        elif kind == "ts-back-100ms":
+            ts = ts - 5 * F - F if after else ts
+        elif kind == "ts-back-to-same-ts":
+            ts = ts - F if after else ts
+        elif kind == "ts-forward-200ms":
+            ts = ts + 10 * F if after else ts
+        elif kind == "ts-forward-1s":
+            ts = ts + 50 * F if after else ts
+        elif kind == "ts-forward-10min":
+            ts = ts + 600 * 48_000 if after else ts
+        elif kind == "both-restart-0":
+            seq, ts = (i - K, (i - K) * F) if after else (seq, ts)
+        elif kind == "both-back-200ms":
+            seq, ts = (seq - 11, ts - 11 * F) if after else (seq, ts)
+        elif kind == "both-back-1s":
+            seq, ts = (seq - 51, ts - 51 * F) if after else (seq, ts)
+        elif kind == "both-forward":
+            seq, ts = (seq + 20_000, ts + 3_000_000) if after else (seq, ts)
+        elif kind == "seq-restart-ts-back-1s":
+            seq, ts = (i - K, ts - 51 * F) if after else (seq, ts)
+        elif kind == "ts-wrap-and-seq-restart":
+            seq, ts = (i - K, (1 << 32) - 3 * F + (i - K) * F) if after else (seq, ts)
+        elif kind != "none":
+            raise ValueError(kind)
+        return seq & 0xFFFF, ts & 0xFFFFFFFF
+
+    return f
+
+
+def _call(kind: str, *, duplicates=(), jitter=lambda i: 0.0):
+    """Drive a buffer with a caller that honours time scaling; one row per 20 ms tick."""
+    jb = JitterBuffer()
+    numbering = _numbering(kind)
+    arrivals = sorted([(i * 20.0 + jitter(i), i) for i in range(N)]
+                      + [(i * 20.0 + 7.0, i) for i in duplicates])
+    rows, results, ai, queued = [], [], 0, 0
+    for tick in range(N + 10):
+        now = tick * 20.0 + 0.5
+        while ai < len(arrivals) and arrivals[ai][0] <= now:
+            a, i = arrivals[ai]
+            seq, ts = numbering(i)
+            results.append((i, jb.insert(seq=seq, timestamp=ts, ssrc=7, samples=F,
+                                         payload=b"p%d" % i, now_ms=a)))
+            ai += 1
+        while queued < F:
+            d = jb.pop(now_ms=now, queued=queued)
+            label_ = label(d)
+            if isinstance(d, Play):
+                queued += F + 120 * d.time_scale
+            else:
+                queued += d.samples
+        queued -= F
+        rows.append((now, label_, jb.current_delay_ms, jb.target_ms))
+    return jb, rows, results
+
+
+def _longest_gap_ms(rows, t_from: float, t_to: float) -> float:
+    """Longest run of ticks without a played packet, in ms, between the two times."""
+    longest = run_ = 0.0
+    for now, lab, _, _ in rows:
+        if not t_from <= now < t_to:
+            continue
+        run_ = run_ + 20.0 if lab[0] not in "PF" else 0.0
+        longest = max(longest, run_)
+    return longest
+
+
+def _at(rows, t: float):
+    return min(rows, key=lambda r: abs(r[0] - t))
+
+
+DISCONTINUITIES = [
+    "seq-restart-0", "call-from-0-seq-restart-0", "seq-restart-200-lower", "seq-restart-50-lower", "seq-jump-forward-10000",
+    "seq-jump-forward-1000", "seq-jump-across-wrap", "ts-back-1s", "ts-back-100ms",
+    "ts-back-to-same-ts", "ts-forward-200ms", "ts-forward-1s", "ts-forward-10min",
+    "both-restart-0", "both-back-200ms", "both-back-1s", "both-forward", "seq-restart-ts-back-1s",
+    "ts-wrap-and-seq-restart",
+]
+
+
+@pytest.mark.parametrize("kind", DISCONTINUITIES)
+def test_discontinuity_plays_on_within_60ms_at_the_same_delay(kind):
+    jb, rows, results = _call(kind)
+    fault = K * 20.0
+    before = _at(rows, fault - 10.0)
+    assert _longest_gap_ms(rows, fault, N * 20.0) <= 60.0, [r[1] for r in rows[K - 3:K + 10]]
+    # all but at most one packet of the new numbering (held for confirmation) is played
+    assert sum(1 for r in rows if r[1][0] == "P") >= N - 1
+    after = _at(rows, fault + 1000.0)
+    assert after[3] == before[3], (before, after)  # target unchanged
+    assert abs(after[2] - before[2]) <= 10.0, (before, after)  # delay back at target
+    assert max(r[2] for r in rows if fault <= r[0] <= N * 20.0) <= before[2] + 25.0
+    # statistics stay truthful: no phantom loss, reordering, lateness or duplicates
+    assert jb.lost == 0 and jb.stats.reordered == 0 and jb.stats.duplicate == 0
+    assert jb.stats.late <= 1
+    assert jb.stats.discontinuities == 1
+    assert jb.relative_delay_ms < 20.0  # the estimator saw one continuous timeline
+
+
+def test_no_discontinuity_is_seen_in_a_clean_or_jittery_call():
+    jb, rows, _ = _call("none", jitter=lambda i: (i * 37 % 11) * 6.0)  # 0..60 ms of jitter
+    assert jb.stats.discontinuities == 0 and jb.stats.resets == 0 and jb.lost == 0
+
+
+@pytest.mark.parametrize("kind", ["call-from-0-seq-restart-0", "both-restart-0", "ts-back-1s",
+                                  "none"])
+def test_real_duplicates_are_still_dropped_across_a_discontinuity(kind):
+    dups = [K - 20, K - 1, K, K + 1, K + 30]
+    jb, rows, results = _call(kind, duplicates=dups)
+    assert jb.stats.duplicate == len(dups)
+    assert [r for _, r in results].count("duplicate") == len(dups)
+    assert _longest_gap_ms(rows, K * 20.0, N * 20.0) <= 60.0
+
+
+def test_a_single_stray_packet_does_not_move_the_timeline():
+    jb = JitterBuffer()
+    res = []
+    for i in range(100):
+        if i == 50:  # garbage numbering, once
+            res.append(jb.insert(seq=40_000, timestamp=9_999_999, ssrc=1, samples=F, payload=b"?",
+                                 now_ms=i * 20.0 + 3.0))
+        res.append(jb.insert(seq=i, timestamp=i * F, ssrc=1, samples=F, payload=b"%d" % i,
+                             now_ms=i * 20.0))
+        jb.pop(now_ms=i * 20.0 + 0.5)
+    assert res.count("probation") == 1
+    assert jb.stats.discontinuities == 0 and jb.stats.concealed_samples == 0
+    assert jb.stats.late == 0 and jb.lost == 0
+

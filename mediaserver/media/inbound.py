@@ -330,6 +330,7 @@ class InboundAudio:
             "expand": float(self._expand),
             "resets": float(s.resets),
             "ssrc_changes": float(s.ssrc_changes),
+            "rtp_discontinuities": float(s.discontinuities),
             **{f"frames_{k}": float(v) for k, v in self._counts.items()},
         }
 

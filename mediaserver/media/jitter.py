@@ -12,6 +12,17 @@ delays (97th percentile, exponential forgetting), as in WebRTC NetEq; when the
 filtered level sits above the target the decision asks the caller to time-compress
 (accelerate), below it to stretch (preemptive expand). That is also what absorbs
 clock drift between sender and server.
+
+Numbering discontinuities (SIP gateways on hold/resume, transfer, ringback-to-answer;
+a sender that restarts): every packet's sequence number and timestamp are checked
+against each other and against its arrival time, relative to the stream's newest
+packet. When one of them breaks (sequence restarts or jumps, timestamp jumps back or
+forward) the trustworthy one places the packet and the broken one is re-based with an
+offset, so the stream continues on one internal timeline: no re-anchor, no refill, no
+change of delay. When both break at once (or the SSRC changes) the packet is placed by
+its arrival time; on the same SSRC that waits for one confirming packet first, so a
+single stray or very late packet cannot move the timeline. Duplicates are recognised
+by sequence number, timestamp and payload together.
 """
 
 from __future__ import annotations
@@ -100,8 +111,13 @@ class JitterConfig:
     bucket_ms: float = 5.0
     window_ms: float = 2000.0  # relative delay is taken against the fastest packet in this window
     idle_ms: float = 600.0  # concealing this long with nothing buffered -> stream idle, re-anchor
-    max_late_run: int = 4  # this many late packets in a row -> re-anchor (sender jump)
+    max_late_run: int = 4  # this many late packets in a row -> re-anchor (fallback for jumps)
     capacity: int = 200  # packets; beyond it the oldest are dropped
+    max_misorder: int = 100  # packets a reordered packet may lag the newest (RFC 3550 A.1)
+    max_dropout: int = 3000  # packets the sequence may advance in one step (RFC 3550 A.1)
+    jump_tolerance_ms: float = 80.0  # timestamp ahead of arrival by more (plus the jitter
+    # quantile) -> a forward timestamp jump, not a pause
+    min_packet_samples: int = 120  # 2.5 ms: the shortest Opus frame, for seq/ts consistency
 
 
 @dataclass(slots=True)
@@ -121,6 +137,7 @@ class JitterStats:
     expected: int = 0
     delayed_outage: int = 0
     flushed: int = 0
+    discontinuities: int = 0  # numbering breaks re-based onto the stream's timeline
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -138,6 +155,10 @@ class DelayEstimator:
         self._quantile_ms = 0.0
 
     def reset(self) -> None:
+        """Forget the transit window (its minimum belongs to a timeline that is gone).
+
+        The histogram is kept: it describes the network's jitter, which has not changed.
+        """
         self._window.clear()
 
     def update(self, *, arrival_ms: float, ts: int) -> float:
@@ -166,6 +187,13 @@ class DelayEstimator:
         return self._quantile_ms
 
 
+@dataclass(slots=True)
+class _Candidate:
+    """A packet that may start a new numbering (raw seq/ts in ``packet``)."""
+
+    packet: Packet
+
+
 class JitterBuffer:
     """One stream's adaptive jitter buffer. See the module docstring for the model."""
 
@@ -175,11 +203,18 @@ class JitterBuffer:
         self._estimator = DelayEstimator(self.config)
         self._packets: dict[int, Packet] = {}  # extended ts -> packet
         self._ssrc: int | None = None
-        self._last_seq: int | None = None  # highest extended seq seen
-        self._last_ts: int | None = None  # extended ts of the highest seq
+        self._last_seq: int | None = None  # highest seq seen, on the internal timeline
+        self._last_ts: int | None = None  # internal ts of the highest seq
+        self._raw_seq = 0  # the highest-seq packet's own numbering, extended (unwrap base)
+        self._raw_ts = 0
+        self._last_arrival_ms = 0.0  # arrival of the highest-seq packet
+        self._seq_off = 0  # internal = raw extended + offset
+        self._ts_off = 0
+        self._candidate: _Candidate | None = None  # first packet of a new numbering, unconfirmed
         self._base_seq: int | None = None
-        self._seen_seqs: collections.deque[int] = collections.deque(maxlen=256)
-        self._seen_set: set[int] = set()
+        # Recent numberings (raw seq, raw ts) -> payload hash: duplicates and reused numbering.
+        self._seen: collections.deque[tuple[int, int]] = collections.deque(maxlen=256)
+        self._seen_payload: dict[tuple[int, int], int] = {}
         self._playout: int | None = None  # extended ts of the next sample to play
         self._started = False
         self._first_arrival_ms = 0.0
@@ -206,59 +241,182 @@ class JitterBuffer:
         has_fec: bool = False,
         speech: bool | None = None,
     ) -> str:
-        """Add one packet. Returns "ok", "duplicate", "late" or "reset" (new SSRC/re-anchor)."""
-        result = "ok"
-        if self._ssrc is not None and ssrc != self._ssrc:
+        """Add one packet.
+
+        Returns "ok", "duplicate", "late", "reset" (new SSRC or re-anchor), "rebased"
+        (numbering discontinuity absorbed) or "probation" (held until the next packet
+        confirms a new numbering).
+        """
+        seq &= 0xFFFF
+        timestamp &= 0xFFFFFFFF
+        key = (seq, timestamp)
+        digest = hash(payload)
+        reused = False
+        if ssrc == self._ssrc and key in self._seen_payload:
+            if self._seen_payload[key] == digest:
+                self.stats.duplicate += 1
+                return "duplicate"
+            reused = True  # same numbering, other audio: the sender went back in time
+        packet = Packet(seq, timestamp, samples, payload, now_ms, has_fec, speech)
+        if self._ssrc is None or self._last_seq is None:
+            self._ssrc = ssrc
+            self._remember(key, digest)
+            self._raw_seq, self._raw_ts = seq, timestamp
+            return self._accept(packet, "ok")
+        if ssrc != self._ssrc:
+            # A new sender on this stream (the browser restarted its sender, a gateway
+            # switched legs): it continues this stream's timeline from its arrival time.
             self.stats.ssrc_changes += 1
-            self._restart()
-            result = "reset"
-        self._ssrc = ssrc
-        ext_seq = unwrap(seq & 0xFFFF, self._last_seq, _SEQ_MOD)
-        ext_ts = unwrap(timestamp & 0xFFFFFFFF, self._last_ts, _TS_MOD)
-        if ext_seq in self._seen_set:
-            self.stats.duplicate += 1
-            return "duplicate"
-        self._remember(ext_seq)
+            self.stats.resets += 1
+            self._ssrc = ssrc
+            self._candidate = None
+            self._seen.clear()
+            self._seen_payload.clear()
+            self._remember(key, digest)
+            self._rebase_by_arrival(packet)
+            return self._accept(packet, "reset")
+        self._remember(key, digest)
+        return self._classify(packet, reused=reused)
+
+    def _classify(self, packet: Packet, *, reused: bool = False) -> str:
+        """Place ``packet`` (raw numbering in ``seq``/``ts``) on the internal timeline."""
+        cfg = self.config
+        ext_seq = unwrap(packet.seq, self._raw_seq, _SEQ_MOD)
+        ext_ts = unwrap(packet.ts, self._raw_ts, _TS_MOD)
+        ds = ext_seq - self._raw_seq
+        dt = ext_ts - self._raw_ts
+        # How far the timestamp runs ahead of the arrival time (ms), against the newest packet.
+        dev_ms = dt / SAMPLES_PER_MS - (packet.arrival_ms - self._last_arrival_ms)
+        fwd_tol = cfg.jump_tolerance_ms + self._estimator.quantile_ms
+        min_step = cfg.min_packet_samples
+
+        if self._confirms_candidate(packet):
+            return self._rebase_both(packet)
+        if 0 < ds <= cfg.max_dropout and dt >= ds * min_step and dev_ms <= fwd_tol:
+            return self._place(packet, ext_seq, ext_ts)  # next packets, loss, a pause
+        if -cfg.max_misorder <= ds < 0 and dt <= ds * min_step:
+            # An older packet (reordered or late). Hopelessly late may also mean the sender
+            # restarted both numberings: hold it for the next packet to confirm.
+            # (A late packet is never a reordered one when its numbering was already used.)
+            late = self._playout is not None and ext_ts + self._ts_off + packet.samples <= self._playout
+            if late and (reused or dev_ms < -(cfg.max_delay_ms + cfg.jump_tolerance_ms)):
+                self.stats.late += 1
+                self._candidate = _Candidate(packet)
+                return "probation"
+            return self._place(packet, ext_seq, ext_ts)
+        if ds == 0 and dt == 0:
+            return self._place(packet, ext_seq, ext_ts)  # same numbering, other payload
+        if dt > 0 and -cfg.max_delay_ms <= dev_ms <= fwd_tol:
+            # The timestamp fits the arrival time; the sequence restarted or jumped.
+            lost_between = max(0, round(dt / max(1, self._frame_samples)) - 1)
+            self._seq_off = self._last_seq + 1 + lost_between - packet.seq
+            self._raw_seq = packet.seq
+            self.stats.discontinuities += 1
+            return self._place(packet, packet.seq, ext_ts, result="rebased")
+        if 0 < ds <= cfg.max_misorder:
+            # The sequence continues; the timestamp jumped back or forward.
+            ts_int = self._last_ts + ds * self._frame_samples
+            if self._playout is not None:
+                ts_int = max(ts_int, self._playout)
+            self._ts_off = ts_int - packet.ts
+            self._raw_ts = packet.ts
+            self.stats.discontinuities += 1
+            return self._place(packet, ext_seq, packet.ts, result="rebased")
+        # Both broke at once: wait for the next packet to confirm the new numbering.
+        self._candidate = _Candidate(packet)
+        return "probation"
+
+    def _confirms_candidate(self, packet: Packet) -> bool:
+        """``packet`` directly follows the held candidate's numbering (up to 2 lost between)."""
+        cand = self._candidate
+        if cand is None:
+            return False
+        first = cand.packet
+        ds = (packet.seq - first.seq) % _SEQ_MOD
+        dt = (packet.ts - first.ts) % _TS_MOD
+        gap_ms = packet.arrival_ms - first.arrival_ms
+        slack_ms = self.config.jump_tolerance_ms + self._estimator.quantile_ms
+        return (0 < ds <= 3 and ds * self.config.min_packet_samples <= dt
+                and dt / SAMPLES_PER_MS <= gap_ms + slack_ms)
+
+    def _rebase_both(self, packet: Packet) -> str:
+        """The candidate is confirmed: it starts the new numbering, ``packet`` follows it."""
+        cand = self._candidate
+        assert cand is not None
+        self._candidate = None
+        self._rebase_by_arrival(cand.packet)
+        self.stats.discontinuities += 1
+        self._accept(cand.packet, "rebased")
+        self._classify(packet)
+        return "rebased"
+
+    def _rebase_by_arrival(self, packet: Packet) -> None:
+        """Both numberings new: place ``packet`` after the newest one by its arrival time."""
+        assert self._last_seq is not None and self._last_ts is not None
+        frame = self._frame_samples
+        k = max(1, round((packet.arrival_ms - self._last_arrival_ms) * SAMPLES_PER_MS / frame))
+        ts_int = self._last_ts + k * frame
+        if self._playout is not None and ts_int < self._playout:
+            ts_int = self._playout  # it would be late: play it next instead
+        self._seq_off = self._last_seq + 1 - packet.seq
+        self._ts_off = ts_int - packet.ts
+        self._raw_seq = packet.seq
+        self._raw_ts = packet.ts
+
+    def _accept(self, packet: Packet, result: str) -> str:
+        """Place a packet whose numbering is the current unwrap base."""
+        return self._place(packet, packet.seq, packet.ts, result=result)
+
+    def _place(self, packet: Packet, ext_seq: int, ext_ts: int, *, result: str = "ok") -> str:
+        """Insert ``packet`` at raw extended (``ext_seq``, ``ext_ts``) plus the offsets."""
+        seq_int = ext_seq + self._seq_off
+        ts_int = ext_ts + self._ts_off
+        samples = packet.samples
+        now_ms = packet.arrival_ms
         self.stats.received += 1
         if self._base_seq is None:
-            self._base_seq = ext_seq
-        if self._last_seq is None or ext_seq > self._last_seq:
-            self._last_seq = ext_seq
-            self._last_ts = ext_ts
+            self._base_seq = seq_int
+        if self._last_seq is None or seq_int > self._last_seq:
+            self._last_seq = seq_int
+            self._last_ts = ts_int
+            self._raw_seq = ext_seq
+            self._raw_ts = ext_ts
+            self._last_arrival_ms = now_ms
         else:
             self.stats.reordered += 1
         self.stats.expected = self._last_seq - self._base_seq + 1
         self._frame_samples = samples
-        self._estimator.update(arrival_ms=now_ms, ts=ext_ts)
+        self._estimator.update(arrival_ms=now_ms, ts=ts_int)
 
         if self._playout is not None:
             if (
-                ext_ts + samples <= self._playout
+                ts_int + samples <= self._playout
                 and self._outage_samples > 0
                 and not self._packets
-                and ext_ts >= self._outage_start
+                and ts_int >= self._outage_start
             ):
                 # The packet we are concealing, only delayed: play it and accept the added delay
                 # (NetEq's "delayed-packet outage": expand, then normal).
-                self._playout = ext_ts
+                self._playout = ts_int
                 self.stats.delayed_outage += 1
-            elif ext_ts + samples <= self._playout:
+            elif ts_int + samples <= self._playout:
                 self.stats.late += 1
                 self._late_run += 1
                 if self._late_run < self.config.max_late_run:
                     return "late"
-                # The sender's timeline jumped back (or we fell far behind): start over.
+                # Still falling behind after the checks above: start over.
                 self._reanchor()
                 result = "reset"
-            elif ext_ts > self._playout + self.config.max_delay_ms * 4 * SAMPLES_PER_MS and not self._packets:
+            elif ts_int > self._playout + self.config.max_delay_ms * 4 * SAMPLES_PER_MS and not self._packets:
                 # Far ahead with nothing buffered: a timestamp jump, not network delay.
                 self._reanchor()
                 result = "reset"
         self._late_run = 0
         if not self._started and not self._packets:
             self._first_arrival_ms = now_ms
-        self._packets[ext_ts] = Packet(ext_seq, ext_ts, samples, payload, now_ms, has_fec, speech)
-        end = ext_ts + samples
+        self._packets[ts_int] = Packet(seq_int, ts_int, samples, packet.payload, now_ms,
+                                       packet.has_fec, packet.speech)
+        end = ts_int + samples
         if self._newest_end is None or end > self._newest_end:
             self._newest_end = end
             self._newest_arrival_ms = now_ms
@@ -268,25 +426,12 @@ class JitterBuffer:
             self.stats.dropped_overflow += 1
         return result
 
-    def _remember(self, ext_seq: int) -> None:
-        if len(self._seen_seqs) == self._seen_seqs.maxlen:
-            self._seen_set.discard(self._seen_seqs[0])
-        self._seen_seqs.append(ext_seq)
-        self._seen_set.add(ext_seq)
-
-    def _restart(self) -> None:
-        """New SSRC: a different stream, so forget sequence state and buffered audio."""
-        self._packets.clear()
-        self._last_seq = None
-        self._last_ts = None
-        self._base_seq = None
-        self._seen_seqs.clear()
-        self._seen_set.clear()
-        self._estimator.reset()
-        self._reanchor()
-        # Keep the totals of the previous SSRC in ``expected``.
-        self.stats.extra["expected_before"] = self.stats.extra.get("expected_before", 0.0) + self.stats.expected
-        self.stats.expected = 0
+    def _remember(self, key: tuple[int, int], digest: int) -> None:
+        if key not in self._seen_payload:
+            if len(self._seen) == self._seen.maxlen:
+                self._seen_payload.pop(self._seen[0], None)
+            self._seen.append(key)
+        self._seen_payload[key] = digest
 
     def _reanchor(self) -> None:
         self._packets.clear()
@@ -296,6 +441,7 @@ class JitterBuffer:
         self._late_run = 0
         self._outage_samples = 0
         self._reset_pending = True
+        self._estimator.reset()  # its transit minimum belongs to the old timeline
         self.stats.resets += 1
 
     def take_reset(self) -> bool:
