@@ -180,3 +180,33 @@ def stop_client(proc: subprocess.Popen) -> dict:
     """End a client early (SIGTERM: it leaves and still prints its summary)."""
     proc.send_signal(signal.SIGTERM)
     return client_summary(proc)
+
+
+def server_metric(server: ServerProcess, name: str, **labels: str) -> float:
+    """One sample of the server's own ``/metrics`` (0 when the series has no sample yet)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    request = urllib.request.Request(server.url + "metrics",
+                                     headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        text = resp.read().decode()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return float(s.value)
+    return 0.0
+
+
+def wait_metric_grows(server: ServerProcess, name: str, by: float, timeout: float = 120.0) -> None:
+    """Poll ``/metrics`` until ``name`` has grown by ``by`` from now (deadline ``timeout`` s)."""
+    start = server_metric(server, name)
+    deadline = time.monotonic() + timeout
+    value = start
+    while time.monotonic() < deadline:
+        value = server_metric(server, name)
+        if value - start >= by:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} grew by {value - start}, expected {by} within {timeout} s")

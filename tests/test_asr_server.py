@@ -21,12 +21,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def listen_for_captions(ws_url: str, room: str, until_s: float) -> list[dict]:
-    """Join as a listener (signalling only) and collect caption events."""
+async def listen_for_captions(ws_url: str, room: str, until_s: float,
+                              joined: asyncio.Event) -> list[dict]:
+    """Join as a listener (signalling only), set ``joined`` once in, collect caption events
+    until one holds a word of the speech (``until_s`` only bounds a hang)."""
     captions: list[dict] = []
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(ws_url) as ws:
             await ws.send_str(json.dumps({"type": "join", "room": room, "identity": "listener"}))
+            reply = json.loads((await ws.receive(timeout=30)).data)
+            assert reply["type"] == "joined", reply
+            joined.set()
             loop = asyncio.get_running_loop()
             end = loop.time() + until_s
             while loop.time() < end:
@@ -51,8 +56,9 @@ async def test_captions_reach_other_participants_while_a_dead_sink_fails(
     dead_ws = f"ws://127.0.0.1:{free_port()}/asr"
     server = start_server("--no-enhance", "--asr", "local,ws,wav", "--asr-ws-url", dead_ws,
                           "--asr-feed", "raw", "--record-dir", str(tmp_path / "rec"))
-    listener = asyncio.create_task(listen_for_captions(server.ws_url, "asr", until_s=60))
-    await asyncio.sleep(0.5)
+    joined = asyncio.Event()
+    listener = asyncio.create_task(listen_for_captions(server.ws_url, "asr", 120, joined))
+    await asyncio.wait_for(joined.wait(), 60)
     sender = start_client(server.url, "asr", "alice", "--send", str(speech_wav),
                           log=tmp_path / "alice.log")
     receiver = start_client(server.url, "asr", "bob", "--duration", "9",

@@ -21,6 +21,7 @@ from mediaserver.asr.ws_sink import AckTracker, WebSocketSink
 
 from test_asr_pipeline import call_with_pauses, espeak48  # noqa: E402  (same folder)
 from requires import ASR_HINT, require_module, require_program
+from waiting import until
 
 
 def free_port() -> int:
@@ -104,10 +105,7 @@ async def test_websocket_sink_streams_segments_and_returns_transcripts(fake_reco
     for i in range(3):
         sink.submit_segment(segment(i))
     await sink.drain()
-    for _ in range(200):
-        if len(got) == 3:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: len(got) >= 3, what="3 transcripts")
     await sink.stop()
     assert [r["bytes"] for r in received] == [3200 * 4] * 3
     assert received[0]["sample_rate"] == 16000 and received[0]["format"] == "f32le"
@@ -127,10 +125,7 @@ async def test_websocket_sink_streams_live_audio_during_speech(fake_recogniser, 
     await hub.start()
     await feed_hub(hub, x, identity="dora")
     await sink.drain()
-    for _ in range(200):
-        if len(got) == 2:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: len(got) >= 2, what="2 transcripts")
     await hub.stop()
     segments = keep.items
     assert len(segments) == len(received) == 2
@@ -175,10 +170,7 @@ async def test_websocket_partials_reach_captions_but_not_the_transcript(tmp_path
     try:
         await feed_hub(hub, x, identity="erin")
         await sink.drain()
-        for _ in range(200):
-            if sum(1 for g in got if g[5]) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: sum(1 for g in got if g[5]) >= 2, what="2 final transcripts")
     finally:
         await hub.stop()
         await runner.cleanup()
@@ -248,10 +240,7 @@ async def test_websocket_sink_counts_every_segment_acknowledged(fake_recogniser)
     for i in range(5):
         sink.submit_segment(segment(i))
     await sink.drain()
-    for _ in range(500):
-        if sink.acks.acknowledged_count == 5:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: sink.acks.acknowledged_count >= 5, what="5 acknowledgements")
     await sink.stop()
     assert (sink.acks.sent_count, sink.acks.acknowledged_count, sink.acks.unacknowledged_count) == (5, 5, 0)
     after = ws_counts()

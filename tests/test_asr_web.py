@@ -12,6 +12,7 @@ from mediaserver.asr.hub import AsrHub, FeedConfig
 from mediaserver.asr.sink import QueuedSink, Transcript
 from mediaserver.asr.web import attach
 from mediaserver.sfu.tokens import mint, verify
+from waiting import until
 
 
 class EchoRecogniser(QueuedSink):
@@ -57,7 +58,7 @@ async def test_transcripts_become_captions_and_are_served() -> None:
         f = x[k * 960:(k + 1) * 960]
         hub.on_frame(room="live", identity="eve", t_ms=20.0 * k, raw=f, enhanced=f, speech=True)
     await hub.sinks[0].drain()
-    await asyncio.sleep(0.05)
+    await until(lambda: len(sent) >= 1, what="the caption broadcast")
     assert len(sent) == 1
     room, msg = sent[0]
     assert room == "live" and msg["type"] == "caption" and msg["identity"] == "eve"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +17,7 @@ import pytest
 
 from mediaserver.audio import read_audio, write_audio
 
-from conftest import ServerProcess, start_client, stop_client, wait_participants
+from conftest import ServerProcess, start_client, stop_client, wait_metric_grows, wait_participants
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -50,16 +49,16 @@ def test_four_participants_hear_the_others_with_join_and_leave(
 
     procs = {n: start(n, 300) for n in ("alice", "bob")}
     procs["carol"] = start("carol", 300)
-    wait_participants(sfu_server, 3)
-    time.sleep(2.0)
+    # media flows, judged by what the server forwards (3 publishers x 2 subscribers, 1 s)
+    wait_metric_grows(sfu_server, "mediaserver_packets_out_total", 3 * 2 * 50)
     procs["dave"] = start("dave", 300)
     wait_participants(sfu_server, 4)
-    time.sleep(4.0)
+    wait_metric_grows(sfu_server, "mediaserver_packets_out_total", 4 * 3 * 100)   # 2 s full mesh
     summaries = {"carol": stop_client(procs["carol"])}      # carol leaves mid-call
     wait_participants(sfu_server, 3)
     procs["erin"] = start("erin", 300)                       # takes carol's freed slot
     wait_participants(sfu_server, 4)
-    time.sleep(3.0)
+    wait_metric_grows(sfu_server, "mediaserver_packets_out_total", 4 * 3 * 100)
     for name, proc in procs.items():
         if name != "carol":
             summaries[name] = stop_client(proc)
