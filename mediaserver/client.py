@@ -175,6 +175,7 @@ class HeadlessClient:
         self.t0 = 0.0
         self._stats_reply: Optional[asyncio.Future] = None
         self._impairment: Any = None
+        self._rewriter: Any = None
 
     async def run(self) -> dict:
         loop = asyncio.get_running_loop()
@@ -307,6 +308,14 @@ class HeadlessClient:
 
     def _impair(self) -> None:
         a = self.args
+        faults = parse_discontinuities(a.rtp_discontinuity)
+        if faults:
+            from .media.impair import rewrite_peer_connection
+            from .media.rtpfault import RtpRewriter
+
+            if self._rewriter is None:
+                self._rewriter = RtpRewriter(faults, seed=a.seed)
+            rewrite_peer_connection(self.pc, self._rewriter)
         if not (a.loss or a.jitter_ms or a.reorder):
             return
         from .media.impair import Impairment, ImpairmentConfig, impair_peer_connection
@@ -357,12 +366,26 @@ class HeadlessClient:
             "events": [e for e in self.events if e.get("type") in (
                 "participant-joined", "participant-left")],
             "errors": self.errors,
+            "rtp_discontinuities_sent": [
+                {"kind": f.kind, "at_s": f.at_s}
+                for f in (self._rewriter.applied if self._rewriter is not None else [])],
             "local_candidate_types": sorted({
                 line.split(" typ ")[1].split()[0]
                 for line in (self.pc.localDescription.sdp.splitlines()
                              if self.pc is not None and self.pc.localDescription else [])
                 if line.startswith("a=candidate:") and " typ " in line}),
         }
+
+
+def parse_discontinuities(values: Optional[list[str]]) -> list[Any]:
+    """``--rtp-discontinuity`` values (each ``KIND@SECONDS``, comma lists allowed).
+
+    Raises ``ValueError`` on a bad entry.
+    """
+    from .media.rtpfault import RtpDiscontinuity
+
+    return [RtpDiscontinuity.parse(item) for v in (values or []) for item in v.split(",")
+            if item.strip()]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -381,6 +404,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--jitter-ms", type=float, default=0.0, help="random extra send delay")
     add_option(parser, "--reorder", type=float, default=0.0, help="probability to reorder a packet")
     add_option(parser, "--seed", type=int, default=0, help="impairment random seed")
+    add_option(parser, "--rtp-discontinuity", action="append", default=None,
+               metavar="KIND@SECONDS",
+               help="break the sent RTP numbering SECONDS after the first packet (repeatable; "
+                    "KIND: seq-restart, seq-jump (+10000), ts-back / ts-forward (1 s), "
+                    "ssrc-change); the same time for two kinds breaks both at once")
     add_option(parser, "--relay", action="store_true", default=False,
                help="send and receive only through the TURN server named in 'joined' "
                     "(ICE transport policy relay)")
@@ -398,6 +426,11 @@ def main(args: argparse.Namespace) -> int:
     if not 0 <= args.loss < 1 or not 0 <= args.reorder <= 1 or args.jitter_ms < 0:
         print("error: --loss must be in [0,1), --reorder in [0,1], --jitter-ms >= 0",
               file=sys.stderr)
+        return 2
+    try:
+        parse_discontinuities(args.rtp_discontinuity)
+    except ValueError as exc:
+        print(f"error: --rtp-discontinuity: {exc}", file=sys.stderr)
         return 2
     samples = None
     if args.send:

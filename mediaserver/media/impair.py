@@ -189,3 +189,51 @@ def impair_peer_connection(pc: Any, impairment: Impairment) -> list[TransportImp
     if wrapped:
         logger.info("impairing outgoing media: %s", impairment.config)
     return wrapped
+
+
+class RtpHeaderRewriter:
+    """Wraps one ``RTCDtlsTransport._send_rtp``: rewrites clear RTP headers before SRTP."""
+
+    def __init__(self, dtls_transport: Any, rewriter: Any) -> None:
+        import struct
+
+        from aiortc.rtp import is_rtcp
+
+        self._struct = struct
+        self._is_rtcp = is_rtcp
+        self._transport = dtls_transport
+        self._rewriter = rewriter
+        self._orig: SendFn = dtls_transport._send_rtp
+        dtls_transport._send_rtp = self._send_rtp
+        dtls_transport._mediaserver_rewriter = self
+
+    async def _send_rtp(self, data: bytes) -> None:
+        if len(data) < 12 or self._is_rtcp(data):
+            await self._orig(data)
+            return
+        seq, ts, ssrc = self._struct.unpack_from("!HII", data, 2)
+        out = self._rewriter.rewrite(seq=seq, ts=ts, ssrc=ssrc,
+                                     now_s=asyncio.get_running_loop().time())
+        if out.new_sequence:
+            # Our own libsrtp stream would refuse indices it already used: start it afresh,
+            # as a gateway restarting its numbering would.
+            try:
+                self._transport._tx_srtp.remove_stream(out.ssrc)
+            except Exception as exc:  # no stream for that SSRC yet
+                logger.debug("no SRTP stream to reset: %s", exc)
+        header = self._struct.pack("!HII", out.seq, out.ts, out.ssrc)
+        await self._orig(data[:2] + header + data[12:])
+
+
+def rewrite_peer_connection(pc: Any, rewriter: Any) -> list[RtpHeaderRewriter]:
+    """Rewrite the RTP headers an aiortc peer sends (``mediaserver.media.rtpfault``).
+
+    Call after the descriptions are set; transports already wrapped are left alone.
+    """
+    wrapped: list[RtpHeaderRewriter] = []
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.sender.transport
+        if dtls is None or getattr(dtls, "_mediaserver_rewriter", None) is not None:
+            continue
+        wrapped.append(RtpHeaderRewriter(dtls, rewriter))
+    return wrapped
