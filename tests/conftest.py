@@ -69,7 +69,8 @@ class ServerProcess:
         return self.proc.poll() is None
 
     def tail(self, n: int = 4000) -> str:
-        self._log.flush()
+        if not self._log.closed:   # (closed once stopped; an early exit reports its log too)
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-n:]
 
     def stop(self) -> None:

@@ -10,14 +10,12 @@ back up, a newcomer joins and must get its answer and hear alice; ``stuck`` is t
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 from typing import Iterator, Optional
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
-from conftest import METRICS_TOKEN, ServerProcess
+from conftest import ServerProcess
+from metrics_probe import metric_async, wait_metric
 from rtc_peer import RtcPeer, flood, loopback_ice, small_buffer_session, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -31,42 +29,6 @@ def _loopback_ice() -> Iterator[None]:
 ROOM = "main"
 FLOOD = 20_000            # the issue's flood; its stats replies are far more than socket buffers hold
 NO_RATE_LIMIT = ("--ws-rate", "1000000", "--ws-burst", "1000000")
-
-
-def metric(server: ServerProcess, name: str, **labels: str) -> float:
-    """One sample from /metrics (0 when the series does not exist yet)."""
-    request = urllib.request.Request(server.url + "metrics",
-                                     headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        text = resp.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
-
-
-async def metric_async(server: ServerProcess, name: str, **labels: str) -> float:
-    return await asyncio.to_thread(metric, server, name, **labels)
-
-
-async def wait_metric(server: ServerProcess, name: str, at_least: float, *, timeout: float,
-                      **labels: str) -> float:
-    value = 0.0
-
-    async def poll() -> None:
-        nonlocal value
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            value = await metric_async(server, name, **labels)
-            if value >= at_least:
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{name}{labels} stayed at {value} (< {at_least}) for {timeout} s")
-            await asyncio.sleep(0.2)
-
-    await poll()
-    return value
 
 
 async def _call_with_stuck_client(server: ServerProcess, *, how: str, expect_reason: Optional[str],
@@ -107,11 +69,11 @@ async def _call_with_stuck_client(server: ServerProcess, *, how: str, expect_rea
             flooding = asyncio.get_running_loop().create_task(flood(stuck, FLOOD))
             if join_while_blocked:
                 # the server's replies to stuck back up: its socket is really blocked now
-                await wait_metric(server, "mediaserver_ws_send_queue_messages", 500, timeout=120)
+                await wait_metric(server, "mediaserver_ws_send_queue_messages", at_least=500, timeout=120)
             elif expect_reason is not None:
                 # stuck is dropped by the bound the variant sets (before newbie's arrival would
                 # get it removed anyway, for not answering the offer that arrival causes)
-                await wait_metric(server, "mediaserver_ws_slow_consumer_drops_total", 1,
+                await wait_metric(server, "mediaserver_ws_slow_consumer_drops_total", at_least=1,
                                   timeout=120, reason=expect_reason)
             # a newcomer joins while that goes on, and is not held up by it
             await newbie.connect(session)

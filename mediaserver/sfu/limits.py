@@ -132,8 +132,8 @@ class RateLimiter:
         elapsed = max(0.0, now - self._last)
         self._last = now
         self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= 1.0 - 1e-9:   # (exactly at the rate, float sums land just below 1)
+            self._tokens = max(0.0, self._tokens - 1.0)
             self._streak = 0
             return Verdict.PROCESS
         self._streak += 1

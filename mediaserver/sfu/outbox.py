@@ -112,9 +112,10 @@ class Outbox:
         if task is None:
             return
         try:
-            done, _ = await asyncio.wait({task}, timeout=self.stall_s)
-            if not done:
-                self._drop("stalled")
+            if self.dropped is None:   # a dropped consumer's writer may be stuck in a write
+                done, _ = await asyncio.wait({task}, timeout=self.stall_s)
+                if not done:
+                    self._drop("stalled")
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
