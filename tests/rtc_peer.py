@@ -74,11 +74,18 @@ async def wait_until(check: Callable[[], bool], *, timeout: float, what: str,
 
 
 class Heard:
-    """Decoded audio of one remote participant (the last ``keep`` frames)."""
+    """Decoded audio of one remote participant (the last ``keep`` frames).
+
+    ``frames`` counts decoded 20 ms frames, ``loud`` those whose RMS exceeds ``LOUD`` (a tone
+    at the tests' level is far above it; silence, comfort noise and faded concealment are not).
+    """
+
+    LOUD = 0.02
 
     def __init__(self, keep: int = 250) -> None:
         self.decoder = OpusDecoder()
         self.frames = 0
+        self.loud = 0
         self.recent: deque[np.ndarray] = deque(maxlen=keep)
 
     def add(self, payload: bytes) -> None:
@@ -87,6 +94,7 @@ class Heard:
         except OpusError:
             return
         self.frames += 1
+        self.loud += int(np.sqrt(np.mean(pcm ** 2)) > self.LOUD)
         self.recent.append(pcm)
 
 
@@ -213,6 +221,10 @@ class RtcPeer:
     def frames(self, who: str) -> int:
         heard = self.heard.get(who)
         return heard.frames if heard else 0
+
+    def loud_frames(self, who: str) -> int:
+        heard = self.heard.get(who)
+        return heard.loud if heard else 0
 
     def level(self, who: str, last: int = 50) -> float:
         """RMS of the last ``last`` decoded frames from ``who`` (0 when none)."""
