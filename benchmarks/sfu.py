@@ -299,7 +299,9 @@ class Server:
         if kind == "relay":
             cmd = [sys.executable, str(Path(__file__).resolve()), "--relay-server"]
         else:
-            cmd = [sys.executable, "-m", "mediaserver", "serve"]
+            # every publisher connects from 127.0.0.1: lift the per-address and total caps
+            cmd = [sys.executable, "-m", "mediaserver", "serve", "--max-sockets", "10000",
+                   "--max-sockets-per-ip", "10000", "--max-rooms", "10000"]
             if kind == "no-enhance":
                 cmd.append("--no-enhance")
             elif model:
