@@ -32,6 +32,11 @@ class SfuMetrics:
                               ["kind"], registry=r)
         self.packets_in = Counter("mediaserver_rtp_packets_in_total",
                                   "RTP packets taken from publishers", registry=r)
+        self.rtp_unusable = Counter(
+            "mediaserver_rtp_unusable_total",
+            "RTP packets from publishers the media path cannot use, per reason "
+            "(payload-type: not negotiated; codec: negotiated but not Opus)", ["reason"],
+            registry=r)
         self.packets_out = Counter("mediaserver_packets_out_total",
                                    "encoded packets queued to subscribers", registry=r)
         self.dropped_out = Counter("mediaserver_outbound_dropped_total",

@@ -21,7 +21,7 @@ from .mediaclock import ClockStream
 from .metrics import SfuMetrics
 from .outbound import PacketTrack
 from .rtptap import tap_receiver
-from .sdp import align_offer, announce_address, enable_opus_fec
+from .sdp import align_offer, announce_address, enable_opus_fec, serve_only_supported_codecs
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ class Participant:
             if pc.connectionState == "failed" and self.on_failed is not None:
                 self.on_failed()
 
+        # The first audio m-line binds to this transceiver: its codec preferences shape the answer.
+        serve_only_supported_codecs(pc.addTransceiver("audio", direction="recvonly"))
         await pc.setRemoteDescription(offer)
         audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
         mic = audio[0]
@@ -106,7 +108,9 @@ class Participant:
                          ssrc=packet.ssrc, arrival_ms=arrival_ms,
                          audio_level=packet.extensions.audio_level)
 
-        tap_receiver(mic.receiver, on_packet, lambda: loop.time() * 1000.0)
+        unusable = self._metrics.rtp_unusable
+        tap_receiver(mic.receiver, on_packet, lambda: loop.time() * 1000.0,
+                     lambda _packet, reason: unusable.labels(reason).inc())
         answer = await pc.createAnswer()
         await pc.setLocalDescription(RTCSessionDescription(
             sdp=enable_opus_fec(answer.sdp), type="answer"))
@@ -141,6 +145,7 @@ class Participant:
             track = PacketTrack(max_packets=self._outbound_queue,
                                 on_drop=self._metrics.dropped_out.inc)
             transceiver = self.pc.addTransceiver(track, direction="sendonly")
+            serve_only_supported_codecs(transceiver)
             slot = Slot(transceiver, track)
             self._slots.append(slot)
         slot.track.clear()

@@ -24,22 +24,39 @@ from aiortc.rtp import RtpPacket, is_rtcp
 logger = logging.getLogger(__name__)
 
 PacketCallback = Callable[[RtpPacket, float], None]
+UnusableCallback = Callable[[RtpPacket, str], None]
 
 
 def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketCallback,
-                 clock_ms: Callable[[], float]) -> None:
+                 clock_ms: Callable[[], float],
+                 on_unusable: UnusableCallback | None = None) -> None:
     """Route ``receiver``'s RTP packets to ``on_packet(packet, arrival_ms)``.
 
     ``clock_ms`` gives the arrival time on the caller's timeline (the loop clock).
+    Packets the media path cannot decode go to ``on_unusable(packet, reason)`` (reason
+    "codec") and are logged once per SSRC and payload type.
     """
     streams: dict = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
     codecs: dict = receiver._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
+    logged: set[tuple[int, int]] = set()
+
+    def unusable(packet: RtpPacket, reason: str) -> None:
+        key = (packet.ssrc, packet.payload_type)
+        if key not in logged and len(logged) < 64:
+            logged.add(key)
+            logger.warning("dropping RTP the media path cannot use: ssrc %d payload type %d (%s); "
+                           "only Opus is decoded", packet.ssrc, packet.payload_type,
+                           "not negotiated" if reason == "payload-type"
+                           else codecs[packet.payload_type].mimeType)
+        if on_unusable is not None:
+            on_unusable(packet, reason)
 
     async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
         if not receiver._enabled:
             return
         codec = codecs.get(packet.payload_type)
         if codec is None or codec.mimeType.lower() != "audio/opus":
+            unusable(packet, "codec" if codec is not None else "payload-type")
             return
         stats = streams.get(packet.ssrc)
         if stats is None:
@@ -51,7 +68,28 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketCallback,
             logger.exception("RTP tap callback failed")
 
     receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+    _report_unrouted(receiver, unusable)
     guard_srtp_restarts(receiver.transport)
+
+
+def _report_unrouted(receiver: RTCRtpReceiver, unusable: Callable[[RtpPacket, str], None]) -> None:
+    """aiortc's RTP router silently discards a packet whose payload type was not negotiated;
+    report those that belong to ``receiver`` (by SSRC or MID) as unusable."""
+    router = getattr(receiver.transport, "_rtp_router", None)
+    if router is None:
+        return
+    route = router.route_rtp
+
+    def route_rtp(packet: RtpPacket) -> Any:
+        target = route(packet)
+        owner = router.ssrc_table.get(packet.ssrc) or router.mid_table.get(packet.extensions.mid)
+        if owner is None and len(router.receivers) == 1:
+            owner = next(iter(router.receivers))  # one receiving m-line: it is the sender's
+        if target is None and owner is receiver:
+            unusable(packet, "payload-type")
+        return target
+
+    router.route_rtp = route_rtp
 
 
 class SrtpRestartGuard:

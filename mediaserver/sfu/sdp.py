@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import re
 
-from aiortc import RTCSessionDescription
+from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
 MAX_SDP = 60_000
 _OPUS = re.compile(r"^a=rtpmap:(\d+) opus/48000", re.IGNORECASE | re.MULTILINE)
 
 
+SERVED_AUDIO_CODECS = ("audio/opus",)  # what media/inbound.py decodes and the outbound sends
+
+
 class SdpError(ValueError):
     """An SDP the server cannot use."""
+
+
+def serve_only_supported_codecs(transceiver: RTCRtpTransceiver) -> None:
+    """Negotiate only codecs the media path serves on ``transceiver``.
+
+    aiortc answers with every codec it can packetize (Opus, PCMU, PCMA) in the offer's
+    order, so a PCMU-first caller was answered PCMU and its packets were dropped unheard.
+    Call before the description that creates the media section is applied (for the
+    first offer: on a transceiver added before ``setRemoteDescription``).
+    """
+    capabilities = RTCRtpSender.getCapabilities("audio").codecs
+    transceiver.setCodecPreferences(
+        [c for c in capabilities if c.mimeType.lower() in SERVED_AUDIO_CODECS])
 
 
 def parse_description(sdp: object, kind: str) -> RTCSessionDescription:

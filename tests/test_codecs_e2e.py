@@ -1,0 +1,126 @@
+"""A caller that prefers G.711 (``m=audio … 0 8 96``), through the real server.
+
+The server must answer only codecs its media path serves (Opus today), so the caller sends
+Opus and is heard; RTP it cannot use is counted in /metrics and logged once per stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import aiohttp
+import av
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
+
+from mediaserver.audio import read_audio
+from mediaserver.ice import pin_host_addresses
+
+from conftest import server_metric, start_client, stop_client, wait_participants
+
+pytestmark = pytest.mark.timeout(300)
+RATE = 48000
+UNUSABLE = 25  # first media packets sent with payload type 8 (PCMA), never negotiated
+
+
+class Tone(AudioStreamTrack):
+    """440 Hz at -12 dBFS, 20 ms frames on aiortc's own schedule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._n = 0
+
+    async def recv(self) -> av.AudioFrame:
+        frame = await super().recv()  # paces at real time and sets pts
+        t = (self._n + np.arange(frame.samples)) / frame.sample_rate
+        self._n += frame.samples
+        pcm = (0.25 * np.sin(2 * np.pi * 440.0 * t) * 32767).astype(np.int16)
+        out = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        out.sample_rate, out.pts, out.time_base = frame.sample_rate, frame.pts, Fraction(1, frame.sample_rate)
+        return out
+
+
+def rewrite_first_payload_types(pc: RTCPeerConnection, count: int, pt: int) -> None:
+    """Send the first ``count`` media packets with payload type ``pt`` (clear RTP, before SRTP)."""
+    dtls = pc.getTransceivers()[0].sender.transport
+    send = dtls._send_rtp
+    left = [count]
+
+    async def wrapped(data: bytes) -> None:
+        if left[0] > 0 and len(data) >= 12 and not 192 <= data[1] <= 223:
+            left[0] -= 1
+            data = data[:1] + bytes([(data[1] & 0x80) | pt]) + data[2:]
+        await send(data)
+
+    dtls._send_rtp = wrapped
+
+
+async def g711_first_caller(url: str, seconds: float) -> str:
+    """Join as A offering PCMU, PCMA, Opus in that order; send a tone; return the answer SDP."""
+    pin_host_addresses(["127.0.0.1"])  # as the servers and clients in these tests
+    pc = RTCPeerConnection()
+    transceiver = pc.addTransceiver(Tone(), direction="sendrecv")
+    caps = {c.mimeType.lower(): c for c in RTCRtpSender.getCapabilities("audio").codecs}
+    transceiver.setCodecPreferences([caps["audio/pcmu"], caps["audio/pcma"], caps["audio/opus"]])
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url.replace("http", "ws") + "ws") as ws:
+            await ws.send_json({"type": "join", "room": "g711", "identity": "A"})
+            offer = await pc.createOffer()
+            await pc.setLocalDescription(offer)
+            assert re.search(r"m=audio \d+ \S+ 0 8 ", pc.localDescription.sdp)
+            answer_sdp = ""
+            loop = asyncio.get_running_loop()
+            end = loop.time() + seconds
+            sent_offer = False
+            while loop.time() < end:
+                try:
+                    msg = await ws.receive(timeout=max(0.1, end - loop.time()))
+                except asyncio.TimeoutError:
+                    break
+                data = json.loads(msg.data)
+                if data["type"] == "joined" and not sent_offer:
+                    sent_offer = True
+                    await ws.send_json({"type": "offer", "sdp": pc.localDescription.sdp})
+                elif data["type"] == "answer":
+                    answer_sdp = data["sdp"]
+                    await pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
+                    rewrite_first_payload_types(pc, UNUSABLE, 8)
+                elif data["type"] == "offer":
+                    await pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "offer"))
+                    await pc.setLocalDescription(await pc.createAnswer())
+                    await ws.send_json({"type": "answer", "sdp": pc.localDescription.sdp})
+                elif data["type"] == "error":
+                    raise AssertionError(f"server error: {data}")
+            await ws.send_json({"type": "leave"})
+    await pc.close()
+    pin_host_addresses([])
+    return answer_sdp
+
+
+def test_g711_first_caller_is_answered_opus_and_heard(start_server, tmp_path: Path) -> None:
+    server = start_server("--no-enhance")
+    b = start_client(server.url, "g711", "B", "--duration", "40", "--record-dir",
+                     str(tmp_path / "rec"), log=tmp_path / "B.log")
+    wait_participants(server, 1)
+    answer = asyncio.run(g711_first_caller(server.url, 6.0))
+    audio_line = next(line for line in answer.split("\r\n") if line.startswith("m=audio"))
+    rtpmaps = re.findall(r"a=rtpmap:\d+ ([^/\s]+)/", answer)
+    assert rtpmaps and {c.lower() for c in rtpmaps} == {"opus"}, audio_line
+    assert len(audio_line.split()) == 4, audio_line  # exactly one payload type
+    assert server_metric(server, "mediaserver_rtp_unusable_total", reason="payload-type") >= UNUSABLE - 5
+    summary = stop_client(b)
+    recording, _ = read_audio(summary["remote"]["A"]["file"])
+    win = RATE // 50
+    n = len(recording) // win
+    rms = np.sqrt(np.mean(recording[: n * win].reshape(n, win) ** 2, axis=1))
+    loud_s = np.count_nonzero(rms > 0.25 * 0.25 / np.sqrt(2)) / 50
+    print(f"tone heard for {loud_s:.2f} s; answer {audio_line}")
+    assert loud_s >= 4.0, f"the caller's tone was heard for only {loud_s:.2f} s"
+    log = server.log_path.read_text(errors="replace")
+    assert log.count("dropping RTP the media path cannot use") == 1, "logged once per stream"
