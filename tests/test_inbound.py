@@ -260,3 +260,31 @@ def test_discontinuity_plays_real_audio_within_60ms_and_keeps_the_delay(packets,
     s = ib.stats()
     assert s["packets_lost"] == 0 and s["packets_duplicate"] == 0
     assert s["rtp_discontinuities"] == 1
+
+
+def test_opus_dtx_pause_is_counted_as_dtx_not_concealment(speech):
+    """A WebRTC-like DTX sender: packets of <= 2 bytes are not sent, except the first of a
+    pause (the DTX frame); RTP sequence numbers count only sent packets."""
+    enc = OpusEncoder(dtx=True)
+    pcm = np.concatenate([speech[: 48000 * 3], np.zeros(48000 * 2, np.float32),
+                          speech[48000 * 3: 48000 * 5]])
+    frames = [enc.encode(pcm[i: i + 960]) for i in range(0, len(pcm) - 959, 960)]
+    sent, prev_small = [], False
+    for i, p in enumerate(frames):
+        small = len(p) <= 2
+        if not small or not prev_small:
+            sent.append((i, p))
+        prev_small = small
+    assert len(sent) < len(frames) - 50  # the encoder really paused
+    ib = InboundAudio()
+    by_tick = {i: (k, p) for k, (i, p) in enumerate(sent)}
+    kinds = []
+    for tick in range(len(frames)):
+        if tick in by_tick:
+            k, p = by_tick[tick]
+            ib.push(p, seq=k, timestamp=tick * 960, ssrc=3, arrival_ms=tick * 20.0)
+        kinds.append(ib.pull(now_ms=tick * 20.0 + 0.3).kind)
+    s = ib.stats()
+    assert s["packets_lost"] == 0
+    assert s["concealed_frames"] == 0, kinds
+    assert s["frames_dtx"] >= 50 and s["dtx_ms"] >= 1000.0

@@ -46,7 +46,7 @@ def run(arrivals, ticks, *, ssrc=1, seq0=0, ts0=0, fec=False, config=None, jb=No
                     timestamp=(ts0 + ts_idx * F) & 0xFFFFFFFF,
                     ssrc=a[3] if len(a) > 3 else ssrc,
                     samples=F,
-                    payload=b"x",
+                    payload=b"xyz",  # not a DTX-sized (<= 2 byte) Opus packet
                     now_ms=a[0],
                     has_fec=fec,
                 )
@@ -406,3 +406,41 @@ def test_a_single_stray_packet_does_not_move_the_timeline():
     assert jb.stats.discontinuities == 0 and jb.stats.concealed_samples == 0
     assert jb.stats.late == 0 and jb.lost == 0
 
+
+
+def _dtx_call(dtx_payload: bytes):
+    """50 speech packets, then a DTX pause: one DTX frame every 400 ms for 2 s, then speech."""
+    jb = JitterBuffer()
+    sends = [(i, i, b"speech-%d" % i) for i in range(50)]  # (seq, ts index, payload)
+    sends += [(50 + k, 50 + 20 * k, dtx_payload) for k in range(5)]
+    sends += [(55 + k, 150 + k, b"speech-%d" % (55 + k)) for k in range(50)]
+    arrivals = {ts_i * 20.0: (seq, ts_i, p) for seq, ts_i, p in sends}
+    kinds = []
+    for tick in range(200):  # the last packet arrives at tick 199
+        now = tick * 20.0
+        if now in arrivals:
+            seq, ts_i, p = arrivals[now]
+            jb.insert(seq=seq, timestamp=ts_i * F, ssrc=1, samples=F, payload=p, now_ms=now)
+        d = jb.pop(now_ms=now + 0.5)
+        kinds.append("D" if isinstance(d, Conceal) and d.dtx else label(d))
+    return jb, kinds
+
+
+def test_dtx_pause_is_counted_on_its_own_not_as_concealment():
+    jb, kinds = _dtx_call(b"\x08")  # a 1-byte Opus DTX frame (TOC only)
+    assert jb.stats.concealed_samples == 0 and "C" not in kinds
+    assert jb.stats.dtx_samples >= 4 * 19 * F  # the four 380 ms pauses between DTX frames
+    assert jb.lost == 0
+
+
+def test_pause_without_dtx_frame_is_dtx_once_the_next_packet_shows_no_gap():
+    jb, kinds = _dtx_call(b"comfort-noise-frame")  # a sender whose pause frames are larger
+    # while nothing is buffered the pause looks like loss; once the next packet (contiguous
+    # sequence number) is buffered, the rest of the pause is counted as DTX
+    assert jb.stats.dtx_samples > 0
+    assert jb.stats.concealed_samples + jb.stats.dtx_samples >= 4 * 19 * F
+
+
+def test_loss_after_a_normal_packet_is_still_concealment():
+    jb, out, _ = run(steady(30, skip={10, 11, 12}), 31)
+    assert jb.stats.concealed_samples == 3 * F and jb.stats.dtx_samples == 0

@@ -20,7 +20,7 @@ from .opus import FRAME_SAMPLES, OpusDecoder, OpusError, packet_has_fec, packet_
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("normal", "fec", "plc", "cng", "silence")
+KINDS = ("normal", "fec", "plc", "cng", "dtx", "silence")  # dtx: the sender's own pause
 _CROSSFADE = 120  # 2.5 ms
 _MIN_PITCH = 96  # 500 Hz
 _MAX_PITCH = 480  # 100 Hz
@@ -31,7 +31,7 @@ _LP_A = np.array([1.0, -0.7])
 @dataclass(slots=True)
 class PulledFrame:
     pcm: np.ndarray  # float32 [960], 48 kHz mono
-    kind: str  # "normal" | "fec" | "plc" | "cng" | "silence"
+    kind: str  # "normal" | "fec" | "plc" | "cng" | "dtx" | "silence"
 
 
 @dataclass(slots=True)
@@ -232,6 +232,10 @@ class InboundAudio:
 
     def _apply(self, decision: Play | DecodeFec | Conceal, now_ms: float) -> None:
         if isinstance(decision, Conceal):
+            if decision.dtx:
+                # The sender's comfort-noise pause: libopus continues it after a DTX frame.
+                self._queue.push(self._decoder.conceal(decision.samples), "dtx")
+                return
             self._conceal(decision.samples, decision.outage_ms)
             return
         try:
@@ -326,6 +330,7 @@ class InboundAudio:
             "fec_recovered": float(self._fec_recovered),
             "concealed_frames": float(self._concealed_frames),
             "concealed_ms": round(s.concealed_samples / 48.0, 2),
+            "dtx_ms": round(s.dtx_samples / 48.0, 2),
             "accelerate": float(self._accelerate),
             "expand": float(self._expand),
             "resets": float(s.resets),

@@ -86,10 +86,15 @@ class DecodeFec:
 
 @dataclass(slots=True)
 class Conceal:
-    """Nothing to play: conceal ``samples``. ``outage_ms``: how long concealment has lasted."""
+    """Nothing to play: conceal ``samples``. ``outage_ms``: how long concealment has lasted.
+
+    ``dtx``: the sender paused on purpose (Opus DTX: its last packet was a DTX frame of at
+    most 2 bytes, or the next packet follows it without a sequence gap); nothing was lost.
+    """
 
     samples: int
     outage_ms: float
+    dtx: bool = False
 
 
 @dataclass(slots=True)
@@ -138,6 +143,7 @@ class JitterStats:
     delayed_outage: int = 0
     flushed: int = 0
     discontinuities: int = 0  # numbering breaks re-based onto the stream's timeline
+    dtx_samples: int = 0  # gaps the sender left on purpose (DTX), not in concealed_samples
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -227,6 +233,8 @@ class JitterBuffer:
         self._newest_end: int | None = None
         self._newest_arrival_ms = 0.0
         self._reset_pending = False  # tells the caller to reset its decoder
+        self._played_seq: int | None = None  # internal seq of the last played packet
+        self._played_dtx = False  # that packet was an Opus DTX frame (<= 2 bytes)
 
     # ----------------------------------------------------------------- input
     def insert(
@@ -516,6 +524,8 @@ class JitterBuffer:
             self._level_report_ms += 0.1 * (level - self._level_report_ms)
             self._playout = packet.ts + packet.samples
             self._outage_samples = 0
+            self._played_seq = packet.seq
+            self._played_dtx = len(packet.payload) <= 2
             self.stats.played += 1
             scale, soft = self._time_scale(level)
             if scale < 0:
@@ -550,8 +560,15 @@ class JitterBuffer:
             self._outage_start = self._playout
         self._playout += samples
         self._outage_samples += samples
-        self.stats.concealed_samples += samples
-        return Conceal(samples, outage_ms)
+        if nxt is not None and self._played_seq is not None:
+            dtx = self._packets[nxt].seq == self._played_seq + 1
+        else:
+            dtx = self._played_dtx
+        if dtx:
+            self.stats.dtx_samples += samples
+        else:
+            self.stats.concealed_samples += samples
+        return Conceal(samples, outage_ms, dtx)
 
     def _flush(self, level: float) -> float:
         """Far beyond the maximum delay (e.g. the consumer stalled): skip audio down to target.
