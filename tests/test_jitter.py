@@ -307,11 +307,11 @@ def _numbering(kind: str):
     return f
 
 
-def _call(kind: str, *, duplicates=(), jitter=lambda i: 0.0):
+def _call(kind: str, *, duplicates=(), jitter=lambda i: 0.0, lost=()):
     """Drive a buffer with a caller that honours time scaling; one row per 20 ms tick."""
     jb = JitterBuffer()
     numbering = _numbering(kind)
-    arrivals = sorted([(i * 20.0 + jitter(i), i) for i in range(N)]
+    arrivals = sorted([(i * 20.0 + jitter(i), i) for i in range(N) if i not in lost]
                       + [(i * 20.0 + 7.0, i) for i in duplicates])
     rows, results, ai, queued = [], [], 0, 0
     for tick in range(N + 10):
@@ -375,6 +375,26 @@ def test_discontinuity_plays_on_within_60ms_at_the_same_delay(kind):
     assert jb.stats.late <= 1
     assert jb.stats.discontinuities == 1
     assert jb.relative_delay_ms < 20.0  # the estimator saw one continuous timeline
+
+
+@pytest.mark.parametrize("kind", DISCONTINUITIES)
+@pytest.mark.parametrize("variant", ["jitter-0-40ms", "fault-packet-lost", "packet-before-lost",
+                                     "two-lost-at-fault"])
+def test_discontinuity_with_jitter_or_loss_at_the_fault(kind, variant):
+    jitter = (lambda i: (i * 37 % 11) * 4.0) if variant == "jitter-0-40ms" else (lambda i: 0.0)
+    lost = {"fault-packet-lost": {K}, "packet-before-lost": {K - 1},
+            "two-lost-at-fault": {K, K + 1}}.get(variant, set())
+    jb, rows, _ = _call(kind, jitter=jitter, lost=lost)
+    fault = K * 20.0
+    before, after = _at(rows, fault - 10.0), _at(rows, fault + 1000.0)
+    assert _longest_gap_ms(rows, fault, N * 20.0) <= 60.0
+    if kind == "ts-back-to-same-ts" and lost:
+        return  # the break fell next to a lost packet: a 20 ms shift nobody can see, not a jump
+    assert after[3] == before[3], (before, after)
+    assert abs(after[2] - before[2]) <= 10.0, (before, after)
+    # both numberings new: a loss exactly at the break cannot be told from delay
+    assert jb.lost == (0 if kind.startswith(("both", "seq-restart-ts", "ts-wrap")) else len(lost))
+    assert jb.stats.discontinuities == 1
 
 
 def test_no_discontinuity_is_seen_in_a_clean_or_jittery_call():

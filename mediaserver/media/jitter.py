@@ -366,6 +366,8 @@ class JitterBuffer:
         ts_int = self._last_ts + k * frame
         if self._playout is not None and ts_int < self._playout:
             ts_int = self._playout  # it would be late: play it next instead
+        # Continue the sequence (packets lost at the break are not counted: with jitter the
+        # arrival gap cannot tell loss from delay, and a phantom loss is worse than none).
         self._seq_off = self._last_seq + 1 - packet.seq
         self._ts_off = ts_int - packet.ts
         self._raw_seq = packet.seq
