@@ -333,9 +333,33 @@ def main(argv: Optional[list[str]] = None) -> int:
     for r in result["results"]:
         print(f"| {r['name']} | {', '.join(t.split('/')[-1] for t in r['tests'])} | {r['outcome']} |")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        write_merged(Path(args.json), result)
     return 0 if result["all_caught"] else 1
+
+
+def write_merged(path: Path, result: dict) -> None:
+    """Update ``path`` row by row: a run of some mutations (``--only``) replaces their rows and
+    keeps the others' latest results; each row carries the meta of the run that produced it."""
+    rows: dict[str, dict] = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+            for row in old.get("results", []):
+                rows[row["name"]] = {**row, **({"run": old["meta"]} if "run" not in row else {})}
+        except (ValueError, KeyError, TypeError):
+            rows = {}
+    for row in result["results"]:
+        rows[row["name"]] = {**row, "run": result["meta"]}
+    order = [m.name for m in MUTATIONS]
+    merged = [rows[n] for n in order if n in rows] + [r for n, r in rows.items() if n not in order]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "meta": {**result["meta"], "note": "rows keep the meta ('run') of the run that produced them"},
+        "all_caught": all(r["outcome"] == "caught" for r in merged)
+        and {r["name"] for r in merged} >= set(order),
+        "not_run": [n for n in order if n not in rows],
+        "results": merged,
+    }, indent=1) + "\n")
 
 
 if __name__ == "__main__":
