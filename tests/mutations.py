@@ -146,6 +146,57 @@ MUTATIONS: tuple[Mutation, ...] = (
                     " dtype=np.float32)  # mutation\n"),),
         tests=("tests/test_enhance_gate.py::test_noise_floor_holds_across_every_gate_close",),
     ),
+    Mutation(
+        name="numbering-break-not-rebased",
+        claim="after a sequence or timestamp break on one SSRC audio plays on within 60 ms "
+              "and the delay is back at its target within 1 s",
+        source="issue 15 §1",
+        edits=(Edit("mediaserver/media/jitter.py",
+                    "        if self._confirms_candidate(packet):\n"
+                    "            return self._rebase_both(packet)\n",
+                    "        return self._place(packet, ext_seq, ext_ts)  # mutation: no re-basing\n"),),
+        tests=("tests/test_jitter.py::test_discontinuity_plays_on_within_60ms_at_the_same_delay",
+               "tests/test_inbound.py::"
+               "test_discontinuity_plays_real_audio_within_60ms_and_keeps_the_delay",
+               "tests/test_rtp_discontinuity_e2e.py"),
+    ),
+    Mutation(
+        name="duplicates-by-seq-alone",
+        claim="duplicate detection does not rely on the sequence number alone",
+        source="issue 15 §1",
+        edits=(Edit("mediaserver/media/jitter.py",
+                    "        key = (seq, timestamp)\n        digest = hash(payload)\n",
+                    "        key = (seq, 0)  # mutation\n        digest = 0\n"),),
+        tests=("tests/test_jitter.py::test_discontinuity_plays_on_within_60ms_at_the_same_delay",
+               "tests/test_jitter.py::test_real_duplicates_are_still_dropped_across_a_discontinuity"),
+    ),
+    Mutation(
+        name="srtp-blocks-seq-restart",
+        claim="a sender restarting its sequence numbers on one SSRC is heard through SRTP",
+        source="issue 15 §1",
+        edits=(Edit("mediaserver/sfu/rtptap.py",
+                    "    guard_srtp_restarts(receiver.transport)\n",
+                    "    pass  # mutation: libsrtp's replay check drops the restarted numbers\n"),),
+        tests=("tests/test_rtp_discontinuity_e2e.py",),
+    ),
+    Mutation(
+        name="answer-offers-g711",
+        claim="the answer offers only codecs the media path serves (a PCMU-first caller is heard)",
+        source="issue 15 §2",
+        edits=(Edit("mediaserver/sfu/sdp.py",
+                    'SERVED_AUDIO_CODECS = ("audio/opus",)',
+                    'SERVED_AUDIO_CODECS = ("audio/opus", "audio/pcmu", "audio/pcma")'),),
+        tests=("tests/test_codecs_e2e.py",),
+    ),
+    Mutation(
+        name="dtx-counted-as-concealment",
+        claim="Opus DTX pauses are counted on their own, not as concealed frames",
+        source="issue 15 §2",
+        edits=(Edit("mediaserver/media/jitter.py",
+                    "        if dtx:\n            self.stats.dtx_samples += samples\n",
+                    "        if dtx and False:  # mutation\n            self.stats.dtx_samples += samples\n"),),
+        tests=("tests/test_inbound.py::test_opus_dtx_pause_is_counted_as_dtx_not_concealment",),
+    ),
 )
 
 
