@@ -205,6 +205,8 @@ def test_stage_exports_metrics(tmp_path) -> None:
     assert "mediaserver_enhancer_tick_seconds_count 10.0" in text
     assert "mediaserver_enhancer_streams 1.0" in text
     assert 'mediaserver_enhancer_frames_total{path="network"}' in text
+    stage.close(h)  # the last stream left: no tick follows, the gauge is 0 at once
+    assert "mediaserver_enhancer_streams 0.0" in generate_latest(registry).decode()
     stage.shutdown()
 
 

@@ -13,6 +13,7 @@ stage is registered in the server's registry) and the SFU's per-call series.
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,8 @@ from mediaserver.audio import read_audio, write_audio
 from mediaserver.enhance.weights import resolve_weights_path
 
 from requires import require
-from conftest import (METRICS_TOKEN, ServerProcess, client_summary, espeak_speech, start_client,
-                      stop_client, wait_participants)
+from conftest import (METRICS_TOKEN, ServerProcess, client_summary, espeak_speech, server_metric,
+                      start_client, stop_client, wait_participants)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -101,6 +102,7 @@ class Call:
     received: np.ndarray           # B's recording of A, aligned with the clean speech
     metrics: dict[tuple[str, tuple], float]
     sent_frames: int
+    streams_in_call: float         # mediaserver_enhancer_streams while B was still in the room
 
 
 @dataclass
@@ -119,10 +121,21 @@ def call_through(server: ServerProcess, noisy_path: Path, speech: np.ndarray,
     a = start_client(server.url, "enh", "A", "--send", str(noisy_path), "--duration", "14",
                      log=folder / "A.log")
     sent = client_summary(a)["sent_frames"]
+    in_call = server_metric(server, "mediaserver_enhancer_streams")
     summary = stop_client(b)
     wait_participants(server, 0)   # both left: every per-call counter is final
+    # the server frees a leaver's enhancer stream shortly after the leave: poll for the gauge
+    wait_metric_value(server, "mediaserver_enhancer_streams", 0.0)
     recording, _ = read_audio(summary["remote"]["A"]["file"])
-    return Call(received=align(speech, recording), metrics=read_metrics(server), sent_frames=sent)
+    return Call(received=align(speech, recording), metrics=read_metrics(server), sent_frames=sent,
+                streams_in_call=in_call)
+
+
+def wait_metric_value(server: ServerProcess, name: str, value: float, timeout: float = 30.0) -> None:
+    """Poll ``/metrics`` until ``name`` reads ``value`` or ``timeout`` s passed; the caller asserts."""
+    deadline = time.monotonic() + timeout
+    while server_metric(server, name) != value and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -179,8 +192,10 @@ def test_server_metrics_show_the_enhancer_at_work(calls: Calls) -> None:
     assert network >= 0.25 * 8.0 * 50, m
     assert network + bypass >= 0.8 * calls.enhanced.sent_frames, (network, bypass)
     assert ticks >= 0.8 * calls.enhanced.sent_frames, ticks
-    # (mediaserver_enhancer_streams is only updated on a tick with streams, so after the last
-    # one left it still shows the last count: not asserted here, see the report of issue 17)
+    # B's stream was open while B was in the room; once everyone left, the gauge is back to 0
+    # (it is set on open/close of a stream, not on ticks, and no tick runs in an empty server)
+    assert calls.enhanced.streams_in_call >= 1.0, calls.enhanced.streams_in_call
+    assert m[("mediaserver_enhancer_streams", ())] == 0.0, m[("mediaserver_enhancer_streams", ())]
 
 
 def test_sfu_metrics_after_a_call(calls: Calls) -> None:

@@ -142,6 +142,7 @@ class EnhancerStage:
         self.gate_config = gate_config
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enhancer")
         self._closing: deque[StreamHandle] = deque()  # appended on the loop, drained by the worker
+        self.streams = 0  # open handles (event loop thread); the slot is taken on the first frame
         self.ticks = 0
         self.frames_net = 0
         self.frames_bypass = 0
@@ -150,7 +151,11 @@ class EnhancerStage:
 
     # ---- stream lifecycle (event loop thread) ----------------------------------------------
     def open(self, *, enabled: bool = True, atten_lim_db: float = 100.0) -> StreamHandle:
-        return StreamHandle(enabled=enabled, atten_lim_db=atten_lim_db, gate=self.gate_config)
+        handle = StreamHandle(enabled=enabled, atten_lim_db=atten_lim_db, gate=self.gate_config)
+        self.streams += 1
+        if self._metrics is not None:
+            self._metrics.streams.set(self.streams)
+        return handle
 
     def close(self, handle: StreamHandle) -> None:
         """Release the stream. Only the worker touches slots, so the slot is freed there, before
@@ -159,6 +164,9 @@ class EnhancerStage:
             return
         handle.closed = True
         self._closing.append(handle)  # deque.append is atomic: no lock needed
+        self.streams -= 1
+        if self._metrics is not None:  # at once: no tick may come after the last stream left
+            self._metrics.streams.set(self.streams)
 
     async def process(self, items: Sequence[Item], *, overloaded: bool = False) -> list[StageOutput]:
         """Enhance one frame per stream. Items are ``(handle, pcm)`` or ``(handle, pcm, kind)``.
@@ -261,7 +269,7 @@ class EnhancerStage:
         self.frames_bypass += n - n_net
         self.last_step_s = time.perf_counter() - start
         if self._metrics is not None:
-            self._metrics.observe(self.last_step_s, n_net, n - n_net, self.enhancer.active)
+            self._metrics.observe(self.last_step_s, n_net, n - n_net)
         return [StageOutput(raw=delayed[i], enhanced=enhanced[i], speech=bool(speech[i])) for i in range(n)]
 
     def _path(self, h: StreamHandle, is_open: bool, overloaded: bool, *, silent: bool) -> str:
@@ -326,13 +334,14 @@ class _StageMetrics:
                               registry=registry, buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.04, 0.08))
         self.frames = Counter("mediaserver_enhancer_frames_total", "frames per path: network or gate/disabled bypass",
                               ["path"], registry=registry)
-        self.streams = Gauge("mediaserver_enhancer_streams", "streams holding an enhancer slot", registry=registry)
+        # set by EnhancerStage.open/close, not per tick: no tick runs once the last stream left
+        self.streams = Gauge("mediaserver_enhancer_streams", "open enhancer streams (opened, not yet closed)",
+                             registry=registry)
 
-    def observe(self, seconds: float, net: int, bypass: int, streams: int) -> None:
+    def observe(self, seconds: float, net: int, bypass: int) -> None:
         self.tick.observe(seconds)
         self.frames.labels("network").inc(net)
         self.frames.labels("bypass").inc(bypass)
-        self.streams.set(streams)
 
 
 def _frame_dbfs(levels: np.ndarray) -> float:
