@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
+from . import g711
 from .jitter import Conceal, DecodeFec, JitterBuffer, JitterConfig, Play, Silence
 from .opus import FRAME_SAMPLES, OpusDecoder, OpusError, packet_has_fec, packet_samples
 
@@ -164,6 +165,8 @@ class InboundAudio:
         self.config = config or InboundConfig()
         self._jb = JitterBuffer(self.config.jitter)
         self._decoder = OpusDecoder()
+        self._g711 = g711.G711Decoder()
+        self._last_codec = "opus"
         self._queue = SampleQueue()
         self._scaler = TimeScaler()
         self._rng = np.random.default_rng(seed)
@@ -189,8 +192,22 @@ class InboundAudio:
         ssrc: int,
         arrival_ms: float,
         audio_level: tuple[bool, int] | None = None,
+        codec: str = "opus",
     ) -> None:
-        """Queue one RTP payload. Malformed payloads are counted and dropped, never raised."""
+        """Queue one RTP payload. Malformed payloads are counted and dropped, never raised.
+
+        ``codec``: "opus" (48 kHz RTP clock) or "pcmu" / "pcma" (G.711, 8 kHz clock: its
+        timestamps and sizes are scaled to the 48 kHz path here).
+        """
+        if codec in g711.CODECS:
+            if not payload:
+                self._invalid += 1
+                return
+            self._jb.insert(seq=seq, timestamp=(timestamp * g711.UP) & 0xFFFFFFFF, ssrc=ssrc,
+                            samples=len(payload) * g711.UP, payload=payload, now_ms=arrival_ms,
+                            speech=None if audio_level is None else bool(audio_level[0]),
+                            codec=codec)
+            return
         try:
             samples = packet_samples(payload)
         except OpusError as exc:
@@ -244,7 +261,12 @@ class InboundAudio:
                 kind = "fec"
                 self._fec_recovered += 1
             else:
-                pcm = self._decoder.decode(decision.packet.payload)
+                codec = decision.packet.codec
+                if codec != self._last_codec:
+                    self._last_codec = codec
+                    self._g711.reset()
+                pcm = (self._decoder.decode(decision.packet.payload) if codec == "opus"
+                       else self._g711.decode(codec, decision.packet.payload))
                 kind = "normal"
                 delay = now_ms - decision.packet.arrival_ms + len(self._queue) / 48.0
                 self._delay_ms += 0.05 * (delay - self._delay_ms)
@@ -274,15 +296,21 @@ class InboundAudio:
                 self._expand += 1
         self._queue.push(pcm, kind)
 
+    def _plc(self, samples: int) -> np.ndarray:
+        """The current codec's own concealment (Opus PLC, or G.711 pitch repeat)."""
+        if self._last_codec == "opus":
+            return self._decoder.conceal(samples)
+        return self._g711.conceal(samples)
+
     def _conceal(self, samples: int, outage_ms: float) -> None:
         cfg = self.config
         if outage_ms <= cfg.plc_ms:
-            self._queue.push(self._decoder.conceal(samples), "plc")
+            self._queue.push(self._plc(samples), "plc")
             return
         noise = self._noise(samples)
         fade_pos = outage_ms - cfg.plc_ms
         if fade_pos <= cfg.fade_ms + samples / 48.0:
-            plc = self._decoder.conceal(samples)
+            plc = self._plc(samples)
             start = max(0.0, (fade_pos - samples / 48.0) / cfg.fade_ms)
             end = min(1.0, fade_pos / cfg.fade_ms)
             g = np.linspace(1.0 - start, 1.0 - end, samples, dtype=np.float32)

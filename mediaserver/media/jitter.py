@@ -62,6 +62,7 @@ class Packet:
     arrival_ms: float
     has_fec: bool = False
     speech: bool | None = None  # RFC 6464 VAD bit when the sender set it
+    codec: str = "opus"  # "opus", "pcmu" or "pcma" (the caller decodes)
 
 
 @dataclass(slots=True)
@@ -248,8 +249,9 @@ class JitterBuffer:
         now_ms: float,
         has_fec: bool = False,
         speech: bool | None = None,
+        codec: str = "opus",
     ) -> str:
-        """Add one packet.
+        """Add one packet (``timestamp`` on the 48 kHz clock, ``samples`` at 48 kHz).
 
         Returns "ok", "duplicate", "late", "reset" (new SSRC or re-anchor), "rebased"
         (numbering discontinuity absorbed) or "probation" (held until the next packet
@@ -265,7 +267,7 @@ class JitterBuffer:
                 self.stats.duplicate += 1
                 return "duplicate"
             reused = True  # same numbering, other audio: the sender went back in time
-        packet = Packet(seq, timestamp, samples, payload, now_ms, has_fec, speech)
+        packet = Packet(seq, timestamp, samples, payload, now_ms, has_fec, speech, codec)
         if self._ssrc is None or self._last_seq is None:
             self._ssrc = ssrc
             self._remember(key, digest)
@@ -425,7 +427,7 @@ class JitterBuffer:
         if not self._started and not self._packets:
             self._first_arrival_ms = now_ms
         self._packets[ts_int] = Packet(seq_int, ts_int, samples, packet.payload, now_ms,
-                                       packet.has_fec, packet.speech)
+                                       packet.has_fec, packet.speech, packet.codec)
         end = ts_int + samples
         if self._newest_end is None or end > self._newest_end:
             self._newest_end = end
@@ -527,7 +529,7 @@ class JitterBuffer:
             self._playout = packet.ts + packet.samples
             self._outage_samples = 0
             self._played_seq = packet.seq
-            self._played_dtx = len(packet.payload) <= 2
+            self._played_dtx = packet.codec == "opus" and len(packet.payload) <= 2
             self.stats.played += 1
             scale, soft = self._time_scale(level)
             if scale < 0:
