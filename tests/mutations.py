@@ -180,12 +180,12 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_rtp_discontinuity_e2e.py",),
     ),
     Mutation(
-        name="answer-offers-g711",
-        claim="the answer offers only codecs the media path serves (a PCMU-first caller is heard)",
+        name="g711-not-decoded",
+        claim="a G.711 (PCMU / PCMA) publisher is decoded, upsampled and heard",
         source="issue 15 §2",
-        edits=(Edit("mediaserver/sfu/sdp.py",
-                    'SERVED_AUDIO_CODECS = ("audio/opus",)',
-                    'SERVED_AUDIO_CODECS = ("audio/opus", "audio/pcmu", "audio/pcma")'),),
+        edits=(Edit("mediaserver/sfu/rtptap.py",
+                    'DECODED = {"audio/opus": "opus", "audio/pcmu": "pcmu", "audio/pcma": "pcma"}',
+                    'DECODED = {"audio/opus": "opus"}  # mutation'),),
         tests=("tests/test_codecs_e2e.py",),
     ),
     Mutation(

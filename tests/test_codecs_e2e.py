@@ -1,7 +1,9 @@
 """A caller that prefers G.711 (``m=audio … 0 8 96``), through the real server.
 
-The server must answer only codecs its media path serves (Opus today), so the caller sends
-Opus and is heard; RTP it cannot use is counted in /metrics and logged once per stream.
+The server answers only codecs its media path serves (Opus first, PCMU, PCMA); the caller
+sends its preferred G.711 codec, which the server decodes, upsamples to 48 kHz and forwards
+as Opus: the listener hears the tone. RTP the server cannot use is counted in /metrics and
+logged once per stream.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from conftest import server_metric, start_client, stop_client, wait_participants
 
 pytestmark = pytest.mark.timeout(300)
 RATE = 48000
-UNUSABLE = 25  # first media packets sent with payload type 8 (PCMA), never negotiated
+UNUSABLE = 25  # first media packets sent with payload type 9 (G.722), never negotiated
 
 
 class Tone(AudioStreamTrack):
@@ -61,19 +63,23 @@ def rewrite_first_payload_types(pc: RTCPeerConnection, count: int, pt: int) -> N
     dtls._send_rtp = wrapped
 
 
-async def g711_first_caller(url: str, seconds: float) -> str:
-    """Join as A offering PCMU, PCMA, Opus in that order; send a tone; return the answer SDP."""
+async def g711_first_caller(url: str, seconds: float, first: str) -> tuple[str, str]:
+    """Join as A offering ``first`` (PCMU or PCMA), the other G.711, then Opus; send a tone.
+
+    Returns the answer SDP and the codec the caller sent with.
+    """
     pin_host_addresses(["127.0.0.1"])  # as the servers and clients in these tests
     pc = RTCPeerConnection()
     transceiver = pc.addTransceiver(Tone(), direction="sendrecv")
     caps = {c.mimeType.lower(): c for c in RTCRtpSender.getCapabilities("audio").codecs}
-    transceiver.setCodecPreferences([caps["audio/pcmu"], caps["audio/pcma"], caps["audio/opus"]])
+    other = "audio/pcma" if first == "audio/pcmu" else "audio/pcmu"
+    transceiver.setCodecPreferences([caps[first], caps[other], caps["audio/opus"]])
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(url.replace("http", "ws") + "ws") as ws:
             await ws.send_json({"type": "join", "room": "g711", "identity": "A"})
             offer = await pc.createOffer()
             await pc.setLocalDescription(offer)
-            assert re.search(r"m=audio \d+ \S+ 0 8 ", pc.localDescription.sdp)
+            assert re.search(r"m=audio \d+ \S+ (0 8|8 0) ", pc.localDescription.sdp)
             answer_sdp = ""
             loop = asyncio.get_running_loop()
             end = loop.time() + seconds
@@ -90,7 +96,7 @@ async def g711_first_caller(url: str, seconds: float) -> str:
                 elif data["type"] == "answer":
                     answer_sdp = data["sdp"]
                     await pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
-                    rewrite_first_payload_types(pc, UNUSABLE, 8)
+                    rewrite_first_payload_types(pc, UNUSABLE, 9)
                 elif data["type"] == "offer":
                     await pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "offer"))
                     await pc.setLocalDescription(await pc.createAnswer())
@@ -98,21 +104,23 @@ async def g711_first_caller(url: str, seconds: float) -> str:
                 elif data["type"] == "error":
                     raise AssertionError(f"server error: {data}")
             await ws.send_json({"type": "leave"})
+    sent_with = transceiver._codecs[0].mimeType.lower()  # what aiortc's sender used
     await pc.close()
     pin_host_addresses([])
-    return answer_sdp
+    return answer_sdp, sent_with
 
 
-def test_g711_first_caller_is_answered_opus_and_heard(start_server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("first", ["audio/pcmu", "audio/pcma"])
+def test_g711_first_caller_is_decoded_and_heard(start_server, tmp_path: Path, first: str) -> None:
     server = start_server("--no-enhance")
     b = start_client(server.url, "g711", "B", "--duration", "40", "--record-dir",
                      str(tmp_path / "rec"), log=tmp_path / "B.log")
     wait_participants(server, 1)
-    answer = asyncio.run(g711_first_caller(server.url, 6.0))
+    answer, sent_with = asyncio.run(g711_first_caller(server.url, 6.0, first))
     audio_line = next(line for line in answer.split("\r\n") if line.startswith("m=audio"))
-    rtpmaps = re.findall(r"a=rtpmap:\d+ ([^/\s]+)/", answer)
-    assert rtpmaps and {c.lower() for c in rtpmaps} == {"opus"}, audio_line
-    assert len(audio_line.split()) == 4, audio_line  # exactly one payload type
+    rtpmaps = [c.lower() for c in re.findall(r"a=rtpmap:\d+ ([^/\s]+)/", answer)]
+    assert rtpmaps and rtpmaps[0] == "opus" and set(rtpmaps) <= {"opus", "pcmu", "pcma"}, audio_line
+    assert sent_with == first  # the caller really published G.711
     assert server_metric(server, "mediaserver_rtp_unusable_total", reason="payload-type") >= UNUSABLE - 5
     summary = stop_client(b)
     recording, _ = read_audio(summary["remote"]["A"]["file"])

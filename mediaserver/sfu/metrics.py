@@ -35,7 +35,7 @@ class SfuMetrics:
         self.rtp_unusable = Counter(
             "mediaserver_rtp_unusable_total",
             "RTP packets from publishers the media path cannot use, per reason "
-            "(payload-type: not negotiated; codec: negotiated but not Opus)", ["reason"],
+            "(payload-type: not negotiated; codec: negotiated but not decoded)", ["reason"],
             registry=r)
         self.packets_out = Counter("mediaserver_packets_out_total",
                                    "encoded packets queued to subscribers", registry=r)

@@ -90,7 +90,7 @@ class Participant:
                 self.on_failed()
 
         # The first audio m-line binds to this transceiver: its codec preferences shape the answer.
-        serve_only_supported_codecs(pc.addTransceiver("audio", direction="recvonly"))
+        serve_only_supported_codecs(pc.addTransceiver("audio", direction="recvonly"), receive=True)
         await pc.setRemoteDescription(offer)
         audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
         mic = audio[0]
@@ -106,11 +106,12 @@ class Participant:
             packets_in.inc()
             inbound.push(packet.payload, seq=packet.sequence_number, timestamp=packet.timestamp,
                          ssrc=packet.ssrc, arrival_ms=arrival_ms,
-                         audio_level=packet.extensions.audio_level)
+                         audio_level=packet.extensions.audio_level,
+                         codec=codec_of(packet.payload_type))
 
         unusable = self._metrics.rtp_unusable
-        tap_receiver(mic.receiver, on_packet, lambda: loop.time() * 1000.0,
-                     lambda _packet, reason: unusable.labels(reason).inc())
+        codec_of = tap_receiver(mic.receiver, on_packet, lambda: loop.time() * 1000.0,
+                                lambda _packet, reason: unusable.labels(reason).inc())
         answer = await pc.createAnswer()
         await pc.setLocalDescription(RTCSessionDescription(
             sdp=enable_opus_fec(answer.sdp), type="answer"))
@@ -145,7 +146,7 @@ class Participant:
             track = PacketTrack(max_packets=self._outbound_queue,
                                 on_drop=self._metrics.dropped_out.inc)
             transceiver = self.pc.addTransceiver(track, direction="sendonly")
-            serve_only_supported_codecs(transceiver)
+            serve_only_supported_codecs(transceiver, receive=False)
             slot = Slot(transceiver, track)
             self._slots.append(slot)
         slot.track.clear()

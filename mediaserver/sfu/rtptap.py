@@ -25,16 +25,18 @@ logger = logging.getLogger(__name__)
 
 PacketCallback = Callable[[RtpPacket, float], None]
 UnusableCallback = Callable[[RtpPacket, str], None]
+DECODED = {"audio/opus": "opus", "audio/pcmu": "pcmu", "audio/pcma": "pcma"}
 
 
 def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketCallback,
                  clock_ms: Callable[[], float],
-                 on_unusable: UnusableCallback | None = None) -> None:
+                 on_unusable: UnusableCallback | None = None) -> Callable[[int], str]:
     """Route ``receiver``'s RTP packets to ``on_packet(packet, arrival_ms)``.
 
     ``clock_ms`` gives the arrival time on the caller's timeline (the loop clock).
     Packets the media path cannot decode go to ``on_unusable(packet, reason)`` (reason
-    "codec") and are logged once per SSRC and payload type.
+    "payload-type" or "codec") and are logged once per SSRC and payload type.
+    Returns ``codec_of(payload_type)``: "opus", "pcmu" or "pcma" for a packet it passed on.
     """
     streams: dict = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
     codecs: dict = receiver._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
@@ -45,7 +47,7 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketCallback,
         if key not in logged and len(logged) < 64:
             logged.add(key)
             logger.warning("dropping RTP the media path cannot use: ssrc %d payload type %d (%s); "
-                           "only Opus is decoded", packet.ssrc, packet.payload_type,
+                           "Opus, PCMU and PCMA are decoded", packet.ssrc, packet.payload_type,
                            "not negotiated" if reason == "payload-type"
                            else codecs[packet.payload_type].mimeType)
         if on_unusable is not None:
@@ -55,7 +57,7 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketCallback,
         if not receiver._enabled:
             return
         codec = codecs.get(packet.payload_type)
-        if codec is None or codec.mimeType.lower() != "audio/opus":
+        if codec is None or codec.mimeType.lower() not in DECODED:
             unusable(packet, "codec" if codec is not None else "payload-type")
             return
         stats = streams.get(packet.ssrc)
@@ -70,6 +72,11 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketCallback,
     receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
     _report_unrouted(receiver, unusable)
     guard_srtp_restarts(receiver.transport)
+
+    def codec_of(payload_type: int) -> str:
+        return DECODED[codecs[payload_type].mimeType.lower()]
+
+    return codec_of
 
 
 def _report_unrouted(receiver: RTCRtpReceiver, unusable: Callable[[RtpPacket, str], None]) -> None:

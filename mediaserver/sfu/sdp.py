@@ -11,24 +11,27 @@ MAX_SDP = 60_000
 _OPUS = re.compile(r"^a=rtpmap:(\d+) opus/48000", re.IGNORECASE | re.MULTILINE)
 
 
-SERVED_AUDIO_CODECS = ("audio/opus",)  # what media/inbound.py decodes and the outbound sends
+RECEIVED_AUDIO_CODECS = ("audio/opus", "audio/pcmu", "audio/pcma")  # media/inbound.py decodes
+SENT_AUDIO_CODECS = ("audio/opus",)  # what the outbound encodes for subscribers
 
 
 class SdpError(ValueError):
     """An SDP the server cannot use."""
 
 
-def serve_only_supported_codecs(transceiver: RTCRtpTransceiver) -> None:
-    """Negotiate only codecs the media path serves on ``transceiver``.
+def serve_only_supported_codecs(transceiver: RTCRtpTransceiver, *, receive: bool) -> None:
+    """Negotiate only codecs the media path serves on ``transceiver``, Opus first.
 
-    aiortc answers with every codec it can packetize (Opus, PCMU, PCMA) in the offer's
-    order, so a PCMU-first caller was answered PCMU and its packets were dropped unheard.
-    Call before the description that creates the media section is applied (for the
-    first offer: on a transceiver added before ``setRemoteDescription``).
+    ``receive``: a publisher's microphone (Opus or G.711 decoded); otherwise a subscriber
+    slot (Opus encoded). aiortc would answer every codec it can packetize in the offer's
+    order. Call before the description that creates the media section is applied (for
+    the first offer: on a transceiver added before ``setRemoteDescription``).
     """
+    served = RECEIVED_AUDIO_CODECS if receive else SENT_AUDIO_CODECS
     capabilities = RTCRtpSender.getCapabilities("audio").codecs
     transceiver.setCodecPreferences(
-        [c for c in capabilities if c.mimeType.lower() in SERVED_AUDIO_CODECS])
+        sorted((c for c in capabilities if c.mimeType.lower() in served),
+               key=lambda c: served.index(c.mimeType.lower())))
 
 
 def parse_description(sdp: object, kind: str) -> RTCSessionDescription:
