@@ -1,0 +1,193 @@
+"""The media clock under overload, with explicit time.
+
+* A tick the enhancer gets late (``now_ms`` older than ``enhance_budget_ms``) skips the
+  network for that tick only: the stage is told ``overloaded`` and its output for the tick is
+  not the network's; the ticks around it are enhanced as usual, and none is lost.
+* A clock that falls behind by less than ``MAX_CATCH_UP`` frames runs the missed ticks back to
+  back on their own schedule (no frame dropped, no pts gap); further behind, it drops the missed
+  frames (pulled, so jitter buffers stay drained) and leaves a pts gap of exactly those frames.
+
+The clock's own ``_run`` is driven on an event loop whose ``time()`` is virtual: it only moves
+when the loop would otherwise wait for a timer, or when a test stalls it on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pytest
+
+from mediaserver.enhance.stage import EnhancerStage
+from mediaserver.media.inbound import InboundAudio
+from mediaserver.media.opus import OpusEncoder
+from mediaserver.sfu.mediaclock import FRAME, MAX_CATCH_UP, PERIOD_S, ClockStream, MediaClock
+
+from test_enhance_common import constant_mask_model, saved
+
+MASK = 0.5  # the network's gain in these tests: an enhanced tick is the input at half level
+
+
+@dataclass
+class Tick:
+    t_ms: float
+    ratio: float      # rms(enhanced) / rms(raw) of the frame
+
+
+@dataclass
+class RecordingSink:
+    """A frame sink of the clock: every emitted frame's time and enhanced/raw level ratio."""
+
+    ticks: list[Tick] = field(default_factory=list)
+    on_tick: Optional[Callable[[int], None]] = None
+
+    def on_frame(self, *, room: str, identity: str, t_ms: float, raw: np.ndarray,
+                 enhanced: np.ndarray, speech: bool) -> None:
+        raw_rms = float(np.sqrt(np.mean(raw ** 2)))
+        self.ticks.append(Tick(t_ms, float(np.sqrt(np.mean(enhanced ** 2))) / max(raw_rms, 1e-9)))
+        if self.on_tick is not None:
+            self.on_tick(len(self.ticks))
+
+
+def _tone_stream(frames: int) -> ClockStream:
+    """A publisher whose Opus packets of a 440 Hz tone all arrived at t=0 (pulled in order)."""
+    encoder = OpusEncoder(bitrate=32000)
+    inbound = InboundAudio()
+    t = np.arange(frames * FRAME) / 48000.0
+    x = (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+    for k in range(frames):
+        inbound.push(encoder.encode(x[k * FRAME:(k + 1) * FRAME]), seq=k, timestamp=FRAME * k,
+                     ssrc=7, arrival_ms=0.0)
+    return ClockStream(room="r", identity="tone", inbound=inbound, encoder=OpusEncoder(bitrate=32000))
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """``time()`` is virtual: when nothing is ready it jumps to the next timer; ``stall(s)``
+    moves it on as if the running callback had taken ``s`` seconds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._now = 1000.0
+
+    def time(self) -> float:
+        return self._now
+
+    def stall(self, seconds: float) -> None:
+        self._now += seconds
+
+    def _run_once(self) -> None:  # CPython's BaseEventLoop step
+        if not self._ready:
+            pending = [h.when() for h in self._scheduled if not h.cancelled()]
+            if pending:
+                self._now = max(self._now, min(pending))
+        super()._run_once()
+
+
+
+# ---- overload bypass: the clock's tick handed to its enhancer worker, time stalled on purpose ------
+def test_a_late_tick_bypasses_the_enhancer_for_that_tick_only(tmp_path: Path) -> None:
+    stage = EnhancerStage(saved(constant_mask_model(MASK), tmp_path), gate=False)
+    pts_out: list[int] = []
+    clock = MediaClock(stage=stage, encode_pts=lambda enc, pcm, pts: pts_out.append(pts))
+    sink = RecordingSink()
+    clock.sinks.append(sink)
+    sender = OpusEncoder(bitrate=32000)
+    stream = ClockStream(room="r", identity="tone", inbound=InboundAudio(),
+                         encoder=OpusEncoder(bitrate=32000), handle=stage.open())
+    clock.add(stream)
+    tone = (0.3 * np.sin(2 * np.pi * 440.0 * np.arange(FRAME) / 48000.0)).astype(np.float32)
+    late = set(range(40, 50))
+    loop = VirtualTimeLoop()
+
+    async def main() -> None:
+        emitted = asyncio.Event()
+        sink.on_tick = lambda n: emitted.set()
+        for k in range(90):
+            t_ms = loop.time() * 1000.0
+            stream.inbound.push(sender.encode(tone), seq=k, timestamp=FRAME * k, ssrc=7, arrival_ms=t_ms)
+            emitted.clear()
+            clock.tick = k                   # what the clock's own loop counts
+            await clock._step(t_ms)          # queued for the enhancer worker
+            if k in late:                    # the loop is held up before the worker gets the tick
+                loop.stall(5 * clock.enhance_budget_ms / 1000.0)
+            await emitted.wait()             # one tick at a time: each judged on its own
+            loop.stall(PERIOD_S)
+        await clock.stop()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+        stage.shutdown()
+
+    assert pts_out == [FRAME * k for k in range(90)]       # every tick emitted once, in order
+    assert clock.bypassed == len(late) and stage.frames_bypass == len(late), (
+        clock.bypassed, stage.frames_bypass)
+    assert stage.frames_net == 90 - len(late)
+    ratios = [t.ratio for t in sink.ticks]
+    # enhanced ticks carry the network's gain; each switch is one cross-faded tick (skipped here)
+    for k in list(range(10, 40)) + list(range(51, 90)):
+        assert abs(ratios[k] - MASK) < 0.05, (k, ratios[k])
+    for k in range(41, 50):
+        assert abs(ratios[k] - MASK) > 0.2, (k, ratios[k])
+
+
+# ---- catch-up: the clock's own loop on virtual time ---------------------------------------------
+def run_clock_with_stall(stall_s: float, *, at: int = 10, frames: int = 40) -> tuple[MediaClock, RecordingSink, list[int]]:
+    """Run the clock (no enhancer) until ``frames`` frames were emitted; the frame sink stalls
+    the loop by ``stall_s`` while handling frame ``at``."""
+    loop = VirtualTimeLoop()
+    pts_out: list[int] = []
+    clock = MediaClock(stage=None, encode_pts=lambda enc, pcm, pts: pts_out.append(pts))
+    sink = RecordingSink()
+    clock.sinks.append(sink)
+    clock.add(_tone_stream(frames + 40))
+
+    async def main() -> None:
+        done = asyncio.Event()
+
+        def on_tick(n: int) -> None:
+            if n == at + 1:
+                loop.stall(stall_s)
+            if n == frames:
+                done.set()
+
+        sink.on_tick = on_tick
+        clock.start()
+        try:
+            await done.wait()
+        finally:
+            await clock.stop()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    return clock, sink, pts_out
+
+
+@pytest.mark.parametrize("stall_ms", [40, 60, 110])
+def test_a_late_clock_catches_up_without_dropping_frames(stall_ms: int) -> None:
+    clock, sink, pts = run_clock_with_stall(stall_ms / 1000.0)
+    t0 = sink.ticks[0].t_ms
+    assert clock.skipped == 0 and clock.late >= 1, (clock.skipped, clock.late)
+    assert pts == [FRAME * k for k in range(len(pts))]          # no frame dropped, no pts gap
+    # every tick keeps its place on the absolute 20 ms schedule (the stall is not carried on)
+    assert [t.t_ms for t in sink.ticks] == pytest.approx([t0 + 20.0 * k for k in range(len(pts))])
+
+
+@pytest.mark.parametrize("stall_ms", [150, 410])
+def test_a_clock_far_behind_drops_exactly_the_missed_frames(stall_ms: int) -> None:
+    clock, sink, pts = run_clock_with_stall(stall_ms / 1000.0)
+    t0 = sink.ticks[0].t_ms
+    emitted = [p // FRAME for p in pts]
+    missing = sorted(set(range(emitted[-1] + 1)) - set(emitted))
+    # tick 11 found the clock stall_ms - 20 ms behind: that many whole frames are dropped
+    behind = int((stall_ms / 1000.0 - PERIOD_S) / PERIOD_S)
+    assert behind > MAX_CATCH_UP
+    assert clock.skipped == behind and missing == list(range(11, 11 + behind)), (clock.skipped, missing)
+    # the frames that are sent keep their place on the schedule: pts and time agree
+    assert [t.t_ms for t in sink.ticks] == pytest.approx([t0 + 20.0 * k for k in emitted])
