@@ -531,3 +531,55 @@ async def test_candidate_filter_in_the_page(tmp_path: Path) -> None:
             }})()""")
     assert "192.0.2.7" not in result["kept"] and "127.0.0.1 5000" in result["kept"]
     assert result["all"] == CANDIDATE_OFFER
+
+
+async def test_speaking_indicator_and_per_person_volume(tmp_path: Path) -> None:
+    """The bot's card lights up while it talks and goes dark after (server speaking events,
+    shown as the card's ``speaking`` class); its volume slider sets that person's own output
+    gain (0 % silences only them, 150 % lifts them), the other people untouched."""
+    browser_voice = make_speech(tmp_path / "browser_voice.wav", "Hello from the browser.", seconds=4)
+    bot_voice = make_speech(tmp_path / "bot_voice.wav", "The headless client is talking now.", seconds=4)
+    async with Server(tmp_path / "server.log", "--no-enhance") as server:
+        page_url = f"{server.url}/?room=speaking&name={BROWSER_ID}&join=1&aec=0&ice=127.0.0.1"
+        async with Chromium(page_url, audio=browser_voice, profile=tmp_path / "profile",
+                            log_path=tmp_path / "chromium.log") as page:
+            await wait_for(page, "joined", lambda s: s.get("phase") == "joined"
+                           and s.get("connectionState") == "connected")
+            # 4 s of speech, then silence while it stays in the room (--duration)
+            client = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mediaserver", "client", "--ice-host", "127.0.0.1",
+                "--url", f"ws://127.0.0.1:{server.port}/ws", "--room", "speaking", "--identity", CLIENT_ID,
+                "--send", str(bot_voice), "--duration", "14",
+                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "client.log", "wb"))
+            card = f"document.querySelector('[data-identity=\"{CLIENT_ID}\"]')"
+            try:
+                talking = await wait_for(page, f"{CLIENT_ID} speaking",
+                                         lambda s: person(s, CLIENT_ID).get("speaking") is True, limit_s=60)
+                assert person(talking, CLIENT_ID)["serverLevel"] > 0
+                assert await page.evaluate(f"{card}.classList.contains('speaking')") is True
+                quiet = await wait_for(page, f"{CLIENT_ID} quiet after its speech, still in the room",
+                                       lambda s: person(s, CLIENT_ID).get("speaking") is False
+                                       and person(s, CLIENT_ID).get("hasTrack") is True, limit_s=30)
+                assert person(quiet, CLIENT_ID)
+                assert await page.evaluate(f"{card}.classList.contains('speaking')") is False
+
+                # per-person volume: the slider drives the bot's own output path only
+                output = f"""(() => {{ const r = window.mediaserver.app.list.get('{CLIENT_ID}').remote;
+                    return {{webaudio: r.viaWebAudio, gain: r.gain.gain.value, element: r.element.volume,
+                             elementMuted: r.element.muted}}; }})()"""
+                for percent, volume in (("0", 0.0), ("150", 1.5), ("100", 1.0)):
+                    await page.evaluate(f"""(() => {{ const s = {card}.querySelector('.volume input');
+                        s.value = '{percent}'; s.dispatchEvent(new Event('input')); }})()""")
+                    state = await page.state()
+                    assert person(state, CLIENT_ID)["volume"] == pytest.approx(volume)
+                    assert await page.evaluate(f"{card}.querySelector('.volume output').textContent") == f"{percent}%"
+                    out = await page.evaluate(output)
+                    if out["webaudio"]:
+                        assert out["gain"] == pytest.approx(volume) and out["elementMuted"], out
+                    else:  # suspended context: the element plays, capped at 100 %
+                        assert out["gain"] == 0 and out["element"] == pytest.approx(min(1.0, volume)), out
+                    assert person(state, BROWSER_ID)["volume"] == 1   # my own card keeps its own
+            finally:
+                if client.returncode is None:
+                    client.kill()
+                await client.wait()
