@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -37,6 +38,10 @@ from .tokens import ReplayGuard, TokenError, verify
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE = 64 * 1024
+# Kernel send buffer of each /ws connection. Linux otherwise grows it up to tcp_wmem's maximum
+# (4 MiB) for a client that does not read: memory held per stuck client, and megabytes the
+# outbox cannot see before it notices. Signalling needs far less.
+SOCKET_SEND_BUFFER = 256 * 1024
 MAX_JSON_DEPTH = 16   # the protocol nests 3 deep; anything far deeper is refused as bad-json
 
 
@@ -372,6 +377,9 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=4 * MAX_MESSAGE, heartbeat=30.0)
         await ws.prepare(request)
         transport = request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
 
         def abort() -> None:
             if transport is not None:
