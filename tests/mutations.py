@@ -269,8 +269,8 @@ def _git(*args: str) -> str:
                           text=True).stdout
 
 
-def make_scratch(folder: Path, *, worktree: bool) -> None:
-    """A copy of the repository (HEAD, or the working tree's files) in ``folder``."""
+def make_scratch(folder: Path, *, worktree: bool, commit: str = "HEAD") -> None:
+    """A copy of the repository (``commit``, or the working tree's files) in ``folder``."""
     if worktree:
         names = _git("ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
         for name in filter(None, names):
@@ -281,7 +281,7 @@ def make_scratch(folder: Path, *, worktree: bool) -> None:
                 shutil.copy2(src, dst)
         return
     archive = folder / "head.tar"
-    subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), "HEAD"], cwd=ROOT,
+    subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), commit], cwd=ROOT,
                    check=True)
     with tarfile.open(archive) as tar:
         tar.extractall(folder, filter="data")
@@ -342,8 +342,9 @@ def check_imports_from(scratch: Path) -> None:
 def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="mediaserver-mutations-"))
     results = []
+    commit = _git("rev-parse", "HEAD").strip()   # the commit copied: HEAD may move during the run
     try:
-        make_scratch(scratch, worktree=worktree)
+        make_scratch(scratch, worktree=worktree, commit=commit)
         check_imports_from(scratch)
         baselines: dict[tuple[str, ...], Run] = {}
         for m in mutations:
@@ -399,7 +400,7 @@ def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dic
     return {
         "meta": {
             "command": "python -m tests.mutations" + (" --worktree" if worktree else ""),
-            "source": "working tree" if worktree else f"HEAD {_git('rev-parse', 'HEAD').strip()}",
+            "source": "working tree" if worktree else f"HEAD {commit}",
             "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
             "python": platform.python_version(),
             "host": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
