@@ -24,8 +24,12 @@ another interface (here eth0 192.0.2.2), Firefox gathers host candidates only on
 even with ``media.peerconnection.ice.loopback`` true and ``force_interface`` "lo" (checked by
 gathering in a bare RTCPeerConnection over BiDi); the page's ``ice=127.0.0.1`` filter then leaves
 no candidate, the server logs "have no candidate pairs" and the page says the media connection
-failed. Next step: run Firefox (and the server) in a network namespace whose only interface is
-``lo`` (``ip netns add``), which keeps the loopback-only rule and gives Firefox nothing else.
+failed. Tried next: Firefox, server and client in a network namespace whose only interface is
+``lo`` (``ip netns add``; ``ip netns exec NS python benchmarks/firefox_interop.py`` runs it):
+Firefox then gathers no candidate at all, so this build does not honour
+``media.peerconnection.ice.loopback`` from ``user.js``. Next to try: setting the prefs through
+WebDriver BiDi/Marionette before the page loads, a TURN server on 127.0.0.1 (coturn, as
+tests/test_turn.py does) with ``relay_only``, or a veth pair between two namespaces.
 """
 
 from __future__ import annotations
