@@ -170,6 +170,7 @@ class HeadlessClient:
         self.recorders: dict[str, StreamRecorder] = {}
         self.events: list[dict] = []
         self.errors: list[dict] = []
+        self.connection_states: list[str] = []  # the peer connection's, in order
         self.server_stats: Optional[dict] = None
         self.source: Optional[FileSource] = None
         self.t0 = 0.0
@@ -188,6 +189,11 @@ class HeadlessClient:
                                   "identity": self.identity, "token": self.args.token})
                 joined = await self._expect("joined")
                 self.pc = RTCPeerConnection(self._rtc_config(joined))
+                pc = self.pc
+
+                @pc.on("connectionstatechange")
+                def _connection_state() -> None:
+                    self.connection_states.append(pc.connectionState)
                 self.source = FileSource(self.samples if self.samples is not None
                                          else np.zeros(0, np.float32))
                 self.pc.addTransceiver(self.source, direction="sendrecv")
@@ -222,6 +228,12 @@ class HeadlessClient:
                     await self._send({"type": "leave"})
                     reader.cancel()
                 end = loop.time()
+                if "connected" not in self.connection_states:
+                    self.errors.append({
+                        "type": "media-failed",
+                        "message": f"the media connection never connected (states: {self.connection_states or ['new']}); "
+                                   "check that --ice-host names an address the server's candidates can reach "
+                                   "(pin both to 127.0.0.1 for a local test)"})
                 await self.pc.close()
         return self._summary(joined, end, wall0)
 
@@ -452,4 +464,7 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     print(json.dumps(summary, indent=2), flush=True)
+    if any(e.get("type") == "media-failed" for e in summary["errors"]):
+        print("error: the media connection never connected", file=sys.stderr)
+        return 1
     return 0
