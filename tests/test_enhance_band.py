@@ -1,5 +1,5 @@
-"""The band-structured network (arch ``band``, msenh-v3): streaming equals offline through the
-server's batched Enhancer, streams stay apart, checkpoints round-trip, budgets hold."""
+"""The band-structured network (arch ``band``, msenh-v3): causal, streams stay apart,
+checkpoints round-trip, budgets hold (streaming = offline: test_enhance_streaming.py)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from mediaserver.enhance.model import BandEnhancer, count_parameters, enhance_offline, macs_per_second, stft
+from mediaserver.enhance.model import BandEnhancer, count_parameters, macs_per_second, stft
 from mediaserver.enhance.streaming import Enhancer
 from mediaserver.enhance.weights import WeightsError, load_model, save_model
-
-
-def band_model(seed: int = 0, **kw: int) -> BandEnhancer:
-    """Random weights and random batch-norm statistics, so every layer shapes the output."""
-    torch.manual_seed(seed)
-    model = BandEnhancer(**kw)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+from test_enhance_common import band_model
 
 
 def _noise(rows: int, samples: int, seed: int = 0) -> np.ndarray:
@@ -32,21 +21,6 @@ def _noise(rows: int, samples: int, seed: int = 0) -> np.ndarray:
 
 def _stream(enh: Enhancer, slots: list[int], x: np.ndarray, chunk: int, lim=None) -> np.ndarray:
     return np.concatenate([enh.process(slots, x[:, i : i + chunk], lim) for i in range(0, x.shape[1], chunk)], axis=1)
-
-
-@pytest.mark.parametrize("chunk", [480, 960, 4800])
-def test_band_streaming_equals_offline(chunk: int) -> None:
-    model = band_model(channels=8, time_hidden=8)
-    enh = Enhancer(model, capacity=2)
-    slots = [enh.allocate() for _ in range(3)]
-    x = _noise(3, 48000)
-    lim = np.array([100.0, 6.0, 20.0], dtype=np.float32)
-    y = _stream(enh, slots, x, chunk, lim)
-    with torch.no_grad():
-        ref = enhance_offline(model, torch.from_numpy(x), 48000, torch.from_numpy(lim)).numpy()
-    assert y.shape == ref.shape
-    assert np.abs(y - ref).max() < 1e-4
-    assert np.abs(ref).max() > 0.01  # not a silent network
 
 
 def test_band_network_is_causal_frame_by_frame() -> None:

@@ -21,6 +21,21 @@ def random_model(seed: int = 0, hidden: int = 24) -> EnhancerModel:
     return EnhancerModel(hidden=hidden, layers=2).eval()
 
 
+def band_model(seed: int = 0, **kw: int) -> "BandEnhancer":
+    """A random msenh-v3 network (arch ``band``) with random batch-norm statistics, so every
+    layer shapes the output."""
+    from mediaserver.enhance.model import BandEnhancer
+
+    torch.manual_seed(seed)
+    model = BandEnhancer(**kw)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
 def constant_mask_model(mask: float) -> EnhancerModel:
     """A model whose mask is the real constant ``mask`` (0 < mask < 1.2) for every bin.
 

@@ -8,7 +8,7 @@ import torch
 
 from mediaserver.enhance.model import enhance_offline
 from mediaserver.enhance.streaming import Enhancer
-from test_enhance_common import constant_mask_model, random_model
+from test_enhance_common import band_model, constant_mask_model, random_model
 
 
 def _noise(rows: int, samples: int, seed: int = 0) -> np.ndarray:
@@ -21,9 +21,10 @@ def _stream(enh: Enhancer, slots: list[int], x: np.ndarray, chunk: int, lim=None
     )
 
 
+@pytest.mark.parametrize("arch", ["gru", "band"])
 @pytest.mark.parametrize("chunk", [480, 960, 4800])
-def test_streaming_equals_offline(chunk: int) -> None:
-    model = random_model()
+def test_streaming_equals_offline(chunk: int, arch: str) -> None:
+    model = random_model() if arch == "gru" else band_model(channels=8, time_hidden=8)
     enh = Enhancer(model, capacity=2)  # 3 streams: forces one capacity doubling
     slots = [enh.allocate() for _ in range(3)]
     x = _noise(3, 48000)
