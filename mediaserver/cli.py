@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mediaserver", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mediaserver", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():

@@ -413,7 +413,7 @@ def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dic
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.mutations", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tests.mutations", description=__doc__.replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", default=None, metavar="NAME",
                         help="run only these mutations (repeatable)")
