@@ -169,7 +169,8 @@ def training_files(data: Path, extra: Optional[Path], role: str) -> Split:
     return Split(speech, noise, rir)
 
 
-def _read(paths: Iterable[Path], max_seconds: Optional[float] = None) -> list[np.ndarray]:
+def _read(paths: Iterable[Path], max_seconds: Optional[float] = None) -> list[tuple[Path, np.ndarray]]:
+    """(path, clip at 16 kHz) of each file at least 0.1 s long (shorter ones are left out)."""
     clips = []
     for path in paths:
         audio, sr = read_audio(path)
@@ -177,19 +178,19 @@ def _read(paths: Iterable[Path], max_seconds: Optional[float] = None) -> list[np
         if max_seconds:
             audio = audio[: int(max_seconds * MODEL_RATE)]
         if len(audio) >= MODEL_RATE // 10:
-            clips.append(audio)
+            clips.append((path, audio))
     return clips
 
 
 def load_banks(split: Split, device: torch.device | str = "cpu") -> tuple[AudioBank, AudioBank, AudioBank]:
     """(speech, noise, rir) banks of a :class:`Split`; RIRs are cut to 1 s."""
-    names = [_speaker_of(p) for p in split.speech]
-    ids = {n: i for i, n in enumerate(sorted(set(names)))}
     speech_clips = _read(split.speech)
-    speech = AudioBank.from_clips(speech_clips, [ids[n] for n, _ in zip(names, speech_clips)], device)
-    noise_clips = _read(split.noise)
+    names = [_speaker_of(p) for p, _ in speech_clips]  # after short clips are left out
+    ids = {n: i for i, n in enumerate(sorted(set(names)))}
+    speech = AudioBank.from_clips([c for _, c in speech_clips], [ids[n] for n in names], device)
+    noise_clips = [c for _, c in _read(split.noise)]
     noise = AudioBank.from_clips(noise_clips, list(range(len(noise_clips))), device)
-    rir_clips = _read(split.rir, max_seconds=1.0)
+    rir_clips = [c for _, c in _read(split.rir, max_seconds=1.0)]
     rir = AudioBank.from_clips(rir_clips, list(range(len(rir_clips))), device)
     return speech, noise, rir
 
@@ -218,12 +219,12 @@ def write_pack(split: Split, out: Path, max_mb: float, seed: int = 0) -> dict[st
         clips, speakers, total = [], [], 0
         max_s = {"speech": 8.0, "noise": 20.0, "rir": 1.0}[bank]
         for i in order:
-            clip = _read([paths[i]], max_seconds=max_s)
-            if not clip or (clips and total + len(clip[0]) > budget_samples):  # the first always fits
+            read = _read([paths[i]], max_seconds=max_s)
+            if not read or (clips and total + len(read[0][1]) > budget_samples):  # the first always fits
                 continue
-            clips.append(clip[0])
+            clips.append(read[0][1])
             speakers.append(_speaker_of(paths[i]))
-            total += len(clip[0])
+            total += len(read[0][1])
         audio = np.concatenate(clips)
         peak = float(np.max(np.abs(audio))) or 1.0
         scale = min(1.0, 0.999 / peak)
