@@ -185,19 +185,9 @@ def stop_client(proc: subprocess.Popen) -> dict:
 
 def server_metric(server: ServerProcess, name: str, **labels: str) -> float:
     """One sample of the server's own ``/metrics`` (0 when the series has no sample yet)."""
-    import urllib.request
+    from metrics_probe import metric  # it imports this module
 
-    from prometheus_client.parser import text_string_to_metric_families
-
-    request = urllib.request.Request(server.url + "metrics",
-                                     headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        text = resp.read().decode()
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and s.labels == labels:
-                return float(s.value)
-    return 0.0
+    return metric(server, name, **labels)
 
 
 def wait_metric_grows(server: ServerProcess, name: str, by: float, timeout: float = 120.0) -> None:

@@ -13,14 +13,7 @@ from mediaserver.enhance.model import BandEnhancer, count_parameters, macs_per_s
 from mediaserver.enhance.streaming import Enhancer
 from mediaserver.enhance.weights import WeightsError, load_model, save_model
 from test_enhance_common import band_model
-
-
-def _noise(rows: int, samples: int, seed: int = 0) -> np.ndarray:
-    return (0.1 * np.random.default_rng(seed).standard_normal((rows, samples))).astype(np.float32)
-
-
-def _stream(enh: Enhancer, slots: list[int], x: np.ndarray, chunk: int, lim=None) -> np.ndarray:
-    return np.concatenate([enh.process(slots, x[:, i : i + chunk], lim) for i in range(0, x.shape[1], chunk)], axis=1)
+from test_enhance_streaming import _noise, _stream
 
 
 def test_band_network_is_causal_frame_by_frame() -> None:

@@ -97,16 +97,13 @@ def build_plan(data: Path, n_main: int, n_ref: int, seed: int = 2026,
             raise FileNotFoundError(f"{src.speech} and {src.noise} must hold .wav files (set {name})")
         rng = np.random.default_rng(seed + offset)
         order = rng.permutation(len(speech))
-        durations = {}
         for i in range(count):
             if name == "ood":  # short lines: join consecutive ones (of this shuffle) up to ≥ 4 s
                 picked, total, k = [], 0.0, i * 4
                 while total < OOD_MIN_SECONDS and len(picked) < 6:
                     f = speech[order[k % len(speech)]]
-                    if f not in durations:
-                        durations[f] = len(_load(src.speech / f)) / RATE
                     picked.append(f)
-                    total += durations[f] + OOD_GAP_SECONDS
+                    total += len(_load(src.speech / f)) / RATE + OOD_GAP_SECONDS  # _load caches
                     k += 1
                 utterance = "+".join(picked)
             else:

@@ -124,22 +124,14 @@ class EnhancerModel(nn.Module):
         the main cue for speech vs. noise floor, and the GRU needs to see it. The fixed
         affine on log power only brings it to roughly −1…1.
         """
-        power = spec.real.square() + spec.imag.square()
-        mag = power.add(EPS).sqrt()
-        scale = mag.pow(0.3) / mag
-        return torch.cat(
-            [0.2 * power.add(EPS).log10() + 1.0, spec.real * scale, spec.imag * scale], dim=-1
-        )
+        return spec_features(spec).transpose(-3, -2).flatten(-2)  # [B, 3, T, F] → [B, T, 3F]
 
     def _mask(self, feats: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats [B, T, 3F], h0 [layers, B, H] → (mask [B, T, F] complex, h [layers, B, H])."""
         e = self.encoder(feats)  # [B, T, H]
         g, h = self.gru(e, h0)  # [B, T, H]
         raw = self.decoder(torch.cat([g, e], dim=-1))  # [B, T, 2F]
-        re, im = raw[..., :N_BINS], raw[..., N_BINS:]
-        mag = (re.square() + im.square() + EPS).sqrt()
-        scale = MASK_MAX * torch.tanh(mag) / mag
-        return torch.complex(re * scale, im * scale), h
+        return bounded_complex_mask(raw[..., :N_BINS], raw[..., N_BINS:]), h
 
     def forward(self, spec: torch.Tensor, state: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """spec [B, T, F] complex (low 161 bins) → (mask [B, T, F] complex, state [B, S])."""
