@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
@@ -62,6 +64,13 @@ class SfuMetrics:
             "(limit: sockets, sockets_per_ip, rooms, offer_timeout, rate)", ["limit"], registry=r)
         self.limits = Gauge("mediaserver_limit", "configured limits (sfu/limits.py)", ["limit"],
                             registry=r)
+        # leak watch (benchmarks/soak.py): must stay flat across churn
+        self.tasks = Gauge("mediaserver_asyncio_tasks",
+                           "asyncio tasks alive in the server's event loop", registry=r)
+
+    def watch_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Report ``loop``'s live task count at every scrape."""
+        self.tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

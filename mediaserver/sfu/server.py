@@ -271,6 +271,7 @@ def _announce(args: argparse.Namespace, port: int) -> None:
 
 async def serve(args: argparse.Namespace) -> None:
     metrics = SfuMetrics()   # one registry: the stage's series appear at /metrics too
+    metrics.watch_loop(asyncio.get_running_loop())
     stage = build_stage(args, metrics)
     app = build_app(args, stage=stage, metrics=metrics)
     runner = web.AppRunner(app, handle_signals=False,
