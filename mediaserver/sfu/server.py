@@ -224,11 +224,14 @@ async def _index(request: web.Request) -> web.StreamResponse:
 async def _healthz(request: web.Request) -> web.Response:
     clock = request.app[MEDIA_CLOCK]
     manager = request.app[ROOM_MANAGER]
+    from ..asr.web import ASR_HUB
+
     return web.json_response({
         "status": "ok", "rooms": len(manager.rooms),
         "participants": sum(len(r.participants) for r in manager.rooms.values()),
         "ticks": clock.tick, "late_ticks": clock.late,
         "enhancement": request.app[STAGE] is not None,
+        "asr": request.app[ASR_HUB].health() if ASR_HUB in request.app else None,
     })
 
 
