@@ -25,12 +25,13 @@ from urllib.parse import urlparse, urlunparse
 import aiohttp
 import numpy as np
 from aiortc import (RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection,
-                    RTCSessionDescription)
+                    RTCRtpSender, RTCSessionDescription)
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .audio import AudioFileError, read_audio, resample, write_audio
 from .config import add_option
 from .ice import pin_host_addresses
+from .media.g711 import G711Decoder, G711Encoder
 from .media.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusError
 from .sfu.rtptap import tap_receiver, tolerate_consent_stalls
 from .sfu.sdp import enable_opus_fec
@@ -38,20 +39,22 @@ from .sfu.sdp import enable_opus_fec
 logger = logging.getLogger(__name__)
 
 RATE = 48000
+CODECS = ("opus", "pcmu", "pcma")
 
 
 class FileSource(MediaStreamTrack):
     """Microphone stand-in: a WAV encoded once per 20 ms on an absolute schedule.
 
-    Returns pre-encoded Opus packets (FEC on) so aiortc only packetizes them.
+    Returns pre-encoded packets (Opus with FEC on, or PCMU / PCMA: ``codec``) so aiortc
+    only packetizes them.
     """
 
     kind = "audio"
 
-    def __init__(self, samples: np.ndarray, *, bitrate: int = 32000) -> None:
+    def __init__(self, samples: np.ndarray, *, bitrate: int = 32000, codec: str = "opus") -> None:
         super().__init__()
         self._samples = samples
-        self._encoder = OpusEncoder(bitrate=bitrate)
+        self._encoder: Any = OpusEncoder(bitrate=bitrate) if codec == "opus" else G711Encoder(codec)
         self._silence = np.zeros(FRAME_SAMPLES, np.float32)
         self._index = 0
         self.start: Optional[float] = None   # loop time of the first frame's capture
@@ -82,6 +85,8 @@ class StreamRecorder:
         self.identity = identity
         self._t0 = t0
         self._decoder = OpusDecoder()
+        self._g711 = G711Decoder()
+        self.codecs: set[str] = set()   # what this remote's packets came in
         self._buf = np.zeros(RATE * 10, np.float32)
         self._end = 0
         self._ssrc: Optional[int] = None
@@ -94,7 +99,10 @@ class StreamRecorder:
         self.lateness_ms: list[float] = []   # arrival minus the time its timestamp implies
         self.first_arrival: Optional[float] = None
 
-    def add(self, payload: bytes, ssrc: int, timestamp: int, arrival: float) -> None:
+    def add(self, payload: bytes, ssrc: int, timestamp: int, arrival: float,
+            codec: str = "opus") -> None:
+        """One packet: Opus (48 kHz timestamps) or PCMU / PCMA (8 kHz, upsampled)."""
+        scale = 1 if codec == "opus" else RATE // 8000
         if ssrc != self._ssrc:
             # New sender (slot reuse or rejoin): anchor its timeline at this arrival.
             self._ssrc = ssrc
@@ -102,16 +110,19 @@ class StreamRecorder:
             self._last_ts = timestamp
             self._base_pos = max(self._end, int((arrival - self._t0) * RATE))
             self._decoder.reset()
+            self._g711.reset()
         ts = self._unwrap(timestamp)
-        pos = self._base_pos + (ts - self._base_ts)
+        pos = self._base_pos + (ts - self._base_ts) * scale
         if pos < 0 or pos in self._seen:
             return
         try:
-            pcm = self._decoder.decode(payload)
-        except OpusError:
+            pcm = (self._decoder.decode(payload) if codec == "opus"
+                   else self._g711.decode(codec, payload))
+        except (OpusError, ValueError):
             self.decode_errors += 1
             return
         self._seen.add(pos)
+        self.codecs.add(codec)
         self.frames += 1
         if self.first_arrival is None:
             self.first_arrival = arrival
@@ -195,8 +206,9 @@ class HeadlessClient:
                 def _connection_state() -> None:
                     self.connection_states.append(pc.connectionState)
                 self.source = FileSource(self.samples if self.samples is not None
-                                         else np.zeros(0, np.float32))
+                                         else np.zeros(0, np.float32), codec=self.args.codec)
                 self.pc.addTransceiver(self.source, direction="sendrecv")
+                self._only_our_codec()
                 offer = await self.pc.createOffer()
                 await self.pc.setLocalDescription(offer)
                 await self._send({"type": "offer",
@@ -282,6 +294,7 @@ class HeadlessClient:
             if kind == "offer":
                 await self.pc.setRemoteDescription(
                     RTCSessionDescription(sdp=data["sdp"], type="offer"))
+                self._only_our_codec()
                 self.mids = {str(k): str(v) for k, v in (data.get("tracks") or {}).items()}
                 self._tap_all()
                 answer = await self.pc.createAnswer()
@@ -298,6 +311,18 @@ class HeadlessClient:
                 self.events.append({**data, "t": round(asyncio.get_running_loop().time() - self.t0, 3)})
                 logger.debug("event %s", data)
 
+    def _only_our_codec(self) -> None:
+        """Offer and accept only ``--codec`` on every audio transceiver (a G.711-only
+        endpoint, such as a SIP gateway, knows no other). aiortc reads preferences when a
+        description is applied, so transceivers an offer has just created get their
+        negotiated list filtered as well (the answer is written from it)."""
+        assert self.pc is not None
+        want = f"audio/{self.args.codec}"
+        caps = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == want]
+        for transceiver in self.pc.getTransceivers():
+            transceiver.setCodecPreferences(caps)
+            transceiver._codecs = [c for c in transceiver._codecs if c.mimeType.lower() == want]
+
     def _tap_all(self) -> None:
         assert self.pc is not None
         loop = asyncio.get_running_loop()
@@ -306,17 +331,20 @@ class HeadlessClient:
             if id(receiver) in self.tapped:
                 continue
             self.tapped.add(id(receiver))
+            codec_of: list[Any] = []
 
-            def on_packet(packet: Any, arrival_ms: float, _t: Any = transceiver) -> None:
+            def on_packet(packet: Any, arrival_ms: float, _t: Any = transceiver,
+                          _codec_of: list[Any] = codec_of) -> None:
                 identity = self.mids.get(_t.mid or "")
                 if identity is None:
                     return
                 rec = self.recorders.get(identity)
                 if rec is None:
                     rec = self.recorders[identity] = StreamRecorder(identity, self.t0)
-                rec.add(packet.payload, packet.ssrc, packet.timestamp, arrival_ms / 1000.0)
+                rec.add(packet.payload, packet.ssrc, packet.timestamp, arrival_ms / 1000.0,
+                        _codec_of[0](packet.payload_type))
 
-            tap_receiver(receiver, on_packet, lambda: loop.time() * 1000.0)
+            codec_of.append(tap_receiver(receiver, on_packet, lambda: loop.time() * 1000.0))
 
     def _impair(self) -> None:
         a = self.args
@@ -359,6 +387,7 @@ class HeadlessClient:
             delay = jb + 10.0 + enhancer + 6.5 + float(np.percentile(jitter, 50))
             remote[identity] = {
                 "frames_received": rec.frames,
+                "codecs": sorted(rec.codecs),
                 "concealed": rec.concealed(),
                 "decode_errors": rec.decode_errors,
                 "first_arrival_s": None if rec.first_arrival is None else round(
@@ -368,7 +397,7 @@ class HeadlessClient:
                 "file": str(path) if path else None,
             }
         return {
-            "identity": self.identity, "room": self.args.room,
+            "identity": self.identity, "room": self.args.room, "codec": self.args.codec,
             "started_unix": round(wall0, 4), "duration_s": round(end - self.t0, 3),
             "joined_with": [p.get("identity") for p in joined.get("participants", [])],
             "sent_frames": self.source._index if self.source else 0,
@@ -406,6 +435,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--identity", default=None, help="participant name (default random)")
     add_option(parser, "--token", default=None, help="join token (mediaserver token)")
     add_option(parser, "--send", default=None, help="WAV sent once in real time, then silence")
+    add_option(parser, "--codec", default="opus", choices=CODECS,
+               help="the one audio codec offered and accepted, both ways (pcmu/pcma: G.711 "
+                    "at 8 kHz, as a SIP gateway would)")
     add_option(parser, "--record-dir", default=None, help="write DIR/<identity>.wav per remote")
     add_option(parser, "--duration", type=float, default=None,
                help="seconds to stay (default: file length + 3 s, or 30 s); SIGTERM/SIGINT end early")

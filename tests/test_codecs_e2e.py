@@ -24,7 +24,7 @@ from aiortc.mediastreams import AudioStreamTrack
 from mediaserver.audio import read_audio
 from mediaserver.ice import pin_host_addresses
 
-from conftest import server_metric, start_client, stop_client, wait_participants
+from conftest import client_summary, server_metric, start_client, stop_client, wait_participants
 
 pytestmark = pytest.mark.timeout(300)
 RATE = 48000
@@ -132,3 +132,57 @@ def test_g711_first_caller_is_decoded_and_heard(start_server, tmp_path: Path, fi
     assert loud_s >= 4.0, f"the caller's tone was heard for only {loud_s:.2f} s"
     log = server.log_path.read_text(errors="replace")
     assert log.count("dropping RTP the media path cannot use") == 1, "logged once per stream"
+
+
+# ---- mediaserver client --codec: publish and receive with one codec through the server ----------
+TONES = {"A": ("pcmu", 500.0), "B": ("pcma", 700.0), "C": ("opus", 900.0)}
+TONE_AMP = 0.3
+
+
+def tone_heard(recording: np.ndarray) -> tuple[float, float, float]:
+    """(seconds loud, peak Hz, rms) of the loud 20 ms windows of a recording."""
+    win = RATE // 50
+    n = len(recording) // win
+    frames = recording[: n * win].reshape(n, win)
+    loud = frames[np.sqrt(np.mean(frames ** 2, axis=1)) > 0.5 * TONE_AMP / np.sqrt(2)]
+    if len(loud) < 10:
+        return len(loud) / 50, 0.0, 0.0
+    body = loud[2:-2].reshape(-1)
+    spectrum = np.abs(np.fft.rfft(body * np.hanning(len(body))))
+    return len(loud) / 50, float(np.argmax(spectrum) * RATE / len(body)), float(np.sqrt(np.mean(body ** 2)))
+
+
+def test_clients_publish_and_receive_with_their_codec(start_server, tmp_path: Path) -> None:
+    """A (PCMU only), B (PCMA only) and C (Opus only) each send a tone; each hears the other
+    two in its own codec: G.711-only offers are accepted, and the server encodes each
+    publisher once per codec its subscribers take (Opus -> G.711, G.711 -> Opus and G.711)."""
+    from mediaserver.audio import write_audio
+
+    server = start_server("--no-enhance")
+    seconds = 8.0
+    clients = {}
+    for who, (codec, hz) in TONES.items():
+        wav = tmp_path / f"{who}.wav"
+        t = np.arange(int(RATE * seconds)) / RATE
+        write_audio(wav, TONE_AMP * np.sin(2 * np.pi * hz * t), RATE)
+        env_codec = ("--codec", codec) if codec != "opus" else ()  # opus: the default
+        clients[who] = start_client(server.url, "codecs", who, *env_codec, "--send", str(wav),
+                                    "--duration", "40", "--record-dir", str(tmp_path / who),
+                                    log=tmp_path / f"{who}.log")
+    wait_participants(server, 3)
+    summaries = {}
+    for who, proc in clients.items():
+        summaries[who] = client_summary(proc, timeout=120)
+    for who, (codec, _hz) in TONES.items():
+        summary = summaries[who]
+        assert summary["codec"] == codec and not summary["errors"], summary
+        for other, (_c, hz) in TONES.items():
+            if other == who:
+                continue
+            remote = summary["remote"][other]
+            assert remote["codecs"] == [codec], (who, other, remote)  # received in its own codec
+            recording, _ = read_audio(remote["file"])
+            loud_s, peak, rms = tone_heard(recording)
+            print(f"{who} ({codec}) hears {other}: {loud_s:.2f} s at {peak:.0f} Hz, rms {rms:.3f}")
+            assert loud_s >= 4.0, f"{who} heard {other}'s tone for only {loud_s:.2f} s"
+            assert abs(peak - hz) < 10 and abs(rms - TONE_AMP / np.sqrt(2)) < 0.03, (who, other, peak, rms)

@@ -47,7 +47,9 @@ def test_opus_fec_is_advertised_and_bad_sdp_refused() -> None:
     again = enable_opus_fec(munged.replace("minptime=10;useinbandfec=1", "minptime=10"))
     assert "a=fmtp:111 minptime=10;useinbandfec=1" in again
     assert parse_description(munged, "offer").type == "offer"
-    for bad in ("", 7, "garbage", "v=0\r\n", OFFER.replace("opus", "PCMU"), "x" * 70000):
+    g711_only = OFFER.replace("opus/48000/2", "PCMU/8000")
+    assert parse_description(g711_only, "offer").type == "offer"  # a SIP gateway's offer
+    for bad in ("", 7, "garbage", "v=0\r\n", OFFER.replace("opus", "G722"), "x" * 70000):
         with pytest.raises(SdpError):
             parse_description(bad, "offer")
 

@@ -65,7 +65,7 @@ class ClockStream:
     room: str
     identity: str
     inbound: Any            # media.inbound.InboundAudio
-    encoder: Any            # media.opus.OpusEncoder
+    encoder: Any            # sfu.outbound.PublisherEncoders (encode once per codec)
     handle: Any = None      # enhance.stage StreamHandle, None without enhancement
     subscribers: list[PacketTrack] = field(default_factory=list)
     muted: bool = False
@@ -233,7 +233,7 @@ class MediaClock:
             if packet is None:
                 continue
             for track in s.subscribers:
-                track.push(packet)
+                track.offer(packet)
             self._metrics.packets_out.inc(len(s.subscribers))
         for s, raw, clean, sp in zip(streams, raws, cleaned, speech):
             s.frames += 1

@@ -1,8 +1,12 @@
-"""Per-subscriber outbound track that hands pre-encoded Opus packets to aiortc.
+"""Per-subscriber outbound tracks fed by encode-once-per-codec publishers.
 
-aiortc's sender accepts ``av.Packet`` from ``recv()`` and only packetizes it, so
-one encode per publisher serves every subscriber. The queue is bounded: a slow
-subscriber loses its oldest packets (counted) instead of growing latency.
+aiortc's sender accepts ``av.Packet`` from ``recv()`` and only packetizes it, so one
+encode per publisher and codec serves every subscriber: ``PublisherEncoders`` keeps one
+encoder per codec (Opus, PCMU, PCMA; made on first use) and each tick hands out an
+``EncodedTick`` that encodes a codec at most once, when the first subscriber taking that
+codec asks. Each ``PacketTrack`` knows the codec its sender negotiated (``sent_codec``).
+The queue is bounded: a slow subscriber loses its oldest packets (counted) instead of
+growing latency.
 """
 
 from __future__ import annotations
@@ -10,12 +14,93 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 import av
+import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+
+from ..media.g711 import G711Encoder
+from ..media.opus import OpusEncoder
 
 logger = logging.getLogger(__name__)
+
+SENT_CODECS = {"audio/opus": "opus", "audio/pcmu": "pcmu", "audio/pcma": "pcma"}
+
+
+class FrameEncoder(Protocol):
+    def encode_packet(self, pcm: np.ndarray, pts: int) -> av.Packet: ...
+
+
+def sent_codec(transceiver: RTCRtpTransceiver) -> Optional[str]:
+    """The codec ("opus", "pcmu", "pcma") ``transceiver``'s sender encodes with, once an
+    answer has been applied; None when none of ours was agreed.
+
+    aiortc's sender packs with the first codec of the negotiated list (``_codecs[0]``).
+    """
+    codecs = transceiver._codecs  # set by setRemoteDescription (aiortc internal)
+    return SENT_CODECS.get(codecs[0].mimeType.lower()) if codecs else None
+
+
+class PublisherEncoders:
+    """One publisher's encoders, one per codec, each made when a subscriber first takes it.
+
+    ``encode_packet(pcm, pts)`` (the media clock's encode call) returns an ``EncodedTick``;
+    ``encodes`` counts encoder calls per codec (one per tick per codec in use, however
+    many subscribers share it).
+    """
+
+    def __init__(self, *, opus_bitrate: int = 32000, opus_complexity: int = 5) -> None:
+        self._factories: dict[str, Callable[[], FrameEncoder]] = {
+            "opus": lambda: OpusEncoder(bitrate=opus_bitrate, complexity=opus_complexity),
+            "pcmu": lambda: G711Encoder("pcmu"),
+            "pcma": lambda: G711Encoder("pcma"),
+        }
+        self._encoders: dict[str, FrameEncoder] = {}
+        self.encodes: collections.Counter[str] = collections.Counter()
+        self._failed: set[str] = set()
+
+    def encode_packet(self, pcm: np.ndarray, pts: int) -> "EncodedTick":
+        """This tick's frame (960 float32 at 48 kHz, pts in 1/48000), encoded on demand.
+
+        ``pcm`` must stay unchanged until the tick's fan-out is over.
+        """
+        return EncodedTick(self, pcm, pts)
+
+    def _encode(self, codec: str, pcm: np.ndarray, pts: int) -> Optional[av.Packet]:
+        encoder = self._encoders.get(codec)
+        if encoder is None:
+            factory = self._factories.get(codec)
+            if factory is None:
+                raise ValueError(f"no encoder for codec {codec!r}")
+            encoder = self._encoders[codec] = factory()
+        self.encodes[codec] += 1
+        try:
+            return encoder.encode_packet(pcm, pts)
+        except Exception:
+            if codec not in self._failed:  # once per codec: this runs 50 times a second
+                self._failed.add(codec)
+                logger.exception("%s encode failed", codec)
+            return None
+
+
+class EncodedTick:
+    """One tick of one publisher: ``packet(codec)`` encodes on the first call per codec and
+    hands the same ``av.Packet`` to every later caller (never mutated downstream)."""
+
+    __slots__ = ("_owner", "_pcm", "_pts", "_packets")
+
+    def __init__(self, owner: PublisherEncoders, pcm: np.ndarray, pts: int) -> None:
+        self._owner = owner
+        self._pcm = pcm
+        self._pts = pts
+        self._packets: dict[str, Optional[av.Packet]] = {}
+
+    def packet(self, codec: str) -> Optional[av.Packet]:
+        if codec not in self._packets:
+            self._packets[codec] = self._owner._encode(codec, self._pcm, self._pts)
+        return self._packets[codec]
 
 class PacketTrack(MediaStreamTrack):
     """An audio track whose ``recv()`` returns queued ``av.Packet``s with server-owned pts.
@@ -37,6 +122,21 @@ class PacketTrack(MediaStreamTrack):
         self.dropped = 0
         self.sent = 0
         self._flowing = False
+        self.codec: Optional[str] = None   # what the sender negotiated; None: not yet
+
+    def set_codec(self, codec: Optional[str]) -> None:
+        """The codec the slot's sender agreed on (``sent_codec``); a change drops the queue."""
+        if codec != self.codec:
+            self.codec = codec
+            self.clear()
+
+    def offer(self, tick: EncodedTick) -> None:
+        """Queue this tick in the track's codec (nothing before a codec is agreed)."""
+        if self.codec is None:
+            return
+        packet = tick.packet(self.codec)
+        if packet is not None:
+            self.push(packet)
 
     def push(self, packet: av.Packet) -> None:
         """Queue one encoded 20 ms packet (shared object, never mutated here)."""

@@ -19,7 +19,7 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from .mediaclock import ClockStream
 from .metrics import SfuMetrics
-from .outbound import PacketTrack
+from .outbound import PacketTrack, sent_codec
 from .rtptap import tap_receiver
 from .sdp import align_offer, announce_address, enable_opus_fec, serve_only_supported_codecs
 
@@ -204,6 +204,8 @@ class Participant:
                 finally:
                     self._answer = None
                 await pc.setRemoteDescription(answer)
+                for slot in self._slots:  # Opus, or G.711 for a client that takes only that
+                    slot.track.set_codec(sent_codec(slot.transceiver))
         except asyncio.CancelledError:
             raise
         except Exception as exc:

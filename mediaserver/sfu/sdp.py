@@ -12,7 +12,7 @@ _OPUS = re.compile(r"^a=rtpmap:(\d+) opus/48000", re.IGNORECASE | re.MULTILINE)
 
 
 RECEIVED_AUDIO_CODECS = ("audio/opus", "audio/pcmu", "audio/pcma")  # media/inbound.py decodes
-SENT_AUDIO_CODECS = ("audio/opus",)  # what the outbound encodes for subscribers
+SENT_AUDIO_CODECS = RECEIVED_AUDIO_CODECS  # sfu/outbound.py encodes each once per publisher
 
 
 class SdpError(ValueError):
@@ -23,7 +23,7 @@ def serve_only_supported_codecs(transceiver: RTCRtpTransceiver, *, receive: bool
     """Negotiate only codecs the media path serves on ``transceiver``, Opus first.
 
     ``receive``: a publisher's microphone (Opus or G.711 decoded); otherwise a subscriber
-    slot (Opus encoded). aiortc would answer every codec it can packetize in the offer's
+    slot (Opus or G.711 encoded, sfu/outbound.py). aiortc would answer every codec it can packetize in the offer's
     order. Call before the description that creates the media section is applied (for
     the first offer: on a transceiver added before ``setRemoteDescription``).
     """
@@ -35,7 +35,7 @@ def serve_only_supported_codecs(transceiver: RTCRtpTransceiver, *, receive: bool
 
 
 def parse_description(sdp: object, kind: str) -> RTCSessionDescription:
-    """Validate a client SDP string: parseable, audio with Opus, no video-only junk."""
+    """Validate a client SDP string: parseable, audio with Opus or G.711, no video-only junk."""
     if not isinstance(sdp, str) or not sdp.strip():
         raise SdpError("sdp must be a non-empty string")
     if len(sdp) > MAX_SDP:
@@ -47,8 +47,8 @@ def parse_description(sdp: object, kind: str) -> RTCSessionDescription:
     audio = [m for m in parsed.media if m.kind == "audio"]
     if not audio:
         raise SdpError("sdp has no audio section")
-    if not any(c.mimeType.lower() == "audio/opus" for m in audio for c in m.rtp.codecs):
-        raise SdpError("sdp offers no Opus codec")
+    if not any(c.mimeType.lower() in RECEIVED_AUDIO_CODECS for m in audio for c in m.rtp.codecs):
+        raise SdpError("sdp offers no codec the server decodes (Opus, PCMU, PCMA)")
     if not parsed.media[0].ice.usernameFragment and not any(m.ice.usernameFragment for m in audio):
         raise SdpError("sdp has no ICE credentials")
     return RTCSessionDescription(sdp=sdp, type=kind)

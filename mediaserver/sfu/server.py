@@ -108,6 +108,7 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
     """
     from ..media.inbound import InboundAudio
     from ..media.opus import OpusEncoder
+    from .outbound import PublisherEncoders
 
     metrics = metrics if metrics is not None else SfuMetrics()
     clock = MediaClock(stage=stage, metrics=metrics, encode_pts=_encode)
@@ -122,7 +123,8 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
 
     def make_stream(room: str, identity: str) -> ClockStream:
         inbound = InboundAudio()
-        encoder = OpusEncoder(bitrate=args.opus_bitrate, complexity=args.opus_complexity)
+        encoder = PublisherEncoders(opus_bitrate=args.opus_bitrate,
+                                    opus_complexity=args.opus_complexity)
         handle = stage.open(enabled=True, atten_lim_db=args.atten_lim_db) if stage else None
 
         def close() -> None:
