@@ -55,6 +55,7 @@ const SERVER_FIELDS = [
   ["Late packets", (e) => e.packets_late, ""],
   ["Recovered by FEC", (e) => e.fec_recovered, ""],
   ["Concealed frames", (e) => e.concealed_frames, ""],
+  ["Silent pauses (DTX)", (e) => e.dtx_ms, " ms"],
   ["Enhancement", (e) => (e.enhancement === undefined ? undefined : e.enhancement ? "on" : "off"), ""],
   ["Attenuation limit", (e) => e.atten_lim_db, " dB"],
   ["Jitter seen by server", (e, r) => r.transport && r.transport.jitter_ms, " ms"],
