@@ -156,6 +156,18 @@ class AsrHub:
         for key in [k for k in self._pipes if k[0] == room]:
             self.participant_left(*key)
 
+    def health(self) -> dict:
+        """ASR state for /healthz: per sink its queue depth and drops (and the local
+        recogniser's engine, device and workers), plus totals."""
+        sinks = []
+        for sink in self.sinks:
+            report = getattr(sink, "health", None)
+            sinks.append(report() if report is not None else {"name": sink.name})
+        return {"sinks": sinks, "segments": self.segments, "frames": self.frames,
+                "feed": self.feed.feed,
+                "queue_depth": sum(s.get("queue_depth", 0) for s in sinks),
+                "dropped": sum(s.get("dropped", 0) for s in sinks)}
+
     def transcript(self, room: str) -> list[dict]:
         return self.transcripts.room(room)
 

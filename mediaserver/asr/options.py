@@ -9,7 +9,7 @@ from typing import Optional
 from ..config import add_option
 from .feed import DEFAULT_FEED, DEFAULT_RAW_SHARE, FEEDS, check_feed
 from .hub import AsrHub, FeedConfig
-from .local import ENGINES
+from .local import DEVICES, ENGINES
 from .segmenter import SegmenterConfig
 from .sink import AsrSink
 
@@ -27,7 +27,15 @@ def add_asr_options(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--asr-mix-raw-share", type=float, default=DEFAULT_RAW_SHARE,
                help="share of raw audio in the mix feed, 0..1")
     add_option(parser, "--asr-engine", choices=ENGINES, default="whisper", help="local recogniser")
-    add_option(parser, "--asr-threads", type=int, default=1, help="CPU threads of the local recogniser")
+    add_option(parser, "--asr-threads", type=int, default=1,
+               help="CPU threads of each local recogniser worker")
+    add_option(parser, "--asr-workers", type=int, default=0,
+               help="local recogniser workers shared by all talkers (0: one per --asr-threads "
+                    "CPU cores, 2 on cuda)")
+    add_option(parser, "--asr-device", choices=DEVICES, default="cpu",
+               help="where the local Whisper recogniser runs (cuda needs CTranslate2's CUDA libraries)")
+    add_option(parser, "--asr-partial-interval", type=float, default=1.0, metavar="S",
+               help="seconds of new speech between two partial captions of a talker; 0: no partials")
     add_option(parser, "--asr-ws-url", default=None, help="external recogniser WebSocket URL (ws sink)")
     add_option(parser, "--asr-ws-format", choices=("s16le", "f32le"), default="s16le",
                help="audio sample format sent to the WebSocket recogniser (16 kHz mono)")
@@ -64,7 +72,15 @@ def build_sinks(args: argparse.Namespace) -> list[AsrSink]:
         if name == "local":
             from .local import LocalRecogniserSink
 
-            sinks.append(LocalRecogniserSink(engine=args.asr_engine, threads=args.asr_threads))
+            from .streaming import StreamConfig
+
+            interval = getattr(args, "asr_partial_interval", 1.0)
+            stream = StreamConfig(partials=interval > 0,
+                                  partial_interval_ms=max(100, int(interval * 1000)))
+            sinks.append(LocalRecogniserSink(engine=args.asr_engine, threads=args.asr_threads,
+                                             workers=getattr(args, "asr_workers", 0),
+                                             device=getattr(args, "asr_device", "cpu"),
+                                             stream=stream))
         elif name == "ws":
             if not args.asr_ws_url:
                 raise ValueError("the ws ASR sink needs --asr-ws-url")
@@ -107,6 +123,10 @@ def validate_asr_args(args: argparse.Namespace) -> Optional[str]:
         return "--asr-redis-ttl must be positive"
     if args.asr_threads < 1 or args.asr_redis_maxlen < 1:
         return "--asr-threads and --asr-redis-maxlen must be >= 1"
+    if args.asr_workers < 0:
+        return "--asr-workers must be >= 0 (0: sized to the machine)"
+    if args.asr_partial_interval != 0 and args.asr_partial_interval < 0.1:
+        return "--asr-partial-interval must be 0 (off) or >= 0.1 s"
     if "local" in names:
         import importlib.util
 

@@ -58,7 +58,7 @@ class Segment:
     feed: str = "raw"
     sample_rate: int = RATE
     seq: int = 0                   # per participant, increasing
-    meta: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)   # "cut": "pause" | "length" | "flush", "voiced_frames"
 
     @property
     def duration_ms(self) -> float:
@@ -138,8 +138,10 @@ class VadSegmenter:
             self._silent_run += 1
         length = len(self._active)
         hangover = self._soft_hangover if length >= self._soft_max else self._hangover
-        if self._silent_run >= hangover or length >= self._max:
-            return self._close(end_ms)
+        if self._silent_run >= hangover:
+            return self._close(end_ms, "pause")
+        if length >= self._max:
+            return self._close(end_ms, "length")   # no pause: may end inside a word
         return None
 
     def flush(self) -> Optional[Segment]:
@@ -147,13 +149,13 @@ class VadSegmenter:
         self.live_audio, self.discarded_seq = None, None
         if not self._active:
             return None
-        return self._close(self._last_end_ms or self._start_ms + FRAME_MS * len(self._active))
+        return self._close(self._last_end_ms or self._start_ms + FRAME_MS * len(self._active), "flush")
 
-    def _close(self, end_ms: float) -> Optional[Segment]:
+    def _close(self, end_ms: float, cut: str) -> Optional[Segment]:
         frames, voiced = self._active, self._voiced
         self._active, self._voiced, self._silent_run = [], 0, 0
         if voiced < self._min_voiced:
             self.discarded_seq = self._seq
             return None
         return Segment(self.room, self.identity, self._start_ms, end_ms, np.concatenate(frames),
-                       feed=self.feed, seq=self._seq, meta={"voiced_frames": voiced})
+                       feed=self.feed, seq=self._seq, meta={"voiced_frames": voiced, "cut": cut})

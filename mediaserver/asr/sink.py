@@ -134,6 +134,10 @@ class QueuedSink:
         metrics.SUBMITTED.labels(self.name).inc()
         metrics.QUEUE_DEPTH.labels(self.name).set(self._queue.qsize())
 
+    def health(self) -> dict:
+        return {"name": self.name, "queue_depth": self._queue.qsize(), "dropped": self.dropped,
+                "handled": self.handled}
+
     async def drain(self) -> None:
         """Wait until every queued item was handled (tests, offline runs, shutdown)."""
         await self._queue.join()

@@ -1,13 +1,21 @@
-"""``mediaserver transcribe IN.wav [...]``: the server's ASR path, offline.
+"""``mediaserver transcribe IN.wav [...]``: the server's ASR path, offline or in real time.
 
 Same feed (raw / enhanced / mix through the project's streaming Enhancer at 48 kHz),
 same streaming decimator and VAD segmenter, same local recogniser as a live call; the
-text of a file is its segments' transcripts joined in order.
+text of a file is its finals joined in order (each decoded with the previous text as
+context, length cuts carried over at a word boundary: ``streaming.py``).
+
+``--realtime`` feeds each file at real-time pace through the live sink (worker pool,
+partials, finals) and records every caption as an event: ``{"final", "text",
+"audio_end_s", "emit_s"}`` (``audio_end_s``: how far into the file the caption's audio
+reaches; ``emit_s``: wall-clock seconds since the file started playing).
+:func:`simulate_live` replays the same decisions with a simulated clock for benchmarks.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
@@ -21,8 +29,9 @@ from ..audio import AudioFileError, read_audio, resample
 from ..config import add_option
 from .feed import DEFAULT_FEED, DEFAULT_RAW_SHARE, FEEDS, check_feed
 from .hub import FRAME_48K, FeedConfig, ParticipantPipeline
-from .local import ENGINES, Recogniser, make_recogniser
+from .local import DEVICES, ENGINES, LocalRecogniserSink, Recogniser, make_recogniser
 from .segmenter import Segment, SegmenterConfig
+from .streaming import Caption, DecodeJob, StreamConfig, TalkerStream
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +92,134 @@ def segments_of(raw48: np.ndarray, enhanced48: Optional[np.ndarray], feed: FeedC
 
 
 def recognise_segments(recogniser: Recogniser, segments: Sequence[Segment]) -> str:
+    """Each segment decoded alone, no context, no carry-over: the path before streaming
+    (kept as the benchmark's baseline)."""
     texts = (recogniser.transcribe(s.pcm) for s in segments)
     return " ".join(t for t in texts if t).strip()
+
+
+def finals_of(recogniser: Recogniser, segments: Sequence[Segment],
+              stream: Optional[StreamConfig] = None) -> str:
+    """The live path's final text: segments in order through one :class:`TalkerStream`."""
+    talker = TalkerStream("offline", "file", stream)
+    texts = []
+    for segment in segments:
+        job = talker.begin_final(talker.close(segment))
+        caption = talker.final_done(job, _run(recogniser, job))
+        if caption is not None:
+            texts.append(caption.text)
+    return " ".join(texts).strip()
+
+
+def _run(recogniser: Recogniser, job: DecodeJob) -> list:
+    return recogniser.recognise(job.pcm, prompt=job.prompt, word_times=job.word_times)
+
+
+def _event(caption: Caption, emit_s: float) -> dict:
+    return {"final": caption.final, "text": caption.text,
+            "audio_end_s": round(caption.end_ms / 1000.0, 3), "emit_s": round(emit_s, 3)}
+
+
+def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optional[np.ndarray],
+                  feed: FeedConfig, seg: Optional[SegmenterConfig] = None,
+                  stream: Optional[StreamConfig] = None) -> list[dict]:
+    """The live sink's decisions for one talker and one worker on a simulated clock.
+
+    Frame ``i`` arrives at ``(i + 1) * 20 ms``; a decode starts when the worker is free and
+    takes the wall time it really took here. Returns the events as ``--realtime`` does.
+    """
+    enhanced48 = raw48 if enhanced48 is None else enhanced48
+    pipe = ParticipantPipeline("sim", "file", feed, seg)
+    talker = TalkerStream("sim", "file", stream)
+    finals: list[DecodeJob] = []
+    partial: Optional[DecodeJob] = None
+    flight: Optional[tuple[DecodeJob, list, float]] = None
+    events: list[dict] = []
+
+    def start(now: float) -> Optional[tuple[DecodeJob, list, float]]:
+        nonlocal partial
+        while finals or partial is not None:
+            if finals:
+                job: Optional[DecodeJob] = talker.begin_final(finals.pop(0))
+            else:
+                job, partial = talker.begin_partial(partial), None  # type: ignore[arg-type]
+            if job is None:
+                continue
+            t0 = time.perf_counter()
+            words = _run(recogniser, job)
+            return job, words, now + time.perf_counter() - t0
+        return None
+
+    def finish(until: float) -> None:
+        nonlocal flight
+        while flight is not None and flight[2] <= until:
+            job, words, done = flight
+            caption = talker.final_done(job, words) if job.final else talker.partial_done(job, words)
+            if caption is not None:
+                events.append(_event(caption, done))
+            flight = start(done)
+
+    def accept(segment: Optional[Segment], now: float) -> None:
+        nonlocal partial, flight
+        chunk = pipe.live_chunk()
+        if chunk is not None:
+            talker.add_live(chunk)
+            job = talker.partial_job()
+            if job is not None:
+                partial = job
+        if segment is not None:
+            finals.append(talker.close(segment))
+            partial = None
+        if flight is None:
+            flight = start(now)
+
+    n = len(raw48) // FRAME_48K
+    for i in range(n):
+        now = (i + 1) * FRAME_48K / RATE
+        finish(now)
+        a, b = i * FRAME_48K, (i + 1) * FRAME_48K
+        accept(pipe.push(a / 48.0, raw48[a:b], enhanced48[a:b]), now)
+    end = n * FRAME_48K / RATE
+    finish(end)
+    accept(pipe.flush(), end)
+    finish(float("inf"))
+    return events
+
+
+async def realtime_events(sink: LocalRecogniserSink, raw48: np.ndarray,
+                          enhanced48: Optional[np.ndarray], feed: FeedConfig, name: str,
+                          seg: Optional[SegmenterConfig] = None) -> list[dict]:
+    """Play one file at real-time pace through an :class:`AsrHub` with ``sink`` (started
+    here, stopped at the end); returns its caption events."""
+    from .hub import AsrHub
+
+    enhanced48 = raw48 if enhanced48 is None else enhanced48
+    hub = AsrHub([sink], feed=feed, segmenter=seg)
+    loop = asyncio.get_running_loop()
+    events: list[dict] = []
+    t0 = loop.time()
+
+    def listen(room: str, identity: str, text: str, start_ms: float, end_ms: float,
+               final: bool) -> None:
+        events.append(_event(Caption(room, identity, text, start_ms, end_ms, final),
+                             loop.time() - t0))
+
+    hub.add_transcript_listener(listen)
+    await hub.start()
+    try:
+        t0 = loop.time()
+        for i in range(len(raw48) // FRAME_48K):
+            a, b = i * FRAME_48K, (i + 1) * FRAME_48K
+            delay = t0 + b / RATE - loop.time()   # frame i is complete at (i + 1) * 20 ms
+            if delay > 0:
+                await asyncio.sleep(delay)
+            hub.on_frame(room="file", identity=name, t_ms=a / 48.0, raw=raw48[a:b],
+                         enhanced=enhanced48[a:b], speech=False)
+        hub.participant_left("file", name)
+        await sink.drain()
+    finally:
+        await hub.stop()
+    return events
 
 
 def feed_config(feed: str, raw_share: float, latency: int) -> FeedConfig:
@@ -104,6 +239,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="enhancer weights file or model folder (default: shipped model)")
     add_option(parser, "--asr-engine", choices=ENGINES, default="whisper", help="local recogniser")
     add_option(parser, "--asr-threads", type=int, default=1, help="recogniser CPU threads")
+    add_option(parser, "--asr-device", choices=DEVICES, default="cpu", help="where Whisper runs")
+    add_option(parser, "--realtime", action="store_true",
+               help="feed each file at real-time pace through the live path (partials, finals); "
+                    "the JSON gains an events list per file")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -119,9 +258,10 @@ def main(args: argparse.Namespace) -> int:
         except Exception as exc:  # WeightsError, missing module: say what is missing
             print(f"error: the {args.feed} feed needs the enhancer: {exc}", file=sys.stderr)
             return 2
+    kwargs = ({"threads": args.asr_threads, "device": getattr(args, "asr_device", "cpu")}
+              if args.asr_engine == "whisper" else {})
     try:
-        recogniser = make_recogniser(args.asr_engine, **(
-            {"threads": args.asr_threads} if args.asr_engine == "whisper" else {}))
+        recogniser = make_recogniser(args.asr_engine, **kwargs)
     except (RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -139,12 +279,21 @@ def main(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         raw48 = to_frames48(samples, rate)
         enh48 = enhance48(enhancer, raw48) if enhancer is not None else None
-        segments = segments_of(raw48, enh48, feed, name=Path(path).stem)
-        text = recognise_segments(recogniser, segments)
-        logger.info("%s: %d segments, %.1f s audio in %.1f s", path, len(segments),
-                    len(samples) / rate, time.perf_counter() - t0)
+        entry: dict = {"file": str(path)}
+        if getattr(args, "realtime", False):
+            sink = LocalRecogniserSink(engine=args.asr_engine, workers=1,
+                                       recogniser_factory=lambda: recogniser)
+            events = asyncio.run(realtime_events(sink, raw48, enh48, feed, Path(path).stem))
+            text = " ".join(e["text"] for e in events if e["final"])
+            entry.update(text=text, events=events)
+        else:
+            segments = segments_of(raw48, enh48, feed, name=Path(path).stem)
+            text = finals_of(recogniser, segments)
+            entry["text"] = text
+        logger.info("%s: %.1f s audio in %.1f s", path, len(samples) / rate,
+                    time.perf_counter() - t0)
         print(f"{path}\t{text}")
-        results.append({"file": str(path), "text": text})
+        results.append(entry)
     if args.json_path:
         Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_path).write_text(json.dumps(results, indent=2) + "\n")

@@ -1,0 +1,234 @@
+"""A pool of recogniser workers shared by all talkers: fair, bounded, self-healing.
+
+:class:`FairQueue` (sans-I/O) holds each talker's pending jobs: finals in order, bounded
+per talker (the oldest is dropped and counted when a talker's queue is full), and at most
+one partial (a newer one supersedes it). It hands out finals before partials, round-robin
+over talkers, and never two jobs of one talker at once (a final may depend on the previous
+final's carry-over, and one talker must not hold every worker).
+
+:class:`RecogniserPool` runs ``workers`` asyncio tasks, each with its own thread and its own
+recogniser from ``factory``. A recogniser that raises is treated as dead: the worker is
+replaced (new thread, new recogniser, counted) and the job tried once more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Optional, Protocol
+
+import numpy as np
+
+from ..tasks import cancel_and_wait
+from . import metrics
+from .streaming import DecodeJob, Word
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+class WordRecogniser(Protocol):
+    def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False) -> list[Word]:
+        """``pcm``: int16 or float32 [T] at 16 kHz. Raises on engine failure."""
+        ...
+
+
+class FairQueue:
+    """Pending decode jobs of all talkers; see the module docstring for the policy."""
+
+    def __init__(self, *, finals_per_talker: int = 4) -> None:
+        if finals_per_talker < 1:
+            raise ValueError("finals_per_talker must be >= 1")
+        self.finals_per_talker = finals_per_talker
+        self._finals: OrderedDict[Key, deque[DecodeJob]] = OrderedDict()
+        self._partials: OrderedDict[Key, DecodeJob] = OrderedDict()
+        self._busy: set[Key] = set()
+        self.dropped_finals = 0
+        self.superseded_partials = 0
+
+    def put_final(self, job: DecodeJob) -> Optional[DecodeJob]:
+        """Queue a final; returns the talker's oldest final if it had to be dropped."""
+        q = self._finals.setdefault(job.key, deque())
+        dropped = None
+        if len(q) >= self.finals_per_talker:
+            dropped = q.popleft()
+            self.dropped_finals += 1
+        q.append(job)
+        return dropped
+
+    def put_partial(self, job: DecodeJob) -> Optional[DecodeJob]:
+        """Queue a partial; returns the older partial of that talker it superseded."""
+        old = self._partials.pop(job.key, None)
+        if old is not None:
+            self.superseded_partials += 1
+        self._partials[job.key] = job
+        return old
+
+    def drop_partial(self, key: Key) -> Optional[DecodeJob]:
+        return self._partials.pop(key, None)
+
+    def pop(self) -> Optional[DecodeJob]:
+        """The next job: finals first, round-robin over idle talkers, then partials."""
+        for key in list(self._finals):
+            if key in self._busy:
+                continue
+            q = self._finals.pop(key)      # re-inserted at the end: round-robin
+            job = q.popleft()
+            if q:
+                self._finals[key] = q
+            self._busy.add(key)
+            return job
+        for key in list(self._partials):
+            if key in self._busy:
+                continue
+            job = self._partials.pop(key)
+            self._busy.add(key)
+            return job
+        return None
+
+    def done(self, key: Key) -> None:
+        """The job of ``key`` that :meth:`pop` handed out has finished."""
+        self._busy.discard(key)
+
+    @property
+    def depth(self) -> int:
+        return sum(len(q) for q in self._finals.values()) + len(self._partials)
+
+    @property
+    def idle(self) -> bool:
+        return not self._busy and self.depth == 0
+
+
+Result = Callable[[DecodeJob, Optional[list[Word]]], None]
+
+
+class _Worker:
+    """One thread and the recogniser living in it."""
+
+    def __init__(self, index: int, generation: int) -> None:
+        self.index = index
+        self.executor = ThreadPoolExecutor(max_workers=1,
+                                           thread_name_prefix=f"asr-worker{index}.{generation}")
+        self.recogniser: Optional[WordRecogniser] = None
+
+
+class RecogniserPool:
+    """Runs jobs from a :class:`FairQueue` on ``workers`` recognisers; results via ``on_result``.
+
+    ``prepare(job)`` is called when a job is handed to a worker (a final picks up its carry
+    there, a partial the audio up to now); None skips the job. ``on_result(job, words)`` gets None when the job failed even on a fresh worker.
+    """
+
+    def __init__(self, factory: Callable[[], WordRecogniser], *, workers: int, queue: FairQueue,
+                 on_result: Result, prepare: Callable[[DecodeJob], Optional[DecodeJob]] = lambda j: j) -> None:
+        if workers < 1:
+            raise ValueError("the recogniser pool needs at least one worker")
+        self._factory = factory
+        self._queue = queue
+        self._on_result = on_result
+        self._prepare = prepare
+        self._workers = [_Worker(i, 0) for i in range(workers)]
+        self._tasks: list[asyncio.Task] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.restarts = 0
+        self.failed = 0
+        self.in_flight = 0
+
+    @property
+    def size(self) -> int:
+        return len(self._workers)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(self._load(loop, w) for w in self._workers))
+        self._tasks = [asyncio.create_task(self._run(i), name=f"asr-worker-{i}")
+                       for i in range(len(self._workers))]
+        metrics.WORKERS.set(len(self._workers))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            await cancel_and_wait(task)
+        self._tasks = []
+        for w in self._workers:
+            w.executor.shutdown(wait=False, cancel_futures=True)
+        metrics.WORKERS.set(0)
+
+    def wake(self) -> None:
+        """New work was queued."""
+        self._idle.clear()
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """Wait until nothing is queued or running."""
+        while not (self._queue.idle and self.in_flight == 0):
+            self._idle.clear()
+            await self._idle.wait()
+
+    async def _load(self, loop: asyncio.AbstractEventLoop, worker: _Worker) -> None:
+        worker.recogniser = await loop.run_in_executor(worker.executor, self._factory)
+
+    async def _replace(self, index: int) -> _Worker:
+        old = self._workers[index]
+        old.executor.shutdown(wait=False, cancel_futures=True)
+        self.restarts += 1
+        metrics.WORKER_RESTARTS.inc()
+        new = _Worker(index, self.restarts)
+        await self._load(asyncio.get_running_loop(), new)
+        self._workers[index] = new
+        logger.warning("ASR worker %d failed and was replaced (%d replacements so far)",
+                       index, self.restarts)
+        return new
+
+    async def _run(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            job = self._queue.pop()
+            metrics.QUEUE_DEPTH.labels("local").set(self._queue.depth)
+            if job is None:
+                if self.in_flight == 0 and self._queue.idle:
+                    self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self.in_flight += 1
+            words: Optional[list[Word]] = None
+            try:
+                ready = self._prepare(job)
+                if ready is None:
+                    continue
+                job = ready
+                for attempt in (0, 1):
+                    worker = self._workers[index]
+                    t0 = time.perf_counter()
+                    try:
+                        words = await loop.run_in_executor(
+                            worker.executor, lambda: worker.recogniser.recognise(  # type: ignore[union-attr]
+                                job.pcm, prompt=job.prompt, word_times=job.word_times))
+                        metrics.RECOGNISE_SECONDS.observe(time.perf_counter() - t0)
+                        break
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        metrics.ERRORS.labels("local").inc()
+                        logger.warning("ASR worker %d: recognition failed: %s", index, exc)
+                        try:
+                            await self._replace(index)
+                        except Exception as load_exc:  # cannot even load: keep the old one
+                            logger.error("ASR worker %d could not be replaced: %s", index, load_exc)
+                            break
+                if words is None:
+                    self.failed += 1
+                try:
+                    self._on_result(job, words)
+                except Exception as exc:
+                    logger.warning("ASR result handling failed: %s", exc)
+            finally:
+                self.in_flight -= 1
+                self._queue.done(job.key)
+                self._wake.set()     # the talker's next job may run now
