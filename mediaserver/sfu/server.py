@@ -20,6 +20,7 @@ from aiortc import RTCConfiguration, RTCIceServer
 
 from ..config import add_option
 from ..ice import pin_host_addresses
+from .drain import Drain, add_drain_options, backstop, exit_now_on_second_signal, validate_drain_args
 from .limits import Limits, add_limit_options
 from .mediaclock import ClockStream, MediaClock
 from .metrics import SfuMetrics
@@ -75,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--outbound-queue", type=int, default=10,
                help="packets buffered per subscriber before the oldest is dropped")
     add_limit_options(parser)
+    add_drain_options(parser)
     from ..enhance.stage import add_stage_options  # flags only; torch loads at serve time
 
     add_stage_options(parser)
@@ -279,7 +281,8 @@ async def serve(args: argparse.Namespace) -> None:
     metrics.watch_loop(asyncio.get_running_loop())
     stage = build_stage(args, metrics)
     app = build_app(args, stage=stage, metrics=metrics)
-    runner = web.AppRunner(app, handle_signals=False,
+    # handlers still running this long into the cleanup are cancelled (sfu/drain.py)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=args.drain_s / 4,
                            access_log_class=websec.RedactingAccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
@@ -293,8 +296,10 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    logger.info("shutting down")
-    await runner.cleanup()
+    exit_now_on_second_signal(loop)
+    drain = Drain(app[SFU_CONTEXT], runner, drain_s=args.drain_s, retry_after_ms=args.retry_hint_ms)
+    backstop(args.drain_s, drain)   # a thread that will not join must not outlive the budget
+    await drain.run()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -307,7 +312,7 @@ def main(args: argparse.Namespace) -> int:
     from ..asr.options import validate_asr_args
 
     asr_error = (validate_asr_args(args) or websec.validate_args(args)
-                 or Limits.from_args(args).problem())
+                 or Limits.from_args(args).problem() or validate_drain_args(args))
     if asr_error:
         print(f"error: {asr_error}")
         return 2

@@ -32,8 +32,10 @@ from .origin import OriginPolicy
 from .outbox import Outbox
 from .participant import NegotiationError, Participant
 from .room import RoomError, RoomManager
+from .names import identity_key
 from .sdp import SdpError, parse_description
-from .tokens import ReplayGuard, TokenError, verify
+from .tickets import Tickets
+from .tokens import Grant, ReplayGuard, TokenError, verify
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +64,14 @@ class SfuContext:
     replay: ReplayGuard = field(default_factory=ReplayGuard)   # one join per token
     join_ice_servers: Optional[Callable[[str], list[dict]]] = None   # per-join TURN credentials
     limits: Limits = field(default_factory=Limits)
+    node_urls: list[str] = field(default_factory=list)   # signalling URLs of every node ([]: own)
     gate: ConnectionGate = field(init=False)
     sessions: set["SignallingSession"] = field(init=False, default_factory=set)
+    tickets: Tickets = field(init=False)   # reconnect tickets (sfu/tickets.py)
+    draining: bool = False   # stopping (sfu/drain.py): new sockets are refused
 
     def __post_init__(self) -> None:
+        self.tickets = Tickets(self.secret)
         self.gate = ConnectionGate(max_total=self.limits.max_sockets,
                                    max_per_address=self.limits.max_sockets_per_ip)
         self.metrics.ws_send_queued.set_function(lambda: sum(len(s.outbox) for s in self.sessions))
@@ -84,11 +90,15 @@ class SignallingSession:
     """The state machine of one socket: new -> joined -> published -> gone."""
 
     def __init__(self, ws: web.WebSocketResponse, ctx: SfuContext, *,
-                 abort: Callable[[], None]) -> None:
-        """``abort`` drops the connection at once (the request's ``transport.abort``)."""
+                 abort: Callable[[], None], own_url: str = "") -> None:
+        """``abort`` drops the connection at once (the request's ``transport.abort``);
+        ``own_url``: this server's signalling URL as the client reached it (``joined.nodes``)."""
         self.ws = ws
         self.ctx = ctx
+        self.own_url = own_url
         self.participant: Optional[Participant] = None
+        self.task: Optional[asyncio.Task] = None   # the task running ``run`` (drain waits on it)
+        self._ticket_timer: Optional[asyncio.TimerHandle] = None
         limits = ctx.limits
         self.outbox = Outbox(ws, abort=abort, on_slow=self._on_slow,
                              max_messages=limits.ws_send_queue, stall_s=limits.ws_send_timeout_s)
@@ -115,7 +125,18 @@ class SignallingSession:
     def _who(self) -> str:
         return self._label or "(not joined)"
 
+    def shutdown(self, retry_after_ms: int, code: int) -> None:
+        """The server is stopping: say so (with a retry hint), then close (sfu/drain.py)."""
+        from .drain import shutdown_message
+
+        try:
+            self.send(shutdown_message(retry_after_ms))
+        except ConnectionError:
+            pass
+        self.close(code, "server shutdown")
+
     async def run(self) -> None:
+        self.task = asyncio.current_task()
         self.outbox.start()
         deadline = self._loop.call_later(self.ctx.limits.offer_timeout_s, self._offer_overdue)
         try:
@@ -147,6 +168,8 @@ class SignallingSession:
                     break
         finally:
             deadline.cancel()
+            if self._ticket_timer is not None:
+                self._ticket_timer.cancel()
             await self.leave()
             await self.outbox.finish()
 
@@ -207,13 +230,9 @@ class SignallingSession:
             identity = RoomManager.check_names(room_name, m.get("identity"))  # normal form
         except RoomError as exc:
             raise ClientError(exc.code, str(exc), close=True) from None
-        grant = None
-        if self.ctx.secret:
-            try:
-                grant = verify(self.ctx.secret, m.get("token"), room=room_name, identity=identity)
-                self.ctx.replay.use(grant, now=time.time())
-            except TokenError as exc:
-                raise ClientError("bad-token", str(exc), close=True) from None
+        grant, rejoin = self._admission(m, room_name, identity)
+        if rejoin:
+            await self._replace_stale(room_name, identity)
         p = Participant(room=room_name, identity=identity, send=self.send,
                         metrics=self.ctx.metrics, config=self.ctx.rtc_config(),
                         outbound_queue=self.ctx.outbound_queue, public_ip=self.ctx.public_ip)
@@ -228,11 +247,70 @@ class SignallingSession:
         p.on_failed = self._on_peer_failed
         self.send({
             "type": "joined", "room": room_name, "identity": identity,
-            "participants": [{"identity": o.identity, "muted": o.muted} for o in room.others(p)],
+            "participants": [_presence(o) for o in room.others(p)],
             "iceServers": (self.ctx.join_ice_servers(f"{room_name}/{identity}")
                            if self.ctx.join_ice_servers else self.ctx.ice_servers),
+            "reconnect": self._ticket(),
+            "nodes": list(self.ctx.node_urls) or ([self.own_url] if self.own_url else []),
         })
+        self._ticket_timer = self._loop.call_later(self.ctx.tickets.ttl_s / 2, self._refresh_ticket)
         room.broadcast({"type": "participant-joined", "identity": identity}, exclude=p)
+
+    def _admission(self, m: dict, room: str, identity: str) -> tuple[Optional[Grant], bool]:
+        """(grant spent, whether this is a rejoin with a valid reconnect ticket).
+
+        A valid ``reconnect`` ticket admits without a token; with ``--secret`` and no valid
+        ticket, the token must be valid and unused. Raises ``ClientError`` (bad-token)."""
+        now = time.time()
+        problem: Optional[TokenError] = None
+        if m.get("reconnect") is not None:
+            try:
+                grant = self.ctx.tickets.verify(m["reconnect"], room=room, identity=identity, now=now)
+                self.ctx.replay.use(grant, now=now)
+                return grant, True
+            except TokenError as exc:
+                problem = exc
+        if not self.ctx.secret:
+            return None, False   # an open server: the ticket only adds the right to replace
+        if problem is not None and m.get("token") is None:
+            raise ClientError("bad-token", str(problem), close=True)
+        try:
+            grant = verify(self.ctx.secret, m.get("token"), room=room, identity=identity)
+            self.ctx.replay.use(grant, now=now)
+        except TokenError as exc:
+            raise ClientError("bad-token", str(exc), close=True) from None
+        return grant, False
+
+    async def _replace_stale(self, room_name: str, identity: str) -> None:
+        """A rejoin: the same person's old connection, not yet seen dead, makes way."""
+        room = self.ctx.manager.rooms.get(room_name)
+        key = identity_key(identity)
+        old = next((o for o in (room.participants.values() if room else [])
+                    if identity_key(o.identity) == key), None)
+        if old is None:
+            return
+        logger.info("%s/%s rejoined with a reconnect ticket: replacing its old connection",
+                    room_name, identity)
+        for session in list(self.ctx.sessions):
+            if session is not self and session.participant is old:
+                session.participant = None
+                session.error("replaced", "this identity rejoined from another connection")
+                session.close(4000, "replaced")
+        await self.ctx.manager.remove(old)
+
+    def _ticket(self) -> dict:
+        p = self._me()
+        return {"ticket": self.ctx.tickets.mint(room=p.room, identity=p.identity),
+                "expires_in_s": self.ctx.tickets.ttl_s}
+
+    def _refresh_ticket(self) -> None:
+        if self.participant is None or not self.outbox.accepting:
+            return
+        try:
+            self.send({"type": "reconnect-ticket", **self._ticket()})
+        except ConnectionError:
+            return
+        self._ticket_timer = self._loop.call_later(self.ctx.tickets.ttl_s / 2, self._refresh_ticket)
 
     async def on_offer(self, m: dict) -> None:
         p = self._me()
@@ -311,24 +389,31 @@ class SignallingSession:
                          "atten_lim_db": float(handle.atten_lim_db)})
 
     async def on_stats(self, m: dict) -> None:
+        """Only what concerns the asker: the server's view of its own stream and transport,
+        and of each stream it receives only the delay the server adds and whether it is
+        enhanced (never another person's loss, jitter, settings or subscriptions)."""
         p = self._me()
+        entry: dict[str, Any] = {"muted": p.muted, "subscriptions": p.subscriptions()}
+        if p.stream is not None:
+            entry.update(p.stream.inbound.stats())
+            entry["frames"] = p.stream.frames
+            entry["speaking"] = p.stream.speaking.speaking
+            if p.stream.handle is not None:
+                entry["enhancement"] = bool(p.stream.handle.enabled)
+                entry["atten_lim_db"] = float(p.stream.handle.atten_lim_db)
         room = self.ctx.manager.rooms.get(p.room)
-        people = {}
-        for o in (room.participants.values() if room else []):
-            entry: dict[str, Any] = {"muted": o.muted, "subscriptions": o.subscriptions()}
-            if o.stream is not None:
-                entry.update(o.stream.inbound.stats())
-                entry["frames"] = o.stream.frames
-                entry["speaking"] = o.stream.speaking.speaking
-                if o.stream.handle is not None:
-                    entry["enhancement"] = bool(o.stream.handle.enabled)
-                    entry["atten_lim_db"] = float(o.stream.handle.atten_lim_db)
-            people[o.identity] = entry
+        receiving: dict[str, Any] = {}
+        for identity in p.subscriptions():
+            o = room.participants.get(identity) if room else None
+            if o is not None and o.stream is not None:
+                receiving[identity] = {
+                    "current_delay_ms": o.stream.inbound.stats().get("current_delay_ms"),
+                    "enhancement": bool(o.stream.handle is not None and o.stream.handle.enabled)}
         clock = self.ctx.manager.clock
         self.send({"type": "stats", "identity": p.identity, "room": p.room,
-                         "transport": await p.stats(), "participants": people,
-                         "clock": {"ticks": clock.tick, "late": clock.late,
-                                   "skipped": clock.skipped}})
+                   "transport": await p.stats(), "participants": {p.identity: entry},
+                   "receiving": receiving,
+                   "clock": {"ticks": clock.tick, "late": clock.late, "skipped": clock.skipped}})
 
     async def on_leave(self, m: dict) -> None:
         await self.leave()
@@ -349,8 +434,19 @@ class SignallingSession:
             await self.ctx.manager.remove(p)
 
 
+def _presence(o: Participant) -> dict[str, Any]:
+    """What a newcomer learns of someone already in the room: mute and speaking state now."""
+    speaking = o.stream.speaking if o.stream is not None else None
+    return {"identity": o.identity, "muted": o.muted,
+            "speaking": bool(speaking is not None and speaking.speaking),
+            "level": round(float(speaking.level), 3) if speaking is not None else 0.0}
+
+
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     ctx: SfuContext = request.app[SFU_CONTEXT]
+    if ctx.draining:
+        raise web.HTTPServiceUnavailable(text="the server is shutting down; reconnect shortly",
+                                         headers={"Retry-After": "1"})
     origin = request.headers.get("Origin")
     if not ctx.origins.allows(origin, request.host):
         ctx.metrics.signalling_errors.labels("bad-origin").inc()
@@ -385,7 +481,8 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             if transport is not None:
                 transport.abort()
 
-        session = SignallingSession(ws, ctx, abort=abort)
+        scheme = "wss" if request.secure else "ws"
+        session = SignallingSession(ws, ctx, abort=abort, own_url=f"{scheme}://{request.host}/ws")
         ctx.sessions.add(session)
         try:
             await session.run()
