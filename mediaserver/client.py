@@ -485,6 +485,9 @@ def main(args: argparse.Namespace) -> int:
             return 2
         samples = resample(audio, rate, RATE)
     hosts = [h.strip() for v in (args.ice_host or []) for h in v.split(",") if h.strip()]
+    from . import patches
+
+    patches.apply()   # the same aiortc behaviour as the server (mediaserver/patches.py)
     pin_host_addresses(hosts)
     tolerate_consent_stalls()
     client = HeadlessClient(args, samples)

@@ -32,6 +32,7 @@ class Limits:
     ws_burst: int = 60                  # inbound messages a socket may send at once
     ws_send_queue: int = 256            # messages waiting for one socket before it is dropped
     ws_send_timeout_s: float = 10.0     # seconds one message may take to reach a socket
+    dtls_timeout_s: float = 10.0        # seconds from ICE connected to the DTLS handshake's end
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Limits":
@@ -56,6 +57,9 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
                help="open /ws connections in all; more are refused with HTTP 503")
     add_option(parser, "--max-sockets-per-ip", type=int, default=d.max_sockets_per_ip,
                help="open /ws connections from one client address (HTTP 429 beyond)")
+    add_option(parser, "--dtls-timeout", dest="dtls_timeout_s", type=float, default=d.dtls_timeout_s,
+               help="seconds the DTLS handshake may take once ICE has connected; then the client "
+                    "gets a dtls-failed error and is disconnected")
     add_option(parser, "--offer-timeout", dest="offer_timeout_s", type=float, default=d.offer_timeout_s,
                help="seconds a socket has, from connecting, to join and send its first offer")
     add_option(parser, "--ws-rate", type=float, default=d.ws_rate,

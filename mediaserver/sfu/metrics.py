@@ -48,6 +48,12 @@ class SfuMetrics:
                                          "error replies sent", ["code"], registry=r)
         self.renegotiations = Counter("mediaserver_renegotiations_total",
                                       "server offers sent", registry=r)
+        self.client_offers = Counter("mediaserver_client_reoffers_total",
+                                     "client offers after the first, answered", registry=r)
+        self.dtls_failures = Counter(
+            "mediaserver_dtls_failures_total",
+            "DTLS handshakes that failed (reason: handshake) or did not complete within "
+            "--dtls-timeout of ICE connecting (reason: timeout)", ["reason"], registry=r)
         # limits (sfu/limits.py) and per-socket send queues (sfu/outbox.py)
         self.ws_sockets = Gauge("mediaserver_ws_sockets", "open /ws connections", registry=r)
         self.ws_send_queued = Gauge("mediaserver_ws_send_queue_messages",

@@ -5,6 +5,12 @@ time from a single negotiator task: a change (join, leave) marks the participant
 dirty, and the negotiator sends one offer covering all changes since the last one,
 waits for the answer, and repeats while dirty. Subscription slots are transceivers
 that are reused (sendonly <-> inactive) so the SDP does not grow with churn.
+
+A client may offer again (perfect negotiation): the server is the *impolite* peer. A client
+offer that collides with a server offer in flight is refused (``Glare``; the client rolls
+back and answers the server's offer), otherwise it is answered; one lock orders the two.
+The DTLS handshake is bounded (``DtlsWatch``); any failure is reported once through
+``on_failed(code, message)``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any, Callable, Optional
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
+from .dtlswatch import DtlsWatch
 from .mediaclock import ClockStream
 from .metrics import SfuMetrics
 from .outbound import PacketTrack, sent_codec
@@ -35,6 +42,14 @@ class NegotiationError(RuntimeError):
     """The client did not answer a server offer in time, or answered with junk."""
 
 
+class Glare(NegotiationError):
+    """A client offer crossed a server offer (the server is the impolite peer: it keeps its own)."""
+
+
+# on_failed(code, message): the media connection of this participant cannot go on
+FailedCallback = Callable[[str, str], None]
+
+
 @dataclass(eq=False)
 class Slot:
     """A sendonly/inactive transceiver carrying one other participant's audio."""
@@ -49,7 +64,7 @@ class Participant:
 
     def __init__(self, *, room: str, identity: str, send: Send, metrics: SfuMetrics,
                  config: RTCConfiguration, outbound_queue: int = 10,
-                 public_ip: Optional[str] = None) -> None:
+                 public_ip: Optional[str] = None, dtls_timeout_s: float = 10.0) -> None:
         self.room = room
         self.identity = identity
         self.muted = False
@@ -66,7 +81,11 @@ class Participant:
         self._negotiator: Optional[asyncio.Task] = None
         self._answer: Optional[asyncio.Future] = None
         self._published = asyncio.Event()
-        self.on_failed: Optional[Callable[[], None]] = None
+        self._negotiating = asyncio.Lock()   # one offer/answer round at a time, either side's
+        self._dtls_timeout_s = dtls_timeout_s
+        self._dtls_watch: Optional[DtlsWatch] = None
+        self._failed = False
+        self.on_failed: Optional[FailedCallback] = None
 
     def notify(self, message: dict) -> None:
         """Queue an event; a socket that is already gone is not an error here."""
@@ -86,8 +105,8 @@ class Participant:
         @pc.on("connectionstatechange")
         async def _state() -> None:
             logger.info("%s/%s connection %s", self.room, self.identity, pc.connectionState)
-            if pc.connectionState == "failed" and self.on_failed is not None:
-                self.on_failed()
+            if pc.connectionState == "failed":
+                self._fail("connection-failed", "the media connection failed (ICE or DTLS)")
 
         # The first audio m-line binds to this transceiver: its codec preferences shape the answer.
         serve_only_supported_codecs(pc.addTransceiver("audio", direction="recvonly"), receive=True)
@@ -95,10 +114,12 @@ class Participant:
         audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
         mic = audio[0]
         mic.direction = "recvonly"
+        loop = asyncio.get_running_loop()
+        self._dtls_watch = DtlsWatch(mic.receiver.transport, timeout_s=self._dtls_timeout_s,
+                                     on_failure=self._dtls_failed, loop=loop)
         for extra in audio[1:]:
             extra.direction = "inactive"
         self.stream = make_stream(mic)
-        loop = asyncio.get_running_loop()
         inbound = self.stream.inbound
         packets_in = self._metrics.packets_in
 
@@ -118,6 +139,57 @@ class Participant:
         self._published.set()
         return self._outgoing(pc.localDescription.sdp)
 
+    def _dtls_failed(self, reason: str, message: str) -> None:
+        self._metrics.dtls_failures.labels(reason).inc()
+        self._fail("dtls-failed", message)
+
+    def _fail(self, code: str, message: str) -> None:
+        """Report that the media connection cannot go on (once; not after close)."""
+        if self._failed or self.closed:
+            return
+        self._failed = True
+        logger.warning("%s/%s media failed (%s): %s", self.room, self.identity, code, message)
+        if self.on_failed is not None:
+            self.on_failed(code, message)
+
+    # -- later client offers (perfect negotiation, the server impolite) ---------------------
+    async def accept_reoffer(self, offer: RTCSessionDescription) -> tuple[str, dict[str, str]]:
+        """Answer a client offer made after the first; returns (answer SDP, mid -> identity).
+
+        Raises ``Glare`` while a server offer is being made or awaits its answer (the client,
+        the polite peer, rolls back and answers that offer first, then may offer again).
+        """
+        pc = self.pc
+        if pc is None or not self._published.is_set():
+            raise NegotiationError("offer before the first answer")
+        if self._negotiating.locked() or pc.signalingState != "stable":
+            raise Glare("the server's offer is waiting for your answer (the server is the "
+                        "impolite peer: roll back, answer it, then offer again)")
+        async with self._negotiating:
+            try:
+                await pc.setRemoteDescription(offer)
+                mic = self._mic()
+                for t in pc.getTransceivers():
+                    if t is not mic and not any(s.transceiver is t for s in self._slots):
+                        t.direction = "inactive"   # only the first audio m-line is published
+                answer = await pc.createAnswer()
+                await pc.setLocalDescription(RTCSessionDescription(
+                    sdp=enable_opus_fec(answer.sdp), type="answer"))
+            except Exception:
+                if pc.signalingState != "stable":   # half-applied: this connection cannot go on
+                    self._fail("negotiation-failed", "the server could not apply your offer")
+                raise
+            self._metrics.client_offers.inc()
+            return self._outgoing(pc.localDescription.sdp), self._tracks()
+
+    def _mic(self) -> RTCRtpTransceiver:
+        assert self.pc is not None
+        return next(t for t in self.pc.getTransceivers() if t.kind == "audio")
+
+    def _tracks(self) -> dict[str, str]:
+        return {s.transceiver.mid: s.publisher.identity for s in self._slots
+                if s.publisher is not None and s.transceiver.mid is not None}
+
     def _outgoing(self, sdp: str) -> str:
         sdp = enable_opus_fec(sdp)
         return announce_address(sdp, self._public_ip) if self._public_ip else sdp
@@ -127,6 +199,9 @@ class Participant:
         pc, self.pc = self.pc, None
         stream, self.stream = self.stream, None
         self._published.clear()
+        if self._dtls_watch is not None:
+            self._dtls_watch.stop()
+            self._dtls_watch = None
         if stream is not None and stream.on_close is not None:
             stream.on_close()
         if pc is not None:
@@ -182,36 +257,35 @@ class Participant:
         assert self.pc is not None
         try:
             while self._dirty and not self.closed:
-                self._dirty = False
-                pc = self.pc
-                if pc.signalingState != "stable":
-                    await asyncio.sleep(0.05)
-                    self._dirty = True
-                    continue
-                offer = await pc.createOffer()
-                await pc.setLocalDescription(offer)
-                tracks = {s.transceiver.mid: s.publisher.identity for s in self._slots
-                          if s.publisher is not None and s.transceiver.mid is not None}
-                self._answer = asyncio.get_running_loop().create_future()
-                self._metrics.renegotiations.inc()
-                agreed = pc.remoteDescription.sdp if pc.remoteDescription else ""
-                sdp = align_offer(pc.localDescription.sdp, agreed)
-                self._send({"type": "offer", "sdp": self._outgoing(sdp), "tracks": tracks})
-                try:
-                    answer = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
-                except asyncio.TimeoutError:
-                    raise NegotiationError("no answer to the server offer") from None
-                finally:
-                    self._answer = None
-                await pc.setRemoteDescription(answer)
-                for slot in self._slots:  # Opus, or G.711 for a client that takes only that
-                    slot.track.set_codec(sent_codec(slot.transceiver))
+                async with self._negotiating:
+                    await self._offer_once()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             logger.warning("%s/%s renegotiation failed: %s", self.room, self.identity, exc)
-            if not self.closed and self.on_failed is not None:
-                self.on_failed()
+            self._fail("negotiation-failed", f"renegotiation failed: {exc}")
+
+    async def _offer_once(self) -> None:
+        """One server offer covering every change so far, and its answer (lock held)."""
+        assert self.pc is not None
+        self._dirty = False
+        pc = self.pc
+        offer = await pc.createOffer()
+        await pc.setLocalDescription(offer)
+        self._answer = asyncio.get_running_loop().create_future()
+        self._metrics.renegotiations.inc()
+        agreed = pc.remoteDescription.sdp if pc.remoteDescription else ""
+        sdp = align_offer(pc.localDescription.sdp, agreed)
+        self._send({"type": "offer", "sdp": self._outgoing(sdp), "tracks": self._tracks()})
+        try:
+            answer = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise NegotiationError("no answer to the server offer") from None
+        finally:
+            self._answer = None
+        await pc.setRemoteDescription(answer)
+        for slot in self._slots:  # Opus, or G.711 for a client that takes only that
+            slot.track.set_codec(sent_codec(slot.transceiver))
 
     def accept_answer(self, answer: RTCSessionDescription) -> None:
         """Deliver the client's answer to the pending server offer."""
@@ -241,6 +315,8 @@ class Participant:
         self.closed = True
         if self._negotiator is not None:
             self._negotiator.cancel()
+        if self._dtls_watch is not None:
+            self._dtls_watch.stop()
         for slot in self._slots:
             if slot.publisher is not None and slot.track in slot.publisher.subscribers:
                 slot.publisher.subscribers.remove(slot.track)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Optional
 
 from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.sdp import SessionDescription
@@ -188,3 +189,75 @@ def _remap_section(lines: list[str], remap: dict[int, int]) -> list[str]:
                 line = f"a={m.group(1)}:{pt(m.group(2))}{m.group(3)}"
         out.append(line)
     return out
+
+
+BUNDLE_HINT = ("offer BUNDLE over every m-line (RTCPeerConnection bundlePolicy 'balanced' or "
+               "'max-bundle'; GStreamer webrtcbin bundle-policy=max-bundle)")
+
+
+def check_transport(sdp: str, *, first_offer: bool) -> str:
+    """Check what this server needs of a client offer's transport; return the SDP to apply.
+
+    The server carries every participant's audio on the one ICE/DTLS transport of the first
+    exchange, so an offer must bundle all its m-lines (``a=group:BUNDLE`` naming every mid
+    whose port is not 0): without BUNDLE, aiortc answers with a group the offer did not have
+    and the client expects later tracks on transports that never exist. The first offer must
+    also carry ICE candidates (the server takes no trickled ones): it is sent once gathering
+    is complete. Bundled sections without candidates get those of the BUNDLE-tagged section
+    (aiortc reads a shared transport's candidates from the last section it parses).
+
+    Raises ``SdpError`` with the reason and what the client should do.
+    """
+    parsed = SessionDescription.parse(sdp)
+    live = [m for m in parsed.media if m.port != 0]
+    missing_mid = [i for i, m in enumerate(parsed.media) if m.port != 0 and not m.rtp.muxId]
+    if missing_mid:
+        raise SdpError(f"m-line(s) {missing_mid} have no a=mid; {BUNDLE_HINT}")
+    bundle = next((g for g in parsed.group if g.semantic == "BUNDLE"), None)
+    if bundle is None:
+        raise SdpError("the offer has no a=group:BUNDLE: this server sends every participant's "
+                       f"audio over one transport; {BUNDLE_HINT}")
+    outside = [m.rtp.muxId for m in live if m.rtp.muxId not in bundle.items]
+    if outside:
+        raise SdpError(f"m-line(s) with mid {', '.join(outside)} are outside a=group:BUNDLE; "
+                       f"{BUNDLE_HINT}")
+    tagged = next((m for m in live if m.rtp.muxId == bundle.items[0]), None)
+    if tagged is None:
+        raise SdpError(f"the BUNDLE group's first mid {bundle.items[0]!r} names no m-line")
+    if first_offer and not any(m.ice_candidates for m in parsed.media):
+        raise SdpError("the offer carries no ICE candidates: send it once ICE gathering is "
+                       "complete (this server takes no trickled candidates). A browser may "
+                       "gather none without microphone permission (Firefox) or when a candidate "
+                       "filter (?ice=) removed them all")
+    return _share_bundle_candidates(sdp, tagged.rtp.muxId)
+
+
+def _share_bundle_candidates(sdp: str, tag: str) -> str:
+    """Copy the BUNDLE-tagged section's candidates into live bundled sections that have none."""
+    lines = [ln for ln in sdp.split("\r\n") if ln]
+    sections: list[list[str]] = [[]]
+    for line in lines:
+        if line.startswith("m="):
+            sections.append([])
+        sections[-1].append(line)
+    tagged = next((s for s in sections[1:] if f"a=mid:{tag}" in s), [])
+    candidates = [ln for ln in tagged if ln.startswith("a=candidate:")]
+    if not candidates:
+        return sdp
+    out = list(sections[0])
+    for section in sections[1:]:
+        live = section[0].split(" ")[1:2] != ["0"]
+        if live and not any(ln.startswith("a=candidate:") for ln in section):
+            section = section + candidates
+        out.extend(section)
+    return "\r\n".join(out) + "\r\n"
+
+
+def ice_restarted(offer: str, current: Optional[RTCSessionDescription]) -> bool:
+    """Whether ``offer`` changes the ICE credentials of the current remote description."""
+    if current is None:
+        return False
+    old = SessionDescription.parse(current.sdp)
+    new = SessionDescription.parse(offer)
+    ufrags = lambda d: {m.ice.usernameFragment for m in d.media if m.port != 0 and m.ice}  # noqa: E731
+    return bool(ufrags(new) - ufrags(old))

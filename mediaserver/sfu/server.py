@@ -316,6 +316,9 @@ def main(args: argparse.Namespace) -> int:
     if asr_error:
         print(f"error: {asr_error}")
         return 2
+    from .. import patches
+
+    patches.apply()   # aiortc internals this server changes, checked first (mediaserver/patches.py)
     pin_host_addresses(_split(args.ice_host))
     tolerate_consent_stalls()
     try:

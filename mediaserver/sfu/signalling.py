@@ -30,10 +30,10 @@ from .limits import ConnectionGate, Limits, RateLimiter, Verdict
 from .metrics import SfuMetrics
 from .origin import OriginPolicy
 from .outbox import Outbox
-from .participant import NegotiationError, Participant
+from .participant import Glare, NegotiationError, Participant
 from .room import RoomError, RoomManager
 from .names import identity_key
-from .sdp import SdpError, parse_description
+from .sdp import SdpError, check_transport, ice_restarted, parse_description
 from .tickets import Tickets
 from .tokens import Grant, ReplayGuard, TokenError, verify
 
@@ -235,7 +235,8 @@ class SignallingSession:
             await self._replace_stale(room_name, identity)
         p = Participant(room=room_name, identity=identity, send=self.send,
                         metrics=self.ctx.metrics, config=self.ctx.rtc_config(),
-                        outbound_queue=self.ctx.outbound_queue, public_ip=self.ctx.public_ip)
+                        outbound_queue=self.ctx.outbound_queue, public_ip=self.ctx.public_ip,
+                        dtls_timeout_s=self.ctx.limits.dtls_timeout_s)
         try:
             room = self.ctx.manager.admit(p)
         except RoomError as exc:
@@ -316,10 +317,14 @@ class SignallingSession:
         p = self._me()
         try:
             offer = parse_description(m.get("sdp"), "offer")
+            offer.sdp = check_transport(offer.sdp, first_offer=p.pc is None)
+            if p.pc is not None and ice_restarted(offer.sdp, p.pc.remoteDescription):
+                raise SdpError("ICE restart (new ice-ufrag) is not supported: leave and join again")
         except SdpError as exc:
             raise ClientError("bad-sdp", str(exc)) from None
         if p.pc is not None:
-            raise ClientError("bad-request", "the server makes every offer after the first")
+            await self._reoffer(p, offer)
+            return
         room = self.ctx.manager.rooms[p.room]
 
         def make_stream(_mic: RTCRtpTransceiver) -> ClockStream:
@@ -340,10 +345,23 @@ class SignallingSession:
         if not p.closed:
             self.ctx.manager.published(p)
 
+    async def _reoffer(self, p: Participant, offer: Any) -> None:
+        """A client offer after the first: answered unless it collides with a server offer."""
+        try:
+            answer, tracks = await p.accept_reoffer(offer)
+        except Glare as exc:
+            raise ClientError("glare", str(exc)) from None
+        except NegotiationError as exc:
+            raise ClientError("bad-request", str(exc)) from None
+        except Exception as exc:   # aiortc refused the description
+            raise ClientError("bad-sdp", f"offer rejected: {exc}") from None
+        self.send({"type": "answer", "sdp": answer, "tracks": tracks})
+
     async def on_answer(self, m: dict) -> None:
         p = self._me()
         try:
             answer = parse_description(m.get("sdp"), "answer")
+            answer.sdp = check_transport(answer.sdp, first_offer=False)
             p.accept_answer(answer)
         except SdpError as exc:
             raise ClientError("bad-sdp", str(exc)) from None
@@ -424,9 +442,10 @@ class SignallingSession:
         assert self.participant is not None
         return self.participant
 
-    def _on_peer_failed(self) -> None:
-        logger.info("peer connection of %s failed: closing its socket", self._who())
-        self.close(1011, "peer connection failed")
+    def _on_peer_failed(self, code: str, message: str) -> None:
+        logger.info("peer connection of %s failed (%s): closing its socket", self._who(), code)
+        self.error(code, message)
+        self.close(1011, code)
 
     async def leave(self) -> None:
         p, self.participant = self.participant, None
