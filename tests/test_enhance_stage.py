@@ -197,16 +197,17 @@ def test_stage_exports_metrics(tmp_path) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()
-    stage = EnhancerStage(saved(random_model(), tmp_path), registry=registry)
+    stage = EnhancerStage(saved(random_model(), tmp_path), registry=registry, worker="w0")
+    labels = f'model_version="{stage.model_version}",worker="w0"'
     h = stage.open()
     for f in _frames(_tone(0.2)):
         stage.process_sync([(h, f)])
     text = generate_latest(registry).decode()
-    assert "mediaserver_enhancer_tick_seconds_count 10.0" in text
-    assert "mediaserver_enhancer_streams 1.0" in text
-    assert 'mediaserver_enhancer_frames_total{path="network"}' in text
+    assert f"mediaserver_enhancer_tick_seconds_count{{{labels}}} 10.0" in text
+    assert f"mediaserver_enhancer_streams{{{labels}}} 1.0" in text
+    assert f'mediaserver_enhancer_frames_total{{model_version="{stage.model_version}",path="network",worker="w0"}}' in text
     stage.close(h)  # the last stream left: no tick follows, the gauge is 0 at once
-    assert "mediaserver_enhancer_streams 0.0" in generate_latest(registry).decode()
+    assert f"mediaserver_enhancer_streams{{{labels}}} 0.0" in generate_latest(registry).decode()
     stage.shutdown()
 
 
