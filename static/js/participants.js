@@ -17,6 +17,7 @@ class ParticipantCard {
     this.peakRms = 0;
     this.volume = 1;
     this.captions = [];
+    this.captionLog = [];
     this.partial = false;
     this.inbound = null;
     this.remote = null;
@@ -59,6 +60,9 @@ class ParticipantCard {
   // A partial (final=false) shows the words so far in a provisional line that the next
   // partial or the final caption replaces.
   addCaption(text, final = true) {
+    // what arrived, in order (bounded), so a test can tell partials came before the final
+    this.captionLog.push({ text, final: Boolean(final) });
+    if (this.captionLog.length > 50) this.captionLog.shift();
     if (this.partial) this.captions.pop();
     this.captions.push(text);
     this.partial = !final;
@@ -117,6 +121,9 @@ class ParticipantCard {
       hasTrack: Boolean(this.remote),
       inbound: this.inbound,
       captions: [...this.captions],
+      partial: Boolean(this.partial),
+      partialLine: this.captionBox.querySelector("p.partial")?.textContent ?? null,
+      captionLog: [...this.captionLog],
     };
   }
 }
