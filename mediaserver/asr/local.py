@@ -41,9 +41,11 @@ class Recogniser(Protocol):
         """Plain text of one segment, decoded alone (the pre-streaming path, kept as baseline)."""
         ...
 
-    def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False) -> list[Word]:
+    def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
+                  fallback: bool = True) -> list[Word]:
         """Words of ``pcm`` (int16 or float32 [T], 16 kHz) with ``prompt`` as the preceding
-        text; with ``word_times`` each word carries start/end seconds into ``pcm``."""
+        text; with ``word_times`` each word carries start/end seconds into ``pcm``.
+        ``fallback`` False: one greedy pass, no re-decoding at higher temperatures (partials)."""
         ...
 
 
@@ -92,7 +94,8 @@ class WhisperRecogniser:
                 condition_on_previous_text=False, without_timestamps=True)
             return " ".join(s.text.strip() for s in segments).strip()
 
-    def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False) -> list[Word]:
+    def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
+                  fallback: bool = True) -> list[Word]:
         audio = _as_float(pcm)
         # Whisper's window is 30 s; CTranslate2 accepts a shorter one, so a short segment is
         # padded to its own length plus a second instead (less encoder work per decode).
@@ -101,7 +104,8 @@ class WhisperRecogniser:
             segments, _ = self._model.transcribe(
                 audio, language="en", beam_size=self.beam_size, vad_filter=False,
                 condition_on_previous_text=False, without_timestamps=True,
-                initial_prompt=prompt or None, word_timestamps=word_times, chunk_length=window)
+                initial_prompt=prompt or None, word_timestamps=word_times, chunk_length=window,
+                **({} if fallback else {"temperature": 0.0}))
             if word_times:
                 return [Word(w.word.strip(), float(w.start), float(w.end))
                         for s in segments for w in (s.words or []) if w.word.strip()]
@@ -130,7 +134,8 @@ class PocketSphinxRecogniser:
             hyp = self._decoder.hyp()
         return hyp.hypstr if hyp is not None else ""
 
-    def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False) -> list[Word]:
+    def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
+                  fallback: bool = True) -> list[Word]:
         """No prompt support; no word times (a length cut then carries nothing over)."""
         return [Word(t) for t in self.transcribe(pcm).split()]
 

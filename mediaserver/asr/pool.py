@@ -32,7 +32,8 @@ Key = tuple[str, str]
 
 
 class WordRecogniser(Protocol):
-    def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False) -> list[Word]:
+    def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
+                  fallback: bool = True) -> list[Word]:
         """``pcm``: int16 or float32 [T] at 16 kHz. Raises on engine failure."""
         ...
 
@@ -209,7 +210,8 @@ class RecogniserPool:
                     try:
                         words = await loop.run_in_executor(
                             worker.executor, lambda: worker.recogniser.recognise(  # type: ignore[union-attr]
-                                job.pcm, prompt=job.prompt, word_times=job.word_times))
+                                job.pcm, prompt=job.prompt, word_times=job.word_times,
+                                fallback=job.final))
                         metrics.RECOGNISE_SECONDS.observe(time.perf_counter() - t0)
                         break
                     except asyncio.CancelledError:

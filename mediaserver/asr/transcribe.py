@@ -112,12 +112,16 @@ def finals_of(recogniser: Recogniser, segments: Sequence[Segment],
 
 
 def _run(recogniser: Recogniser, job: DecodeJob) -> list:
-    return recogniser.recognise(job.pcm, prompt=job.prompt, word_times=job.word_times)
+    return recogniser.recognise(job.pcm, prompt=job.prompt, word_times=job.word_times,
+                                fallback=job.final)
 
 
-def _event(caption: Caption, emit_s: float) -> dict:
-    return {"final": caption.final, "text": caption.text,
-            "audio_end_s": round(caption.end_ms / 1000.0, 3), "emit_s": round(emit_s, 3)}
+def _event(caption: Caption, emit_s: float, with_start: bool = False) -> dict:
+    event = {"final": caption.final, "text": caption.text,
+             "audio_end_s": round(caption.end_ms / 1000.0, 3), "emit_s": round(emit_s, 3)}
+    if with_start:
+        event["audio_start_s"] = round(caption.start_ms / 1000.0, 3)
+    return event
 
 
 def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optional[np.ndarray],
@@ -126,7 +130,8 @@ def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optiona
     """The live sink's decisions for one talker and one worker on a simulated clock.
 
     Frame ``i`` arrives at ``(i + 1) * 20 ms``; a decode starts when the worker is free and
-    takes the wall time it really took here. Returns the events as ``--realtime`` does.
+    takes the wall time it really took here. Returns the events as ``--realtime`` does, each
+    with ``audio_start_s`` too (where its utterance starts: first-partial latency).
     """
     enhanced48 = raw48 if enhanced48 is None else enhanced48
     pipe = ParticipantPipeline("sim", "file", feed, seg)
@@ -156,7 +161,7 @@ def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optiona
             job, words, done = flight
             caption = talker.final_done(job, words) if job.final else talker.partial_done(job, words)
             if caption is not None:
-                events.append(_event(caption, done))
+                events.append(_event(caption, done, with_start=True))
             flight = start(done)
 
     def accept(segment: Optional[Segment], now: float) -> None:
