@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "enhance": ("mediaserver.enhance.offline", "enhance WAV files through the streaming path"),
     "eval": ("mediaserver.enhance.evaluate", "evaluate the enhancer against peers on test mixtures"),
     "bench": ("mediaserver.enhance.bench", "benchmark the enhancer step time"),
+    "models": ("mediaserver.enhance.registry", "list, show or verify the enhancer models (models/)"),
     "transcribe": ("mediaserver.asr.transcribe", "offline transcription through the ASR feed"),
 }
 

@@ -47,7 +47,7 @@ from ..config import add_option
 from .noisegain import NoiseGain, power_spectra
 from .registry import ModelRegistry, add_registry_options, roots_from_args
 from .streaming import Enhancer
-from .telemetry import FRAMES as FRAMES_ROW, StreamTelemetry, Telemetry
+from .telemetry import FRAMES as FRAMES_ROW, Counts, StreamTelemetry, Telemetry
 from .vad import GateConfig, OnsetDetector, VadGate, band_levels, decimate_batch, vad_history
 from .weights import load_model
 
@@ -189,6 +189,7 @@ class EnhancerStage:
         self.switches = 0
         self.last_step_s = 0.0
         self.telemetry = Telemetry() if telemetry else None
+        self._sli: dict[str, np.ndarray] = {}  # model -> Counts fields (worker thread writes)
         self.frame_sinks: list = []  # worker-thread hooks: on_batch(handles, raw, enhanced, speech)
         self._metrics = _StageMetrics(registry, worker) if registry is not None else None
         if self._metrics is not None:
@@ -367,6 +368,7 @@ class EnhancerStage:
         self.frames_bypass += n - n_net
         if self.telemetry is not None:
             self.telemetry.update([h.telemetry for h in handles], delayed, enhanced, speech, kinds, inputs=x)
+            self._count_sli(model_of)
         for sink in self.frame_sinks:
             try:
                 sink.on_batch(handles, delayed, enhanced, speech)
@@ -377,6 +379,24 @@ class EnhancerStage:
             self._metrics.observe(self.model_version, self.last_step_s, n_net_by_model, model_of,
                                   handles, self.telemetry)
         return [StageOutput(raw=delayed[i], enhanced=enhanced[i], speech=bool(speech[i])) for i in range(n)]
+
+    def _count_sli(self, model_of: list[str]) -> None:
+        """Add this tick's telemetry flags to the per-model SLI counters (see :meth:`sli`)."""
+        last = self.telemetry.last  # type: ignore[union-attr]
+        models = np.array(model_of)
+        for model in set(model_of):
+            mine = models == model
+            row = self._sli.get(model)
+            if row is None:
+                row = self._sli[model] = np.zeros(7)
+            row += (np.count_nonzero(mine), np.count_nonzero(mine & last.speech),
+                    np.count_nonzero(mine & last.checked), np.count_nonzero(mine & last.distorted),
+                    np.count_nonzero(mine & last.events), np.count_nonzero(mine & last.clipped),
+                    float(np.sum(np.where(mine & last.speech & last.audible, last.suppression_db, 0.0))))
+
+    def sli(self) -> dict[str, Counts]:
+        """Cumulative telemetry counters per model version since start (any thread; the canary's input)."""
+        return {m: Counts(*(int(v) for v in row[:6]), float(row[6])) for m, row in list(self._sli.items())}
 
     def _advance_switches(self, handles: list[StreamHandle], switching: list[int], x: np.ndarray,
                           enhanced: np.ndarray, path_of: np.ndarray) -> None:
@@ -600,6 +620,9 @@ def add_stage_options(parser: argparse.ArgumentParser) -> None:
                help="default enhancer model: a registry name (mediaserver models list), a model folder "
                     "or a weights file (default: msenh-v2)")
     add_registry_options(parser)
+    from .canary import add_canary_options
+
+    add_canary_options(parser)
     add_option(parser, "--worker-id", default=None,
                help="the worker label of the enhancer metrics (default: host name)")
     add_option(parser, "--enhancer-device", default="cpu", help="torch device for the enhancer (cpu, cuda)")

@@ -127,7 +127,8 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
         inbound = InboundAudio()
         encoder = PublisherEncoders(opus_bitrate=args.opus_bitrate,
                                     opus_complexity=args.opus_complexity)
-        handle = stage.open(enabled=True, atten_lim_db=args.atten_lim_db) if stage else None
+        handle = (stage.open(enabled=True, atten_lim_db=args.atten_lim_db, model=router.model_for(room))
+                  if stage else None)
 
         def close() -> None:
             # A tick in flight may still hold the stream; free its parts a bit later.
@@ -169,6 +170,10 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
     app[MEDIA_CLOCK] = clock
     app[ROOM_MANAGER] = manager
     app[STAGE] = stage
+    if stage is not None:  # GET /models, live model switch, canary (sfu/models_admin.py)
+        from .models_admin import attach_models
+
+        router = attach_models(app, args, stage=stage, manager=manager, registry=metrics.registry)
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
@@ -235,6 +240,7 @@ async def _healthz(request: web.Request) -> web.Response:
         "participants": sum(len(r.participants) for r in manager.rooms.values()),
         "ticks": clock.tick, "late_ticks": clock.late,
         "enhancement": request.app[STAGE] is not None,
+        "model_version": getattr(request.app[STAGE], "model_version", None),
         "asr": request.app[ASR_HUB].health() if ASR_HUB in request.app else None,
     })
 

@@ -419,6 +419,8 @@ class SignallingSession:
             if p.stream.handle is not None:
                 entry["enhancement"] = bool(p.stream.handle.enabled)
                 entry["atten_lim_db"] = float(p.stream.handle.atten_lim_db)
+                entry["model"] = p.stream.handle.active_model
+                entry["quality"] = p.stream.handle.telemetry.snapshot()  # enhance/telemetry.py
         room = self.ctx.manager.rooms.get(p.room)
         receiving: dict[str, Any] = {}
         for identity in p.subscriptions():

@@ -58,9 +58,31 @@ const SERVER_FIELDS = [
   ["Silent pauses (DTX)", (e) => e.dtx_ms, " ms"],
   ["Enhancement", (e) => (e.enhancement === undefined ? undefined : e.enhancement ? "on" : "off"), ""],
   ["Attenuation limit", (e) => e.atten_lim_db, " dB"],
+  // quality telemetry of my stream (enhance/telemetry.py): before -> after enhancement
+  ["Model", (e) => e.model, ""],
+  ["Input level", (e) => q(e).level_dbfs, " dBFS"],
+  ["Noise floor in / out", (e) => pair(q(e).noise_in_dbfs, q(e).noise_out_dbfs), " dBFS"],
+  ["SNR in / out", (e) => pair(q(e).snr_in_db, q(e).snr_out_db), " dB"],
+  ["Suppression applied", (e) => q(e).suppression_db, " dB"],
+  ["Speech", (e) => q(e).speech_pct, " %"],
+  ["Concealed / FEC / DTX", (e) => triple(q(e).concealed_pct, q(e).fec_pct, q(e).dtx_pct), " %"],
+  ["Clipped frames", (e) => q(e).clipped_frames, ""],
+  ["Over-suppression events", (e) => q(e).distortion_events, ""],
   ["Jitter seen by server", (e, r) => r.transport && r.transport.jitter_ms, " ms"],
   ["Round trip seen by server", (e, r) => r.transport && r.transport.rtt_ms, " ms"],
 ];
+
+function q(e) {
+  return (e && e.quality) || {};
+}
+
+function pair(a, b) {
+  return a === undefined || b === undefined ? undefined : `${fmt(a)} / ${fmt(b)}`;
+}
+
+function triple(a, b, c) {
+  return a === undefined ? undefined : `${fmt(a, 0)} / ${fmt(b, 0)} / ${fmt(c, 0)}`;
+}
 
 /** The entry of the server's stats reply that describes `identity`. */
 export function serverEntry(reply, identity) {
