@@ -13,13 +13,24 @@ normaliser (case, punctuation, numbers to words, Mr/Mrs/Dr).
 segmenter and recogniser, alone and mixed half and half with raw: whether *any* enhancer
 helps this recogniser, not only ours. Their columns inform; they are never a feed choice.
 
+On the raw feed it also measures how the recogniser is driven (issue 11), in the same run:
+``raw`` = the VAD segments decoded each alone in a padded 30 s window (the path before
+streaming), ``raw-whole`` = the whole file decoded at once (no cuts), ``raw-live`` = the live
+path's finals (previous text as context, length cuts carried over at a word boundary,
+window sized to the audio) from :func:`simulate_live`, which also times the captions: each
+decode takes the wall time it took here while the audio arrives at real-time pace (one
+talker, one worker). ``--talkers 8`` then plays 8 files at once in real time through the
+live sink (worker pool sized to the machine) and counts segments, finals and drops.
+
 Usage: python benchmarks/asr.py [--data ../shared/data] [--files 20] [--mix-shares 0.3,0.5] [--peers dfn3] [--cache PATH]
+       python benchmarks/asr.py --feeds raw --talkers 8    (issue 11's run)
 Prints a table; writes benchmarks/results/asr.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -34,8 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mediaserver.asr.feed import DEFAULT_FEED, DEFAULT_RAW_SHARE  # noqa: E402
 from mediaserver.asr.local import make_recogniser  # noqa: E402
+from mediaserver.asr.segmenter import SegmenterConfig  # noqa: E402
 from mediaserver.asr.transcribe import (  # noqa: E402
-    enhance48, feed_config, load_enhancer, recognise_segments, segments_of, to_frames48)
+    enhance48, feed_config, load_enhancer, recognise_segments, segments_of, simulate_live,
+    to_frames48)
 from mediaserver.audio import read_audio, resample  # noqa: E402
 
 PEER_RAW_SHARE = 0.5  # peers are also measured half and half with raw
@@ -111,6 +124,54 @@ def weights_info(path: str | None) -> dict:
             **{k: meta[k] for k in ("step", "valid_loss") if k in meta}}
 
 
+async def many_talkers(files: list, n: int, threads: int) -> dict:
+    """Play ``n`` clean files (cycled) at once in real time through one live sink."""
+    from mediaserver.asr.hub import AsrHub, FeedConfig
+    from mediaserver.asr.local import LocalRecogniserSink
+
+    sink = LocalRecogniserSink(threads=threads)
+    hub = AsrHub([sink], feed=FeedConfig(feed="raw"))
+    loop = asyncio.get_running_loop()
+    lags: dict = {"partial": [], "final": []}
+    t0 = 0.0
+
+    def listen(room, identity, text, start_ms, end_ms, final) -> None:
+        lags["final" if final else "partial"].append(loop.time() - t0 - end_ms / 1000.0)
+
+    hub.add_transcript_listener(listen)
+    audio = []
+    for k in range(n):
+        x, rate = read_audio(files[k % len(files)])
+        audio.append(to_frames48(x, rate))
+    frames = max(len(a) for a in audio) // 960
+    audio = [np.pad(a, (0, frames * 960 - len(a))) for a in audio]
+    await hub.start()
+    wall0 = time.perf_counter()
+    try:
+        t0 = loop.time()
+        for k in range(frames):
+            await asyncio.sleep(max(0.0, t0 + 0.02 * (k + 1) - loop.time()))
+            for i, a in enumerate(audio):
+                f = a[k * 960:(k + 1) * 960]
+                hub.on_frame(room="talkers", identity=f"t{i}", t_ms=20.0 * k, raw=f, enhanced=f, speech=True)
+        for i in range(n):
+            hub.participant_left("talkers", f"t{i}")
+        await sink.drain()
+        health = sink.health()
+    finally:
+        await hub.stop()
+    pct = lambda v, q: round(float(np.percentile(v, q)), 3) if v else None  # noqa: E731
+    return {"talkers": n, "audio_s": round(frames * 0.02, 1), "workers": health["workers"],
+            "segments": hub.segments, "finals": health["captions"]["final"],
+            "partials": health["captions"]["partial"], "dropped": health["dropped"],
+            "failed": health["failed"], "partials_superseded": health["partials_superseded"],
+            "final_lag_after_segment_end_s": {"p50": pct(lags["final"], 50), "p95": pct(lags["final"], 95),
+                                              "max": pct(lags["final"], 100)},
+            "partial_lag_s": {"p50": pct(lags["partial"], 50), "p95": pct(lags["partial"], 95)},
+            "wall_s": round(time.perf_counter() - wall0, 1),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data", help="folder with speech/ and noise/")
@@ -131,6 +192,10 @@ def main() -> int:
                     help="JSON file of hypotheses reused across runs (raw does not depend on weights)")
     ap.add_argument("--shard", default=None, metavar="K/N",
                     help="only every N-th file from the K-th (parallel runs with separate caches)")
+    ap.add_argument("--paths", default="whole,live",
+                    help="extra raw-feed columns: whole (file decoded at once), live (streaming finals)")
+    ap.add_argument("--talkers", type=int, default=0,
+                    help="also play this many clean files at once in real time through the live sink")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "asr.json"))
     args = ap.parse_args()
 
@@ -172,6 +237,10 @@ def main() -> int:
         else:
             peers[peer_name] = peer
     peer_feeds = [(p, f, PEER_RAW_SHARE) for p in peers for f in ("enhanced", "mix")]
+    paths = [f"raw-{p.strip()}" for p in args.paths.split(",") if p.strip()] if "raw" in wanted else []
+    latency: dict = {c: {"partial_lag_s": [], "final_lag_s": [], "first_partial_s": [],
+                         "partials": 0, "finals": 0} for c in conditions}
+    hangover_s = SegmenterConfig().hangover_ms / 1000.0
     peer_name_of = lambda p, f, s: p if f == "enhanced" else f"{p}+raw{s:g}"  # noqa: E731
     cache: dict = {}
     for extra in (args.cache or "").split(","):  # several caches (from shards) are merged
@@ -181,11 +250,12 @@ def main() -> int:
     name = lambda f, s: f if f in ("raw", "enhanced") else f"{f}{s:g}"  # noqa: E731
 
     stats: dict = {c: {n: {"edits": 0, "words": 0, "asr_s": 0.0}
-                       for n in [name(*f) for f in feeds] + [peer_name_of(*f) for f in peer_feeds]}
+                       for n in [name(*f) for f in feeds] + paths + [peer_name_of(*f) for f in peer_feeds]}
                    for c in conditions}
     audio_s, enhance_s, segment_s = 0.0, 0.0, 0.0
     enhanced_audio_s, segmented_audio_s = 1e-9, 1e-9
     t_start = time.perf_counter()
+    load_at_start = [round(v, 2) for v in os.getloadavg()]
     for i, path in enumerate(files):
         clean, rate = read_audio(path)
         ref = normalise(refs[path.stem])
@@ -220,6 +290,31 @@ def main() -> int:
                     segment_s += cache[key]["seg_s"]
                     segmented_audio_s += cache[key]["audio_s"]
                 tally(st, ref, hyp_text, asr_s)
+            for column in paths:
+                key = "|".join((path.stem, cond, column, args.engine, "v2"))
+                if key not in cache:
+                    t1 = time.perf_counter()
+                    if column == "raw-whole":
+                        cache[key] = {"text": recogniser.transcribe(
+                            resample(x, rate, 16000).astype(np.float32))}
+                    else:
+                        events = simulate_live(recogniser, raw48, None, feed_config("raw", 0.0, 0))
+                        cache[key] = {"text": " ".join(e["text"] for e in events if e["final"]),
+                                      "events": events}
+                    cache[key]["asr_s"] = time.perf_counter() - t1
+                tally(stats[cond][column], ref, cache[key]["text"], cache[key]["asr_s"])
+                lat = latency[cond]
+                seen_starts = set()
+                for e in cache[key].get("events", []):
+                    if e["final"]:
+                        lat["finals"] += 1
+                        lat["final_lag_s"].append(e["emit_s"] - e["audio_end_s"] + hangover_s)
+                    else:
+                        lat["partials"] += 1
+                        lat["partial_lag_s"].append(e["emit_s"] - e["audio_end_s"])
+                        if e["audio_start_s"] not in seen_starts:
+                            seen_starts.add(e["audio_start_s"])
+                            lat["first_partial_s"].append(e["emit_s"] - e["audio_start_s"])
             peer48: dict = {}
             for peer, feed, share in peer_feeds:
                 column = peer_name_of(peer, feed, share)
@@ -248,7 +343,7 @@ def main() -> int:
     enh_rtf = round(enhance_s / enhanced_audio_s, 4) if enhanced_audio_s > 1e-6 else None
     seg_rtf = round(segment_s / segmented_audio_s, 5) if segmented_audio_s > 1e-6 else None
     names = [name(*f) for f in feeds]
-    columns = names + [peer_name_of(*f) for f in peer_feeds]
+    columns = names + paths + [peer_name_of(*f) for f in peer_feeds]
     table = {}
     for cond in conditions:
         table[cond] = {}
@@ -292,6 +387,45 @@ def main() -> int:
               f"({v['relative_reduction'] * 100:+.1f}% lower) not-worse={v['not_worse']}"
               + (f" >=20%-lower={v['target_20pct']}" if v["target_20pct"] is not None else ""))
 
+    def pct(values: list, q: float):
+        return round(float(np.percentile(values, q)), 3) if values else None
+
+    captions = {}
+    for cond in conditions:
+        lat = latency[cond]
+        captions[cond] = {
+            "partials": lat["partials"], "finals": lat["finals"],
+            "partial_lag_s": {"p50": pct(lat["partial_lag_s"], 50), "p95": pct(lat["partial_lag_s"], 95)},
+            "final_after_speech_end_s": {"p50": pct(lat["final_lag_s"], 50),
+                                         "p95": pct(lat["final_lag_s"], 95)},
+            "first_partial_after_onset_s": {"p50": pct(lat["first_partial_s"], 50),
+                                            "p95": pct(lat["first_partial_s"], 95)}}
+    live_verdict = {}
+    if "raw-live" in paths and "raw-whole" in paths:
+        for cond in conditions:
+            w, lv, cut = (table[cond][c]["wer"] for c in ("raw-whole", "raw-live", "raw"))
+            c = captions[cond]
+            live_verdict[cond] = {
+                "whole": w, "cut": cut, "live": lv, "live_within_1pt_of_whole": lv <= w + 0.01 + 1e-9,
+                "partial_p95_le_1.5s": (c["partial_lag_s"]["p95"] or 99) <= 1.5,
+                "final_p95_le_1.5s": (c["final_after_speech_end_s"]["p95"] or 99) <= 1.5}
+        print("live path (issue 11): WER whole-file / VAD cuts / live, caption lag p50/p95 "
+              "(partial: emit - audio end; final: emit - speech end, = segment end - "
+              f"{hangover_s:.1f} s hangover; first partial after onset)")
+        for cond, v in live_verdict.items():
+            c = captions[cond]
+            print(f"  {cond:>5}: {v['whole'] * 100:5.1f}% / {v['cut'] * 100:5.1f}% / {v['live'] * 100:5.1f}%"
+                  f"  partial {c['partial_lag_s']['p50']}/{c['partial_lag_s']['p95']} s"
+                  f"  final {c['final_after_speech_end_s']['p50']}/{c['final_after_speech_end_s']['p95']} s"
+                  f"  first partial {c['first_partial_after_onset_s']['p50']}/"
+                  f"{c['first_partial_after_onset_s']['p95']} s  ({c['partials']} partials)")
+    talkers = None
+    if args.talkers > 0:
+        import asyncio
+
+        talkers = asyncio.run(many_talkers(files[:args.talkers], args.talkers, args.threads))
+        print(f"{args.talkers} talkers at once: {talkers}")
+
     result = {
         "benchmark": "asr", "engine": args.engine, "files": [p.stem for p in files],
         "conditions": conditions, "feeds": names, "peers": columns[len(names):], "default_feed": default,
@@ -300,6 +434,8 @@ def main() -> int:
         "enhancer_rtf": enh_rtf, "segmenter_rtf": seg_rtf,
         "load_average_1m_at_end": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
         "verdict": verdict, "recommended_feed": recommended, "weights_meta": weights_meta,
+        "paths": paths, "captions": captions, "live_verdict": live_verdict, "talkers": talkers,
+        "load_average_at_start": load_at_start,
         "wall_s": round(time.perf_counter() - t_start, 1),
         "machine": platform.processor() or platform.machine(),
     }

@@ -172,7 +172,13 @@ class RecogniserPool:
             await self._idle.wait()
 
     async def _load(self, loop: asyncio.AbstractEventLoop, worker: _Worker) -> None:
-        worker.recogniser = await loop.run_in_executor(worker.executor, self._factory)
+        def build() -> WordRecogniser:
+            recogniser = self._factory()
+            # the engine's first decode is slow (lazy init): pay it now, not on a caption
+            recogniser.recognise(np.zeros(16000, np.float32), fallback=False)
+            return recogniser
+
+        worker.recogniser = await loop.run_in_executor(worker.executor, build)
 
     async def _replace(self, index: int) -> _Worker:
         old = self._workers[index]
