@@ -314,6 +314,42 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_negotiation.py::test_client_reoffers_are_answered_and_glare_does_not_wedge",),
     ),
     Mutation(
+        name="closed-peer-breaks-newcomer",
+        claim="a participant whose connection closed before its removal does not fail anyone "
+              "else's join (found by benchmarks/soak.py)",
+        source="issue 13 (soak)",
+        edits=(Edit("mediaserver/sfu/participant.py",
+                    'if (self.pc is None or self.closed or self.pc.signalingState == "closed"\n',
+                    'if (self.pc is None or self.closed\n'),
+               Edit("mediaserver/sfu/room.py",
+                    "                    try:\n"
+                    "                        subscriber.subscribe(stream)\n"
+                    "                    except Exception:\n",
+                    "                    try:\n"
+                    "                        subscriber.subscribe(stream)\n"
+                    "                    except KeyError:  # mutation\n")),
+        tests=("tests/test_room_faults.py",),
+    ),
+    Mutation(
+        name="cluster-claim-not-atomic",
+        claim="concurrent first joins of a room on several nodes give it exactly one owner",
+        source="issue 10 (placement)",
+        edits=(Edit("mediaserver/cluster/registry.py",
+                    "px=lease_ms, nx=True))", "px=lease_ms))  # mutation: no NX"),),
+        tests=("tests/test_cluster_placement.py::"
+               "test_concurrent_first_joins_give_every_room_exactly_one_owner",),
+    ),
+    Mutation(
+        name="cluster-newer-claim-wins",
+        claim="after a Redis outage a room claimed twice keeps the older claim",
+        source="issue 10 (Redis trouble)",
+        edits=(Edit("mediaserver/cluster/registry.py",
+                    "if tonumber(mine.since_ms) < tonumber(cur.since_ms)",
+                    "if tonumber(mine.since_ms) > tonumber(cur.since_ms)"),),
+        tests=("tests/test_cluster_placement.py::"
+               "test_redis_outage_serves_locally_then_older_claim_keeps_the_room",),
+    ),
+    Mutation(
         name="asr-partials-never-published",
         claim="the local recogniser publishes partial captions while a talker speaks",
         source="issue 11 (streaming local recogniser with partials)",

@@ -214,8 +214,9 @@ class Participant:
     # -- subscriptions ------------------------------------------------------------------
     def subscribe(self, publisher: ClockStream) -> None:
         """Give ``publisher`` a slot (reusing an inactive one) and renegotiate."""
-        if self.pc is None or self.closed or any(s.publisher is publisher for s in self._slots):
-            return
+        if (self.pc is None or self.closed or self.pc.signalingState == "closed"
+                or any(s.publisher is publisher for s in self._slots)):
+            return   # (a connection that failed or closed and awaits removal takes no slot)
         slot = next((s for s in self._slots if s.publisher is None), None)
         if slot is None:
             track = PacketTrack(max_packets=self._outbound_queue,

@@ -91,9 +91,14 @@ class RoomManager:
         self.clock.add(participant.stream)
         for other in room.others(participant):
             if other.publishing:
-                other.subscribe(participant.stream)
                 assert other.stream is not None
-                participant.subscribe(other.stream)
+                # one participant's broken connection must not fail the newcomer's join
+                for subscriber, stream in ((other, participant.stream), (participant, other.stream)):
+                    try:
+                        subscriber.subscribe(stream)
+                    except Exception:
+                        logger.exception("%s/%s: subscribing to %s failed; the others go on",
+                                         subscriber.room, subscriber.identity, stream.identity)
 
     async def remove(self, participant: Participant) -> None:
         """Tear down one participant; the others drop its slot and keep flowing."""
