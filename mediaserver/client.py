@@ -6,6 +6,13 @@ other participant sends to ``DIR/<identity>.wav`` on a wall-clock timeline: ever
 packet is placed by its RTP timestamp relative to that stream's first packet, so
 lost or late audio stays silence at its true position instead of being squeezed out.
 At the end it prints a JSON summary.
+
+With ``--reconnect`` (the default) a lost connection (``server-shutdown``, the socket
+closed or dropped, the peer connection failed) is re-established with backoff
+(``mediaserver/reconnect.py``) through the ``--url`` list and the server's ``joined.nodes``,
+rejoining the same room as the same identity with the server's reconnect ticket
+(``sfu/tickets.py``); the microphone goes on at its wall-clock position. The summary
+counts ``reconnects`` and the ``longest_gap_ms`` of audio from any remote.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import argparse
 import asyncio
 import json
 import logging
+import random
 import signal
 import sys
 import time
@@ -33,6 +41,7 @@ from .config import add_option
 from .ice import pin_host_addresses
 from .media.g711 import G711Decoder, G711Encoder
 from .media.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusError
+from .reconnect import Reconnector
 from .sfu.rtptap import tap_receiver, tolerate_consent_stalls
 from .sfu.sdp import enable_opus_fec
 
@@ -40,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 RATE = 48000
 CODECS = ("opus", "pcmu", "pcma")
+# A join refused for one of these may succeed later; any other refusal ends the call.
+RETRYABLE_REFUSALS = {"server-full", "rate-limited", "offer-timeout"}
 
 
 class FileSource(MediaStreamTrack):
@@ -51,13 +62,18 @@ class FileSource(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, samples: np.ndarray, *, bitrate: int = 32000, codec: str = "opus") -> None:
+    def __init__(self, samples: np.ndarray, *, bitrate: int = 32000, codec: str = "opus",
+                 start: Optional[float] = None) -> None:
+        """``start``: loop time at which the file began playing on an earlier connection;
+        this source then goes on from the file's position now (audio while disconnected is
+        lost, as from a live microphone)."""
         super().__init__()
         self._samples = samples
         self._encoder: Any = OpusEncoder(bitrate=bitrate) if codec == "opus" else G711Encoder(codec)
         self._silence = np.zeros(FRAME_SAMPLES, np.float32)
         self._index = 0
-        self.start: Optional[float] = None   # loop time of the first frame's capture
+        self.sent = 0
+        self.start: Optional[float] = start   # loop time of the file's first frame
 
     async def recv(self) -> Any:
         if self.readyState != "live":
@@ -65,6 +81,8 @@ class FileSource(MediaStreamTrack):
         loop = asyncio.get_running_loop()
         if self.start is None:
             self.start = loop.time()
+        elif self.sent == 0:
+            self._index = max(0, int((loop.time() - self.start) * RATE / FRAME_SAMPLES))
         due = self.start + self._index * FRAME_SAMPLES / RATE
         delay = due - loop.time()
         if delay > 0:
@@ -75,6 +93,7 @@ class FileSource(MediaStreamTrack):
             frame = np.concatenate([frame, self._silence[:FRAME_SAMPLES - len(frame)]])
         packet = self._encoder.encode_packet(frame, self._index * FRAME_SAMPLES)
         self._index += 1
+        self.sent += 1
         return packet
 
 
@@ -98,11 +117,16 @@ class StreamRecorder:
         self.decode_errors = 0
         self.lateness_ms: list[float] = []   # arrival minus the time its timestamp implies
         self.first_arrival: Optional[float] = None
+        self.last_arrival: Optional[float] = None
+        self.longest_gap_s = 0.0   # longest time between two packets of this remote, any connection
 
     def add(self, payload: bytes, ssrc: int, timestamp: int, arrival: float,
             codec: str = "opus") -> None:
         """One packet: Opus (48 kHz timestamps) or PCMU / PCMA (8 kHz, upsampled)."""
         scale = 1 if codec == "opus" else RATE // 8000
+        if self.last_arrival is not None:
+            self.longest_gap_s = max(self.longest_gap_s, arrival - self.last_arrival)
+        self.last_arrival = arrival if self.last_arrival is None else max(self.last_arrival, arrival)
         if ssrc != self._ssrc:
             # New sender (slot reuse or rejoin): anchor its timeline at this arrival.
             self._ssrc = ssrc
@@ -157,6 +181,22 @@ class StreamRecorder:
         return max(0, span - len(self._seen))
 
 
+def ws_urls(urls: str) -> list[str]:
+    """``--url`` as a list: one URL, or several separated by commas (tried in turn)."""
+    out = [ws_url(u.strip()) for u in urls.split(",") if u.strip()]
+    if not out:
+        raise ValueError("--url names no server")
+    return out
+
+
+class JoinRefused(ConnectionError):
+    """The server answered the join with an error (``code``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"server error {code}: {message}")
+        self.code = code
+
+
 def ws_url(url: str) -> str:
     """Accept http(s)://host:port[/] or ws(s)://host:port/ws."""
     parts = urlparse(url)
@@ -172,6 +212,15 @@ class HeadlessClient:
 
     def __init__(self, args: argparse.Namespace, samples: Optional[np.ndarray]) -> None:
         self.args = args
+        self.reconnector = Reconnector(ws_urls(args.url), rng=random.Random(args.seed))
+        self.reconnects = 0
+        self.disconnects: list[dict] = []   # {"at_s", "reason", "rejoined_at_s"}
+        self._ticket: Optional[str] = None   # the server's latest reconnect ticket
+        self._hint_s: Optional[float] = None  # server-shutdown's retry hint
+        self._lost = asyncio.Event()          # the peer connection failed
+        self._closing = False
+        self._sent_before = 0                 # frames sent on earlier connections
+        self._reader: Optional[asyncio.Task] = None
         self.identity = args.identity or f"guest-{uuid.uuid4().hex[:6]}"
         self.samples = samples
         self.pc: Optional[RTCPeerConnection] = None
@@ -193,61 +242,204 @@ class HeadlessClient:
         loop = asyncio.get_running_loop()
         self.t0 = loop.time()
         wall0 = time.time()
+        duration = self.args.duration
+        if duration is None:
+            duration = (len(self.samples) / RATE + 3.0) if self.samples is not None else 30.0
+        deadline = self.t0 + duration
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)   # stop early, still summarise
         async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(ws_url(self.args.url), max_msg_size=1 << 20) as ws:
-                self.ws = ws
-                await self._send({"type": "join", "room": self.args.room,
-                                  "identity": self.identity, "token": self.args.token})
-                joined = await self._expect("joined")
-                self.pc = RTCPeerConnection(self._rtc_config(joined))
-                pc = self.pc
-
-                @pc.on("connectionstatechange")
-                def _connection_state() -> None:
-                    self.connection_states.append(pc.connectionState)
-                self.source = FileSource(self.samples if self.samples is not None
-                                         else np.zeros(0, np.float32), codec=self.args.codec)
-                self.pc.addTransceiver(self.source, direction="sendrecv")
-                self._only_our_codec()
-                offer = await self.pc.createOffer()
-                await self.pc.setLocalDescription(offer)
-                await self._send({"type": "offer",
-                                  "sdp": enable_opus_fec(self.pc.localDescription.sdp)})
-                answer = await self._expect("answer")
-                await self.pc.setRemoteDescription(
-                    RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-                self._tap_all()
-                self._impair()
-                reader = loop.create_task(self._read())
-                duration = self.args.duration
-                if duration is None:
-                    duration = (len(self.samples) / RATE + 3.0) if self.samples is not None else 30.0
-                stop = asyncio.Event()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, stop.set)   # stop early, still summarise
-                stopper = loop.create_task(stop.wait())
-                left = max(0.0, duration - (loop.time() - self.t0))
-                await asyncio.wait([reader, stopper], timeout=left,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-                if not reader.done():
-                    self._stats_reply = loop.create_future()
-                    await self._send({"type": "stats"})
-                    try:
-                        self.server_stats = await asyncio.wait_for(self._stats_reply, 3.0)
-                    except asyncio.TimeoutError:
-                        pass
-                    await self._send({"type": "leave"})
-                    reader.cancel()
-                end = loop.time()
-                if "connected" not in self.connection_states:
-                    self.errors.append({
-                        "type": "media-failed",
-                        "message": f"the media connection never connected (states: {self.connection_states or ['new']}); "
-                                   "check that --ice-host names an address the server's candidates can reach "
-                                   "(pin both to 127.0.0.1 for a local test)"})
-                await self.pc.close()
+            joined = await self._first_join(session)
+            while True:
+                reason = await self._stay(stop, deadline)
+                if reason is None:   # the end: stop or duration
+                    await self._leave()
+                    break
+                if reason == "replaced":   # our identity rejoined elsewhere: do not push it out
+                    await self._close_connection()
+                    break
+                await self._drop(reason)
+                if not self.args.reconnect or not await self._rejoin(session, stop, deadline):
+                    if not (stop.is_set() or loop.time() >= deadline) or not self.args.reconnect:
+                        self.errors.append({"type": "disconnected", "message": (
+                            f"the connection was lost ({reason}) and not re-established"
+                            + ("" if self.args.reconnect else " (--no-reconnect)"))})
+                    elif self.disconnects and self.disconnects[-1]["rejoined_at_s"] is None:
+                        self.errors.append({"type": "disconnected", "message":
+                                            f"the call ended while reconnecting after {reason}"})
+                    break
+            end = loop.time()
+            if "connected" not in self.connection_states:
+                self.errors.append({
+                    "type": "media-failed",
+                    "message": f"the media connection never connected (states: {self.connection_states or ['new']}); "
+                               "check that --ice-host names an address the server's candidates can reach "
+                               "(pin both to 127.0.0.1 for a local test)"})
         return self._summary(joined, end, wall0)
+
+    async def _first_join(self, session: aiohttp.ClientSession) -> dict:
+        """Join through the first ``--url`` that lets us in (each tried once, in order)."""
+        problem: Optional[BaseException] = None
+        for url in list(self.reconnector.urls):
+            try:
+                joined = await self._connect(session, url)
+                self.reconnector.connected(url)
+                return joined
+            except JoinRefused:
+                raise   # the server said no: another node would say the same
+            except (ConnectionError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                logger.warning("cannot join through %s: %r", url, exc)
+                problem = exc
+        assert problem is not None
+        raise problem
+
+    async def _connect(self, session: aiohttp.ClientSession, url: str) -> dict:
+        """Socket, join (token, or the reconnect ticket), peer connection, first offer."""
+        self.mids, self.tapped = {}, set()
+        self._lost = asyncio.Event()
+        self._closing = False
+        try:
+            self.ws = await session.ws_connect(url, max_msg_size=1 << 20)
+            join = {"type": "join", "room": self.args.room, "identity": self.identity,
+                    "token": self.args.token}
+            if self._ticket is not None:
+                join["reconnect"] = self._ticket
+            await self._send(join)
+            joined = await self._expect("joined")
+            self.identity = joined.get("identity", self.identity)
+            self._take_ticket(joined.get("reconnect"))
+            self.reconnector.add_urls(u for u in joined.get("nodes") or [] if isinstance(u, str))
+            self.pc = RTCPeerConnection(self._rtc_config(joined))
+            pc = self.pc
+
+            @pc.on("connectionstatechange")
+            def _connection_state() -> None:
+                self.connection_states.append(pc.connectionState)
+                if pc.connectionState == "failed" or (pc.connectionState == "closed"
+                                                      and not self._closing):
+                    self._lost.set()
+            previous = self.source
+            if previous is not None:
+                self._sent_before += previous.sent
+            self.source = FileSource(self.samples if self.samples is not None
+                                     else np.zeros(0, np.float32), codec=self.args.codec,
+                                     start=previous.start if previous is not None else None)
+            self.pc.addTransceiver(self.source, direction="sendrecv")
+            self._only_our_codec()
+            offer = await self.pc.createOffer()
+            await self.pc.setLocalDescription(offer)
+            await self._send({"type": "offer",
+                              "sdp": enable_opus_fec(self.pc.localDescription.sdp)})
+            answer = await self._expect("answer")
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+            self._tap_all()
+            self._impair()
+        except BaseException:
+            await self._close_connection()
+            raise
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        return joined
+
+    async def _stay(self, stop: asyncio.Event, deadline: float) -> Optional[str]:
+        """Until the end (None) or until the connection is lost (the reason)."""
+        loop = asyncio.get_running_loop()
+        assert self._reader is not None
+        stopper = loop.create_task(stop.wait())
+        failed = loop.create_task(self._lost.wait())
+        try:
+            await asyncio.wait([self._reader, stopper, failed],
+                               timeout=max(0.0, deadline - loop.time()),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            failed.cancel()
+        if stop.is_set() or loop.time() >= deadline:
+            return None
+        if any(e.get("code") == "replaced" for e in self.errors):
+            return "replaced"
+        if self._hint_s is not None:
+            return "server-shutdown"
+        if self._lost.is_set():
+            return "media-failed"
+        return "signalling-closed"
+
+    async def _leave(self) -> None:
+        """The planned end: the server's stats of my stream, ``leave``, close."""
+        loop = asyncio.get_running_loop()
+        if self._reader is not None and not self._reader.done():
+            self._stats_reply = loop.create_future()
+            try:
+                await self._send({"type": "stats"})
+                self.server_stats = await asyncio.wait_for(self._stats_reply, 3.0)
+                await self._send({"type": "leave"})
+            except (asyncio.TimeoutError, ConnectionError, aiohttp.ClientError):
+                pass
+        await self._close_connection()
+
+    async def _drop(self, reason: str) -> None:
+        now = asyncio.get_running_loop().time()
+        logger.warning("connection lost (%s) at %.2f s", reason, now - self.t0)
+        self.disconnects.append({"at_s": round(now - self.t0, 3), "reason": reason,
+                                 "rejoined_at_s": None})
+        self.reconnector.lost(now=now, hint_s=self._hint_s)
+        self._hint_s = None
+        await self._close_connection()
+
+    async def _rejoin(self, session: aiohttp.ClientSession, stop: asyncio.Event,
+                      deadline: float) -> bool:
+        """Try again with backoff until in (True), or the end / a refusal (False)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            attempt = self.reconnector.next_attempt()
+            wait = min(attempt.at, deadline) - loop.time()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+            if stop.is_set() or loop.time() >= deadline:
+                return False
+            try:
+                await self._connect(session, attempt.url)
+            except JoinRefused as exc:
+                if exc.code not in RETRYABLE_REFUSALS:
+                    self.errors.append({"type": "rejoin-refused", "code": exc.code,
+                                        "message": str(exc)})
+                    return False
+                logger.info("rejoin %d through %s refused for now: %s", attempt.number,
+                            attempt.url, exc)
+            except (ConnectionError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                logger.info("rejoin %d through %s failed: %r", attempt.number, attempt.url, exc)
+            else:
+                self.reconnector.connected(attempt.url)
+                self.reconnects += 1
+                self.disconnects[-1]["rejoined_at_s"] = round(loop.time() - self.t0, 3)
+                self.disconnects[-1]["url"] = attempt.url
+                logger.info("rejoined through %s after %d attempts", attempt.url, attempt.number + 1)
+                return True
+            self.reconnector.failed(now=loop.time())
+
+    async def _close_connection(self) -> None:
+        """Close this connection's reader, socket and peer connection (recordings stay)."""
+        self._closing = True
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        ws, self.ws = self.ws, None
+        if ws is not None:
+            try:
+                await asyncio.wait_for(ws.close(), 3.0)
+            except (asyncio.TimeoutError, ConnectionError, aiohttp.ClientError):
+                pass
+        if self.pc is not None:
+            await self.pc.close()
+
+    def _take_ticket(self, reconnect: Any) -> None:
+        if isinstance(reconnect, dict) and isinstance(reconnect.get("ticket"), str):
+            self._ticket = reconnect["ticket"]
 
     def _rtc_config(self, joined: dict) -> RTCConfiguration:
         """No ICE servers, or with --relay the joined message's ones and relay candidates only."""
@@ -274,15 +466,16 @@ class HeadlessClient:
             if data.get("type") == kind:
                 return data
             if data.get("type") == "error":
-                raise ConnectionError(f"server error {data.get('code')}: {data.get('message')}")
+                raise JoinRefused(str(data.get("code")), str(data.get("message")))
             self.events.append(data)
 
     async def _read(self) -> None:
         try:
             await self._read_messages()
-        except Exception as exc:  # the call is over either way; the summary still prints
+        except Exception as exc:  # this connection is over; the summary still prints
             logger.warning("signalling ended: %r", exc)
-            self.errors.append({"type": "client-error", "message": repr(exc)})
+            if not self.args.reconnect:
+                self.errors.append({"type": "client-error", "message": repr(exc)})
 
     async def _read_messages(self) -> None:
         assert self.ws is not None and self.pc is not None
@@ -304,6 +497,13 @@ class HeadlessClient:
                 self._impair()
             elif kind == "stats" and self._stats_reply is not None and not self._stats_reply.done():
                 self._stats_reply.set_result(data)
+            elif kind == "reconnect-ticket":
+                self._take_ticket(data)
+            elif kind == "server-shutdown":
+                hint = data.get("retry_after_ms")
+                self._hint_s = hint / 1000.0 if isinstance(hint, (int, float)) and hint >= 0 else 0.0
+                logger.warning("server shutting down: %s", data.get("message"))
+                self.events.append({**data, "t": round(asyncio.get_running_loop().time() - self.t0, 3)})
             elif kind == "error":
                 logger.warning("server error: %s", data)
                 self.errors.append(data)
@@ -370,6 +570,7 @@ class HeadlessClient:
         out_dir = Path(self.args.record_dir) if self.args.record_dir else None
         remote: dict[str, Any] = {}
         server_people = (self.server_stats or {}).get("participants", {})
+        receiving = (self.server_stats or {}).get("receiving", {})
         for identity, rec in sorted(self.recorders.items()):
             path = None
             if out_dir is not None:
@@ -378,8 +579,8 @@ class HeadlessClient:
             late = np.array(rec.lateness_ms) if rec.lateness_ms else np.zeros(1)
             # Arrival jitter relative to the earliest packet of the stream (network + pacing).
             jitter = late - late.min()
-            server = server_people.get(identity, {})
-            jb = float(server.get("current_delay_ms", 0.0))
+            server = receiving.get(identity, {})
+            jb = float(server.get("current_delay_ms") or 0.0)
             # Estimate: server jitter-buffer level + half a tick of clock wait on average +
             # the enhancer's 10 ms when it is on + Opus look-ahead (6.5 ms) + the arrival
             # jitter seen here. benchmarks/sfu.py measures the real figure by content match.
@@ -394,18 +595,27 @@ class HeadlessClient:
                     rec.first_arrival - self.t0, 3),
                 "arrival_jitter_p95_ms": round(float(np.percentile(jitter, 95)), 2),
                 "estimated_delay_ms": round(delay, 1),
+                "longest_gap_ms": round(rec.longest_gap_s * 1000.0, 1),
                 "file": str(path) if path else None,
             }
         return {
             "identity": self.identity, "room": self.args.room, "codec": self.args.codec,
             "started_unix": round(wall0, 4), "duration_s": round(end - self.t0, 3),
             "joined_with": [p.get("identity") for p in joined.get("participants", [])],
-            "sent_frames": self.source._index if self.source else 0,
+            "sent_frames": self._sent_before + (self.source.sent if self.source else 0),
             "send_start_unix": None if self.source is None or self.source.start is None
             else round(wall0 + (self.source.start - self.t0), 4),
             "remote": remote,
+            # the server's receive statistics of my own stream (jitter buffer, time scaling)
+            "server_view": server_people.get(self.identity),
             "events": [e for e in self.events if e.get("type") in (
-                "participant-joined", "participant-left")],
+                "participant-joined", "participant-left", "server-shutdown")],
+            "reconnects": self.reconnects,
+            # the longest stretch without audio from a remote that was sending (any remote)
+            "longest_gap_ms": round(max((r.longest_gap_s for r in self.recorders.values()),
+                                        default=0.0) * 1000.0, 1),
+            "disconnects": self.disconnects,
+            "url": self.reconnector.url,
             "errors": self.errors,
             "rtp_discontinuities_sent": [
                 {"kind": f.kind, "at_s": f.at_s}
@@ -430,7 +640,9 @@ def parse_discontinuities(values: Optional[list[str]]) -> list[Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_option(parser, "--url", default="http://127.0.0.1:8080/", help="server URL")
+    add_option(parser, "--url", default="http://127.0.0.1:8080/",
+               help="server URL, or a comma list of servers tried in turn (first join and "
+                    "every reconnection)")
     add_option(parser, "--room", default=None, help="room to join")
     add_option(parser, "--identity", default=None, help="participant name (default random)")
     add_option(parser, "--token", default=None, help="join token (mediaserver token)")
@@ -453,6 +665,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="break the sent RTP numbering SECONDS after the first packet (repeatable; "
                     "KIND: seq-restart, seq-jump (+10000), ts-back / ts-forward (1 s), "
                     "ssrc-change); the same time for two kinds breaks both at once")
+    add_option(parser, "--reconnect", action=argparse.BooleanOptionalAction, default=True,
+               help="after a server restart, a dropped socket or a failed media connection, "
+                    "rejoin the same room as the same identity with backoff (default on)")
     add_option(parser, "--relay", action="store_true", default=False,
                help="send and receive only through the TURN server named in 'joined' "
                     "(ICE transport policy relay)")
@@ -463,7 +678,7 @@ def main(args: argparse.Namespace) -> int:
         print("error: --room is required", file=sys.stderr)
         return 2
     try:
-        ws_url(args.url)
+        ws_urls(args.url)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -501,5 +716,9 @@ def main(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2), flush=True)
     if any(e.get("type") == "media-failed" for e in summary["errors"]):
         print("error: the media connection never connected", file=sys.stderr)
+        return 1
+    lost = [e for e in summary["errors"] if e.get("type") in ("disconnected", "rejoin-refused")]
+    if lost:
+        print(f"error: {lost[0]['message']}", file=sys.stderr)
         return 1
     return 0

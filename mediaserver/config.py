@@ -19,7 +19,7 @@ def add_option(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> arg
     name = env_name(flag)
     raw = os.environ.get(name)
     if raw is not None:
-        if kwargs.get("action") == "store_true":
+        if kwargs.get("action") in ("store_true", argparse.BooleanOptionalAction):
             kwargs["default"] = raw.strip().lower() in ("1", "true", "yes", "on")
         elif kwargs.get("action") == "append":
             # a list, as if the flag had been given once (comma lists stay one string)

@@ -1,0 +1,75 @@
+"""The reconnection schedule (mediaserver/reconnect.py): exact tables, no clock, no I/O."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mediaserver.reconnect import Backoff, Reconnector
+
+FLAT = Backoff(initial_s=0.5, factor=2.0, max_s=4.0, jitter=0.0)
+
+
+def _schedule(r: Reconnector, failures: int, *, now: float = 100.0,
+              hint_s: float | None = None) -> list[tuple[str, float]]:
+    """(url, wait before trying) for the first attempt and ``failures`` more."""
+    r.lost(now=now, hint_s=hint_s)
+    out = []
+    for _ in range(failures + 1):
+        a = r.next_attempt()
+        out.append((a.url, round(a.at - now, 6)))
+        now = a.at
+        r.failed(now=now)
+    return out
+
+
+def test_one_server_backs_off_exponentially_up_to_the_cap() -> None:
+    r = Reconnector(["ws://a/ws"], backoff=FLAT)
+    assert _schedule(r, 5) == [("ws://a/ws", 0.5), ("ws://a/ws", 0.5), ("ws://a/ws", 1.0),
+                               ("ws://a/ws", 2.0), ("ws://a/ws", 4.0), ("ws://a/ws", 4.0)]
+
+
+def test_the_servers_retry_hint_sets_the_first_wait() -> None:
+    r = Reconnector(["ws://a/ws"], backoff=FLAT)
+    assert _schedule(r, 1, hint_s=1.5) == [("ws://a/ws", 1.5), ("ws://a/ws", 0.5)]
+    assert _schedule(r, 0, hint_s=60.0) == [("ws://a/ws", 4.0)]   # capped
+
+
+def test_a_list_is_tried_in_turn_and_each_round_waits_longer() -> None:
+    r = Reconnector(["ws://a/ws", "ws://b/ws"], backoff=FLAT)
+    assert _schedule(r, 4) == [("ws://a/ws", 0.5), ("ws://b/ws", 0.5), ("ws://a/ws", 0.5),
+                               ("ws://b/ws", 1.0), ("ws://a/ws", 1.0)]
+
+
+def test_connected_resets_and_keeps_the_server_that_worked() -> None:
+    r = Reconnector(["ws://a/ws", "ws://b/ws"], backoff=FLAT)
+    _schedule(r, 2)
+    r.connected("ws://b/ws")
+    assert not r.reconnecting and r.url == "ws://b/ws"
+    assert _schedule(r, 1) == [("ws://b/ws", 0.5), ("ws://a/ws", 0.5)]
+
+
+def test_nodes_from_the_server_join_the_list_once_in_order() -> None:
+    r = Reconnector(["ws://a/ws"], backoff=FLAT)
+    r.add_urls(["ws://a/ws", "ws://b/ws", "ws://c/ws", "ws://b/ws"])
+    assert r.urls == ["ws://a/ws", "ws://b/ws", "ws://c/ws"]
+
+
+def test_jitter_spreads_clients_within_its_bounds() -> None:
+    backoff = Backoff(initial_s=1.0, factor=2.0, max_s=8.0, jitter=0.3)
+    waits = [backoff.delay(0, rng=random.Random(seed)) for seed in range(200)]
+    assert min(waits) >= 0.7 and max(waits) <= 1.3
+    assert len({round(w, 3) for w in waits}) > 150   # not all in the same millisecond
+
+
+@pytest.mark.parametrize("bad", [dict(initial_s=0), dict(factor=0.5), dict(max_s=0.1),
+                                 dict(jitter=1.0)])
+def test_bad_schedules_are_refused(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        Backoff(**bad)
+
+
+def test_no_url_is_refused() -> None:
+    with pytest.raises(ValueError):
+        Reconnector([])
