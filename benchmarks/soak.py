@@ -205,6 +205,8 @@ class Churn:
 
     def _record(self, kind: str, ok: bool, detail: str = "") -> None:
         self.outcomes.append(Outcome(kind, round(time.monotonic() - self.t0, 1), ok, detail))
+        if not ok:
+            print(f"  FAILED {kind} at {self.outcomes[-1].at_s} s: {detail}", flush=True)
 
     async def run(self, kind: str) -> None:
         try:
@@ -512,7 +514,7 @@ def main() -> int:
     ticks = end["ticks"] - start["ticks"]
     report = {
         "benchmark": "soak", "started_unix": round(started), "args": vars(args) | {"out": str(args.out)},
-        "machine": {"cores": os.cpu_count(), "load_1m_mean": round(float(np.mean(
+        "machine": {"cores": os.cpu_count(), "nice": os.nice(0), "load_1m_mean": round(float(np.mean(
             [s["load_1m"] for s in run["samples"]])), 2)},
         "server_exit_code": rc,
         "resources": {key: {"start": start[key], "end": end[key], "delta": round(end[key] - start[key], 2),
