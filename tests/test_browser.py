@@ -218,9 +218,12 @@ class CdpPage:
 class Chromium:
     """Headless Chromium with a fake microphone playing ``audio``; yields a CdpPage on ``url``."""
 
-    def __init__(self, url: str, *, audio: Path, profile: Path, log_path: Path) -> None:
+    def __init__(self, url: str, *, audio: Path, profile: Path, log_path: Path,
+                 autoplay: bool = True) -> None:
+        """``autoplay=False``: the browser's own autoplay rule (sound only after a click)."""
         assert audio.is_absolute() and ".." not in audio.parts
         self.url = url
+        self.autoplay = autoplay
         self.audio = audio
         self.profile = profile
         self.log_path = log_path
@@ -238,7 +241,9 @@ class Chromium:
             CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
             "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
             f"--use-file-for-fake-audio-capture={self.audio}",
-            "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+            "--allow-loopback-in-peer-connection",
+            "--autoplay-policy=" + ("no-user-gesture-required" if self.autoplay
+                                    else "document-user-activation-required"),
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--no-first-run", "--no-default-browser-check", "--mute-audio",
             f"--user-data-dir={self.profile}",

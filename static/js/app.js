@@ -5,7 +5,7 @@
 import { LevelMeter } from "./audio.js";
 import { Call } from "./call.js";
 import { ParticipantList } from "./participants.js";
-import { chooseSignallingUrl, Signalling } from "./signalling.js";
+import { Backoff, chooseSignallingUrl, Signalling } from "./signalling.js";
 import { fmt, serverStatsRows, summariseConnection, summariseInbound } from "./stats.js";
 
 const $ = (id) => document.getElementById(id);
@@ -13,11 +13,13 @@ const METER_INTERVAL_MS = 100;
 const STATS_INTERVAL_MS = 1000;
 const SERVER_STATS_INTERVAL_MS = 2000;
 const ENH_NOTE = "Strength limits how far noise is pushed down (dB); max removes as much as the model can.";
+// A join refused for one of these may work on a later attempt; any other refusal ends the call.
+const RETRYABLE = new Set(["server-full", "rate-limited", "offer-timeout"]);
 
 class App {
   constructor() {
     this.params = new URLSearchParams(window.location.search);
-    this.phase = "idle"; // idle -> joining -> joined -> idle
+    this.phase = "idle"; // idle -> joining -> joined (-> reconnecting -> joined) -> idle
     this.room = null;
     this.identity = null;
     this.lastError = null;
@@ -34,6 +36,15 @@ class App {
     this.serverStats = null;
     this.timers = [];
     this.departed = new Set(); // left the room: a stale track mapping must not bring them back
+    // Reconnection (server restart, dropped socket, failed media): same room and identity, with
+    // the server's reconnect ticket (single-use join tokens cannot be reused), backoff between tries.
+    this.url = null; // signalling URL chosen at join
+    this.token = null;
+    this.ticket = null; // latest reconnect ticket from the server (joined / reconnect-ticket)
+    this.backoff = new Backoff();
+    this.reconnect = null; // {reason, attempt, hintMs, timer, nextAt} while reconnecting
+    this.reconnects = 0; // successful rejoins
+    this.notices = []; // what the page told the user, in order (the browser test reads it)
     this.list = new ParticipantList($("participants"), $("participant-template"));
     this.bindUi();
     this.prefill();
@@ -50,14 +61,26 @@ class App {
     $("enh-on").addEventListener("change", () => this.sendEnhancement());
     $("enh-strength").addEventListener("input", () => this.showStrength());
     $("enh-strength").addEventListener("change", () => this.sendEnhancement());
-    $("enable-audio").addEventListener("click", async () => {
-      if (this.ctx) await this.ctx.resume();
-      for (const card of this.list.cards.values()) {
-        if (card.remote) card.remote.element.play().catch(() => {});
-      }
-      this.checkAudioContext();
-    });
+    // Browsers start audio only after a click or key press on the page (autoplay rule): with
+    // ?join=1 the call starts without one, so any click or key anywhere turns the sound on, and
+    // the big "click to hear" bar says so.
+    const enableAudio = () => this.enableAudio();
+    $("enable-audio").addEventListener("click", enableAudio);
+    for (const kind of ["pointerdown", "keydown"]) document.addEventListener(kind, enableAudio, { capture: true });
     window.addEventListener("beforeunload", () => this.leave());
+  }
+
+  async enableAudio() {
+    if (!this.ctx || this.ctx.state === "running") return;
+    try {
+      await this.ctx.resume();
+    } catch (err) {
+      console.warn("audio context did not resume", err);
+    }
+    for (const card of this.list.cards.values()) {
+      if (card.remote) card.remote.element.play().catch(() => {});
+    }
+    this.checkAudioContext();
   }
 
   /** ?room=&name=&token= fill the form; ?join=1 joins at once (used by the browser test). */
@@ -116,6 +139,9 @@ class App {
     this.phase = "joining";
     this.room = room;
     this.identity = identity;
+    this.token = token || null;
+    this.ticket = null;
+    this.reconnects = 0;
     this.lastError = null;
     this.hideError();
     this.setStatus("connecting", "connecting…");
@@ -123,25 +149,42 @@ class App {
     try {
       this.ctx = new AudioContext(); // created inside the click, so browsers let it play
       // decided before the microphone opens: ?ws= may not name a server the operator did not allow
-      const url = await chooseSignallingUrl(this.params.get("ws"));
+      this.url = await chooseSignallingUrl(this.params.get("ws"));
       this.mic = await navigator.mediaDevices.getUserMedia(this.micConstraints($("mic-join").value));
       this.micMeter = new LevelMeter(this.ctx, this.mic);
-      this.signalling = new Signalling(url);
-      this.signalling.addEventListener("message", (ev) => this.onMessage(ev.detail));
-      this.signalling.addEventListener("close", () => this.onSocketClosed());
-      await this.signalling.open();
-      const msg = { type: "join", room, identity };
-      if (token) msg.token = token;
-      this.signalling.send(msg);
+      await this.connect();
     } catch (err) {
       this.fail(err && err.name === "NotAllowedError" ? "Microphone access was refused." : String(err.message || err));
     }
+  }
+
+  /** Open a socket to this.url and ask to join (with the reconnect ticket when rejoining). */
+  async connect() {
+    const signalling = new Signalling(this.url);
+    this.signalling = signalling;
+    signalling.addEventListener("message", (ev) => {
+      if (this.signalling === signalling) this.onMessage(ev.detail);
+    });
+    signalling.addEventListener("close", () => {
+      if (this.signalling === signalling) this.onSocketClosed();
+    });
+    await signalling.open();
+    const msg = { type: "join", room: this.room, identity: this.identity };
+    if (this.token) msg.token = this.token;
+    if (this.ticket) msg.reconnect = this.ticket;
+    signalling.send(msg);
   }
 
   onMessage(msg) {
     switch (msg.type) {
       case "joined":
         this.onJoined(msg);
+        break;
+      case "reconnect-ticket":
+        if (typeof msg.ticket === "string") this.ticket = msg.ticket;
+        break;
+      case "server-shutdown":
+        this.startReconnect("The server is restarting", msg.retry_after_ms);
         break;
       case "offer":
       case "answer":
@@ -192,9 +235,17 @@ class App {
   }
 
   onJoined(msg) {
+    const rejoined = this.phase === "reconnecting";
     this.phase = "joined";
     this.room = msg.room || this.room;
     this.identity = msg.identity || this.identity;
+    if (msg.reconnect && typeof msg.reconnect.ticket === "string") this.ticket = msg.reconnect.ticket;
+    if (rejoined) {
+      this.reconnects += 1;
+      this.reconnect = null;
+      this.notice(`Reconnected (${this.reconnects === 1 ? "once" : `${this.reconnects} times`}).`);
+      setTimeout(() => { if (this.phase === "joined" && !this.reconnect) this.hideError(); }, 4000);
+    }
     $("room-name").textContent = this.room;
     $("join-view").hidden = true;
     $("call-view").hidden = false;
@@ -202,7 +253,8 @@ class App {
     this.departed.clear();
     this.list.ensure(this.identity, { self: true });
     for (const p of msg.participants || []) {
-      if (p.identity !== this.identity) this.list.ensure(p.identity, { muted: Boolean(p.muted) });
+      // their state now: a newcomer sees who is already speaking
+      if (p.identity !== this.identity) this.list.ensure(p.identity, { muted: Boolean(p.muted) }).setSpeaking(Boolean(p.speaking), p.level);
     }
     this.call = new Call(this.signalling, {
       iceServers: msg.iceServers || [],
@@ -218,6 +270,7 @@ class App {
       this.sendEnhancement();
     });
     this.call.addEventListener("failure", (ev) => this.showError(`Negotiation failed: ${ev.detail}`));
+    this.micMuteState();
     this.call.start().catch((err) => this.fail(`Could not start the call: ${err.message || err}`));
     this.listMicrophones($("mic")).then(() => {
       const track = this.mic.getAudioTracks()[0];
@@ -245,12 +298,17 @@ class App {
     $("c-state").textContent = state;
     if (state === "connected") this.setStatus("connected", `connected as ${this.identity}`);
     else if (state === "failed") {
-      this.setStatus("failed", "media failed");
-      this.showError("The media connection failed (a firewall may block UDP; the server may need TURN).");
+      // (when it keeps failing, a firewall may block UDP, or the server may need TURN)
+      this.startReconnect("The media connection failed");
     } else this.setStatus("connecting", state);
   }
 
   onServerError(msg) {
+    if (msg.code === "replaced") {
+      // this name rejoined from another tab or device: coming back here would push it out again
+      this.fail("You joined from another window or device; this one has left the call.");
+      return;
+    }
     if (this.enhancementPending && /enhancement/i.test(msg.message || "")) {
       // e.g. a server started with --no-enhance: grey the controls out instead of alarming
       this.enhancementPending = false;
@@ -258,15 +316,74 @@ class App {
       return;
     }
     const text = `${msg.code || "error"}: ${msg.message || "the server refused the request"}`;
+    if (this.phase === "reconnecting" && RETRYABLE.has(msg.code)) return; // the close that follows retries
     if (this.phase === "joined") this.showError(text);
     else this.fail(text);
   }
 
   onSocketClosed() {
     if (this.phase === "idle") return;
-    const wasJoined = this.phase === "joined";
+    if (this.phase === "joined" || this.phase === "reconnecting") {
+      this.startReconnect(this.phase === "joined" ? "The connection to the server was lost" : null);
+      return;
+    }
     this.teardown();
-    this.showError(wasJoined ? "The connection to the server was lost." : "The server closed the connection.");
+    this.showError("The server closed the connection.");
+  }
+
+  /**
+   * Drop this connection and come back as the same person: keep the microphone, the audio
+   * context and the settings; a new socket, join (with the ticket) and peer connection after a
+   * backoff. `reason` starts a new reconnection (null: the attempt in progress failed).
+   */
+  startReconnect(reason, hintMs = null) {
+    if (this.phase === "joined") {
+      this.reconnect = { reason: reason || "The connection was lost", attempt: 0, hintMs, timer: null };
+    } else if (this.phase === "reconnecting" && this.reconnect) {
+      if (this.reconnect.timer) return; // already waiting for the next try
+      this.reconnect.attempt += 1; // the try in progress failed
+    } else {
+      return;
+    }
+    this.phase = "reconnecting";
+    this.dropConnection();
+    const r = this.reconnect;
+    const wait = this.backoff.delay(r.attempt, r.attempt === 0 ? r.hintMs : null);
+    r.nextAt = Date.now() + wait;
+    this.setStatus("connecting", "reconnecting…");
+    this.notice(`${r.reason}: reconnecting in ${(wait / 1000).toFixed(1)} s` + (r.attempt ? ` (attempt ${r.attempt + 1})` : "") + "…");
+    r.timer = setTimeout(() => {
+      r.timer = null;
+      if (this.phase !== "reconnecting" || this.reconnect !== r) return;
+      this.connect().catch(() => this.startReconnect(null));
+    }, wait);
+  }
+
+  /** The socket and the peer connection of the call, not the microphone or the audio context. */
+  dropConnection() {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    for (const card of this.list.cards.values()) card.detach();
+    if (this.call) this.call.close();
+    this.call = null;
+    const signalling = this.signalling;
+    this.signalling = null;
+    if (signalling) signalling.close();
+    this.published = false;
+    this.enhancementPending = false;
+  }
+
+  micMuteState() {
+    // a rejoin starts unmuted on the server: tell it again
+    if (this.muted && this.signalling) this.signalling.send({ type: "mute", muted: true });
+  }
+
+  notice(text) {
+    this.notices.push(text);
+    if (this.notices.length > 50) this.notices.shift();
+    $("banner").textContent = text;
+    $("banner").dataset.kind = "notice";
+    $("banner").hidden = false;
   }
 
   setMuted(muted) {
@@ -387,6 +504,8 @@ class App {
 
   teardown() {
     this.phase = "idle";
+    if (this.reconnect && this.reconnect.timer) clearTimeout(this.reconnect.timer);
+    this.reconnect = null;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.list.clear();
@@ -423,6 +542,7 @@ class App {
   showError(text) {
     this.lastError = text;
     $("banner").textContent = text;
+    $("banner").dataset.kind = "error";
     $("banner").hidden = false;
   }
 
@@ -443,6 +563,10 @@ class App {
       error: this.lastError,
       connectionState: this.call ? this.call.pc.connectionState : null,
       audioContext: this.ctx ? this.ctx.state : null,
+      audioGate: !$("enable-audio").hidden,
+      reconnects: this.reconnects,
+      reconnecting: this.reconnect ? { reason: this.reconnect.reason, attempt: this.reconnect.attempt } : null,
+      notices: [...this.notices],
       muted: this.muted,
       published: this.published,
       enhancement: this.enhancement,

@@ -83,3 +83,23 @@ export async function chooseSignallingUrl(requested, loc = window.location) {
   if (allowed.includes(url.href)) return url.href;
   throw new Error(`This page talks only to its own server; ${url.host} is not one its operator allowed.`);
 }
+
+/**
+ * When to try again after losing the server (the same schedule as mediaserver/reconnect.py):
+ * the first attempt waits the server's hint (server-shutdown's retry_after_ms) or initialMs,
+ * each further one initialMs * factor^(attempt - 1), at most maxMs, every wait scaled by a
+ * random factor in [1 - jitter, 1 + jitter] so a restarted server's callers spread out.
+ */
+export class Backoff {
+  constructor({ initialMs = 500, factor = 1.5, maxMs = 5000, jitter = 0.3, random = Math.random } = {}) {
+    Object.assign(this, { initialMs, factor, maxMs, jitter, random });
+  }
+
+  /** Milliseconds to wait before attempt `attempt` (0 = the first after the loss). */
+  delay(attempt, hintMs = null) {
+    const base = attempt === 0
+      ? (hintMs == null ? this.initialMs : Math.max(0, hintMs))
+      : this.initialMs * this.factor ** Math.min(attempt - 1, 64);
+    return Math.min(this.maxMs, base) * (1 - this.jitter + 2 * this.jitter * this.random());
+  }
+}
