@@ -197,6 +197,18 @@ class JoinRefused(ConnectionError):
         self.code = code
 
 
+class Redirected(ConnectionError):
+    """The room lives on another node of the cluster: join there (``url``, with ``reconnect``)."""
+
+    def __init__(self, url: str, reconnect: Any) -> None:
+        super().__init__(f"redirected to {url}")
+        self.url = url
+        self.reconnect = reconnect
+
+
+MAX_REDIRECTS = 3   # a placement that keeps moving is a cluster fault, not a path to follow
+
+
 def ws_url(url: str) -> str:
     """Accept http(s)://host:port[/] or ws(s)://host:port/ws."""
     parts = urlparse(url)
@@ -214,6 +226,8 @@ class HeadlessClient:
         self.args = args
         self.reconnector = Reconnector(ws_urls(args.url), rng=random.Random(args.seed))
         self.reconnects = 0
+        self.redirects = 0          # cluster redirects followed (at join or mid-call)
+        self.joined_url: Optional[str] = None   # the node the client is (last) in through
         self.disconnects: list[dict] = []   # {"at_s", "reason", "rejoined_at_s"}
         self._ticket: Optional[str] = None   # the server's latest reconnect ticket
         self._hint_s: Optional[float] = None  # server-shutdown's retry hint
@@ -300,13 +314,26 @@ class HeadlessClient:
         self._lost = asyncio.Event()
         self._closing = False
         try:
-            self.ws = await session.ws_connect(url, max_msg_size=1 << 20)
-            join = {"type": "join", "room": self.args.room, "identity": self.identity,
-                    "token": self.args.token}
-            if self._ticket is not None:
-                join["reconnect"] = self._ticket
-            await self._send(join)
-            joined = await self._expect("joined")
+            for hop in range(MAX_REDIRECTS + 1):
+                self.ws = await session.ws_connect(url, max_msg_size=1 << 20)
+                join = {"type": "join", "room": self.args.room, "identity": self.identity,
+                        "token": self.args.token}
+                if self._ticket is not None:
+                    join["reconnect"] = self._ticket
+                await self._send(join)
+                try:
+                    joined = await self._expect("joined")
+                    break
+                except Redirected as moved:   # the room lives on another node (cluster)
+                    if hop == MAX_REDIRECTS:
+                        raise ConnectionError(f"more than {MAX_REDIRECTS} redirects") from None
+                    logger.info("room %s is on %s: following the redirect", self.args.room, moved.url)
+                    self.redirects += 1
+                    self._take_ticket(moved.reconnect)
+                    self.reconnector.add_urls([moved.url])
+                    await self.ws.close()
+                    url = moved.url
+            self.joined_url = url
             self.identity = joined.get("identity", self.identity)
             self._take_ticket(joined.get("reconnect"))
             self.reconnector.add_urls(u for u in joined.get("nodes") or [] if isinstance(u, str))
@@ -467,6 +494,8 @@ class HeadlessClient:
                 return data
             if data.get("type") == "error":
                 raise JoinRefused(str(data.get("code")), str(data.get("message")))
+            if data.get("type") == "redirect" and isinstance(data.get("url"), str):
+                raise Redirected(data["url"], data.get("reconnect"))
             self.events.append(data)
 
     async def _read(self) -> None:
@@ -499,6 +528,15 @@ class HeadlessClient:
                 self._stats_reply.set_result(data)
             elif kind == "reconnect-ticket":
                 self._take_ticket(data)
+            elif kind == "redirect" and isinstance(data.get("url"), str):
+                # the room moved to another node (cluster reconciliation): rejoin there at once
+                logger.warning("room moved to %s", data["url"])
+                self.redirects += 1
+                self._take_ticket(data.get("reconnect"))
+                self.reconnector.add_urls([data["url"]])
+                self.reconnector.connected(data["url"])
+                self._hint_s = 0.0
+                self.events.append({**data, "t": round(asyncio.get_running_loop().time() - self.t0, 3)})
             elif kind == "server-shutdown":
                 hint = data.get("retry_after_ms")
                 self._hint_s = hint / 1000.0 if isinstance(hint, (int, float)) and hint >= 0 else 0.0
@@ -610,7 +648,7 @@ class HeadlessClient:
             "server_view": server_people.get(self.identity),
             "events": [e for e in self.events if e.get("type") in (
                 "participant-joined", "participant-left", "server-shutdown")],
-            "reconnects": self.reconnects,
+            "reconnects": self.reconnects, "redirects": self.redirects, "joined_url": self.joined_url,
             # the longest stretch without audio from a remote that was sending (any remote)
             "longest_gap_ms": round(max((r.longest_gap_s for r in self.recorders.values()),
                                         default=0.0) * 1000.0, 1),
