@@ -165,7 +165,7 @@ def test_realtime_partials_come_before_the_final(tmp_path: Path) -> None:
     assert early["audio_end_s"] < finals[0]["audio_end_s"] <= len(x) / 48000 + 0.1
     said = set(normalise(text))
     heard = normalise(" ".join(p["text"] for p in partials))
-    assert len([w for w in heard if w in said]) >= 3, partials   # real words, not noise
+    assert len([w for w in heard if w in said]) >= 2, partials   # real words, not noise
     assert [e["emit_s"] for e in events] == sorted(e["emit_s"] for e in events)
 
 

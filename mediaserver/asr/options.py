@@ -123,9 +123,10 @@ def validate_asr_args(args: argparse.Namespace) -> Optional[str]:
         return "--asr-redis-ttl must be positive"
     if args.asr_threads < 1 or args.asr_redis_maxlen < 1:
         return "--asr-threads and --asr-redis-maxlen must be >= 1"
-    if args.asr_workers < 0:
+    if getattr(args, "asr_workers", 0) < 0:
         return "--asr-workers must be >= 0 (0: sized to the machine)"
-    if args.asr_partial_interval != 0 and args.asr_partial_interval < 0.1:
+    interval = getattr(args, "asr_partial_interval", 1.0)
+    if interval != 0 and interval < 0.1:
         return "--asr-partial-interval must be 0 (off) or >= 0.1 s"
     if "local" in names:
         import importlib.util
