@@ -185,9 +185,13 @@ def test_enhanced_call_beats_a_pass_through_call_of_the_same_audio(calls: Calls)
 
 def test_server_metrics_show_the_enhancer_at_work(calls: Calls) -> None:
     m = calls.enhanced.metrics
-    network = m.get(("mediaserver_enhancer_frames_total", (("path", "network"),)), 0.0)
-    bypass = m.get(("mediaserver_enhancer_frames_total", (("path", "bypass"),)), 0.0)
-    ticks = m.get(("mediaserver_enhancer_tick_seconds_count", ()), 0.0)
+    enhancer = {k: v for k, v in m.items() if k[0].startswith("mediaserver_enhancer_")}
+    # every enhancer series names its model version and worker, never a room or participant
+    assert enhancer and all(dict(labels).get("model_version") == "msenh-v2" and "worker" in dict(labels)
+                            for _, labels in enhancer), enhancer
+    network = total(m, "mediaserver_enhancer_frames_total", path="network")
+    bypass = total(m, "mediaserver_enhancer_frames_total", path="bypass")
+    ticks = total(m, "mediaserver_enhancer_tick_seconds_count")
     # 8 s of speech with pauses: the network ran for much of it (the gate skips silence)
     assert network >= 0.25 * 8.0 * 50, m
     assert network + bypass >= 0.8 * calls.enhanced.sent_frames, (network, bypass)
@@ -195,7 +199,17 @@ def test_server_metrics_show_the_enhancer_at_work(calls: Calls) -> None:
     # B's stream was open while B was in the room; once everyone left, the gauge is back to 0
     # (it is set on open/close of a stream, not on ticks, and no tick runs in an empty server)
     assert calls.enhanced.streams_in_call >= 1.0, calls.enhanced.streams_in_call
-    assert m[("mediaserver_enhancer_streams", ())] == 0.0, m[("mediaserver_enhancer_streams", ())]
+    assert total(m, "mediaserver_enhancer_streams") == 0.0, enhancer
+    # the call's quality telemetry reached the server's /metrics too
+    assert total(m, "mediaserver_enhancer_speech_frames_total") >= 0.25 * 8.0 * 50, enhancer
+    assert total(m, "mediaserver_enhancer_stream_snr_in_db_count") >= 5, enhancer
+    assert total(m, "mediaserver_enhancer_distortion_events_total") == 0, enhancer
+
+
+def total(m: dict[tuple[str, tuple], float], name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(v for (n, ls), v in m.items()
+               if n == name and all(dict(ls).get(k) == want for k, want in labels.items()))
 
 
 def test_sfu_metrics_after_a_call(calls: Calls) -> None:

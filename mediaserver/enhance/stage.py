@@ -367,7 +367,8 @@ class EnhancerStage:
         self.frames_net += n_net
         self.frames_bypass += n - n_net
         if self.telemetry is not None:
-            self.telemetry.update([h.telemetry for h in handles], delayed, enhanced, speech, kinds, inputs=x)
+            self.telemetry.update([h.telemetry for h in handles], delayed, enhanced, speech, kinds, inputs=x,
+                                  modelled=path_of != PASS)
             self._count_sli(model_of)
         for sink in self.frame_sinks:
             try:

@@ -141,10 +141,13 @@ class Telemetry:
     """Batch update of many streams' :class:`StreamTelemetry` (one call per tick)."""
 
     def update(self, streams: Sequence[StreamTelemetry], raw: np.ndarray, enhanced: np.ndarray,
-               speech: np.ndarray, kinds: Sequence[Optional[str]], inputs: Optional[np.ndarray] = None) -> None:
+               speech: np.ndarray, kinds: Sequence[Optional[str]], inputs: Optional[np.ndarray] = None,
+               modelled: Optional[np.ndarray] = None) -> None:
         """raw, enhanced [N, 960] float32 aligned (the stage's outputs); speech [N] bool;
         kinds: the inbound frame kinds (None = unknown, counted as normal); inputs [N, 960]:
-        the undelayed input frames for the clipping check (default: raw)."""
+        the undelayed input frames for the clipping check (default: raw); modelled [N] bool:
+        frames the model shaped (False: passed through, enhancement off or an overloaded tick;
+        they are not checked for over-suppression). Default: all."""
         n = len(streams)
         if n == 0:
             return
@@ -185,7 +188,8 @@ class Telemetry:
 
         # over-suppression: speech removed beyond what the band's noise explains
         clean = b_raw - st[:, N_BAND]
-        checked = speech & ~conc & (b_raw > st[:, N_BAND] * 10.0 ** (CHECK_SNR_DB / 10.0)) & (b_raw > AUDIBLE)
+        unchecked = conc if modelled is None else conc | ~np.asarray(modelled, dtype=bool)
+        checked = speech & ~unchecked & (b_raw > st[:, N_BAND] * 10.0 ** (CHECK_SNR_DB / 10.0)) & (b_raw > AUDIBLE)
         distorted = checked & (b_enh < clean * 10.0 ** (-DISTORTION_DB / 10.0))
         # a run ends on a checked frame that kept its speech, or on a frame without speech
         run = np.where(distorted, st[:, RUN] + 1, np.where(checked | ~speech, 0.0, st[:, RUN]))
