@@ -37,6 +37,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 CLOCK_RATE = 48000
+_START_CUSHION_MS = 5.0  # start with this much margin beyond the jitter allowance, so a little
+# jitter does not dip the level below the point where it is stretched back up
 SAMPLES_PER_MS = CLOCK_RATE // 1000
 _SEQ_MOD = 1 << 16
 _TS_MOD = 1 << 32
@@ -110,7 +112,13 @@ Decision = Union[Play, DecodeFec, Conceal, Silence]
 
 @dataclass(slots=True)
 class JitterConfig:
-    min_delay_ms: float = 40.0  # lowest target level; 2 frames so the next packet's FEC is there
+    min_delay_ms: float = 20.0  # lowest target level on a clean link: one frame
+    loss_min_delay_ms: float = 40.0  # lowest target while packets go missing: 2 frames, so the
+    # next packet (and its FEC) is there when a lost one is due
+    loss_forget: float = 0.99  # per-frame forgetting of the playout loss rate (outages and FEC
+    # recoveries per frame played; DTX pauses aside)
+    loss_floor_rate: float = 0.002  # a loss rate above this keeps the 2-frame floor (one lost
+    # frame keeps it about 3 s)
     max_delay_ms: float = 400.0  # highest target level; packets beyond it are dropped
     quantile: float = 0.97  # NetEq's target quantile of the relative delay
     forget: float = 0.983  # per-packet histogram forgetting (NetEq's value, ~1.2 s at 50 packets/s)
@@ -236,6 +244,7 @@ class JitterBuffer:
         self._reset_pending = False  # tells the caller to reset its decoder
         self._played_seq: int | None = None  # internal seq of the last played packet
         self._played_dtx = False  # that packet was an Opus DTX frame (<= 2 bytes)
+        self._loss_rate = 0.0  # recent share of frames missing when due (concealed or FEC)
 
     # ----------------------------------------------------------------- input
     def insert(
@@ -465,9 +474,22 @@ class JitterBuffer:
     # ---------------------------------------------------------------- output
     @property
     def target_ms(self) -> float:
+        """The level the buffer steers to: the jitter quantile plus a frame, at least one frame
+        on a clean link and two while packets go missing (``loss_min_delay_ms``)."""
+        cfg = self.config
         frame_ms = self._frame_samples / SAMPLES_PER_MS
         target = self._estimator.quantile_ms + frame_ms
-        return min(self.config.max_delay_ms, max(self.config.min_delay_ms, target))
+        floor = cfg.loss_min_delay_ms if self._loss_rate > cfg.loss_floor_rate else cfg.min_delay_ms
+        return min(cfg.max_delay_ms, max(floor, target))
+
+    @property
+    def loss_rate(self) -> float:
+        """Recent share of frames whose packet was missing when due (exponentially forgotten)."""
+        return self._loss_rate
+
+    def _count_playout(self, missing: bool) -> None:
+        f = self.config.loss_forget
+        self._loss_rate = f * self._loss_rate + (1.0 - f) * (1.0 if missing else 0.0)
 
     def level_ms(self, queued: int = 0, now_ms: float | None = None) -> float:
         """Audio ready ahead of the playout point, in ms.
@@ -484,6 +506,19 @@ class JitterBuffer:
             span -= min(frame_ms, max(0.0, now_ms - self._newest_arrival_ms))
         return max(0.0, span)
 
+    def _margin_ms(self, queued: int, now_ms: float) -> float:
+        """How late the next packet may come before a 20 ms consumer pulling now runs dry.
+
+        Pulls take whole frames: the next packet is needed at the pull whose frame first
+        reaches past the buffered span, ``floor(span / frame)`` pulls from now, and it is
+        due a frame after the newest packet arrived.
+        """
+        assert self._playout is not None and self._newest_end is not None
+        frame_ms = self._frame_samples / SAMPLES_PER_MS
+        span = (self._newest_end - self._playout + queued) / SAMPLES_PER_MS
+        since = min(frame_ms, max(0.0, now_ms - self._newest_arrival_ms))
+        return frame_ms * (np.floor(span / frame_ms + 1e-9) - 1) + since
+
     @property
     def filtered_level_ms(self) -> float:
         """The buffer level the time-scaling decisions use (slow to follow dips)."""
@@ -499,12 +534,12 @@ class JitterBuffer:
         if not self._started:
             if not self._packets:
                 return Silence(want)
-            # Start once the level (as if playing from the first packet) reaches the target
-            # less half a frame: the steady level then lies within half a frame of the target
-            # whatever the phase between packet arrivals and media-clock ticks.
+            # Start once the next packet may be late by the jitter allowance (the target less
+            # a frame) without the playout running dry; the steady level then depends only
+            # on the phase between packet arrivals and media-clock ticks, and stays put.
             self._playout = min(self._packets)
             frame_ms = self._frame_samples / SAMPLES_PER_MS
-            if self.level_ms(queued, now_ms) < self.target_ms - frame_ms / 2 - 1e-6:
+            if self._margin_ms(queued, now_ms) < self.target_ms - frame_ms + _START_CUSHION_MS:
                 self._playout = None
                 return Silence(want)
             self._started = True
@@ -515,6 +550,11 @@ class JitterBuffer:
         level = self.level_ms(queued, now_ms)
         if level > self.config.max_delay_ms and len(self._packets) > 1:
             level = self._flush(level)
+        if self._newest_end is not None:
+            # What the control steers: the next packet's margin plus a frame. Unlike the
+            # span, it does not swing with the phase of arrivals against pulls.
+            frame_ms = self._frame_samples / SAMPLES_PER_MS
+            level = max(0.0, self._margin_ms(queued, now_ms) + frame_ms)
         packet = self._packets.pop(self._playout, None)
         if packet is None:
             packet = self._straddling()
@@ -531,6 +571,7 @@ class JitterBuffer:
             self._played_seq = packet.seq
             self._played_dtx = packet.codec == "opus" and len(packet.payload) <= 2
             self.stats.played += 1
+            self._count_playout(False)
             scale, soft = self._time_scale(level)
             if scale < 0:
                 self.stats.accelerate += 1  # requests; the caller may skip soft ones
@@ -550,6 +591,7 @@ class JitterBuffer:
             self._playout += gap
             self._outage_samples = 0
             self.stats.fec += 1
+            self._count_playout(True)
             return DecodeFec(self._packets[nxt], gap)
 
         outage_ms = (self._outage_samples + samples) / SAMPLES_PER_MS
@@ -560,7 +602,8 @@ class JitterBuffer:
             self._newest_end = None
             self._outage_samples = 0
             return Silence(want)
-        if self._outage_samples == 0:
+        first_of_outage = self._outage_samples == 0
+        if first_of_outage:
             self._outage_start = self._playout
         self._playout += samples
         self._outage_samples += samples
@@ -572,6 +615,7 @@ class JitterBuffer:
             self.stats.dtx_samples += samples
         else:
             self.stats.concealed_samples += samples
+            self._count_playout(first_of_outage)  # a burst or a delay spike is one event
         return Conceal(samples, outage_ms, dtx)
 
     def _flush(self, level: float) -> float:
@@ -606,8 +650,16 @@ class JitterBuffer:
         return None
 
     def _time_scale(self, level: float) -> tuple[int, bool]:
-        """Hard requests outside a wide band; soft ones (quiet frames only) to centre on target."""
+        """Hard requests outside a wide band; soft ones (quiet frames only) to centre on target.
+
+        ``level`` is the next packet's margin plus a frame (``_margin_ms``). A 20 ms consumer
+        can only hold whole frames of margin beyond the arrival phase, so the start rule
+        leaves it between the target and a frame above: a frame of extra margin is given
+        back (quiet frames), a shortfall is made up, and a clean link whose
+        arrival phase stays put is never time-scaled.
+        """
         target = self.target_ms
+        frame_ms = self._frame_samples / SAMPLES_PER_MS
         # A wide band and both the filtered and the instantaneous level past it: jitter
         # alone must not make the buffer stretch and squeeze speech all the time.
         high = target + max(30.0, 0.5 * target)
@@ -617,9 +669,9 @@ class JitterBuffer:
             return -1, False
         if filt < low and level < low:
             return 1, False
-        if filt > target + 5.0 and level > target + 2.0:
+        if filt > target + frame_ms / 2 + 2.0 and level > target + frame_ms + _START_CUSHION_MS + 1.0:
             return -1, True
-        if filt < target - 5.0 and target - 10.0 < level < target - 2.0:
+        if filt < target - 2.5 and level < target - 2.5:
             return 1, True
         return 0, False
 
