@@ -54,6 +54,8 @@ from .weights import load_model
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from .mos import MosSampler
+
 logger = logging.getLogger(__name__)
 
 FRAME = 960  # 20 ms at 48 kHz, the media clock's frame
@@ -191,6 +193,8 @@ class EnhancerStage:
         self.telemetry = Telemetry() if telemetry else None
         self._sli: dict[str, np.ndarray] = {}  # model -> Counts fields (worker thread writes)
         self.frame_sinks: list = []  # worker-thread hooks: on_batch(handles, raw, enhanced, speech)
+        self.mos: Optional["MosSampler"] = None  # sampled DNSMOS (enhance/mos.py), when enabled
+        self.worker = worker
         self._metrics = _StageMetrics(registry, worker) if registry is not None else None
         if self._metrics is not None:
             self._metrics.add_model(self.model_version)
@@ -271,6 +275,8 @@ class EnhancerStage:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)
+        if self.mos is not None:
+            self.mos.stop()
 
     def stats(self) -> dict[str, float]:
         total = self.frames_net + self.frames_bypass
@@ -624,6 +630,9 @@ def add_stage_options(parser: argparse.ArgumentParser) -> None:
     from .canary import add_canary_options
 
     add_canary_options(parser)
+    add_option(parser, "--dnsmos-sample-s", type=float, default=0.0,
+               help="score one 9 s window per stream every N s with DNSMOS, raw and enhanced, on a "
+                    "background thread (0: off; needs pip install mediaserver[mos])")
     add_option(parser, "--worker-id", default=None,
                help="the worker label of the enhancer metrics (default: host name)")
     add_option(parser, "--enhancer-device", default="cpu", help="torch device for the enhancer (cpu, cuda)")
@@ -635,6 +644,16 @@ def add_stage_options(parser: argparse.ArgumentParser) -> None:
 
 
 def stage_from_args(args: argparse.Namespace, registry: Optional["CollectorRegistry"] = None) -> EnhancerStage:
+    stage = _stage_from_args(args, registry)
+    if getattr(args, "dnsmos_sample_s", 0) > 0:
+        from .mos import MosSampler
+
+        stage.mos = MosSampler(args.dnsmos_sample_s, registry=registry, worker=stage.worker)
+        stage.frame_sinks.append(stage.mos)
+    return stage
+
+
+def _stage_from_args(args: argparse.Namespace, registry: Optional["CollectorRegistry"]) -> EnhancerStage:
     return EnhancerStage(
         args.model,
         device=args.enhancer_device,

@@ -196,6 +196,8 @@ def attach_models(app: web.Application, args: Any, *, stage: Any, manager: Any,
         return [p.stream.handle for p in (r.participants.values() if r else [])
                 if p.stream is not None and p.stream.handle is not None]
 
+    if mos is None and getattr(stage, "mos", None) is not None:
+        mos = stage.mos.mos_by_model  # DNSMOS samples feed the canary's comparison
     admin = ModelsAdmin(stage=stage, router=router, room_handles=room_handles, registry=registry,
                         secret=args.secret, metrics_token=getattr(args, "metrics_token", None), mos=mos)
     admin.attach(app)
