@@ -75,6 +75,11 @@ class FileSource(MediaStreamTrack):
         self.sent = 0
         self.start: Optional[float] = start   # loop time of the file's first frame
 
+    def expect_loss(self, perc: int) -> None:
+        """The loss the receiver reports, in % (Opus spends that much on in-band FEC)."""
+        if isinstance(self._encoder, OpusEncoder):
+            self._encoder.set_packet_loss_perc(perc)
+
     async def recv(self) -> Any:
         if self.readyState != "live":
             raise MediaStreamError
@@ -235,6 +240,7 @@ class HeadlessClient:
         self._closing = False
         self._sent_before = 0                 # frames sent on earlier connections
         self._reader: Optional[asyncio.Task] = None
+        self._feedback: Optional[asyncio.Task] = None   # reported loss -> our Opus FEC
         self.identity = args.identity or f"guest-{uuid.uuid4().hex[:6]}"
         self.samples = samples
         self.pc: Optional[RTCPeerConnection] = None
@@ -367,6 +373,7 @@ class HeadlessClient:
             await self._close_connection()
             raise
         self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._feedback = asyncio.get_running_loop().create_task(self._follow_reported_loss())
         return joined
 
     async def _stay(self, stop: asyncio.Event, deadline: float) -> Optional[str]:
@@ -451,10 +458,11 @@ class HeadlessClient:
     async def _close_connection(self) -> None:
         """Close this connection's reader, socket and peer connection (recordings stay)."""
         self._closing = True
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+        for task in (self._reader, self._feedback):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._reader = self._feedback = None
         ws, self.ws = self.ws, None
         if ws is not None:
             try:
@@ -467,6 +475,28 @@ class HeadlessClient:
     def _take_ticket(self, reconnect: Any) -> None:
         if isinstance(reconnect, dict) and isinstance(reconnect.get("ticket"), str):
             self._ticket = reconnect["ticket"]
+
+    async def _follow_reported_loss(self, period_s: float = 1.0) -> None:
+        """Our Opus encoder expects the loss the server reports (RTCP receiver reports), as a
+        browser's does: no FEC bits on a clean link, FEC once packets go missing."""
+        from .media.opus import ExpectedLoss
+        from .sfu.outbound import fraction_lost
+
+        pc, source = self.pc, self.source
+        assert pc is not None and source is not None
+        expected = ExpectedLoss()
+        sender = pc.getTransceivers()[0].sender
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                fraction = await fraction_lost(sender)
+            except Exception as exc:  # a closing connection; the call goes on without FEC
+                logger.debug("no receiver report: %r", exc)
+                continue
+            if fraction is not None:
+                expected.report(fraction, now_s=loop.time())
+            source.expect_loss(expected.percent(now_s=loop.time()))
 
     def _rtc_config(self, joined: dict) -> RTCConfiguration:
         """No ICE servers, or with --relay the joined message's ones and relay candidates only."""

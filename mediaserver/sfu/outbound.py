@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import av
 import numpy as np
@@ -51,7 +51,7 @@ class PublisherEncoders:
     many subscribers share it).
     """
 
-    def __init__(self, *, opus_bitrate: int = 32000, opus_complexity: int = 5) -> None:
+    def __init__(self, *, opus_bitrate: int = 32000, opus_complexity: int = 8) -> None:
         self._factories: dict[str, Callable[[], FrameEncoder]] = {
             "opus": lambda: OpusEncoder(bitrate=opus_bitrate, complexity=opus_complexity),
             "pcmu": lambda: G711Encoder("pcmu"),
@@ -60,6 +60,14 @@ class PublisherEncoders:
         self._encoders: dict[str, FrameEncoder] = {}
         self.encodes: collections.Counter[str] = collections.Counter()
         self._failed: set[str] = set()
+        self.expected_loss_perc = 0   # what the Opus encoder is told (LossFeedback sets it)
+
+    def set_expected_loss(self, perc: int) -> None:
+        """The loss the subscribers report, in %: the Opus encoder spends that much on FEC."""
+        self.expected_loss_perc = perc
+        opus = self._encoders.get("opus")
+        if opus is not None:
+            opus.set_packet_loss_perc(perc)  # type: ignore[attr-defined]
 
     def encode_packet(self, pcm: np.ndarray, pts: int) -> "EncodedTick":
         """This tick's frame (960 float32 at 48 kHz, pts in 1/48000), encoded on demand.
@@ -75,6 +83,8 @@ class PublisherEncoders:
             if factory is None:
                 raise ValueError(f"no encoder for codec {codec!r}")
             encoder = self._encoders[codec] = factory()
+            if codec == "opus":
+                encoder.set_packet_loss_perc(self.expected_loss_perc)  # type: ignore[attr-defined]
         self.encodes[codec] += 1
         try:
             return encoder.encode_packet(pcm, pts)
@@ -172,3 +182,79 @@ class PacketTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._ready.set()
+
+
+class LossSource(Protocol):
+    def sent_streams(self) -> list[tuple[Any, Any]]: ...   # (publisher ClockStream, RTCRtpSender)
+
+
+async def fraction_lost(sender: Any) -> Optional[float]:
+    """The latest RTCP fraction lost (0..1) the far end reported for ``sender``'s stream.
+
+    aiortc keeps RTCP's raw 8-bit value in ``fractionLost`` (x/256).
+    """
+    report = await sender.getStats()
+    for stats in report.values():
+        if stats.type == "remote-inbound-rtp" and stats.fractionLost is not None:
+            return float(stats.fractionLost) / 256.0
+    return None
+
+
+class LossFeedback:
+    """Each publisher's Opus encoder expects the loss its subscribers report.
+
+    Every ``period_s`` the receiver reports of every subscriber's sender are read; each
+    publisher's ``PublisherEncoders`` gets the worst loss of the last ``hold_s``
+    (``media.opus.ExpectedLoss``): no FEC bits on clean links, FEC as soon as one
+    subscriber loses packets. ``participants()`` lists who sends (``LossSource``).
+    """
+
+    def __init__(self, participants: Callable[[], list[LossSource]], *, period_s: float = 1.0,
+                 hold_s: float = 10.0) -> None:
+        self._participants = participants
+        self.period_s = period_s
+        self.hold_s = hold_s
+        self._expected: dict[int, tuple[Any, Any]] = {}  # id(publisher) -> (publisher, ExpectedLoss)
+        self._task: Optional[asyncio.Task] = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="loss-feedback")
+
+    async def stop(self) -> None:
+        from ..tasks import cancel_and_wait
+
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.period_s)
+            try:
+                await self.poll(now_s=loop.time())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("loss feedback poll failed")
+
+    async def poll(self, *, now_s: float) -> None:
+        """Read every subscriber's report once and set each publisher's expected loss."""
+        from ..media.opus import ExpectedLoss
+
+        seen: dict[int, Any] = {}
+        for participant in self._participants():
+            for publisher, sender in participant.sent_streams():
+                key = id(publisher)
+                entry = self._expected.get(key)
+                if entry is None or entry[0] is not publisher:
+                    entry = self._expected[key] = (publisher, ExpectedLoss(hold_s=self.hold_s))
+                seen[key] = entry
+                fraction = await fraction_lost(sender)
+                if fraction is not None:
+                    entry[1].report(fraction, now_s=now_s)
+        self._expected = seen
+        for publisher, expected in seen.values():
+            encoders = getattr(publisher, "encoder", None)
+            if isinstance(encoders, PublisherEncoders):
+                encoders.set_expected_loss(expected.percent(now_s=now_s))

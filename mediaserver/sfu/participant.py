@@ -241,6 +241,10 @@ class Participant:
                 slot.transceiver.direction = "inactive"
                 self.renegotiate()
 
+    def sent_streams(self) -> list[tuple[ClockStream, Any]]:
+        """(publisher, RTCRtpSender) of every slot carrying someone (sfu/outbound.LossFeedback)."""
+        return [(s.publisher, s.transceiver.sender) for s in self._slots if s.publisher is not None]
+
     def subscriptions(self) -> list[str]:
         return [s.publisher.identity for s in self._slots if s.publisher is not None]
 
