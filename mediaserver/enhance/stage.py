@@ -291,6 +291,7 @@ class EnhancerStage:
     def process_sync(self, items: Sequence[Item], *, overloaded: bool = False) -> list[StageOutput]:
         """The worker-thread body of :meth:`process` (also usable directly, e.g. offline)."""
         start = time.perf_counter()
+        cpu0 = time.thread_time()
         self._release_slots()
         n = len(items)
         if n == 0:
@@ -385,6 +386,7 @@ class EnhancerStage:
         if self._metrics is not None:
             self._metrics.observe(self.model_version, self.last_step_s, n_net_by_model, model_of,
                                   handles, self.telemetry)
+            self._metrics.cpu.labels(self.model_version, self._metrics.worker).inc(time.thread_time() - cpu0)
         return [StageOutput(raw=delayed[i], enhanced=enhanced[i], speech=bool(speech[i])) for i in range(n)]
 
     def _count_sli(self, model_of: list[str]) -> None:
@@ -515,6 +517,9 @@ class _StageMetrics:
                               "worker time per 20 ms batch (VAD + network + telemetry); model_version: the default model",
                               labels, registry=registry,
                               buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.04, 0.08))
+        self.cpu = Counter("mediaserver_enhancer_cpu_seconds_total",
+                           "CPU time of the enhancer worker thread (VAD, network, telemetry, metrics)",
+                           labels, registry=registry)
         self.batch = Histogram("mediaserver_enhancer_batch_streams", "streams per 20 ms batch",
                                labels, registry=registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.frames = Counter("mediaserver_enhancer_frames_total",
@@ -557,6 +562,7 @@ class _StageMetrics:
         w = self.worker
         self.streams.labels(model, w)
         self.switches.labels(model, w)
+        self.cpu.labels(model, w)
         for path in ("network", "bypass"):
             self.frames.labels(path, model, w)
         for c in (self.speech, self.checked, self.distorted, self.events, self.clipped, self.suppression_speech):
