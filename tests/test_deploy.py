@@ -86,7 +86,7 @@ def test_every_metric_in_rules_and_dashboard_exists_after_a_real_call(tmp_path: 
     try:
         speech = espeak_speech(tmp_path / "speech.wav", "Please call Stella and ask her to bring these things "
                                "with her from the store.", seconds=16.0)
-        b = start_client(server.url, "deploy", "B", "--duration", "60", log=tmp_path / "B.log")
+        b = start_client(server.url, "deploy", "B", "--duration", "200", log=tmp_path / "B.log")
         wait_participants(server, 1)
         a = start_client(server.url, "deploy", "A", "--send", str(speech), log=tmp_path / "A.log")
         client_summary(a)
