@@ -240,18 +240,15 @@ def metric(name: str, **labels: str) -> float:
 
 
 async def test_failed_worker_is_replaced_and_counted(tmp_path: Path) -> None:
-    """The first recogniser dies on its first job: a fresh worker takes over, the job is kept."""
+    """The first engine dies after start: a fresh worker takes over, the job is kept."""
     needs_whisper()
     from mediaserver.asr.local import LocalRecogniserSink, WhisperRecogniser
 
     built: list[WhisperRecogniser] = []
 
     def factory() -> WhisperRecogniser:
-        rec = WhisperRecogniser()
-        if not built:
-            rec._model = None          # a dead engine: every call raises
-        built.append(rec)
-        return rec
+        built.append(WhisperRecogniser())
+        return built[-1]
 
     x = espeak48("Please send the report before Friday.", tmp_path)
     pcm = np.clip(x[::3] * 32768, -32768, 32767).astype(np.int16)
@@ -260,6 +257,7 @@ async def test_failed_worker_is_replaced_and_counted(tmp_path: Path) -> None:
     got = []
     restarts0 = metric("mediaserver_asr_worker_restarts_total")
     await sink.start(got.append)
+    built[0]._model = None             # the engine dies after start: every call raises
     try:
         sink.submit_segment(Segment("r", "eve", 0.0, 3000.0, pcm, seq=1, meta={"cut": "pause"}))
         await until(lambda: bool(got), timeout=300, what="the transcript after the restart")
