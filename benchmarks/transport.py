@@ -199,8 +199,10 @@ def summary(proc: subprocess.Popen) -> dict:
     return json.loads(text[text.find("{"):])
 
 
-def through_server(tree: Path, server: Server, name: str, x: np.ndarray, tmp: Path) -> dict:
-    """A sends ``x`` (after LEAD_S of silence), B records; returns the recording and stats."""
+def through_server(tree: Path, server: Server, name: str, x: np.ndarray, tmp: Path,
+                   codec: str = "opus") -> dict:
+    """A sends ``x`` (after LEAD_S of silence) with ``codec``, B (Opus) records; returns the
+    recording and stats."""
     sent = np.concatenate([np.zeros(int(LEAD_S * RATE), np.float32), x])
     wav = tmp / f"{name}.send.wav"
     write_audio(wav, sent, RATE)
@@ -212,7 +214,7 @@ def through_server(tree: Path, server: Server, name: str, x: np.ndarray, tmp: Pa
     while server.participants() < 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     a = client(tree, server.url, room, "A", "--send", str(wav), "--duration", f"{seconds + 3:.1f}",
-               log=tmp / f"{name}.A.log")
+               *(["--codec", codec] if codec != "opus" else []), log=tmp / f"{name}.A.log")
     sa = summary(a)
     time.sleep(1.0)   # A stopped sending 1 s of silence before leaving: the tail has arrived
     b.send_signal(signal.SIGTERM)   # B leaves and prints its summary
@@ -227,6 +229,55 @@ def through_server(tree: Path, server: Server, name: str, x: np.ndarray, tmp: Pa
             "server_jb_target_ms": view.get("target_delay_ms")}
 
 
+def band_energy_db(x: np.ndarray, lo_hz: float, hi_hz: float) -> float:
+    """Energy of ``x`` (48 kHz) between the two frequencies, dB relative to its total."""
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1.0 / RATE)
+    band = spec[(f >= lo_hz) & (f < hi_hz)].sum()
+    return round(float(10 * np.log10(band / (spec.sum() + 1e-20) + 1e-20)), 1)
+
+
+def noisy(x: np.ndarray, data: Optional[Path], snr_db: float, seed: int = 7) -> np.ndarray:
+    """``x`` plus a noise of the shared test split (or pink-ish noise) at ``snr_db``."""
+    rng = np.random.default_rng(seed)
+    files = sorted((data / "noise" / "test").glob("*.wav")) if data else []
+    if files:
+        n, rate = read_audio(files[0])
+        n = resample(n, rate, RATE)
+        n = np.tile(n, len(x) // len(n) + 1)[: len(x)]
+    else:
+        from scipy.signal import lfilter
+
+        n = lfilter([1.0], [1.0, -0.95], rng.standard_normal(len(x))).astype(np.float32)
+    gain = np.sqrt(np.mean(x ** 2) / (np.mean(n ** 2) + 1e-12) / 10 ** (snr_db / 10))
+    return (x + gain * n).astype(np.float32)
+
+
+def narrowband_rows(tree: Path, data: Optional[Path], clips: dict[str, np.ndarray], tmp: Path,
+                    snr_db: float, codec: str, add: Any) -> None:
+    """A G.711 publisher sends noisy speech; enhancement off and on, judged against the clean
+    speech (PESQ-NB against its 4 kHz band; PESQ-WB and STOI; energy above 4 kHz)."""
+    for mode in ("off", "on"):
+        server = Server(tree, tmp / f"nb-{mode}.server.log",
+                        *(["--no-enhance"] if mode == "off" else []))
+        try:
+            for name, x in clips.items():
+                try:
+                    got = through_server(tree, server, f"nb-{mode}-{name}", noisy(x, data, snr_db),
+                                         tmp, codec=codec)
+                except Exception as exc:
+                    add({"clip": name, "path": f"{codec} publisher, noisy, enhancement {mode}",
+                         "failed": repr(exc)[:300]})
+                    continue
+                rec = got.pop("recording")
+                add({"clip": name, "path": f"{codec} publisher, noisy {snr_db:g} dB, enhancement {mode}",
+                     **got, **score(x, rec),
+                     "above_4khz_db": band_energy_db(rec, 4000.0, 24000.0),
+                     "clean_above_4khz_db": band_energy_db(x, 4000.0, 24000.0)})
+        finally:
+            server.stop()
+
+
 # ---- main -------------------------------------------------------------------------------------
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -235,6 +286,11 @@ def main() -> int:
     ap.add_argument("--baseline-tree", default=None, help="another checkout run the same way")
     ap.add_argument("--bitrate", type=int, default=32000, help="offline references' bitrate")
     ap.add_argument("--modes", default="off,on", help="enhancement modes through the server")
+    ap.add_argument("--narrowband", default=None, metavar="CODEC",
+                    help="also: a pcmu/pcma publisher sending noisy speech, enhancement off/on "
+                         "(the enhancer on 8 kHz narrowband input)")
+    ap.add_argument("--snr-db", type=float, default=5.0, help="noise level for --narrowband")
+    ap.add_argument("--skip-clean", action="store_true", help="only the --narrowband cases")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "transport.json"))
     args = ap.parse_args()
     for tool in ("espeak-ng", "ffmpeg"):
@@ -255,7 +311,7 @@ def main() -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    for name, x in clips.items():
+    for name, x in ({} if args.skip_clean else clips).items():
         for passes in (1, 2):
             add({"clip": name, "path": f"ffmpeg libopus {passes} pass", **score(
                 x, ffmpeg_passes(x, passes, args.bitrate, tmp))})
@@ -263,7 +319,7 @@ def main() -> int:
             settings = default_encoder_settings(tree)
             add({"clip": name, "path": f"{label} own encoder 2 passes", "settings": settings,
                  **score(x, own_passes(x, 2, tree, settings))})
-    for label, tree in trees:
+    for label, tree in ([] if args.skip_clean else trees):
         for mode in args.modes.split(","):
             server = Server(tree, tmp / f"{label}-{mode}.server.log",
                             *(["--no-enhance"] if mode == "off" else []))
@@ -280,6 +336,9 @@ def main() -> int:
                          **score(x, rec)})
             finally:
                 server.stop()
+    if args.narrowband:
+        narrowband_rows(ROOT, Path(args.data) if args.data else None, clips, tmp, args.snr_db,
+                        args.narrowband, add)
     out = {"host": {"cpus": os.cpu_count(), "loadavg_start": load_start,
                     "loadavg_end": os.getloadavg()},
            "trees": {label: str(tree) for label, tree in trees}, "rows": rows}
@@ -293,7 +352,8 @@ def main() -> int:
             continue
         ts = (f"{r['server_accelerate']:.0f} acc / {r['server_expand']:.0f} exp"
               if r.get("server_accelerate") is not None else "–")
-        print(f"| {r['clip']} | {r['path']} | {r['pesq_wb']} | {r['pesq_nb']} | {r['stoi']} | "
+        hf = f" (above 4 kHz {r['above_4khz_db']} dB)" if "above_4khz_db" in r else ""
+        print(f"| {r['clip']} | {r['path']}{hf} | {r['pesq_wb']} | {r['pesq_nb']} | {r['stoi']} | "
               f"{r['playout_jumps']} | {ts} |")
     print(f"load average start {load_start}, end {os.getloadavg()}; wrote {args.out}")
     return 0
