@@ -52,3 +52,25 @@ def test_dtx_pause_has_its_own_row_in_the_connection_panel() -> None:
             panel_rows({"type": "stats", "participants": {"me": stats}}, "me")}
     assert rows["Silent pauses (DTX)"] == (stats["dtx_ms"], " ms")
     assert rows["Concealed frames"] == (0, "")
+
+
+def test_my_quality_telemetry_has_rows_in_the_connection_panel() -> None:
+    """The server's `quality` of my stream (enhance/telemetry.py snapshot) and my model."""
+    from mediaserver.enhance.telemetry import StreamTelemetry, Telemetry
+
+    tel, rng = StreamTelemetry(), np.random.default_rng(0)
+    raw = (0.1 * rng.standard_normal((1, 960))).astype(np.float32)
+    for i in range(100):
+        Telemetry().update([tel], raw, 0.1 * raw, np.array([i % 2 == 0]), ["plc" if i % 4 == 0 else "normal"])
+    quality = tel.snapshot()
+    entry = {"model": "msenh-v2", "quality": quality}
+    rows = {label: (value, unit) for label, value, unit in
+            panel_rows({"type": "stats", "participants": {"me": entry, "other": {"model": "x"}}}, "me")}
+    assert rows["Model"] == ("msenh-v2", "")
+    assert rows["Suppression applied"] == (quality["suppression_db"], " dB") and quality["suppression_db"] > 15
+    noise = [float(v) for v in rows["Noise floor in / out"][0].split(" / ")]
+    assert noise == [quality["noise_in_dbfs"], quality["noise_out_dbfs"]] and noise[0] - noise[1] > 15
+    assert rows["SNR in / out"][1] == " dB"
+    assert rows["Concealed / FEC / DTX"][0].startswith(f"{round(quality['concealed_pct'])} / 0 / 0")
+    assert rows["Over-suppression events"] == (0, "")
+    assert rows["Input level"] == (quality["level_dbfs"], " dBFS")
