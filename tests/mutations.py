@@ -62,6 +62,13 @@ class Mutation:
 MUTATIONS: tuple[Mutation, ...] = (
     # ---- issue 12: telemetry, model registry, live switch, canary, DNSMOS, deploy -------------
     Mutation(
+        name="panel-quality-missing",
+        claim="each participant sees their own quality telemetry in the connection panel",
+        source="issue 12 telemetry",
+        edits=(Edit("static/js/stats.js", "  return (e && e.quality) || {};\n", "  return {};  // mutation\n"),),
+        tests=("tests/test_stats_panel.py::test_my_quality_telemetry_has_rows_in_the_connection_panel",),
+    ),
+    Mutation(
         name="over-suppression-never-flagged",
         claim="the over-suppression signal fires on an enhancer that removes speech (and not on ours)",
         source="issue 12 telemetry",
