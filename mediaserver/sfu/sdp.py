@@ -203,8 +203,8 @@ def check_transport(sdp: str, *, first_offer: bool) -> str:
     whose port is not 0): without BUNDLE, aiortc answers with a group the offer did not have
     and the client expects later tracks on transports that never exist. The first offer must
     also carry ICE candidates (the server takes no trickled ones): it is sent once gathering
-    is complete. Bundled sections without candidates get those of the BUNDLE-tagged section
-    (aiortc reads a shared transport's candidates from the last section it parses).
+    is complete. Candidates in any one section will do (RFC 8843 lets bundled sections after
+    the tagged one carry none; the client, as ICE controlling side, checks the server's).
 
     Raises ``SdpError`` with the reason and what the client should do.
     """
@@ -229,28 +229,7 @@ def check_transport(sdp: str, *, first_offer: bool) -> str:
                        "complete (this server takes no trickled candidates). A browser may "
                        "gather none without microphone permission (Firefox) or when a candidate "
                        "filter (?ice=) removed them all")
-    return _share_bundle_candidates(sdp, tagged.rtp.muxId)
-
-
-def _share_bundle_candidates(sdp: str, tag: str) -> str:
-    """Copy the BUNDLE-tagged section's candidates into live bundled sections that have none."""
-    lines = [ln for ln in sdp.split("\r\n") if ln]
-    sections: list[list[str]] = [[]]
-    for line in lines:
-        if line.startswith("m="):
-            sections.append([])
-        sections[-1].append(line)
-    tagged = next((s for s in sections[1:] if f"a=mid:{tag}" in s), [])
-    candidates = [ln for ln in tagged if ln.startswith("a=candidate:")]
-    if not candidates:
-        return sdp
-    out = list(sections[0])
-    for section in sections[1:]:
-        live = section[0].split(" ")[1:2] != ["0"]
-        if live and not any(ln.startswith("a=candidate:") for ln in section):
-            section = section + candidates
-        out.extend(section)
-    return "\r\n".join(out) + "\r\n"
+    return sdp
 
 
 def ice_restarted(offer: str, current: Optional[RTCSessionDescription]) -> bool:
@@ -261,3 +240,4 @@ def ice_restarted(offer: str, current: Optional[RTCSessionDescription]) -> bool:
     new = SessionDescription.parse(offer)
     ufrags = lambda d: {m.ice.usernameFragment for m in d.media if m.port != 0 and m.ice}  # noqa: E731
     return bool(ufrags(new) - ufrags(old))
+
