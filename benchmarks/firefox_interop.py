@@ -1,47 +1,30 @@
-"""Firefox ESR (headless) joins a room and hears an aiortc client through a real server.
+"""Firefox ESR (headless) joins a busy room: how long until audio flows both ways.
 
-    python benchmarks/firefox_interop.py [--json benchmarks/results/firefox_interop.json]
+    python benchmarks/firefox_interop.py [--runs 3] [--json benchmarks/results/firefox_interop.json]
 
-Not in the test suite (CI installs no Firefox); run by hand after changes to the page, the SDP
-or DTLS handling, and commit the JSON. Everything stays on 127.0.0.1:
+Everything stays on 127.0.0.1: coturn on 127.0.0.1 (Firefox gathers no loopback host
+candidate; it offers a relay candidate on 127.0.0.1, see tests/firefox_bidi.py), a real
+``mediaserver serve --no-enhance``, an aiortc participant (``bot``, 660 Hz tone) already in the
+room, and headless Firefox driven over WebDriver BiDi opening the shipped page with
+``join=1``. Per run, from the moment the page is asked to load:
 
-1. ``mediaserver serve`` on a free port (enhancement as shipped);
-2. headless Firefox ESR with a fresh profile: fake microphone (Firefox's own test tone),
-   no permission prompt, loopback ICE candidates and plain host addresses (no mDNS), opens
-   ``/?room=…&name=firefox&join=1&ice=127.0.0.1``; it is driven over WebDriver BiDi (the
-   ``/session`` WebSocket of ``--remote-debugging-port``) to read ``window.mediaserver.state()``;
-3. once Firefox is joined and connected, ``mediaserver client`` joins the same room, sends
-   espeak-ng speech and records Firefox;
-4. judged from content: Firefox receives the client's packets on the track mapped to the
-   client's identity, and the client's recording of Firefox carries its tone.
+- ``joined_s``: the page has its ``joined`` reply; ``connected_s``: its RTCPeerConnection is
+  connected (ICE through the relay, DTLS);
+- ``firefox_rx_s``: Firefox's inbound RTP from ``bot`` has packets;
+- ``bot_hears_s``: the bot decodes a frame of sound from the track mapped to ``firefox``.
 
-Firefox joins first on purpose: joining a room where someone already is fails today (issue 16,
-both sides DTLS server after a re-offer); this script checks the order that works and says so.
-Exit status 0 when Firefox and the client hear each other, 1 otherwise.
-
-Status (2026-11-30, Firefox ESR 153.8 on Debian 12): **fails before media**. On a machine with
-another interface (here eth0 192.0.2.2), Firefox gathers host candidates only on that interface,
-even with ``media.peerconnection.ice.loopback`` true and ``force_interface`` "lo" (checked by
-gathering in a bare RTCPeerConnection over BiDi); the page's ``ice=127.0.0.1`` filter then leaves
-no candidate, the server logs "have no candidate pairs" and the page says the media connection
-failed. Tried next: Firefox, server and client in a network namespace whose only interface is
-``lo`` (``ip netns add``; ``ip netns exec NS python benchmarks/firefox_interop.py`` runs it):
-Firefox then gathers no candidate at all, so this build does not honour
-``media.peerconnection.ice.loopback`` from ``user.js``. Next to try: setting the prefs through
-WebDriver BiDi/Marionette before the page loads, a TURN server on 127.0.0.1 (coturn, as
-tests/test_turn.py does) with ``relay_only``, or a veth pair between two namespaces.
+Then judged from content (not timed): the bot hears Firefox's 1 kHz tone and Firefox records
+the bot's 660 Hz. Issue 16's target: a join into a busy room reaches audio both ways within
+3 s on loopback (page load and microphone start included here). Exit 0 when every run heard
+both ways.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import re
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,192 +33,106 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from mediaserver.audio import read_audio, resample, write_audio  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))
 
-ROOM, FIREFOX_ID, CLIENT_ID = "firefox-interop", "firefox", "aiortc-bot"
-PREFS = {
-    "media.navigator.streams.fake": True,  # a generated tone as the microphone
-    "media.navigator.permission.disabled": True,
-    "media.autoplay.default": 0,
-    "media.autoplay.blocking_policy": 0,
-    "media.peerconnection.ice.loopback": True,  # offer 127.0.0.1 candidates
-    "media.peerconnection.ice.force_interface": "lo",  # and only those (tests stay on loopback)
-    "media.peerconnection.ice.obfuscate_host_addresses": False,  # IPs, not mDNS names
-    "remote.active-protocols": 1,  # WebDriver BiDi only
-    "browser.shell.checkDefaultBrowser": False,
-    "datareporting.policy.dataSubmissionEnabled": False,
-    "toolkit.telemetry.reportingpolicy.firstRun": False,
-    "app.update.disabledForTesting": True,
-    "network.captive-portal-service.enabled": False,
-}
+from conftest import ServerProcess  # noqa: E402
+from firefox_bidi import FAKE_TONE_HZ, Firefox  # noqa: E402
+from interop import KeptHeard, decode_file, tone_in_some_window  # noqa: E402
+from rtc_peer import RtcPeer, loopback_ice  # noqa: E402
+from test_turn import SECRET, Coturn  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def speech(path: Path, text: str, seconds: float) -> Path:
-    raw = path.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-w", str(raw), text], check=True, capture_output=True)
-    x, rate = read_audio(raw)
-    x = resample(x.astype(np.float32), rate, 48000)
-    x = 0.5 * x / (np.abs(x).max() + 1e-9)
-    unit = np.concatenate([x, np.zeros(14400, np.float32)])
-    write_audio(path, np.tile(unit, int(seconds * 48000 / len(unit)) + 1)[: int(seconds * 48000)], 48000)
-    return path
-
-
-class Bidi:
-    """The few WebDriver BiDi commands this needs, over one WebSocket."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws, self.next_id = ws, 0
-
-    async def call(self, method: str, **params: Any) -> dict:
-        self.next_id += 1
-        await self.ws.send_json({"id": self.next_id, "method": method, "params": params})
-        while True:
-            msg = await self.ws.receive_json(timeout=30)
-            if msg.get("id") == self.next_id:
-                if msg.get("type") == "error":
-                    raise RuntimeError(f"{method}: {msg.get('error')}: {msg.get('message')}")
-                return msg["result"]
-
-    async def state(self, context: str) -> dict:
-        r = await self.call("script.evaluate", expression="JSON.stringify(window.mediaserver ? window.mediaserver.state() : null)",
-                            target={"context": context}, awaitPromise=False)
-        value = r.get("result", {}).get("value")
-        return json.loads(value) if value and value != "null" else {}
-
-
-async def wait_state(bidi: Bidi, context: str, ok, what: str, limit_s: float) -> dict:
-    deadline = time.monotonic() + limit_s
-    state: dict = {}
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            state = await bidi.state(context)
-            if ok(state):
-                return state
-        await asyncio.sleep(0.5)
-    raise TimeoutError(f"Firefox: {what} not reached in {limit_s:.0f} s; last state: {json.dumps(state)[:1500]}")
+BOT_HZ = 660.0
 
 
 def person(state: dict, identity: str) -> dict:
     return next((p for p in state.get("participants", []) if p.get("identity") == identity), {})
 
 
-async def run(work: Path, firefox: str) -> dict[str, Any]:
-    result: dict[str, Any] = {"firefox": subprocess.run([firefox, "--version"], capture_output=True, text=True).stdout.strip()}
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mediaserver", "serve", "--host", "127.0.0.1", "--port", str(port),
-                               "--ice-host", "127.0.0.1"], cwd=ROOT, stdout=open(work / "server.log", "wb"), stderr=subprocess.STDOUT)
-    profile = work / "profile"
-    profile.mkdir()
-    (profile / "user.js").write_text("".join(f'user_pref("{k}", {json.dumps(v)});\n' for k, v in PREFS.items()))
-    bidi_port = free_port()
-    url = f"http://127.0.0.1:{port}/?room={ROOM}&name={FIREFOX_ID}&join=1&aec=0&ice=127.0.0.1"
-    fx = None
-    client = None
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(120):  # the server is up when its page answers
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{port}/") as r:
-                        if r.status == 200:
-                            break
-                await asyncio.sleep(0.5)
-            fx = subprocess.Popen([firefox, "--headless", "--no-remote", "--profile", str(profile),
-                                   "--remote-debugging-port", str(bidi_port), url],
-                                  stdout=open(work / "firefox.log", "wb"), stderr=subprocess.STDOUT,
-                                  env=dict(os.environ, MOZ_HEADLESS="1"))
-            ws = None
-            for _ in range(120):
-                with contextlib.suppress(aiohttp.ClientError, OSError):
-                    ws = await http.ws_connect(f"ws://127.0.0.1:{bidi_port}/session")
-                    break
-                await asyncio.sleep(0.5)
-            if ws is None:
-                raise RuntimeError("Firefox's WebDriver BiDi endpoint never answered")
-            bidi = Bidi(ws)
-            await bidi.call("session.new", capabilities={})
-            tree = await bidi.call("browsingContext.getTree")
-            context = tree["contexts"][0]["context"]
+async def one_run(fx: Firefox, server: ServerProcess, run: int, work: Path) -> dict[str, Any]:
+    room, name = f"busy-{run}", f"firefox{run}"
+    out: dict[str, Any] = {"run": run}
+    async with aiohttp.ClientSession() as session:
+        bot = RtcPeer(server.ws_url, room, "bot", tone_hz=BOT_HZ)
+        heard = KeptHeard()
+        bot.heard[name] = heard
+        try:
+            await bot.connect(session)
+            await bot.join()
+            await bot.publish()
             t0 = time.monotonic()
-            joined = await wait_state(bidi, context, lambda s: s.get("phase") == "joined" and s.get("connectionState") == "connected",
-                                      "joined and media connected", 90)
-            result["firefox_connected_s"] = round(time.monotonic() - t0, 1)
-            result["firefox_mic_rms"] = joined.get("micRms")
-            voice = speech(work / "client.wav", "The headless client is talking to Firefox now.", 12)
-            client = subprocess.Popen([sys.executable, "-m", "mediaserver", "client", "--ice-host", "127.0.0.1",
-                                       "--url", f"ws://127.0.0.1:{port}/ws", "--room", ROOM, "--identity", CLIENT_ID,
-                                       "--send", str(voice), "--record-dir", str(work / "rec")],
-                                      cwd=ROOT, stdout=open(work / "client.log", "wb"), stderr=subprocess.STDOUT)
-            heard = await wait_state(
-                bidi, context,
-                lambda s: bool(person(s, CLIENT_ID).get("hasTrack")) and (person(s, CLIENT_ID).get("inbound") or {}).get("packetsReceived", 0) > 100,
-                f"receiving {CLIENT_ID}", 90)
-            bot = person(heard, CLIENT_ID)
-            result["firefox_packets_from_client"] = (bot.get("inbound") or {}).get("packetsReceived")
-            result["firefox_peak_rms_of_client"] = bot.get("peakRms")
-            await asyncio.get_running_loop().run_in_executor(None, client.wait, 120)
-            result["client_exit"] = client.returncode
+            await fx.call("browsingContext.navigate", context=fx.context,
+                          url=f"{server.url}?room={room}&name={name}&join=1&aec=0&ice=127.0.0.1",
+                          wait="none")
+            marks: dict[str, float] = {}
+            deadline = t0 + 60
+            while len(marks) < 4 and time.monotonic() < deadline:
+                now = time.monotonic() - t0
+                try:
+                    state = await fx.state()
+                except Exception:
+                    state = {}
+                if state.get("phase") == "joined":
+                    marks.setdefault("joined_s", now)
+                if state.get("connectionState") == "connected":
+                    marks.setdefault("connected_s", now)
+                if ((person(state, "bot").get("inbound") or {}).get("packetsReceived") or 0) > 0:
+                    marks.setdefault("firefox_rx_s", now)
+                if bot.loud_frames(name) > 0:
+                    marks.setdefault("bot_hears_s", now)
+                await asyncio.sleep(0.02)
+            out.update({k: round(v, 2) for k, v in marks.items()})
+            await bot.hears(name, frames=50, timeout=30)
+            out["bot_hears_firefox_tone"] = tone_in_some_window(heard.last(3.0), FAKE_TONE_HZ) is None
+            pcm = decode_file(await fx.record_from("bot", 2.0), work, f"run{run}")
+            out["firefox_hears_bot_tone"] = tone_in_some_window(pcm[len(pcm) // 4:], BOT_HZ) is None
+        finally:
+            await bot.close()
+            await fx.navigate("about:blank")
+    return out
+
+
+async def main_async(runs: int, work: Path) -> dict[str, Any]:
+    coturn = Coturn(work, SECRET)
+    server = ServerProcess(work / "server.log", "--no-enhance", "--turn", coturn.url,
+                           "--turn-secret", SECRET)
+    try:
+        with loopback_ice():
+            async with Firefox(work) as fx:
+                version = subprocess.run([str(fx.binary), "--version"], capture_output=True,
+                                         text=True).stdout.strip()
+                results = [await one_run(fx, server, i, work) for i in range(runs)]
     finally:
-        for proc in (client, fx, server):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(10)
-                if proc.poll() is None:
-                    proc.kill()
-    recordings = sorted((work / "rec").glob(f"*{FIREFOX_ID}*.wav"))
-    if recordings:
-        audio, rate = read_audio(recordings[0])
-        seconds = [float(np.sqrt(np.mean(audio[i:i + rate] ** 2))) for i in range(0, len(audio) - rate + 1, rate)]
-        result["client_heard_firefox_rms_per_s"] = [round(v, 4) for v in seconds]
-        result["client_heard_firefox"] = sum(v > 0.003 for v in seconds) >= len(seconds) // 2 > 0
-    else:
-        result["client_heard_firefox"] = False
-    result["firefox_heard_client"] = (result.get("firefox_packets_from_client") or 0) > 100
-    result["ok"] = bool(result["firefox_heard_client"] and result["client_heard_firefox"] and result.get("client_exit") == 0)
-    return result
+        server.stop()
+        coturn.stop()
+    ok = all(r.get("bot_hears_firefox_tone") and r.get("firefox_hears_bot_tone") for r in results)
+    both = [max(r["firefox_rx_s"], r["bot_hears_s"]) for r in results
+            if "firefox_rx_s" in r and "bot_hears_s" in r]
+    return {"ok": ok, "firefox": version, "runs": results,
+            "audio_both_ways_s_max": max(both) if both else None,
+            "target_s": 3.0}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "firefox_interop.json"))
-    parser.add_argument("--firefox", default=shutil.which("firefox-esr") or shutil.which("firefox"))
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, recordings)")
     args = parser.parse_args()
-    if not args.firefox:
-        print("error: Firefox is not installed (apt-get install -y firefox-esr)", file=sys.stderr)
-        return 2
     work = Path(tempfile.mkdtemp(prefix="firefox-interop-"))
-    try:
-        result = asyncio.run(run(work, args.firefox))
-    except Exception as exc:  # report what happened, with the logs' tails
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        for name in ("server.log", "firefox.log", "client.log"):
-            p = work / name
-            if p.exists():
-                result[f"{name}_tail"] = p.read_text(errors="replace")[-1500:]
+    result = asyncio.run(main_async(args.runs, work))
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    result["load_average"] = os.getloadavg()
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=1))
-    for k, v in result.items():
-        if not k.endswith("_tail"):
-            print(f"{k:32} {v}")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        print(f"work folder: {work}")
-    return 0 if result.get("ok") else 1
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{'run':>3} {'joined':>7} {'connected':>9} {'fx rx':>6} {'bot hears':>9} tones")
+    for r in result["runs"]:
+        print(f"{r['run']:>3} {r.get('joined_s', '-'):>7} {r.get('connected_s', '-'):>9} "
+              f"{r.get('firefox_rx_s', '-'):>6} {r.get('bot_hears_s', '-'):>9} "
+              f"{r.get('bot_hears_firefox_tone')}/{r.get('firefox_hears_bot_tone')}")
+    print(f"audio both ways within {result['audio_both_ways_s_max']} s (target 3 s); "
+          f"load {result['load_average']}")
+    return 0 if result["ok"] else 1
 
 
 if __name__ == "__main__":
