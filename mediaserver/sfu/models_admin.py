@@ -202,6 +202,9 @@ def attach_models(app: web.Application, args: Any, *, stage: Any, manager: Any,
                         secret=args.secret, metrics_token=getattr(args, "metrics_token", None), mos=mos)
     admin.attach(app)
     app[MODELS_ADMIN] = admin
+    from .debug_view import attach_debug
+
+    attach_debug(app, stage=stage, manager=manager, secret=args.secret)  # /debug (debug_view.py)
 
     async def start(app: web.Application) -> None:
         admin.start()
