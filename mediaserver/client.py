@@ -51,6 +51,7 @@ RATE = 48000
 CODECS = ("opus", "pcmu", "pcma")
 # A join refused for one of these may succeed later; any other refusal ends the call.
 RETRYABLE_REFUSALS = {"server-full", "rate-limited", "offer-timeout"}
+HEARTBEAT_S = 10.0   # WebSocket ping interval; no pong within half of it: the socket is dead
 
 
 class FileSource(MediaStreamTrack):
@@ -321,7 +322,8 @@ class HeadlessClient:
         self._closing = False
         try:
             for hop in range(MAX_REDIRECTS + 1):
-                self.ws = await session.ws_connect(url, max_msg_size=1 << 20)
+                # heartbeat: a socket that died silently (NAT, cable, proxy) is noticed in ~15 s
+                self.ws = await session.ws_connect(url, max_msg_size=1 << 20, heartbeat=HEARTBEAT_S)
                 join = {"type": "join", "room": self.args.room, "identity": self.identity,
                         "token": self.args.token}
                 if self._ticket is not None:
