@@ -646,6 +646,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_browser_reconnect.py::test_join_link_makes_the_one_needed_click_obvious",),
     ),
     Mutation(
+        name="client-no-heartbeat",
+        claim="a client whose signalling socket died silently notices, rejoins with its ticket "
+              "(replacing its stale connection) and is heard again",
+        source="issue 15 §4 (dropped WebSocket)",
+        edits=(Edit("mediaserver/client.py", "heartbeat=HEARTBEAT_S)", ")  # mutation: no heartbeat"),),
+        tests=("tests/test_reconnect_drop.py::test_lost_signalling_socket_is_rejoined_and_audio_flows_again",),
+    ),
+    Mutation(
         name="g711-subscriber-gets-opus",
         claim="a subscriber that accepts only G.711 gets G.711 (the slot packs the codec its answer agreed)",
         source="issue 15 §2",
