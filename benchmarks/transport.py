@@ -291,8 +291,13 @@ def main() -> int:
                          "(the enhancer on 8 kHz narrowband input)")
     ap.add_argument("--snr-db", type=float, default=5.0, help="noise level for --narrowband")
     ap.add_argument("--skip-clean", action="store_true", help="only the --narrowband cases")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="niceness for this process and the servers and clients it starts "
+                         "(negative needs root): a shared host's other jobs otherwise set the numbers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "transport.json"))
     args = ap.parse_args()
+    if args.nice:
+        os.nice(args.nice)   # inherited by the servers and clients
     for tool in ("espeak-ng", "ffmpeg"):
         if shutil.which(tool) is None:
             print(f"error: {tool} is needed", file=sys.stderr)
@@ -340,7 +345,7 @@ def main() -> int:
         narrowband_rows(ROOT, Path(args.data) if args.data else None, clips, tmp, args.snr_db,
                         args.narrowband, add)
     out = {"host": {"cpus": os.cpu_count(), "loadavg_start": load_start,
-                    "loadavg_end": os.getloadavg()},
+                    "loadavg_end": os.getloadavg(), "nice": args.nice},
            "trees": {label: str(tree) for label, tree in trees}, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
