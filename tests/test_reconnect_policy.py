@@ -73,3 +73,34 @@ def test_bad_schedules_are_refused(bad: dict) -> None:
 def test_no_url_is_refused() -> None:
     with pytest.raises(ValueError):
         Reconnector([])
+
+
+@pytest.mark.parametrize("env, expected", [(None, True), ("0", False), ("false", False), ("1", True)])
+def test_reconnect_flag_and_its_env_twin(monkeypatch: pytest.MonkeyPatch, env: str | None,
+                                         expected: bool) -> None:
+    """``--reconnect`` is on by default; ``MEDIASERVER_RECONNECT=0`` turns it off, and
+    ``--no-reconnect`` / ``--reconnect`` win over the variable."""
+    from mediaserver.cli import build_parser
+
+    if env is None:
+        monkeypatch.delenv("MEDIASERVER_RECONNECT", raising=False)
+    else:
+        monkeypatch.setenv("MEDIASERVER_RECONNECT", env)
+    base = ["client", "--room", "r"]
+    assert build_parser("client").parse_args(base).reconnect is expected
+    assert build_parser("client").parse_args([*base, "--no-reconnect"]).reconnect is False
+    assert build_parser("client").parse_args([*base, "--reconnect"]).reconnect is True
+
+
+def test_drain_settings_and_their_env_twins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mediaserver.cli import build_parser
+    from mediaserver.sfu.drain import validate_drain_args
+
+    monkeypatch.setenv("MEDIASERVER_DRAIN_S", "3.5")
+    monkeypatch.setenv("MEDIASERVER_RETRY_HINT_MS", "2500")
+    args = build_parser("serve").parse_args(["serve"])
+    assert (args.drain_s, args.retry_hint_ms) == (3.5, 2500)
+    assert validate_drain_args(args) is None
+    assert build_parser("serve").parse_args(["serve", "--drain-s", "2"]).drain_s == 2.0
+    args.drain_s = 0.1
+    assert "--drain-s" in validate_drain_args(args)
