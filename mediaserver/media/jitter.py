@@ -8,9 +8,13 @@ to play. Each ``pop`` covers the samples at ``_playout``: the packet there is pl
 or recovered from the next packet's FEC, or concealed. The buffer level is the audio
 queued ahead of the playout point (buffered packets plus the caller's decoded but
 unplayed samples). The target level comes from the distribution of packet relative
-delays (97th percentile, exponential forgetting), as in WebRTC NetEq; when the
-filtered level sits above the target the decision asks the caller to time-compress
-(accelerate), below it to stretch (preemptive expand). That is also what absorbs
+delays (97th percentile, exponential forgetting), as in WebRTC NetEq, plus a frame; its
+floor is one frame on a clean link and two while frames go missing (so the next packet's
+FEC is there in time). The control steers the next packet's margin (how late it may come
+before a 20 ms puller runs dry), which, unlike the buffered span, does not swing with the
+phase of arrivals against pulls: a frame of margin above the target is given back by
+time compression (accelerate), a shortfall is stretched (preemptive expand), anything in
+between is left alone, so a clean link is never time-scaled. That is also what absorbs
 clock drift between sender and server.
 
 Numbering discontinuities (SIP gateways on hold/resume, transfer, ringback-to-answer;
