@@ -760,6 +760,15 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "            pass  # mutation"),),
         tests=("tests/test_fec_feedback.py::test_client_turns_fec_on_when_the_server_reports_loss",),
     ),
+    Mutation(
+        name="asr-keeps-talkers-who-left",
+        claim="the local recogniser forgets a talker's streaming state when they leave a room that goes on",
+        source="issue 13 Soak",
+        edits=(Edit("mediaserver/asr/hub.py",
+                    "                forget(room, identity)",
+                    "                pass  # mutation"),),
+        tests=("tests/test_asr_forget.py",),
+    ),
 )
 
 

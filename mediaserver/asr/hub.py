@@ -149,6 +149,10 @@ class AsrHub:
                     notify = getattr(sink, "submit_room_ended", None)
                     if notify is not None:
                         notify(room)
+        for sink in self.sinks:   # sinks with per-talker state forget this talker's
+            forget = getattr(sink, "submit_participant_left", None)
+            if forget is not None:
+                forget(room, identity)
         if not any(k[0] == room for k in self._pipes) and not self.transcripts.has_room(room):
             self._call_start.pop(room, None)  # nothing refers to this call's clock any more
 

@@ -191,6 +191,7 @@ class LocalRecogniserSink:
         self._pool: Optional[RecogniserPool] = None
         self._talkers: dict[tuple[str, str], TalkerStream] = {}
         self._arrivals: dict[tuple[str, str], deque[tuple[float, float]]] = {}
+        self._leaving: set[tuple[str, str]] = set()   # left; forgotten after their last final
         self._on_transcript: TranscriptCallback = lambda t: None
         self.dropped = 0
         self.captions = {"partial": 0, "final": 0}
@@ -242,6 +243,15 @@ class LocalRecogniserSink:
         for key in [k for k in self._talkers if k[0] == room]:
             self._talkers.pop(key)
             self._arrivals.pop(key, None)
+            self._leaving.discard(key)
+
+    def submit_participant_left(self, room: str, identity: str) -> None:
+        """A talker left (its last segment already submitted): forget its streaming state once
+        its queued finals are decoded; its pending partial is dropped now."""
+        key = (room, identity)
+        self.queue.drop_partial(key)
+        self._leaving.add(key)
+        self._forget_if_done(key)
 
     def health(self) -> dict:
         pool = self._pool
@@ -251,6 +261,7 @@ class LocalRecogniserSink:
                 "dropped": self.dropped, "worker_restarts": pool.restarts if pool else 0,
                 "failed": pool.failed if pool else 0,
                 "partials_superseded": self.queue.superseded_partials,
+                "talkers": len(self._talkers),
                 "captions": dict(self.captions)}
 
     # -- internals -----------------------------------------------------------------------
@@ -282,6 +293,15 @@ class LocalRecogniserSink:
         caption = talker.final_done(job, words) if job.final else talker.partial_done(job, words or [])
         if caption is not None:
             self._publish(caption)
+        self._forget_if_done(job.key)
+
+    def _forget_if_done(self, key: tuple[str, str]) -> None:
+        """Drop the state of a talker who left once no final of theirs waits in the queue (a
+        final in flight finishes without it); else every visitor's state stays for good."""
+        if key in self._leaving and not self.queue.has_finals(key):
+            self._leaving.discard(key)
+            self._talkers.pop(key, None)
+            self._arrivals.pop(key, None)
 
     def _publish(self, caption: Caption) -> None:
         kind = "final" if caption.final else "partial"

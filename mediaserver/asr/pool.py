@@ -72,6 +72,10 @@ class FairQueue:
     def drop_partial(self, key: Key) -> Optional[DecodeJob]:
         return self._partials.pop(key, None)
 
+    def has_finals(self, key: Key) -> bool:
+        """Whether finals of ``key`` wait in the queue (one being decoded does not count)."""
+        return bool(self._finals.get(key))
+
     def pop(self) -> Optional[DecodeJob]:
         """The next job: finals first, round-robin over idle talkers, then partials."""
         for key in list(self._finals):
