@@ -6,7 +6,8 @@ typelibs from Debian), not the project's virtual environment: the test
 (``tests/test_interop_gstreamer.py``) starts it as a subprocess and relays its SDP to and from
 the server's ``/ws``. Nothing here knows the server's protocol.
 
-- Sends a live sine tone (``--tone`` Hz) as Opus on one sendrecv transceiver; bundle policy
+- Sends a live sine tone (``--tone`` Hz, 0.6 s on, 0.2 s off: a steady tone would be faded
+  by the server's denoiser as noise) as Opus on one sendrecv transceiver; bundle policy
   ``max-bundle``; ICE host candidates only on ``--ice-host`` (libnice's local addresses).
 - stdout: ``{"type": "offer", "sdp"}`` (the first offer, after ICE gathering), ``{"type":
   "answer", "sdp"}`` (to a relayed offer), ``{"type": "track", "mid", "path"}`` (a received
@@ -57,7 +58,8 @@ class GstPeer:
         self.loop = GLib.MainLoop()
         self.pipe = Gst.parse_launch(
             f"webrtcbin name=webrtc bundle-policy=max-bundle latency=100 "
-            f"audiotestsrc is-live=true wave=sine freq={args.tone} volume=0.3 ! audioconvert ! "
+            f"audiotestsrc is-live=true wave=ticks freq={args.tone} volume=0.3 "
+            f"sine-periods-per-tick={int(args.tone * 0.6)} tick-interval=800000000 ! audioconvert ! "
             f"audioresample ! audio/x-raw,rate=48000,channels=1 ! opusenc ! rtpopuspay pt=111 ! "
             f"application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! queue ! webrtc.")
         self.webrtc = self.pipe.get_by_name("webrtc")
