@@ -73,10 +73,31 @@ def tone_in_some_window(pcm: np.ndarray, hz: float, window_s: float = 0.5) -> Op
     the right person, not what the denoiser makes of a tone.
     """
     n = int(window_s * RATE)
-    problems = [tone_ok(pcm[i:i + n], hz) for i in range(0, max(len(pcm) - n, 0) + 1, n // 2)]
-    if any(p is None for p in problems):
+    windows = [pcm[i:i + n] for i in range(0, max(len(pcm) - n, 0) + 1, n // 2)]
+    if any(tone_ok(w, hz) is None for w in windows):
         return None
-    return problems[-1] if problems else "nothing received"
+    if not windows or not len(pcm):
+        return "nothing received"
+    loudest = max(windows, key=rms)
+    return (f"no {window_s:g} s window is a {hz:.0f} Hz tone; the loudest: "
+            f"{tone_ok(loudest, hz)}; {len(pcm) / RATE:.1f} s judged")
+
+
+async def wait_for_tone(heard: KeptHeard, hz: float, what: str, timeout: float = 60.0) -> None:
+    """Poll until the last 3 s ``heard`` decoded hold a ``hz`` tone (see ``tone_in_some_window``);
+    AssertionError with the last verdict after ``timeout`` s. A new subscription starts with
+    silence and, on a loaded machine, concealed frames: the deadline only bounds a dead call."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    problem: Optional[str] = "nothing received"
+    while time.monotonic() < deadline:
+        problem = tone_in_some_window(heard.last(3.0), hz)
+        if problem is None:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{what}: {problem}")
 
 
 def tone_ok(pcm: np.ndarray, hz: float, *, tolerance: float = 0.03,

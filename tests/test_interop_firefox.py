@@ -21,7 +21,7 @@ from typing import Iterator
 import pytest
 
 from firefox_bidi import FAKE_TONE_HZ, Firefox, firefox_path
-from interop import KeptHeard, decode_file, tone_in_some_window
+from interop import KeptHeard, decode_file, tone_in_some_window, wait_for_tone
 from requires import require, require_program
 from rtc_peer import RtcPeer, loopback_ice
 
@@ -68,8 +68,8 @@ async def firefox_hears(fx: Firefox, identity: str, hz: float, workdir: Path) ->
 
 async def peer_hears_firefox(peer: RtcPeer, heard: KeptHeard) -> None:
     await peer.hears("firefox", frames=50, timeout=TIMEOUT)
-    problem = tone_in_some_window(heard.last(3.0), FAKE_TONE_HZ)
-    assert problem is None, f"{peer.identity} does not hear Firefox's tone: {problem}"
+    await wait_for_tone(heard, FAKE_TONE_HZ, f"{peer.identity} does not hear Firefox's tone",
+                        TIMEOUT)
 
 
 @pytest.mark.parametrize("enhance", [False, True], ids=["no-enhance", "enhance"])

@@ -25,7 +25,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from interop import KeptHeard, tone_in_some_window
+from interop import KeptHeard, tone_in_some_window, wait_for_tone
 from requires import require
 from rtc_peer import RtcPeer, loopback_ice
 
@@ -183,8 +183,7 @@ class GstParticipant:
 
 async def peer_hears(peer: RtcPeer, heard: KeptHeard, who: str, hz: float) -> None:
     await peer.hears(who, frames=50, timeout=TIMEOUT)
-    problem = tone_in_some_window(heard.last(3.0), hz)
-    assert problem is None, f"{peer.identity} does not hear {who}'s tone: {problem}"
+    await wait_for_tone(heard, hz, f"{peer.identity} does not hear {who}'s tone", TIMEOUT)
 
 
 @pytest.mark.parametrize("enhance", [False, True], ids=["no-enhance", "enhance"])
