@@ -654,6 +654,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_reconnect_drop.py::test_lost_signalling_socket_is_rejoined_and_audio_flows_again",),
     ),
     Mutation(
+        name="page-ignores-joined-speaking",
+        claim="the page lights up the card of someone already speaking when it joins",
+        source="issue 15 §5",
+        edits=(Edit("static/js/app.js", ".setSpeaking(Boolean(p.speaking), p.level);",
+                    ";  // mutation: joined's speaking state ignored"),),
+        tests=("tests/test_browser_reconnect.py::test_newcomer_page_shows_who_is_already_speaking",),
+    ),
+    Mutation(
         name="g711-subscriber-gets-opus",
         claim="a subscriber that accepts only G.711 gets G.711 (the slot packs the codec its answer agreed)",
         source="issue 15 §2",

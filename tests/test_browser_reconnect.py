@@ -114,3 +114,41 @@ async def test_join_link_makes_the_one_needed_click_obvious(tmp_path: Path) -> N
             on = await wait_for(page, "sound on after the click",
                                 lambda s: s.get("audioContext") == "running" and s.get("audioGate") is False)
             assert on["phase"] == "joined"
+
+
+async def test_newcomer_page_shows_who_is_already_speaking(tmp_path: Path) -> None:
+    """The bot talks without a pause (a steady tone: its speaking state never flips, so no
+    ``speaking`` event comes after the page joins); the page's card for it lights up from
+    ``joined`` alone."""
+    from mediaserver.audio import write_audio
+    from test_reconnect import tone
+
+    room = "already-speaking"
+    voice = make_speech(tmp_path / "page.wav", "Hello.", seconds=10)
+    write_audio(tmp_path / "bot.wav", tone(300.0, 120.0), 48000)
+    async with Server(tmp_path / "server.log", "--no-enhance") as server:
+        bot_log = open(tmp_path / "bot.log", "wb")
+        bot = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mediaserver", "--log-level", "DEBUG", "client",
+            "--ice-host", "127.0.0.1",
+            "--url", f"ws://127.0.0.1:{server.port}/ws", "--room", room, "--identity", CLIENT_ID,
+            "--send", str(tmp_path / "bot.wav"), "--duration", "120",
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=bot_log)
+        try:
+            # the bot's own log shows the server saw it speaking before the page exists
+            for _ in range(1200):
+                if b'"speaking": true' in (tmp_path / "bot.log").read_bytes() or \
+                        b"'speaking': True" in (tmp_path / "bot.log").read_bytes():
+                    break
+                await asyncio.sleep(0.1)
+            page_url = f"{server.url}/?room={room}&name={BROWSER_ID}&join=1&aec=0&ice=127.0.0.1"
+            async with Chromium(page_url, audio=voice, profile=tmp_path / "profile",
+                                log_path=tmp_path / "chromium.log") as page:
+                state = await wait_for(page, f"{CLIENT_ID}'s card present",
+                                       lambda s: s.get("phase") == "joined" and bool(person(s, CLIENT_ID)))
+                assert person(state, CLIENT_ID)["speaking"] is True, person(state, CLIENT_ID)
+        finally:
+            if bot.returncode is None:
+                bot.terminate()
+            await bot.wait()
+            bot_log.close()
