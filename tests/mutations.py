@@ -777,6 +777,15 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "                pass  # mutation"),),
         tests=("tests/test_asr_forget.py",),
     ),
+    Mutation(
+        name="clock-feeds-sinks-after-leave",
+        claim="a stream removed while its tick is in the enhancer reaches no frame sink (no ASR state reopened after leave)",
+        source="issue 13 Soak",
+        edits=(Edit("mediaserver/sfu/mediaclock.py",
+                    "            kept = [i for i, s in enumerate(streams) if s in self._streams]",
+                    "            kept = list(range(len(streams)))  # mutation"),),
+        tests=("tests/test_mediaclock_leave.py",),
+    ),
 )
 
 

@@ -218,8 +218,12 @@ class MediaClock:
                 logger.exception("enhancer stage failed; forwarding the tick unprocessed")
                 self._emit(streams, pcms, pcms, [None] * len(pcms), pts, now_ms)
                 continue
-            self._emit(streams, [o.raw for o in outs], [o.enhanced for o in outs],
-                       [bool(o.speech) for o in outs], pts, now_ms)
+            # A stream removed while the stage ran has left: its frame goes nowhere (fed to the
+            # ASR hub after its participant_left, it would open state that nothing closes).
+            kept = [i for i, s in enumerate(streams) if s in self._streams]
+            self._emit([streams[i] for i in kept], [outs[i].raw for i in kept],
+                       [outs[i].enhanced for i in kept], [bool(outs[i].speech) for i in kept],
+                       pts, now_ms)
 
     def _emit(self, streams: list[ClockStream], raws: list[np.ndarray],
               cleaned: list[np.ndarray], speech: list[Optional[bool]], pts: int,
