@@ -330,8 +330,9 @@ class SignallingSession:
         def make_stream(_mic: RTCRtpTransceiver) -> ClockStream:
             stream = self.ctx.make_stream(p.room, p.identity)
             stream.muted = p.muted
+            identity = p.identity   # not ``p``: a stream kept after leave must not keep the pc
             stream.on_speaking = lambda speaking, level: room.broadcast(
-                {"type": "speaking", "identity": p.identity, "speaking": speaking,
+                {"type": "speaking", "identity": identity, "speaking": speaking,
                  "level": round(level, 3)})
             return stream
 
