@@ -164,8 +164,9 @@ class Telemetry:
         clipped = (np.abs(source) >= CLIP_LEVEL).sum(axis=1) >= CLIP_SAMPLES
         speech = np.asarray(speech, dtype=bool)
 
-        first = st[:, INIT] == 0
-        if first.any():  # initialise every average from the first frame
+        audible = p_raw > AUDIBLE
+        first = (st[:, INIT] == 0) & audible
+        if first.any():  # initialise every average from the first audible frame
             for row, value in ((LEVEL, p_raw), (N_IN, p_raw), (N_OUT, p_enh), (S_IN, p_raw),
                                (S_OUT, p_enh), (N_BAND, b_raw)):
                 st[first, row] = value[first]
@@ -175,13 +176,13 @@ class Telemetry:
         for row, p in ((N_IN, p_raw), (N_OUT, p_enh), (N_BAND, b_raw)):
             floor = st[:, row]
             weight = np.where(p < floor, A_DOWN, np.where(~speech | (p < NEAR * floor), A_SLOW, 0.0))
+            weight = np.where(audible, weight, 0.0)  # digital silence (muted, no packets) is no noise floor
             st[:, row] = floor + weight * (p - floor)
         for row, floor, p in ((S_IN, N_IN, p_raw), (S_OUT, N_OUT, p_enh)):
             active = speech & (p > st[:, floor])  # (a VAD may call steady low noise speech)
             st[:, row] = np.where(active, st[:, row] + A_SLOW * (p - st[:, row]), st[:, row])
         st[:, SEEN_SPEECH] = np.maximum(st[:, SEEN_SPEECH], speech)
         supp = 10.0 * np.log10(p_raw / p_enh)
-        audible = p_raw > AUDIBLE
         st[:, SUPP] = np.where(audible, st[:, SUPP] + A_SLOW * (supp - st[:, SUPP]), st[:, SUPP])
         for row, flag in ((SPEECH, speech), (CONC, conc), (FEC, fec), (DTX, dtx)):
             st[:, row] += A_SHARE * (flag - st[:, row])

@@ -32,9 +32,10 @@ _EDGES = np.unique(np.round(np.geomspace(2, 481, BANDS + 1)).astype(int))
 
 
 def band_db(frames: np.ndarray) -> np.ndarray:
-    """[N, 960] → [N, len(_EDGES) - 1] band levels in dB (Hann window, log-spaced 100 Hz–24 kHz)."""
+    """[N, 960] → [N, len(_EDGES) - 1] mean bin power per band in dB re full scale (Hann window,
+    log-spaced 100 Hz–24 kHz; white noise of RMS 0.05 reads about -54 dB)."""
     win = np.hanning(frames.shape[1])
-    p = np.abs(np.fft.rfft(frames * win, axis=1)) ** 2
+    p = np.abs(np.fft.rfft(frames * win, axis=1)) ** 2 / np.sum(win) ** 2  # a full-scale sine: -6 dB in its bin
     sums = np.add.reduceat(p, _EDGES[:-1], axis=1)[:, : len(_EDGES) - 1]
     return 10.0 * np.log10(sums / np.diff(_EDGES) + 1e-12)
 

@@ -14,7 +14,7 @@ async function getJson(path) {
 }
 
 function colour(db) {
-  // -100 dB .. -20 dB -> dark blue .. yellow
+  // -100 dB .. -20 dB (mean bin power re full scale) -> dark blue .. yellow
   const t = Math.max(0, Math.min(1, (db + 100) / 80));
   return `rgb(${Math.round(255 * t)}, ${Math.round(220 * t)}, ${Math.round(120 * (1 - t) + 20)})`;
 }
