@@ -786,6 +786,15 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "            kept = list(range(len(streams)))  # mutation"),),
         tests=("tests/test_mediaclock_leave.py",),
     ),
+    Mutation(
+        name="clock-unbounded-enhance-backlog",
+        claim="a stage slower than real time cannot grow the clock's enhancer queue without bound",
+        source="issue 13 Soak",
+        edits=(Edit("mediaserver/sfu/mediaclock.py",
+                    "            if self._pending.qsize() >= MAX_BACKLOG:",
+                    "            if False:  # mutation"),),
+        tests=("tests/test_mediaclock_backlog.py",),
+    ),
 )
 
 

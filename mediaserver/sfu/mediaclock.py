@@ -26,6 +26,7 @@ FRAME = 960
 _MUTED = np.zeros(FRAME, np.float32)  # what frame sinks get from a muted stream
 PERIOD_S = 0.020
 MAX_CATCH_UP = 5  # frames caught up with full processing; beyond, frames are dropped
+MAX_BACKLOG = 50  # ticks (1 s) queued for the enhancer; beyond, the oldest is dropped
 
 
 class FrameSink(Protocol):
@@ -180,6 +181,13 @@ class MediaClock:
         if self._stage is not None:
             # Enhancement runs behind the clock, in order, so a slow batch delays packets
             # instead of delaying the next pull (which would starve every jitter buffer).
+            if self._pending.qsize() >= MAX_BACKLOG:
+                # The enhancer is over a second behind even with its bypass (CPU starved): the
+                # oldest queued tick is dropped, so memory and delay stay bounded (not emitted
+                # out of order); counted with the clock's skipped ticks.
+                self._pending.get_nowait()
+                self.skipped += 1
+                self._metrics.skipped_ticks.inc()
             self._pending.put_nowait((streams, [f.pcm for f in pulled], [f.kind for f in pulled],
                                       pts, now_ms))
             self._ensure_worker()
