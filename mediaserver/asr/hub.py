@@ -187,6 +187,7 @@ class AsrHub:
 
     def _dispatch(self, segment: Segment) -> None:
         self.segments += 1
+        self.transcripts.open(segment.room)
         metrics.SEGMENTS.inc()
         metrics.SEGMENT_SECONDS.inc(segment.duration_ms / 1000.0)
         for sink in self.sinks:

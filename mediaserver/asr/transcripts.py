@@ -14,12 +14,17 @@ class TranscriptLog:
         self._rooms: dict[str, deque[Transcript]] = {}  # insertion order: oldest room first
 
     def add(self, transcript: Transcript) -> None:
-        room = self._rooms.get(transcript.room)
+        self.open(transcript.room).append(transcript)
+
+    def open(self, name: str) -> deque[Transcript]:
+        """The room's log, created empty when a segment of it goes to the recognisers: its
+        transcript exists (maybe still empty) while the finals are on their way."""
+        room = self._rooms.get(name)
         if room is None:
             while len(self._rooms) >= self._max_rooms:
                 self._rooms.pop(next(iter(self._rooms)))
-            room = self._rooms[transcript.room] = deque(maxlen=self._max)
-        room.append(transcript)
+            room = self._rooms[name] = deque(maxlen=self._max)
+        return room
 
     def room(self, room: str) -> list[dict]:
         """Entries ordered by start time (recognisers may finish out of order)."""
