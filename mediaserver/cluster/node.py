@@ -192,7 +192,7 @@ class ClusterNode:
                     self._claims[room] = mine
                     return Placement(outcome="taken-over")
                 continue
-            target = least_loaded(self.nodes) or self.me
+            target = least_loaded(self.nodes, prefer=self.me.id) or self.me
             if all(n.id != self.me.id for n in self.nodes):
                 target = self.me   # our own record lapsed: place here rather than guess
             mine = Claim(target.id, now_ms())

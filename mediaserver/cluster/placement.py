@@ -59,12 +59,19 @@ class Claim:
         return (self.since_ms, self.node) < (other.since_ms, other.node)
 
 
-def load_score(node: NodeRecord) -> tuple[float, float, float, str]:
-    """Smaller is less loaded: publishers, then rooms, then CPU share; node id breaks ties."""
+CPU_STEP = 0.2   # CPU shares within one step count as equal (the reading is noisy)
+
+
+def load_score(node: NodeRecord) -> tuple[float, float, float]:
+    """Smaller is less loaded: publishers, then rooms, then CPU share in steps of CPU_STEP."""
     load = node.load
-    return (load.get("publishers", 0.0), load.get("rooms", 0.0), load.get("cpu", 0.0), node.id)
+    return (load.get("publishers", 0.0), load.get("rooms", 0.0),
+            float(int(load.get("cpu", 0.0) / CPU_STEP)))
 
 
-def least_loaded(nodes: list[NodeRecord]) -> Optional[NodeRecord]:
-    """The node a new room goes to (None when the list is empty)."""
-    return min(nodes, key=load_score) if nodes else None
+def least_loaded(nodes: list[NodeRecord], prefer: Optional[str] = None) -> Optional[NodeRecord]:
+    """The node a new room goes to: the least loaded; among equals the node ``prefer`` (the one
+    the join reached: no redirect hop), else the smallest id. None when the list is empty."""
+    if not nodes:
+        return None
+    return min(nodes, key=lambda n: (load_score(n), n.id != prefer, n.id))

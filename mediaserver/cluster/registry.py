@@ -17,6 +17,9 @@ import json
 from typing import Any, Optional
 
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.asyncio.retry import Retry
 
 from .placement import Claim, NodeRecord
 
@@ -78,8 +81,11 @@ class RedisRegistry:
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"Redis URL must start with redis://, rediss:// or unix://, got {url!r}")
         self.url = url
+        # one retry on a broken connection: after a Redis restart the pool's sockets are dead
         self.redis = aioredis.Redis.from_url(url, socket_timeout=timeout_s,
-                                             socket_connect_timeout=timeout_s)
+                                             socket_connect_timeout=timeout_s,
+                                             retry=Retry(NoBackoff(), 1),
+                                             retry_on_error=[RedisConnectionError])
         self._renew = self.redis.register_script(_RENEW)
         self._take_over = self.redis.register_script(_TAKE_OVER)
         self.ops = 0

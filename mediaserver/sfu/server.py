@@ -81,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..enhance.stage import add_stage_options  # flags only; torch loads at serve time
 
     add_stage_options(parser)
+    from .cluster_link import add_cluster_options
+
+    add_cluster_options(parser)   # (owns --redis-url, which the redis ASR sink shares)
     from ..asr.options import add_asr_options  # flags only; recognisers load at serve time
 
     add_asr_options(parser)
@@ -178,6 +181,9 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
+    from .cluster_link import cluster_view
+
+    app.router.add_get("/cluster", cluster_view)
     static = _static_dir()
     if static is not None:
         app.router.add_get("/", _index)
@@ -307,6 +313,13 @@ async def serve(args: argparse.Namespace) -> None:
     if port == 0 and site._server is not None and site._server.sockets:  # type: ignore[union-attr]
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     _announce(args, port)
+    link = None
+    if args.redis_url:   # several nodes behind one Redis (sfu/cluster_link.py, mediaserver/cluster)
+        from .cluster_link import ClusterLink
+
+        link = ClusterLink(args, app[SFU_CONTEXT])
+        await link.start(args.host if args.host not in ("0.0.0.0", "::", "") else
+                         (args.public_ip or socket.gethostname()), port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -315,6 +328,8 @@ async def serve(args: argparse.Namespace) -> None:
     exit_now_on_second_signal(loop)
     drain = Drain(app[SFU_CONTEXT], runner, drain_s=args.drain_s, retry_after_ms=args.retry_hint_ms)
     backstop(args.drain_s, drain)   # a thread that will not join must not outlive the budget
+    if link is not None:
+        await link.stop()   # deregistered first: the other nodes take this node's rooms over
     await drain.run()
 
 

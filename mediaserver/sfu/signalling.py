@@ -69,6 +69,7 @@ class SfuContext:
     sessions: set["SignallingSession"] = field(init=False, default_factory=set)
     tickets: Tickets = field(init=False)   # reconnect tickets (sfu/tickets.py)
     draining: bool = False   # stopping (sfu/drain.py): new sockets are refused
+    cluster: Optional[Any] = None   # cluster.node.ClusterNode with --redis-url (sfu/cluster_link.py)
 
     def __post_init__(self) -> None:
         self.tickets = Tickets(self.secret)
@@ -231,6 +232,18 @@ class SignallingSession:
         except RoomError as exc:
             raise ClientError(exc.code, str(exc), close=True) from None
         grant, rejoin = self._admission(m, room_name, identity)
+        if self.ctx.cluster is not None and room_name not in self.ctx.manager.rooms:
+            placement = await self.ctx.cluster.place(room_name)
+            if placement.node is not None:   # the room lives on another node: send the client there
+                if grant is not None:
+                    self.ctx.replay.release(grant)   # the token was not spent here
+                from .cluster_link import REDIRECT_CLOSE_CODE, redirect_message
+
+                logger.info("%s/%s: room is on node %s, redirected", room_name, identity,
+                            placement.node.id)
+                self.send(redirect_message(self.ctx, placement.node, room_name, identity))
+                self.close(REDIRECT_CLOSE_CODE, "redirect")
+                return
         if rejoin:
             await self._replace_stale(room_name, identity)
         p = Participant(room=room_name, identity=identity, send=self.send,
@@ -252,10 +265,14 @@ class SignallingSession:
             "iceServers": (self.ctx.join_ice_servers(f"{room_name}/{identity}")
                            if self.ctx.join_ice_servers else self.ctx.ice_servers),
             "reconnect": self._ticket(),
-            "nodes": list(self.ctx.node_urls) or ([self.own_url] if self.own_url else []),
+            "nodes": (self.ctx.cluster.node_urls() if self.ctx.cluster is not None else
+                      list(self.ctx.node_urls) or ([self.own_url] if self.own_url else [])),
         })
         self._ticket_timer = self._loop.call_later(self.ctx.tickets.ttl_s / 2, self._refresh_ticket)
         room.broadcast({"type": "participant-joined", "identity": identity}, exclude=p)
+        if self.ctx.cluster is not None:   # room events on Redis: consumers need no node affinity
+            self.ctx.cluster.publish_event(room_name, {"type": "participant-joined",
+                                                       "identity": identity})
 
     def _admission(self, m: dict, room: str, identity: str) -> tuple[Optional[Grant], bool]:
         """(grant spent, whether this is a rejoin with a valid reconnect ticket).
@@ -454,6 +471,9 @@ class SignallingSession:
         p, self.participant = self.participant, None
         if p is not None:
             await self.ctx.manager.remove(p)
+            if self.ctx.cluster is not None:
+                self.ctx.cluster.publish_event(p.room, {"type": "participant-left",
+                                                        "identity": p.identity})
 
 
 def _presence(o: Participant) -> dict[str, Any]:

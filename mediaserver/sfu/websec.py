@@ -33,7 +33,7 @@ from .origin import OriginPolicy
 
 logger = logging.getLogger(__name__)
 
-GUARDED = ("/metrics", "/healthz")
+GUARDED = ("/metrics", "/healthz", "/cluster")
 REDACTED = "REDACTED"
 
 
