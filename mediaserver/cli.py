@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("mediaserver.enhance.bench", "benchmark the enhancer step time"),
     "models": ("mediaserver.enhance.registry", "list, show or verify the enhancer models (models/)"),
     "transcribe": ("mediaserver.asr.transcribe", "offline transcription through the ASR feed"),
+    "cluster": ("mediaserver.cluster.view", "print the cluster's nodes, load and rooms from Redis"),
 }
 
 

@@ -163,3 +163,23 @@ async def test_redis_outage_serves_locally_then_older_claim_keeps_the_room(redis
     finally:
         for n in (a, b):
             await n.cluster.stop()
+
+
+async def test_cluster_command_prints_nodes_and_rooms(redis: RedisProcess) -> None:
+    import subprocess
+    import sys
+
+    a = Node(redis.url, "a")
+    await a.cluster.start()
+    try:
+        await a.place("ward-9")
+        await a.cluster._beat()   # (the claim renewed, the node record current)
+        out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "mediaserver", "cluster",
+                                                       "--redis-url", redis.url],
+                                      capture_output=True, text=True, timeout=60)
+    finally:
+        await a.cluster.stop()
+    assert out.returncode == 0, out.stderr
+    view = json.loads(out.stdout)
+    assert [(n["id"], n["rooms"]) for n in view["nodes"]] == [("a", ["ward-9"])]
+    assert view["rooms"]["ward-9"]["node"] == "a"

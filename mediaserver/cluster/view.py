@@ -1,0 +1,43 @@
+"""``mediaserver cluster --redis-url URL``: the cluster as Redis sees it (same JSON as
+``GET /cluster``: live nodes with their load and rooms, and every room's claim)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+from redis.exceptions import RedisError
+
+from ..config import add_option
+from .placement import Claim
+from .registry import RedisRegistry
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_option(parser, "--redis-url", default=None,
+               help="the Redis the cluster's nodes share")
+
+
+async def view(url: str) -> dict:
+    registry = RedisRegistry(url, timeout_s=2.0)
+    try:
+        nodes = await registry.nodes()
+        rooms: dict[str, Claim] = await registry.rooms()
+    finally:
+        await registry.close()
+    return {"nodes": [{**n.to_json(), "rooms": sorted(r for r, c in rooms.items() if c.node == n.id)}
+                      for n in nodes],
+            "rooms": {r: c.to_json() for r, c in rooms.items()}}
+
+
+def main(args: argparse.Namespace) -> int:
+    if not args.redis_url:
+        print("error: --redis-url is required")
+        return 2
+    try:
+        print(json.dumps(asyncio.run(view(args.redis_url)), indent=2))
+    except (RedisError, OSError, ValueError) as exc:
+        print(f"error: cannot read the cluster from {args.redis_url}: {exc}")
+        return 1
+    return 0
