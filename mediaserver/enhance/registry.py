@@ -145,7 +145,8 @@ class ModelRegistry:
                 entry = read_entry(path)
                 return entry.name, entry.weights
             return path.name, path / "enhancer.pt"
-        if path.is_file():
+        if path.is_file() or isinstance(spec, Path) or path.suffix or len(path.parts) > 1:
+            # a path (existing or not): loading it says what is wrong (WeightsError "not found")
             return (path.parent.name if path.name == "enhancer.pt" else path.stem), path
         raise RegistryError(f"--model {spec}: neither a model name ({', '.join(self.names())}) nor a file")
 
