@@ -32,9 +32,15 @@ from mediaserver.sfu.sdp import enable_opus_fec
 RATE = 48000
 
 
-def tone(hz: float, seconds: float = 120.0, amplitude: float = 0.25) -> np.ndarray:
+def tone(hz: float, seconds: float = 120.0, amplitude: float = 0.25, *,
+         pulsed: bool = False) -> np.ndarray:
+    """A sine; ``pulsed``: 0.6 s on, 0.2 s off, like syllables (the denoiser fades a steady
+    tone as stationary noise, so a test through the enhancer sends it pulsed)."""
     t = np.arange(int(RATE * seconds)) / RATE
-    return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+    x = amplitude * np.sin(2 * np.pi * hz * t)
+    if pulsed:
+        x *= (t % 0.8) < 0.6
+    return x.astype(np.float32)
 
 
 @contextlib.contextmanager
@@ -97,9 +103,10 @@ class RtcPeer:
     """One participant: a WebSocket to ``/ws`` and an RTCPeerConnection, in this loop."""
 
     def __init__(self, ws_url: str, room: str, identity: str, *, tone_hz: Optional[float] = 440.0,
-                 token: Optional[str] = None) -> None:
+                 token: Optional[str] = None, pulsed: bool = False) -> None:
         self.ws_url, self.room, self.identity, self.token = ws_url, room, identity, token
         self.tone_hz = tone_hz
+        self.pulsed = pulsed
         self.ws: Optional[aiohttp.ClientWebSocketResponse] = None
         self.pc: Optional[RTCPeerConnection] = None
         self.source: Optional[FileSource] = None
@@ -145,7 +152,8 @@ class RtcPeer:
     async def make_offer(self) -> str:
         """Create the peer connection (tone as microphone) and return its first offer's SDP."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.source = FileSource(tone(self.tone_hz) if self.tone_hz else np.zeros(0, np.float32))
+        self.source = FileSource(tone(self.tone_hz, pulsed=self.pulsed) if self.tone_hz
+                                 else np.zeros(0, np.float32))
         self.pc.addTransceiver(self.source, direction="sendrecv")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return enable_opus_fec(self.pc.localDescription.sdp)

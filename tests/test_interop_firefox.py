@@ -82,8 +82,8 @@ async def test_firefox_joins_talks_hears_and_renegotiates(
     import aiohttp
 
     async with aiohttp.ClientSession() as session, Firefox(tmp_path) as fx:
-        bot = RtcPeer(server.ws_url, room, "bot", tone_hz=BOT_HZ)
-        third = RtcPeer(server.ws_url, room, "third", tone_hz=THIRD_HZ)
+        bot = RtcPeer(server.ws_url, room, "bot", tone_hz=BOT_HZ, pulsed=enhance)
+        third = RtcPeer(server.ws_url, room, "third", tone_hz=THIRD_HZ, pulsed=enhance)
         bot_heard, third_heard = KeptHeard(), KeptHeard()
         bot.heard["firefox"], third.heard["firefox"] = bot_heard, third_heard
         page = f"{server.url}?room={room}&name=firefox&join=1&aec=0&ice=127.0.0.1"

@@ -194,8 +194,8 @@ async def test_gstreamer_joins_talks_hears_and_renegotiates(
     room = f"gst-{gst_joins}"
     async with aiohttp.ClientSession() as session:
         gst = GstParticipant(server.ws_url, room, "gst", tmp_path)
-        bot = RtcPeer(server.ws_url, room, "bot", tone_hz=BOT_HZ)
-        third = RtcPeer(server.ws_url, room, "third", tone_hz=THIRD_HZ)
+        bot = RtcPeer(server.ws_url, room, "bot", tone_hz=BOT_HZ, pulsed=enhance)
+        third = RtcPeer(server.ws_url, room, "third", tone_hz=THIRD_HZ, pulsed=enhance)
         bot_heard, third_heard = KeptHeard(), KeptHeard()
         bot.heard["gst"], third.heard["gst"] = bot_heard, third_heard
         try:
