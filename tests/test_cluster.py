@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 import redis as redis_sync
@@ -74,6 +75,23 @@ def _participants(server: ServerProcess) -> int:
     return int(_get(server, "healthz")["participants"])
 
 
+def _poll(check: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    """Poll ``check`` every 0.2 s until it holds; fail naming ``what`` after ``timeout`` s."""
+    limit = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < limit, what
+        time.sleep(0.2)
+
+
+def _end(procs: dict[str, subprocess.Popen], *nodes: ServerProcess) -> None:
+    """Kill the clients still running and stop the nodes (a test's cleanup)."""
+    for p in procs.values():
+        if p.poll() is None:
+            p.kill()
+    for node in nodes:
+        node.stop()
+
+
 def _hears(summary: dict[str, dict], speech: dict[str, Path], me: str, other: str,
            since_unix: float) -> int:
     """100 ms windows of ``other``'s own tone in ``me``'s recording of it after ``since``."""
@@ -93,10 +111,7 @@ def test_a_join_through_another_node_is_redirected_and_hears_the_room(
     procs = {}
     try:
         procs["A"] = _client(a.url, "A", speech["A"], tmp_path)
-        limit = time.monotonic() + 120
-        while _participants(a) + _participants(b) < 1:
-            assert time.monotonic() < limit, "A did not join"
-            time.sleep(0.2)
+        _poll(lambda: _participants(a) + _participants(b) >= 1, "A did not join")
         # the room lives where placement put it (the least loaded node); B joins via the other
         owner, other = (a, b) if _participants(a) == 1 else (b, a)
         procs["B"] = _client(other.url, "B", speech["B"], tmp_path)
@@ -106,11 +121,7 @@ def test_a_join_through_another_node_is_redirected_and_hears_the_room(
         view = _get(other, "cluster")
         summary = {who: stop_client(p) for who, p in procs.items()}
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-        a.stop()
-        b.stop()
+        _end(procs, a, b)
     assert summary["B"]["redirects"] == 1 and summary["A"]["redirects"] == 0
     assert summary["B"]["joined_url"] == summary["A"]["joined_url"] == f"ws://127.0.0.1:{owner.port}/ws"
     assert summary["B"]["errors"] == [] and summary["A"]["errors"] == []
@@ -143,19 +154,13 @@ def test_kill_9_of_the_rooms_node_both_clients_come_back_on_another(
         nodes["a"].proc.send_signal(signal.SIGKILL)
         nodes["a"].proc.wait(30)
         survivors = [nodes["b"], nodes["c"]]
-        limit = time.monotonic() + 120
-        while not any(_participants(n) == 2 for n in survivors):
-            assert time.monotonic() < limit, "the clients did not come back on one node"
-            time.sleep(0.2)
+        _poll(lambda: any(_participants(n) == 2 for n in survivors),
+              "the clients did not come back on one node")
         host = next(n for n in survivors if _participants(n) == 2)
         wait_metric_grows(host, "mediaserver_packets_out_total", 800)
         summary = {who: stop_client(p) for who, p in procs.items()}
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-        for n in nodes.values():
-            n.stop()
+        _end(procs, *nodes.values())
     for who, s in summary.items():
         print(f"{who}: reconnects {s['reconnects']}, redirects {s['redirects']}, longest gap "
               f"{s['longest_gap_ms']} ms, disconnects {s['disconnects']}")
@@ -188,17 +193,12 @@ def test_redis_outage_keeps_the_call_and_the_node_registers_again(
         assert client_summary(late)["errors"] == []
         assert server_metric(a, "mediaserver_cluster_placements_total", outcome="degraded") >= 1
         redis.start()   # empty, as after a restart without persistence
-        limit = time.monotonic() + 120
-        while server_metric(a, "mediaserver_cluster_redis_up") != 1:
-            assert time.monotonic() < limit, "the node did not notice Redis is back"
-            time.sleep(0.2)
+        _poll(lambda: server_metric(a, "mediaserver_cluster_redis_up") == 1,
+              "the node did not notice Redis is back")
         view = _get(a, "cluster")
         summary = {who: stop_client(p) for who, p in procs.items()}
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-        a.stop()
+        _end(procs, a)
     assert [n["id"] for n in view["nodes"]] == ["a"] and view["rooms"][ROOM]["node"] == "a"
     for me, other in (("A", "B"), ("B", "A")):
         s = summary[me]

@@ -60,10 +60,6 @@ class Node:
         return placement
 
 
-async def _heartbeat_until(nodes: list[Node], check, what: str) -> None:
-    await until(check, timeout=30, what=what)
-
-
 def test_least_loaded_prefers_fewer_publishers_then_rooms_then_id() -> None:
     a = NodeRecord("a", "u", "w", {"publishers": 5, "rooms": 1})
     b = NodeRecord("b", "u", "w", {"publishers": 2, "rooms": 9, "cpu": 0.31})

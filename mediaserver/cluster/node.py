@@ -216,17 +216,21 @@ class ClusterNode:
 
     async def view(self) -> dict[str, Any]:
         """Nodes, their load and their rooms, from Redis (``GET /cluster``)."""
-        nodes = await self.registry.nodes()
-        rooms = await self.registry.rooms()
-        return {"node": self.me.id, "degraded": self.degraded,
-                "nodes": [{**n.to_json(), "rooms": sorted(r for r, c in rooms.items() if c.node == n.id)}
-                          for n in nodes],
-                "rooms": {r: c.to_json() for r, c in rooms.items()}}
+        return {"node": self.me.id, "degraded": self.degraded, **await snapshot(self.registry)}
 
     def publish_event(self, room: str, event: dict[str, Any]) -> None:
         """Queue a join/leave for the room's Redis stream (sent by the next heartbeat; the
         oldest are dropped beyond 1,000 while Redis is away). Never waits on Redis."""
         self._events.append((room, {**event, "node": self.me.id, "ts_ms": now_ms()}))
+
+
+async def snapshot(registry: RedisRegistry) -> dict[str, Any]:
+    """The live nodes (each with its rooms) and every room's claim, as Redis holds them."""
+    nodes = await registry.nodes()
+    rooms = await registry.rooms()
+    return {"nodes": [{**n.to_json(), "rooms": sorted(r for r, c in rooms.items() if c.node == n.id)}
+                      for n in nodes],
+            "rooms": {r: c.to_json() for r, c in rooms.items()}}
 
 
 def default_node_id(port: int) -> str:

@@ -10,7 +10,7 @@ import json
 from redis.exceptions import RedisError
 
 from ..config import add_option
-from .placement import Claim
+from .node import snapshot
 from .registry import RedisRegistry
 
 
@@ -22,13 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def view(url: str) -> dict:
     registry = RedisRegistry(url, timeout_s=2.0)
     try:
-        nodes = await registry.nodes()
-        rooms: dict[str, Claim] = await registry.rooms()
+        return await snapshot(registry)
     finally:
         await registry.close()
-    return {"nodes": [{**n.to_json(), "rooms": sorted(r for r, c in rooms.items() if c.node == n.id)}
-                      for n in nodes],
-            "rooms": {r: c.to_json() for r, c in rooms.items()}}
 
 
 def main(args: argparse.Namespace) -> int:
