@@ -90,6 +90,24 @@ def test_ours_distorts_almost_no_checked_frame(ours, clean) -> None:
     assert counts.distortion_events == 0 and counts.distorted_frames <= 0.03 * counts.checked_frames
 
 
+@pytest.mark.parametrize("quiet_frames", [10, 150], ids=["quiet-start", "noise-jumps-at-3s"])
+@pytest.mark.parametrize("quiet_db", [-20.0, -40.0])
+def test_floor_follows_a_noise_rise_under_a_vad_that_never_closes(ours, clean, quiet_frames, quiet_db) -> None:
+    """Loud noise at 0 dB SNR, where the VAD calls every frame speech, after a quiet stretch
+    (a call opening quietly: codec fade-in, mic gain ramp; or a siren starting mid-call): the
+    floor must still climb to the noise, and the climb must raise no distortion event (a
+    real call of the SFU test raised 24 false events with a floor stuck at its quiet start)."""
+    x = mixture(clean, 0, "low", seed=5)
+    noise = x - clean
+    x[: quiet_frames * FRAME] = clean[: quiet_frames * FRAME] + 10 ** (quiet_db / 20) * noise[: quiet_frames * FRAME]
+    h = run(ours, x)
+    snap = h.telemetry.snapshot()
+    noise_dbfs = 10 * np.log10(active_speech_power(clean))  # 0 dB: noise as loud as speech
+    assert snap["speech_pct"] > 80.0, snap  # the VAD stayed on: the floor learnt only in speech
+    assert abs(snap["noise_in_dbfs"] - noise_dbfs) <= 3.0, snap
+    assert snap["distortion_events"] == 0, snap
+
+
 def test_concealment_fec_dtx_shares_and_clipping(ours, clean) -> None:
     x = mixture(clean, 20, "white")[: 300 * FRAME].copy()
     x[: 100 * FRAME] = np.clip(4.0 * x[: 100 * FRAME], -1.0, 1.0)  # loud speaker, clipped

@@ -12,7 +12,9 @@ mean square):
 * ``noise_in_dbfs`` / ``noise_out_dbfs``: noise floor before / after enhancement: a running
   average of the frame power over frames without speech or within 3 dB of the floor (time
   constant 1 s), pulled down fast (200 ms) by any quieter frame (so a stream that starts
-  talking, or whose VAD stays on in its pauses, still gets an estimate).
+  talking, or whose VAD stays on in its pauses, still gets an estimate), and rising 10 dB/s
+  through louder speech frames (so a floor first set by a quiet start, under a VAD that never
+  closes in loud noise, still reaches the real noise).
 * ``snr_in_db`` / ``snr_out_db``: (speech power − noise) / noise, speech power averaged over
   speech frames above the noise floor (1 s time constant). Known-SNR mixtures (white and
   low-pass noise, 0–20 dB) come out within ±2.5 dB.
@@ -22,7 +24,10 @@ mean square):
   last ~2 s of frames (exponential average, 0..100).
 * ``clipped_frames``: frames with at least :data:`CLIP_SAMPLES` samples at |x| ≥ :data:`CLIP_LEVEL`.
 * ``distortion_events``: over-suppression. A speech frame is *checked* when its speech band
-  (300–3400 Hz) is at least :data:`CHECK_SNR_DB` over that band's noise floor; it is *distorted*
+  (300–3400 Hz) is at least :data:`CHECK_SNR_DB` over that band's noise floor, and that floor
+  was confirmed by a frame near it within :data:`STALE_FRAMES` (not a floor still climbing
+  after a quiet start or a noise rise, whose "speech" is mostly noise), after the stream's
+  first :data:`WARMUP_FRAMES` frames of sound; it is *distorted*
   when the enhancer left less than the band's speech power (raw band power − noise) minus
   :data:`DISTORTION_DB`, i.e. it removed speech, not noise. :data:`EVENT_FRAMES` distorted frames
   in a row (within one stretch of speech) make one event (the thing an operator is paged for);
@@ -56,12 +61,17 @@ AUDIBLE = 1e-8  # -80 dBFS: quieter frames do not count for suppression
 A_LEVEL, A_SLOW, A_SHARE = 0.2, 0.02, 0.01  # averaging weights per 20 ms frame (100 ms, 1 s, 2 s)
 A_DOWN = 0.1  # a frame below the noise floor pulls it down fast (200 ms)
 NEAR = 2.0  # during speech, frames within 3 dB of the floor still update it (pauses between words)
+RISE_DB_PER_S = 10.0  # during speech louder than NEAR x floor the floor rises this fast (minimum
+RISE = 10.0 ** (RISE_DB_PER_S * FRAME / RATE / 10.0)  # tracking with a slow rise, Doblinger 1995)
+STALE_FRAMES = 10  # the band floor is trusted for over-suppression checks for 200 ms after a frame
+                   # near it (a pause, or noise under a VAD that stays on) last confirmed it
+WARMUP_FRAMES = 25  # no check in a stream's first 500 ms of sound (codec/mic fade-in sets the floor)
 CONCEALED = ("plc", "cng")
 
 # rows of the per-stream state vector
 (LEVEL, N_IN, N_OUT, S_IN, S_OUT, SUPP, SPEECH, CONC, FEC, DTX, N_BAND, RUN, INIT, SEEN_SPEECH,
- FRAMES, SPEECH_FRAMES, CLIPPED, EVENTS, DISTORTED, CHECKED, SUPP_SPEECH) = range(21)
-STATE = 21
+ FRAMES, SPEECH_FRAMES, CLIPPED, EVENTS, DISTORTED, CHECKED, SUPP_SPEECH, STALE, HEARD) = range(23)
+STATE = 23
 
 
 def _db(p: float) -> float:
@@ -177,7 +187,13 @@ class Telemetry:
             floor = st[:, row]
             weight = np.where(p < floor, A_DOWN, np.where(~speech | (p < NEAR * floor), A_SLOW, 0.0))
             weight = np.where(audible, weight, 0.0)  # digital silence (muted, no packets) is no noise floor
-            st[:, row] = floor + weight * (p - floor)
+            updated = floor + weight * (p - floor)
+            # in speech the floor still creeps up (never past the frame): a VAD that never closes
+            # (0 dB babble) must not freeze a floor first set by a quiet start
+            creep = audible & (weight == 0.0)
+            st[:, row] = np.where(creep, np.minimum(floor * RISE, p), updated)
+            if row == N_BAND:  # frames since a frame confirmed the floor (not a creep step)
+                st[:, STALE] = np.where(creep | ~audible, st[:, STALE] + 1, 0.0)
         for row, floor, p in ((S_IN, N_IN, p_raw), (S_OUT, N_OUT, p_enh)):
             active = speech & (p > st[:, floor])  # (a VAD may call steady low noise speech)
             st[:, row] = np.where(active, st[:, row] + A_SLOW * (p - st[:, row]), st[:, row])
@@ -190,7 +206,11 @@ class Telemetry:
         # over-suppression: speech removed beyond what the band's noise explains
         clean = b_raw - st[:, N_BAND]
         unchecked = conc if modelled is None else conc | ~np.asarray(modelled, dtype=bool)
-        checked = speech & ~unchecked & (b_raw > st[:, N_BAND] * 10.0 ** (CHECK_SNR_DB / 10.0)) & (b_raw > AUDIBLE)
+        st[:, HEARD] += audible
+        trusted = (st[:, STALE] <= STALE_FRAMES) & (st[:, HEARD] > WARMUP_FRAMES)  # a floor still
+        # climbing, or just set by a quiet start, is no reference
+        checked = (speech & ~unchecked & trusted & (b_raw > st[:, N_BAND] * 10.0 ** (CHECK_SNR_DB / 10.0))
+                   & (b_raw > AUDIBLE))
         distorted = checked & (b_enh < clean * 10.0 ** (-DISTORTION_DB / 10.0))
         # a run ends on a checked frame that kept its speech, or on a frame without speech
         run = np.where(distorted, st[:, RUN] + 1, np.where(checked | ~speech, 0.0, st[:, RUN]))
