@@ -60,6 +60,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Runs before any page script: getUserMedia's audio track (the fake tone) is switched on for
+# 0.6 s and off for 0.2 s through track.enabled (a disabled track sends silence). Web Audio
+# cannot do it here: a headless Firefox keeps every AudioContext suspended without a gesture.
+PULSE_MIC_JS = """() => {
+  const md = navigator.mediaDevices;
+  const original = md.getUserMedia.bind(md);
+  md.getUserMedia = async (constraints) => {
+    const stream = await original(constraints);
+    for (const track of stream.getAudioTracks()) {
+      const flip = () => { if (track.readyState === "ended") return;
+                           track.enabled = !track.enabled;
+                           setTimeout(flip, track.enabled ? 600 : 200); };
+      setTimeout(flip, 600);
+    }
+    return stream;
+  };
+}"""
+
+
 class BidiError(RuntimeError):
     """A BiDi command failed, or a script threw."""
 
@@ -68,8 +87,12 @@ class Firefox:
     """One headless Firefox with one tab; ``async with Firefox(...) as fx``."""
 
     def __init__(self, workdir: Path, *, binary: Optional[str] = None,
-                 prefs: Optional[dict[str, Any]] = None) -> None:
+                 prefs: Optional[dict[str, Any]] = None, pulsed_mic: bool = False) -> None:
+        """``pulsed_mic``: the page's getUserMedia audio is the fake tone gated 0.6 s on,
+        0.2 s off (:data:`PULSE_MIC_JS`), like syllables: the denoiser fades a
+        steady tone as stationary noise, so a test through the enhancer uses it."""
         self.workdir = workdir
+        self.pulsed_mic = pulsed_mic
         self.binary = binary or firefox_path()
         if self.binary is None:
             raise FileNotFoundError("Firefox is not installed (apt-get install -y firefox-esr)")
@@ -106,6 +129,8 @@ class Firefox:
         await self.call("session.new", capabilities={})
         tree = await self.call("browsingContext.getTree")
         self.context = tree["contexts"][0]["context"]
+        if self.pulsed_mic:
+            await self.call("script.addPreloadScript", functionDeclaration=PULSE_MIC_JS)
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -2,8 +2,9 @@
 
 Firefox (WebDriver BiDi, ``tests/firefox_bidi.py``) joins an empty room and a busy room, with
 and without enhancement; an aiortc participant (``RtcPeer``) is the other side. Judged from
-content: the aiortc side decodes Firefox's fake-microphone tone (1 kHz) from the track the
-server maps to ``firefox``, and Firefox records (MediaRecorder) the aiortc side's tone from the
+content: the aiortc side decodes Firefox's fake-microphone tone (1 kHz; pulsed like syllables
+when the enhancer is on, which fades a steady tone as noise) from the track the server maps to
+``firefox``, and Firefox records (MediaRecorder) the aiortc side's tone from the
 track mapped to it. Then a third participant joins (Firefox hears its tone: a renegotiation)
 and leaves (Firefox still hears the second one).
 
@@ -81,7 +82,7 @@ async def test_firefox_joins_talks_hears_and_renegotiates(
     room = f"fx-{firefox_joins}"
     import aiohttp
 
-    async with aiohttp.ClientSession() as session, Firefox(tmp_path) as fx:
+    async with aiohttp.ClientSession() as session, Firefox(tmp_path, pulsed_mic=enhance) as fx:
         bot = RtcPeer(server.ws_url, room, "bot", tone_hz=BOT_HZ, pulsed=enhance)
         third = RtcPeer(server.ws_url, room, "third", tone_hz=THIRD_HZ, pulsed=enhance)
         bot_heard, third_heard = KeptHeard(), KeptHeard()
