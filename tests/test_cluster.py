@@ -8,6 +8,7 @@ The failover's gap is printed, not bounded here (benchmarks/cluster.py measures 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -204,3 +205,50 @@ def test_redis_outage_keeps_the_call_and_the_node_registers_again(
         s = summary[me]
         assert s["reconnects"] == 0 and s["errors"] == [], s   # Redis alone never drops a call
         assert _hears(summary, speech, me, other, stopped_at + 0.5) >= FLOWS
+
+
+async def _join(stack: contextlib.AsyncExitStack, ws_url: str, room: str, identity: str,
+                **extra: str) -> dict:
+    """One join over a raw WebSocket kept open until ``stack`` closes (a joined participant
+    stays in the room): the server's first reply (joined, redirect or error)."""
+    import aiohttp
+
+    session = await stack.enter_async_context(aiohttp.ClientSession())
+    ws = await stack.enter_async_context(session.ws_connect(ws_url))
+    await ws.send_json({"type": "join", "room": room, "identity": identity, **extra})
+    return await ws.receive_json(timeout=30)
+
+
+async def test_a_token_or_ticket_admits_one_join_in_the_whole_cluster(
+        tmp_path: Path, redis: RedisProcess) -> None:
+    """Single use is cluster-wide (Redis), not per node: a token spent on one node, a token
+    spent by a redirect, or a redirect's ticket used once, is refused on every node."""
+    a, b = _node(tmp_path, redis, "a"), _node(tmp_path, redis, "b")
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            token = mint(SECRET, room=ROOM, identity="A")
+            first = await _join(stack, a.ws_url, ROOM, "A", token=token)
+            owner, other = (a, b) if first["type"] == "joined" else (b, a)
+            if first["type"] == "redirect":   # placement chose b: follow, as a client does
+                first = await _join(stack, first["url"], ROOM, "A",
+                                    reconnect=first["reconnect"]["ticket"])
+            assert first["type"] == "joined", first
+            # the same token on the other node: refused (per-node memory handed out a ticket)
+            replay = await _join(stack, other.ws_url, ROOM, "A", token=token)
+            assert replay["type"] == "error" and replay["code"] == "bad-token", replay
+            assert "already used" in replay["message"], replay
+            # a fresh token through the other node: the redirect spends it, its ticket goes on
+            token_b = mint(SECRET, room=ROOM, identity="B")
+            moved = await _join(stack, other.ws_url, ROOM, "B", token=token_b)
+            assert moved["type"] == "redirect" and moved["url"] == owner.ws_url, moved
+            spent = await _join(stack, owner.ws_url, ROOM, "B", token=token_b)
+            assert spent["type"] == "error" and spent["code"] == "bad-token", spent
+            ticket = moved["reconnect"]["ticket"]
+            joined = await _join(stack, owner.ws_url, ROOM, "B", reconnect=ticket)
+            assert joined["type"] == "joined", joined
+            again = await _join(stack, other.ws_url, ROOM, "B", reconnect=ticket)
+            assert again["type"] == "error" and again["code"] == "bad-token", again
+        assert server_metric(other, "mediaserver_cluster_single_use_checks_total",
+                             outcome="replayed") >= 2
+    finally:
+        _end({}, a, b)

@@ -108,6 +108,11 @@ def test_origin_policy_cases() -> None:
     assert normalise_origin("https://a.example:443") == "https://a.example"
     with pytest.raises(ValueError):
         OriginPolicy(["app.example"])   # no scheme: a configuration error, said at start
+    cluster = OriginPolicy(["https://app.example"])   # a node's live peers (sfu/cluster_link.py)
+    cluster.peers = lambda: ["http://10.0.0.6:8080", "https://node-c.example"]
+    assert cluster.allows("http://10.0.0.6:8080", "10.0.0.5:8080")
+    assert cluster.allows("https://node-c.example", "10.0.0.5:8080")
+    assert not cluster.allows("http://10.0.0.6:9090", "10.0.0.5:8080")   # not a node's origin
 
 
 async def test_ws_refuses_pages_from_other_origins(start_server) -> None:

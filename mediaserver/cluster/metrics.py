@@ -16,6 +16,11 @@ class ClusterMetrics:
             "mediaserver_cluster_placements_total",
             "joins placed, by outcome (owned, claimed, taken-over, redirect, degraded) and rooms "
             "lost to an older claim (lost)", ["outcome"], registry=r)
+        self.spent = Counter(
+            "mediaserver_cluster_single_use_checks_total",
+            "join tokens and reconnect tickets checked against Redis: first use, replayed "
+            "(used on some node already: refused), degraded (Redis away: this node's memory only)",
+            ["outcome"], registry=r)
         self.redis_errors = Counter("mediaserver_cluster_redis_errors_total",
                                     "Redis calls that failed (timeouts, refused connections)",
                                     registry=r)

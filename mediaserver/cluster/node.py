@@ -204,6 +204,29 @@ class ClusterNode:
                 return Placement(node=target, outcome="redirect")
         return Placement(outcome="degraded")   # the claim kept changing: serve, reconcile later
 
+    async def spend_once(self, jti: str, expires_unix: float) -> bool:
+        """A join token or reconnect ticket admits one join in the whole cluster: False when
+        ``jti`` was already used on any node. Degraded (Redis away): True, the node's own
+        memory (sfu/tokens.ReplayGuard) is then the only check (counted as ``degraded``)."""
+        if not self.degraded:
+            try:
+                first = await self.registry.spend(jti, expires_unix, self.me.id)
+                self.metrics.spent.labels("first" if first else "replayed").inc()
+                return first
+            except (RedisError, OSError) as exc:
+                self._redis_failed(exc)
+        self.metrics.spent.labels("degraded").inc()
+        return True
+
+    async def unspend(self, jti: str) -> None:
+        """Give back a use taken by :meth:`spend_once` (the join was refused after it)."""
+        if self.degraded:
+            return
+        try:
+            await self.registry.unspend(jti)
+        except (RedisError, OSError) as exc:
+            self._redis_failed(exc)
+
     def _count(self, placement: Placement) -> Placement:
         self.metrics.placements.labels(placement.outcome).inc()
         return placement

@@ -14,6 +14,7 @@ overwritten by the node whose view of it is still current.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Optional
 
 import redis.asyncio as aioredis
@@ -32,6 +33,11 @@ def node_key(node_id: str) -> str:
 
 def owner_key(room: str) -> str:
     return f"mediaserver:room:{{{room}}}:owner"
+
+
+def spent_key(jti: str) -> str:
+    """A join token's or reconnect ticket's id, once used anywhere in the cluster."""
+    return f"mediaserver:spent:{jti}"
 
 
 def events_key(room: str) -> str:
@@ -169,6 +175,18 @@ class RedisRegistry:
             name = key.decode() if isinstance(key, bytes) else str(key)
             out[name[len("mediaserver:room:{"):-len("}:owner")]] = Claim.from_json(json.loads(raw))
         return dict(sorted(out.items()))
+
+    # -- single-use join tokens and tickets ---------------------------------------------
+    async def spend(self, jti: str, expires_unix: float, node_id: str) -> bool:
+        """Mark ``jti`` used until it expires (``SET NX``): True for the first use cluster-wide."""
+        self.ops += 1
+        ttl_ms = max(1000, int((expires_unix - time.time()) * 1000))
+        return bool(await self.redis.set(spent_key(jti), node_id, px=ttl_ms, nx=True))
+
+    async def unspend(self, jti: str) -> None:
+        """Undo :meth:`spend` for a join refused after it (room full...)."""
+        self.ops += 1
+        await self.redis.delete(spent_key(jti))
 
     # -- events --------------------------------------------------------------------------
     async def publish_event(self, room: str, event: dict[str, Any], maxlen: int = 1000) -> None:

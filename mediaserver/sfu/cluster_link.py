@@ -8,7 +8,8 @@ A join for a room that lives on another node gets, instead of ``joined``::
 
 and the socket closes (code 4307). The client joins at ``url`` sending the ticket as
 ``reconnect`` (sfu/tickets.py: signed with a key derived from ``--secret``, so every node of
-the cluster accepts it; the join token is not spent on the redirecting node). The same message
+the cluster accepts it; the join token is spent cluster-wide by the redirect, see
+``ClusterNode.spend_once``). The same message
 moves a room's participants mid-call when another node's older claim wins the room after a
 Redis outage.
 """
@@ -76,6 +77,8 @@ class ClusterLink:
                                 load=self._load, metrics=self.metrics, on_lost=self._on_lost)
         await self.node.start()
         self.ctx.cluster = self.node
+        node = self.node   # pages served by any live node may open /ws here (sfu/origin.py)
+        self.ctx.origins.peers = lambda: [n.url for n in node.nodes]
         logger.info("cluster node %s (%s) on %s: %d live node(s)%s", me.id, me.ws_url,
                     args.redis_url, len(self.node.nodes), " (degraded: Redis unreachable)"
                     if self.node.degraded else "")

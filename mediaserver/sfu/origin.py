@@ -11,7 +11,10 @@ Policy (sans-I/O, ``OriginPolicy.allows(origin, host)``):
 - the page's own origin: ``Origin``'s host and port equal the request's ``Host``
   (default ports folded: ``https://a`` and ``Host: a`` match, as behind a TLS proxy
   that keeps ``Host``);
-- an origin listed in ``--allowed-origins`` (``scheme://host[:port]``), or ``*``.
+- an origin listed in ``--allowed-origins`` (``scheme://host[:port]``), or ``*``;
+- with ``--redis-url``, the origin of any live node of the cluster (``OriginPolicy.peers``):
+  a page served by one node follows a redirect to the room's node, or reconnects to another
+  node when its node dies.
 
 With ``--secret`` every join needs a token, which is the operator's permission; there
 the check applies only when ``--allowed-origins`` is given (``OriginPolicy.enforced``).
@@ -19,7 +22,7 @@ the check applies only when ``--allowed-origins`` is given (``OriginPolicy.enfor
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 from urllib.parse import urlsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -72,6 +75,8 @@ class OriginPolicy:
                 raise ValueError(f"not an origin (scheme://host[:port]): {item!r}")
             self.allowed.add(norm)
         self.enforced = enforced
+        # the cluster's live nodes' http(s) URLs (sfu/cluster_link.py sets it; one node: none)
+        self.peers: Callable[[], Iterable[str]] = lambda: ()
 
     def allows(self, origin: Optional[str], host: Optional[str]) -> bool:
         if not self.enforced or self.any or origin is None:
@@ -79,7 +84,7 @@ class OriginPolicy:
         norm = normalise_origin(origin)
         if norm is None:   # "null" (sandboxed frames, file://) and garbage
             return False
-        if norm in self.allowed:
+        if norm in self.allowed or norm in {normalise_origin(url) for url in self.peers()}:
             return True
         scheme, _, netloc = norm.partition("://")
         mine = _host_port(host or "", None)

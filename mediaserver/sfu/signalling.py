@@ -232,11 +232,17 @@ class SignallingSession:
         except RoomError as exc:
             raise ClientError(exc.code, str(exc), close=True) from None
         grant, rejoin = self._admission(m, room_name, identity)
+        if (self.ctx.cluster is not None and grant is not None
+                and not await self.ctx.cluster.spend_once(grant.jti, grant.expires)):
+            # one join per token or ticket in the whole cluster, not per node
+            raise ClientError("bad-token", "token was already used to join (on a node of this "
+                              "cluster; a token admits one join)", close=True)
         if self.ctx.cluster is not None and room_name not in self.ctx.manager.rooms:
             placement = await self.ctx.cluster.place(room_name)
             if placement.node is not None:   # the room lives on another node: send the client there
+                # the token is spent in Redis: the redirect's ticket is the client's way in now
                 if grant is not None:
-                    self.ctx.replay.release(grant)   # the token was not spent here
+                    self.ctx.replay.release(grant)
                 from .cluster_link import REDIRECT_CLOSE_CODE, redirect_message
 
                 logger.info("%s/%s: room is on node %s, redirected", room_name, identity,
@@ -255,6 +261,8 @@ class SignallingSession:
         except RoomError as exc:
             if grant is not None:  # not admitted: the token was not spent
                 self.ctx.replay.release(grant)
+                if self.ctx.cluster is not None:
+                    await self.ctx.cluster.unspend(grant.jti)
             raise ClientError(exc.code, str(exc), close=True) from None
         self.participant = p
         self._label = f"{room_name}/{identity}"

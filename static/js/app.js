@@ -15,6 +15,21 @@ const SERVER_STATS_INTERVAL_MS = 2000;
 const ENH_NOTE = "Strength limits how far noise is pushed down (dB); max removes as much as the model can.";
 // A join refused for one of these may work on a later attempt; any other refusal ends the call.
 const RETRYABLE = new Set(["server-full", "rate-limited", "offer-timeout"]);
+const MAX_REDIRECTS = 3; // in a row (as mediaserver/client.py): a loop between nodes is an error
+
+/** The ws:// and wss:// URLs among `list` (the server's joined.nodes / redirect.url), absolute. */
+function signallingUrls(list) {
+  const out = [];
+  for (const item of Array.isArray(list) ? list : []) {
+    try {
+      const url = new URL(String(item));
+      if (url.protocol === "ws:" || url.protocol === "wss:") out.push(url.href);
+    } catch (err) {
+      // not a URL: skipped
+    }
+  }
+  return out;
+}
 
 class App {
   constructor() {
@@ -44,6 +59,13 @@ class App {
     this.backoff = new Backoff();
     this.reconnect = null; // {reason, attempt, hintMs, timer, nextAt} while reconnecting
     this.reconnects = 0; // successful rejoins
+    // Several servers (serve --redis-url): a join that reaches a node the room is not on gets a
+    // `redirect` (the room's node and a ticket) and the socket closes; the page joins there.
+    // `joined.nodes` lists the live nodes: when a node dies, the reconnect tries go round them.
+    this.nodes = []; // signalling URLs of the cluster's live nodes (joined.nodes)
+    this.redirectTo = null; // set by a redirect, used by the close that follows it
+    this.redirects = 0; // redirects followed (at join or mid-call)
+    this.redirectsInARow = 0; // without a joined in between: bounded, a loop of them is an error
     this.notices = []; // what the page told the user, in order (the browser test reads it)
     this.list = new ParticipantList($("participants"), $("participant-template"));
     this.bindUi();
@@ -183,6 +205,9 @@ class App {
       case "reconnect-ticket":
         if (typeof msg.ticket === "string") this.ticket = msg.ticket;
         break;
+      case "redirect":
+        this.onRedirect(msg);
+        break;
       case "server-shutdown":
         this.startReconnect("The server is restarting", msg.retry_after_ms);
         break;
@@ -240,6 +265,8 @@ class App {
     this.room = msg.room || this.room;
     this.identity = msg.identity || this.identity;
     if (msg.reconnect && typeof msg.reconnect.ticket === "string") this.ticket = msg.reconnect.ticket;
+    this.nodes = signallingUrls(msg.nodes);
+    this.redirectsInARow = 0;
     if (rejoined) {
       this.reconnects += 1;
       this.reconnect = null;
@@ -321,8 +348,34 @@ class App {
     else this.fail(text);
   }
 
+  /** The room lives on another node: remember where, with its ticket; the socket closes next. */
+  onRedirect(msg) {
+    const [url] = signallingUrls([msg.url]);
+    if (!url) return; // not a ws:// or wss:// URL: the close that follows is handled as a loss
+    this.redirectTo = url;
+    if (msg.reconnect && typeof msg.reconnect.ticket === "string") this.ticket = msg.reconnect.ticket;
+  }
+
   onSocketClosed() {
     if (this.phase === "idle") return;
+    if (this.redirectTo) {
+      const url = this.redirectTo;
+      this.redirectTo = null;
+      this.redirects += 1;
+      this.redirectsInARow += 1;
+      if (this.redirectsInARow > MAX_REDIRECTS) {
+        this.teardown();
+        this.showError(`More than ${MAX_REDIRECTS} redirects between the servers; try again later.`);
+        return;
+      }
+      if (this.phase === "joining") {
+        this.url = url;
+        this.connect().catch((err) => this.fail(String(err.message || err)));
+      } else {
+        this.startReconnect("The room moved to another server", 0, url);
+      }
+      return;
+    }
     if (this.phase === "joined" || this.phase === "reconnecting") {
       this.startReconnect(this.phase === "joined" ? "The connection to the server was lost" : null);
       return;
@@ -334,11 +387,14 @@ class App {
   /**
    * Drop this connection and come back as the same person: keep the microphone, the audio
    * context and the settings; a new socket, join (with the ticket) and peer connection after a
-   * backoff. `reason` starts a new reconnection (null: the attempt in progress failed).
+   * backoff. `reason` starts a new reconnection (null: the attempt in progress failed); `url`
+   * (a redirect) starts a new one there even while reconnecting.
    */
-  startReconnect(reason, hintMs = null) {
-    if (this.phase === "joined") {
-      this.reconnect = { reason: reason || "The connection was lost", attempt: 0, hintMs, timer: null };
+  startReconnect(reason, hintMs = null, url = null) {
+    if (this.phase === "joined" || (url && this.phase === "reconnecting")) {
+      if (this.reconnect && this.reconnect.timer) clearTimeout(this.reconnect.timer);
+      this.reconnect = { reason: reason || "The connection was lost", attempt: 0, hintMs, timer: null,
+                         url: url || this.url };
     } else if (this.phase === "reconnecting" && this.reconnect) {
       if (this.reconnect.timer) return; // already waiting for the next try
       this.reconnect.attempt += 1; // the try in progress failed
@@ -355,6 +411,9 @@ class App {
     r.timer = setTimeout(() => {
       r.timer = null;
       if (this.phase !== "reconnecting" || this.reconnect !== r) return;
+      // first the server we were on (or were sent to), then round the cluster's live nodes
+      const urls = [...new Set([r.url, ...this.nodes])];
+      this.url = urls[r.attempt % urls.length];
       this.connect().catch(() => this.startReconnect(null));
     }, wait);
   }
@@ -565,6 +624,9 @@ class App {
       audioContext: this.ctx ? this.ctx.state : null,
       audioGate: !$("enable-audio").hidden,
       reconnects: this.reconnects,
+      url: this.url,
+      nodes: [...this.nodes],
+      redirects: this.redirects,
       reconnecting: this.reconnect ? { reason: this.reconnect.reason, attempt: this.reconnect.attempt } : null,
       notices: [...this.notices],
       muted: this.muted,
