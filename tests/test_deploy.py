@@ -8,6 +8,7 @@ every family is registered).
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -109,3 +110,32 @@ def test_every_metric_in_rules_and_dashboard_exists_after_a_real_call(tmp_path: 
         if f.name.startswith("mediaserver_enhancer_"):
             assert all("model_version" in s.labels for s in f.samples), f.name
     assert any(s.name == "mediaserver_enhancer_dnsmos_count" and s.value >= 1 for f in families for s in f.samples)
+
+
+def test_compose_nodes_use_only_real_settings_and_differ_where_they_must() -> None:
+    """docker-compose.yml's server nodes: every MEDIASERVER_* variable is the twin of a real
+    ``mediaserver serve`` flag (a typo would be ignored silently), and the nodes share Redis
+    and the secret but not the port, the node id or the advertised URL."""
+    from mediaserver.cli import build_parser
+    from mediaserver.config import env_name
+
+    parser = build_parser("serve")
+    serve = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {env_name(f) for a in serve.choices["serve"]._actions for f in a.option_strings
+             if f.startswith("--")}
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    nodes = {name: svc["environment"] for name, svc in compose["services"].items()
+             if svc.get("image", "").startswith("mediaserver")}
+    assert len(nodes) == 2, sorted(nodes)
+    for name, env in nodes.items():
+        unknown = sorted(k for k in env if k.startswith("MEDIASERVER_") and k not in flags)
+        assert not unknown, (name, unknown)
+        assert env["MEDIASERVER_REDIS_URL"].startswith("redis://"), env
+    first, second = nodes.values()
+    for shared in ("MEDIASERVER_REDIS_URL", "MEDIASERVER_SECRET", "MEDIASERVER_TURN_SECRET"):
+        assert first[shared] == second[shared], shared
+    for own in ("MEDIASERVER_PORT", "MEDIASERVER_NODE_ID", "MEDIASERVER_ADVERTISE_URL"):
+        assert first[own] != second[own], own
+    targets = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    scraped = {t for job in targets["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    assert {f"127.0.0.1:{env['MEDIASERVER_PORT']}" for env in nodes.values()} <= scraped, scraped
