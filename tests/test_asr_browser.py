@@ -16,9 +16,17 @@ from test_browser import BROWSER_ID, Chromium, Server, make_speech, person, wait
 SPOKEN = "Please send an ambulance to twelve Baker Street the patient is breathing but not awake"
 
 
-def final_after_partial(log: list[dict]) -> bool:
-    partial = next((i for i, c in enumerate(log) if not c["final"]), None)
-    return partial is not None and any(c["final"] for c in log[partial:])
+def utterances(log: list[dict]) -> list[tuple[list[str], str]]:
+    """The caption log cut into utterances: (the partials shown, the final that closed them);
+    an utterance still open at the end of the log is left out."""
+    out, partials = [], []
+    for c in log:
+        if c["final"]:
+            out.append((partials, c["text"]))
+            partials = []
+        else:
+            partials.append(c["text"])
+    return out
 
 
 @pytest.mark.timeout(900)
@@ -40,9 +48,14 @@ async def test_partial_captions_reach_the_page_before_the_final(tmp_path: Path) 
                                    lambda s: spoken_words(person(s, BROWSER_ID).get("partialLine")) >= 2,
                                    limit_s=400)
             await page.screenshot(Path(__file__).parent / "output" / "browser_partial_caption.png")
-            done = await wait_for(page, "a final caption after a partial",
-                                  lambda s: final_after_partial(person(s, BROWSER_ID).get("captionLog", [])),
-                                  limit_s=400)
+            # an utterance whose partials carried words (a short one may show one partial of
+            # one word before its final) is closed by its final
+            def closed(state: dict) -> list[tuple[list[str], str]]:
+                return [u for u in utterances(person(state, BROWSER_ID).get("captionLog", []))
+                        if spoken_words(" ".join(u[0])) >= 2]
+
+            done = await wait_for(page, "a final caption after partials with words",
+                                  lambda s: bool(closed(s)), limit_s=400)
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{server.url}/rooms/partials/transcript") as resp:
                 transcript = await resp.json()
@@ -51,12 +64,11 @@ async def test_partial_captions_reach_the_page_before_the_final(tmp_path: Path) 
     me = person(shown, BROWSER_ID)
     assert me["partial"] and me["partialLine"] == me["captions"][-1]
     log = person(done, BROWSER_ID)["captionLog"]
-    # the fake microphone loops: an utterance's partials come before that utterance's final
-    first_partial = next(i for i, c in enumerate(log) if not c["final"])
-    closing = next(i for i, c in enumerate(log) if c["final"] and i > first_partial)
-    partials = [c["text"] for c in log[first_partial:closing] if not c["final"]]
-    assert partials, log
-    assert spoken_words(" ".join(partials)) >= 2, log
+    # the fake microphone loops: an utterance's partials come before that utterance's final,
+    # and the final carries at least the words of its last partial
+    partials, final = closed(done)[0]
+    assert spoken_words(final) >= spoken_words(partials[-1]), (partials, final)
+    partials = [c["text"] for c in log if not c["final"]]
     finals = [c["text"] for c in log if c["final"]]
     entries = [e["text"] for e in transcript["entries"]]
     assert entries[:len(finals)] == finals                   # finals only, in order

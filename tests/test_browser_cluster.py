@@ -82,7 +82,9 @@ async def test_page_follows_the_redirect_and_comes_back_after_kill_9(tmp_path: P
                                   lambda s: s.get("phase") == "joined" and s.get("reconnects", 0) >= 1
                                   and s.get("connectionState") == "connected"
                                   and hears(s, CLIENT_ID), limit_s=150)
-            assert back["url"] == other.ws_url and back["redirects"] == 1, back
+            # (one more redirect is fine: until the dead node's lease lapses (2 s) the survivor
+            # still sends the page there)
+            assert back["url"] == other.ws_url and back["redirects"] >= 1, back
             assert _participants(other) == 2
             print("page notices:", back["notices"])
         summary = stop_client(bot)

@@ -169,7 +169,8 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
                      if ice.per_join else None)
 
     app = web.Application(client_max_size=256 * 1024)
-    websec.attach(app, args)   # CSP and other headers, /metrics guard, /client.json
+    websec.attach(app, args,   # CSP and other headers, /metrics guard, /client.json
+                  peers=lambda: ctx.cluster.node_urls() if ctx.cluster is not None else [])
     app[SFU_CONTEXT] = ctx
     app[MEDIA_CLOCK] = clock
     app[ROOM_MANAGER] = manager

@@ -5,7 +5,9 @@ access log without secrets.
 - ``--allowed-origins``: pages from these origins may open ``/ws`` (``origin.py``);
 - ``--page-signalling``: other signalling servers the shipped page may use through
   its ``?ws=`` parameter (served as ``/client.json`` and in the page's CSP
-  ``connect-src``); by default the page talks to its own server only;
+  ``connect-src``); by default the page talks to its own server only, and with
+  ``--redis-url`` also to the cluster's nodes live when the page was served (a redirect,
+  a reconnection after its node died);
 - every response carries a Content-Security-Policy (scripts, styles and connections
   from this server only, ``frame-ancestors 'none'``), ``X-Frame-Options: DENY``,
   ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer`` (a page URL
@@ -125,15 +127,21 @@ class RedactingAccessLogger(AccessLogger):
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def attach(app: web.Application, args: argparse.Namespace) -> None:
-    """Add the headers, the /metrics guard and ``/client.json`` to ``app`` (before it starts)."""
+def attach(app: web.Application, args: argparse.Namespace,
+           peers: Callable[[], list[str]] = lambda: []) -> None:
+    """Add the headers, the /metrics guard and ``/client.json`` to ``app`` (before it starts).
+
+    ``peers``: signalling URLs of the cluster's live nodes (``joined.nodes``); the page may
+    connect to them too (a redirect, a reconnection after its node died)."""
     signalling = page_signalling(args)
     csp = content_security_policy(signalling)
     token: Optional[str] = args.metrics_token or None
     guarded = bool(token or args.secret)
 
     async def headers(request: web.Request, response: web.StreamResponse) -> None:
-        response.headers.setdefault("Content-Security-Policy", csp)
+        nodes = [u for u in peers() if u not in signalling]
+        response.headers.setdefault("Content-Security-Policy",
+                                    content_security_policy(signalling + nodes) if nodes else csp)
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")

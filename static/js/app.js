@@ -65,7 +65,7 @@ class App {
     this.nodes = []; // signalling URLs of the cluster's live nodes (joined.nodes)
     this.redirectTo = null; // set by a redirect, used by the close that follows it
     this.redirects = 0; // redirects followed (at join or mid-call)
-    this.redirectsInARow = 0; // without a joined in between: bounded, a loop of them is an error
+    this.redirectsInARow = 0; // with no joined nor unreachable node between: a loop, an error
     this.notices = []; // what the page told the user, in order (the browser test reads it)
     this.list = new ParticipantList($("participants"), $("participant-template"));
     this.bindUi();
@@ -414,7 +414,10 @@ class App {
       // first the server we were on (or were sent to), then round the cluster's live nodes
       const urls = [...new Set([r.url, ...this.nodes])];
       this.url = urls[r.attempt % urls.length];
-      this.connect().catch(() => this.startReconnect(null));
+      this.connect().catch(() => {
+        this.redirectsInARow = 0; // a node that cannot be reached (it died): not a redirect loop
+        this.startReconnect(null);
+      });
     }, wait);
   }
 
