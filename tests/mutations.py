@@ -526,6 +526,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_browser_cluster.py",),
     ),
     Mutation(
+        name="cluster-csp-blocks-nodes",
+        claim="the page's CSP lets it connect to the cluster's other nodes (redirect, failover)",
+        source="issue 10 (the browser client follows redirects)",
+        edits=(Edit("mediaserver/sfu/websec.py",
+                    "        nodes = [u for u in peers() if u not in signalling]\n",
+                    "        nodes = []  # mutation\n"),),
+        tests=("tests/test_browser_cluster.py",),
+    ),
+    Mutation(
         name="cluster-peer-origins-refused",
         claim="a page served by one node may open /ws on the room's node (Origin check on)",
         source="issue 10 (the browser client follows redirects)",
