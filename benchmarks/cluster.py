@@ -112,6 +112,8 @@ def failover_trial(tmp: Path, redis: RedisProcess, speech: dict[str, Path], sett
     try:
         for who in ("A", "B"):
             procs[who] = client(urls, who, speech[who], tmp, 60.0)
+        wait(lambda: all(server_metric(n, "mediaserver_cluster_nodes") == 3 for n in nodes.values()),
+             "the three nodes see each other", 30.0)
         wait(lambda: participants(nodes["a"]) == 2, "both clients on node a")
         time.sleep(settle_s)   # the call runs: the Redis load at steady state is measured now
         ops = {n: server_metric(s, "mediaserver_cluster_redis_commands_total") for n, s in nodes.items()}
@@ -216,7 +218,10 @@ def main() -> int:
             join_dir = tmp / "joins"
             join_dir.mkdir()
             a, b = node(join_dir, redis, "a"), node(join_dir, redis, "b")
-            try:
+            try:   # both registered and seeing each other (a node may start before Redis answers)
+                wait(lambda: all(server_metric(n, "mediaserver_cluster_nodes") == 2
+                                 and server_metric(n, "mediaserver_cluster_redis_up") == 1
+                                 for n in (a, b)), "both nodes see each other", 30.0)
                 joins = asyncio.run(join_latency({"a": a.ws_url, "b": b.ws_url}, args.joins))
             finally:
                 a.stop()
