@@ -146,36 +146,38 @@ def failover_trial(tmp: Path, redis: RedisProcess, speech: dict[str, Path], sett
 
 
 async def join_latency(urls: dict[str, str], n: int) -> dict[str, list[float]]:
-    """Milliseconds from a socket's connect to ``joined``: direct, and through the other node."""
+    """Milliseconds from a socket's connect to ``joined``: on the room's node (direct), and
+    through the other node (redirected: a second socket with the redirect's ticket)."""
     out: dict[str, list[float]] = {"direct": [], "redirected": []}
     async with aiohttp.ClientSession() as session:
+
+        async def join(url: str, room: str, who: str) -> tuple[str, Any, str]:
+            """(kind, open socket, the room's node URL) of one timed join, redirect followed."""
+            t0 = time.perf_counter()
+            ws = await session.ws_connect(url)
+            await ws.send_json({"type": "join", "room": room, "identity": who,
+                                "token": mint(SECRET, room=room, identity=who)})
+            reply = await ws.receive_json(timeout=30)
+            kind = "direct"
+            if reply["type"] == "redirect":   # placement chose the other (less loaded) node
+                await ws.close()
+                url, kind = reply["url"], "redirected"
+                ws = await session.ws_connect(url)
+                await ws.send_json({"type": "join", "room": room, "identity": who,
+                                    "reconnect": reply["reconnect"]["ticket"]})
+                reply = await ws.receive_json(timeout=30)
+            assert reply["type"] == "joined", reply
+            out[kind].append((time.perf_counter() - t0) * 1000)
+            return kind, ws, url
+
         for i in range(n):
             room = f"join-{i}"
-            keep = []
-            t0 = time.perf_counter()
-            ws = await session.ws_connect(urls["a"])
-            await ws.send_json({"type": "join", "room": room, "identity": "first",
-                                "token": mint(SECRET, room=room, identity="first")})
-            reply = await ws.receive_json(timeout=30)
-            assert reply["type"] == "joined", reply   # a new room: placed on the node reached
-            out["direct"].append((time.perf_counter() - t0) * 1000)
-            keep.append(ws)
-            t0 = time.perf_counter()
-            ws = await session.ws_connect(urls["b"])
-            await ws.send_json({"type": "join", "room": room, "identity": "second",
-                                "token": mint(SECRET, room=room, identity="second")})
-            moved = await ws.receive_json(timeout=30)
-            assert moved["type"] == "redirect", moved
-            await ws.close()
-            ws = await session.ws_connect(moved["url"])
-            await ws.send_json({"type": "join", "room": room, "identity": "second",
-                                "reconnect": moved["reconnect"]["ticket"]})
-            reply = await ws.receive_json(timeout=30)
-            assert reply["type"] == "joined", reply
-            out["redirected"].append((time.perf_counter() - t0) * 1000)
-            keep.append(ws)
-            for w in keep:
-                await w.close()
+            _, first, owner = await join(urls["a"], room, "first")
+            other = urls["b"] if owner == urls["a"] else urls["a"]
+            _, second, _ = await join(other, room, "second")     # redirected
+            _, third, _ = await join(owner, room, "third")       # direct
+            for ws in (first, second, third):
+                await ws.close()
     return out
 
 
