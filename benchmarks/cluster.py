@@ -45,7 +45,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 from mediaserver.audio import read_audio, write_audio  # noqa: E402
 from mediaserver.sfu.tokens import mint  # noqa: E402
-from conftest import ServerProcess, server_metric  # noqa: E402
+from conftest import ServerProcess, server_metric, start_client, stop_client  # noqa: E402
 from redis_proc import RedisProcess  # noqa: E402
 from test_reconnect import HZ, RATE, tone, tone_share  # noqa: E402
 
@@ -72,20 +72,10 @@ def wait(check: Any, what: str, timeout: float = 120.0) -> None:
 
 
 def client(urls: str, who: str, speech: Path, tmp: Path, seconds: float) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mediaserver", "client", "--url", urls, "--room", ROOM,
-         "--identity", who, "--ice-host", "127.0.0.1", "--send", str(speech),
-         "--duration", str(seconds), "--record-dir", str(tmp / f"rec-{who}"),
-         "--token", mint(SECRET, room=ROOM, identity=who)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=open(tmp / f"client-{who}.log", "wb"))
-
-
-def summary_of(proc: subprocess.Popen) -> dict:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    text = out.decode()
-    return json.loads(text[text.find("{"):])
+    return start_client(urls, ROOM, who, "--send", str(speech), "--duration", str(seconds),
+                        "--record-dir", str(tmp / f"rec-{who}"),
+                        "--token", mint(SECRET, room=ROOM, identity=who),
+                        log=tmp / f"client-{who}.log")
 
 
 def audio_back_s(summary: dict, me: str, other: str, kill_unix: float) -> Optional[float]:
@@ -126,7 +116,7 @@ def failover_trial(tmp: Path, redis: RedisProcess, speech: dict[str, Path], sett
         survivors = [nodes["b"], nodes["c"]]
         wait(lambda: any(participants(n) == 2 for n in survivors), "both back on one node")
         time.sleep(4.0)   # enough call after the rejoin to find a second of tone
-        summaries = {who: summary_of(p) for who, p in procs.items()}
+        summaries = {who: stop_client(p) for who, p in procs.items()}
     finally:
         for p in procs.values():
             if p.poll() is None:

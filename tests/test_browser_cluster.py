@@ -13,10 +13,8 @@ hears the bot again, who came back there too.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from conftest import ServerProcess, start_client, stop_client
 from redis_proc import RedisProcess
 from test_browser import BROWSER_ID, CLIENT_ID, Chromium, hears, make_speech, wait_for
 from test_cluster import _participants
+from waiting import until
 
 pytestmark = pytest.mark.timeout(480)
 
@@ -37,13 +36,6 @@ def _node(tmp_path: Path, redis: RedisProcess, name: str) -> ServerProcess:
     return ServerProcess(tmp_path / f"node-{name}.log", "--no-enhance", "--secret", SECRET,
                          "--allowed-origins", "https://elsewhere.example",
                          "--redis-url", redis.url, "--node-id", name)
-
-
-async def _until(check, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {timeout:g} s: {what}"
-        await asyncio.sleep(0.2)
 
 
 async def test_page_follows_the_redirect_and_comes_back_after_kill_9(tmp_path: Path) -> None:
@@ -58,8 +50,8 @@ async def test_page_follows_the_redirect_and_comes_back_after_kill_9(tmp_path: P
         bot = start_client(urls, ROOM, CLIENT_ID, "--send", str(bot_voice), "--duration", "240",
                            "--token", mint(SECRET, room=ROOM, identity=CLIENT_ID),
                            log=tmp_path / "bot.log")
-        await _until(lambda: sum(_participants(n) for n in nodes.values()) == 1,
-                     "the bot joined a node")
+        await until(lambda: sum(_participants(n) for n in nodes.values()) == 1,
+                    what="the bot joined a node")
         owner, other = ((nodes["a"], nodes["b"]) if _participants(nodes["a"]) == 1
                         else (nodes["b"], nodes["a"]))
         token = mint(SECRET, room=ROOM, identity=BROWSER_ID)
