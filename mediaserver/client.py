@@ -64,12 +64,17 @@ class FileSource(MediaStreamTrack):
     kind = "audio"
 
     def __init__(self, samples: np.ndarray, *, bitrate: int = 32000, codec: str = "opus",
-                 start: Optional[float] = None) -> None:
+                 start: Optional[float] = None, loop: bool = False) -> None:
         """``start``: loop time at which the file began playing on an earlier connection;
         this source then goes on from the file's position now (audio while disconnected is
-        lost, as from a live microphone)."""
+        lost, as from a live microphone). ``loop``: play the file again and again (its length
+        must be whole 20 ms frames); otherwise silence follows its end."""
         super().__init__()
+        if loop and (len(samples) == 0 or len(samples) % FRAME_SAMPLES):
+            raise ValueError(f"a looped source needs whole {FRAME_SAMPLES}-sample frames, "
+                             f"got {len(samples)} samples")
         self._samples = samples
+        self._loop = loop
         self._encoder: Any = OpusEncoder(bitrate=bitrate) if codec == "opus" else G711Encoder(codec)
         self._silence = np.zeros(FRAME_SAMPLES, np.float32)
         self._index = 0
@@ -94,6 +99,8 @@ class FileSource(MediaStreamTrack):
         if delay > 0:
             await asyncio.sleep(delay)
         lo = self._index * FRAME_SAMPLES
+        if self._loop:
+            lo %= len(self._samples)
         frame = self._samples[lo:lo + FRAME_SAMPLES]
         if len(frame) < FRAME_SAMPLES:
             frame = np.concatenate([frame, self._silence[:FRAME_SAMPLES - len(frame)]])

@@ -858,6 +858,24 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "            if False:  # mutation"),),
         tests=("tests/test_mediaclock_backlog.py",),
     ),
+    Mutation(
+        name="asr-at-server-priority",
+        claim="local recognisers (and the engine threads they start) run below the media clock's CPU priority",
+        source="issue 13 Soak",
+        edits=(Edit("mediaserver/asr/pool.py",
+                    "            self.worker_nice[worker.index] = lower_thread_priority(self.nice)",
+                    "            self.worker_nice[worker.index] = lower_thread_priority(0)"),),
+        tests=("tests/test_asr_streaming.py::test_recognisers_and_their_engine_threads_run_below_the_servers_priority",),
+    ),
+    Mutation(
+        name="soak-tone-ends",
+        claim="a looped test source keeps sending after the end of its file",
+        source="issue 13 Soak",
+        edits=(Edit("mediaserver/client.py",
+                    "            lo %= len(self._samples)",
+                    "            pass  # mutation"),),
+        tests=("tests/test_file_source.py::test_a_looped_source_plays_past_its_end",),
+    ),
 )
 
 

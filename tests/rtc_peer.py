@@ -103,10 +103,15 @@ class RtcPeer:
     """One participant: a WebSocket to ``/ws`` and an RTCPeerConnection, in this loop."""
 
     def __init__(self, ws_url: str, room: str, identity: str, *, tone_hz: Optional[float] = 440.0,
-                 token: Optional[str] = None, pulsed: bool = False) -> None:
+                 token: Optional[str] = None, pulsed: bool = False, looped: bool = False) -> None:
+        """``looped``: the tone plays for as long as the call lasts (a 4 s loop of a whole
+        number of cycles and pulses; ``tone_hz`` must be a whole number), else it lasts 120 s."""
         self.ws_url, self.room, self.identity, self.token = ws_url, room, identity, token
         self.tone_hz = tone_hz
         self.pulsed = pulsed
+        self.looped = looped
+        if looped and (tone_hz is None or tone_hz != int(tone_hz)):
+            raise ValueError(f"a looped tone needs whole hertz, got {tone_hz}")
         self.ws: Optional[aiohttp.ClientWebSocketResponse] = None
         self.pc: Optional[RTCPeerConnection] = None
         self.source: Optional[FileSource] = None
@@ -152,8 +157,11 @@ class RtcPeer:
     async def make_offer(self) -> str:
         """Create the peer connection (tone as microphone) and return its first offer's SDP."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.source = FileSource(tone(self.tone_hz, pulsed=self.pulsed) if self.tone_hz
-                                 else np.zeros(0, np.float32))
+        if self.tone_hz and self.looped:
+            self.source = FileSource(tone(self.tone_hz, 4.0, pulsed=self.pulsed), loop=True)
+        else:
+            self.source = FileSource(tone(self.tone_hz, pulsed=self.pulsed) if self.tone_hz
+                                     else np.zeros(0, np.float32))
         self.pc.addTransceiver(self.source, direction="sendrecv")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return enable_opus_fec(self.pc.localDescription.sdp)

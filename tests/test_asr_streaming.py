@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +270,59 @@ async def test_failed_worker_is_replaced_and_counted(tmp_path: Path) -> None:
     assert health["worker_restarts"] == 1 and health["failed"] == 0
     assert metric("mediaserver_asr_worker_restarts_total") == restarts0 + 1
     assert got[0].final and "friday" in got[0].text.lower()
+
+
+def _nice_of(tid: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, tid)
+
+
+async def test_recognisers_and_their_engine_threads_run_below_the_servers_priority() -> None:
+    """A decode must never take the CPU from the media clock (the soak at the server's
+    priority: every Whisper decode cost each stream 5-17 frames). The recogniser is built and
+    runs in a thread at nice +10, and a compute thread the engine starts (as CTranslate2 does
+    at load) inherits it; the event loop's own thread keeps the server's priority."""
+    from mediaserver.asr.local import LocalRecogniserSink
+
+    seen: dict[str, int] = {}
+
+    class Engine:
+        """Stands in for CTranslate2: starts its compute thread when built."""
+
+        def __init__(self) -> None:
+            seen["built"] = _nice_of(threading.get_native_id())
+            compute = threading.Thread(target=lambda: seen.setdefault(
+                "compute", _nice_of(threading.get_native_id())))
+            compute.start()
+            compute.join()
+
+        def recognise(self, pcm: np.ndarray, **_: object) -> list[Word]:
+            if len(pcm) != 16000:      # the warm-up decode is one second of zeros
+                seen["decode"] = _nice_of(threading.get_native_id())
+            return words("hello there")
+
+    base = _nice_of(threading.get_native_id())
+    sink = LocalRecogniserSink(workers=1, recogniser_factory=Engine, stream=StreamConfig(partials=False))
+    got: list = []
+    await sink.start(got.append)
+    try:
+        sink.submit_segment(Segment("r", "eve", 0.0, 900.0, np.ones(14400, np.int16), seq=1,
+                                    meta={"cut": "pause"}))
+        await until(lambda: bool(got), timeout=30, what="the transcript")
+    finally:
+        await sink.stop()
+    want = min(19, base + 10)
+    assert seen == {"built": want, "compute": want, "decode": want}, (base, seen)
+    assert _nice_of(threading.get_native_id()) == base
+    assert got[0].text == "hello there"
+
+
+def test_default_workers_leave_one_core_to_the_media_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mediaserver.asr import local
+
+    for cores, threads, want in [(1, 1, 1), (2, 1, 1), (8, 1, 7), (8, 2, 3), (16, 4, 3)]:
+        monkeypatch.setattr(local.os, "cpu_count", lambda c=cores: c)
+        assert local.default_workers("cpu", threads) == want, (cores, threads)
+    assert local.default_workers("cuda", 1) == 2
 
 
 async def test_queue_drops_are_counted_in_metrics_and_health(tmp_path: Path) -> None:

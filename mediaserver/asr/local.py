@@ -150,11 +150,12 @@ def make_recogniser(engine: str = "whisper", **kwargs) -> Recogniser:
 
 
 def default_workers(device: str = "cpu", threads: int = 1) -> int:
-    """Workers sized to the machine: one per ``threads`` CPU cores; two on a GPU (one decodes
-    while the other prepares features)."""
+    """Workers sized to the machine: one per ``threads`` CPU cores, leaving one core to the
+    media path (the clock, enhancer and encoders); two on a GPU (one decodes while the other
+    prepares features)."""
     if device == "cuda":
         return 2
-    return max(1, (os.cpu_count() or 1) // max(1, threads))
+    return max(1, ((os.cpu_count() or 1) - 1) // max(1, threads))
 
 
 class LocalRecogniserSink:
@@ -172,7 +173,7 @@ class LocalRecogniserSink:
 
     def __init__(self, *, engine: str = "whisper", workers: int = 0, threads: int = 1,
                  device: str = "cpu", beam_size: int = 1, finals_per_talker: int = 4,
-                 stream: StreamConfig | None = None,
+                 stream: StreamConfig | None = None, nice: int = 10,
                  recogniser_factory: Optional[Callable[[], Recogniser]] = None) -> None:
         if engine not in ENGINES:
             raise ValueError(f"unknown ASR engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -182,6 +183,7 @@ class LocalRecogniserSink:
         self.engine, self.device, self.threads = engine, device, threads
         self.stream_config = stream or StreamConfig()
         self.workers = workers if workers > 0 else default_workers(device, threads)
+        self.nice = nice
         if recogniser_factory is None:
             kwargs = ({"threads": threads, "beam_size": beam_size, "device": device}
                       if engine == "whisper" else {})
@@ -200,9 +202,11 @@ class LocalRecogniserSink:
     async def start(self, on_transcript: TranscriptCallback) -> None:
         self._on_transcript = on_transcript
         self._pool = RecogniserPool(self._factory, workers=self.workers, queue=self.queue,
-                                    on_result=self._on_result, prepare=self._prepare)
+                                    on_result=self._on_result, prepare=self._prepare,
+                                    nice=self.nice)
         await self._pool.start()
-        logger.info("local ASR ready: %s on %s, %d workers", self.engine, self.device, self.workers)
+        logger.info("local ASR ready: %s on %s, %d workers at nice +%d", self.engine, self.device,
+                    self.workers, self.nice)
 
     async def stop(self) -> None:
         if self._pool is not None:

@@ -32,6 +32,9 @@ def add_asr_options(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--asr-workers", type=int, default=0,
                help="local recogniser workers shared by all talkers (0: one per --asr-threads "
                     "CPU cores, 2 on cuda)")
+    add_option(parser, "--asr-nice", type=int, default=10,
+               help="how much lower the local recognisers' CPU priority is than the server's "
+                    "(0..19): captions may wait, the media clock may not")
     add_option(parser, "--asr-device", choices=DEVICES, default="cpu",
                help="where the local Whisper recogniser runs (cuda needs CTranslate2's CUDA libraries)")
     add_option(parser, "--asr-partial-interval", type=float, default=1.0, metavar="S",
@@ -80,6 +83,7 @@ def build_sinks(args: argparse.Namespace) -> list[AsrSink]:
             sinks.append(LocalRecogniserSink(engine=args.asr_engine, threads=args.asr_threads,
                                              workers=getattr(args, "asr_workers", 0),
                                              device=getattr(args, "asr_device", "cpu"),
+                                             nice=getattr(args, "asr_nice", 10),
                                              stream=stream))
         elif name == "ws":
             if not args.asr_ws_url:
@@ -123,6 +127,8 @@ def validate_asr_args(args: argparse.Namespace) -> Optional[str]:
         return "--asr-redis-ttl must be positive"
     if args.asr_threads < 1 or args.asr_redis_maxlen < 1:
         return "--asr-threads and --asr-redis-maxlen must be >= 1"
+    if not 0 <= getattr(args, "asr_nice", 10) <= 19:
+        return "--asr-nice must be 0..19"
     if getattr(args, "asr_workers", 0) < 0:
         return "--asr-workers must be >= 0 (0: sized to the machine)"
     interval = getattr(args, "asr_partial_interval", 1.0)
