@@ -47,10 +47,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack  # noqa: E402
 
 from mediaserver.audio import read_audio, resample  # noqa: E402
 from mediaserver.media.opus import OpusEncoder  # noqa: E402
-from mediaserver.ice import pin_host_addresses  # noqa: E402
+from mediaserver.patches import pin_host_addresses  # noqa: E402
 from mediaserver.media.opus import OpusDecoder  # noqa: E402
-from mediaserver.sfu.rtptap import tap_receiver, tolerate_consent_stalls  # noqa: E402
-from mediaserver.sfu.sdp import enable_opus_fec  # noqa: E402
+from mediaserver.patches import tap_receiver, tolerate_consent_stalls  # noqa: E402
+from mediaserver.media.opus import enable_opus_fec  # noqa: E402
 
 RATE = 48000
 FRAME = 960

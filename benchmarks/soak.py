@@ -54,8 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mediaserver.audio import write_audio  # noqa: E402
-from mediaserver.ice import pin_host_addresses  # noqa: E402
-from mediaserver.sfu.rtptap import tolerate_consent_stalls  # noqa: E402
+from mediaserver.patches import pin_host_addresses  # noqa: E402
+from mediaserver.patches import tolerate_consent_stalls  # noqa: E402
 from tests.rtc_peer import RtcPeer, flood  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

@@ -231,8 +231,11 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="the receive path adds a bounded delay (no ratchet to 300 ms)",
         source="issue 17 §2",
         edits=(Edit("mediaserver/media/jitter.py",
-                    "    min_delay_ms: float = 40.0",
-                    "    min_delay_ms: float = 300.0"),),
+                    "    min_delay_ms: float = 20.0  #",
+                    "    min_delay_ms: float = 300.0  # mutation;"),
+               Edit("mediaserver/media/jitter.py",
+                    "    loss_min_delay_ms: float = 40.0  #",
+                    "    loss_min_delay_ms: float = 300.0  # mutation;")),
         tests=("tests/test_loss_e2e.py::test_delay_measured_from_content_stays_bounded",),
     ),
     Mutation(
@@ -330,7 +333,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="srtp-blocks-seq-restart",
         claim="a sender restarting its sequence numbers on one SSRC is heard through SRTP",
         source="issue 15 §1",
-        edits=(Edit("mediaserver/sfu/rtptap.py",
+        edits=(Edit("mediaserver/patches.py",
                     "    guard_srtp_restarts(receiver.transport)\n",
                     "    pass  # mutation: libsrtp's replay check drops the restarted numbers\n"),),
         tests=("tests/test_rtp_discontinuity_e2e.py",),
@@ -339,7 +342,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="g711-not-decoded",
         claim="a G.711 (PCMU / PCMA) publisher is decoded, upsampled and heard",
         source="issue 15 §2",
-        edits=(Edit("mediaserver/sfu/rtptap.py",
+        edits=(Edit("mediaserver/patches.py",
                     'DECODED = {"audio/opus": "opus", "audio/pcmu": "pcmu", "audio/pcma": "pcma"}',
                     'DECODED = {"audio/opus": "opus"}  # mutation'),),
         tests=("tests/test_codecs_e2e.py",),
@@ -359,7 +362,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         source="issue 17 (report)",
         edits=(Edit("mediaserver/enhance/stage.py",
                     "        if self._metrics is not None:  # at once: no tick may come after the last stream left\n"
-                    "            self._metrics.streams.set(self.streams)\n",
+                    "            self._metrics.streams.labels(handle.model, self._metrics.worker).dec()\n",
                     "        # mutation: the gauge is not updated on close\n"),),
         tests=("tests/test_enhance_stage.py::test_stage_exports_metrics",
                "tests/test_sfu_enhance.py::test_server_metrics_show_the_enhancer_at_work"),
@@ -627,7 +630,11 @@ MUTATIONS: tuple[Mutation, ...] = (
         source="issue 15 §4",
         edits=(Edit("mediaserver/sfu/server.py",
                     "    backstop(args.drain_s, drain)   # a thread that will not join must not outlive the budget\n"
+                    "    if link is not None:\n"
+                    "        await link.stop()   # deregistered first: the other nodes take this node's rooms over\n"
                     "    await drain.run()\n",
+                    "    if link is not None:\n"
+                    "        await link.stop()\n"
                     "    await runner.cleanup()  # mutation: the old stop\n"),
                Edit("mediaserver/sfu/server.py", "shutdown_timeout=args.drain_s / 4,",
                     "shutdown_timeout=60.0,")),
@@ -647,7 +654,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="the browser page rejoins by itself after a server restart and says so",
         source="issue 15 §4",
         edits=(Edit("static/js/app.js",
-                    "      this.connect().catch(() => this.startReconnect(null));\n",
+                    "      this.connect().catch(() => {\n"
+                    "        this.redirectsInARow = 0; // a node that cannot be reached (it died): not a redirect loop\n"
+                    "        this.startReconnect(null);\n"
+                    "      });\n",
                     "      // mutation: never tries again\n"),),
         tests=("tests/test_browser_reconnect.py::test_page_rejoins_after_a_server_restart_and_hears_again",),
     ),
@@ -857,6 +867,29 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "            if self._pending.qsize() >= MAX_BACKLOG:",
                     "            if False:  # mutation"),),
         tests=("tests/test_mediaclock_backlog.py",),
+    ),
+    Mutation(
+        name="patches-not-checked",
+        claim="serve and client refuse to start, naming it, when an aiortc internal they patch moved",
+        source="issue 14 (patches in one place)",
+        edits=(Edit("mediaserver/patches.py", "        return\n    check()\n", "        return\n"),),
+        tests=("tests/test_patches.py::test_serve_and_client_refuse_to_start_when_an_internal_moved",),
+    ),
+    Mutation(
+        name="tap-leaves-packets-to-aiortc",
+        claim="the RTP tap takes every packet from a real aiortc receiver before its jitter buffer",
+        source="issue 14 (patches in one place)",
+        edits=(Edit("mediaserver/patches.py", "    receiver._handle_rtp_packet = handle",
+                    "    pass  # mutation"),),
+        tests=("tests/test_patches.py::test_tap_receiver_takes_every_packet_from_a_real_receiver",),
+    ),
+    Mutation(
+        name="client-imports-server",
+        claim="mediaserver client uses no server internals",
+        source="issue 14 (client)",
+        edits=(Edit("mediaserver/client.py", "        from .rtcp import fraction_lost\n",
+                    "        from .sfu.outbound import fraction_lost  # mutation\n"),),
+        tests=("tests/test_patches.py::test_the_client_uses_no_server_internals",),
     ),
     Mutation(
         name="asr-at-server-priority",

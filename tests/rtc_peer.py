@@ -24,10 +24,10 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from mediaserver.client import FileSource
-from mediaserver.ice import pin_host_addresses
+from mediaserver.patches import pin_host_addresses
 from mediaserver.media.opus import OpusDecoder, OpusError
-from mediaserver.sfu.rtptap import tap_receiver
-from mediaserver.sfu.sdp import enable_opus_fec
+from mediaserver.patches import tap_receiver
+from mediaserver.media.opus import enable_opus_fec
 
 RATE = 48000
 

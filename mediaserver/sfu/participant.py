@@ -23,12 +23,13 @@ from typing import Any, Callable, Optional
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
+from ..media.opus import enable_opus_fec
+from ..patches import tap_receiver
 from .dtlswatch import DtlsWatch
 from .mediaclock import ClockStream
 from .metrics import SfuMetrics
 from .outbound import PacketTrack, sent_codec
-from .rtptap import tap_receiver
-from .sdp import align_offer, announce_address, enable_opus_fec, serve_only_supported_codecs
+from .sdp import align_offer, announce_address, serve_only_supported_codecs
 
 logger = logging.getLogger(__name__)
 
