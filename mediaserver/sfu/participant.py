@@ -229,14 +229,13 @@ class Participant:
         slot.track.clear()
         slot.transceiver.direction = "sendonly"
         slot.publisher = publisher
-        publisher.subscribers.append(slot.track)
+        publisher.attach(slot.track)
         self.renegotiate()
 
     def unsubscribe(self, publisher: ClockStream) -> None:
         for slot in self._slots:
             if slot.publisher is publisher:
-                if slot.track in publisher.subscribers:
-                    publisher.subscribers.remove(slot.track)
+                publisher.detach(slot.track)
                 slot.publisher = None
                 slot.track.clear()
                 slot.transceiver.direction = "inactive"
@@ -324,8 +323,8 @@ class Participant:
         if self._dtls_watch is not None:
             self._dtls_watch.stop()
         for slot in self._slots:
-            if slot.publisher is not None and slot.track in slot.publisher.subscribers:
-                slot.publisher.subscribers.remove(slot.track)
+            if slot.publisher is not None:
+                slot.publisher.detach(slot.track)
             slot.publisher = None
             slot.track.stop()
         if self.pc is not None:
