@@ -35,7 +35,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -1014,10 +1014,30 @@ def check_imports_from(scratch: Path) -> None:
         raise SystemExit(f"the scratch copy imports mediaserver from {out}, not from {scratch}")
 
 
-def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dict:
+def _meta(worktree: bool, commit: str) -> dict:
+    return {
+        "command": "python -m tests.mutations" + (" --worktree" if worktree else ""),
+        "source": "working tree" if worktree else f"HEAD {commit}",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "python": platform.python_version(),
+        "host": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
+        "rule": "caught = at least one of the claim's own tests fails (pytest rc 1) "
+                "with the breakage and all of them pass without it",
+    }
+
+
+def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool,
+          on_row: Optional[Callable[[dict, dict], None]] = None) -> dict:
+    """Run ``mutations``; ``on_row(row, meta)`` gets each finished row at once (so a run that is
+    stopped keeps what it finished)."""
     scratch = Path(tempfile.mkdtemp(prefix="mediaserver-mutations-"))
-    results = []
+    results: list[dict] = []
     commit = _git("rev-parse", "HEAD").strip()   # the commit copied: HEAD may move during the run
+
+    def finished(row: dict) -> None:
+        results.append(row)
+        if on_row is not None:
+            on_row(row, _meta(worktree, commit))
     try:
         make_scratch(scratch, worktree=worktree, commit=commit)
         check_imports_from(scratch)
@@ -1030,7 +1050,7 @@ def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dic
             missing = [t for t in m.tests if not (scratch / t.split("::")[0]).is_file()]
             if missing:
                 row.update(outcome="stale", reason=f"test file missing: {', '.join(missing)}")
-                results.append(row)
+                finished(row)
                 print(f"  stale: {row['reason']}", flush=True)
                 continue
             base = baselines.get(m.tests)
@@ -1040,7 +1060,7 @@ def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dic
                                "errors": base.errors, "seconds": base.seconds}
             if base.rc != 0:
                 row.update(outcome="baseline-failed", tail=base.tail[-1500:])
-                results.append(row)
+                finished(row)
                 print(f"  baseline failed (rc {base.rc}): the claim's tests fail unmutated", flush=True)
                 continue
             originals = {e.path: (scratch / e.path).read_text() for e in m.edits
@@ -1048,7 +1068,7 @@ def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dic
             reason = apply(scratch, m.edits)
             if reason is not None:
                 row.update(outcome="stale", reason=reason)
-                results.append(row)
+                finished(row)
                 print(f"  stale: {reason}", flush=True)
                 continue
             try:
@@ -1064,7 +1084,7 @@ def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dic
                 row["outcome"] = "missed"
             else:
                 row.update(outcome="broken", tail=run.tail[-1500:])
-            results.append(row)
+            finished(row)
             print(f"  {row['outcome']}: {len(run.failed)} failed, {run.passed} passed "
                   f"({run.seconds} s)", flush=True)
     finally:
@@ -1073,15 +1093,7 @@ def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dic
         else:
             shutil.rmtree(scratch, ignore_errors=True)
     return {
-        "meta": {
-            "command": "python -m tests.mutations" + (" --worktree" if worktree else ""),
-            "source": "working tree" if worktree else f"HEAD {commit}",
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-            "python": platform.python_version(),
-            "host": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
-            "rule": "caught = at least one of the claim's own tests fails (pytest rc 1) "
-                    "with the breakage and all of them pass without it",
-        },
+        "meta": _meta(worktree, commit),
         "all_caught": all(r["outcome"] == "caught" for r in results),
         "results": results,
     }
@@ -1109,12 +1121,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         for m in chosen:
             print(f"{m.name:26} {m.source:22} {', '.join(m.tests)}")
         return 0
-    result = check(chosen, worktree=args.worktree, keep=args.keep)
+    on_row = None
+    if args.json:
+        path = Path(args.json)
+        on_row = lambda row, meta: write_merged(path, {"meta": meta, "results": [row]})  # noqa: E731
+    result = check(chosen, worktree=args.worktree, keep=args.keep, on_row=on_row)
     print("\n| mutation | claim's tests | outcome |\n|---|---|---|")
     for r in result["results"]:
         print(f"| {r['name']} | {', '.join(t.split('/')[-1] for t in r['tests'])} | {r['outcome']} |")
-    if args.json:
-        write_merged(Path(args.json), result)
     return 0 if result["all_caught"] else 1
 
 
