@@ -59,6 +59,7 @@ from mediaserver.patches import pin_host_addresses  # noqa: E402
 from mediaserver.patches import tolerate_consent_stalls  # noqa: E402
 from conftest import ServerProcess  # noqa: E402
 from rtc_peer import RtcPeer, flood  # noqa: E402
+from waiting import until  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 QUIET_FRAMES = 20   # an anchor second with fewer loud frames from its partner is a disturbance
@@ -215,11 +216,12 @@ class Churn:
         room, name = self.rng.choice(self.rooms), self._name("kill")
         proc = await self._client(room, name, 120)
         anchor = self.anchors[room][0].peer
-        await _until(lambda: _joined(anchor, name), 60, f"{name} to join")
+        await until(lambda: _joined(anchor, name), timeout=60, what=f"{name} to join", interval=0.1)
         await asyncio.sleep(self.rng.uniform(3, 12))       # mid-call: the event's own timing
         proc.send_signal(signal.SIGKILL)
         await proc.communicate()
-        await _until(lambda: name in anchor.left(), 60, f"the server to notice {name} died")
+        await until(lambda: name in anchor.left(), timeout=60,
+                    what=f"the server to notice {name} died", interval=0.1)
         self._record("kill", True)
 
     async def _reconnect(self) -> None:
@@ -262,7 +264,8 @@ class Churn:
                 await peer.hears(anchor.identity, frames=25, timeout=60)
                 await peer.stop_reading()
                 flooding = asyncio.create_task(flood(peer, 20000))
-                await _until(lambda: name in anchor.left(), 120, f"the server to drop {name}")
+                await until(lambda: name in anchor.left(), timeout=120,
+                            what=f"the server to drop {name}", interval=0.1)
                 flooding.cancel()
                 await asyncio.gather(flooding, return_exceptions=True)
                 self._record("stuck", True)
@@ -298,14 +301,6 @@ class Churn:
 def _joined(peer: RtcPeer, identity: str) -> bool:
     return any(e.get("type") == "participant-joined" and e.get("identity") == identity
                for e in peer.events)
-
-
-async def _until(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def _join_retrying(peer: RtcPeer, attempts: int = 100) -> int:
