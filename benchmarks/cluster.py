@@ -48,6 +48,7 @@ from mediaserver.sfu.tokens import mint  # noqa: E402
 from conftest import ServerProcess, server_metric, start_client, stop_client  # noqa: E402
 from redis_proc import RedisProcess  # noqa: E402
 from test_reconnect import HZ, RATE, tone, tone_share  # noqa: E402
+from waiting import poll  # noqa: E402
 
 SECRET = "cluster-benchmark-secret"
 ROOM = "bench"
@@ -61,14 +62,6 @@ def node(tmp: Path, redis: RedisProcess, name: str) -> ServerProcess:
 
 def participants(server: ServerProcess) -> int:
     return int(server_metric(server, "mediaserver_participants"))
-
-
-def wait(check: Any, what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:g} s: {what}")
-        time.sleep(0.1)
 
 
 def client(urls: str, who: str, speech: Path, tmp: Path, seconds: float) -> subprocess.Popen:
@@ -102,9 +95,9 @@ def failover_trial(tmp: Path, redis: RedisProcess, speech: dict[str, Path], sett
     try:
         for who in ("A", "B"):
             procs[who] = client(urls, who, speech[who], tmp, 60.0)
-        wait(lambda: all(server_metric(n, "mediaserver_cluster_nodes") == 3 for n in nodes.values()),
-             "the three nodes see each other", 30.0)
-        wait(lambda: participants(nodes["a"]) == 2, "both clients on node a")
+        poll(lambda: all(server_metric(n, "mediaserver_cluster_nodes") == 3 for n in nodes.values()),
+             what="the three nodes see each other", timeout=30.0, interval=0.1)
+        poll(lambda: participants(nodes["a"]) == 2, what="both clients on node a", interval=0.1)
         time.sleep(settle_s)   # the call runs: the Redis load at steady state is measured now
         ops = {n: server_metric(s, "mediaserver_cluster_redis_commands_total") for n, s in nodes.items()}
         time.sleep(steady_s)
@@ -114,7 +107,8 @@ def failover_trial(tmp: Path, redis: RedisProcess, speech: dict[str, Path], sett
         nodes["a"].proc.send_signal(signal.SIGKILL)
         nodes["a"].proc.wait(30)
         survivors = [nodes["b"], nodes["c"]]
-        wait(lambda: any(participants(n) == 2 for n in survivors), "both back on one node")
+        poll(lambda: any(participants(n) == 2 for n in survivors), what="both back on one node",
+             interval=0.1)
         time.sleep(4.0)   # enough call after the rejoin to find a second of tone
         summaries = {who: stop_client(p) for who, p in procs.items()}
     finally:
@@ -211,9 +205,10 @@ def main() -> int:
             join_dir.mkdir()
             a, b = node(join_dir, redis, "a"), node(join_dir, redis, "b")
             try:   # both registered and seeing each other (a node may start before Redis answers)
-                wait(lambda: all(server_metric(n, "mediaserver_cluster_nodes") == 2
+                poll(lambda: all(server_metric(n, "mediaserver_cluster_nodes") == 2
                                  and server_metric(n, "mediaserver_cluster_redis_up") == 1
-                                 for n in (a, b)), "both nodes see each other", 30.0)
+                                 for n in (a, b)), what="both nodes see each other", timeout=30.0,
+                     interval=0.1)
                 joins = asyncio.run(join_latency({"a": a.ws_url, "b": b.ws_url}, args.joins))
             finally:
                 a.stop()

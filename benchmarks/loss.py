@@ -316,8 +316,8 @@ async def stock_relay_run(samples: np.ndarray, impairment: Impairment, seconds: 
     from aiortc import RTCConfiguration, RTCPeerConnection
 
     from mediaserver.client import FileSource
-    from mediaserver.media.impair import impair_peer_connection
-    from mediaserver.sfu.rtptap import tap_receiver
+    from mediaserver.patches import impair_peer_connection
+    from mediaserver.patches import tap_receiver
 
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -356,7 +356,7 @@ async def server_path_run(samples: np.ndarray, impairment: Impairment, seconds: 
     class BenchClient(client_mod.HeadlessClient):
         def _impair(self) -> None:  # the benchmark's own seeded policy (stops after 70 %)
             if samples is not None and self.samples is not None:
-                from mediaserver.media.impair import impair_peer_connection
+                from mediaserver.patches import impair_peer_connection
 
                 impair_peer_connection(self.pc, impairment)
 
@@ -408,7 +408,7 @@ def start_server(port: int, bitrate: int) -> subprocess.Popen:
 
 
 def main_server(args: argparse.Namespace) -> int:
-    from mediaserver.ice import pin_host_addresses
+    from mediaserver.patches import pin_host_addresses
 
     pin_host_addresses(["127.0.0.1"])
     x16 = load_speech(Path(args.data), args.seconds)

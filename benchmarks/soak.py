@@ -52,11 +52,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from mediaserver.audio import write_audio  # noqa: E402
-from mediaserver.ice import pin_host_addresses  # noqa: E402
-from mediaserver.sfu.rtptap import tolerate_consent_stalls  # noqa: E402
-from tests.rtc_peer import RtcPeer, flood  # noqa: E402
+from mediaserver.patches import pin_host_addresses  # noqa: E402
+from mediaserver.patches import tolerate_consent_stalls  # noqa: E402
+from conftest import ServerProcess  # noqa: E402
+from rtc_peer import RtcPeer, flood  # noqa: E402
+from waiting import until  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 QUIET_FRAMES = 20   # an anchor second with fewer loud frames from its partner is a disturbance
@@ -69,29 +72,8 @@ SENTENCES = [
 
 
 # ------------------------------------------------------------------------------ the server
-class Server:
-    """``mediaserver serve`` on 127.0.0.1 in a subprocess, its log in a file."""
-
-    def __init__(self, log: Path, extra: list[str]) -> None:
-        self.log_path = log
-        self._log = open(log, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mediaserver", "serve", "--host", "127.0.0.1", "--port", "0",
-             "--ice-host", "127.0.0.1", *extra],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log)
-        assert self.proc.stdout is not None
-        self.port = 0
-        for line in self.proc.stdout:
-            m = re.search(rb"http://127\.0\.0\.1:(\d+)/", line)
-            if m:
-                self.port = int(m.group(1))
-                break
-        if not self.port:
-            raise SystemExit(f"server did not start:\n{log.read_text(errors='replace')[-3000:]}")
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+class SoakServer(ServerProcess):
+    """The tests' ``mediaserver serve`` subprocess, plus what the soak samples from /proc."""
 
     @property
     def http_url(self) -> str:
@@ -106,15 +88,8 @@ class Server:
         return {"rss_mib": round(rss_kb / 1024, 1), "fds": len(os.listdir(f"/proc/{pid}/fd")),
                 "threads": threads}
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+    def stop(self) -> int:   # type: ignore[override]
+        super().stop()
         return int(self.proc.returncode)
 
 
@@ -130,7 +105,7 @@ METRICS = {
 }
 
 
-async def scrape(session: aiohttp.ClientSession, server: Server) -> dict[str, float]:
+async def scrape(session: aiohttp.ClientSession, server: SoakServer) -> dict[str, float]:
     """The METRICS series from /metrics, each summed over its labels."""
     async with session.get(server.http_url + "/metrics") as resp:
         text = await resp.text()
@@ -194,7 +169,7 @@ class Outcome:
 class Churn:
     """Runs one churn event of each kind against the server; every outcome is recorded."""
 
-    def __init__(self, server: Server, session: aiohttp.ClientSession, rooms: list[str],
+    def __init__(self, server: SoakServer, session: aiohttp.ClientSession, rooms: list[str],
                  anchors: dict[str, list[Anchor]], speech: Path, rng: random.Random,
                  t0: float) -> None:
         self.server, self.session, self.rooms, self.anchors = server, session, rooms, anchors
@@ -241,11 +216,12 @@ class Churn:
         room, name = self.rng.choice(self.rooms), self._name("kill")
         proc = await self._client(room, name, 120)
         anchor = self.anchors[room][0].peer
-        await _until(lambda: _joined(anchor, name), 60, f"{name} to join")
+        await until(lambda: _joined(anchor, name), timeout=60, what=f"{name} to join", interval=0.1)
         await asyncio.sleep(self.rng.uniform(3, 12))       # mid-call: the event's own timing
         proc.send_signal(signal.SIGKILL)
         await proc.communicate()
-        await _until(lambda: name in anchor.left(), 60, f"the server to notice {name} died")
+        await until(lambda: name in anchor.left(), timeout=60,
+                    what=f"the server to notice {name} died", interval=0.1)
         self._record("kill", True)
 
     async def _reconnect(self) -> None:
@@ -288,7 +264,8 @@ class Churn:
                 await peer.hears(anchor.identity, frames=25, timeout=60)
                 await peer.stop_reading()
                 flooding = asyncio.create_task(flood(peer, 20000))
-                await _until(lambda: name in anchor.left(), 120, f"the server to drop {name}")
+                await until(lambda: name in anchor.left(), timeout=120,
+                            what=f"the server to drop {name}", interval=0.1)
                 flooding.cancel()
                 await asyncio.gather(flooding, return_exceptions=True)
                 self._record("stuck", True)
@@ -326,14 +303,6 @@ def _joined(peer: RtcPeer, identity: str) -> bool:
                for e in peer.events)
 
 
-async def _until(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def _join_retrying(peer: RtcPeer, attempts: int = 100) -> int:
     """Join; while the server still holds the vanished session of this identity it refuses
     the name ("already in the room"): count those refusals and retry, as a reconnecting
@@ -352,7 +321,7 @@ async def _join_retrying(peer: RtcPeer, attempts: int = 100) -> int:
 
 
 # ------------------------------------------------------------------------------ the run
-async def soak(args: argparse.Namespace, server: Server, speech: Path) -> dict[str, Any]:
+async def soak(args: argparse.Namespace, server: SoakServer, speech: Path) -> dict[str, Any]:
     rng = random.Random(args.seed)
     rooms = [f"soak-{i}" for i in range(args.rooms)]
     samples: list[dict[str, Any]] = []
@@ -507,7 +476,7 @@ def main() -> int:
         tmp = Path(tmp_name)
         speech = make_speech(tmp)
         log = tmp / "server.log"
-        server = Server(log, args.server_args.split())
+        server = SoakServer(log, *args.server_args.split())
         started = time.time()
         try:
             run = asyncio.run(soak(args, server, speech))

@@ -38,12 +38,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .audio import AudioFileError, read_audio, resample, write_audio
 from .config import add_option
-from .ice import pin_host_addresses
 from .media.g711 import G711Decoder, G711Encoder
-from .media.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusError
+from .media.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusError, enable_opus_fec
+from .patches import pin_host_addresses, tap_receiver, tolerate_consent_stalls
 from .reconnect import Reconnector
-from .sfu.rtptap import tap_receiver, tolerate_consent_stalls
-from .sfu.sdp import enable_opus_fec
 
 logger = logging.getLogger(__name__)
 
@@ -489,7 +487,7 @@ class HeadlessClient:
         """Our Opus encoder expects the loss the server reports (RTCP receiver reports), as a
         browser's does: no FEC bits on a clean link, FEC once packets go missing."""
         from .media.opus import ExpectedLoss
-        from .sfu.outbound import fraction_lost
+        from .rtcp import fraction_lost
 
         pc, source = self.pc, self.source
         assert pc is not None and source is not None
@@ -627,7 +625,7 @@ class HeadlessClient:
         a = self.args
         faults = parse_discontinuities(a.rtp_discontinuity)
         if faults:
-            from .media.impair import rewrite_peer_connection
+            from .patches import rewrite_peer_connection
             from .media.rtpfault import RtpRewriter
 
             if self._rewriter is None:
@@ -635,7 +633,8 @@ class HeadlessClient:
             rewrite_peer_connection(self.pc, self._rewriter)
         if not (a.loss or a.jitter_ms or a.reorder):
             return
-        from .media.impair import Impairment, ImpairmentConfig, impair_peer_connection
+        from .media.impair import Impairment, ImpairmentConfig
+        from .patches import impair_peer_connection
 
         if self._impairment is None:
             self._impairment = Impairment(ImpairmentConfig(
@@ -779,7 +778,11 @@ def main(args: argparse.Namespace) -> int:
     hosts = [h.strip() for v in (args.ice_host or []) for h in v.split(",") if h.strip()]
     from . import patches
 
-    patches.apply()   # the same aiortc behaviour as the server (mediaserver/patches.py)
+    try:
+        patches.apply()   # the same aiortc behaviour as the server (mediaserver/patches.py)
+    except patches.PatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     pin_host_addresses(hosts)
     tolerate_consent_stalls()
     client = HeadlessClient(args, samples)

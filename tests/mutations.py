@@ -35,7 +35,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -231,8 +231,11 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="the receive path adds a bounded delay (no ratchet to 300 ms)",
         source="issue 17 §2",
         edits=(Edit("mediaserver/media/jitter.py",
-                    "    min_delay_ms: float = 40.0",
-                    "    min_delay_ms: float = 300.0"),),
+                    "    min_delay_ms: float = 20.0  #",
+                    "    min_delay_ms: float = 300.0  # mutation;"),
+               Edit("mediaserver/media/jitter.py",
+                    "    loss_min_delay_ms: float = 40.0  #",
+                    "    loss_min_delay_ms: float = 300.0  # mutation;")),
         tests=("tests/test_loss_e2e.py::test_delay_measured_from_content_stays_bounded",),
     ),
     Mutation(
@@ -330,7 +333,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="srtp-blocks-seq-restart",
         claim="a sender restarting its sequence numbers on one SSRC is heard through SRTP",
         source="issue 15 §1",
-        edits=(Edit("mediaserver/sfu/rtptap.py",
+        edits=(Edit("mediaserver/patches.py",
                     "    guard_srtp_restarts(receiver.transport)\n",
                     "    pass  # mutation: libsrtp's replay check drops the restarted numbers\n"),),
         tests=("tests/test_rtp_discontinuity_e2e.py",),
@@ -339,7 +342,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="g711-not-decoded",
         claim="a G.711 (PCMU / PCMA) publisher is decoded, upsampled and heard",
         source="issue 15 §2",
-        edits=(Edit("mediaserver/sfu/rtptap.py",
+        edits=(Edit("mediaserver/patches.py",
                     'DECODED = {"audio/opus": "opus", "audio/pcmu": "pcmu", "audio/pcma": "pcma"}',
                     'DECODED = {"audio/opus": "opus"}  # mutation'),),
         tests=("tests/test_codecs_e2e.py",),
@@ -359,7 +362,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         source="issue 17 (report)",
         edits=(Edit("mediaserver/enhance/stage.py",
                     "        if self._metrics is not None:  # at once: no tick may come after the last stream left\n"
-                    "            self._metrics.streams.set(self.streams)\n",
+                    "            self._metrics.streams.labels(handle.model, self._metrics.worker).dec()\n",
                     "        # mutation: the gauge is not updated on close\n"),),
         tests=("tests/test_enhance_stage.py::test_stage_exports_metrics",
                "tests/test_sfu_enhance.py::test_server_metrics_show_the_enhancer_at_work"),
@@ -387,8 +390,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="a tick the enhancer gets late skips the network for that tick only",
         source="issue 17",
         edits=(Edit("mediaserver/sfu/mediaclock.py",
-                    "zip(streams, pcms, kinds)], overloaded=overloaded)",
-                    "zip(streams, pcms, kinds)], overloaded=False)  # mutation"),),
+                    "                    overloaded=batch.overloaded)",
+                    "                    overloaded=False)  # mutation"),),
         tests=("tests/test_mediaclock.py",),
     ),
     Mutation(
@@ -396,7 +399,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="a clock a few frames behind catches up without dropping frames",
         source="issue 17",
         edits=(Edit("mediaserver/sfu/mediaclock.py", "MAX_CATCH_UP = 5", "MAX_CATCH_UP = 0  # mutation"),),
-        tests=("tests/test_mediaclock.py",),
+        tests=("tests/test_mediaclock.py", "tests/test_mediaclock_core.py"),
     ),
     Mutation(
         name="page-volume-ignored",
@@ -627,7 +630,11 @@ MUTATIONS: tuple[Mutation, ...] = (
         source="issue 15 §4",
         edits=(Edit("mediaserver/sfu/server.py",
                     "    backstop(args.drain_s, drain)   # a thread that will not join must not outlive the budget\n"
+                    "    if link is not None:\n"
+                    "        await link.stop()   # deregistered first: the other nodes take this node's rooms over\n"
                     "    await drain.run()\n",
+                    "    if link is not None:\n"
+                    "        await link.stop()\n"
                     "    await runner.cleanup()  # mutation: the old stop\n"),
                Edit("mediaserver/sfu/server.py", "shutdown_timeout=args.drain_s / 4,",
                     "shutdown_timeout=60.0,")),
@@ -647,7 +654,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="the browser page rejoins by itself after a server restart and says so",
         source="issue 15 §4",
         edits=(Edit("static/js/app.js",
-                    "      this.connect().catch(() => this.startReconnect(null));\n",
+                    "      this.connect().catch(() => {\n"
+                    "        this.redirectsInARow = 0; // a node that cannot be reached (it died): not a redirect loop\n"
+                    "        this.startReconnect(null);\n"
+                    "      });\n",
                     "      // mutation: never tries again\n"),),
         tests=("tests/test_browser_reconnect.py::test_page_rejoins_after_a_server_restart_and_hears_again",),
     ),
@@ -845,8 +855,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="a stream removed while its tick is in the enhancer reaches no frame sink (no ASR state reopened after leave)",
         source="issue 13 Soak",
         edits=(Edit("mediaserver/sfu/mediaclock.py",
-                    "            kept = [i for i, s in enumerate(streams) if s in self._streams]",
-                    "            kept = list(range(len(streams)))  # mutation"),),
+                    "        kept = [i for i, s in enumerate(batch.streams) if s in self._streams]",
+                    "        kept = list(range(len(batch.streams)))  # mutation"),),
         tests=("tests/test_mediaclock_leave.py",),
     ),
     Mutation(
@@ -854,9 +864,49 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="a stage slower than real time cannot grow the clock's enhancer queue without bound",
         source="issue 13 Soak",
         edits=(Edit("mediaserver/sfu/mediaclock.py",
-                    "            if self._pending.qsize() >= MAX_BACKLOG:",
-                    "            if False:  # mutation"),),
-        tests=("tests/test_mediaclock_backlog.py",),
+                    "        if len(self._backlog) >= self.max_backlog:",
+                    "        if False:  # mutation"),),
+        tests=("tests/test_mediaclock_backlog.py", "tests/test_mediaclock_core.py"),
+    ),
+    Mutation(
+        name="clock-core-lateness-carried",
+        claim="the clock's schedule is absolute: a late tick does not push the later deadlines",
+        source="issue 14 (sans-I/O media clock)",
+        edits=(Edit("mediaserver/sfu/mediaclock.py", "        self.next_deadline_ms = deadline + PERIOD_MS\n",
+                    "        self.next_deadline_ms = now_ms + PERIOD_MS  # mutation\n"),),
+        tests=("tests/test_mediaclock_core.py",),
+    ),
+    Mutation(
+        name="clock-core-overload-ignored",
+        claim="a queued tick older than the enhancer budget is marked overloaded (bypass) and counted",
+        source="issue 14 (sans-I/O media clock)",
+        edits=(Edit("mediaserver/sfu/mediaclock.py",
+                    "            batch.overloaded = now_ms - batch.t_ms > self.enhance_budget_ms\n",
+                    "            batch.overloaded = False  # mutation\n"),),
+        tests=("tests/test_mediaclock_core.py", "tests/test_mediaclock.py"),
+    ),
+    Mutation(
+        name="patches-not-checked",
+        claim="serve and client refuse to start, naming it, when an aiortc internal they patch moved",
+        source="issue 14 (patches in one place)",
+        edits=(Edit("mediaserver/patches.py", "        return\n    check()\n", "        return\n"),),
+        tests=("tests/test_patches.py::test_serve_and_client_refuse_to_start_when_an_internal_moved",),
+    ),
+    Mutation(
+        name="tap-leaves-packets-to-aiortc",
+        claim="the RTP tap takes every packet from a real aiortc receiver before its jitter buffer",
+        source="issue 14 (patches in one place)",
+        edits=(Edit("mediaserver/patches.py", "    receiver._handle_rtp_packet = handle",
+                    "    pass  # mutation"),),
+        tests=("tests/test_patches.py::test_tap_receiver_takes_every_packet_from_a_real_receiver",),
+    ),
+    Mutation(
+        name="client-imports-server",
+        claim="mediaserver client uses no server internals",
+        source="issue 14 (client)",
+        edits=(Edit("mediaserver/client.py", "        from .rtcp import fraction_lost\n",
+                    "        from .sfu.outbound import fraction_lost  # mutation\n"),),
+        tests=("tests/test_patches.py::test_the_client_uses_no_server_internals",),
     ),
     Mutation(
         name="asr-at-server-priority",
@@ -964,10 +1014,30 @@ def check_imports_from(scratch: Path) -> None:
         raise SystemExit(f"the scratch copy imports mediaserver from {out}, not from {scratch}")
 
 
-def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dict:
+def _meta(worktree: bool, commit: str) -> dict:
+    return {
+        "command": "python -m tests.mutations" + (" --worktree" if worktree else ""),
+        "source": "working tree" if worktree else f"HEAD {commit}",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "python": platform.python_version(),
+        "host": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
+        "rule": "caught = at least one of the claim's own tests fails (pytest rc 1) "
+                "with the breakage and all of them pass without it",
+    }
+
+
+def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool,
+          on_row: Optional[Callable[[dict, dict], None]] = None) -> dict:
+    """Run ``mutations``; ``on_row(row, meta)`` gets each finished row at once (so a run that is
+    stopped keeps what it finished)."""
     scratch = Path(tempfile.mkdtemp(prefix="mediaserver-mutations-"))
-    results = []
+    results: list[dict] = []
     commit = _git("rev-parse", "HEAD").strip()   # the commit copied: HEAD may move during the run
+
+    def finished(row: dict) -> None:
+        results.append(row)
+        if on_row is not None:
+            on_row(row, _meta(worktree, commit))
     try:
         make_scratch(scratch, worktree=worktree, commit=commit)
         check_imports_from(scratch)
@@ -980,7 +1050,7 @@ def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dic
             missing = [t for t in m.tests if not (scratch / t.split("::")[0]).is_file()]
             if missing:
                 row.update(outcome="stale", reason=f"test file missing: {', '.join(missing)}")
-                results.append(row)
+                finished(row)
                 print(f"  stale: {row['reason']}", flush=True)
                 continue
             base = baselines.get(m.tests)
@@ -990,7 +1060,7 @@ def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dic
                                "errors": base.errors, "seconds": base.seconds}
             if base.rc != 0:
                 row.update(outcome="baseline-failed", tail=base.tail[-1500:])
-                results.append(row)
+                finished(row)
                 print(f"  baseline failed (rc {base.rc}): the claim's tests fail unmutated", flush=True)
                 continue
             originals = {e.path: (scratch / e.path).read_text() for e in m.edits
@@ -998,7 +1068,7 @@ def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dic
             reason = apply(scratch, m.edits)
             if reason is not None:
                 row.update(outcome="stale", reason=reason)
-                results.append(row)
+                finished(row)
                 print(f"  stale: {reason}", flush=True)
                 continue
             try:
@@ -1014,7 +1084,7 @@ def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dic
                 row["outcome"] = "missed"
             else:
                 row.update(outcome="broken", tail=run.tail[-1500:])
-            results.append(row)
+            finished(row)
             print(f"  {row['outcome']}: {len(run.failed)} failed, {run.passed} passed "
                   f"({run.seconds} s)", flush=True)
     finally:
@@ -1023,15 +1093,7 @@ def check(mutations: tuple[Mutation, ...], *, worktree: bool, keep: bool) -> dic
         else:
             shutil.rmtree(scratch, ignore_errors=True)
     return {
-        "meta": {
-            "command": "python -m tests.mutations" + (" --worktree" if worktree else ""),
-            "source": "working tree" if worktree else f"HEAD {commit}",
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-            "python": platform.python_version(),
-            "host": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
-            "rule": "caught = at least one of the claim's own tests fails (pytest rc 1) "
-                    "with the breakage and all of them pass without it",
-        },
+        "meta": _meta(worktree, commit),
         "all_caught": all(r["outcome"] == "caught" for r in results),
         "results": results,
     }
@@ -1059,12 +1121,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         for m in chosen:
             print(f"{m.name:26} {m.source:22} {', '.join(m.tests)}")
         return 0
-    result = check(chosen, worktree=args.worktree, keep=args.keep)
+    on_row = None
+    if args.json:
+        path = Path(args.json)
+        on_row = lambda row, meta: write_merged(path, {"meta": meta, "results": [row]})  # noqa: E731
+    result = check(chosen, worktree=args.worktree, keep=args.keep, on_row=on_row)
     print("\n| mutation | claim's tests | outcome |\n|---|---|---|")
     for r in result["results"]:
         print(f"| {r['name']} | {', '.join(t.split('/')[-1] for t in r['tests'])} | {r['outcome']} |")
-    if args.json:
-        write_merged(Path(args.json), result)
     return 0 if result["all_caught"] else 1
 
 

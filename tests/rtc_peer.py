@@ -24,10 +24,9 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from mediaserver.client import FileSource
-from mediaserver.ice import pin_host_addresses
-from mediaserver.media.opus import OpusDecoder, OpusError
-from mediaserver.sfu.rtptap import tap_receiver
-from mediaserver.sfu.sdp import enable_opus_fec
+from mediaserver.media.opus import OpusDecoder, OpusError, enable_opus_fec
+from mediaserver.patches import pin_host_addresses, tap_receiver
+from waiting import until
 
 RATE = 48000
 
@@ -70,12 +69,8 @@ def small_buffer_session(receive_buffer: int = 16 * 1024) -> aiohttp.ClientSessi
 
 async def wait_until(check: Callable[[], bool], *, timeout: float, what: str,
                      interval: float = 0.05) -> None:
-    """Poll ``check`` until true; AssertionError naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(interval)
+    """``waiting.until`` with a coarser poll (these checks scan received frames)."""
+    await until(check, timeout=timeout, what=what, interval=interval)
 
 
 class Heard:

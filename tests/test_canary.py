@@ -9,7 +9,6 @@ roll the canary back and move the call to the stable model without the audio sto
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,6 +23,7 @@ from mediaserver.enhance.telemetry import Counts
 from conftest import (METRICS_TOKEN, ServerProcess, client_summary, espeak_speech, server_metric,
                       start_client, stop_client, wait_participants)
 from model_variants import scaled_model
+from waiting import poll
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -45,16 +45,6 @@ def post_json(server: ServerProcess, path: str, body: dict, token: str | None = 
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-
-
-def wait_for(predicate, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"{what} not reached within {timeout} s")
 
 
 def noisy_speech(folder: Path, seconds: float) -> Path:
@@ -87,12 +77,13 @@ def test_an_over_suppressing_canary_is_rolled_back_during_a_call(tmp_path: Path)
                          log=tmp_path / "A.log")
         wait_participants(server, 2)
         # A's stream starts on the candidate (share 1.0), then the server rolls it back by itself
-        wait_for(lambda: get_json(server, "models")["streams"].get("cuts-speech", 0) >= 1 or
-                 server_metric(server, "mediaserver_canary_rollbacks_total") >= 1, 60, "A on the canary")
+        poll(lambda: get_json(server, "models")["streams"].get("cuts-speech", 0) >= 1 or
+             server_metric(server, "mediaserver_canary_rollbacks_total") >= 1, timeout=60,
+             what="A on the canary", interval=0.25)
         try:
-            wait_for(lambda: server_metric(server, "mediaserver_canary_rollbacks_total",
-                                           model_version="cuts-speech", reason="over_suppression") >= 1,
-                     120, "automatic rollback")
+            poll(lambda: server_metric(server, "mediaserver_canary_rollbacks_total",
+                                       model_version="cuts-speech", reason="over_suppression") >= 1,
+                 timeout=120, what="automatic rollback", interval=0.25)
         except AssertionError as exc:
             raise AssertionError(f"{exc}: {get_json(server, 'models')}") from None
         state = get_json(server, "models")

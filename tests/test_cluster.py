@@ -15,7 +15,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 import redis as redis_sync
@@ -28,6 +28,7 @@ from conftest import (METRICS_TOKEN, ServerProcess, client_summary, server_metri
 from redis_proc import RedisProcess
 from mediaserver.audio import write_audio
 from test_reconnect import FLOWS, HZ, RATE, tone, tone_share
+from waiting import poll
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -76,14 +77,6 @@ def _participants(server: ServerProcess) -> int:
     return int(_get(server, "healthz")["participants"])
 
 
-def _poll(check: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
-    """Poll ``check`` every 0.2 s until it holds; fail naming ``what`` after ``timeout`` s."""
-    limit = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < limit, what
-        time.sleep(0.2)
-
-
 def _end(procs: dict[str, subprocess.Popen], *nodes: ServerProcess) -> None:
     """Kill the clients still running and stop the nodes (a test's cleanup)."""
     for p in procs.values():
@@ -112,7 +105,7 @@ def test_a_join_through_another_node_is_redirected_and_hears_the_room(
     procs = {}
     try:
         procs["A"] = _client(a.url, "A", speech["A"], tmp_path)
-        _poll(lambda: _participants(a) + _participants(b) >= 1, "A did not join")
+        poll(lambda: _participants(a) + _participants(b) >= 1, what="A did not join")
         # the room lives where placement put it (the least loaded node); B joins via the other
         owner, other = (a, b) if _participants(a) == 1 else (b, a)
         procs["B"] = _client(other.url, "B", speech["B"], tmp_path)
@@ -155,8 +148,8 @@ def test_kill_9_of_the_rooms_node_both_clients_come_back_on_another(
         nodes["a"].proc.send_signal(signal.SIGKILL)
         nodes["a"].proc.wait(30)
         survivors = [nodes["b"], nodes["c"]]
-        _poll(lambda: any(_participants(n) == 2 for n in survivors),
-              "the clients did not come back on one node")
+        poll(lambda: any(_participants(n) == 2 for n in survivors),
+             what="the clients did not come back on one node")
         host = next(n for n in survivors if _participants(n) == 2)
         wait_metric_grows(host, "mediaserver_packets_out_total", 800)
         summary = {who: stop_client(p) for who, p in procs.items()}
@@ -194,8 +187,8 @@ def test_redis_outage_keeps_the_call_and_the_node_registers_again(
         assert client_summary(late)["errors"] == []
         assert server_metric(a, "mediaserver_cluster_placements_total", outcome="degraded") >= 1
         redis.start()   # empty, as after a restart without persistence
-        _poll(lambda: server_metric(a, "mediaserver_cluster_redis_up") == 1,
-              "the node did not notice Redis is back")
+        poll(lambda: server_metric(a, "mediaserver_cluster_redis_up") == 1,
+             what="the node did not notice Redis is back")
         view = _get(a, "cluster")
         summary = {who: stop_client(p) for who, p in procs.items()}
     finally:

@@ -22,7 +22,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
 from mediaserver.audio import read_audio
-from mediaserver.ice import pin_host_addresses
+from mediaserver.patches import pin_host_addresses
 
 from conftest import client_summary, server_metric, start_client, stop_client, wait_participants
 

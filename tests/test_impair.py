@@ -7,12 +7,8 @@ import itertools
 
 import pytest
 
-from mediaserver.media.impair import (
-    Impairment,
-    ImpairmentConfig,
-    impair_peer_connection,
-    is_srtp_media,
-)
+from mediaserver.media.impair import Impairment, ImpairmentConfig, is_srtp_media
+from mediaserver.patches import impair_peer_connection
 
 
 def trace(imp: Impairment, n: int) -> list[tuple[float, ...]]:
@@ -81,7 +77,7 @@ async def test_wrapper_drops_exactly_the_chosen_media_packets():
     from aiortc import RTCConfiguration, RTCPeerConnection
     from aiortc.mediastreams import AudioStreamTrack
 
-    from mediaserver.ice import pin_host_addresses
+    from mediaserver.patches import pin_host_addresses
 
     pin_host_addresses(["127.0.0.1"])
     # no ICE servers: aiortc's default would contact a public STUN server

@@ -44,7 +44,8 @@ def run_ticks(stream: ClockStream, packets: list[bytes], tracks: list[PacketTrac
     each track was handed."""
     clock = MediaClock(stage=None, encode_pts=lambda enc, pcm, pts: enc.encode_packet(pcm, pts))
     clock.add(stream)
-    stream.subscribers.extend(tracks)
+    for track in tracks:
+        stream.attach(track)
     got: list[list] = [[] for _ in tracks]
     for track, sink in zip(tracks, got):
         track.push = sink.append  # type: ignore[method-assign]  # record instead of queueing

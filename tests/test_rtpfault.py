@@ -11,7 +11,7 @@ from pylibsrtp import Policy, Session
 
 from mediaserver.client import parse_discontinuities
 from mediaserver.media.rtpfault import SEQ_JUMP, TS_JUMP, RtpDiscontinuity, RtpRewriter
-from mediaserver.sfu.rtptap import SrtpRestartGuard
+from mediaserver.patches import SrtpRestartGuard
 
 
 def test_parse_kinds_and_errors():

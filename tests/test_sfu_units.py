@@ -9,7 +9,8 @@ import pytest
 
 from mediaserver.sfu.mediaclock import SpeakingDetector
 from mediaserver.sfu.outbound import PacketTrack
-from mediaserver.sfu.sdp import SdpError, align_offer, announce_address, enable_opus_fec, parse_description
+from mediaserver.media.opus import enable_opus_fec
+from mediaserver.sfu.sdp import SdpError, align_offer, announce_address, parse_description
 from mediaserver.sfu.tokens import TokenError, mint, verify
 
 OFFER = (

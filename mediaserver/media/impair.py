@@ -2,20 +2,17 @@
 jitter, reordering and duplication.
 
 ``Impairment`` is a pure policy: for each packet it says at which extra delays copies go
-out (none = dropped). ``impair_peer_connection`` applies it to an aiortc peer's outgoing
-SRTP media by wrapping ``RTCIceTransport._send``; DTLS, STUN and RTCP pass untouched.
+out (none = dropped). ``mediaserver.patches.impair_peer_connection`` applies it to an aiortc
+peer's outgoing SRTP media by wrapping ``RTCIceTransport._send``; DTLS, STUN and RTCP pass
+untouched.
 No ``tc netem`` is needed and runs are reproducible.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import random
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
-
-logger = logging.getLogger(__name__)
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -113,127 +110,3 @@ class Impairment:
 def is_srtp_media(data: bytes) -> bool:
     """SRTP media datagram: RTP version 2 (first byte 128–191) and not an RTCP type (200–207)."""
     return len(data) >= 2 and 128 <= data[0] <= 191 and not 200 <= data[1] <= 207
-
-
-SendFn = Callable[[bytes], Awaitable[None]]
-
-
-class TransportImpairer:
-    """Wraps one ``RTCIceTransport._send``; undo with ``remove()``."""
-
-    def __init__(self, ice_transport: Any, impairment: Impairment) -> None:
-        self._transport = ice_transport
-        self._impairment = impairment
-        self._orig: SendFn = ice_transport._send
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._removed = False
-        ice_transport._send = self._send
-        ice_transport._mediaserver_impairer = self
-
-    async def _send(self, data: bytes) -> None:
-        if not is_srtp_media(data):
-            await self._orig(data)
-            return
-        loop = asyncio.get_running_loop()
-        for delay in self._impairment.decide():
-            if delay <= 0:
-                await self._orig(data)
-            else:
-                loop.call_later(delay / 1000.0, self._fire, data)
-
-    def _fire(self, data: bytes) -> None:
-        if self._removed:
-            return
-        task = asyncio.get_running_loop().create_task(self._send_late(data))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send_late(self, data: bytes) -> None:
-        try:
-            await self._orig(data)
-        except Exception as exc:  # transport closed meanwhile: the packet is just gone
-            logger.debug("delayed packet not sent: %s", exc)
-
-    def remove(self) -> None:
-        """Restore the original ``_send`` and cancel packets still waiting."""
-        self._removed = True
-        for task in self._tasks:
-            task.cancel()
-        if getattr(self._transport, "_mediaserver_impairer", None) is self:
-            self._transport._send = self._orig
-            del self._transport._mediaserver_impairer
-
-
-def impair_peer_connection(pc: Any, impairment: Impairment) -> list[TransportImpairer]:
-    """Impair the outgoing media of an aiortc ``RTCPeerConnection``.
-
-    Call it once the transceivers have transports (after the local and remote
-    descriptions are set). Transports already wrapped are left alone, so it is safe to
-    call again after renegotiation.
-    """
-    wrapped: list[TransportImpairer] = []
-    seen: set[int] = set()
-    has_transport = False
-    for transceiver in pc.getTransceivers():
-        dtls = transceiver.sender.transport
-        if dtls is None:
-            continue
-        has_transport = True
-        ice = dtls.transport
-        if id(ice) in seen or getattr(ice, "_mediaserver_impairer", None) is not None:
-            continue
-        seen.add(id(ice))
-        wrapped.append(TransportImpairer(ice, impairment))
-    if not has_transport:
-        raise RuntimeError("peer connection has no transport yet: call after setRemoteDescription")
-    if wrapped:
-        logger.info("impairing outgoing media: %s", impairment.config)
-    return wrapped
-
-
-class RtpHeaderRewriter:
-    """Wraps one ``RTCDtlsTransport._send_rtp``: rewrites clear RTP headers before SRTP."""
-
-    def __init__(self, dtls_transport: Any, rewriter: Any) -> None:
-        import struct
-
-        from aiortc.rtp import is_rtcp
-
-        self._struct = struct
-        self._is_rtcp = is_rtcp
-        self._transport = dtls_transport
-        self._rewriter = rewriter
-        self._orig: SendFn = dtls_transport._send_rtp
-        dtls_transport._send_rtp = self._send_rtp
-        dtls_transport._mediaserver_rewriter = self
-
-    async def _send_rtp(self, data: bytes) -> None:
-        if len(data) < 12 or self._is_rtcp(data):
-            await self._orig(data)
-            return
-        seq, ts, ssrc = self._struct.unpack_from("!HII", data, 2)
-        out = self._rewriter.rewrite(seq=seq, ts=ts, ssrc=ssrc,
-                                     now_s=asyncio.get_running_loop().time())
-        if out.new_sequence:
-            # Our own libsrtp stream would refuse indices it already used: start it afresh,
-            # as a gateway restarting its numbering would.
-            try:
-                self._transport._tx_srtp.remove_stream(out.ssrc)
-            except Exception as exc:  # no stream for that SSRC yet
-                logger.debug("no SRTP stream to reset: %s", exc)
-        header = self._struct.pack("!HII", out.seq, out.ts, out.ssrc)
-        await self._orig(data[:2] + header + data[12:])
-
-
-def rewrite_peer_connection(pc: Any, rewriter: Any) -> list[RtpHeaderRewriter]:
-    """Rewrite the RTP headers an aiortc peer sends (``mediaserver.media.rtpfault``).
-
-    Call after the descriptions are set; transports already wrapped are left alone.
-    """
-    wrapped: list[RtpHeaderRewriter] = []
-    for transceiver in pc.getTransceivers():
-        dtls = transceiver.sender.transport
-        if dtls is None or getattr(dtls, "_mediaserver_rewriter", None) is not None:
-            continue
-        wrapped.append(RtpHeaderRewriter(dtls, rewriter))
-    return wrapped

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import fractions
 import logging
+import re
 from typing import Any
 
 import numpy as np
@@ -292,3 +293,33 @@ class ExpectedLoss:
             return 0
         worst = max(f for _, f in self._reports)
         return min(self.max_perc, int(np.ceil(worst * 100.0 - 1e-9)))
+
+
+# -- SDP: what a receiver of Opus asks its sender for -----------------------------------------
+_OPUS_RTPMAP = re.compile(r"^a=rtpmap:(\d+) opus/48000", re.IGNORECASE | re.MULTILINE)
+
+
+def enable_opus_fec(sdp: str) -> str:
+    """Advertise ``useinbandfec=1`` (and mono) for every Opus payload type.
+
+    aiortc never does, and a browser only sends in-band FEC when the far end asks.
+    """
+    lines = sdp.split("\r\n")
+    pts = set(_OPUS_RTPMAP.findall(sdp))
+    out: list[str] = []
+    seen: set[str] = set()
+    for i, line in enumerate(lines):
+        m = re.match(r"^a=fmtp:(\d+) (.*)$", line)
+        if m and m.group(1) in pts:
+            seen.add(m.group(1))
+            params = m.group(2)
+            if "useinbandfec" not in params:
+                params += ";useinbandfec=1"
+            line = f"a=fmtp:{m.group(1)} {params}"
+        out.append(line)
+        r = re.match(r"^a=rtpmap:(\d+) opus/48000", line, re.IGNORECASE)
+        if r and r.group(1) in pts and not any(
+                ln.startswith(f"a=fmtp:{r.group(1)} ") for ln in lines):
+            out.append(f"a=fmtp:{r.group(1)} minptime=10;useinbandfec=1")
+            seen.add(r.group(1))
+    return "\r\n".join(out)

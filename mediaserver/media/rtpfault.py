@@ -3,7 +3,7 @@
 What SIP gateways and B2BUAs do on hold/resume, transfer or ringback-to-answer, injected in
 process on a sender (``tc netem`` cannot rewrite RTP headers). ``RtpRewriter`` is a pure
 policy over (seq, ts, ssrc) with time passed in; ``mediaserver.media.impair``'s
-``rewrite_peer_connection`` applies it to an aiortc peer's clear RTP before SRTP.
+``mediaserver.patches.rewrite_peer_connection`` applies it to an aiortc peer's clear RTP before SRTP.
 """
 
 from __future__ import annotations

@@ -1,9 +1,21 @@
 """The server's one 20 ms media clock: pull, enhance together, encode once, fan out.
 
-One asyncio task on an absolute schedule (``loop.time()``), so every publisher of
-this process is pulled at the same instant and the enhancer sees one batch per
-tick. pts of every outgoing packet is ``tick * 960``: the server owns time, not
-the publishers, so a late or lost input never shifts or stalls an output stream.
+Split like aioquic's ``QuicConnection`` / ``QuicConnectionProtocol``:
+
+- :class:`ClockCore` is sans-I/O. Time is passed in (``now_ms``, the loop clock in ms); it
+  never sleeps, awaits or calls out. ``tick(now_ms)`` runs the tick that is due (lateness,
+  catch-up and the skip rule, the pull of every publisher) and returns a :class:`TickResult`:
+  the encoded packets per publisher, the speaking flips and the frames for the sinks. With an
+  enhancer the pulled tick is queued instead (bounded backlog) and comes out of
+  ``enhanced(batch, outputs, now_ms)`` once the driver ran the batch through the stage.
+- :class:`MediaClock` is the asyncio driver: one task sleeps until ``next_deadline_ms`` and
+  calls ``tick``, a second runs queued batches through the enhancer stage in order; both hand
+  each result to ``deliver`` (fan-out to subscriber tracks, ``on_speaking``, frame sinks) and
+  update the Prometheus series.
+
+Every outgoing packet's pts is ``tick * 960``: the server owns time, not the publishers, so a
+late or lost input never shifts or stalls an output stream. All publishers of this process
+are pulled at the same instant, so the enhancer sees one batch per tick.
 """
 
 from __future__ import annotations
@@ -11,27 +23,68 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
 from ..tasks import cancel_and_wait
 from .metrics import SfuMetrics
-from .outbound import PacketTrack
 
 logger = logging.getLogger(__name__)
 
 FRAME = 960
 _MUTED = np.zeros(FRAME, np.float32)  # what frame sinks get from a muted stream
 PERIOD_S = 0.020
+PERIOD_MS = 1000.0 * PERIOD_S
+LATE_MS = 10.0     # a tick run this much after its deadline counts as late
 MAX_CATCH_UP = 5  # frames caught up with full processing; beyond, frames are dropped
 MAX_BACKLOG = 50  # ticks (1 s) queued for the enhancer; beyond, the oldest is dropped
+
+
+# -- the seams: what the clock needs of its neighbours ---------------------------------------
+class Pulled(Protocol):
+    pcm: np.ndarray   # float32 [960], 48 kHz mono
+    kind: str         # "normal" | "fec" | "plc" | "cng" | "dtx" | "silence"
+
+
+class InboundSource(Protocol):
+    """A publisher's receive path (``media.inbound.InboundAudio``)."""
+
+    def pull(self, *, now_ms: float) -> Pulled: ...
+
+
+class Encoded(Protocol):
+    """What an encoder returns for one tick (``sfu.outbound.EncodedTick``)."""
+
+
+class Subscriber(Protocol):
+    """A subscriber's outgoing track (``sfu.outbound.PacketTrack``)."""
+
+    def offer(self, tick: Encoded) -> None: ...
+
+
+class Enhanced(Protocol):
+    raw: np.ndarray        # (960,) float32, the input delayed by the stage's latency
+    enhanced: np.ndarray   # (960,) float32, aligned with raw
+    speech: bool
+
+
+class EnhancerStage(Protocol):
+    """``enhance.stage.EnhancerStage``: one batched call per tick for every stream."""
+
+    async def process(self, items: Sequence[tuple[object, np.ndarray, str]], *,
+                      overloaded: bool = False) -> Sequence[Enhanced]: ...
 
 
 class FrameSink(Protocol):
     def on_frame(self, *, room: str, identity: str, t_ms: float, raw: np.ndarray,
                  enhanced: np.ndarray, speech: bool) -> None: ...
+
+
+# encode_pts(stream.encoder, pcm, pts) -> what the stream's subscribers are offered
+EncodeFn = Callable[[object, np.ndarray, int], Optional[Encoded]]
 
 
 class SpeakingDetector:
@@ -61,14 +114,15 @@ class SpeakingDetector:
 
 @dataclass(eq=False)
 class ClockStream:
-    """One publisher as the clock sees it; the room fills ``subscribers``."""
+    """One publisher as the clock sees it. The room adds and removes its subscribers with
+    ``attach``/``detach``; ``subscribers`` is the fan-out list (read it, do not edit it)."""
 
     room: str
     identity: str
-    inbound: Any            # media.inbound.InboundAudio
-    encoder: Any            # sfu.outbound.PublisherEncoders (encode once per codec)
-    handle: Any = None      # enhance.stage StreamHandle, None without enhancement
-    subscribers: list[PacketTrack] = field(default_factory=list)
+    inbound: InboundSource
+    encoder: object                  # sfu.outbound.PublisherEncoders (encode once per codec)
+    handle: object = None            # enhance.stage StreamHandle, None without enhancement
+    subscribers: list[Subscriber] = field(default_factory=list)
     muted: bool = False
     on_speaking: Optional[Callable[[bool, float], None]] = None
     on_close: Optional[Callable[[], None]] = None
@@ -76,32 +130,82 @@ class ClockStream:
     last_kind: str = "silence"
     frames: int = 0
 
+    def attach(self, track: Subscriber) -> None:
+        """Fan this publisher's packets out to ``track`` too (idempotent)."""
+        if track not in self.subscribers:
+            self.subscribers.append(track)
+
+    def detach(self, track: Subscriber) -> None:
+        """Stop sending to ``track`` (absent: nothing happens)."""
+        if track in self.subscribers:
+            self.subscribers.remove(track)
+
+    def detach_all(self) -> None:
+        self.subscribers.clear()
+
 
 def _energy_speech(pcm: np.ndarray) -> tuple[bool, float]:
     rms = float(np.sqrt(np.dot(pcm, pcm) / len(pcm)))
     return rms > 0.003, rms  # about -50 dBFS
 
 
-class MediaClock:
-    """Owns the tick task. ``add``/``remove`` streams; sinks get every frame."""
+# -- what the core hands its driver ------------------------------------------------------------
+@dataclass(slots=True)
+class Frame:
+    """One publisher's frame of one tick, for the frame sinks (ASR)."""
 
-    def __init__(self, *, stage: Any = None, metrics: Optional[SfuMetrics] = None,
-                 encode_pts: Callable[[Any, np.ndarray, int], Any]) -> None:
-        self._stage = stage
-        self._metrics = metrics or SfuMetrics()
+    room: str
+    identity: str
+    t_ms: float
+    raw: np.ndarray
+    enhanced: np.ndarray
+    speech: bool
+
+
+@dataclass(slots=True)
+class EnhanceBatch:
+    """A pulled tick waiting for the enhancer: one frame per stream, in stream order."""
+
+    streams: list[ClockStream]
+    pcms: list[np.ndarray]
+    kinds: list[str]
+    pts: int
+    t_ms: float              # the tick's deadline
+    overloaded: bool = False  # set by ``next_batch``: the stage must skip its network
+
+
+@dataclass
+class TickResult:
+    """What the driver must do for one emitted tick (or, with ``batch``, queue)."""
+
+    packets: list[tuple[ClockStream, Encoded]] = field(default_factory=list)
+    events: list[tuple[ClockStream, bool, float]] = field(default_factory=list)  # (stream, speaking, level)
+    frames: list[Frame] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)   # pulled frame kinds (metrics)
+    lag_ms: float = 0.0           # how late the tick ran (0 for an enhanced batch)
+    late: bool = False
+    skipped: int = 0              # frames dropped by the skip rule or the full backlog
+    queued: bool = False          # the tick went to the enhancer backlog
+
+
+class ClockCore:
+    """The clock's logic, sans-I/O: see the module docstring. Not thread-safe (one loop)."""
+
+    def __init__(self, *, encode_pts: EncodeFn, enhance: bool = False,
+                 enhance_budget_ms: float = 60.0, max_backlog: int = MAX_BACKLOG) -> None:
         self._encode = encode_pts
+        self.enhance = enhance
+        self.enhance_budget_ms = enhance_budget_ms
+        self.max_backlog = max_backlog
         self._streams: list[ClockStream] = []
-        self.sinks: list[FrameSink] = []
-        self._task: Optional[asyncio.Task] = None
-        self._pending: asyncio.Queue = asyncio.Queue()
-        self._worker: Optional[asyncio.Task] = None
-        self.enhance_budget_ms = 60.0
-        self.bypassed = 0
-        self.tick = 0
+        self._backlog: deque[EnhanceBatch] = deque()
+        self.next_deadline_ms: Optional[float] = None
+        self.index = 0       # the tick the next pull belongs to (pts = index * 960)
         self.late = 0
         self.skipped = 0
-        self.lag_ms: list[float] = []   # recent lags, for stats and benchmarks
+        self.bypassed = 0
 
+    # -- streams ---------------------------------------------------------------------------
     @property
     def streams(self) -> Sequence[ClockStream]:
         return self._streams
@@ -113,6 +217,196 @@ class MediaClock:
         if stream in self._streams:
             self._streams.remove(stream)
 
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
+
+    # -- time ------------------------------------------------------------------------------
+    def start(self, now_ms: float) -> None:
+        """The first tick is due one period after ``now_ms``."""
+        self.next_deadline_ms = now_ms + PERIOD_MS
+
+    def tick(self, now_ms: float) -> TickResult:
+        """Run the tick due at ``next_deadline_ms`` (call at or after it).
+
+        Less than ``MAX_CATCH_UP`` periods late, the tick runs in full on its own schedule
+        (the driver calls again at once for the next one); further behind, the frames of the
+        missed ticks are pulled and dropped (every jitter buffer stays drained at real time;
+        the outputs get a pts gap instead) and the clock goes on at the current tick.
+        """
+        if self.next_deadline_ms is None:
+            raise RuntimeError("ClockCore.tick before start")
+        deadline = self.next_deadline_ms
+        lag = now_ms - deadline
+        skipped = 0
+        if lag > MAX_CATCH_UP * PERIOD_MS:
+            skipped = int(lag / PERIOD_MS)
+            for k in range(skipped):
+                self._drain(deadline + k * PERIOD_MS)
+            self.skipped += skipped
+            self.index += skipped
+            deadline += skipped * PERIOD_MS
+            logger.warning("media clock %.0f ms behind: dropped %d frames per stream", lag, skipped)
+        late = lag > LATE_MS
+        self.late += late
+        result = self.pull(deadline)
+        result.lag_ms, result.late = lag, late
+        result.skipped += skipped
+        self.index += 1
+        self.next_deadline_ms = deadline + PERIOD_MS
+        return result
+
+    def pull(self, t_ms: float) -> TickResult:
+        """Pull every stream's frame for the current tick (``index``, not advanced: ``tick``
+        does that) at ``t_ms`` and emit it, or queue it for the enhancer."""
+        pts = self.index * FRAME
+        streams = list(self._streams)
+        if not streams:
+            return TickResult()
+        pulled = [s.inbound.pull(now_ms=t_ms) for s in streams]
+        kinds = [f.kind for f in pulled]
+        for s, kind in zip(streams, kinds):
+            s.last_kind = kind
+        pcms = [f.pcm for f in pulled]
+        if not self.enhance:
+            result = self._emit(streams, pcms, pcms, [None] * len(pcms), pts, t_ms)
+            result.kinds = kinds
+            return result
+        result = TickResult(kinds=kinds, queued=True)
+        # Enhancement runs behind the clock, in order, so a slow batch delays packets
+        # instead of delaying the next pull (which would starve every jitter buffer).
+        if len(self._backlog) >= self.max_backlog:
+            # The enhancer is over a second behind even with its bypass (CPU starved): the
+            # oldest queued tick is dropped, so memory and delay stay bounded (not emitted
+            # out of order); counted with the clock's skipped ticks.
+            self._backlog.popleft()
+            self.skipped += 1
+            result.skipped = 1
+        self._backlog.append(EnhanceBatch(streams, pcms, kinds, pts, t_ms))
+        return result
+
+    def _drain(self, t_ms: float) -> None:
+        for s in self._streams:
+            try:
+                s.inbound.pull(now_ms=t_ms)
+            except Exception:
+                logger.exception("pull failed for %s/%s", s.room, s.identity)
+
+    # -- the enhancer's side ---------------------------------------------------------------
+    def next_batch(self, now_ms: float) -> Optional[EnhanceBatch]:
+        """The oldest queued tick, with only the streams still on the clock (None: nothing
+        queued). A tick older than ``enhance_budget_ms`` is marked ``overloaded``: the stage is
+        slower than real time right now, so this tick skips the network (same delay,
+        cross-faded) and the queue drains instead of growing."""
+        while self._backlog:
+            batch = self._backlog.popleft()
+            live = [i for i, s in enumerate(batch.streams) if s in self._streams]
+            if not live:
+                continue
+            batch.streams = [batch.streams[i] for i in live]
+            batch.pcms = [batch.pcms[i] for i in live]
+            batch.kinds = [batch.kinds[i] for i in live]
+            batch.overloaded = now_ms - batch.t_ms > self.enhance_budget_ms
+            self.bypassed += batch.overloaded
+            return batch
+        return None
+
+    def enhanced(self, batch: EnhanceBatch, outputs: Optional[Sequence[Enhanced]]) -> TickResult:
+        """Emit ``batch`` with the stage's ``outputs`` (None: the stage failed; the tick goes
+        out unprocessed). A stream removed while the stage ran has left: its frame goes
+        nowhere (fed to the ASR hub after its participant_left, it would open state that
+        nothing closes)."""
+        if outputs is None:
+            return self._emit(batch.streams, batch.pcms, batch.pcms, [None] * len(batch.pcms),
+                              batch.pts, batch.t_ms)
+        kept = [i for i, s in enumerate(batch.streams) if s in self._streams]
+        return self._emit([batch.streams[i] for i in kept], [outputs[i].raw for i in kept],
+                          [outputs[i].enhanced for i in kept], [bool(outputs[i].speech) for i in kept],
+                          batch.pts, batch.t_ms)
+
+    # -- encode, speaking state, frames ----------------------------------------------------
+    def _emit(self, streams: list[ClockStream], raws: list[np.ndarray],
+              cleaned: list[np.ndarray], speech: list[Optional[bool]], pts: int,
+              t_ms: float) -> TickResult:
+        """Encode once per publisher, update speaking state, collect the sinks' frames."""
+        result = TickResult()
+        for s, raw, clean, sp in zip(streams, raws, cleaned, speech):
+            try:
+                packet = self._encode(s.encoder, _MUTED if s.muted else clean, pts)
+            except Exception:
+                logger.exception("encode failed for %s/%s", s.room, s.identity)
+                packet = None
+            if packet is not None:
+                result.packets.append((s, packet))
+            s.frames += 1
+            energy_speech, rms = _energy_speech(raw)
+            is_speech = (energy_speech if sp is None else sp) and not s.muted
+            flipped = s.speaking.update(is_speech, 0.0 if s.muted else rms)
+            if flipped is not None:
+                result.events.append((s, flipped, s.speaking.level))
+            if s.muted:   # a muted voice is not forwarded, so not transcribed either
+                raw = clean = _MUTED
+            result.frames.append(Frame(s.room, s.identity, t_ms, raw, clean, is_speech))
+        return result
+
+
+class MediaClock:
+    """The asyncio driver of a :class:`ClockCore`: owns the tick task and the enhancer task.
+
+    ``add``/``remove`` streams; ``sinks`` get every frame. ``stage`` None: no enhancement.
+    """
+
+    def __init__(self, *, stage: Optional[EnhancerStage] = None, metrics: Optional[SfuMetrics] = None,
+                 encode_pts: EncodeFn) -> None:
+        self.core = ClockCore(encode_pts=encode_pts, enhance=stage is not None)
+        self._stage = stage
+        self._metrics = metrics or SfuMetrics()
+        self.sinks: list[FrameSink] = []
+        self._task: Optional[asyncio.Task] = None
+        self._worker: Optional[asyncio.Task] = None
+        self._queued = asyncio.Event()
+        self.lag_ms: list[float] = []   # recent lags, for stats and benchmarks
+
+    # -- the core's state, as the rest of the server reads it ---------------------------------
+    @property
+    def streams(self) -> Sequence[ClockStream]:
+        return self.core.streams
+
+    def add(self, stream: ClockStream) -> None:
+        self.core.add(stream)
+
+    def remove(self, stream: ClockStream) -> None:
+        self.core.remove(stream)
+
+    @property
+    def tick(self) -> int:
+        return self.core.index
+
+    @tick.setter
+    def tick(self, index: int) -> None:
+        self.core.index = index
+
+    @property
+    def late(self) -> int:
+        return self.core.late
+
+    @property
+    def skipped(self) -> int:
+        return self.core.skipped
+
+    @property
+    def bypassed(self) -> int:
+        return self.core.bypassed
+
+    @property
+    def enhance_budget_ms(self) -> float:
+        return self.core.enhance_budget_ms
+
+    @enhance_budget_ms.setter
+    def enhance_budget_ms(self, value: float) -> None:
+        self.core.enhance_budget_ms = value
+
+    # -- tasks -----------------------------------------------------------------------------
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="media-clock")
@@ -125,152 +419,91 @@ class MediaClock:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time()
+        self.core.start(loop.time() * 1000.0)
         while True:
-            deadline += PERIOD_S
-            delay = deadline - loop.time()
+            assert self.core.next_deadline_ms is not None
+            delay = self.core.next_deadline_ms / 1000.0 - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             now = loop.time()
-            lag = now - deadline
-            self._metrics.tick_lag.observe(max(0.0, lag))
-            self.lag_ms.append(lag * 1000.0)
+            try:
+                result = self.core.tick(now * 1000.0)
+            except Exception:
+                logger.exception("media clock tick %d failed", self.core.index)
+                self.core.next_deadline_ms = (self.core.next_deadline_ms or now * 1000.0) + PERIOD_MS
+                continue
+            self._metrics.tick_lag.observe(max(0.0, result.lag_ms / 1000.0))
+            self.lag_ms.append(result.lag_ms)
             if len(self.lag_ms) > 3000:
                 del self.lag_ms[:1000]
-            if lag > 0.010:
-                self.late += 1
-                self._metrics.late_ticks.inc()
-            if lag > MAX_CATCH_UP * PERIOD_S:
-                # Far behind (a stalled loop): pull and drop the missed frames so every
-                # jitter buffer stays drained at real time; outputs get a pts gap instead.
-                behind = int(lag / PERIOD_S)
-                for k in range(behind):
-                    self._drain((deadline + k * PERIOD_S) * 1000.0)
-                self.skipped += behind
-                self.tick += behind
-                self._metrics.skipped_ticks.inc(behind)
-                deadline += behind * PERIOD_S
-                logger.warning("media clock %.0f ms behind: dropped %d frames per stream",
-                               lag * 1000, behind)
-            try:
-                await self._step(deadline * 1000.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("media clock tick %d failed", self.tick)
+            self._count(result)
+            self.deliver(result)
             self._metrics.tick_work.observe(loop.time() - now)
             self._metrics.ticks.inc()
-            self.tick += 1
-
-    def _drain(self, now_ms: float) -> None:
-        for s in self._streams:
-            try:
-                s.inbound.pull(now_ms=now_ms)
-            except Exception:
-                logger.exception("pull failed for %s/%s", s.room, s.identity)
 
     async def _step(self, now_ms: float) -> None:
-        streams = list(self._streams)
-        if not streams:
-            return
-        pulled = [s.inbound.pull(now_ms=now_ms) for s in streams]
-        for s, frame in zip(streams, pulled):
-            s.last_kind = frame.kind
-            self._metrics.frames.labels(frame.kind).inc()
-        pts = self.tick * FRAME
-        if self._stage is not None:
-            # Enhancement runs behind the clock, in order, so a slow batch delays packets
-            # instead of delaying the next pull (which would starve every jitter buffer).
-            if self._pending.qsize() >= MAX_BACKLOG:
-                # The enhancer is over a second behind even with its bypass (CPU starved): the
-                # oldest queued tick is dropped, so memory and delay stay bounded (not emitted
-                # out of order); counted with the clock's skipped ticks.
-                self._pending.get_nowait()
-                self.skipped += 1
-                self._metrics.skipped_ticks.inc()
-            self._pending.put_nowait((streams, [f.pcm for f in pulled], [f.kind for f in pulled],
-                                      pts, now_ms))
-            self._ensure_worker()
-            return
-        raws = [f.pcm for f in pulled]
-        self._emit(streams, raws, raws, [None] * len(raws), pts, now_ms)
+        """Pull and emit (or queue) the current tick (``tick``, not advanced) at ``now_ms``,
+        without the schedule: tests drive the clock tick by tick with it."""
+        result = self.core.pull(now_ms)
+        self._count(result)
+        self.deliver(result)
 
-    def _ensure_worker(self) -> None:
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._enhance_loop(),
-                                                                  name="media-clock-enhance")
+    def _count(self, result: TickResult) -> None:
+        m = self._metrics
+        if result.late:
+            m.late_ticks.inc()
+        if result.skipped:
+            m.skipped_ticks.inc(result.skipped)
+        for kind in result.kinds:
+            m.frames.labels(kind).inc()
+        if result.queued:
+            self._queued.set()
+            if self._worker is None or self._worker.done():
+                self._worker = asyncio.get_running_loop().create_task(self._enhance_loop(),
+                                                                      name="media-clock-enhance")
 
     async def _enhance_loop(self) -> None:
-        """Enhance queued ticks in order; ticks older than the budget bypass the network."""
+        """Run queued ticks through the stage, in order, one batched call each."""
+        assert self._stage is not None
         loop = asyncio.get_running_loop()
         while True:
-            streams, pcms, kinds, pts, now_ms = await self._pending.get()
-            live = [i for i, s in enumerate(streams) if s in self._streams]
-            streams = [streams[i] for i in live]
-            pcms = [pcms[i] for i in live]
-            kinds = [kinds[i] for i in live]
-            if not streams:
+            batch = self.core.next_batch(loop.time() * 1000.0)
+            if batch is None:
+                self._queued.clear()
+                await self._queued.wait()
                 continue
-            overloaded = loop.time() * 1000.0 - now_ms > self.enhance_budget_ms
-            if overloaded:
-                # The stage is slower than real time right now: this tick skips the network
-                # (same delay, cross-faded), so the queue drains instead of growing.
-                self.bypassed += 1
+            if batch.overloaded:
                 self._metrics.enhance_bypassed.inc()
+            outputs: Optional[Sequence[Enhanced]]
             try:
-                outs = await self._stage.process(
-                    [(s.handle, p, k) for s, p, k in zip(streams, pcms, kinds)], overloaded=overloaded)
+                outputs = await self._stage.process(
+                    [(s.handle, p, k) for s, p, k in zip(batch.streams, batch.pcms, batch.kinds)],
+                    overloaded=batch.overloaded)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("enhancer stage failed; forwarding the tick unprocessed")
-                self._emit(streams, pcms, pcms, [None] * len(pcms), pts, now_ms)
-                continue
-            # A stream removed while the stage ran has left: its frame goes nowhere (fed to the
-            # ASR hub after its participant_left, it would open state that nothing closes).
-            kept = [i for i, s in enumerate(streams) if s in self._streams]
-            self._emit([streams[i] for i in kept], [outs[i].raw for i in kept],
-                       [outs[i].enhanced for i in kept], [bool(outs[i].speech) for i in kept],
-                       pts, now_ms)
+                outputs = None
+            self.deliver(self.core.enhanced(batch, outputs))
 
-    def _emit(self, streams: list[ClockStream], raws: list[np.ndarray],
-              cleaned: list[np.ndarray], speech: list[Optional[bool]], pts: int,
-              now_ms: float) -> None:
-        """Encode once per publisher, fan out, update speaking state, feed the sinks."""
-        sends = [np.zeros(FRAME, np.float32) if s.muted else c for s, c in zip(streams, cleaned)]
-        # Inline: one libopus call is ~0.1 ms; a thread hop per tick costs more than that
-        # in wake-up latency on a busy host.
-        packets = self._encode_all(streams, sends, pts)
-        for s, packet in zip(streams, packets):
-            if packet is None:
-                continue
-            for track in s.subscribers:
+    # -- I/O: the only place packets, callbacks and sinks are touched -----------------------
+    def deliver(self, result: TickResult) -> None:
+        """Fan each packet out to its publisher's subscribers, tell ``on_speaking``, feed the
+        sinks. A failing callback or sink is logged and never stops the others."""
+        for stream, packet in result.packets:
+            for track in stream.subscribers:
                 track.offer(packet)
-            self._metrics.packets_out.inc(len(s.subscribers))
-        for s, raw, clean, sp in zip(streams, raws, cleaned, speech):
-            s.frames += 1
-            energy_speech, rms = _energy_speech(raw)
-            is_speech = (energy_speech if sp is None else sp) and not s.muted
-            flipped = s.speaking.update(is_speech, 0.0 if s.muted else rms)
-            if flipped is not None and s.on_speaking is not None:
-                s.on_speaking(flipped, s.speaking.level)
-            if s.muted and self.sinks:  # a muted voice is not forwarded, so not transcribed either
-                raw = clean = _MUTED
+            self._metrics.packets_out.inc(len(stream.subscribers))
+        for stream, speaking, level in result.events:
+            if stream.on_speaking is not None:
+                try:
+                    stream.on_speaking(speaking, level)
+                except Exception:
+                    logger.exception("speaking callback of %s/%s failed", stream.room, stream.identity)
+        for frame in result.frames:
             for sink in self.sinks:
                 try:
-                    sink.on_frame(room=s.room, identity=s.identity, t_ms=now_ms, raw=raw,
-                                  enhanced=clean, speech=is_speech)
+                    sink.on_frame(room=frame.room, identity=frame.identity, t_ms=frame.t_ms,
+                                  raw=frame.raw, enhanced=frame.enhanced, speech=frame.speech)
                 except Exception:
                     logger.exception("frame sink %r failed", sink)
-
-    def _encode_all(self, streams: list[ClockStream], pcms: list[np.ndarray],
-                    pts: int) -> list[Any]:
-        """One encode per publisher, shared by all its subscribers."""
-        out = []
-        for s, pcm in zip(streams, pcms):
-            try:
-                out.append(self._encode(s.encoder, pcm, pts))
-            except Exception:
-                logger.exception("encode failed for %s/%s", s.room, s.identity)
-                out.append(None)
-        return out

@@ -23,6 +23,7 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from ..media.g711 import G711Encoder
 from ..media.opus import OpusEncoder
+from ..rtcp import fraction_lost
 
 logger = logging.getLogger(__name__)
 
@@ -186,18 +187,6 @@ class PacketTrack(MediaStreamTrack):
 
 class LossSource(Protocol):
     def sent_streams(self) -> list[tuple[Any, Any]]: ...   # (publisher ClockStream, RTCRtpSender)
-
-
-async def fraction_lost(sender: Any) -> Optional[float]:
-    """The latest RTCP fraction lost (0..1) the far end reported for ``sender``'s stream.
-
-    aiortc keeps RTCP's raw 8-bit value in ``fractionLost`` (x/256).
-    """
-    report = await sender.getStats()
-    for stats in report.values():
-        if stats.type == "remote-inbound-rtp" and stats.fractionLost is not None:
-            return float(stats.fractionLost) / 256.0
-    return None
 
 
 class LossFeedback:

@@ -23,12 +23,13 @@ from typing import Any, Callable, Optional
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
+from ..media.opus import enable_opus_fec
+from ..patches import tap_receiver
 from .dtlswatch import DtlsWatch
 from .mediaclock import ClockStream
 from .metrics import SfuMetrics
 from .outbound import PacketTrack, sent_codec
-from .rtptap import tap_receiver
-from .sdp import align_offer, announce_address, enable_opus_fec, serve_only_supported_codecs
+from .sdp import align_offer, announce_address, serve_only_supported_codecs
 
 logger = logging.getLogger(__name__)
 
@@ -228,14 +229,13 @@ class Participant:
         slot.track.clear()
         slot.transceiver.direction = "sendonly"
         slot.publisher = publisher
-        publisher.subscribers.append(slot.track)
+        publisher.attach(slot.track)
         self.renegotiate()
 
     def unsubscribe(self, publisher: ClockStream) -> None:
         for slot in self._slots:
             if slot.publisher is publisher:
-                if slot.track in publisher.subscribers:
-                    publisher.subscribers.remove(slot.track)
+                publisher.detach(slot.track)
                 slot.publisher = None
                 slot.track.clear()
                 slot.transceiver.direction = "inactive"
@@ -323,8 +323,8 @@ class Participant:
         if self._dtls_watch is not None:
             self._dtls_watch.stop()
         for slot in self._slots:
-            if slot.publisher is not None and slot.track in slot.publisher.subscribers:
-                slot.publisher.subscribers.remove(slot.track)
+            if slot.publisher is not None:
+                slot.publisher.detach(slot.track)
             slot.publisher = None
             slot.track.stop()
         if self.pc is not None:

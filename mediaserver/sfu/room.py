@@ -112,7 +112,7 @@ class RoomManager:
             self.clock.remove(stream)
             for other in room.participants.values():
                 other.unsubscribe(stream)
-            stream.subscribers.clear()
+            stream.detach_all()
         await participant.close()
         if stream is not None and stream.on_close is not None:
             stream.on_close()

@@ -9,7 +9,6 @@ from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
 MAX_SDP = 60_000
-_OPUS = re.compile(r"^a=rtpmap:(\d+) opus/48000", re.IGNORECASE | re.MULTILINE)
 
 
 RECEIVED_AUDIO_CODECS = ("audio/opus", "audio/pcmu", "audio/pcma")  # media/inbound.py decodes
@@ -53,32 +52,6 @@ def parse_description(sdp: object, kind: str) -> RTCSessionDescription:
     if not parsed.media[0].ice.usernameFragment and not any(m.ice.usernameFragment for m in audio):
         raise SdpError("sdp has no ICE credentials")
     return RTCSessionDescription(sdp=sdp, type=kind)
-
-
-def enable_opus_fec(sdp: str) -> str:
-    """Advertise ``useinbandfec=1`` (and mono) for every Opus payload type.
-
-    aiortc never does, and a browser only sends in-band FEC when the far end asks.
-    """
-    lines = sdp.split("\r\n")
-    pts = set(_OPUS.findall(sdp))
-    out: list[str] = []
-    seen: set[str] = set()
-    for i, line in enumerate(lines):
-        m = re.match(r"^a=fmtp:(\d+) (.*)$", line)
-        if m and m.group(1) in pts:
-            seen.add(m.group(1))
-            params = m.group(2)
-            if "useinbandfec" not in params:
-                params += ";useinbandfec=1"
-            line = f"a=fmtp:{m.group(1)} {params}"
-        out.append(line)
-        r = re.match(r"^a=rtpmap:(\d+) opus/48000", line, re.IGNORECASE)
-        if r and r.group(1) in pts and not any(
-                ln.startswith(f"a=fmtp:{r.group(1)} ") for ln in lines):
-            out.append(f"a=fmtp:{r.group(1)} minptime=10;useinbandfec=1")
-            seen.add(r.group(1))
-    return "\r\n".join(out)
 
 
 def announce_address(sdp: str, public_ip: str) -> str:

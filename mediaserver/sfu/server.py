@@ -19,13 +19,12 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 
 from ..config import add_option
-from ..ice import pin_host_addresses
+from ..patches import pin_host_addresses, tolerate_consent_stalls
 from .drain import Drain, add_drain_options, backstop, exit_now_on_second_signal, validate_drain_args
 from .limits import Limits, add_limit_options
 from .mediaclock import ClockStream, MediaClock
 from .metrics import SfuMetrics
 from .room import RoomManager
-from .rtptap import tolerate_consent_stalls
 from .signalling import SFU_CONTEXT, SfuContext, websocket_handler
 from .turn import IceServers, add_turn_options
 from . import websec
@@ -350,7 +349,11 @@ def main(args: argparse.Namespace) -> int:
         return 2
     from .. import patches
 
-    patches.apply()   # aiortc internals this server changes, checked first (mediaserver/patches.py)
+    try:
+        patches.apply()   # aiortc internals this server changes, checked first (mediaserver/patches.py)
+    except patches.PatchError as exc:
+        print(f"error: {exc}")
+        return 2
     pin_host_addresses(_split(args.ice_host))
     tolerate_consent_stalls()
     try:
