@@ -51,4 +51,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # aioice logs every candidate-pair state change at INFO: noise unless debugging ICE
+        logging.getLogger("aioice").setLevel(logging.WARNING)
     return int(args._module.main(args) or 0)

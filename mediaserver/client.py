@@ -719,7 +719,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--url", default="http://127.0.0.1:8080/",
                help="server URL, or a comma list of servers tried in turn (first join and "
                     "every reconnection)")
-    add_option(parser, "--room", default=None, help="room to join")
+    add_option(parser, "--room", default=None, help="room to join (required)")
     add_option(parser, "--identity", default=None, help="participant name (default random)")
     add_option(parser, "--token", default=None, help="join token (mediaserver token)")
     add_option(parser, "--send", default=None, help="WAV sent once in real time, then silence")

@@ -40,7 +40,8 @@ Per object:
 - :func:`guard_srtp_restarts`: wraps a DTLS transport's SRTP receive session so a sender that
   restarts its sequence numbers on the same SSRC is not muted by libsrtp's replay check.
 - :func:`impair_peer_connection`, :func:`rewrite_peer_connection` (fault injection on a
-  sending peer: ``mediaserver client --impair``, ``--rtp-fault`` and the tests): wrap the
+  sending peer: ``mediaserver client --loss/--loss-burst/--jitter-ms/--reorder``,
+  ``--rtp-discontinuity`` and the tests): wrap the
   ICE transport's ``_send`` (loss, delay, jitter from ``media.impair.Impairment``) and the
   DTLS transport's ``_send_rtp`` (RTP header rewrites from ``media.rtpfault``).
 """
@@ -408,7 +409,7 @@ def guard_srtp_restarts(dtls: Any) -> None:
     dtls.on("statechange", wrap)
 
 
-# -- Fault injection on a sending peer (mediaserver client --impair / --rtp-fault, tests) -------
+# -- Fault injection on a sending peer (client --loss/--jitter-ms/--rtp-discontinuity, tests) ---
 SendFn = Callable[[bytes], Awaitable[None]]
 
 

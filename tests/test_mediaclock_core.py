@@ -130,3 +130,21 @@ def test_speaking_flips_and_mute_are_in_the_result() -> None:
     assert all(not f.raw.any() and not f.enhanced.any() and not f.speech
                for r in muted for f in r.frames)                  # and nothing reaches the sinks
     assert [speaking for r in muted for _, speaking, _ in r.events] == [False]
+
+
+def test_a_receive_path_that_raises_costs_only_its_own_frame() -> None:
+    class Broken:
+        def pull(self, *, now_ms: float):  # noqa: ANN201
+            raise RuntimeError("decoder state corrupt")
+
+    core = ClockCore(encode_pts=encode)
+    good = tone_stream("good")
+    core.add(ClockStream(room="r", identity="broken", inbound=Broken(), encoder="broken"))
+    core.add(good)
+    core.start(0.0)
+    results = [core.tick(20.0 * k) for k in range(1, 6)]
+    assert [pts_of(r) for r in results] == [[FRAME * k, FRAME * k] for k in range(5)]  # no tick lost
+    levels = {who: [p[2] for r in results for s, p in r.packets if s.identity == who]
+              for who in ("good", "broken")}
+    assert levels["broken"] == [0.0] * 5 and max(levels["good"]) > 0.05
+    assert results[-1].kinds[0] == "silence"

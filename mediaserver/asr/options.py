@@ -31,7 +31,7 @@ def add_asr_options(parser: argparse.ArgumentParser) -> None:
                help="CPU threads of each local recogniser worker")
     add_option(parser, "--asr-workers", type=int, default=0,
                help="local recogniser workers shared by all talkers (0: one per --asr-threads "
-                    "CPU cores, 2 on cuda)")
+                    "CPU cores, leaving one core to the media path; 2 on cuda)")
     add_option(parser, "--asr-nice", type=int, default=10,
                help="how much lower the local recognisers' CPU priority is than the server's "
                     "(0..19): captions may wait, the media clock may not")

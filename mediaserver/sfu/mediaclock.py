@@ -3,11 +3,12 @@
 Split like aioquic's ``QuicConnection`` / ``QuicConnectionProtocol``:
 
 - :class:`ClockCore` is sans-I/O. Time is passed in (``now_ms``, the loop clock in ms); it
-  never sleeps, awaits or calls out. ``tick(now_ms)`` runs the tick that is due (lateness,
+  never sleeps or awaits, and its only calls are synchronous ones into its seams (a
+  publisher's ``pull``, ``encode_pts``). ``tick(now_ms)`` runs the tick that is due (lateness,
   catch-up and the skip rule, the pull of every publisher) and returns a :class:`TickResult`:
   the encoded packets per publisher, the speaking flips and the frames for the sinks. With an
   enhancer the pulled tick is queued instead (bounded backlog) and comes out of
-  ``enhanced(batch, outputs, now_ms)`` once the driver ran the batch through the stage.
+  ``enhanced(batch, outputs)`` once the driver ran the batch through the stage.
 - :class:`MediaClock` is the asyncio driver: one task sleeps until ``next_deadline_ms`` and
   calls ``tick``, a second runs queued batches through the enhancer stage in order; both hand
   each result to ``deliver`` (fan-out to subscriber tracks, ``on_speaking``, frame sinks) and
@@ -127,7 +128,6 @@ class ClockStream:
     on_speaking: Optional[Callable[[bool, float], None]] = None
     on_close: Optional[Callable[[], None]] = None
     speaking: SpeakingDetector = field(default_factory=SpeakingDetector)
-    last_kind: str = "silence"
     frames: int = 0
 
     def attach(self, track: Subscriber) -> None:
@@ -142,6 +142,14 @@ class ClockStream:
 
     def detach_all(self) -> None:
         self.subscribers.clear()
+
+
+@dataclass(slots=True)
+class _Silent:
+    """What a publisher whose receive path failed contributes to a tick."""
+
+    pcm: np.ndarray = field(default_factory=lambda: np.zeros(FRAME, np.float32))
+    kind: str = "silence"
 
 
 def _energy_speech(pcm: np.ndarray) -> tuple[bool, float]:
@@ -263,10 +271,8 @@ class ClockCore:
         streams = list(self._streams)
         if not streams:
             return TickResult()
-        pulled = [s.inbound.pull(now_ms=t_ms) for s in streams]
+        pulled = [self._pull(s, t_ms) for s in streams]
         kinds = [f.kind for f in pulled]
-        for s, kind in zip(streams, kinds):
-            s.last_kind = kind
         pcms = [f.pcm for f in pulled]
         if not self.enhance:
             result = self._emit(streams, pcms, pcms, [None] * len(pcms), pts, t_ms)
@@ -287,10 +293,17 @@ class ClockCore:
 
     def _drain(self, t_ms: float) -> None:
         for s in self._streams:
-            try:
-                s.inbound.pull(now_ms=t_ms)
-            except Exception:
-                logger.exception("pull failed for %s/%s", s.room, s.identity)
+            self._pull(s, t_ms)
+
+    @staticmethod
+    def _pull(stream: ClockStream, t_ms: float) -> Pulled:
+        """One publisher's frame; a receive path that raises gives silence for this tick
+        (logged) and never takes the other publishers' tick with it."""
+        try:
+            return stream.inbound.pull(now_ms=t_ms)
+        except Exception:
+            logger.exception("pull failed for %s/%s", stream.room, stream.identity)
+            return _Silent()
 
     # -- the enhancer's side ---------------------------------------------------------------
     def next_batch(self, now_ms: float) -> Optional[EnhanceBatch]:
@@ -365,7 +378,6 @@ class MediaClock:
         self._task: Optional[asyncio.Task] = None
         self._worker: Optional[asyncio.Task] = None
         self._queued = asyncio.Event()
-        self.lag_ms: list[float] = []   # recent lags, for stats and benchmarks
 
     # -- the core's state, as the rest of the server reads it ---------------------------------
     @property
@@ -383,7 +395,7 @@ class MediaClock:
         return self.core.index
 
     @tick.setter
-    def tick(self, index: int) -> None:
+    def tick(self, index: int) -> None:   # a test seam, with _step
         self.core.index = index
 
     @property
@@ -401,10 +413,6 @@ class MediaClock:
     @property
     def enhance_budget_ms(self) -> float:
         return self.core.enhance_budget_ms
-
-    @enhance_budget_ms.setter
-    def enhance_budget_ms(self, value: float) -> None:
-        self.core.enhance_budget_ms = value
 
     # -- tasks -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -433,9 +441,6 @@ class MediaClock:
                 self.core.next_deadline_ms = (self.core.next_deadline_ms or now * 1000.0) + PERIOD_MS
                 continue
             self._metrics.tick_lag.observe(max(0.0, result.lag_ms / 1000.0))
-            self.lag_ms.append(result.lag_ms)
-            if len(self.lag_ms) > 3000:
-                del self.lag_ms[:1000]
             self._count(result)
             self.deliver(result)
             self._metrics.tick_work.observe(loop.time() - now)
