@@ -886,6 +886,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_mediaclock_core.py", "tests/test_mediaclock.py"),
     ),
     Mutation(
+        name="clock-pull-failure-kills-tick",
+        claim="a publisher whose receive path raises costs only its own frame, not the tick",
+        source="issue 14 (sans-I/O media clock)",
+        edits=(Edit("mediaserver/sfu/mediaclock.py", "            return _Silent()\n",
+                    "            raise  # mutation\n"),),
+        tests=("tests/test_mediaclock_core.py::test_a_receive_path_that_raises_costs_only_its_own_frame",),
+    ),
+    Mutation(
         name="patches-not-checked",
         claim="serve and client refuse to start, naming it, when an aiortc internal they patch moved",
         source="issue 14 (patches in one place)",
