@@ -93,24 +93,40 @@ INSTANCE_INTERNALS = {
 
 
 def check() -> None:
-    """Raise :class:`PatchError` naming every patched internal that is missing."""
+    """Raise :class:`PatchError` naming every patched internal that is missing.
+
+    Works with or without a running event loop (aiortc objects want one to exist: a private
+    loop is made for the look when none is running, and closed again)."""
     missing = [f"{owner.__name__ if hasattr(owner, '__name__') else owner}.{name} ({user})"
                for user, owner, name in INTERNALS if not hasattr(owner, name)]
-    pc = RTCPeerConnection()
     try:
-        transceiver = pc.addTransceiver("audio")
-        objects = {"RTCDtlsTransport": transceiver.receiver.transport,
-                   "RTCRtpReceiver": transceiver.receiver,
-                   "RTCIceTransport": transceiver.receiver.transport.transport}
-        for kind, names in INSTANCE_INTERNALS.items():
-            missing += [f"{kind}.{n}" for n in names if not hasattr(objects[kind], n)]
-    finally:
-        # never started: closing would need a loop; drop the references instead
-        del pc
+        asyncio.get_running_loop()
+        missing += _missing_on_instances()
+    except RuntimeError:   # no loop running: look inside a private one
+        loop = asyncio.new_event_loop()
+        try:
+            missing += loop.run_until_complete(_look_on_instances())
+        finally:
+            loop.close()
     if missing:
         raise PatchError(f"aiortc {aiortc.__version__} / aioice {aioice.__version__} lack internals "
                          "this server patches: " + ", ".join(missing)
                          + " (install the aiortc version pinned in pyproject.toml)")
+
+
+async def _look_on_instances() -> list[str]:
+    return _missing_on_instances()
+
+
+def _missing_on_instances() -> list[str]:
+    """The INSTANCE_INTERNALS missing on a fresh, never started peer connection's objects."""
+    pc = RTCPeerConnection()
+    transceiver = pc.addTransceiver("audio")
+    objects = {"RTCDtlsTransport": transceiver.receiver.transport,
+               "RTCRtpReceiver": transceiver.receiver,
+               "RTCIceTransport": transceiver.receiver.transport.transport}
+    return [f"{kind}.{n}" for kind, names in INSTANCE_INTERNALS.items()
+            for n in names if not hasattr(objects[kind], n)]
 
 
 _applied = False

@@ -43,6 +43,18 @@ def test_check_passes_on_the_pinned_aiortc() -> None:
     patches.check()
 
 
+def test_check_works_with_no_event_loop_and_inside_one() -> None:
+    """``serve`` checks before its loop exists; tests (and an embedding app) call it after an
+    ``asyncio.run`` has closed its loop, or from inside a running one."""
+    asyncio.run(asyncio.sleep(0))   # leaves the main thread with no current loop
+    patches.check()
+
+    async def inside() -> None:
+        patches.check()
+
+    asyncio.run(inside())
+
+
 def test_a_moved_internal_is_named_with_the_versions(monkeypatch: pytest.MonkeyPatch) -> None:
     import aioice
     import aiortc
