@@ -28,7 +28,7 @@ from conftest import (METRICS_TOKEN, ServerProcess, client_summary, server_metri
 from redis_proc import RedisProcess
 from mediaserver.audio import write_audio
 from test_reconnect import FLOWS, HZ, RATE, tone, tone_share
-from waiting import poll
+from waiting import poll, until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -218,6 +218,12 @@ async def test_a_token_or_ticket_admits_one_join_in_the_whole_cluster(
     spent by a redirect, or a redirect's ticket used once, is refused on every node."""
     a, b = _node(tmp_path, redis, "a"), _node(tmp_path, redis, "b")
     try:
+        # both registered and seeing each other first (a node may start before Redis answers;
+        # under load its first heartbeat comes late): the claims below are about a cluster
+        await until(lambda: all(server_metric(n, "mediaserver_cluster_nodes") == 2
+                                and server_metric(n, "mediaserver_cluster_redis_up") == 1
+                                for n in (a, b)), timeout=60, what="both nodes in the cluster",
+                    interval=0.2)
         async with contextlib.AsyncExitStack() as stack:
             token = mint(SECRET, room=ROOM, identity="A")
             first = await _join(stack, a.ws_url, ROOM, "A", token=token)
