@@ -921,8 +921,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="local recognisers (and the engine threads they start) run below the media clock's CPU priority",
         source="issue 13 Soak",
         edits=(Edit("mediaserver/asr/pool.py",
-                    "            self.worker_nice[worker.index] = lower_thread_priority(self.nice)",
-                    "            self.worker_nice[worker.index] = lower_thread_priority(0)"),),
+                    "            lower_thread_priority(self.nice)",
+                    "            lower_thread_priority(0)  # mutation"),),
         tests=("tests/test_asr_streaming.py::test_recognisers_and_their_engine_threads_run_below_the_servers_priority",),
     ),
     Mutation(

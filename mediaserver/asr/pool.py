@@ -118,20 +118,17 @@ class FairQueue:
 Result = Callable[[DecodeJob, Optional[list[Word]]], None]
 
 
-def lower_thread_priority(nice: int) -> int:
+def lower_thread_priority(nice: int) -> None:
     """Raise the calling thread's nice value by ``nice`` (Linux: per thread; threads it
     starts afterwards inherit it, so a recogniser built here runs all its compute threads
-    there). Returns the thread's nice value after the call; a platform without per-thread
-    priorities leaves it unchanged."""
+    there). A platform without per-thread priorities leaves it unchanged (logged)."""
+    if nice <= 0:
+        return
     tid = threading.get_native_id()
     try:
-        current = os.getpriority(os.PRIO_PROCESS, tid)
-        if nice > 0:
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, current + nice))
-        return os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
     except (AttributeError, OSError) as exc:   # not Linux, or a sandbox that forbids it
         logger.warning("could not lower the ASR worker's CPU priority: %s", exc)
-        return 0
 
 
 class _Worker:
@@ -160,7 +157,6 @@ class RecogniserPool:
         if not 0 <= nice <= 19:
             raise ValueError(f"nice must be 0..19, got {nice}")
         self.nice = nice
-        self.worker_nice: dict[int, int] = {}   # worker index -> its thread's nice value
         self._factory = factory
         self._queue = queue
         self._on_result = on_result
@@ -206,7 +202,7 @@ class RecogniserPool:
 
     async def _load(self, loop: asyncio.AbstractEventLoop, worker: _Worker) -> None:
         def build() -> WordRecogniser:
-            self.worker_nice[worker.index] = lower_thread_priority(self.nice)
+            lower_thread_priority(self.nice)
             recogniser = self._factory()
             # the engine's first decode is slow (lazy init): pay it now, not on a caption
             recogniser.recognise(np.zeros(16000, np.float32), fallback=False)

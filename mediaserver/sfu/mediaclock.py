@@ -184,7 +184,8 @@ class EnhanceBatch:
 
 @dataclass
 class TickResult:
-    """What the driver must do for one emitted tick (or, with ``batch``, queue)."""
+    """What the driver must do for one tick: send, tell, feed (``queued``: nothing yet, the
+    tick waits in the enhancer backlog)."""
 
     packets: list[tuple[ClockStream, Encoded]] = field(default_factory=list)
     events: list[tuple[ClockStream, bool, float]] = field(default_factory=list)  # (stream, speaking, level)
@@ -441,19 +442,17 @@ class MediaClock:
                 self.core.next_deadline_ms = (self.core.next_deadline_ms or now * 1000.0) + PERIOD_MS
                 continue
             self._metrics.tick_lag.observe(max(0.0, result.lag_ms / 1000.0))
-            self._count(result)
-            self.deliver(result)
+            self._handle(result)
             self._metrics.tick_work.observe(loop.time() - now)
             self._metrics.ticks.inc()
 
     async def _step(self, now_ms: float) -> None:
         """Pull and emit (or queue) the current tick (``tick``, not advanced) at ``now_ms``,
         without the schedule: tests drive the clock tick by tick with it."""
-        result = self.core.pull(now_ms)
-        self._count(result)
-        self.deliver(result)
+        self._handle(self.core.pull(now_ms))
 
-    def _count(self, result: TickResult) -> None:
+    def _handle(self, result: TickResult) -> None:
+        """A pulled tick: count it, wake the enhancer for a queued one, deliver the rest."""
         m = self._metrics
         if result.late:
             m.late_ticks.inc()
@@ -466,6 +465,7 @@ class MediaClock:
             if self._worker is None or self._worker.done():
                 self._worker = asyncio.get_running_loop().create_task(self._enhance_loop(),
                                                                       name="media-clock-enhance")
+        self.deliver(result)
 
     async def _enhance_loop(self) -> None:
         """Run queued ticks through the stage, in order, one batched call each."""
