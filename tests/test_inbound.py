@@ -67,7 +67,7 @@ def test_clean_stream_plays_everything(speech, packets):
     assert kinds[0] == "silence"
     assert kinds[1:] == ["normal"] * len(packets)
     assert s["packets_lost"] == 0 and s["concealed_frames"] == 0
-    assert s["target_delay_ms"] == 25.0  # a clean link: a frame plus the smallest jitter bucket
+    assert s["target_delay_ms"] == 21.0  # a clean link: a frame plus the smallest jitter bucket
     assert s["accelerate"] == 0 and s["expand"] == 0  # and never time-scaled
     assert best_corr(out, speech) > 0.85
 

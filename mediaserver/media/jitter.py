@@ -41,7 +41,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 CLOCK_RATE = 48000
-_START_CUSHION_MS = 5.0  # start with this much margin beyond the jitter allowance, so a little
+_START_CUSHION_MS = 2.0  # start with this much margin beyond the jitter allowance, so a little
 # jitter does not dip the level below the point where it is stretched back up
 SAMPLES_PER_MS = CLOCK_RATE // 1000
 _SEQ_MOD = 1 << 16
@@ -126,7 +126,7 @@ class JitterConfig:
     max_delay_ms: float = 400.0  # highest target level; packets beyond it are dropped
     quantile: float = 0.97  # NetEq's target quantile of the relative delay
     forget: float = 0.983  # per-packet histogram forgetting (NetEq's value, ~1.2 s at 50 packets/s)
-    bucket_ms: float = 5.0
+    bucket_ms: float = 1.0
     window_ms: float = 2000.0  # relative delay is taken against the fastest packet in this window
     idle_ms: float = 600.0  # concealing this long with nothing buffered -> stream idle, re-anchor
     max_late_run: int = 4  # this many late packets in a row -> re-anchor (fallback for jumps)
