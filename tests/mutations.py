@@ -788,6 +788,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_jitter.py::test_clean_link_is_never_time_scaled_and_waits_an_extra_frame_only_inside_the_allowance",),
     ),
     Mutation(
+        name="jitter-allowance-coarse",
+        claim="the jitter allowance has 1 ms resolution: a clean link holds no frame it does not need",
+        source="issue 15 §3",
+        edits=(Edit("mediaserver/media/jitter.py",
+                    "    bucket_ms: float = 1.0",
+                    "    bucket_ms: float = 5.0  # mutation"),),
+        tests=("tests/test_jitter.py::test_clean_link_is_never_time_scaled_and_waits_an_extra_frame_only_inside_the_allowance",),
+    ),
+    Mutation(
         name="control-on-phase-dependent-level",
         claim="the buffer steers on the next packet's margin, not on a level that swings with the arrival phase",
         source="issue 15 §3",
