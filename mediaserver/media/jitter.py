@@ -126,7 +126,8 @@ class JitterConfig:
     max_delay_ms: float = 400.0  # highest target level; packets beyond it are dropped
     quantile: float = 0.97  # NetEq's target quantile of the relative delay
     forget: float = 0.983  # per-packet histogram forgetting (NetEq's value, ~1.2 s at 50 packets/s)
-    bucket_ms: float = 1.0
+    bucket_ms: float = 1.0  # histogram resolution: the quantile is a bucket's upper edge, so
+    # coarse buckets (5 ms) held an extra frame for packets up to 10 ms ahead of a pull on clean links
     window_ms: float = 2000.0  # relative delay is taken against the fastest packet in this window
     idle_ms: float = 600.0  # concealing this long with nothing buffered -> stream idle, re-anchor
     max_late_run: int = 4  # this many late packets in a row -> re-anchor (fallback for jumps)
