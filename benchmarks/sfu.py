@@ -7,13 +7,16 @@ encode per subscriber), all behind the same signalling protocol.
 One load-generator process (this one) hosts every participant: each sends a speech
 clip as pre-encoded Opus in real time and receives the k-1 others below aiortc's
 jitter buffer (raw RTP, decoded offline). It measures, per forwarder:
-- server CPU (% of one core, from /proc) per publisher over the measured window;
+- server CPU (% of one core, from /proc: with ``--workers N`` the front and its worker
+  processes together) per publisher over the measured window;
 - server-added delay p50/p95: each received 1 s window is matched to the sent audio
   by content cross-correlation; delay = arrival time - time the matched frame was sent;
 - late frames (arriving > 60 ms after the stream's median delay) and missing frames
   (RTP timestamp gaps), plus the server's own late clock ticks from /metrics;
 - the load generator's own CPU (it shares the machine): whichever of the two single-loop
-  processes is nearer a whole core saturates first.
+  processes is nearer a whole core saturates first (the server's share per worker).
+
+``--workers 1,2`` runs each case with ``serve --workers 1`` and ``--workers 2``.
 
     python benchmarks/sfu.py --publishers 8,20,40 --room-size 4 --seconds 20
     [--data ../shared/data]  (optional: a folder of speech WAVs; default espeak-ng)
@@ -298,7 +301,7 @@ def stream_delays(rec: Received, sent: np.ndarray, sent_at: np.ndarray, t_from: 
 
 # ---------------------------------------------------------------- servers
 class Server:
-    def __init__(self, kind: str, log: Path, model: Optional[str] = None) -> None:
+    def __init__(self, kind: str, log: Path, model: Optional[str] = None, workers: int = 1) -> None:
         if kind == "relay":
             cmd = [sys.executable, str(Path(__file__).resolve()), "--relay-server"]
         else:
@@ -309,6 +312,8 @@ class Server:
                 cmd.append("--no-enhance")
             elif model:
                 cmd += ["--model", model]
+            if workers > 1:
+                cmd += ["--workers", str(workers)]
         cmd += ["--host", "127.0.0.1", "--port", "0", "--ice-host", "127.0.0.1"]
         self.log = open(log, "wb")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log)
@@ -323,8 +328,18 @@ class Server:
                 break
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds of the server: its process and its children (``--workers``' processes;
+        a child's time counts while it runs, and a reaped one's in the parent's cutime)."""
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue   # a process that just ended
+            pid, ppid = int(stat.parent.name), int(fields[1])
+            if pid == self.proc.pid or ppid == self.proc.pid:
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def metrics(self) -> dict[str, float]:
         import urllib.request
@@ -335,7 +350,8 @@ class Server:
                 for line in r.read().decode().splitlines():
                     if line.startswith("mediaserver_") and " " in line:
                         k, v = line.rsplit(" ", 1)
-                        out[k] = float(v)
+                        name = k.split("{", 1)[0]   # summed over labels (the workers' too)
+                        out[name] = out.get(name, 0.0) + float(v)
         except Exception:
             pass
         return out
@@ -440,8 +456,8 @@ def run_relay_server(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- one run
 async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup: float,
                    clip: np.ndarray, packets: list[bytes], sample_streams: int, tmp: Path,
-                   model: Optional[str] = None) -> dict:
-    server = Server(kind, tmp / f"server-{kind}-{n_pub}.log", model)
+                   model: Optional[str] = None, workers: int = 1) -> dict:
+    server = Server(kind, tmp / f"server-{kind}-{n_pub}.log", model, workers)
     peers: list[Peer] = []
     try:
         url = f"ws://127.0.0.1:{server.port}/ws"
@@ -481,12 +497,13 @@ async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup
         cpu = 100.0 * (cpu1 - cpu0) / (t1 - t0)
         generator = 100.0 * (gen1 - gen0) / (t1 - t0)
         return {
-            "forwarder": kind, "publishers": n_pub, "room_size": room_size,
+            "forwarder": kind, "workers": workers, "publishers": n_pub, "room_size": room_size,
             "subscriber_streams": sum(len(p.streams) for p in peers),
             "server_cpu_pct": round(cpu, 1), "cpu_pct_per_publisher": round(cpu / n_pub, 2),
             "generator_cpu_pct": round(generator, 1),
             # one event loop each: the side nearer a whole core is the one that runs out first
-            "saturates_first": "server" if cpu >= generator else "generator",
+            # (the server's busiest process: its CPU over its worker processes)
+            "saturates_first": "server" if cpu / workers >= generator else "generator",
             "delay_p50_ms": round(float(np.nanpercentile(d, 50)), 1),
             "delay_p95_ms": round(float(np.nanpercentile(d, 95)), 1),
             "delay_samples": len(delays),
@@ -514,6 +531,8 @@ def main() -> int:
     ap.add_argument("--forwarders", default="enhance,no-enhance,relay")
     ap.add_argument("--sample-streams", type=int, default=4,
                     help="publishers whose listeners keep payloads for delay analysis")
+    ap.add_argument("--workers", default="1",
+                    help="comma list of serve --workers values, each a case")
     ap.add_argument("--model", default=None,
                     help="enhancer weights for the enhance forwarder (default: the shipped model)")
     ap.add_argument("--data", default=None, help="folder of speech WAVs (default espeak-ng)")
@@ -539,28 +558,31 @@ def main() -> int:
     clip = clip[: len(clip) // FRAME * FRAME]
     packets = encode_clip(clip)
     rows = []
-    for n in [int(x) for x in args.publishers.split(",")]:
-        for kind in args.forwarders.split(","):
-            print(f"running {kind} with {n} publishers in rooms of {args.room_size} ...",
-                  flush=True)
-            try:
-                row = asyncio.run(run_case(kind, n, args.room_size, args.seconds, args.warmup,
-                                           clip, packets, args.sample_streams, tmp, args.model))
-            except Exception as exc:   # a case that cannot even set up is a result too
-                row = {"forwarder": kind, "publishers": n, "room_size": args.room_size,
-                       "failed": repr(exc)[:300]}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            write_results(args, rows)
+    cases = [(n, kind, w) for n in [int(x) for x in args.publishers.split(",")]
+             for kind in args.forwarders.split(",")
+             for w in ([int(x) for x in args.workers.split(",")] if kind != "relay" else [1])]
+    for n, kind, workers in cases:
+        print(f"running {kind} with {n} publishers in rooms of {args.room_size}, "
+              f"{workers} worker(s) ...", flush=True)
+        try:
+            row = asyncio.run(run_case(kind, n, args.room_size, args.seconds, args.warmup,
+                                       clip, packets, args.sample_streams, tmp, args.model,
+                                       workers))
+        except Exception as exc:   # a case that cannot even set up is a result too
+            row = {"forwarder": kind, "workers": workers, "publishers": n,
+                   "room_size": args.room_size, "failed": repr(exc)[:300]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        write_results(args, rows)
     write_results(args, rows)
-    header = ("forwarder", "N", "cpu %", "cpu %/pub", "generator cpu %", "delay p50", "delay p95",
+    header = ("forwarder", "workers", "N", "cpu %", "cpu %/pub", "generator cpu %", "delay p50", "delay p95",
               "late+missing %", "late ticks %")
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for r in rows:
         if "failed" in r:
-            print(f"| {r['forwarder']} | {r['publishers']} | failed: {r['failed'][:60]} |")
+            print(f"| {r['forwarder']} | {r.get('workers', 1)} | {r['publishers']} | failed: {r['failed'][:60]} |")
             continue
-        print(f"| {r['forwarder']} | {r['publishers']} | {r['server_cpu_pct']} | "
+        print(f"| {r['forwarder']} | {r.get('workers', 1)} | {r['publishers']} | {r['server_cpu_pct']} | "
               f"{r['cpu_pct_per_publisher']} | {r['generator_cpu_pct']} | {r['delay_p50_ms']} ms | {r['delay_p95_ms']} ms | "
               f"{r['late_or_missing_pct']} | {r['server_late_tick_pct']} |")
     print(f"wrote {args.out}")

@@ -54,4 +54,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if logging.getLogger().level > logging.DEBUG:
         # aioice logs every candidate-pair state change at INFO: noise unless debugging ICE
         logging.getLogger("aioice").setLevel(logging.WARNING)
+    args._argv = argv   # the whole command line (serve --workers hands it to each worker)
     return int(args._module.main(args) or 0)

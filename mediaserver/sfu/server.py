@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--host", default="127.0.0.1",
                help="address to listen on (default: this machine only; 0.0.0.0: every interface)")
     add_option(parser, "--port", type=int, default=8080, help="HTTP/WebSocket port")
+    add_option(parser, "--workers", type=int, default=1,
+               help="media worker processes behind one front process (mediaserver/workers): "
+                    "each room lives on one worker; 1 runs everything in this process")
     add_option(parser, "--ice-host", action="append", default=None,
                help="pin ICE host candidates to these addresses (comma list; 127.0.0.1 in tests)")
     add_option(parser, "--public-ip", default=None,
@@ -184,12 +187,7 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
     from .cluster_link import cluster_view
 
     app.router.add_get("/cluster", cluster_view)
-    static = _static_dir()
-    if static is not None:
-        app.router.add_get("/", _index)
-        app.router.add_static("/", static, show_index=False)
-    else:
-        logger.warning("no static/ folder found: the browser client is not served")
+    add_static_routes(app)
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     feedback = LossFeedback(lambda: [p for r in list(manager.rooms.values())
@@ -204,6 +202,16 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
     if asr_hub is not None:
         _attach_asr(app, asr_hub, manager, args.secret)
     return app
+
+
+def add_static_routes(app: web.Application) -> None:
+    """The browser client at ``/`` (last: it matches every path)."""
+    static = _static_dir()
+    if static is not None:
+        app.router.add_get("/", _index)
+        app.router.add_static("/", static, show_index=False)
+    else:
+        logger.warning("no static/ folder found: the browser client is not served")
 
 
 def _build_asr(args: argparse.Namespace, stage: Any) -> Any:
@@ -287,7 +295,7 @@ async def _on_shutdown(app: web.Application) -> None:
         await asyncio.get_running_loop().run_in_executor(None, stage.shutdown)
 
 
-def _announce(args: argparse.Namespace, port: int) -> None:
+def announce(args: argparse.Namespace, port: int) -> None:
     host = args.host
     if host in ("0.0.0.0", "::", ""):
         host = args.public_ip or socket.gethostname()
@@ -312,7 +320,7 @@ async def serve(args: argparse.Namespace) -> None:
     port = args.port
     if port == 0 and site._server is not None and site._server.sockets:  # type: ignore[union-attr]
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    _announce(args, port)
+    announce(args, port)
     link = None
     if args.redis_url:   # several nodes behind one Redis (sfu/cluster_link.py, mediaserver/cluster)
         from .cluster_link import ClusterLink
@@ -344,6 +352,11 @@ def main(args: argparse.Namespace) -> int:
 
     asr_error = (validate_asr_args(args) or websec.validate_args(args)
                  or Limits.from_args(args).problem() or validate_drain_args(args))
+    if not asr_error and not 1 <= args.workers <= 256:
+        asr_error = "--workers must be within 1..256"
+    if not asr_error and args.workers > 1 and args.redis_url:
+        asr_error = ("--workers > 1 with --redis-url is not supported yet: run one node per "
+                     "process behind Redis instead")
     if asr_error:
         print(f"error: {asr_error}")
         return 2
@@ -354,6 +367,14 @@ def main(args: argparse.Namespace) -> int:
     except patches.PatchError as exc:
         print(f"error: {exc}")
         return 2
+    if args.workers > 1:   # a front process; the workers run this function with --workers 1
+        from ..workers.front import serve_front
+
+        try:
+            asyncio.run(serve_front(args, list(getattr(args, "_argv", None) or ["serve"])))
+        except KeyboardInterrupt:
+            pass
+        return 0
     pin_host_addresses(_split(args.ice_host))
     tolerate_consent_stalls()
     try:

@@ -28,6 +28,7 @@ from ..jsonsafe import loads_bounded
 from .mediaclock import ClockStream
 from .limits import ConnectionGate, Limits, RateLimiter, Verdict
 from .metrics import SfuMetrics
+from . import websec
 from .origin import OriginPolicy
 from .outbox import Outbox
 from .participant import Glare, NegotiationError, Participant
@@ -503,7 +504,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         logger.warning("refused /ws from a page at %r (not this server's origin nor in "
                        "--allowed-origins)", origin[:200] if origin else origin)
         raise web.HTTPForbidden(text="this page's origin may not use this server (--allowed-origins)")
-    address = request.remote or "unknown"
+    address = websec.client_address(request)   # the client's, also behind --workers' front
     refused = ctx.gate.refusal(address)
     if refused is not None:
         ctx.metrics.limit_refusals.labels(refused).inc()

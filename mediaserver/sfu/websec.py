@@ -16,7 +16,11 @@ access log without secrets.
   set, or when ``--secret`` is set (then without a metrics token /metrics answers 403);
   ``/healthz`` then answers only ``{"status": "ok"}`` without the token;
 - the access log writes ``token=REDACTED`` for any query parameter whose name holds
-  ``token``, in the request line and in the logged ``Referer``.
+  ``token``, in the request line and in the logged ``Referer``;
+- behind the front of ``--workers N`` (``mediaserver/workers``), a worker trusts the
+  front's ``X-Forwarded-For`` (the client's address, for the per-address limits) and its
+  guarded routes only on requests that carry the front's token (``X-Mediaserver-Front``,
+  compared in constant time with ``MEDIASERVER_FRONT_TOKEN`` from the worker's environment).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hmac
 import logging
+import os
 from typing import Awaitable, Callable, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -37,6 +42,26 @@ logger = logging.getLogger(__name__)
 
 GUARDED = ("/metrics", "/healthz", "/cluster")
 REDACTED = "REDACTED"
+FRONT_HEADER = "X-Mediaserver-Front"
+FRONT_TOKEN_ENV = "MEDIASERVER_FRONT_TOKEN"   # set by the front for its workers only
+_FRONT_TOKEN = os.environ.get(FRONT_TOKEN_ENV) or None
+
+
+def from_front(request: web.BaseRequest) -> bool:
+    """True when the request comes from this worker's front (``--workers N``)."""
+    given = request.headers.get(FRONT_HEADER)
+    return (_FRONT_TOKEN is not None and given is not None
+            and hmac.compare_digest(given.encode(), _FRONT_TOKEN.encode()))
+
+
+def client_address(request: web.BaseRequest) -> str:
+    """The client's address: the front's ``X-Forwarded-For`` when it comes from the front,
+    else the peer address (a header from anyone else is ignored: it is forgeable)."""
+    if from_front(request):
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded[:64]
+    return request.remote or "unknown"
 
 
 def add_security_options(parser: argparse.ArgumentParser) -> None:
@@ -114,6 +139,8 @@ class RedactingAccessLogger(AccessLogger):
     """aiohttp's access log with ``token`` query values replaced (request line and Referer)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if from_front(request):
+            return   # the front's own polls (/healthz every second, scrapes): its log has them
         referer = request.headers.get("Referer", "")
         if "token" in request.query_string.lower() or "token" in referer.lower():
             headers = request.headers.copy()
@@ -148,7 +175,7 @@ def attach(app: web.Application, args: argparse.Namespace,
 
     @web.middleware
     async def metrics_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not guarded or request.path not in GUARDED:
+        if not guarded or request.path not in GUARDED or from_front(request):
             return await handler(request)
         given = request.headers.get("Authorization", "")
         ok = token is not None and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())

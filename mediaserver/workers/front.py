@@ -1,0 +1,416 @@
+"""``mediaserver serve --workers N``: the front process in front of N media worker processes.
+
+The front owns the listening port: the browser client, ``/ws``, ``/healthz`` and ``/metrics``.
+Each worker (:mod:`.process`) is a single-process server on 127.0.0.1 with its own event
+loop, media clock and aiortc peer connections; media (ICE/DTLS/RTP) goes straight between
+the client and the worker, only signalling passes through the front.
+
+``/ws``: the front checks ``Origin`` and the per-address socket limits itself (for the whole
+machine), reads the client's first message, and when it is a ``join`` relays the socket to
+the worker of that room (:mod:`.placement`: a new room goes to the least loaded live worker).
+Messages are relayed unchanged both ways, close codes included; the worker sees the
+client's address and ``Origin`` (trusted with the front's token) and applies every other
+rule (tokens, rates, sizes) as a single-process server does.
+
+A worker that dies (a crash, ``kill -9``) takes down only its rooms: its relayed sockets get
+``server-shutdown`` with a retry hint and close with 1012, the clients reconnect and are
+placed on a live worker, and the worker is restarted. Other workers' calls never notice.
+
+Other routes: ``/rooms/{room}/transcript`` and ``/admin/rooms/{room}/…`` go to the room's
+worker; ``POST /admin/canary/rollback`` to every worker; any other dynamic GET (``/models``,
+``/debug…``) to the first live worker.
+
+SIGTERM/SIGINT: new sockets are refused, every worker drains its calls (``server-shutdown``
+to each participant, relayed) within ``--drain-s``, then the front exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import secrets
+import signal
+import socket
+from typing import Any, Optional
+
+import aiohttp
+from aiohttp import web
+
+from ..sfu import websec
+from ..sfu.drain import CLOSE_SERVICE_RESTART, exit_now_on_second_signal, shutdown_message
+from ..sfu.limits import ConnectionGate, Limits
+from ..sfu.signalling import MAX_MESSAGE
+from ..sfu.websec import FRONT_HEADER
+from .metrics import FrontMetrics, merge_worker_metrics
+from .placement import NoWorker, Placement
+from .process import WorkerProcess
+
+logger = logging.getLogger(__name__)
+
+FORWARDED_FOR = "X-Forwarded-For"
+ROOM_NAMES_SHOWN = 50   # per worker in /healthz (guarded like the worker's own details)
+POLL_S = 1.0   # the workers' /healthz poll (load for placement, lateness for /healthz)
+_HTTP_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
+WORKER_LOST_MESSAGE = ("the media worker hosting this room stopped; reconnect after "
+                       "retry_after_ms (the room moves to a running worker)")
+
+
+def worker_argv(argv: list[str], index: int) -> list[str]:
+    """The worker's ``serve`` arguments: the user's, then loopback, a free port, one process.
+
+    Later flags win in argparse, so the appended ones override the user's ``--host/--port``.
+    """
+    return [*argv, "--host", "127.0.0.1", "--port", "0", "--workers", "1",
+            "--worker-id", f"{socket.gethostname()}-w{index}"]
+
+
+def room_of(first: str) -> Optional[str]:
+    """The ``room`` of a ``join`` message, or None (anything else goes to any worker, which
+    answers with the proper error)."""
+    try:
+        message = json.loads(first)
+    except ValueError:
+        return None
+    if isinstance(message, dict) and message.get("type") == "join":
+        room = message.get("room")
+        if isinstance(room, str) and 0 < len(room) <= 256:
+            return room
+    return None
+
+
+class Front:
+    """The front's state: the workers, the placement, the gate; see the module docstring."""
+
+    def __init__(self, args: argparse.Namespace, worker_args: list[str]) -> None:
+        self.args = args
+        self.workers_n = args.workers
+        self.token = secrets.token_urlsafe(24)
+        self.placement = Placement(args.workers)
+        limits = Limits.from_args(args)
+        self.offer_timeout_s = limits.offer_timeout_s
+        self.gate = ConnectionGate(max_total=limits.max_sockets,
+                                   max_per_address=limits.max_sockets_per_ip)
+        self.origins = websec.origin_policy(args)
+        self.metrics = FrontMetrics()
+        self.draining = False
+        self.relays: dict[int, set[web.WebSocketResponse]] = {i: set() for i in range(args.workers)}
+        self.reports: dict[int, dict[str, Any]] = {}
+        self.procs = [WorkerProcess(i, worker_argv(worker_args, i), token=self.token,
+                                    on_up=self._worker_up, on_exit=self._worker_exit)
+                      for i in range(args.workers)]
+        self.session: Optional[aiohttp.ClientSession] = None
+        self._poller: Optional[asyncio.Task[None]] = None
+
+    # ---- workers ------------------------------------------------------------------------
+    def _worker_up(self, index: int, port: int) -> None:
+        self.placement.report(index, streams=0, rooms=0)
+        self.metrics.worker_up.labels(str(index)).set(1)
+
+    def _worker_exit(self, index: int, code: int) -> None:
+        rooms = self.placement.lost(index)
+        self.reports.pop(index, None)
+        self.metrics.worker_up.labels(str(index)).set(0)
+        if not self.draining:
+            self.metrics.worker_restarts.labels(str(index)).inc()
+            logger.warning("media worker %d lost %d room(s): %s", index, len(rooms),
+                           ", ".join(sorted(rooms)[:20]) or "-")
+
+    def url(self, index: int, path: str) -> Optional[str]:
+        port = self.procs[index].state.port
+        return f"http://127.0.0.1:{port}{path}" if port is not None else None
+
+    def live(self) -> list[int]:
+        return [i for i, p in enumerate(self.procs) if p.state.alive]
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(timeout=_HTTP_TIMEOUT)
+        for proc in self.procs:
+            proc.start()
+        await asyncio.gather(*(p.ready.wait() for p in self.procs))
+        self._poller = asyncio.get_running_loop().create_task(self._poll(), name="front-poll")
+
+    async def stop(self, drain_s: float) -> None:
+        self.draining = True
+        if self._poller is not None:
+            self._poller.cancel()
+            try:
+                await self._poller
+            except asyncio.CancelledError:
+                pass
+        # the workers drain their own calls (server-shutdown, relayed to the clients)
+        await asyncio.gather(*(p.stop(timeout_s=max(0.5, drain_s - 0.5)) for p in self.procs))
+        for sockets in self.relays.values():
+            for ws in list(sockets):
+                await ws.close(code=CLOSE_SERVICE_RESTART, message=b"server stopping")
+        if self.session is not None:
+            await self.session.close()
+
+    async def worker_health(self, index: int) -> Optional[dict[str, Any]]:
+        url = self.url(index, "/healthz")
+        if url is None or self.session is None:
+            return None
+        try:
+            async with self.session.get(url, headers={FRONT_HEADER: self.token}) as resp:
+                return await resp.json() if resp.status == 200 else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            return None
+
+    async def _poll(self) -> None:
+        while True:
+            for index in self.live():
+                report = await self.worker_health(index)
+                if report is not None and self.procs[index].state.alive:
+                    self.reports[index] = report
+                    self.placement.report(index, streams=int(report.get("participants", 0)),
+                                          rooms=int(report.get("rooms", 0)))
+            await asyncio.sleep(POLL_S)
+
+    # ---- /ws ----------------------------------------------------------------------------
+    async def relay(self, request: web.Request) -> web.StreamResponse:
+        if self.draining:
+            raise web.HTTPServiceUnavailable(text="the server is shutting down; reconnect shortly",
+                                             headers={"Retry-After": "1"})
+        origin = request.headers.get("Origin")
+        if not self.origins.allows(origin, request.host):
+            raise web.HTTPForbidden(text="this page's origin may not use this server (--allowed-origins)")
+        address = request.remote or "unknown"
+        refused = self.gate.refusal(address)
+        if refused is not None:
+            self.metrics.refusals.labels(refused).inc()
+            if refused == "sockets":
+                raise web.HTTPServiceUnavailable(text="the server has its maximum of connections "
+                                                      "(--max-sockets); try again later",
+                                                 headers={"Retry-After": "10"})
+            raise web.HTTPTooManyRequests(text="too many connections from one address "
+                                               "(--max-sockets-per-ip)", headers={"Retry-After": "10"})
+        self.gate.open(address)
+        try:
+            return await self._relay(request, address, origin)
+        finally:
+            self.gate.close(address)
+
+    async def _relay(self, request: web.Request, address: str, origin: Optional[str]) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=4 * MAX_MESSAGE, heartbeat=30.0)
+        await ws.prepare(request)
+        try:
+            msg = await asyncio.wait_for(ws.receive(), self.offer_timeout_s)
+        except asyncio.TimeoutError:
+            await ws.close(code=1008, message=b"offer-timeout")
+            return ws
+        if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+            return ws   # closed before saying anything
+        room = room_of(msg.data) if msg.type == aiohttp.WSMsgType.TEXT else None
+        try:
+            index = self.placement.acquire(room) if room is not None else self.placement.least_loaded()
+        except NoWorker:
+            await ws.send_json(shutdown_message(self.args.retry_hint_ms))
+            await ws.close(code=CLOSE_SERVICE_RESTART, message=b"no worker")
+            return ws
+        try:
+            await self._pump(ws, msg, index, request, address, origin)
+        finally:
+            if room is not None:
+                self.placement.release(room, index)
+        return ws
+
+    async def _pump(self, ws: web.WebSocketResponse, first: aiohttp.WSMessage, index: int,
+                    request: web.Request, address: str, origin: Optional[str]) -> None:
+        url = self.url(index, "/ws")
+        assert self.session is not None
+        headers = {FRONT_HEADER: self.token, FORWARDED_FOR: address, "Host": request.host}
+        if origin is not None:
+            headers["Origin"] = origin
+        try:
+            if url is None:
+                raise aiohttp.ClientError("worker not listening")
+            upstream = await self.session.ws_connect(url, headers=headers, max_msg_size=0,
+                                                     autoping=True, timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            logger.warning("worker %d refused a relayed socket: %s", index, exc)
+            await ws.send_json(shutdown_message(self.args.retry_hint_ms))
+            await ws.close(code=CLOSE_SERVICE_RESTART, message=b"worker unavailable")
+            return
+        self.relays[index].add(ws)
+        self.metrics.relayed.labels(str(index)).inc()
+        try:
+            await _send(upstream, first)
+            down = asyncio.ensure_future(self._down(upstream, ws))
+            try:
+                async for msg in ws:   # client → worker
+                    if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                        await _send(upstream, msg)
+                    elif msg.type == aiohttp.WSMsgType.ERROR:
+                        break
+            except ConnectionError:
+                pass   # the worker's side broke: _down tells the client
+            finally:
+                if not upstream.closed:
+                    await upstream.close(code=ws.close_code or 1000)
+                await down
+        finally:
+            self.relays[index].discard(ws)
+
+    async def _down(self, upstream: aiohttp.ClientWebSocketResponse, ws: web.WebSocketResponse) -> None:
+        """Worker → client until the worker closes; then close the client with the same code,
+        or tell it the worker is gone when the connection broke without a close frame."""
+        reason = ""
+        try:
+            while True:
+                msg = await upstream.receive()
+                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    await _send(ws, msg)
+                    continue
+                if msg.type == aiohttp.WSMsgType.CLOSE:
+                    reason = msg.extra or ""
+                break   # CLOSE, CLOSED, ERROR
+        except (ConnectionError, RuntimeError):
+            pass   # the client went away while we wrote to it
+        if ws.closed:
+            return
+        code = upstream.close_code
+        if code is None or code == 1006:   # no close frame: the worker died
+            self.metrics.lost_sockets.inc()
+            try:
+                await ws.send_json({**shutdown_message(self.args.retry_hint_ms),
+                                    "message": WORKER_LOST_MESSAGE})
+            except (ConnectionError, RuntimeError):
+                pass
+            await ws.close(code=CLOSE_SERVICE_RESTART, message=b"worker lost")
+        else:
+            await ws.close(code=code, message=str(reason).encode()[:120])
+
+    # ---- HTTP ---------------------------------------------------------------------------
+    async def healthz(self, request: web.Request) -> web.Response:
+        reports = await asyncio.gather(*(self.worker_health(i) for i in range(self.workers_n)))
+        workers = []
+        for proc, report in zip(self.procs, reports):
+            st = proc.state
+            rep = report or {}
+            ticks, late = int(rep.get("ticks", 0)), int(rep.get("late_ticks", 0))
+            workers.append({
+                "index": st.index, "pid": st.pid, "alive": st.alive and report is not None,
+                "restarts": max(0, st.starts - 1), "last_exit": st.last_exit,
+                "rooms": rep.get("rooms", 0), "streams": rep.get("participants", 0),
+                "room_names": sorted(self.placement.rooms_of(st.index))[:ROOM_NAMES_SHOWN],
+                "ticks": ticks, "late_ticks": late,
+                "late_tick_pct": round(100.0 * late / ticks, 2) if ticks else 0.0,
+            })
+        alive = [w for w in workers if w["alive"]]
+        first = next((r for r in reports if r), {})
+        return web.json_response({
+            "status": "ok" if len(alive) == len(workers) else ("degraded" if alive else "down"),
+            "workers": workers,
+            "rooms": sum(w["rooms"] for w in workers),
+            "participants": sum(w["streams"] for w in workers),
+            "ticks": sum(w["ticks"] for w in workers), "late_ticks": sum(w["late_ticks"] for w in workers),
+            "enhancement": first.get("enhancement"), "model_version": first.get("model_version"),
+            "asr": [r.get("asr") for r in reports if r] if any(r and r.get("asr") for r in reports) else None,
+        }, status=200 if alive else 503)
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        texts: dict[str, str] = {}
+        for index in self.live():
+            url = self.url(index, "/metrics")
+            if url is None or self.session is None:
+                continue
+            try:
+                async with self.session.get(url, headers={FRONT_HEADER: self.token}) as resp:
+                    if resp.status == 200:
+                        texts[f"{socket.gethostname()}-w{index}"] = await resp.text()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                continue   # a worker that just died: its series are missing from this scrape
+        body = merge_worker_metrics(texts) + self.metrics.render()
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+    async def proxy(self, request: web.Request) -> web.StreamResponse:
+        """Room routes to the room's worker; rollback to all; other dynamic GETs to one."""
+        parts = request.path.strip("/").split("/")
+        room = None
+        if len(parts) >= 2 and parts[0] == "rooms":
+            room = parts[1]
+        elif len(parts) >= 3 and parts[:2] == ["admin", "rooms"]:
+            room = parts[2]
+        targets: list[int]
+        if room is not None and self.placement.worker_of(room) is not None:
+            targets = [self.placement.worker_of(room)]  # type: ignore[list-item]
+        elif request.path == "/admin/canary/rollback":
+            targets = self.live()
+        else:
+            targets = self.live()[:1] if room is None else self.live()
+        if not targets:
+            raise web.HTTPServiceUnavailable(text="no media worker is running", headers={"Retry-After": "2"})
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() in ("authorization", "content-type", "accept")}
+        headers[FRONT_HEADER] = self.token
+        last: Optional[web.Response] = None
+        assert self.session is not None
+        for index in targets:
+            url = self.url(index, request.path_qs)
+            if url is None:
+                continue
+            try:
+                async with self.session.request(request.method, url, data=body or None,
+                                                headers=headers) as resp:
+                    last = web.Response(body=await resp.read(), status=resp.status,
+                                        content_type=resp.content_type)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                continue
+            if room is not None and last.status == 404 and len(targets) > 1:
+                continue   # a room's transcript: ask the next worker
+            if request.method == "GET":
+                break
+        if last is None:
+            raise web.HTTPBadGateway(text="the media worker did not answer")
+        return last
+
+
+def build_front_app(front: Front, args: argparse.Namespace) -> web.Application:
+    from ..sfu.server import add_static_routes
+
+    app = web.Application(client_max_size=256 * 1024)
+    websec.attach(app, args)
+    app.router.add_get("/ws", front.relay)
+    app.router.add_get("/healthz", front.healthz)
+    app.router.add_get("/metrics", front.metrics_text)
+    for path in ("/rooms/{tail:.*}", "/admin/{tail:.*}", "/models", "/debug{tail:.*}", "/cluster"):
+        app.router.add_route("*", path, front.proxy)
+    add_static_routes(app)
+    return app
+
+
+async def serve_front(args: argparse.Namespace, worker_args: list[str]) -> None:
+    """Run the front until SIGTERM/SIGINT; ``worker_args``: the ``serve`` command line."""
+    from ..sfu.server import announce
+
+    front = Front(args, worker_args)
+    await front.start()
+    app = build_front_app(front, args)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=args.drain_s / 4,
+                           access_log_class=websec.RedactingAccessLogger)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    port = args.port
+    if port == 0 and site._server is not None and site._server.sockets:  # type: ignore[union-attr]
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    logger.info("front with %d media workers (pids %s)", args.workers,
+                ", ".join(str(p.state.pid) for p in front.procs))
+    announce(args, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    exit_now_on_second_signal(loop)
+    await front.stop(args.drain_s)
+    await runner.cleanup()
+
+
+async def _send(ws: Any, msg: aiohttp.WSMessage) -> None:
+    if msg.type == aiohttp.WSMsgType.TEXT:
+        await ws.send_str(msg.data)
+    else:
+        await ws.send_bytes(msg.data)

@@ -1,0 +1,123 @@
+"""``mediaserver serve --workers 2``: a front and two media worker processes (issue 14).
+
+Real processes on 127.0.0.1: two rooms, two ``mediaserver client`` processes in each, every
+client sending its own tone. Claims:
+
+- the two rooms are placed on the two workers (``/healthz`` lists both with pid, rooms and
+  streams) and both calls carry audio;
+- ``kill -9`` of the worker hosting room A never stops room B's call: B's clients never
+  reconnect and hear each other's tone in every second around the kill;
+- room A's clients are told (``server-shutdown``), reconnect by themselves and hear each
+  other again; the dead worker is restarted (a new pid, ``restarts`` 1);
+- ``/metrics`` of the front carries both workers' series, told apart by a ``worker`` label.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mediaserver.audio import read_audio, write_audio
+from mediaserver.sfu.tokens import mint
+
+from conftest import METRICS_TOKEN, ServerProcess, start_client, stop_client
+from test_reconnect import FLOWS, RATE, tone, tone_share
+from waiting import poll
+
+pytestmark = pytest.mark.timeout(480)
+
+SECRET = "workers-test-secret"
+CALL_S = 200.0   # an upper bound: the test ends the clients once it has seen enough
+HZ = {("ra", "a1"): 330.0, ("ra", "a2"): 440.0, ("rb", "b1"): 520.0, ("rb", "b2"): 660.0}
+
+
+def healthz(server: ServerProcess) -> dict:
+    request = urllib.request.Request(server.url + "healthz",
+                                     headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def metrics(server: ServerProcess) -> dict:
+    request = urllib.request.Request(server.url + "metrics",
+                                     headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        text = resp.read().decode()
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def packets_out(server: ServerProcess) -> dict[str, float]:
+    family = metrics(server)["mediaserver_packets_out"]
+    return {s.labels["worker"]: s.value for s in family.samples if s.name.endswith("_total")}
+
+
+def test_two_workers_host_two_rooms_and_a_killed_worker_stops_only_its_own(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "front.log", "--no-enhance", "--workers", "2",
+                           "--secret", SECRET)
+    procs = {}
+    try:
+        for (room, who), hz in HZ.items():
+            wav = tmp_path / f"{who}.wav"
+            write_audio(wav, tone(hz, CALL_S), RATE)
+            procs[who] = start_client(server.url, room, who, "--send", str(wav),
+                                      "--duration", str(CALL_S), "--record-dir", str(tmp_path / who),
+                                      "--token", mint(SECRET, room=room, identity=who),
+                                      log=tmp_path / f"{who}.log")
+        placed = poll(lambda: (lambda h: h if h["participants"] == 4 else None)(healthz(server)),
+                      timeout=120, what="4 participants through the front")
+        workers = placed["workers"]
+        assert [w["rooms"] for w in workers] == [1, 1], workers   # one room per worker
+        assert all(w["alive"] and w["pid"] for w in workers)
+        start = packets_out(server)
+        assert len(start) == 2, start      # both workers' series, labelled
+        poll(lambda: all(v - start.get(k, 0) >= 500 for k, v in packets_out(server).items()),
+             timeout=120, what="~5 s of audio in both rooms")
+        assert sorted(n for w in workers for n in w["room_names"]) == ["ra", "rb"]
+        victim = next(w for w in workers if w["room_names"] == ["ra"])
+        killed_at = time.time()
+        os.kill(victim["pid"], signal.SIGKILL)
+        back = poll(lambda: (lambda h: h if h["participants"] == 4 and h["status"] == "ok"
+                             and h["workers"][victim["index"]]["restarts"] == 1 else None)(healthz(server)),
+                    timeout=180, what="room A back (reconnected) and the worker restarted")
+        assert back["workers"][victim["index"]]["pid"] != victim["pid"]
+        settled = packets_out(server)
+        poll(lambda: sum(packets_out(server).values()) - sum(settled.values()) >= 800,
+             timeout=120, what="~4 s more audio in both rooms")
+        summary = {who: stop_client(p) for who, p in procs.items()}
+        for who, s in summary.items():
+            (tmp_path / f"summary-{who}.json").write_text(json.dumps(s, indent=1))
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+        server.stop()
+    pairs = {("a1", "a2"): "ra", ("a2", "a1"): "ra", ("b1", "b2"): "rb", ("b2", "b1"): "rb"}
+    for (me, other), room in pairs.items():
+        s = summary[me]
+        assert s["errors"] == [], (me, s["errors"])
+        recording, _ = read_audio(s["remote"][other]["file"])
+        hz = HZ[(room, other)]
+        if room == "rb":
+            # the other worker's call never stops: no reconnection, the tone in every 100 ms
+            # window from 2 s before the kill to 4 s after it
+            assert s["reconnects"] == 0, (me, s["disconnects"])
+            hits, n = tone_share(recording, s["started_unix"], killed_at - 2.0, killed_at + 4.0, hz)
+            print(f"{me} hears {other} in {hits}/{n} windows around the kill")
+            assert n >= 50 and hits >= n - 1, (me, hits, n)
+        else:
+            assert s["reconnects"] >= 1, (me, s)
+            assert any(e["type"] == "server-shutdown" for e in s["events"]), s["events"]
+            rejoined = s["started_unix"] + s["disconnects"][-1]["rejoined_at_s"] + 1.5
+            end = s["started_unix"] + s["duration_s"] - 1.0
+            hits, n = tone_share(recording, s["started_unix"], rejoined, end, hz)
+            print(f"{me} hears {other} in {hits}/{n} windows after the rejoin "
+                  f"(longest gap {s['longest_gap_ms']} ms)")
+            assert hits >= FLOWS, (me, hits, n)
+
