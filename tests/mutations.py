@@ -989,6 +989,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_workers_units.py::test_metrics_of_all_workers_merge_with_a_worker_label", "tests/test_workers.py::test_two_workers_host_two_rooms_and_a_killed_worker_stops_only_its_own"),
     ),
     Mutation(
+        name="workers-orphaned-on-stop",
+        claim="SIGTERM on the front drains every worker's calls and leaves no worker running",
+        source="issue 14 (workers)",
+        edits=(Edit("mediaserver/workers/front.py",
+                    "        await asyncio.gather(*(p.stop(timeout_s=max(0.5, drain_s - 0.5)) for p in self.procs))",
+                    "        pass  # mutation"),),
+        tests=("tests/test_workers.py::test_sigterm_on_the_front_drains_every_workers_calls_and_leaves_no_worker",),
+    ),
+    Mutation(
         name="asr-at-server-priority",
         claim="local recognisers (and the engine threads they start) run below the media clock's CPU priority",
         source="issue 13 Soak",

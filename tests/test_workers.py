@@ -121,3 +121,28 @@ def test_two_workers_host_two_rooms_and_a_killed_worker_stops_only_its_own(tmp_p
                   f"(longest gap {s['longest_gap_ms']} ms)")
             assert hits >= FLOWS, (me, hits, n)
 
+
+
+def test_sigterm_on_the_front_drains_every_workers_calls_and_leaves_no_worker(tmp_path: Path) -> None:
+    """The front's SIGTERM reaches the workers: each tells its participants (server-shutdown,
+    relayed), the front exits 0 and no worker process outlives it."""
+    server = ServerProcess(tmp_path / "front.log", "--no-enhance", "--workers", "2")
+    wav = tmp_path / "tone.wav"
+    write_audio(wav, tone(330.0, 60.0), RATE)
+    client = start_client(server.url, "drain", "x", "--send", str(wav), "--duration", "60",
+                          "--no-reconnect", log=tmp_path / "client.log")
+    try:
+        h = poll(lambda: (lambda h: h if h["participants"] == 1 else None)(healthz(server)),
+                 timeout=120, what="the participant through the front")
+        pids = [w["pid"] for w in h["workers"]]
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(60) == 0, server.tail()
+        out, _ = client.communicate(timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+        server.stop()
+    summary = json.loads(out.decode()[out.decode().find("{"):])
+    assert any(e["type"] == "server-shutdown" for e in summary["events"]), summary["events"]
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), pid
