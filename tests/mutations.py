@@ -998,6 +998,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_workers.py::test_sigterm_on_the_front_drains_every_workers_calls_and_leaves_no_worker",),
     ),
     Mutation(
+        name="workers-outlive-front",
+        claim="the workers of a front killed with SIGKILL stop by themselves",
+        source="issue 14 (workers)",
+        edits=(Edit("mediaserver/sfu/server.py",
+                    "    while os.getppid() == front:",
+                    "    while True:  # mutation"),),
+        tests=("tests/test_workers.py::test_workers_of_a_front_killed_with_sigkill_stop_by_themselves",),
+    ),
+    Mutation(
         name="asr-at-server-priority",
         claim="local recognisers (and the engine threads they start) run below the media clock's CPU priority",
         source="issue 13 Soak",

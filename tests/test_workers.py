@@ -146,3 +146,26 @@ def test_sigterm_on_the_front_drains_every_workers_calls_and_leaves_no_worker(tm
     assert any(e["type"] == "server-shutdown" for e in summary["events"]), summary["events"]
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), pid
+
+
+def test_workers_of_a_front_killed_with_sigkill_stop_by_themselves(tmp_path: Path) -> None:
+    """A front that cannot stop its workers (SIGKILL) leaves no orphan serving on: each worker
+    notices its parent is gone and drains."""
+    server = ServerProcess(tmp_path / "front.log", "--no-enhance", "--workers", "2")
+    pids: list[int] = []
+    try:
+        pids = [w["pid"] for w in healthz(server)["workers"]]
+        server.proc.kill()
+        server.proc.wait(30)
+
+        def gone() -> bool:
+            return all(not Path(f"/proc/{pid}").exists()
+                       or "zombie" in Path(f"/proc/{pid}/status").read_text().lower() for pid in pids)
+        poll(gone, timeout=60, what="the orphaned workers to stop")
+    finally:
+        server.stop()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import time
@@ -332,13 +333,26 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    orphan = loop.create_task(_stop_when_front_dies(stop)) if websec.behind_front() else None
     await stop.wait()
+    if orphan is not None:
+        orphan.cancel()
     exit_now_on_second_signal(loop)
     drain = Drain(app[SFU_CONTEXT], runner, drain_s=args.drain_s, retry_after_ms=args.retry_hint_ms)
     backstop(args.drain_s, drain)   # a thread that will not join must not outlive the budget
     if link is not None:
         await link.stop()   # deregistered first: the other nodes take this node's rooms over
     await drain.run()
+
+
+async def _stop_when_front_dies(stop: asyncio.Event, period_s: float = 1.0) -> None:
+    """A media worker of ``--workers N`` drains and exits when its front is gone (killed with
+    SIGKILL, so it could not stop its workers): the process is re-parented then."""
+    front = os.getppid()
+    while os.getppid() == front:
+        await asyncio.sleep(period_s)
+    logger.warning("the front process %d is gone: this media worker stops", front)
+    stop.set()
 
 
 def main(args: argparse.Namespace) -> int:

@@ -47,6 +47,11 @@ FRONT_TOKEN_ENV = "MEDIASERVER_FRONT_TOKEN"   # set by the front for its workers
 _FRONT_TOKEN = os.environ.get(FRONT_TOKEN_ENV) or None
 
 
+def behind_front() -> bool:
+    """True in a media worker process of ``serve --workers N``."""
+    return _FRONT_TOKEN is not None
+
+
 def from_front(request: web.BaseRequest) -> bool:
     """True when the request comes from this worker's front (``--workers N``)."""
     given = request.headers.get(FRONT_HEADER)
