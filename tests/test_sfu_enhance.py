@@ -196,6 +196,10 @@ def test_server_metrics_show_the_enhancer_at_work(calls: Calls) -> None:
     assert network >= 0.25 * 8.0 * 50, m
     assert network + bypass >= 0.8 * calls.enhanced.sent_frames, (network, bypass)
     assert ticks >= 0.8 * calls.enhanced.sent_frames, ticks
+    # every enhanced tick's delay (deadline -> packets out) is observed, and it is a real time
+    delayed = total(m, "mediaserver_clock_enhance_seconds_count")
+    assert delayed >= 0.8 * calls.enhanced.sent_frames, delayed
+    assert 0.0 < total(m, "mediaserver_clock_enhance_seconds_sum") / delayed < 1.0
     # B's stream was open while B was in the room; once everyone left, the gauge is back to 0
     # (it is set on open/close of a stream, not on ticks, and no tick runs in an empty server)
     assert calls.enhanced.streams_in_call >= 1.0, calls.enhanced.streams_in_call

@@ -490,6 +490,7 @@ class MediaClock:
                 logger.exception("enhancer stage failed; forwarding the tick unprocessed")
                 outputs = None
             self.deliver(self.core.enhanced(batch, outputs))
+            self._metrics.enhance_delay.observe(max(0.0, loop.time() - batch.t_ms / 1000.0))
 
     # -- I/O: the only place packets, callbacks and sinks are touched -----------------------
     def deliver(self, result: TickResult) -> None:
