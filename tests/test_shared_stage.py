@@ -213,7 +213,8 @@ async def test_a_tick_past_the_deadline_is_counted_and_the_next_ticks_recover(se
         try:
             with pytest.raises(SharedStageTimeout):
                 await worker.process([(h, frame, "normal")])
-            with pytest.raises(SharedStageTimeout):  # one tick in flight: the next one is refused
+            # one tick in flight: the next one is refused at once, its slots are still the inference's
+            with pytest.raises(SharedStageTimeout, match="previous tick is still with the inference process"):
                 await worker.process([(h, frame, "normal")])
             assert misses() == 2
         finally:
