@@ -89,6 +89,7 @@ async def test_a_stream_through_the_inference_process_equals_the_single_process_
         assert shared.latency == local.latency
         snap = sh.telemetry.snapshot()  # sent about once a second: the stream ran ~3 s
         assert snap and snap["frames"] > 0
+        assert shared.sli()[local.model_version].frames > 50  # the machine-wide canary input
     finally:
         await shared.aclose()
         local.shutdown()

@@ -1,6 +1,7 @@
 """One enhancer for the machine: the inference process that every media worker shares.
 
-``python -m mediaserver.enhance.shared --socket PATH [--slots N] [--batch-window-ms MS] [stage flags]``
+``python -m mediaserver.enhance.shared --socket PATH [--slots N] [--batch-window-ms MS] [--metrics-port P]
+[stage flags]``
 owns ONE :class:`~.stage.EnhancerStage` (built by :func:`~.stage.stage_from_args` from the same
 flags as ``mediaserver serve``) and serves media workers on a Unix-domain socket. Audio moves
 through the slot table in shared memory (:mod:`.shared_wire`); the socket carries only small
@@ -28,7 +29,8 @@ Messages (worker → inference; ``id`` is the worker's own stream id):
 * ``load {req, spec}`` → ``loaded {req, model, loaded}`` or ``error {req, error}``
 * ``tick {seq, over, items: [[id, kind], ...]}`` → ``done {seq, batch, step_ms, wait_ms, tele}``
   or ``failed {seq, error}``; ``tele``: ``{id: [active_model, quality snapshot]}`` for about one
-  stream in 50 per tick (each stream about once a second).
+  stream in 50 per tick (each stream about once a second); every 50th batch also ``sli``:
+  ``{model: Counts fields}`` of the whole machine (``EnhancerStage.sli``, the canary's input).
 * ``stats {req}`` → ``stats {req, ...}`` (:meth:`InferenceServer.stats`)
 """
 
@@ -366,12 +368,17 @@ class InferenceServer:
         self.items += n
         self.last_batch, self.last_step_ms = n, step_ms
         self.max_batch = max(self.max_batch, n)
+        sli = ({m: c.astuple() for m, c in self.stage.sli().items()}
+               if self.batches % TELEMETRY_EVERY == 1 else None)  # machine-wide canary input, once a second
         for tick in batch:
             if error is not None:
                 tick.worker.send({"t": "failed", "seq": tick.seq, "error": error})
-            else:
-                tick.worker.send({"t": "done", "seq": tick.seq, "batch": n, "step_ms": step_ms,
-                                  "wait_ms": self.last_wait_ms, "tele": self._telemetry(tick)})
+                continue
+            done = {"t": "done", "seq": tick.seq, "batch": n, "step_ms": step_ms, "wait_ms": self.last_wait_ms,
+                    "tele": self._telemetry(tick)}
+            if sli is not None:
+                done["sli"] = sli
+            tick.worker.send(done)
 
     def _settings(self, stream: _Stream) -> np.ndarray:
         """Apply the worker's per-slot settings to the stage handle; return a copy of the input."""
@@ -405,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="shared-memory slots (streams of all workers together; ~11.5 kB each)")
     parser.add_argument("--batch-window-ms", type=float, default=5.0,
                         help="most a batch waits for the other workers' ticks after the first")
+    parser.add_argument("--metrics-port", type=int, default=0,
+                        help="serve the stage's mediaserver_enhancer_* series on 127.0.0.1:PORT/metrics "
+                             "for the front to scrape (0: off)")
     add_stage_options(parser)
     return parser
 
@@ -418,7 +428,13 @@ def _warm_up(stage: EnhancerStage) -> None:
 
 
 async def _serve_forever(args: argparse.Namespace) -> None:
-    stage = await asyncio.to_thread(stage_from_args, args)
+    registry = None
+    if args.metrics_port:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = CollectorRegistry()
+        start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
+    stage = await asyncio.to_thread(stage_from_args, args, registry)
     await asyncio.to_thread(_warm_up, stage)
     server = InferenceServer(stage, socket_path=args.socket, capacity=args.slots,
                              window_ms=args.batch_window_ms)

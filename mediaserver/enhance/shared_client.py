@@ -37,6 +37,7 @@ import numpy as np
 
 from ..tasks import cancel_and_wait
 from .shared_wire import FRAME, ProtocolError, SlotTable, body_length, decode, encode
+from .telemetry import Counts
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -162,6 +163,7 @@ class SharedStage:
         self.refused = 0
         self._last: dict[str, float] = {"batch": 0, "step_ms": 0.0, "wait_ms": 0.0, "roundtrip_ms": 0.0}
         self.ticks = 0
+        self._sli: dict[str, Counts] = {}
 
     @classmethod
     async def connect(cls, path: str, *, deadline_ms: float = 40.0, registry: Optional["CollectorRegistry"] = None,
@@ -230,6 +232,11 @@ class SharedStage:
         """The inference process's :meth:`~.shared.InferenceServer.stats` now."""
         return await self._request({"t": "stats"})
 
+    def sli(self) -> dict[str, Counts]:
+        """Cumulative telemetry counters per model over ALL workers' streams (the inference
+        process's ``EnhancerStage.sli``), as last sent (about once a second)."""
+        return dict(self._sli)
+
     def stats(self) -> dict[str, float]:
         """This worker's view: last batch size and step time reported by the inference process."""
         return {"ticks": self.ticks, "streams": self.streams, "last_batch": self._last["batch"],
@@ -275,8 +282,19 @@ class SharedStage:
         return [self._output(item) for item in items]
 
     def shutdown(self) -> None:
-        """Close the connection (sync, as ``EnhancerStage.shutdown``); the inference process frees
-        this worker's slots. Prefer ``await aclose()`` on the loop: it also ends the reader task."""
+        """Close the connection (sync, as ``EnhancerStage.shutdown``; any thread: off the loop it is
+        handed to the loop); the inference process frees this worker's slots. Prefer
+        ``await aclose()`` on the loop: it also waits for the reader task to end."""
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._close_now()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._close_now)
+
+    def _close_now(self) -> None:
         self._fail("this SharedStage was shut down")
         if self._writer is not None:
             self._writer.close()
@@ -316,6 +334,8 @@ class SharedStage:
         self.ticks += 1
         self._last = {"batch": reply["batch"], "step_ms": reply["step_ms"], "wait_ms": reply["wait_ms"],
                       "roundtrip_ms": 1000.0 * seconds}
+        if "sli" in reply:
+            self._sli = {m: Counts(*row) for m, row in reply["sli"].items()}
         for sid, (model, snap) in reply["tele"].items():
             h = self._open.get(int(sid))
             if h is not None:
