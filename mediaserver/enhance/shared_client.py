@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
@@ -475,7 +476,10 @@ class InferenceProcess:
 
     def start(self, timeout_s: float = 180.0) -> None:
         """Start and wait for ``ready``; RuntimeError if it exits first or takes over ``timeout_s``."""
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._stderr, env=self._env)
+        env = dict(os.environ if self._env is None else self._env)
+        package_root = str(Path(__file__).resolve().parents[2])  # this checkout or site-packages
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
