@@ -1016,6 +1016,15 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "        if False:  # mutation\n"),),
         tests=("tests/test_shared_stage.py::test_a_tick_past_the_deadline_is_counted_and_the_next_ticks_recover",),
     ),
+    Mutation(
+        name="shared-worker-imports-torch",
+        claim="a media worker using the shared enhancer never imports torch",
+        source="issue 14 (one enhancer for the machine)",
+        edits=(Edit("mediaserver/enhance/shared_client.py",
+                    "from .telemetry import Counts\n",
+                    "from .stage import StageOutput  # noqa: F401  mutation\nfrom .telemetry import Counts\n"),),
+        tests=("tests/test_shared_stage.py::test_a_worker_connecting_to_the_shared_enhancer_never_imports_torch",),
+    ),
 )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -225,3 +227,9 @@ async def test_a_tick_past_the_deadline_is_counted_and_the_next_ticks_recover(se
         assert len(out) == 1 and misses() == 2
     finally:
         await worker.aclose()
+
+
+def test_a_worker_connecting_to_the_shared_enhancer_never_imports_torch() -> None:
+    code = ("import sys, mediaserver.enhance.shared_client, mediaserver.enhance.shared_wire; "
+            "sys.exit(3 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent).returncode == 0
