@@ -28,7 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mediaserver.enhance.shared_client import InferenceProcess, SharedStage, SharedStageError  # noqa: E402
+from mediaserver.enhance.shared_client import SharedStage, SharedStageError  # noqa: E402
+from mediaserver.enhance.shared_process import InferenceProcess  # noqa: E402
 
 FRAME = 960
 PERIOD_S = 0.020

@@ -984,7 +984,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="shared-slots-leak",
         claim="a closed stream's shared-memory slot is reused (free list); the table never grows",
         source="issue 14 (one enhancer for the machine)",
-        edits=(Edit("mediaserver/enhance/shared.py",
+        edits=(Edit("mediaserver/enhance/shared_wire.py",
                     "            self._free.append(slot)\n",
                     "            pass  # mutation\n"),),
         tests=("tests/test_shared_stage.py::test_slots_are_reused_across_100_opens_and_closes_with_flat_memory",),

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from mediaserver.enhance.shared_client import InferenceProcess, SharedStage, SharedStageError, SharedStageTimeout
+from mediaserver.enhance.shared_client import SharedStage, SharedStageError, SharedStageTimeout
+from mediaserver.enhance.shared_process import InferenceProcess
 from mediaserver.enhance.stage import FRAME, EnhancerStage
 from test_enhance_common import espeak_speech
 from waiting import until
@@ -230,6 +231,6 @@ async def test_a_tick_past_the_deadline_is_counted_and_the_next_ticks_recover(se
 
 
 def test_a_worker_connecting_to_the_shared_enhancer_never_imports_torch() -> None:
-    code = ("import sys, mediaserver.enhance.shared_client, mediaserver.enhance.shared_wire; "
+    code = ("import sys, mediaserver.enhance.shared_client, mediaserver.enhance.shared_process; "
             "sys.exit(3 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent).returncode == 0

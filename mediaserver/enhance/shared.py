@@ -52,7 +52,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..tasks import cancel_and_wait
-from .shared_wire import FRAME, ProtocolError, SlotTable, body_length, decode, encode
+from .shared_wire import FRAME, ProtocolError, SlotPool, SlotTable, body_length, decode, encode
 from .stage import EnhancerStage, StreamHandle, add_stage_options, stage_from_args
 
 logger = logging.getLogger(__name__)
@@ -86,42 +86,6 @@ class _Worker:
     def send(self, message: dict[str, Any]) -> None:
         if not self.closed:
             self.writer.write(encode(message))
-
-
-class SlotPool:
-    """Free list of slot indices; a slot freed while a batch holds it waits for that batch to end."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._free = list(range(capacity - 1, -1, -1))  # pop() hands out 0, 1, 2, ...
-        self._held: set[int] = set()  # slots in the batch being collected or run
-        self._deferred: list[int] = []
-        self.high_water = 0
-
-    @property
-    def in_use(self) -> int:
-        return self.capacity - len(self._free)
-
-    def take(self) -> Optional[int]:
-        if not self._free:
-            return None
-        slot = self._free.pop()
-        self.high_water = max(self.high_water, self.in_use)
-        return slot
-
-    def give_back(self, slot: int) -> None:
-        if slot in self._held:
-            self._deferred.append(slot)
-        else:
-            self._free.append(slot)
-
-    def hold(self, slots: set[int]) -> None:
-        self._held = slots
-
-    def release_held(self) -> None:
-        self._held = set()
-        self._free.extend(self._deferred)
-        self._deferred.clear()
 
 
 class InferenceServer:
