@@ -88,7 +88,7 @@ async def test_a_stream_through_the_inference_process_equals_the_single_process_
         enh = np.concatenate([o.enhanced for o in got])
         raw = np.concatenate([o.raw for o in got])
         assert not np.allclose(enh[: len(enh) // 2], raw[: len(raw) // 2], atol=1e-3)  # really enhanced
-        assert sh.active_model == local.model_version
+        assert sh.active_model == local.model_version and shared.handles(local.model_version) == [sh]
         assert shared.latency == local.latency
         snap = sh.telemetry.snapshot()  # sent about once a second: the stream ran ~3 s
         assert snap and snap["frames"] > 0

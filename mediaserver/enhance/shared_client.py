@@ -189,7 +189,10 @@ class SharedStage:
         return self._inflight is not None and not self._inflight.done()
 
     def open(self, *, enabled: bool = True, atten_lim_db: float = 100.0, model: Optional[str] = None) -> SharedHandle:
-        """A new stream; its slot arrives with ``opened`` (the first tick waits for it)."""
+        """A new stream; its slot arrives with ``opened`` (the first tick waits for it). KeyError
+        for a model this worker does not know as loaded (as ``EnhancerStage.open``)."""
+        if model is not None and model not in self.loaded_models:
+            raise KeyError(f"model {model!r} is not loaded")
         handle = SharedHandle(next(self._ids), enabled=enabled, atten_lim_db=atten_lim_db, model=model)
         self._open[handle.id] = handle
         self._send({"t": "open", "id": handle.id, "enabled": handle.enabled, "atten": handle.atten_lim_db,
@@ -393,6 +396,7 @@ class SharedStage:
                 return
             if kind == "opened":
                 h.slot, h._active = int(msg["slot"]), msg["model"]
+                h.model = h.model or msg["model"]  # the default resolved: handles(model) finds it
             else:
                 h.refused = str(msg["error"])
                 self.refused += 1
