@@ -1,0 +1,140 @@
+"""Batching across worker processes in the shared inference process, in one short run.
+
+``python benchmarks/shared_enhancer.py [--workers 2] [--streams 4] [--seconds 10] [--window-ms 5 2]
+[-- stage flags, e.g. --enhancer-device cuda]`` starts ``python -m mediaserver.enhance.shared``
+and W worker processes, each a SharedStage with S streams of noisy voiced bursts, ticking every
+20 ms on the same grid of ``time.monotonic`` (as media clocks started on a common grid would;
+``--phase-ms`` shifts worker w by w times that, as unaligned clocks would be).
+Per window it reports the inference call's batch size, step time and the time a batch waited
+for the other workers (``wait_ms``), each worker's round trip and deadline misses, plus the
+machine's load average. Writes benchmarks/results/shared_enhancer.json (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mediaserver.enhance.shared_client import SharedStage, SharedStageError  # noqa: E402
+from mediaserver.enhance.shared_process import InferenceProcess  # noqa: E402
+
+FRAME = 960
+PERIOD_S = 0.020
+
+
+def noisy_bursts(seconds: float, seed: int) -> np.ndarray:
+    """Voiced bursts (harmonics of 120-220 Hz, 300 ms on / 200 ms off) in white noise at ~10 dB."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 48000)
+    t = np.arange(n) / 48000
+    f0 = rng.uniform(120, 220)
+    voice = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 12)) * 0.1
+    voice *= ((t % 0.5) < 0.3)
+    return (voice + 0.03 * rng.standard_normal(n)).astype(np.float32)
+
+
+async def run_worker(path: str, streams: int, seconds: float, seed: int, phase_s: float) -> dict:
+    stage = await SharedStage.connect(path, deadline_ms=40.0)
+    handles = [stage.open() for _ in range(streams)]
+    audio = [noisy_bursts(seconds + 1.0, seed * 100 + i) for i in range(streams)]
+    loop = asyncio.get_running_loop()
+    ticks = int(seconds / PERIOD_S)
+    rows = []
+    late = 0
+    next_t = math.ceil(loop.time() / PERIOD_S) * PERIOD_S + PERIOD_S + phase_s
+    for k in range(ticks):
+        delay = next_t - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            late += 1
+        items = [(h, a[k * FRAME : (k + 1) * FRAME], "normal") for h, a in zip(handles, audio)]
+        try:
+            await stage.process(items)
+            s = stage.stats()
+            rows.append([s["last_batch"], s["last_step_ms"], s["last_wait_ms"], s["last_roundtrip_ms"]])
+        except SharedStageError:
+            pass
+        next_t += PERIOD_S
+    misses = stage.deadline_misses
+    await stage.aclose()
+    return {"rows": rows[50:], "misses": misses, "late_ticks": late, "ticks": ticks}  # first second: warm-up
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 2) if values else float("nan")
+
+
+def one_window(args: argparse.Namespace, window_ms: float, stage_args: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        sock = os.path.join(tmp, "inference.sock")
+        inference = InferenceProcess(sock, ["--enhancer-threads", str(args.threads), *stage_args],
+                                     slots=max(64, args.workers * args.streams), window_ms=window_ms,
+                                     stderr=subprocess.DEVNULL)
+        inference.start()
+        try:
+            procs = [subprocess.Popen([sys.executable, __file__, "--role", "worker", "--socket", sock,
+                                       "--streams", str(args.streams), "--seconds", str(args.seconds),
+                                       "--seed", str(w), "--phase-ms", str(w * args.phase_ms)], stdout=subprocess.PIPE) for w in range(args.workers)]
+            results = [json.loads(p.communicate()[0]) for p in procs]
+        finally:
+            inference.stop()
+    rows = [r for res in results for r in res["rows"]]
+    batch, step, wait, rtt = (list(col) for col in zip(*rows)) if rows else ([], [], [], [])
+    return {
+        "window_ms": window_ms,
+        "batch_streams": {"p50": _pct(batch, 50), "min": min(batch, default=0), "max": max(batch, default=0),
+                          "full_batch_fraction": round(sum(b == args.workers * args.streams for b in batch) / max(1, len(batch)), 3)},
+        "step_ms": {"p50": _pct(step, 50), "p95": _pct(step, 95)},
+        "wait_ms": {"p50": _pct(wait, 50), "p95": _pct(wait, 95), "max": _pct(wait, 100)},
+        "roundtrip_ms": {"p50": _pct(rtt, 50), "p95": _pct(rtt, 95), "max": _pct(rtt, 100)},
+        "deadline_misses": sum(r["misses"] for r in results),
+        "late_ticks": sum(r["late_ticks"] for r in results),
+        "ticks": sum(r["ticks"] for r in results),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--role", default="parent", choices=["parent", "worker"])
+    parser.add_argument("--socket", default="")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--streams", type=int, default=4, help="streams per worker")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--phase-ms", type=float, default=0.0,
+                        help="worker w ticks w * this late on the grid (0: clocks in phase)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the inference process")
+    parser.add_argument("--window-ms", type=float, nargs="+", default=[5.0])
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/shared_enhancer.json"))
+    args, stage_args = parser.parse_known_args()
+    stage_args = [a for a in stage_args if a != "--"]
+    if args.role == "worker":
+        print(json.dumps(asyncio.run(run_worker(args.socket, args.streams, args.seconds, args.seed,
+                                                    args.phase_ms / 1000.0))))
+        return
+    load_before = os.getloadavg()
+    runs = [one_window(args, w, stage_args) for w in args.window_ms]
+    result = {"workers": args.workers, "phase_ms": args.phase_ms, "streams_per_worker": args.streams, "seconds": args.seconds,
+              "stage_args": stage_args, "threads": args.threads, "cpus": os.cpu_count(),
+              "machine": platform.node(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+              "runs": runs}
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,427 @@
+"""One enhancer for the machine: the inference process that every media worker shares.
+
+``python -m mediaserver.enhance.shared --socket PATH [--slots N] [--batch-window-ms MS] [--metrics-port P]
+[stage flags]``
+owns ONE :class:`~.stage.EnhancerStage` (built by :func:`~.stage.stage_from_args` from the same
+flags as ``mediaserver serve``) and serves media workers on a Unix-domain socket. Audio moves
+through the slot table in shared memory (:mod:`.shared_wire`); the socket carries only small
+JSON control messages. A worker connects with :meth:`.shared_client.SharedStage.connect`.
+
+Why a separate program (``subprocess``) and not a ``multiprocessing`` child or a thread of the
+front: it starts from a clean interpreter (no fork after torch, aiohttp or CUDA initialised in
+the parent), it is started the same way by the front, by tests and by hand, a crash of the
+front or of a worker never takes it down, and its CPU/GPU threads are not the front's.
+
+Batching: per 20 ms tick every worker sends one ``tick`` (its streams' slot frames, written
+before). The first ``tick`` opens a batch; the batch closes as soon as every connected worker
+that has open streams has sent its tick, or ``--batch-window-ms`` after the first one, whichever
+is first. All items then go through ONE ``EnhancerStage.process`` call (two when some workers
+marked their tick ``overloaded`` and others not: the flag is per call), outputs are written to
+the slots and each worker gets ``done``. Workers whose media clocks tick in phase (start on the
+same 20 ms grid of ``time.monotonic``) land in the same batch; out of phase, the window bounds
+the wait and a late worker starts the next batch.
+
+Messages (worker → inference; ``id`` is the worker's own stream id):
+
+* ``open {id, enabled, atten, model}`` → ``opened {id, slot, model}`` or ``refused {id, error}``
+* ``close {id}`` (no reply; the slot is free again once no batch still holds it)
+* ``switch {id, model}`` (no reply; an unknown model is logged and ignored)
+* ``load {req, spec}`` → ``loaded {req, model, loaded}`` or ``error {req, error}``
+* ``tick {seq, over, items: [[id, kind], ...]}`` → ``done {seq, batch, step_ms, wait_ms, tele}``
+  or ``failed {seq, error}``; ``tele``: ``{id: [active_model, quality snapshot]}`` for about one
+  stream in 50 per tick (each stream about once a second); every 50th batch also ``sli``:
+  ``{model: Counts fields}`` of the whole machine (``EnhancerStage.sli``, the canary's input).
+* ``stats {req}`` → ``stats {req, ...}`` (:meth:`InferenceServer.stats`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import mmap
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..tasks import cancel_and_wait
+from .shared_wire import FRAME, ProtocolError, SlotPool, SlotTable, body_length, decode, encode
+from .stage import EnhancerStage, StreamHandle, add_stage_options, stage_from_args
+
+logger = logging.getLogger(__name__)
+
+TELEMETRY_EVERY = 50  # ticks between two quality snapshots of a stream (1 s)
+
+
+@dataclass
+class _Stream:
+    handle: StreamHandle
+    slot: int
+
+
+@dataclass
+class _Tick:
+    worker: "_Worker"
+    seq: int
+    overloaded: bool
+    items: list[tuple[int, str]]
+
+
+@dataclass(eq=False)
+class _Worker:
+    """One connected media worker (server side): its streams by the worker's own ids."""
+
+    number: int
+    writer: asyncio.StreamWriter
+    streams: dict[int, _Stream] = field(default_factory=dict)
+    closed: bool = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self.closed:
+            self.writer.write(encode(message))
+
+
+class InferenceServer:
+    """The socket server and batcher around one stage (see the module docstring).
+
+    Args:
+        stage: the one real enhancer stage of the machine (owned by the caller).
+        socket_path: Unix socket to listen on (an old socket file there is replaced).
+        capacity: slots in shared memory (streams of all workers together), fixed for life.
+        window_ms: most a batch waits for the other workers after its first tick.
+    """
+
+    def __init__(self, stage: EnhancerStage, *, socket_path: str, capacity: int = 512,
+                 window_ms: float = 5.0) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.stage = stage
+        self.socket_path = socket_path
+        self.window_s = window_ms / 1000.0
+        self.pool = SlotPool(capacity)
+        self._fd = os.memfd_create("mediaserver-slots", os.MFD_CLOEXEC)
+        self.shm_bytes = SlotTable.size(capacity)
+        os.ftruncate(self._fd, self.shm_bytes)
+        self.table = SlotTable(mmap.mmap(self._fd, self.shm_bytes), capacity)
+        self._listener: Optional[socket.socket] = None
+        self._workers: set[_Worker] = set()
+        self._numbers = 0
+        self._pending: list[_Tick] = []
+        self._arrived = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accept_task: Optional[asyncio.Task[None]] = None
+        self._batch_task: Optional[asyncio.Task[None]] = None
+        self.batches = 0
+        self.items = 0  # stream frames over all batches
+        self.max_batch = 0
+        self.last_batch = 0
+        self.last_step_ms = 0.0
+        self.last_wait_ms = 0.0
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        path = Path(self.socket_path)
+        if path.exists() or path.is_symlink():
+            path.unlink()
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(self.socket_path)
+        lsock.listen(64)
+        lsock.setblocking(False)
+        self._listener = lsock
+        loop = asyncio.get_running_loop()
+        self._accept_task = loop.create_task(self._accept_loop(), name="shared-enhancer-accept")
+        self._batch_task = loop.create_task(self._batch_loop(), name="shared-enhancer-batch")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._accept_task)
+        await cancel_and_wait(self._batch_task)
+        for task in list(self._tasks):
+            await cancel_and_wait(task)
+        if self._listener is not None:
+            self._listener.close()
+            Path(self.socket_path).unlink(missing_ok=True)
+        self.table.close()
+        os.close(self._fd)
+
+    def stats(self) -> dict[str, Any]:
+        """Batching and slot numbers (JSON-ready): batch size and step time of the last call."""
+        return {
+            "batches": self.batches, "items": self.items, "last_batch": self.last_batch,
+            "max_batch": self.max_batch, "mean_batch": self.items / self.batches if self.batches else 0.0,
+            "last_step_ms": self.last_step_ms, "last_wait_ms": self.last_wait_ms,
+            "window_ms": 1000.0 * self.window_s, "workers": len(self._workers),
+            "streams": sum(len(w.streams) for w in self._workers), "pending": len(self._pending),
+            "slots": self.pool.capacity, "slots_in_use": self.pool.in_use,
+            "slots_high_water": self.pool.high_water, "shm_bytes": self.shm_bytes, "pid": os.getpid(),
+            "model_version": self.stage.model_version, "loaded": self.stage.loaded_models,
+        }
+
+    # ---- connections --------------------------------------------------------------------------
+    async def _accept_loop(self) -> None:
+        assert self._listener is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(self._listener)
+            hello = encode({"t": "hello", "slots": self.pool.capacity, "bytes": self.shm_bytes,
+                            "frame": FRAME, "latency": EnhancerStage.latency,
+                            "model": self.stage.model_version, "loaded": self.stage.loaded_models,
+                            "pid": os.getpid()})
+            try:  # a fresh socket's buffer takes this small message whole
+                conn.setblocking(True)
+                socket.send_fds(conn, [hello], [self._fd])
+                conn.setblocking(False)
+                reader, writer = await asyncio.open_unix_connection(sock=conn)
+            except OSError as exc:
+                logger.warning("worker connection failed during hello: %s", exc)
+                conn.close()
+                continue
+            self._numbers += 1
+            worker = _Worker(self._numbers, writer)
+            task = loop.create_task(self._serve(worker, reader), name=f"shared-enhancer-worker-{worker.number}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
+        self._workers.add(worker)
+        logger.info("worker connection %d opened", worker.number)
+        try:
+            while True:
+                body = await reader.readexactly(body_length(await reader.readexactly(4)))
+                self._handle(worker, decode(body))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except (ProtocolError, KeyError, TypeError, ValueError) as exc:
+            logger.error("worker connection %d: bad message (%r); closing it", worker.number, exc)
+        finally:
+            self._drop(worker)
+
+    def _drop(self, worker: _Worker) -> None:
+        worker.closed = True
+        self._workers.discard(worker)
+        for stream in worker.streams.values():
+            self.stage.close(stream.handle)
+            self.pool.give_back(stream.slot)
+        logger.info("worker connection %d closed (%d streams released)", worker.number, len(worker.streams))
+        worker.streams.clear()
+        worker.writer.close()
+        self._arrived.set()  # a batch waiting for this worker need not wait any more
+
+    def _handle(self, worker: _Worker, msg: dict[str, Any]) -> None:
+        kind = msg["t"]
+        if kind == "tick":
+            self._pending.append(_Tick(worker, int(msg["seq"]), bool(msg.get("over")),
+                                       [(int(i), str(k)) for i, k in msg["items"]]))
+            self._arrived.set()
+        elif kind == "open":
+            self._open(worker, msg)
+        elif kind == "close":
+            stream = worker.streams.pop(int(msg["id"]), None)
+            if stream is not None:
+                self.stage.close(stream.handle)
+                self.pool.give_back(stream.slot)
+        elif kind == "switch":
+            stream = worker.streams.get(int(msg["id"]))
+            if stream is not None:
+                try:
+                    self.stage.switch(stream.handle, str(msg["model"]))
+                except KeyError as exc:
+                    logger.error("worker %d: switch refused: %s", worker.number, exc)
+        elif kind == "load":
+            task = asyncio.get_running_loop().create_task(self._load(worker, msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif kind == "stats":
+            worker.send({"t": "stats", "req": msg.get("req"), **self.stats()})
+        else:
+            raise ProtocolError(f"unknown message type {kind!r}")
+
+    def _open(self, worker: _Worker, msg: dict[str, Any]) -> None:
+        sid = int(msg["id"])
+        slot = self.pool.take()
+        if slot is None:
+            worker.send({"t": "refused", "id": sid, "error": f"all {self.pool.capacity} shared slots in use"})
+            return
+        try:
+            handle = self.stage.open(enabled=bool(msg.get("enabled", True)),
+                                     atten_lim_db=float(msg.get("atten", 100.0)), model=msg.get("model"))
+        except (KeyError, ValueError) as exc:
+            self.pool.give_back(slot)
+            worker.send({"t": "refused", "id": sid, "error": str(exc)})
+            return
+        worker.streams[sid] = _Stream(handle, slot)
+        worker.send({"t": "opened", "id": sid, "slot": slot, "model": handle.model})
+
+    async def _load(self, worker: _Worker, msg: dict[str, Any]) -> None:
+        try:
+            name = await asyncio.to_thread(self.stage.load, msg.get("spec"))
+        except Exception as exc:  # WeightsError, RegistryError: the reason goes back
+            worker.send({"t": "error", "req": msg.get("req"), "error": f"{type(exc).__name__}: {exc}"})
+            return
+        worker.send({"t": "loaded", "req": msg.get("req"), "model": name, "loaded": self.stage.loaded_models})
+
+    # ---- batching -----------------------------------------------------------------------------
+    def _complete(self) -> bool:
+        """Every connected worker with open streams has a tick in the batch."""
+        waiting = {t.worker for t in self._pending}
+        return all(w in waiting for w in self._workers if w.streams)
+
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            first = loop.time()
+            deadline = first + self.window_s
+            while not self._complete():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            batch, self._pending = self._take_one_per_worker(self._pending)
+            self.last_wait_ms = 1000.0 * (loop.time() - first)
+            await self._run(batch)
+
+    @staticmethod
+    def _take_one_per_worker(pending: list[_Tick]) -> tuple[list[_Tick], list[_Tick]]:
+        batch: list[_Tick] = []
+        rest: list[_Tick] = []
+        seen: set[int] = set()
+        for tick in pending:
+            (rest if tick.worker.number in seen else batch).append(tick)
+            seen.add(tick.worker.number)
+        return batch, rest
+
+    async def _run(self, batch: list[_Tick]) -> None:
+        """One batched stage call (per overloaded flag) over every item of every worker's tick."""
+        groups: dict[bool, list[tuple[_Stream, str]]] = {False: [], True: []}
+        for tick in batch:
+            if tick.worker.closed:
+                continue
+            for sid, kind in tick.items:
+                stream = tick.worker.streams.get(sid)
+                if stream is not None:  # else closed after its tick was sent: the worker reads silence
+                    groups[tick.overloaded].append((stream, kind))
+        n = len(groups[False]) + len(groups[True])
+        self.pool.hold({s.slot for g in groups.values() for s, _ in g})
+        start = time.perf_counter()
+        error: Optional[str] = None
+        try:
+            for overloaded, group in groups.items():
+                if group:
+                    self._process(group, await self.stage.process(
+                        [(s.handle, self._settings(s), k) for s, k in group], overloaded=overloaded))
+        except Exception as exc:
+            logger.exception("shared enhancer batch of %d streams failed", n)
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.pool.release_held()
+        step_ms = 1000.0 * (time.perf_counter() - start)
+        self.batches += 1
+        self.items += n
+        self.last_batch, self.last_step_ms = n, step_ms
+        self.max_batch = max(self.max_batch, n)
+        sli = ({m: c.astuple() for m, c in self.stage.sli().items()}
+               if self.batches % TELEMETRY_EVERY == 1 else None)  # machine-wide canary input, once a second
+        for tick in batch:
+            if error is not None:
+                tick.worker.send({"t": "failed", "seq": tick.seq, "error": error})
+                continue
+            done = {"t": "done", "seq": tick.seq, "batch": n, "step_ms": step_ms, "wait_ms": self.last_wait_ms,
+                    "tele": self._telemetry(tick)}
+            if sli is not None:
+                done["sli"] = sli
+            tick.worker.send(done)
+
+    def _settings(self, stream: _Stream) -> np.ndarray:
+        """Apply the worker's per-slot settings to the stage handle; return a copy of the input."""
+        slot = stream.slot
+        stream.handle.enabled = bool(self.table.enabled[slot])
+        stream.handle.atten_lim_db = float(self.table.atten[slot])
+        return self.table.inp[slot].copy()
+
+    def _process(self, group: list[tuple[_Stream, str]], outputs: list[Any]) -> None:
+        for (stream, _), out in zip(group, outputs):
+            slot = stream.slot
+            self.table.raw[slot] = out.raw
+            self.table.enh[slot] = out.enhanced
+            self.table.speech[slot] = out.speech
+
+    def _telemetry(self, tick: _Tick) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for sid, _ in tick.items:
+            stream = tick.worker.streams.get(sid)
+            if stream is not None and (sid + self.batches) % TELEMETRY_EVERY == 0:
+                out[str(sid)] = [stream.handle.active_model, stream.handle.telemetry.snapshot()]
+        return out
+
+
+# ---- entry point ------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mediaserver.enhance.shared",
+                                     description="the machine's one shared enhancer for media workers")
+    parser.add_argument("--socket", required=True, help="Unix socket path to listen on")
+    parser.add_argument("--slots", type=int, default=512,
+                        help="shared-memory slots (streams of all workers together; ~11.5 kB each)")
+    parser.add_argument("--batch-window-ms", type=float, default=5.0,
+                        help="most a batch waits for the other workers' ticks after the first")
+    parser.add_argument("--metrics-port", type=int, default=0,
+                        help="serve the stage's mediaserver_enhancer_* series on 127.0.0.1:PORT/metrics "
+                             "for the front to scrape (0: off)")
+    add_stage_options(parser)
+    return parser
+
+
+def _warm_up(stage: EnhancerStage) -> None:
+    """One throwaway frame through every path, so the first worker tick is not the slow one."""
+    handle = stage.open(enabled=True)
+    stage.process_sync([(handle, np.zeros(FRAME, np.float32), "normal")])
+    stage.close(handle)
+    stage.process_sync([])  # frees its slot
+
+
+async def _serve_forever(args: argparse.Namespace) -> None:
+    registry = None
+    if args.metrics_port:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = CollectorRegistry()
+        start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
+    stage = await asyncio.to_thread(stage_from_args, args, registry)
+    await asyncio.to_thread(_warm_up, stage)
+    server = InferenceServer(stage, socket_path=args.socket, capacity=args.slots,
+                             window_ms=args.batch_window_ms)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"ready {args.socket} pid {os.getpid()} model {stage.model_version} slots {args.slots}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+        await asyncio.to_thread(stage.shutdown)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    asyncio.run(_serve_forever(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,454 @@
+"""A media worker's side of the shared enhancer: :class:`SharedStage` stands in for
+:class:`~.stage.EnhancerStage` (what the media clock, signalling and the server use of it).
+:class:`~.shared_process.InferenceProcess` starts the inference process.
+
+No torch here: a worker process never loads the model. Per tick, :meth:`SharedStage.process`
+writes each stream's frame and settings into its slot in shared memory, sends ONE small
+``tick`` message, awaits ``done`` on the event loop (no thread blocks), and returns copies of the
+slots' outputs. Errors:
+
+* :class:`SharedStageTimeout`: the reply missed ``deadline_ms``; counted in
+  ``mediaserver_enhancer_shared_deadline_misses_total``. The media clock then forwards that tick
+  raw (``MediaClock._enhance_loop``). Until the late reply arrives, further ticks are refused
+  the same way (one tick in flight per worker: the slots are still the inference's).
+* :class:`SharedStageError`: the inference process is gone (socket closed, killed) or failed the
+  batch; raised at once, never after a hang. There is no reconnect: the worker's owner makes a
+  new ``SharedStage`` once the inference process is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import mmap
+import os
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+import numpy as np
+
+from ..tasks import cancel_and_wait
+from .shared_wire import FRAME, ProtocolError, SlotTable, body_length, decode, encode
+from .telemetry import Counts
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+logger = logging.getLogger(__name__)
+
+
+class SharedStageError(RuntimeError):
+    """The inference process is unreachable or failed this tick."""
+
+
+class SharedStageTimeout(SharedStageError):
+    """The inference process did not answer this tick within the deadline."""
+
+
+@dataclass
+class SharedOutput:
+    """One stream's result (the same fields as ``stage.StageOutput``)."""
+
+    raw: np.ndarray  # (960,) float32, input delayed by `latency` samples
+    enhanced: np.ndarray  # (960,) float32, aligned with raw
+    speech: bool  # VAD speech with hangover
+
+
+class SharedTelemetry:
+    """The quality snapshot the inference process last sent for a stream (about once a second)."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, Any] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        return dict(self.last)
+
+
+class SharedHandle:
+    """A stream of this worker in the shared enhancer. ``enabled`` and ``atten_lim_db`` are set
+    live and reach the inference process with the stream's next frame (through its slot)."""
+
+    def __init__(self, sid: int, *, enabled: bool, atten_lim_db: float, model: Optional[str]) -> None:
+        self.id = sid
+        self.enabled = bool(enabled)
+        self._atten = 100.0
+        self.atten_lim_db = atten_lim_db
+        self.model = model  # requested model (None: the inference process's default)
+        self._active: Optional[str] = model
+        self.telemetry = SharedTelemetry()
+        self.closed = False
+        self.slot: Optional[int] = None  # set by ``opened``
+        self.refused: Optional[str] = None  # why the inference process refused the stream
+        self.opened = asyncio.get_running_loop().create_future()
+
+    @property
+    def atten_lim_db(self) -> float:
+        return self._atten
+
+    @atten_lim_db.setter
+    def atten_lim_db(self, value: float) -> None:
+        value = float(value)
+        if not math.isfinite(value) or value < 0.0:
+            raise ValueError(f"atten_lim_db must be a finite number >= 0, got {value}")
+        self._atten = min(value, 100.0)
+
+    @property
+    def active_model(self) -> Optional[str]:
+        """The model this stream hears now, as the inference process last reported it."""
+        return self._active
+
+    def __repr__(self) -> str:
+        return f"SharedHandle(id={self.id}, slot={self.slot}, enabled={self.enabled}, atten_lim_db={self._atten})"
+
+
+class _Metrics:
+    def __init__(self, registry: "CollectorRegistry", worker: str) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.worker = worker
+        self.misses = Counter("mediaserver_enhancer_shared_deadline_misses_total",
+                              "ticks the shared inference process did not answer within the deadline "
+                              "(forwarded raw)", ["worker"], registry=registry).labels(worker)
+        self.errors = Counter("mediaserver_enhancer_shared_errors_total",
+                              "ticks failed by a dead or failing inference process (forwarded raw)",
+                              ["worker"], registry=registry).labels(worker)
+        self.roundtrip = Histogram("mediaserver_enhancer_shared_roundtrip_seconds",
+                                   "tick sent to done received, this worker", ["worker"], registry=registry,
+                                   buckets=(0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.08)).labels(worker)
+        self.batch = Gauge("mediaserver_enhancer_shared_batch_streams",
+                           "streams of all workers in the inference call that served this worker's last tick",
+                           ["worker"], registry=registry).labels(worker)
+        self.step = Gauge("mediaserver_enhancer_shared_step_seconds",
+                          "duration of that inference call", ["worker"], registry=registry).labels(worker)
+
+
+class SharedStage:
+    """Duck-typed :class:`~.stage.EnhancerStage` over the shared inference process.
+
+    Make one with :meth:`connect` on the worker's event loop; use it from that loop only (except
+    :meth:`load`, which is for another thread, as ``EnhancerStage.load``).
+    """
+
+    def __init__(self, path: str, sock: socket.socket, hello: dict[str, Any], table: SlotTable, *,
+                 deadline_ms: float, registry: Optional["CollectorRegistry"], worker: str) -> None:
+        self.path = path
+        self.deadline_s = deadline_ms / 1000.0
+        self.latency: int = int(hello["latency"])
+        self.model_version: str = str(hello["model"])
+        self.loaded_models: list[str] = list(hello["loaded"])
+        self.server_pid: int = int(hello["pid"])
+        self.table = table
+        self._sock = sock
+        self._loop = asyncio.get_running_loop()
+        self._reader: Optional[asyncio.StreamReader] = None
+        self._writer: Optional[asyncio.StreamWriter] = None
+        self._open: dict[int, SharedHandle] = {}
+        self._ids = itertools.count(1)
+        self._seq = itertools.count(1)
+        self._replies: dict[Any, asyncio.Future[dict[str, Any]]] = {}  # seq or ("req", n)
+        self._inflight: Optional[asyncio.Future[dict[str, Any]]] = None
+        self._error: Optional[str] = None
+        self._read_task: Optional[asyncio.Task[None]] = None
+        self._metrics = _Metrics(registry, worker) if registry is not None else None
+        self.deadline_misses = 0
+        self.errors = 0
+        self.refused = 0
+        self._last: dict[str, float] = {"batch": 0, "step_ms": 0.0, "wait_ms": 0.0, "roundtrip_ms": 0.0}
+        self.ticks = 0
+        self._sli: dict[str, Counts] = {}
+
+    @classmethod
+    async def connect(cls, path: str, *, deadline_ms: float = 40.0, registry: Optional["CollectorRegistry"] = None,
+                      worker: str = "0", timeout_s: float = 10.0) -> "SharedStage":
+        """Connect to the inference process listening on ``path`` and map its slot table.
+
+        ``deadline_ms``: most a tick waits for its reply. ``registry``: this worker's Prometheus
+        registry for the ``mediaserver_enhancer_shared_*`` series. Raises SharedStageError
+        when nothing listens there or the hello does not come within ``timeout_s``."""
+        sock, hello, fd = await asyncio.to_thread(_handshake, path, timeout_s)
+        try:
+            table = SlotTable(mmap.mmap(fd, int(hello["bytes"])), int(hello["slots"]))
+        finally:
+            os.close(fd)
+        stage = cls(path, sock, hello, table, deadline_ms=deadline_ms, registry=registry, worker=worker)
+        stage._reader, stage._writer = await asyncio.open_unix_connection(sock=sock)
+        stage._read_task = asyncio.get_running_loop().create_task(stage._read_loop(), name="shared-stage-reader")
+        return stage
+
+    # ---- EnhancerStage surface ----------------------------------------------------------------
+    @property
+    def streams(self) -> int:
+        return len(self._open)
+
+    @property
+    def busy(self) -> bool:
+        """A tick is still with the inference process (a late reply not arrived yet)."""
+        return self._inflight is not None and not self._inflight.done()
+
+    def open(self, *, enabled: bool = True, atten_lim_db: float = 100.0, model: Optional[str] = None) -> SharedHandle:
+        """A new stream; its slot arrives with ``opened`` (the first tick waits for it). KeyError
+        for a model this worker does not know as loaded (as ``EnhancerStage.open``)."""
+        if model is not None and model not in self.loaded_models:
+            raise KeyError(f"model {model!r} is not loaded")
+        handle = SharedHandle(next(self._ids), enabled=enabled, atten_lim_db=atten_lim_db, model=model)
+        self._open[handle.id] = handle
+        self._send({"t": "open", "id": handle.id, "enabled": handle.enabled, "atten": handle.atten_lim_db,
+                    "model": model})
+        return handle
+
+    def close(self, handle: SharedHandle) -> None:
+        """Release the stream; a tick already sent returns silence for it."""
+        if handle.closed:
+            return
+        handle.closed = True
+        self._open.pop(handle.id, None)
+        self._send({"t": "close", "id": handle.id})
+
+    def switch(self, handle: SharedHandle, model: str) -> None:
+        """Move the stream to a loaded model, live (see ``EnhancerStage.switch``)."""
+        if model not in self.loaded_models:
+            raise KeyError(f"model {model!r} is not loaded (loaded: {', '.join(self.loaded_models)})")
+        handle.model = model
+        self._send({"t": "switch", "id": handle.id, "model": model})
+
+    def handles(self, model: Optional[str] = None) -> list[SharedHandle]:
+        return [h for h in self._open.values() if model is None or h.model == model]
+
+    def load(self, spec: Optional[str]) -> str:
+        """Have the inference process load a model; blocking: call it from another thread."""
+        future = asyncio.run_coroutine_threadsafe(self._request({"t": "load", "spec": spec}), self._loop)
+        reply = future.result()
+        if reply["t"] == "error":
+            raise SharedStageError(reply["error"])
+        self.loaded_models = list(reply["loaded"])
+        return str(reply["model"])
+
+    async def server_stats(self) -> dict[str, Any]:
+        """The inference process's :meth:`~.shared.InferenceServer.stats` now."""
+        return await self._request({"t": "stats"})
+
+    def sli(self) -> dict[str, Counts]:
+        """Cumulative telemetry counters per model over ALL workers' streams (the inference
+        process's ``EnhancerStage.sli``), as last sent (about once a second)."""
+        return dict(self._sli)
+
+    def stats(self) -> dict[str, float]:
+        """This worker's view: last batch size and step time reported by the inference process."""
+        return {"ticks": self.ticks, "streams": self.streams, "last_batch": self._last["batch"],
+                "last_step_ms": self._last["step_ms"], "last_wait_ms": self._last["wait_ms"],
+                "last_roundtrip_ms": self._last["roundtrip_ms"], "deadline_misses": self.deadline_misses,
+                "errors": self.errors}
+
+    async def process(self, items: Sequence[tuple[Any, ...]], *, overloaded: bool = False) -> list[SharedOutput]:
+        """Enhance one 960-sample frame per stream: items ``(handle, pcm (960,) float32, kind)``.
+
+        Returns one :class:`SharedOutput` per item (copies). Raises SharedStageTimeout past the
+        deadline and SharedStageError when the inference process is gone (see the module doc)."""
+        if self._error is not None:
+            self._count_error()
+            raise SharedStageError(self._error)
+        if not items:
+            return []
+        if self.busy:
+            self._count_miss()
+            raise SharedStageTimeout("the previous tick is still with the inference process")
+        start = self._loop.time()
+        waiting = [it[0].opened for it in items if not it[0].opened.done() and not it[0].closed]
+        if waiting:
+            await self._within(asyncio.gather(*waiting), start)
+        sent: list[tuple[int, str]] = []
+        for item in items:
+            h = item[0]
+            if h.slot is None or h.closed:
+                continue
+            self.table.inp[h.slot] = _frame(h, item[1])
+            self.table.enabled[h.slot] = h.enabled
+            self.table.atten[h.slot] = h.atten_lim_db
+            sent.append((h.id, str(item[2]) if len(item) > 2 else "normal"))
+        if sent:
+            seq = next(self._seq)
+            self._inflight = self._expect(seq)
+            self._send({"t": "tick", "seq": seq, "over": bool(overloaded), "items": sent})
+            reply = await self._within(self._inflight, start)
+            if reply["t"] == "failed":
+                self._count_error()
+                raise SharedStageError(f"inference process failed the tick: {reply['error']}")
+            self._took(reply, self._loop.time() - start)
+        return [self._output(item) for item in items]
+
+    def shutdown(self) -> None:
+        """Close the connection (sync, as ``EnhancerStage.shutdown``; any thread: off the loop it is
+        handed to the loop); the inference process frees this worker's slots. Prefer
+        ``await aclose()`` on the loop: it also waits for the reader task to end."""
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._close_now()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._close_now)
+
+    def _close_now(self) -> None:
+        self._fail("this SharedStage was shut down")
+        if self._writer is not None:
+            self._writer.close()
+        if self._read_task is not None:
+            self._read_task.cancel()
+
+    async def aclose(self) -> None:
+        self.shutdown()
+        await cancel_and_wait(self._read_task)
+        self._read_task = None
+
+    # ---- internals ----------------------------------------------------------------------------
+    def _output(self, item: tuple[Any, ...]) -> SharedOutput:
+        h = item[0]
+        if h.closed:
+            return SharedOutput(np.zeros(FRAME, np.float32), np.zeros(FRAME, np.float32), False)
+        if h.slot is None:  # refused (slots full, unknown model): passed through, not enhanced
+            pcm = _frame(h, item[1])
+            return SharedOutput(pcm, pcm.copy(), False)
+        s = h.slot
+        return SharedOutput(self.table.raw[s].copy(), self.table.enh[s].copy(), bool(self.table.speech[s]))
+
+    async def _within(self, awaitable: Any, start: float) -> Any:
+        try:
+            return await asyncio.wait_for(asyncio.shield(awaitable), max(0.0, start + self.deadline_s - self._loop.time()))
+        except asyncio.TimeoutError:
+            if self._error is not None:
+                self._count_error()
+                raise SharedStageError(self._error) from None
+            self._count_miss()
+            raise SharedStageTimeout(f"no reply from the inference process within {1000 * self.deadline_s:g} ms") from None
+        except SharedStageError:
+            self._count_error()
+            raise
+
+    def _took(self, reply: dict[str, Any], seconds: float) -> None:
+        self.ticks += 1
+        self._last = {"batch": reply["batch"], "step_ms": reply["step_ms"], "wait_ms": reply["wait_ms"],
+                      "roundtrip_ms": 1000.0 * seconds}
+        if "sli" in reply:
+            self._sli = {m: Counts(*row) for m, row in reply["sli"].items()}
+        for sid, (model, snap) in reply["tele"].items():
+            h = self._open.get(int(sid))
+            if h is not None:
+                h._active, h.telemetry.last = model, snap
+        if self._metrics is not None:
+            self._metrics.roundtrip.observe(seconds)
+            self._metrics.batch.set(reply["batch"])
+            self._metrics.step.set(reply["step_ms"] / 1000.0)
+
+    def _count_miss(self) -> None:
+        self.deadline_misses += 1
+        if self._metrics is not None:
+            self._metrics.misses.inc()
+
+    def _count_error(self) -> None:
+        self.errors += 1
+        if self._metrics is not None:
+            self._metrics.errors.inc()
+
+    def _expect(self, key: Any) -> "asyncio.Future[dict[str, Any]]":
+        future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self._replies[key] = future
+        return future
+
+    async def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self._error is not None:
+            raise SharedStageError(self._error)
+        req = next(self._seq)
+        future = self._expect(("req", req))
+        self._send({**msg, "req": req})
+        return await future
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        if self._error is not None or self._writer is None:
+            return  # the next process() raises the reason
+        try:
+            self._writer.write(encode(msg))
+        except (ConnectionError, RuntimeError) as exc:
+            self._fail(f"inference process at {self.path} unreachable: {exc}")
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        reason = f"inference process (pid {self.server_pid}) at {self.path} closed the connection"
+        try:
+            while True:
+                body = await self._reader.readexactly(body_length(await self._reader.readexactly(4)))
+                self._dispatch(decode(body))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except ProtocolError as exc:
+            reason = f"inference process at {self.path} sent a bad message: {exc}"
+        logger.error("%s; enhancement of this worker stops", reason)
+        self._fail(reason)
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind = msg["t"]
+        if kind in ("opened", "refused"):
+            h = self._open.get(int(msg["id"]))
+            if h is None:
+                return
+            if kind == "opened":
+                h.slot, h._active = int(msg["slot"]), msg["model"]
+                h.model = h.model or msg["model"]  # the default resolved: handles(model) finds it
+            else:
+                h.refused = str(msg["error"])
+                self.refused += 1
+                logger.error("stream %d refused by the inference process: %s (passed through)", h.id, h.refused)
+            if not h.opened.done():
+                h.opened.set_result(None)
+        elif kind in ("done", "failed"):
+            future = self._replies.pop(int(msg["seq"]), None)
+            if future is not None and not future.done():
+                future.set_result(msg)
+        else:  # stats, loaded, error: answers to _request
+            future = self._replies.pop(("req", msg.get("req")), None)
+            if future is not None and not future.done():
+                future.set_result(msg)
+
+    def _fail(self, reason: str) -> None:
+        if self._error is None:
+            self._error = reason
+        futures = [*self._replies.values(), *(h.opened for h in self._open.values())]
+        self._replies.clear()
+        for future in futures:
+            if not future.done():
+                future.set_exception(SharedStageError(self._error))
+                future.exception()  # retrieved: whoever awaits it still gets the error, nobody else logs it
+
+
+def _frame(h: SharedHandle, pcm: np.ndarray) -> np.ndarray:
+    pcm = np.asarray(pcm, dtype=np.float32)
+    if pcm.shape != (FRAME,):
+        logger.error("stream %d: frame of shape %s, expected (%d,); using silence", h.id, pcm.shape, FRAME)
+        return np.zeros(FRAME, np.float32)
+    return pcm
+
+
+def _handshake(path: str, timeout_s: float) -> tuple[socket.socket, dict[str, Any], int]:
+    """Blocking: connect, receive the hello and the shared block's file descriptor."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        sock.connect(path)
+        data, fds, _, _ = socket.recv_fds(sock, 65536, 1)
+        if not fds:
+            raise SharedStageError(f"inference process at {path} sent no shared-memory descriptor")
+        while len(data) < 4 or len(data) < 4 + body_length(data[:4]):
+            more = sock.recv(65536)
+            if not more:
+                raise SharedStageError(f"inference process at {path} closed during hello")
+            data += more
+        hello = decode(data[4 : 4 + body_length(data[:4])])
+    except (OSError, ProtocolError) as exc:
+        sock.close()
+        raise SharedStageError(f"cannot connect to the inference process at {path}: {exc}") from exc
+    sock.settimeout(None)
+    sock.setblocking(False)
+    return sock, hello, fds[0]

@@ -1,0 +1,63 @@
+"""Start and stop ``python -m mediaserver.enhance.shared`` as a child process (no torch here:
+the front or a test that spawns it never loads the model itself)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+
+class InferenceProcess:
+    """``python -m mediaserver.enhance.shared --socket PATH [stage flags]`` as a child process.
+
+    ``start()`` returns once it listens (its ``ready`` line); ``stop()`` sends SIGTERM and waits."""
+
+    def __init__(self, socket_path: str, stage_args: Sequence[str] = (), *, slots: int = 512,
+                 window_ms: float = 5.0, stderr: Any = None, env: Optional[dict[str, str]] = None) -> None:
+        self.socket_path = socket_path
+        self.argv = [sys.executable, "-m", "mediaserver.enhance.shared", "--socket", socket_path,
+                     "--slots", str(slots), "--batch-window-ms", str(window_ms), *stage_args]
+        self._stderr, self._env = stderr, env
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        """Start and wait for ``ready``; RuntimeError if it exits first or takes over ``timeout_s``."""
+        env = dict(os.environ if self._env is None else self._env)
+        package_root = str(Path(__file__).resolve().parents[2])  # this checkout or site-packages
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"inference process exited with {self.proc.wait()} before it was ready")
+            if re.match(rb"ready ", line):
+                return
+        self.stop()
+        raise RuntimeError(f"inference process not ready after {timeout_s:g} s")
+
+    def stop(self, timeout_s: float = 30.0) -> Optional[int]:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode

@@ -1,0 +1,236 @@
+"""The shared inference process (enhance/shared.py) and its worker client (enhance/shared_client.py).
+
+Real processes: ``python -m mediaserver.enhance.shared`` on a Unix socket in tmp_path, and
+SharedStage clients on the test's event loop (each one a worker-like connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from mediaserver.enhance.shared_client import SharedStage, SharedStageError, SharedStageTimeout
+from mediaserver.enhance.shared_process import InferenceProcess
+from mediaserver.enhance.stage import FRAME, EnhancerStage
+from test_enhance_common import espeak_speech
+from waiting import until
+
+NO_HANG_S = 60.0  # client deadline where a test checks that something fails fast, not by timing out
+
+
+def _start(tmp_path: Path, name: str, *args: str, slots: int = 64, window_ms: float = 5.0) -> InferenceProcess:
+    log = open(tmp_path / f"{name}.log", "wb")
+    proc = InferenceProcess(str(tmp_path / f"{name}.sock"), ["--enhancer-threads", "1", *args], slots=slots,
+                            window_ms=window_ms, stderr=log)
+    proc.start()
+    return proc
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[InferenceProcess]:
+    proc = _start(tmp_path, "inference")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def patient_server(tmp_path: Path) -> Iterator[InferenceProcess]:
+    """A batch waits up to 30 s for every worker with streams (a bound, never reached when it works)."""
+    proc = _start(tmp_path, "patient", window_ms=30_000.0)
+    yield proc
+    proc.stop()
+
+
+def _frames(x: np.ndarray) -> list[np.ndarray]:
+    x = np.concatenate([x, np.zeros(-len(x) % FRAME, np.float32)])
+    return [x[i : i + FRAME] for i in range(0, len(x), FRAME)]
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def test_a_stream_through_the_inference_process_equals_the_single_process_stage(tmp_path, server) -> None:
+    speech = espeak_speech(tmp_path, lead_s=0.4, tail_s=0.4)
+    rng = np.random.default_rng(3)
+    x = (speech + 0.02 * rng.standard_normal(len(speech))).astype(np.float32)
+    frames = _frames(x)
+    local = EnhancerStage(threads=1)
+    shared = await SharedStage.connect(server.socket_path, deadline_ms=10_000.0)
+    try:
+        lh, sh = local.open(), shared.open()
+        got, want = [], []
+        for i, f in enumerate(frames):
+            if i == len(frames) // 2:  # settings change live and reach the inference process
+                lh.atten_lim_db = sh.atten_lim_db = 12.0
+            if i == len(frames) - 25:
+                lh.enabled = sh.enabled = False
+            want.append(local.process_sync([(lh, f, "normal")])[0])
+            got.append((await shared.process([(sh, f, "normal")]))[0])
+        for field in ("raw", "enhanced"):
+            a = np.concatenate([getattr(o, field) for o in got])
+            b = np.concatenate([getattr(o, field) for o in want])
+            assert np.abs(a - b).max() <= 1e-4, field
+        assert [o.speech for o in got] == [o.speech for o in want]
+        assert any(o.speech for o in got) and not all(o.speech for o in got)
+        enh = np.concatenate([o.enhanced for o in got])
+        raw = np.concatenate([o.raw for o in got])
+        assert not np.allclose(enh[: len(enh) // 2], raw[: len(raw) // 2], atol=1e-3)  # really enhanced
+        assert sh.active_model == local.model_version and shared.handles(local.model_version) == [sh]
+        assert shared.latency == local.latency
+        snap = sh.telemetry.snapshot()  # sent about once a second: the stream ran ~3 s
+        assert snap and snap["frames"] > 0
+        assert shared.sli()[local.model_version].frames > 50  # the machine-wide canary input
+    finally:
+        await shared.aclose()
+        local.shutdown()
+
+
+async def test_two_workers_are_served_in_one_batched_call_per_tick(patient_server) -> None:
+    w1 = await SharedStage.connect(patient_server.socket_path, deadline_ms=NO_HANG_S * 1000)
+    w2 = await SharedStage.connect(patient_server.socket_path, deadline_ms=NO_HANG_S * 1000)
+    try:
+        h1, h2a, h2b = w1.open(), w2.open(), w2.open()
+        await asyncio.gather(h1.opened, h2a.opened, h2b.opened)
+        noise = np.random.default_rng(0).standard_normal((10, FRAME)).astype(np.float32) * 0.05
+        before = (await w1.server_stats())["batches"]
+        for t in range(5):
+            first = asyncio.ensure_future(w1.process([(h1, noise[t], "normal")]))
+            # worker 2 ticks only once worker 1's tick waits in the inference process
+            await _until_stats(w2, lambda s: s["pending"] == 1 or first.done(), "worker 1's tick pending")
+            out2 = await w2.process([(h2a, noise[t + 1], "normal"), (h2b, noise[t + 2], "normal")])
+            out1 = await first
+            assert len(out1) == 1 and len(out2) == 2
+            assert w1.stats()["last_batch"] == 3 and w2.stats()["last_batch"] == 3
+        stats = await w1.server_stats()
+        assert stats["batches"] - before == 5  # one inference call per tick for both workers
+        assert stats["last_batch"] == 3 and stats["max_batch"] == 3
+        assert stats["workers"] == 2 and stats["streams"] == 3
+    finally:
+        await w1.aclose()
+        await w2.aclose()
+
+
+async def _until_stats(worker: SharedStage, condition: Callable[[dict], bool], what: str) -> dict:
+    """Poll the inference process's stats until ``condition`` holds; AssertionError after NO_HANG_S."""
+    async def poll() -> dict:
+        while True:
+            stats = await worker.server_stats()
+            if condition(stats):
+                return stats
+            await asyncio.sleep(0.01)
+
+    try:
+        return await asyncio.wait_for(poll(), NO_HANG_S)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"still waiting after {NO_HANG_S:g} s: {what}") from None
+
+
+async def test_a_batch_does_not_wait_past_the_window_for_a_silent_worker(tmp_path) -> None:
+    proc = _start(tmp_path, "window", window_ms=200.0)
+    w1 = await SharedStage.connect(proc.socket_path, deadline_ms=NO_HANG_S * 1000)
+    w2 = await SharedStage.connect(proc.socket_path, deadline_ms=NO_HANG_S * 1000)
+    try:
+        h1, h2 = w1.open(), w2.open()
+        await asyncio.gather(h1.opened, h2.opened)
+        out = await w1.process([(h1, np.zeros(FRAME, np.float32), "normal")])  # worker 2 sends nothing
+        assert len(out) == 1
+        stats = w1.stats()
+        assert stats["last_batch"] == 1 and stats["last_wait_ms"] >= 200.0 * 0.99
+    finally:
+        await w1.aclose()
+        await w2.aclose()
+        proc.stop()
+
+
+async def test_slots_are_reused_across_100_opens_and_closes_with_flat_memory(tmp_path) -> None:
+    proc = _start(tmp_path, "churn", slots=8)
+    workers = [await SharedStage.connect(proc.socket_path, deadline_ms=NO_HANG_S * 1000) for _ in range(2)]
+    try:
+        stats0 = await workers[0].server_stats()
+        slots: set[int] = set()
+        rss: list[int] = []
+        frame = np.random.default_rng(1).standard_normal(FRAME).astype(np.float32) * 0.05
+        for i in range(100):
+            w = workers[i % 2]
+            h = w.open()
+            out = await w.process([(h, frame, "normal")])
+            assert out[0].raw.shape == (FRAME,)
+            assert h.slot is not None and h.refused is None
+            slots.add(h.slot)
+            w.close(h)
+            if i in (9, 99):
+                rss.append(_rss_kb(proc.pid))
+        stats = await _until_stats(workers[0], lambda s: s["slots_in_use"] == 0, "every slot free")
+        assert len(slots) <= 2 and stats["slots_high_water"] <= 2  # the free list, not fresh slots
+        assert stats["slots"] == stats0["slots"] == 8 and stats["shm_bytes"] == stats0["shm_bytes"]
+        assert rss[1] - rss[0] < 30_000, rss  # kB: flat within a generous bound
+    finally:
+        for w in workers:
+            await w.aclose()
+        proc.stop()
+
+
+async def test_a_killed_inference_process_fails_the_worker_fast_with_a_clear_error(server) -> None:
+    worker = await SharedStage.connect(server.socket_path, deadline_ms=NO_HANG_S * 1000)
+    try:
+        h = worker.open()
+        await worker.process([(h, np.zeros(FRAME, np.float32), "normal")])
+        os.kill(server.pid, signal.SIGKILL)
+        server.proc.wait()
+        with pytest.raises(SharedStageError, match="closed the connection") as failure:
+            await worker.process([(h, np.zeros(FRAME, np.float32), "normal")])
+        assert not isinstance(failure.value, SharedStageTimeout)  # told, not timed out
+        with pytest.raises(SharedStageError, match="closed the connection"):  # and every tick after
+            await worker.process([(worker.open(), np.zeros(FRAME, np.float32), "normal")])
+        assert worker.errors == 2 and worker.deadline_misses == 0
+    finally:
+        await worker.aclose()
+    with pytest.raises(SharedStageError, match="cannot connect"):
+        await SharedStage.connect(server.socket_path, timeout_s=NO_HANG_S)
+
+
+async def test_a_tick_past_the_deadline_is_counted_and_the_next_ticks_recover(server) -> None:
+    registry = CollectorRegistry()
+    worker = await SharedStage.connect(server.socket_path, deadline_ms=500.0, registry=registry, worker="w7")
+    misses = lambda: registry.get_sample_value(  # noqa: E731
+        "mediaserver_enhancer_shared_deadline_misses_total", {"worker": "w7"})
+    frame = np.zeros(FRAME, np.float32)
+    try:
+        h = worker.open()
+        await h.opened
+        await worker.process([(h, frame, "normal")])
+        assert misses() == 0
+        os.kill(server.pid, signal.SIGSTOP)  # the inference process cannot answer
+        try:
+            with pytest.raises(SharedStageTimeout):
+                await worker.process([(h, frame, "normal")])
+            # one tick in flight: the next one is refused at once, its slots are still the inference's
+            with pytest.raises(SharedStageTimeout, match="previous tick is still with the inference process"):
+                await worker.process([(h, frame, "normal")])
+            assert misses() == 2
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        await until(lambda: not worker.busy, what="the late reply")
+        out = await worker.process([(h, frame, "normal")])
+        assert len(out) == 1 and misses() == 2
+    finally:
+        await worker.aclose()
+
+
+def test_a_worker_connecting_to_the_shared_enhancer_never_imports_torch() -> None:
+    code = ("import sys, mediaserver.enhance.shared_client, mediaserver.enhance.shared_process; "
+            "sys.exit(3 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent).returncode == 0
