@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from mediaserver.media.inbound import InboundAudio
 from mediaserver.media.opus import OpusEncoder
@@ -52,6 +53,18 @@ def test_ticks_run_on_their_deadlines_and_late_ones_are_counted() -> None:
     assert (on_time.late, slightly.late, late.late) == (False, False, True)
     assert late.lag_ms == 15.0 and core.late == 1 and core.skipped == 0
     assert core.next_deadline_ms == 1080.0      # the schedule is absolute: lateness is not carried
+
+
+@pytest.mark.parametrize("now", [1000.0, 1007.3, 1019.99, 5.0])
+def test_every_clock_ticks_on_the_same_20_ms_grid(now: float) -> None:
+    """Processes started at any moment tick together (the shared enhancer batches the media
+    workers' frames only when their ticks coincide): deadlines are multiples of 20 ms."""
+    core = ClockCore(encode_pts=encode)
+    core.start(now)
+    first = core.next_deadline_ms
+    assert first % PERIOD_MS == 0 and now < first <= now + PERIOD_MS
+    core.tick(first)
+    assert core.next_deadline_ms == first + PERIOD_MS
 
 
 def test_a_core_a_little_behind_catches_up_on_its_own_schedule() -> None:

@@ -135,6 +135,12 @@ def test_sigterm_on_the_front_drains_every_workers_calls_and_leaves_no_worker(tm
         h = poll(lambda: (lambda h: h if h["participants"] == 1 else None)(healthz(server)),
                  timeout=120, what="the participant through the front")
         pids = [w["pid"] for w in h["workers"]]
+
+        def media_in() -> bool:   # the call is up (a stop while joining is another case)
+            family = metrics(server).get("mediaserver_rtp_packets_in")
+            return family is not None and sum(x.value for x in family.samples
+                                              if x.name.endswith("_total")) >= 100
+        poll(media_in, timeout=120, what="2 s of the participant's audio at its worker")
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(60) == 0, server.tail()
         out, _ = client.communicate(timeout=60)
@@ -169,3 +175,47 @@ def test_workers_of_a_front_killed_with_sigkill_stop_by_themselves(tmp_path: Pat
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_two_workers_share_one_enhancer_that_batches_both_rooms(tmp_path: Path) -> None:
+    """With enhancement, the front starts ONE inference process; both workers' streams go
+    through it in one batched call per tick (their clocks tick on the same 20 ms grid), and
+    both rooms hear enhanced speech."""
+    from conftest import espeak_speech
+
+    server = ServerProcess(tmp_path / "front.log", "--workers", "2", "--secret", SECRET)
+    speech = espeak_speech(tmp_path / "speech.wav", "Please send an ambulance to twelve Baker "
+                           "Street. The patient is breathing but not awake.", seconds=12.0)
+    procs = {}
+    try:
+        health = healthz(server)
+        shared = health["shared_enhancer"]
+        assert shared is not None and shared["alive"] and shared["pid"] not in \
+            [w["pid"] for w in health["workers"]]
+        for room, who in (("ra", "a1"), ("ra", "a2"), ("rb", "b1"), ("rb", "b2")):
+            procs[who] = start_client(server.url, room, who, "--send", str(speech),
+                                      "--duration", "40", "--record-dir", str(tmp_path / who),
+                                      "--token", mint(SECRET, room=room, identity=who),
+                                      log=tmp_path / f"{who}.log")
+        poll(lambda: healthz(server)["participants"] == 4, timeout=120, what="4 participants")
+
+        def full_batch() -> bool:
+            last = healthz(server)["shared_enhancer"]["last"]
+            return any(v and v.get("last_batch") == 4 for v in last.values())
+        poll(full_batch, timeout=60, what="one shared call with the 4 streams of both workers")
+        assert [w["rooms"] for w in healthz(server)["workers"]] == [1, 1]
+        start = packets_out(server)
+        poll(lambda: all(v - start.get(k, 0) >= 500 for k, v in packets_out(server).items()),
+             timeout=120, what="~5 s of audio in both rooms")
+        summary = {who: stop_client(p) for who, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+        server.stop()
+    for me, other in (("a1", "a2"), ("a2", "a1"), ("b1", "b2"), ("b2", "b1")):
+        s = summary[me]
+        assert s["errors"] == [], (me, s["errors"])
+        recording, _ = read_audio(s["remote"][other]["file"])
+        assert len(recording) > 3 * RATE, (me, len(recording))
+        assert float((recording ** 2).mean()) ** 0.5 > 0.005, me   # speech came through

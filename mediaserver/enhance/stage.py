@@ -45,7 +45,8 @@ import numpy as np
 
 from ..config import add_option
 from .noisegain import NoiseGain, power_spectra
-from .registry import ModelRegistry, add_registry_options, roots_from_args
+from .registry import ModelRegistry, roots_from_args
+from .stage_options import add_stage_options, stage_argv  # noqa: F401  (flags: torch-free module)
 from .streaming import Enhancer
 from .telemetry import FRAMES as FRAMES_ROW, Counts, StreamTelemetry, Telemetry
 from .vad import GateConfig, OnsetDetector, VadGate, band_levels, decimate_batch, vad_history
@@ -627,28 +628,6 @@ def _is_concealed(kind: Union[str, bool]) -> bool:
 
 
 # ---- server wiring ------------------------------------------------------------------------
-def add_stage_options(parser: argparse.ArgumentParser) -> None:
-    """Flags for the server (``mediaserver serve``) that configure the stage."""
-    add_option(parser, "--model", default=None,
-               help="default enhancer model: a registry name (mediaserver models list), a model folder "
-                    "or a weights file (default: msenh-v2)")
-    add_registry_options(parser)
-    from .canary import add_canary_options
-
-    add_canary_options(parser)
-    add_option(parser, "--dnsmos-sample-s", type=float, default=0.0,
-               help="score one 9 s window per stream every N s with DNSMOS, raw and enhanced, on a "
-                    "background thread (0: off; needs pip install mediaserver[mos])")
-    add_option(parser, "--worker-id", default=None,
-               help="the worker label of the enhancer metrics (default: host name)")
-    add_option(parser, "--enhancer-device", default="cpu", help="torch device for the enhancer (cpu, cuda)")
-    add_option(parser, "--enhancer-threads", type=int, default=1, help="torch threads for the enhancer")
-    add_option(parser, "--vad-gate", type=int, default=1, help="1: skip the network while no speech; 0: always run it")
-    add_option(parser, "--vad-mode", type=int, default=2, help="webrtcvad aggressiveness 0..3")
-    add_option(parser, "--vad-hangover-ms", type=int, default=300, help="keep enhancing this long after speech")
-    add_option(parser, "--vad-atten-db", type=float, default=20.0, help="broadband cut (dB) of a closed gate until the network has measured the stream's noise")
-
-
 def stage_from_args(args: argparse.Namespace, registry: Optional["CollectorRegistry"] = None) -> EnhancerStage:
     stage = _stage_from_args(args, registry)
     if getattr(args, "dnsmos_sample_s", 0) > 0:

@@ -232,8 +232,11 @@ class ClockCore:
 
     # -- time ------------------------------------------------------------------------------
     def start(self, now_ms: float) -> None:
-        """The first tick is due one period after ``now_ms``."""
-        self.next_deadline_ms = now_ms + PERIOD_MS
+        """The first tick is due at the next multiple of the period after ``now_ms``: every
+        process on the machine ticks on the same 20 ms grid of the monotonic clock (the loop
+        clock), so the media workers' frames reach the shared enhancer together
+        (``enhance/shared.py`` batches what arrives within its window)."""
+        self.next_deadline_ms = (math.floor(now_ms / PERIOD_MS) + 1) * PERIOD_MS
 
     def tick(self, now_ms: float) -> TickResult:
         """Run the tick due at ``next_deadline_ms`` (call at or after it).

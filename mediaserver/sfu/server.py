@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="packets buffered per subscriber before the oldest is dropped")
     add_limit_options(parser)
     add_drain_options(parser)
-    from ..enhance.stage import add_stage_options  # flags only; torch loads at serve time
+    from ..enhance.stage_options import add_stage_options  # flags only: no torch here
 
     add_stage_options(parser)
     from .cluster_link import add_cluster_options
@@ -103,6 +103,24 @@ def build_stage(args: argparse.Namespace, metrics: Optional[SfuMetrics] = None) 
     from ..enhance.stage import stage_from_args
 
     return stage_from_args(args, metrics.registry if metrics is not None else None)
+
+
+SHARED_ENHANCER_ENV = "MEDIASERVER_SHARED_ENHANCER"   # set by the front for its workers only
+
+
+async def open_stage(args: argparse.Namespace, metrics: SfuMetrics) -> Any:
+    """The enhancer stage: the machine's shared inference process when this process is a media
+    worker of ``--workers N`` (``enhance/shared_client.py``, no torch here), else its own
+    (:func:`build_stage`); None with ``--no-enhance``."""
+    path = os.environ.get(SHARED_ENHANCER_ENV)
+    if args.no_enhance:
+        return None
+    if path and websec.behind_front():
+        from ..enhance.shared_client import SharedStage
+
+        return await SharedStage.connect(path, registry=metrics.registry,
+                                         worker=args.worker_id or socket.gethostname())
+    return build_stage(args, metrics)
 
 
 def _encode(encoder: Any, pcm: Any, pts: int) -> Any:
@@ -178,7 +196,12 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
     app[MEDIA_CLOCK] = clock
     app[ROOM_MANAGER] = manager
     app[STAGE] = stage
-    if stage is not None:  # GET /models, live model switch, canary (sfu/models_admin.py)
+    if stage is not None and websec.behind_front():
+        # a media worker on the shared enhancer: no per-worker model admin, canary or /debug
+        from ..enhance.canary import ModelRouter
+
+        router = ModelRouter(stage.model_version)
+    elif stage is not None:  # GET /models, live model switch, canary (sfu/models_admin.py)
         from .models_admin import attach_models
 
         router = attach_models(app, args, stage=stage, manager=manager, registry=metrics.registry)
@@ -266,6 +289,8 @@ async def _healthz(request: web.Request) -> web.Response:
         "ticks": clock.tick, "late_ticks": clock.late,
         "enhancement": request.app[STAGE] is not None,
         "model_version": getattr(request.app[STAGE], "model_version", None),
+        # batch and step time of its last call (the shared process's, seen from a worker)
+        "enhancer": request.app[STAGE].stats() if request.app[STAGE] is not None else None,
         "asr": request.app[ASR_HUB].health() if ASR_HUB in request.app else None,
     })
 
@@ -310,7 +335,7 @@ def announce(args: argparse.Namespace, port: int) -> None:
 async def serve(args: argparse.Namespace) -> None:
     metrics = SfuMetrics()   # one registry: the stage's series appear at /metrics too
     metrics.watch_loop(asyncio.get_running_loop())
-    stage = build_stage(args, metrics)
+    stage = await open_stage(args, metrics)
     app = build_app(args, stage=stage, metrics=metrics)
     # handlers still running this long into the cleanup are cancelled (sfu/drain.py)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=args.drain_s / 4,
@@ -368,6 +393,9 @@ def main(args: argparse.Namespace) -> int:
                  or Limits.from_args(args).problem() or validate_drain_args(args))
     if not asr_error and not 1 <= args.workers <= 256:
         asr_error = "--workers must be within 1..256"
+    if not asr_error and args.workers > 1 and getattr(args, "canary_model", None):
+        asr_error = ("--canary-model needs --workers 1 for now (the canary and the model admin "
+                     "run beside a process's own enhancer)")
     if not asr_error and args.workers > 1 and args.redis_url:
         asr_error = ("--workers > 1 with --redis-url is not supported yet: run one node per "
                      "process behind Redis instead")

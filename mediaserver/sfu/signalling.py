@@ -101,6 +101,7 @@ class SignallingSession:
         self.participant: Optional[Participant] = None
         self.task: Optional[asyncio.Task] = None   # the task running ``run`` (drain waits on it)
         self._ticket_timer: Optional[asyncio.TimerHandle] = None
+        self._shutting_down = False   # the server said server-shutdown (sfu/drain.py)
         limits = ctx.limits
         self.outbox = Outbox(ws, abort=abort, on_slow=self._on_slow,
                              max_messages=limits.ws_send_queue, stall_s=limits.ws_send_timeout_s)
@@ -131,6 +132,7 @@ class SignallingSession:
         """The server is stopping: say so (with a retry hint), then close (sfu/drain.py)."""
         from .drain import shutdown_message
 
+        self._shutting_down = True
         try:
             self.send(shutdown_message(retry_after_ms))
         except ConnectionError:
@@ -172,8 +174,15 @@ class SignallingSession:
             deadline.cancel()
             if self._ticket_timer is not None:
                 self._ticket_timer.cancel()
-            await self.leave()
-            await self.outbox.finish()
+            if self._shutting_down:
+                # tell first, then cut: the close handshake (through a --workers front too)
+                # completes before the peer connection closes, so the client reads
+                # server-shutdown before it sees its media fail
+                await self.outbox.finish()
+                await self.leave()
+            else:
+                await self.leave()
+                await self.outbox.finish()
 
     def _within_rate(self) -> bool:
         """Token bucket on inbound messages; over it: warn once, then drop, then close."""

@@ -30,15 +30,21 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import secrets
+import shutil
 import signal
 import socket
+import tempfile
 from typing import Any, Optional
 
 import aiohttp
 from aiohttp import web
 
+from ..enhance.shared_process import InferenceProcess
+from ..enhance.stage_options import stage_argv
 from ..sfu import websec
+from ..sfu.server import SHARED_ENHANCER_ENV
 from ..sfu.drain import CLOSE_SERVICE_RESTART, exit_now_on_second_signal, shutdown_message
 from ..sfu.limits import ConnectionGate, Limits
 from ..sfu.signalling import MAX_MESSAGE
@@ -97,8 +103,16 @@ class Front:
         self.draining = False
         self.relays: dict[int, set[web.WebSocketResponse]] = {i: set() for i in range(args.workers)}
         self.reports: dict[int, dict[str, Any]] = {}
+        self.enhancer: Optional[InferenceProcess] = None
+        self._socket_dir: Optional[str] = None
+        env: dict[str, str] = {}
+        if not args.no_enhance:   # one enhancer for the machine, shared by the workers
+            self._socket_dir = tempfile.mkdtemp(prefix="mediaserver-")   # mode 0700: ours only
+            path = os.path.join(self._socket_dir, "enhancer.sock")
+            self.enhancer = InferenceProcess(path, stage_argv(args))
+            env[SHARED_ENHANCER_ENV] = path
         self.procs = [WorkerProcess(i, worker_argv(worker_args, i), token=self.token,
-                                    on_up=self._worker_up, on_exit=self._worker_exit)
+                                    on_up=self._worker_up, on_exit=self._worker_exit, env=env)
                       for i in range(args.workers)]
         self.session: Optional[aiohttp.ClientSession] = None
         self._poller: Optional[asyncio.Task[None]] = None
@@ -126,6 +140,9 @@ class Front:
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(timeout=_HTTP_TIMEOUT)
+        if self.enhancer is not None:   # (blocking: loads the model) before any worker needs it
+            await asyncio.to_thread(self.enhancer.start)
+            logger.info("shared enhancer (pid %d) at %s", self.enhancer.pid, self.enhancer.socket_path)
         for proc in self.procs:
             proc.start()
         await asyncio.gather(*(p.ready.wait() for p in self.procs))
@@ -144,6 +161,10 @@ class Front:
         for sockets in self.relays.values():
             for ws in list(sockets):
                 await ws.close(code=CLOSE_SERVICE_RESTART, message=b"server stopping")
+        if self.enhancer is not None:   # after the workers: none of them is using it now
+            await asyncio.to_thread(self.enhancer.stop, 2.0)
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
         if self.session is not None:
             await self.session.close()
 
@@ -225,8 +246,12 @@ class Front:
         try:
             if url is None:
                 raise aiohttp.ClientError("worker not listening")
+            # autoclose off: the worker's close waits until the client has its close, so the
+            # worker closes the peer connection only after the client read everything before
+            # it (a server-shutdown, then the close), as without the front
             upstream = await self.session.ws_connect(url, headers=headers, max_msg_size=0,
-                                                     autoping=True, timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
+                                                     autoping=True, autoclose=False,
+                                                     timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             logger.warning("worker %d refused a relayed socket: %s", index, exc)
             await ws.send_json(shutdown_message(self.args.retry_hint_ms))
@@ -255,7 +280,7 @@ class Front:
     async def _down(self, upstream: aiohttp.ClientWebSocketResponse, ws: web.WebSocketResponse) -> None:
         """Worker → client until the worker closes; then close the client with the same code,
         or tell it the worker is gone when the connection broke without a close frame."""
-        reason = ""
+        reason, code = "", None
         try:
             while True:
                 msg = await upstream.receive()
@@ -263,14 +288,18 @@ class Front:
                     await _send(ws, msg)
                     continue
                 if msg.type == aiohttp.WSMsgType.CLOSE:
-                    reason = msg.extra or ""
+                    code, reason = msg.data, msg.extra or ""
                 break   # CLOSE, CLOSED, ERROR
         except (ConnectionError, RuntimeError):
             pass   # the client went away while we wrote to it
+        if code is not None:   # the worker closed: the client first, then the worker's reply
+            if not ws.closed:
+                await ws.close(code=code, message=str(reason).encode()[:120])
+            await upstream.close(code=code)
+            return
         if ws.closed:
             return
-        code = upstream.close_code
-        if code is None or code == 1006:   # no close frame: the worker died
+        if code is None:   # no close frame: the worker died
             self.metrics.lost_sockets.inc()
             try:
                 await ws.send_json({**shutdown_message(self.args.retry_hint_ms),
@@ -278,8 +307,6 @@ class Front:
             except (ConnectionError, RuntimeError):
                 pass
             await ws.close(code=CLOSE_SERVICE_RESTART, message=b"worker lost")
-        else:
-            await ws.close(code=code, message=str(reason).encode()[:120])
 
     # ---- HTTP ---------------------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
@@ -299,9 +326,16 @@ class Front:
             })
         alive = [w for w in workers if w["alive"]]
         first = next((r for r in reports if r), {})
+        enhancer = None
+        if self.enhancer is not None:
+            proc = self.enhancer.proc
+            enhancer = {"pid": self.enhancer.pid, "alive": proc is not None and proc.poll() is None,
+                        # each worker's view of its last shared call (batch of all workers)
+                        "last": {str(i): (r or {}).get("enhancer") for i, r in enumerate(reports)}}
+        healthy = len(alive) == len(workers) and (enhancer is None or enhancer["alive"])
         return web.json_response({
-            "status": "ok" if len(alive) == len(workers) else ("degraded" if alive else "down"),
-            "workers": workers,
+            "status": "ok" if healthy else ("degraded" if alive else "down"),
+            "workers": workers, "shared_enhancer": enhancer,
             "rooms": sum(w["rooms"] for w in workers),
             "participants": sum(w["streams"] for w in workers),
             "ticks": sum(w["ticks"] for w in workers), "late_ticks": sum(w["late_ticks"] for w in workers),

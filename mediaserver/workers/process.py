@@ -53,10 +53,12 @@ class WorkerProcess:
     """
 
     def __init__(self, index: int, argv: list[str], *, token: str,
-                 on_up: Callable[[int, int], None], on_exit: Callable[[int, int], None]) -> None:
+                 on_up: Callable[[int, int], None], on_exit: Callable[[int, int], None],
+                 env: Optional[dict[str, str]] = None) -> None:
         self.state = WorkerState(index)
         self._argv = argv
         self._token = token
+        self._env = env or {}   # more environment (the shared enhancer's socket)
         self._on_up = on_up
         self._on_exit = on_exit
         self._proc: Optional[asyncio.subprocess.Process] = None
@@ -72,6 +74,7 @@ class WorkerProcess:
         env = dict(os.environ)
         env[FRONT_TOKEN_ENV] = self._token
         env[WORKER_INDEX_ENV] = str(self.state.index)
+        env.update(self._env)
         env["PYTHONUNBUFFERED"] = "1"
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "mediaserver", *self._argv,

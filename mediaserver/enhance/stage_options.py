@@ -1,0 +1,53 @@
+"""The enhancer stage's command-line flags, without torch: ``mediaserver serve`` parses them in
+every process (the front of ``--workers N`` and its media workers never load the model)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import add_option
+from .registry import add_registry_options
+
+
+def add_stage_options(parser: argparse.ArgumentParser) -> None:
+    """Flags for the server (``mediaserver serve``) that configure the stage."""
+    add_option(parser, "--model", default=None,
+               help="default enhancer model: a registry name (mediaserver models list), a model folder "
+                    "or a weights file (default: msenh-v2)")
+    add_registry_options(parser)
+    from .canary import add_canary_options
+
+    add_canary_options(parser)
+    add_option(parser, "--dnsmos-sample-s", type=float, default=0.0,
+               help="score one 9 s window per stream every N s with DNSMOS, raw and enhanced, on a "
+                    "background thread (0: off; needs pip install mediaserver[mos])")
+    add_option(parser, "--worker-id", default=None,
+               help="the worker label of the enhancer metrics (default: host name)")
+    add_option(parser, "--enhancer-device", default="cpu", help="torch device for the enhancer (cpu, cuda)")
+    add_option(parser, "--enhancer-threads", type=int, default=1, help="torch threads for the enhancer")
+    add_option(parser, "--vad-gate", type=int, default=1, help="1: skip the network while no speech; 0: always run it")
+    add_option(parser, "--vad-mode", type=int, default=2, help="webrtcvad aggressiveness 0..3")
+    add_option(parser, "--vad-hangover-ms", type=int, default=300, help="keep enhancing this long after speech")
+    add_option(parser, "--vad-atten-db", type=float, default=20.0, help="broadband cut (dB) of a closed gate until the network has measured the stream's noise")
+
+
+def stage_argv(args: argparse.Namespace) -> list[str]:
+    """The stage flags of ``args`` that differ from their defaults, as a command line (what
+    ``serve --workers N`` hands the shared inference process; ``MEDIASERVER_*`` variables
+    reach it through the environment)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_stage_options(parser)
+    argv: list[str] = []
+    for action in parser._actions:
+        value = getattr(args, action.dest, None) if action.option_strings else None
+        if value is None or value == action.default:
+            continue
+        flag = action.option_strings[0]
+        if isinstance(value, bool):
+            argv += [flag] if value else []
+        elif isinstance(value, list):
+            for item in value:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(value)]
+    return argv
