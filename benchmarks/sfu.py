@@ -356,6 +356,28 @@ class Server:
             pass
         return out
 
+    def enhancer_sample(self) -> Optional[tuple[float, float]]:
+        """(streams in the last enhancer call, its step ms) from /healthz: the shared inference
+        process's (as a worker saw it) with --workers, else the process's own stage."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as r:
+                h = json.loads(r.read())
+        except Exception:
+            return None
+        shared = h.get("shared_enhancer")
+        if shared:
+            views = [v for v in (shared.get("last") or {}).values() if v and v.get("last_batch")]
+            if views:
+                v = max(views, key=lambda v: v["last_batch"])
+                return float(v["last_batch"]), float(v["last_step_ms"])
+            return None
+        own = h.get("enhancer")
+        if own and own.get("streams"):
+            return float(own["streams"]), float(own["last_step_ms"])
+        return None
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
         try:
@@ -474,7 +496,14 @@ async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup
             await asyncio.sleep(warmup)
             cpu0, t0, m0 = server.cpu_seconds(), loop.time(), server.metrics()
             gen0 = time.process_time()   # this process: the load generator, all its threads
-            await asyncio.sleep(seconds)
+            samples: list[tuple[float, float]] = []
+            end = loop.time() + seconds
+            while loop.time() < end:   # the enhancer's batch and step time, twice a second
+                await asyncio.sleep(min(0.5, max(0.0, end - loop.time())))
+                if kind == "enhance":
+                    sample = await asyncio.to_thread(server.enhancer_sample)
+                    if sample is not None:
+                        samples.append(sample)
             cpu1, t1, m1 = server.cpu_seconds(), loop.time(), server.metrics()
             gen1 = time.process_time()
         # analysis (offline: the call is over)
@@ -511,6 +540,11 @@ async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup
             "late_or_missing_pct": round(100.0 * (missing + late) / max(1, expected), 2),
             "server_late_tick_pct": round(100.0 * late_ticks / ticks, 2) if ticks else None,
             "server_skipped_ticks": int(skipped) if ticks else None,
+            "enhancer_batch_p50": (float(np.median([b for b, _ in samples])) if samples else None),
+            "enhancer_step_ms_p50": (round(float(np.median([t for _, t in samples])), 2)
+                                     if samples else None),
+            "enhancer_step_ms_p95": (round(float(np.percentile([t for _, t in samples], 95)), 2)
+                                     if samples else None),
             "errors": sorted({e for p in peers for e in p.errors})[:5],
         }
     finally:
@@ -576,7 +610,7 @@ def main() -> int:
         write_results(args, rows)
     write_results(args, rows)
     header = ("forwarder", "workers", "N", "cpu %", "cpu %/pub", "generator cpu %", "delay p50", "delay p95",
-              "late+missing %", "late ticks %")
+              "late+missing %", "late ticks %", "enhancer batch", "step ms p50/p95")
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for r in rows:
         if "failed" in r:
@@ -584,7 +618,9 @@ def main() -> int:
             continue
         print(f"| {r['forwarder']} | {r.get('workers', 1)} | {r['publishers']} | {r['server_cpu_pct']} | "
               f"{r['cpu_pct_per_publisher']} | {r['generator_cpu_pct']} | {r['delay_p50_ms']} ms | {r['delay_p95_ms']} ms | "
-              f"{r['late_or_missing_pct']} | {r['server_late_tick_pct']} |")
+              f"{r['late_or_missing_pct']} | {r['server_late_tick_pct']} | "
+              f"{r.get('enhancer_batch_p50') or '-'} | "
+              f"{r.get('enhancer_step_ms_p50') or '-'}/{r.get('enhancer_step_ms_p95') or '-'} |")
     print(f"wrote {args.out}")
     return 0
 
