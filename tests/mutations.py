@@ -1025,6 +1025,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_workers.py::test_two_workers_share_one_enhancer_that_batches_both_rooms",),
     ),
     Mutation(
+        name="stage-failure-log-flood",
+        claim="a failing enhancer stage costs no frame and is logged once per interval, not every tick",
+        source="issue 14 (one enhancer for the machine: a dead inference process)",
+        edits=(Edit("mediaserver/sfu/mediaclock.py",
+                    "        elif now - self._failure_logged >= STAGE_LOG_S:",
+                    "        elif True:  # mutation"),),
+        tests=("tests/test_mediaclock.py::test_a_failing_stage_forwards_every_tick_and_logs_once_per_interval",),
+    ),
+    Mutation(
         name="asr-at-server-priority",
         claim="local recognisers (and the engine threads they start) run below the media clock's CPU priority",
         source="issue 13 Soak",

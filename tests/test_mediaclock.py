@@ -14,6 +14,7 @@ when the loop would otherwise wait for a timer, or when a test stalls it on purp
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -191,3 +192,49 @@ def test_a_clock_far_behind_drops_exactly_the_missed_frames(stall_ms: int) -> No
     assert clock.skipped == behind and missing == list(range(11, 11 + behind)), (clock.skipped, missing)
     # the frames that are sent keep their place on the schedule: pts and time agree
     assert [t.t_ms for t in sink.ticks] == pytest.approx([t0 + 20.0 * k for k in emitted])
+
+
+# ---- a failing stage: every tick still goes out, and the log is not flooded --------------------
+def test_a_failing_stage_forwards_every_tick_and_logs_once_per_interval(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A stage that fails every tick (here: its worker thread shut down; in production a dead
+    shared inference process) costs no frame: each tick is forwarded unprocessed and counted
+    in ``mediaserver_enhance_failed_ticks_total``; the log gets the first failure with its
+    traceback and then one line per STAGE_LOG_S, not 50 tracebacks a second."""
+    from mediaserver.sfu.mediaclock import STAGE_LOG_S
+    from mediaserver.sfu.metrics import SfuMetrics
+
+    stage = EnhancerStage(saved(constant_mask_model(MASK), tmp_path), gate=False)
+    metrics = SfuMetrics()
+    loop = VirtualTimeLoop()
+    pts_out: list[int] = []
+    clock = MediaClock(stage=stage, metrics=metrics, encode_pts=lambda enc, pcm, pts: pts_out.append(pts))
+    sink = RecordingSink()
+    clock.sinks.append(sink)
+    frames = int(2.5 * STAGE_LOG_S * 50)   # 25 s of ticks
+    stream = _tone_stream(frames + 40)
+    stream.handle = stage.open()
+    clock.add(stream)
+    stage.shutdown()   # from now on every process() raises
+
+    async def main() -> None:
+        done = asyncio.Event()
+        sink.on_tick = lambda n: done.set() if n == frames else None
+        clock.start()
+        try:
+            await done.wait()
+        finally:
+            await clock.stop()
+
+    with caplog.at_level(logging.ERROR, logger="mediaserver.sfu.mediaclock"):
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
+    assert pts_out[:frames] == [FRAME * k for k in range(frames)]   # nothing lost
+    failed = metrics.registry.get_sample_value("mediaserver_enhance_failed_ticks_total")
+    assert failed is not None and failed >= frames
+    records = [r for r in caplog.records if "enhancer stage" in r.getMessage()]
+    assert records and records[0].exc_info is not None            # the first one, with traceback
+    assert 2 <= len(records) <= 3, [r.getMessage() for r in records]   # then one per 10 s
+    assert "ticks forwarded unprocessed" in records[1].getMessage()

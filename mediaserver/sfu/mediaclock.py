@@ -42,6 +42,7 @@ PERIOD_MS = 1000.0 * PERIOD_S
 LATE_MS = 10.0     # a tick run this much after its deadline counts as late
 MAX_CATCH_UP = 5  # frames caught up with full processing; beyond, frames are dropped
 MAX_BACKLOG = 50  # ticks (1 s) queued for the enhancer; beyond, the oldest is dropped
+STAGE_LOG_S = 10.0  # a failing enhancer stage is logged at most once per this many seconds
 
 
 # -- the seams: what the clock needs of its neighbours ---------------------------------------
@@ -382,6 +383,8 @@ class MediaClock:
         self._task: Optional[asyncio.Task] = None
         self._worker: Optional[asyncio.Task] = None
         self._queued = asyncio.Event()
+        self._failure_logged: Optional[float] = None   # loop time of the last stage-failure log
+        self._failures = 0                             # failed ticks since that log
 
     # -- the core's state, as the rest of the server reads it ---------------------------------
     @property
@@ -489,11 +492,25 @@ class MediaClock:
                     overloaded=batch.overloaded)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("enhancer stage failed; forwarding the tick unprocessed")
+            except Exception as exc:
+                self._stage_failed(exc, loop.time())
                 outputs = None
             self.deliver(self.core.enhanced(batch, outputs))
             self._metrics.enhance_delay.observe(max(0.0, loop.time() - batch.t_ms / 1000.0))
+
+    def _stage_failed(self, exc: Exception, now: float) -> None:
+        """Log a failing stage without flooding: the first failure with its traceback, then
+        one line per ``STAGE_LOG_S`` with the count (a dead shared enhancer fails every tick)."""
+        self._metrics.enhance_failed.inc()
+        self._failures += 1
+        if self._failure_logged is None:
+            logger.exception("enhancer stage failed; forwarding the tick unprocessed")
+        elif now - self._failure_logged >= STAGE_LOG_S:
+            logger.error("enhancer stage still failing (%d ticks forwarded unprocessed since the "
+                         "last report): %s", self._failures, exc)
+        else:
+            return
+        self._failure_logged, self._failures = now, 0
 
     # -- I/O: the only place packets, callbacks and sinks are touched -----------------------
     def deliver(self, result: TickResult) -> None:

@@ -32,6 +32,10 @@ class SfuMetrics:
             "time from a tick's deadline to its enhanced packets handed to the subscribers "
             "(queue, stage step, loop hops; the stage's 10 ms algorithmic delay not included)",
             registry=r, buckets=(0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.1, 0.2))
+        self.enhance_failed = Counter(
+            "mediaserver_enhance_failed_ticks_total",
+            "ticks forwarded unprocessed because the enhancer stage failed (e.g. the shared "
+            "inference process is gone)", registry=r)
         self.enhance_bypassed = Counter(
             "mediaserver_enhance_bypassed_ticks_total",
             "ticks forwarded without enhancement because the stage was behind", registry=r)
