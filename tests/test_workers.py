@@ -180,7 +180,8 @@ def test_workers_of_a_front_killed_with_sigkill_stop_by_themselves(tmp_path: Pat
 def test_two_workers_share_one_enhancer_that_batches_both_rooms(tmp_path: Path) -> None:
     """With enhancement, the front starts ONE inference process; both workers' streams go
     through it in one batched call per tick (their clocks tick on the same 20 ms grid), and
-    both rooms hear enhanced speech."""
+    both rooms hear enhanced speech. When the inference process is killed the calls go on,
+    the front restarts it and both workers reconnect and are batched together again."""
     from conftest import espeak_speech
 
     server = ServerProcess(tmp_path / "front.log", "--workers", "2", "--secret", SECRET)
@@ -207,6 +208,18 @@ def test_two_workers_share_one_enhancer_that_batches_both_rooms(tmp_path: Path) 
         start = packets_out(server)
         poll(lambda: all(v - start.get(k, 0) >= 500 for k, v in packets_out(server).items()),
              timeout=120, what="~5 s of audio in both rooms")
+        # the inference process dies: the calls go on (unenhanced), the front restarts it, both
+        # workers reconnect, reopen their streams and are batched together again
+        dead = healthz(server)["shared_enhancer"]["pid"]
+        os.kill(dead, signal.SIGKILL)
+
+        def recovered() -> bool:
+            h = healthz(server)
+            views = list(h["shared_enhancer"]["last"].values())
+            return (h["shared_enhancer"]["alive"] and h["shared_enhancer"]["pid"] != dead
+                    and all(v and v["connected"] and v["reconnects"] >= 1 for v in views)
+                    and any(v["last_batch"] == 4 for v in views))
+        poll(recovered, timeout=180, what="a new inference process serving both workers in one call")
         summary = {who: stop_client(p) for who, p in procs.items()}
     finally:
         for p in procs.values():
@@ -216,6 +229,7 @@ def test_two_workers_share_one_enhancer_that_batches_both_rooms(tmp_path: Path) 
     for me, other in (("a1", "a2"), ("a2", "a1"), ("b1", "b2"), ("b2", "b1")):
         s = summary[me]
         assert s["errors"] == [], (me, s["errors"])
+        assert s["reconnects"] == 0, (me, s["disconnects"])   # the enhancer's death ended no call
         recording, _ = read_audio(s["remote"][other]["file"])
         assert len(recording) > 3 * RATE, (me, len(recording))
         assert float((recording ** 2).mean()) ** 0.5 > 0.005, me   # speech came through

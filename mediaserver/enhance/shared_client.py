@@ -12,8 +12,9 @@ slots' outputs. Errors:
   raw (``MediaClock._enhance_loop``). Until the late reply arrives, further ticks are refused
   the same way (one tick in flight per worker: the slots are still the inference's).
 * :class:`SharedStageError`: the inference process is gone (socket closed, killed) or failed the
-  batch; raised at once, never after a hang. There is no reconnect: the worker's owner makes a
-  new ``SharedStage`` once the inference process is back.
+  batch; raised at once, never after a hang. While it is gone the stage tries to connect again
+  (at most once per :data:`RECONNECT_S`, from ``process``); once the front has restarted it,
+  every open stream is opened again (a fresh model state, a new slot) and enhancement resumes.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 logger = logging.getLogger(__name__)
+
+RECONNECT_S = 1.0   # while the inference process is gone: one connection attempt per this many s
 
 
 class SharedStageError(RuntimeError):
@@ -159,6 +162,10 @@ class SharedStage:
         self._last: dict[str, float] = {"batch": 0, "step_ms": 0.0, "wait_ms": 0.0, "roundtrip_ms": 0.0}
         self.ticks = 0
         self._sli: dict[str, Counts] = {}
+        self._closed = False   # shut down by its owner: no reconnection
+        self._retry_at = 0.0
+        self._reconnecting: Optional[asyncio.Task[None]] = None
+        self.reconnects = 0
 
     @classmethod
     async def connect(cls, path: str, *, deadline_ms: float = 40.0, registry: Optional["CollectorRegistry"] = None,
@@ -240,7 +247,7 @@ class SharedStage:
         return {"ticks": self.ticks, "streams": self.streams, "last_batch": self._last["batch"],
                 "last_step_ms": self._last["step_ms"], "last_wait_ms": self._last["wait_ms"],
                 "last_roundtrip_ms": self._last["roundtrip_ms"], "deadline_misses": self.deadline_misses,
-                "errors": self.errors}
+                "errors": self.errors, "reconnects": self.reconnects, "connected": self._error is None}
 
     async def process(self, items: Sequence[tuple[Any, ...]], *, overloaded: bool = False) -> list[SharedOutput]:
         """Enhance one 960-sample frame per stream: items ``(handle, pcm (960,) float32, kind)``.
@@ -248,6 +255,7 @@ class SharedStage:
         Returns one :class:`SharedOutput` per item (copies). Raises SharedStageTimeout past the
         deadline and SharedStageError when the inference process is gone (see the module doc)."""
         if self._error is not None:
+            self._maybe_reconnect()
             self._count_error()
             raise SharedStageError(self._error)
         if not items:
@@ -292,7 +300,48 @@ class SharedStage:
         elif not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._close_now)
 
+    def _maybe_reconnect(self) -> None:
+        if self._closed or self._reconnecting is not None or self._loop.time() < self._retry_at:
+            return
+        self._reconnecting = self._loop.create_task(self._reconnect(), name="shared-stage-reconnect")
+
+    async def _reconnect(self) -> None:
+        """Connect to the (restarted) inference process at the same path and open every stream
+        of this worker there again; on failure try again after :data:`RECONNECT_S`."""
+        try:
+            try:
+                sock, hello, fd = await asyncio.to_thread(_handshake, self.path, 2.0)
+            except SharedStageError:
+                self._retry_at = self._loop.time() + RECONNECT_S
+                return
+            try:
+                table = SlotTable(mmap.mmap(fd, int(hello["bytes"])), int(hello["slots"]))
+            finally:
+                os.close(fd)
+            await cancel_and_wait(self._read_task)   # (the old one ended with the connection)
+            if self._writer is not None:
+                self._writer.close()
+            self._sock, self.table = sock, table
+            self.server_pid, self.latency = int(hello["pid"]), int(hello["latency"])
+            self.model_version, self.loaded_models = str(hello["model"]), list(hello["loaded"])
+            self._reader, self._writer = await asyncio.open_unix_connection(sock=sock)
+            self._error, self._inflight = None, None
+            self._replies.clear()
+            self._read_task = self._loop.create_task(self._read_loop(), name="shared-stage-reader")
+            for h in self._open.values():
+                h.slot, h.refused, h.opened = None, None, self._loop.create_future()
+                self._send({"t": "open", "id": h.id, "enabled": h.enabled, "atten": h.atten_lim_db,
+                            "model": h.model})
+            self.reconnects += 1
+            logger.warning("reconnected to the inference process (pid %d) at %s: %d streams "
+                           "opened again", self.server_pid, self.path, len(self._open))
+        finally:
+            self._reconnecting = None
+
     def _close_now(self) -> None:
+        self._closed = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         self._fail("this SharedStage was shut down")
         if self._writer is not None:
             self._writer.close()

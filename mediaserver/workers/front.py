@@ -116,6 +116,7 @@ class Front:
                       for i in range(args.workers)]
         self.session: Optional[aiohttp.ClientSession] = None
         self._poller: Optional[asyncio.Task[None]] = None
+        self._enhancer_watch: Optional[asyncio.Task[None]] = None
 
     # ---- workers ------------------------------------------------------------------------
     def _worker_up(self, index: int, port: int) -> None:
@@ -131,6 +132,30 @@ class Front:
             logger.warning("media worker %d lost %d room(s): %s", index, len(rooms),
                            ", ".join(sorted(rooms)[:20]) or "-")
 
+    async def _watch_enhancer(self) -> None:
+        """Restart the shared inference process when it dies (same socket: the workers
+        reconnect and reopen their streams by themselves; meanwhile calls go on unenhanced)."""
+        assert self.enhancer is not None
+        backoff = 1.0
+        while not self.draining:
+            proc = self.enhancer.proc
+            assert proc is not None
+            code = await asyncio.to_thread(proc.wait)
+            if self.draining:
+                return
+            self.metrics.enhancer_restarts.inc()
+            logger.error("the shared enhancer (pid %d) exited with %s: calls go on unenhanced; "
+                         "restarting it in %.0f s", proc.pid,
+                         f"signal {-code}" if code < 0 else f"code {code}", backoff)
+            await asyncio.sleep(backoff)
+            try:
+                await asyncio.to_thread(self.enhancer.start)
+                logger.warning("shared enhancer restarted (pid %d)", self.enhancer.pid)
+                backoff = 1.0
+            except RuntimeError as exc:
+                logger.error("shared enhancer did not restart: %s", exc)
+                backoff = min(30.0, backoff * 2)
+
     def url(self, index: int, path: str) -> Optional[str]:
         port = self.procs[index].state.port
         return f"http://127.0.0.1:{port}{path}" if port is not None else None
@@ -143,6 +168,8 @@ class Front:
         if self.enhancer is not None:   # (blocking: loads the model) before any worker needs it
             await asyncio.to_thread(self.enhancer.start)
             logger.info("shared enhancer (pid %d) at %s", self.enhancer.pid, self.enhancer.socket_path)
+            self._enhancer_watch = asyncio.get_running_loop().create_task(
+                self._watch_enhancer(), name="front-enhancer-watch")
         for proc in self.procs:
             proc.start()
         await asyncio.gather(*(p.ready.wait() for p in self.procs))
@@ -163,6 +190,8 @@ class Front:
                 await ws.close(code=CLOSE_SERVICE_RESTART, message=b"server stopping")
         if self.enhancer is not None:   # after the workers: none of them is using it now
             await asyncio.to_thread(self.enhancer.stop, 2.0)
+            if self._enhancer_watch is not None:
+                await self._enhancer_watch   # (its wait ended with the process)
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
         if self.session is not None:

@@ -31,6 +31,9 @@ class FrontMetrics:
         self.lost_sockets = Counter("mediaserver_front_worker_lost_sockets",
                                     "relayed sockets whose worker died under them (told to reconnect)",
                                     registry=self.registry)
+        self.enhancer_restarts = Counter("mediaserver_front_enhancer_restarts",
+                                         "times the shared inference process died and was restarted",
+                                         registry=self.registry)
         self.refusals = Counter("mediaserver_front_refusals",
                                 "/ws upgrades the front refused, by limit", ["limit"],
                                 registry=self.registry)
