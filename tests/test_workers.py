@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -155,12 +156,13 @@ def test_sigterm_on_the_front_drains_every_workers_calls_and_leaves_no_worker(tm
 
 
 def test_workers_of_a_front_killed_with_sigkill_stop_by_themselves(tmp_path: Path) -> None:
-    """A front that cannot stop its workers (SIGKILL) leaves no orphan serving on: each worker
-    notices its parent is gone and drains."""
-    server = ServerProcess(tmp_path / "front.log", "--no-enhance", "--workers", "2")
+    """A front that cannot stop its workers (SIGKILL) leaves no orphan serving on: each worker,
+    and the shared inference process, notices its parent is gone and stops."""
+    server = ServerProcess(tmp_path / "front.log", "--workers", "2")
     pids: list[int] = []
     try:
-        pids = [w["pid"] for w in healthz(server)["workers"]]
+        h = healthz(server)
+        pids = [w["pid"] for w in h["workers"]] + [h["shared_enhancer"]["pid"]]
         server.proc.kill()
         server.proc.wait(30)
 
@@ -233,3 +235,59 @@ def test_two_workers_share_one_enhancer_that_batches_both_rooms(tmp_path: Path) 
         recording, _ = read_audio(s["remote"][other]["file"])
         assert len(recording) > 3 * RATE, (me, len(recording))
         assert float((recording ** 2).mean()) ** 0.5 > 0.005, me   # speech came through
+
+
+def test_a_room_never_splits_whatever_a_socket_sends_before_its_join(tmp_path: Path) -> None:
+    """Through the front, a socket whose first message is not a join (bad JSON, a stats
+    request, binary) still joins the room where it lives: it sees the others, and an identity
+    already in the room is refused there (before: a second room of the same name on the other
+    worker). A worker's own port answers only its front."""
+    import asyncio
+
+    import aiohttp
+
+    server = ServerProcess(tmp_path / "front.log", "--no-enhance", "--workers", "2")
+    url = server.ws_url
+
+    async def join(ws, identity: str) -> dict:
+        await ws.send_json({"type": "join", "room": "r1", "identity": identity})
+        while True:
+            msg = json.loads((await ws.receive(timeout=30)).data)
+            if msg["type"] in ("joined", "error"):
+                return msg
+
+    async def scenario() -> list:
+        results = []
+        async with aiohttp.ClientSession() as session:
+            alpha = await session.ws_connect(url)
+            first = await join(alpha, "alpha")
+            assert first["type"] == "joined" and first["participants"] == []
+            cases = [([("str", "{oops")], "eve"), ([("json", {"type": "stats"})], "mallory"),
+                     ([("bytes", b"\x00\x01")], "trent"), ([("str", "hello")], "ALPHA")]
+            for before, who in cases:
+                ws = await session.ws_connect(url)
+                for kind, payload in before:
+                    await getattr(ws, f"send_{kind}")(payload)
+                    reply = json.loads((await ws.receive(timeout=30)).data)
+                    assert reply["type"] == "error", reply
+                results.append((who, await join(ws, who)))
+            await alpha.close()
+        return results
+
+    try:
+        results = asyncio.run(scenario())
+        ports = [w["port"] for w in healthz(server)["workers"]]
+        for port in ports:   # straight to a worker: refused (no front token)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10)
+            assert refused.value.code == 403
+        with pytest.raises(urllib.error.HTTPError) as not_yet:
+            urllib.request.urlopen(server.url + "models", timeout=10)
+        assert not_yet.value.code == 501 and b"--workers" in not_yet.value.read()
+    finally:
+        server.stop()
+    joined = {who: r for who, r in results}
+    for who in ("eve", "mallory", "trent"):
+        assert joined[who]["type"] == "joined", joined[who]
+        assert "alpha" in [p["identity"] for p in joined[who]["participants"]], (who, joined[who])
+    assert joined["ALPHA"]["type"] == "error", joined["ALPHA"]   # the same identity, same room

@@ -55,7 +55,7 @@ from ..tasks import cancel_and_wait
 from .shared_wire import FRAME, ProtocolError, SlotPool, SlotTable, body_length, decode, encode
 from .stage import EnhancerStage, StreamHandle, add_stage_options, stage_from_args
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("mediaserver.enhance.shared")   # (the same name when run with -m)
 
 TELEMETRY_EVERY = 50  # ticks between two quality snapshots of a stream (1 s)
 
@@ -379,8 +379,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", type=int, default=0,
                         help="serve the stage's mediaserver_enhancer_* series on 127.0.0.1:PORT/metrics "
                              "for the front to scrape (0: off)")
+    parser.add_argument("--parent-pid", type=int, default=0,
+                        help="stop when this process (the front that started it) is gone (0: never)")
     add_stage_options(parser)
     return parser
+
+
+async def _stop_when_parent_dies(parent: int, stop: asyncio.Event, period_s: float = 1.0) -> None:
+    """Started by a front that was then killed (SIGKILL: it could not stop us): we were
+    re-parented, so stop instead of holding the model and the socket forever."""
+    while os.getppid() == parent:
+        await asyncio.sleep(period_s)
+    logger.warning("the process that started this inference process (%d) is gone: stopping", parent)
+    stop.set()
 
 
 def _warm_up(stage: EnhancerStage) -> None:
@@ -407,18 +418,21 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watch = (loop.create_task(_stop_when_parent_dies(args.parent_pid, stop), name="parent-watch")
+             if args.parent_pid else None)
     print(f"ready {args.socket} pid {os.getpid()} model {stage.model_version} slots {args.slots}", flush=True)
     try:
         await stop.wait()
     finally:
+        await cancel_and_wait(watch)
         await server.stop()
         await asyncio.to_thread(stage.shutdown)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)   # (as the mediaserver command's)
     asyncio.run(_serve_forever(args))
     return 0
 

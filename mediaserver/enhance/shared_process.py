@@ -19,10 +19,15 @@ class InferenceProcess:
     ``start()`` returns once it listens (its ``ready`` line); ``stop()`` sends SIGTERM and waits."""
 
     def __init__(self, socket_path: str, stage_args: Sequence[str] = (), *, slots: int = 512,
-                 window_ms: float = 5.0, stderr: Any = None, env: Optional[dict[str, str]] = None) -> None:
+                 window_ms: float = 5.0, stderr: Any = None, env: Optional[dict[str, str]] = None,
+                 metrics_port: int = 0) -> None:
         self.socket_path = socket_path
+        self.metrics_port = metrics_port
+        # its own session (a Ctrl-C at the terminal reaches the front, which stops it last) and
+        # tied to this process (it stops by itself if this one is killed)
         self.argv = [sys.executable, "-m", "mediaserver.enhance.shared", "--socket", socket_path,
-                     "--slots", str(slots), "--batch-window-ms", str(window_ms), *stage_args]
+                     "--slots", str(slots), "--batch-window-ms", str(window_ms),
+                     "--parent-pid", str(os.getpid()), "--metrics-port", str(metrics_port), *stage_args]
         self._stderr, self._env = stderr, env
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
@@ -36,7 +41,8 @@ class InferenceProcess:
         env = dict(os.environ if self._env is None else self._env)
         package_root = str(Path(__file__).resolve().parents[2])  # this checkout or site-packages
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
+                                     start_new_session=True)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -327,6 +327,8 @@ def announce(args: argparse.Namespace, port: int) -> None:
         host = args.public_ip or socket.gethostname()
     print(f"mediaserver listening: open http://{host}:{port}/  (signalling ws://{host}:{port}/ws)",
           flush=True)
+    if websec.behind_front():
+        return   # a media worker: its front says this once for the machine
     if not args.secret:
         logger.warning("no --secret set: the server is OPEN, anyone can join any room")
     websec.announce(args)

@@ -102,6 +102,7 @@ class SignallingSession:
         self.task: Optional[asyncio.Task] = None   # the task running ``run`` (drain waits on it)
         self._ticket_timer: Optional[asyncio.TimerHandle] = None
         self._shutting_down = False   # the server said server-shutdown (sfu/drain.py)
+        self.waited_s = 0.0   # how long the socket was open before it reached us (a --workers front)
         limits = ctx.limits
         self.outbox = Outbox(ws, abort=abort, on_slow=self._on_slow,
                              max_messages=limits.ws_send_queue, stall_s=limits.ws_send_timeout_s)
@@ -142,7 +143,8 @@ class SignallingSession:
     async def run(self) -> None:
         self.task = asyncio.current_task()
         self.outbox.start()
-        deadline = self._loop.call_later(self.ctx.limits.offer_timeout_s, self._offer_overdue)
+        deadline = self._loop.call_later(max(0.0, self.ctx.limits.offer_timeout_s - self.waited_s),
+                                         self._offer_overdue)
         try:
             async for msg in self.ws:
                 if not self.outbox.accepting:   # closing, or dropped as a slow consumer
@@ -543,6 +545,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
 
         scheme = "wss" if request.secure else "ws"
         session = SignallingSession(ws, ctx, abort=abort, own_url=f"{scheme}://{request.host}/ws")
+        session.waited_s = websec.front_waited_s(request)   # one offer timeout, front included
         ctx.sessions.add(session)
         try:
             await session.run()

@@ -59,6 +59,18 @@ def from_front(request: web.BaseRequest) -> bool:
             and hmac.compare_digest(given.encode(), _FRONT_TOKEN.encode()))
 
 
+def front_waited_s(request: web.BaseRequest) -> float:
+    """Seconds the client's socket waited at the front before it was relayed here (0 unless
+    the front says so): the offer timeout counts from the client's connection."""
+    if not from_front(request):
+        return 0.0
+    try:
+        waited = float(request.headers.get("X-Mediaserver-Waited-S", "0"))
+    except ValueError:
+        return 0.0
+    return waited if 0.0 <= waited < 3600.0 else 0.0
+
+
 def client_address(request: web.BaseRequest) -> str:
     """The client's address: the front's ``X-Forwarded-For`` when it comes from the front,
     else the peer address (a header from anyone else is ignored: it is forgeable)."""
@@ -179,6 +191,14 @@ def attach(app: web.Application, args: argparse.Namespace,
         response.headers.setdefault("Referrer-Policy", "no-referrer")
 
     @web.middleware
+    async def front_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """A media worker of --workers N answers its front only: a client that found the
+        worker's own port would skip the front's Origin check, limits and room placement."""
+        if not from_front(request):
+            raise web.HTTPForbidden(text="this is a media worker: connect through its front")
+        return await handler(request)
+
+    @web.middleware
     async def metrics_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not guarded or request.path not in GUARDED or from_front(request):
             return await handler(request)
@@ -198,5 +218,7 @@ def attach(app: web.Application, args: argparse.Namespace,
         return web.json_response({"signalling": signalling})
 
     app.on_response_prepare.append(headers)
+    if behind_front():
+        app.middlewares.append(front_only)
     app.middlewares.append(metrics_guard)
     app.router.add_get("/client.json", client_config)

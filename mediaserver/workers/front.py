@@ -16,9 +16,8 @@ A worker that dies (a crash, ``kill -9``) takes down only its rooms: its relayed
 ``server-shutdown`` with a retry hint and close with 1012, the clients reconnect and are
 placed on a live worker, and the worker is restarted. Other workers' calls never notice.
 
-Other routes: ``/rooms/{room}/transcript`` and ``/admin/rooms/{room}/…`` go to the room's
-worker; ``POST /admin/canary/rollback`` to every worker; any other dynamic GET (``/models``,
-``/debug…``) to the first live worker.
+Other routes: ``/rooms/{room}/transcript`` goes to the room's worker (or asks each worker);
+``/models``, ``/admin/…`` and ``/debug…`` answer 501 (not with ``--workers`` > 1 yet).
 
 SIGTERM/SIGINT: new sockets are refused, every worker drains its calls (``server-shutdown``
 to each participant, relayed) within ``--drain-s``, then the front exits.
@@ -56,6 +55,7 @@ from .process import WorkerProcess
 logger = logging.getLogger(__name__)
 
 FORWARDED_FOR = "X-Forwarded-For"
+WAITED_HEADER = "X-Mediaserver-Waited-S"   # seconds the client's socket waited at the front
 ROOM_NAMES_SHOWN = 50   # per worker in /healthz (guarded like the worker's own details)
 POLL_S = 1.0   # the workers' /healthz poll (load for placement, lateness for /healthz)
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
@@ -63,13 +63,21 @@ WORKER_LOST_MESSAGE = ("the media worker hosting this room stopped; reconnect af
                        "retry_after_ms (the room moves to a running worker)")
 
 
-def worker_argv(argv: list[str], index: int) -> list[str]:
-    """The worker's ``serve`` arguments: the user's, then loopback, a free port, one process.
+def worker_argv(argv: list[str], index: int, prefix: Optional[str] = None) -> list[str]:
+    """The worker's ``serve`` arguments: the user's, then loopback, a free port, one process,
+    and its ``worker`` label ``PREFIX-wN`` (``--worker-id``, default the host name).
 
     Later flags win in argparse, so the appended ones override the user's ``--host/--port``.
     """
     return [*argv, "--host", "127.0.0.1", "--port", "0", "--workers", "1",
-            "--worker-id", f"{socket.gethostname()}-w{index}"]
+            "--worker-id", f"{prefix or socket.gethostname()}-w{index}"]
+
+
+def _free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for the inference process's /metrics)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def room_of(first: str) -> Optional[str]:
@@ -109,9 +117,10 @@ class Front:
         if not args.no_enhance:   # one enhancer for the machine, shared by the workers
             self._socket_dir = tempfile.mkdtemp(prefix="mediaserver-")   # mode 0700: ours only
             path = os.path.join(self._socket_dir, "enhancer.sock")
-            self.enhancer = InferenceProcess(path, stage_argv(args))
+            self.enhancer = InferenceProcess(path, stage_argv(args), metrics_port=_free_port())
             env[SHARED_ENHANCER_ENV] = path
-        self.procs = [WorkerProcess(i, worker_argv(worker_args, i), token=self.token,
+        self.label = args.worker_id or socket.gethostname()   # workers are LABEL-wN in /metrics
+        self.procs = [WorkerProcess(i, worker_argv(worker_args, i, self.label), token=self.token,
                                     on_up=self._worker_up, on_exit=self._worker_exit, env=env)
                       for i in range(args.workers)]
         self.session: Optional[aiohttp.ClientSession] = None
@@ -244,32 +253,33 @@ class Front:
     async def _relay(self, request: web.Request, address: str, origin: Optional[str]) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=4 * MAX_MESSAGE, heartbeat=30.0)
         await ws.prepare(request)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             msg = await asyncio.wait_for(ws.receive(), self.offer_timeout_s)
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError:   # as a worker answers a silent socket
+            self.metrics.refusals.labels("offer_timeout").inc()
+            await ws.send_json({"type": "error", "code": "offer-timeout",
+                                "message": f"join and send an offer within {self.offer_timeout_s:g} s "
+                                           "of connecting"})
             await ws.close(code=1008, message=b"offer-timeout")
             return ws
         if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
             return ws   # closed before saying anything
-        room = room_of(msg.data) if msg.type == aiohttp.WSMsgType.TEXT else None
+        link = _Link(self, ws, request, address, origin, started)
         try:
-            index = self.placement.acquire(room) if room is not None else self.placement.least_loaded()
-        except NoWorker:
-            await ws.send_json(shutdown_message(self.args.retry_hint_ms))
-            await ws.close(code=CLOSE_SERVICE_RESTART, message=b"no worker")
-            return ws
-        try:
-            await self._pump(ws, msg, index, request, address, origin)
+            await link.run(msg)
         finally:
-            if room is not None:
-                self.placement.release(room, index)
+            await link.finish()
         return ws
 
-    async def _pump(self, ws: web.WebSocketResponse, first: aiohttp.WSMessage, index: int,
-                    request: web.Request, address: str, origin: Optional[str]) -> None:
+    async def connect(self, index: int, request: web.Request, address: str, origin: Optional[str],
+                      waited_s: float) -> Optional[aiohttp.ClientWebSocketResponse]:
+        """A WebSocket to worker ``index`` on behalf of a client (None: it is not there)."""
         url = self.url(index, "/ws")
         assert self.session is not None
-        headers = {FRONT_HEADER: self.token, FORWARDED_FOR: address, "Host": request.host}
+        headers = {FRONT_HEADER: self.token, FORWARDED_FOR: address, "Host": request.host,
+                   WAITED_HEADER: f"{waited_s:.3f}"}
         if origin is not None:
             headers["Origin"] = origin
         try:
@@ -278,33 +288,12 @@ class Front:
             # autoclose off: the worker's close waits until the client has its close, so the
             # worker closes the peer connection only after the client read everything before
             # it (a server-shutdown, then the close), as without the front
-            upstream = await self.session.ws_connect(url, headers=headers, max_msg_size=0,
-                                                     autoping=True, autoclose=False,
-                                                     timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
+            return await self.session.ws_connect(url, headers=headers, max_msg_size=0,
+                                                 autoping=True, autoclose=False,
+                                                 timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             logger.warning("worker %d refused a relayed socket: %s", index, exc)
-            await ws.send_json(shutdown_message(self.args.retry_hint_ms))
-            await ws.close(code=CLOSE_SERVICE_RESTART, message=b"worker unavailable")
-            return
-        self.relays[index].add(ws)
-        self.metrics.relayed.labels(str(index)).inc()
-        try:
-            await _send(upstream, first)
-            down = asyncio.ensure_future(self._down(upstream, ws))
-            try:
-                async for msg in ws:   # client → worker
-                    if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                        await _send(upstream, msg)
-                    elif msg.type == aiohttp.WSMsgType.ERROR:
-                        break
-            except ConnectionError:
-                pass   # the worker's side broke: _down tells the client
-            finally:
-                if not upstream.closed:
-                    await upstream.close(code=ws.close_code or 1000)
-                await down
-        finally:
-            self.relays[index].discard(ws)
+            return None
 
     async def _down(self, upstream: aiohttp.ClientWebSocketResponse, ws: web.WebSocketResponse) -> None:
         """Worker → client until the worker closes; then close the client with the same code,
@@ -346,7 +335,8 @@ class Front:
             rep = report or {}
             ticks, late = int(rep.get("ticks", 0)), int(rep.get("late_ticks", 0))
             workers.append({
-                "index": st.index, "pid": st.pid, "alive": st.alive and report is not None,
+                "index": st.index, "pid": st.pid, "port": st.port,
+                "alive": st.alive and report is not None,
                 "restarts": max(0, st.starts - 1), "last_exit": st.last_exit,
                 "rooms": rep.get("rooms", 0), "streams": rep.get("participants", 0),
                 "room_names": sorted(self.placement.rooms_of(st.index))[:ROOM_NAMES_SHOWN],
@@ -373,35 +363,35 @@ class Front:
         }, status=200 if alive else 503)
 
     async def metrics_text(self, request: web.Request) -> web.Response:
+        sources = {f"{self.label}-w{i}": self.url(i, "/metrics") for i in self.live()}
+        if self.enhancer is not None:   # the shared stage's mediaserver_enhancer_* series
+            sources[f"{self.label}-enhancer"] = f"http://127.0.0.1:{self.enhancer.metrics_port}/metrics"
         texts: dict[str, str] = {}
-        for index in self.live():
-            url = self.url(index, "/metrics")
+        for name, url in sources.items():
             if url is None or self.session is None:
                 continue
             try:
                 async with self.session.get(url, headers={FRONT_HEADER: self.token}) as resp:
                     if resp.status == 200:
-                        texts[f"{socket.gethostname()}-w{index}"] = await resp.text()
+                        texts[name] = await resp.text()
             except (aiohttp.ClientError, asyncio.TimeoutError):
-                continue   # a worker that just died: its series are missing from this scrape
+                continue   # a process that just died: its series are missing from this scrape
         body = merge_worker_metrics(texts) + self.metrics.render()
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
+    async def not_yet(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPNotImplemented(
+            text=f"{request.path} is not available with --workers > 1 yet (the model admin, the "
+                 "canary and /debug run beside a process's own enhancer): run --workers 1")
+
     async def proxy(self, request: web.Request) -> web.StreamResponse:
-        """Room routes to the room's worker; rollback to all; other dynamic GETs to one."""
+        """Room routes to the room's worker; other dynamic GETs to one live worker."""
         parts = request.path.strip("/").split("/")
-        room = None
-        if len(parts) >= 2 and parts[0] == "rooms":
-            room = parts[1]
-        elif len(parts) >= 3 and parts[:2] == ["admin", "rooms"]:
-            room = parts[2]
-        targets: list[int]
-        if room is not None and self.placement.worker_of(room) is not None:
-            targets = [self.placement.worker_of(room)]  # type: ignore[list-item]
-        elif request.path == "/admin/canary/rollback":
-            targets = self.live()
-        else:
-            targets = self.live()[:1] if room is None else self.live()
+        room = parts[1] if len(parts) >= 2 and parts[0] == "rooms" else None
+        placed = self.placement.worker_of(room) if room is not None else None
+        targets: list[int] = [placed] if placed is not None else self.live()
+        if room is None:
+            targets = targets[:1]
         if not targets:
             raise web.HTTPServiceUnavailable(text="no media worker is running", headers={"Retry-After": "2"})
         body = await request.read()
@@ -421,13 +411,100 @@ class Front:
                                         content_type=resp.content_type)
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 continue
-            if room is not None and last.status == 404 and len(targets) > 1:
+            if room is not None and last.status == 404 and index != targets[-1]:
                 continue   # a room's transcript: ask the next worker
-            if request.method == "GET":
-                break
+            break
         if last is None:
             raise web.HTTPBadGateway(text="the media worker did not answer")
         return last
+
+
+class _Link:
+    """One client socket relayed to a worker.
+
+    Until the client's ``join`` the socket may sit on any worker (the least loaded one answers
+    its pre-join messages: errors, as a single process would); the ``join`` moves it to the
+    room's worker, so a room never splits over two workers whatever came before the join."""
+
+    def __init__(self, front: Front, ws: web.WebSocketResponse, request: web.Request,
+                 address: str, origin: Optional[str], started: float) -> None:
+        self.front, self.ws, self.request = front, ws, request
+        self.address, self.origin, self.started = address, origin, started
+        self.index: Optional[int] = None
+        self.room: Optional[str] = None
+        self.upstream: Optional[aiohttp.ClientWebSocketResponse] = None
+        self.down: Optional[asyncio.Task[None]] = None
+
+    async def run(self, first: aiohttp.WSMessage) -> None:
+        if not await self._forward(first):
+            return
+        try:
+            async for msg in self.ws:   # client → worker
+                if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    if not await self._forward(msg):
+                        return
+                elif msg.type == aiohttp.WSMsgType.ERROR:
+                    break
+        except ConnectionError:
+            pass   # the worker's side broke: _down tells the client
+
+    async def _forward(self, msg: aiohttp.WSMessage) -> bool:
+        """Send ``msg`` to the worker it belongs to (moving a not-yet-joined socket to the
+        room's worker on its join); False when the socket had to be closed."""
+        front = self.front
+        target = self.index
+        room = room_of(msg.data) if self.room is None and msg.type == aiohttp.WSMsgType.TEXT else None
+        try:
+            if room is not None:
+                target = front.placement.acquire(room)
+                self.room = room
+            elif target is None:
+                target = front.placement.least_loaded()
+        except NoWorker:
+            await self._tell_gone(b"no worker")
+            return False
+        if target != self.index or self.upstream is None:
+            await self._detach()   # a pre-join socket on another worker: nothing lives there
+            waited = asyncio.get_running_loop().time() - self.started
+            upstream = await front.connect(target, self.request, self.address, self.origin, waited)
+            if upstream is None:
+                await self._tell_gone(b"worker unavailable")
+                return False
+            self.index, self.upstream = target, upstream
+            front.relays[target].add(self.ws)
+            front.metrics.relayed.labels(str(target)).inc()
+            self.down = asyncio.ensure_future(front._down(upstream, self.ws))
+        assert self.upstream is not None
+        await _send(self.upstream, msg)
+        return True
+
+    async def _detach(self) -> None:
+        if self.down is not None:
+            self.down.cancel()   # (cancelled, it leaves the client alone)
+            await asyncio.gather(self.down, return_exceptions=True)
+            self.down = None
+        if self.upstream is not None:
+            if not self.upstream.closed:
+                await self.upstream.close(code=1000)
+            self.upstream = None
+        if self.index is not None:
+            self.front.relays[self.index].discard(self.ws)
+
+    async def _tell_gone(self, why: bytes) -> None:
+        await self.ws.send_json(shutdown_message(self.front.args.retry_hint_ms))
+        await self.ws.close(code=CLOSE_SERVICE_RESTART, message=why)
+
+    async def finish(self) -> None:
+        try:
+            if self.upstream is not None and not self.upstream.closed:
+                await self.upstream.close(code=self.ws.close_code or 1000)
+            if self.down is not None:
+                await self.down
+        finally:
+            if self.index is not None:
+                self.front.relays[self.index].discard(self.ws)
+                if self.room is not None:
+                    self.front.placement.release(self.room, self.index)
 
 
 def build_front_app(front: Front, args: argparse.Namespace) -> web.Application:
@@ -438,8 +515,10 @@ def build_front_app(front: Front, args: argparse.Namespace) -> web.Application:
     app.router.add_get("/ws", front.relay)
     app.router.add_get("/healthz", front.healthz)
     app.router.add_get("/metrics", front.metrics_text)
-    for path in ("/rooms/{tail:.*}", "/admin/{tail:.*}", "/models", "/debug{tail:.*}", "/cluster"):
-        app.router.add_route("*", path, front.proxy)
+    app.router.add_route("*", "/rooms/{tail:.*}", front.proxy)
+    app.router.add_get("/cluster", front.proxy)
+    for path in ("/admin/{tail:.*}", "/models", "/debug{tail:.*}"):
+        app.router.add_route("*", path, front.not_yet)
     add_static_routes(app)
     return app
 
