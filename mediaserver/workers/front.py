@@ -117,7 +117,9 @@ class Front:
         if not args.no_enhance:   # one enhancer for the machine, shared by the workers
             self._socket_dir = tempfile.mkdtemp(prefix="mediaserver-")   # mode 0700: ours only
             path = os.path.join(self._socket_dir, "enhancer.sock")
-            self.enhancer = InferenceProcess(path, stage_argv(args), metrics_port=_free_port())
+            label = args.worker_id or socket.gethostname()
+            self.enhancer = InferenceProcess(path, [*stage_argv(args), "--worker-id", f"{label}-enhancer"],
+                                             metrics_port=_free_port())
             env[SHARED_ENHANCER_ENV] = path
         self.label = args.worker_id or socket.gethostname()   # workers are LABEL-wN in /metrics
         self.procs = [WorkerProcess(i, worker_argv(worker_args, i, self.label), token=self.token,
