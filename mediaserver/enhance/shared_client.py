@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import mmap
 import os
 import socket
@@ -33,6 +32,7 @@ import numpy as np
 
 from ..tasks import cancel_and_wait
 from .shared_wire import FRAME, ProtocolError, SlotTable, body_length, decode, encode
+from .stage_options import check_atten_lim_db
 from .telemetry import Counts
 
 if TYPE_CHECKING:
@@ -93,10 +93,7 @@ class SharedHandle:
 
     @atten_lim_db.setter
     def atten_lim_db(self, value: float) -> None:
-        value = float(value)
-        if not math.isfinite(value) or value < 0.0:
-            raise ValueError(f"atten_lim_db must be a finite number >= 0, got {value}")
-        self._atten = min(value, 100.0)
+        self._atten = check_atten_lim_db(value)
 
     @property
     def active_model(self) -> Optional[str]:

@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import itertools
 import logging
-import math
 import socket
 import time
 from collections import deque
@@ -46,7 +45,7 @@ import numpy as np
 from ..config import add_option
 from .noisegain import NoiseGain, power_spectra
 from .registry import ModelRegistry, roots_from_args
-from .stage_options import add_stage_options, stage_argv  # noqa: F401  (flags: torch-free module)
+from .stage_options import add_stage_options, check_atten_lim_db, stage_argv  # noqa: F401  (torch-free)
 from .streaming import Enhancer
 from .telemetry import FRAMES as FRAMES_ROW, Counts, StreamTelemetry, Telemetry
 from .vad import GateConfig, OnsetDetector, VadGate, band_levels, decimate_batch, vad_history
@@ -118,10 +117,7 @@ class StreamHandle:
 
     @atten_lim_db.setter
     def atten_lim_db(self, value: float) -> None:
-        value = float(value)
-        if not math.isfinite(value) or value < 0.0:
-            raise ValueError(f"atten_lim_db must be a finite number >= 0, got {value}")
-        self._atten = min(value, 100.0)
+        self._atten = check_atten_lim_db(value)
 
     @property
     def active_model(self) -> str:

@@ -4,6 +4,7 @@ every process (the front of ``--workers N`` and its media workers never load the
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..config import add_option
 from .registry import add_registry_options
@@ -51,3 +52,12 @@ def stage_argv(args: argparse.Namespace) -> list[str]:
         else:
             argv += [flag, str(value)]
     return argv
+
+
+def check_atten_lim_db(value: float) -> float:
+    """A stream's attenuation limit in dB: finite and >= 0, capped at 100 (no limit).
+    Raises ValueError otherwise."""
+    value = float(value)
+    if not math.isfinite(value) or value < 0.0:
+        raise ValueError(f"atten_lim_db must be a finite number >= 0, got {value}")
+    return min(value, 100.0)

@@ -334,11 +334,8 @@ def announce(args: argparse.Namespace, port: int) -> None:
     websec.announce(args)
 
 
-async def serve(args: argparse.Namespace) -> None:
-    metrics = SfuMetrics()   # one registry: the stage's series appear at /metrics too
-    metrics.watch_loop(asyncio.get_running_loop())
-    stage = await open_stage(args, metrics)
-    app = build_app(args, stage=stage, metrics=metrics)
+async def start_site(app: web.Application, args: argparse.Namespace) -> tuple[web.AppRunner, int]:
+    """Listen on ``--host``/``--port``; returns the runner and the port (the real one for 0)."""
     # handlers still running this long into the cleanup are cancelled (sfu/drain.py)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=args.drain_s / 4,
                            access_log_class=websec.RedactingAccessLogger)
@@ -348,6 +345,15 @@ async def serve(args: argparse.Namespace) -> None:
     port = args.port
     if port == 0 and site._server is not None and site._server.sockets:  # type: ignore[union-attr]
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, port
+
+
+async def serve(args: argparse.Namespace) -> None:
+    metrics = SfuMetrics()   # one registry: the stage's series appear at /metrics too
+    metrics.watch_loop(asyncio.get_running_loop())
+    stage = await open_stage(args, metrics)
+    app = build_app(args, stage=stage, metrics=metrics)
+    runner, port = await start_site(app, args)
     announce(args, port)
     link = None
     if args.redis_url:   # several nodes behind one Redis (sfu/cluster_link.py, mediaserver/cluster)

@@ -527,19 +527,12 @@ def build_front_app(front: Front, args: argparse.Namespace) -> web.Application:
 
 async def serve_front(args: argparse.Namespace, worker_args: list[str]) -> None:
     """Run the front until SIGTERM/SIGINT; ``worker_args``: the ``serve`` command line."""
-    from ..sfu.server import announce
+    from ..sfu.server import announce, start_site
 
     front = Front(args, worker_args)
     await front.start()
     app = build_front_app(front, args)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=args.drain_s / 4,
-                           access_log_class=websec.RedactingAccessLogger)
-    await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port)
-    await site.start()
-    port = args.port
-    if port == 0 and site._server is not None and site._server.sockets:  # type: ignore[union-attr]
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await start_site(app, args)
     logger.info("front with %d media workers (pids %s)", args.workers,
                 ", ".join(str(p.state.pid) for p in front.procs))
     announce(args, port)
