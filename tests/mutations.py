@@ -957,8 +957,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="participants of a worker that died are told (server-shutdown) and reconnect",
         source="issue 14 (workers)",
         edits=(Edit("mediaserver/workers/front.py",
-                    "        if code is None:   # no close frame: the worker died",
-                    "        if False:  # mutation"),),
+                    "        # no close frame: the worker died\n",
+                    "        return  # mutation\n"),),
         tests=("tests/test_workers.py::test_two_workers_host_two_rooms_and_a_killed_worker_stops_only_its_own",),
     ),
     Mutation(

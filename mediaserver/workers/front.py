@@ -48,6 +48,7 @@ from ..sfu.drain import CLOSE_SERVICE_RESTART, exit_now_on_second_signal, shutdo
 from ..sfu.limits import ConnectionGate, Limits
 from ..sfu.signalling import MAX_MESSAGE
 from ..sfu.websec import FRONT_HEADER
+from ..tasks import cancel_and_wait
 from .metrics import FrontMetrics, merge_worker_metrics
 from .placement import NoWorker, Placement
 from .process import WorkerProcess
@@ -111,17 +112,16 @@ class Front:
         self.draining = False
         self.relays: dict[int, set[web.WebSocketResponse]] = {i: set() for i in range(args.workers)}
         self.reports: dict[int, dict[str, Any]] = {}
+        self.label = args.worker_id or socket.gethostname()   # workers are LABEL-wN in /metrics
         self.enhancer: Optional[InferenceProcess] = None
         self._socket_dir: Optional[str] = None
         env: dict[str, str] = {}
         if not args.no_enhance:   # one enhancer for the machine, shared by the workers
             self._socket_dir = tempfile.mkdtemp(prefix="mediaserver-")   # mode 0700: ours only
             path = os.path.join(self._socket_dir, "enhancer.sock")
-            label = args.worker_id or socket.gethostname()
-            self.enhancer = InferenceProcess(path, [*stage_argv(args), "--worker-id", f"{label}-enhancer"],
+            self.enhancer = InferenceProcess(path, [*stage_argv(args), "--worker-id", f"{self.label}-enhancer"],
                                              metrics_port=_free_port())
             env[SHARED_ENHANCER_ENV] = path
-        self.label = args.worker_id or socket.gethostname()   # workers are LABEL-wN in /metrics
         self.procs = [WorkerProcess(i, worker_argv(worker_args, i, self.label), token=self.token,
                                     on_up=self._worker_up, on_exit=self._worker_exit, env=env)
                       for i in range(args.workers)]
@@ -188,12 +188,7 @@ class Front:
 
     async def stop(self, drain_s: float) -> None:
         self.draining = True
-        if self._poller is not None:
-            self._poller.cancel()
-            try:
-                await self._poller
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._poller)
         # the workers drain their own calls (server-shutdown, relayed to the clients)
         await asyncio.gather(*(p.stop(timeout_s=max(0.5, drain_s - 0.5)) for p in self.procs))
         for sockets in self.relays.values():
@@ -319,14 +314,14 @@ class Front:
             return
         if ws.closed:
             return
-        if code is None:   # no close frame: the worker died
-            self.metrics.lost_sockets.inc()
-            try:
-                await ws.send_json({**shutdown_message(self.args.retry_hint_ms),
-                                    "message": WORKER_LOST_MESSAGE})
-            except (ConnectionError, RuntimeError):
-                pass
-            await ws.close(code=CLOSE_SERVICE_RESTART, message=b"worker lost")
+        # no close frame: the worker died
+        self.metrics.lost_sockets.inc()
+        try:
+            await ws.send_json({**shutdown_message(self.args.retry_hint_ms),
+                                "message": WORKER_LOST_MESSAGE})
+        except (ConnectionError, RuntimeError):
+            pass
+        await ws.close(code=CLOSE_SERVICE_RESTART, message=b"worker lost")
 
     # ---- HTTP ---------------------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:

@@ -19,10 +19,11 @@ import os
 import re
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ..sfu.websec import FRONT_TOKEN_ENV
+from ..tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ class WorkerState:
     starts: int = 0
     crashes: int = 0
     last_exit: Optional[int] = None   # return code (negative: the signal that killed it)
-    log: list[str] = field(default_factory=list)
 
 
 class WorkerProcess:
@@ -159,9 +159,4 @@ class WorkerProcess:
                 await proc.wait()
             except ProcessLookupError:
                 pass
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
