@@ -10,7 +10,12 @@ jitter buffer (raw RTP, decoded offline). It measures, per forwarder:
 - server CPU (% of one core, from /proc: with ``--workers N`` the front and its worker
   processes together) per publisher over the measured window;
 - server-added delay p50/p95: each received 1 s window is matched to the sent audio
-  by content cross-correlation; delay = arrival time - time the matched frame was sent;
+  by content cross-correlation, which gives every received packet its mouth-to-ear delay
+  (see ``stream_delays``); the server-added delay is that minus the mouth-to-ear delay of a
+  direct aiortc-to-aiortc link measured the same way in the same run (packetisation, the
+  publisher's Opus look-ahead, both aiortc stacks). The delay samples come from publishers
+  whose send phases are spread evenly over the 20 ms frame (``--sample-streams``), so the
+  median is not a draw of a few phases against the server's clock;
 - late frames (arriving > 60 ms after the stream's median delay) and missing frames
   (RTP timestamp gaps), plus the server's own late clock ticks from /metrics;
 - the load generator's own CPU (it shares the machine): whichever of the two single-loop
@@ -109,10 +114,12 @@ class TimedSource(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, samples: np.ndarray, packets: list[bytes], offset: int) -> None:
+    def __init__(self, samples: np.ndarray, packets: list[bytes], offset: int,
+                 phase_s: Optional[float] = None) -> None:
         super().__init__()
         self._samples = np.roll(samples, -offset * FRAME)   # what frame i carries
         self._packets = packets[offset:] + packets[:offset]
+        self._phase = phase_s
         self._index = 0
         self.start: Optional[float] = None
         self.sent_at: list[float] = []
@@ -122,7 +129,10 @@ class TimedSource(MediaStreamTrack):
             raise MediaStreamError
         loop = asyncio.get_running_loop()
         if self.start is None:
-            self.start = loop.time()
+            now = loop.time()
+            # frames leave at times congruent to the phase modulo 20 ms (the loop's clock is
+            # the monotonic clock the server's media clock also runs on)
+            self.start = now if self._phase is None else now + (self._phase - now) % (FRAME / RATE)
         delay = self.start + self._index * FRAME / RATE - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -254,7 +264,16 @@ def stream_quality(rec: Received, t_from: float, t_to: float) -> tuple[int, int,
 
 def stream_delays(rec: Received, sent: np.ndarray, sent_at: np.ndarray, t_from: float,
                   t_to: float) -> list[float]:
-    """Per-frame server-added delay (s) from content matching of 1 s windows."""
+    """Mouth-to-ear delay (s) of every received packet, from content matching of 1 s windows.
+
+    ``sent``: the publisher's audio, frame i = ``sent[i*960:(i+1)*960]``, captured during the
+    20 ms before ``sent_at[i]`` (when its packet was handed to aiortc). A received packet
+    with arrival time ``a`` whose first sample is source sample ``r = i*960 + phi`` plays
+    its sample ``p`` at ``a + p/48000``; that sample was captured at
+    ``sent_at[(r+p)//960] - 20 ms + ((r+p) % 960)/48000``. With frames sent 20 ms apart
+    the difference is the same for every ``p``: ``a - sent_at[i] + 20 ms - phi/48000``.
+    A direct link with no server gives 20 ms (packetisation) + the encoder's look-ahead.
+    """
     if len(rec.payloads) < 100:
         return []
     ts = unwrap(rec.timestamps)
@@ -293,9 +312,10 @@ def stream_delays(rec: Received, sent: np.ndarray, sent_at: np.ndarray, t_from: 
             continue
         offset = lo + k - w   # source index = buffer index + offset
         for t, a in zip(ts[in_win], arr[in_win]):
-            i = min(sent_frames - 1, max(0, int(t + offset) // FRAME))
-            if t_from <= a <= t_to:
-                delays.append(a - sent_at[i])
+            r = int(t + offset)
+            if t_from <= a <= t_to and 0 <= r < sent_frames * FRAME:
+                i, phi = divmod(r, FRAME)
+                delays.append(a - sent_at[i] + (FRAME - phi) / RATE)
     return delays
 
 
@@ -475,18 +495,62 @@ def run_relay_server(args: argparse.Namespace) -> None:
     asyncio.run(main())
 
 
+# ---------------------------------------------------------------- direct link
+async def direct_link(clip: np.ndarray, packets: list[bytes], seconds: float,
+                      warmup: float) -> dict:
+    """Mouth-to-ear delay of one aiortc peer sending straight to another, measured like the
+    server's streams: the zero of the server-added delay (packetisation, the publisher's
+    Opus look-ahead and both aiortc stacks, which every path through a server also has)."""
+    loop = asyncio.get_running_loop()
+    source = TimedSource(clip, packets, 0)
+    sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    rec = Received()
+    try:
+        sender.addTransceiver(source, direction="sendonly")
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+
+        def on_packet(packet: Any, arrival_ms: float) -> None:
+            rec.arrivals.append(arrival_ms / 1000.0)
+            rec.timestamps.append(packet.timestamp)
+            rec.payloads.append(packet.payload)
+
+        tap_receiver(receiver.getTransceivers()[0].receiver, on_packet,
+                     lambda: loop.time() * 1000.0)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(receiver.localDescription)
+        await asyncio.sleep(warmup + seconds)
+        t1 = loop.time()
+        d = np.array(stream_delays(rec, source._samples, np.array(source.sent_at),
+                                   t1 - seconds, t1)) * 1000.0
+    finally:
+        source.stop()
+        await sender.close()
+        await receiver.close()
+    if not len(d):
+        raise RuntimeError("the direct link's delay could not be measured")
+    return {"mouth_to_ear_p50_ms": round(float(np.percentile(d, 50)), 1),
+            "mouth_to_ear_p95_ms": round(float(np.percentile(d, 95)), 1),
+            "delay_samples": len(d)}
+
+
 # ---------------------------------------------------------------- one run
 async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup: float,
                    clip: np.ndarray, packets: list[bytes], sample_streams: int, tmp: Path,
-                   model: Optional[str] = None, workers: int = 1) -> dict:
+                   direct_ms: float, model: Optional[str] = None, workers: int = 1) -> dict:
     server = Server(kind, tmp / f"server-{kind}-{n_pub}.log", model, workers)
     peers: list[Peer] = []
     try:
         url = f"ws://127.0.0.1:{server.port}/ws"
         rng = np.random.default_rng(n_pub)
+        spread = rng.random()   # the sampled publishers' phases: evenly spaced, random origin
+        sampled = min(sample_streams, n_pub)
         async with aiohttp.ClientSession() as session:
             for i in range(n_pub):
-                source = TimedSource(clip, packets, int(rng.integers(0, 100)))
+                part = (i + spread) / sampled if i < sampled else rng.random()
+                source = TimedSource(clip, packets, int(rng.integers(0, 100)),
+                                     phase_s=(part % 1.0) * FRAME / RATE)
                 peers.append(Peer(url, f"bench{i // room_size}", f"p{i}", source,
                                   keep_payloads=i < sample_streams))
             # join one room at a time so rooms fill like real calls
@@ -517,7 +581,8 @@ async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup
                 if p.keep and who in by_name:
                     src = by_name[who].source
                     delays += stream_delays(rec, src._samples, np.array(src.sent_at), t0, t1)
-        d = np.array(delays) * 1000.0 if delays else np.array([np.nan])
+        m2e = np.array(delays) * 1000.0 if delays else np.array([np.nan])
+        d = m2e - direct_ms
         ticks = m1.get("mediaserver_clock_ticks_total", 0) - m0.get("mediaserver_clock_ticks_total", 0)
         late_ticks = (m1.get("mediaserver_clock_late_ticks_total", 0)
                       - m0.get("mediaserver_clock_late_ticks_total", 0))
@@ -535,6 +600,8 @@ async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup
             "saturates_first": "server" if cpu / workers >= generator else "generator",
             "delay_p50_ms": round(float(np.nanpercentile(d, 50)), 1),
             "delay_p95_ms": round(float(np.nanpercentile(d, 95)), 1),
+            "mouth_to_ear_p50_ms": round(float(np.nanpercentile(m2e, 50)), 1),
+            "mouth_to_ear_p95_ms": round(float(np.nanpercentile(m2e, 95)), 1),
             "delay_samples": len(delays),
             "frames_expected": expected, "frames_missing": missing, "frames_late": late,
             "late_or_missing_pct": round(100.0 * (missing + late) / max(1, expected), 2),
@@ -563,8 +630,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="measured window per case")
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--forwarders", default="enhance,no-enhance,relay")
-    ap.add_argument("--sample-streams", type=int, default=4,
-                    help="publishers whose listeners keep payloads for delay analysis")
+    ap.add_argument("--sample-streams", type=int, default=8,
+                    help="publishers whose listeners keep payloads for delay analysis (their "
+                         "send phases are spread evenly over the 20 ms frame)")
     ap.add_argument("--workers", default="1",
                     help="comma list of serve --workers values, each a case")
     ap.add_argument("--model", default=None,
@@ -591,6 +659,10 @@ def main() -> int:
     clip = speech_clip(args.data, args.warmup + args.seconds + 60, tmp)
     clip = clip[: len(clip) // FRAME * FRAME]
     packets = encode_clip(clip)
+    direct = asyncio.run(direct_link(clip, packets, min(args.seconds, 10.0), args.warmup))
+    print(f"direct aiortc link: mouth-to-ear p50 {direct['mouth_to_ear_p50_ms']} ms, "
+          f"p95 {direct['mouth_to_ear_p95_ms']} ms (the zero of the server-added delay)",
+          flush=True)
     rows = []
     cases = [(n, kind, w) for n in [int(x) for x in args.publishers.split(",")]
              for kind in args.forwarders.split(",")
@@ -600,16 +672,16 @@ def main() -> int:
               f"{workers} worker(s) ...", flush=True)
         try:
             row = asyncio.run(run_case(kind, n, args.room_size, args.seconds, args.warmup,
-                                       clip, packets, args.sample_streams, tmp, args.model,
-                                       workers))
+                                       clip, packets, args.sample_streams, tmp,
+                                       direct["mouth_to_ear_p50_ms"], args.model, workers))
         except Exception as exc:   # a case that cannot even set up is a result too
             row = {"forwarder": kind, "workers": workers, "publishers": n,
                    "room_size": args.room_size, "failed": repr(exc)[:300]}
         rows.append(row)
         print(json.dumps(row), flush=True)
-        write_results(args, rows)
-    write_results(args, rows)
-    header = ("forwarder", "workers", "N", "cpu %", "cpu %/pub", "generator cpu %", "delay p50", "delay p95",
+        write_results(args, rows, direct)
+    write_results(args, rows, direct)
+    header = ("forwarder", "workers", "N", "cpu %", "cpu %/pub", "generator cpu %", "delay p50", "delay p95", "mouth-to-ear p50",
               "late+missing %", "late ticks %", "enhancer batch", "step ms p50/p95")
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for r in rows:
@@ -618,6 +690,7 @@ def main() -> int:
             continue
         print(f"| {r['forwarder']} | {r.get('workers', 1)} | {r['publishers']} | {r['server_cpu_pct']} | "
               f"{r['cpu_pct_per_publisher']} | {r['generator_cpu_pct']} | {r['delay_p50_ms']} ms | {r['delay_p95_ms']} ms | "
+              f"{r['mouth_to_ear_p50_ms']} ms | "
               f"{r['late_or_missing_pct']} | {r['server_late_tick_pct']} | "
               f"{r.get('enhancer_batch_p50') or '-'} | "
               f"{r.get('enhancer_step_ms_p50') or '-'}/{r.get('enhancer_step_ms_p95') or '-'} |")
@@ -625,13 +698,15 @@ def main() -> int:
     return 0
 
 
-def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
+def write_results(args: argparse.Namespace, rows: list[dict], direct: dict) -> None:
     """Rewritten after every case, so a later crash keeps what was measured."""
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "host": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
         "room_size": args.room_size, "seconds": args.seconds, "nice": args.nice,
-        "model": args.model or "default", "rows": rows}, indent=2))
+        "model": args.model or "default", "sample_streams": args.sample_streams,
+        "delay": "server-added = mouth-to-ear through the server - the direct link's p50",
+        "direct_link": direct, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -797,6 +797,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_jitter.py::test_clean_link_is_never_time_scaled_and_waits_an_extra_frame_only_inside_the_allowance",),
     ),
     Mutation(
+        name="bench-delay-whole-frames",
+        claim="the SFU benchmark's delay counts a relay's sub-frame sample delay, not the whole source frame a packet starts in",
+        source="issue 15 §3",
+        edits=(Edit("benchmarks/sfu.py",
+                    "                delays.append(a - sent_at[i] + (FRAME - phi) / RATE)",
+                    "                delays.append(a - sent_at[i])  # mutation"),),
+        tests=("tests/test_bench_delay.py",),
+    ),
+    Mutation(
         name="control-on-phase-dependent-level",
         claim="the buffer steers on the next packet's margin, not on a level that swings with the arrival phase",
         source="issue 15 §3",
