@@ -125,7 +125,12 @@ def test_enhancer_backlog_is_bounded_and_batches_are_judged_by_their_age() -> No
     assert abs(level - 0.5 * float(np.sqrt(np.mean(fresh.pcms[0] ** 2)))) < 1e-6   # the stage's output is sent
     failed = core.enhanced(stale, None)                       # the stage raised: sent unprocessed
     assert pts_of(failed) == [3 * FRAME]
-    assert failed.packets[0][1][2] == float(np.sqrt(np.mean(stale.pcms[0] ** 2))) > 0.05
+    # (its first 10 ms fade up from the stage's last level, 0.5: see the test at the end)
+    rise = 0.5 - 0.5 * np.cos(np.pi * (np.arange(480) + 0.5) / 480)
+    expected = stale.pcms[0].copy()
+    expected[:480] *= 0.5 * (1 - rise) + rise
+    assert abs(failed.packets[0][1][2] - float(np.sqrt(np.mean(expected ** 2)))) < 1e-6
+    assert float(np.sqrt(np.mean(stale.pcms[0] ** 2))) > 0.05
 
 
 def test_speaking_flips_and_mute_are_in_the_result() -> None:
@@ -161,3 +166,64 @@ def test_a_receive_path_that_raises_costs_only_its_own_frame() -> None:
               for who in ("good", "broken")}
     assert levels["broken"] == [0.0] * 5 and max(levels["good"]) > 0.05
     assert results[-1].kinds[0] == "silence"
+
+
+@dataclass
+class StageOut:
+    raw: np.ndarray
+    enhanced: np.ndarray
+    speech: bool
+
+
+@dataclass
+class Pcm:
+    pcm: np.ndarray
+    kind: str = "normal"
+
+
+class ToneSource:
+    """A receive path that yields a clean tone, 20 ms per pull. 437 Hz: no switch of the test
+    below falls on a zero crossing, where a step would be invisible."""
+
+    def __init__(self) -> None:
+        self._n = 0
+
+    def pull(self, *, now_ms: float) -> Pcm:
+        t = (self._n + np.arange(FRAME)) / 48000.0
+        self._n += FRAME
+        return Pcm((0.3 * np.sin(2 * np.pi * 437.0 * t)).astype(np.float32))
+
+
+@pytest.mark.parametrize("latency", [480, 0])
+def test_a_tick_the_stage_does_not_answer_keeps_the_streams_timing_and_fades(latency: int) -> None:
+    """Ticks 15-19 get no output from the stage (failed, or the shared enhancer past its
+    deadline). They go out as the input delayed like the stage's outputs (no 10 ms skip and
+    repeat), the gap's first 10 ms fade up from the stage's level and the first answered tick
+    cross-fades back: the waveform never steps."""
+    sent: list[np.ndarray] = []
+
+    def capture(encoder: object, pcm: np.ndarray, pts: int) -> tuple[object, int, float]:
+        sent.append(pcm.copy())
+        return encoder, pts, 0.0
+
+    core = ClockCore(encode_pts=capture, enhance=True, enhance_latency=latency)
+    core.add(ClockStream(room="r", identity="a", inbound=ToneSource(), encoder="a"))
+    core.start(0.0)
+    line, delayed = np.zeros(latency, np.float32), []
+    for k in range(30):
+        now = 20.0 * (k + 1)
+        core.tick(now)
+        batch = core.next_batch(now)
+        x = np.concatenate([line, batch.pcms[0]])   # what a stage with this latency outputs
+        line, d = x[len(x) - latency:], x[:FRAME]
+        delayed.append(d)
+        answer = None if 15 <= k < 20 else [StageOut(d, 0.5 * d, True)]
+        result = core.enhanced(batch, answer)
+        assert [f.raw for f in result.frames][0] is not None
+    y, d = np.concatenate(sent), np.concatenate(delayed)
+    fade = 480
+    gap, back = 15 * FRAME, 20 * FRAME
+    np.testing.assert_array_equal(y[:gap], 0.5 * d[:gap])                      # enhanced
+    np.testing.assert_allclose(y[gap + fade:back], d[gap + fade:back], atol=1e-7)  # raw, same timing
+    np.testing.assert_allclose(y[back + fade:], 0.5 * d[back + fade:], atol=1e-7)  # enhanced again
+    assert np.max(np.abs(np.diff(y))) <= 1.5 * np.max(np.abs(np.diff(d)))     # no step anywhere

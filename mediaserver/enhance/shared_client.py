@@ -9,8 +9,9 @@ slots' outputs. Errors:
 
 * :class:`SharedStageTimeout`: the reply missed ``deadline_ms``; counted in
   ``mediaserver_enhancer_shared_deadline_misses_total``. The media clock then forwards that tick
-  raw (``MediaClock._enhance_loop``). Until the late reply arrives, further ticks are refused
-  the same way (one tick in flight per worker: the slots are still the inference's).
+  unprocessed, delayed like the stage's outputs and cross-faded (``sfu.stagegap``). Until the
+  late reply arrives, further ticks are refused the same way (one tick in flight per worker:
+  the slots are still the inference's).
 * :class:`SharedStageError`: the inference process is gone (socket closed, killed) or failed the
   batch; raised at once, never after a hang. While it is gone the stage tries to connect again
   (at most once per :data:`RECONNECT_S`, from ``process``); once the front has restarted it,

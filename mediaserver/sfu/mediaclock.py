@@ -32,6 +32,7 @@ import numpy as np
 
 from ..tasks import cancel_and_wait
 from .metrics import SfuMetrics
+from .stagegap import StageGap
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class Enhanced(Protocol):
 
 class EnhancerStage(Protocol):
     """``enhance.stage.EnhancerStage``: one batched call per tick for every stream."""
+
+    latency: int   # samples every output lags its input (480)
 
     async def process(self, items: Sequence[tuple[object, np.ndarray, str]], *,
                       overloaded: bool = False) -> Sequence[Enhanced]: ...
@@ -201,10 +204,12 @@ class TickResult:
 class ClockCore:
     """The clock's logic, sans-I/O: see the module docstring. Not thread-safe (one loop)."""
 
-    def __init__(self, *, encode_pts: EncodeFn, enhance: bool = False,
+    def __init__(self, *, encode_pts: EncodeFn, enhance: bool = False, enhance_latency: int = 0,
                  enhance_budget_ms: float = 60.0, max_backlog: int = MAX_BACKLOG) -> None:
         self._encode = encode_pts
         self.enhance = enhance
+        self.enhance_latency = enhance_latency   # samples the stage's outputs lag its input
+        self._gaps: dict[ClockStream, StageGap] = {}   # per stream: ticks the stage misses
         self.enhance_budget_ms = enhance_budget_ms
         self.max_backlog = max_backlog
         self._streams: list[ClockStream] = []
@@ -226,6 +231,7 @@ class ClockCore:
     def remove(self, stream: ClockStream) -> None:
         if stream in self._streams:
             self._streams.remove(stream)
+        self._gaps.pop(stream, None)
 
     @property
     def backlog(self) -> int:
@@ -330,17 +336,32 @@ class ClockCore:
         return None
 
     def enhanced(self, batch: EnhanceBatch, outputs: Optional[Sequence[Enhanced]]) -> TickResult:
-        """Emit ``batch`` with the stage's ``outputs`` (None: the stage failed; the tick goes
-        out unprocessed). A stream removed while the stage ran has left: its frame goes
+        """Emit ``batch`` with the stage's ``outputs`` (None: the stage failed or missed its
+        deadline; the tick goes out unprocessed, delayed like the stage's outputs and faded:
+        :mod:`.stagegap`). A stream removed while the stage ran has left: its frame goes
         nowhere (fed to the ASR hub after its participant_left, it would open state that
         nothing closes)."""
-        if outputs is None:
-            return self._emit(batch.streams, batch.pcms, batch.pcms, [None] * len(batch.pcms),
-                              batch.pts, batch.t_ms)
-        kept = [i for i, s in enumerate(batch.streams) if s in self._streams]
-        return self._emit([batch.streams[i] for i in kept], [outputs[i].raw for i in kept],
-                          [outputs[i].enhanced for i in kept], [bool(outputs[i].speech) for i in kept],
-                          batch.pts, batch.t_ms)
+        streams: list[ClockStream] = []
+        raws: list[np.ndarray] = []
+        cleaned: list[np.ndarray] = []
+        speech: list[Optional[bool]] = []
+        for i, s in enumerate(batch.streams):
+            if s not in self._streams:
+                continue
+            gap = self._gaps.get(s)
+            if gap is None:
+                gap = self._gaps[s] = StageGap(self.enhance_latency)
+            delayed = gap.push(batch.pcms[i])
+            if outputs is None:
+                raw, clean, sp = delayed, gap.missing(delayed), None
+            else:
+                raw, clean = gap.answered(delayed, outputs[i].raw, outputs[i].enhanced)
+                sp = bool(outputs[i].speech)
+            streams.append(s)
+            raws.append(raw)
+            cleaned.append(clean)
+            speech.append(sp)
+        return self._emit(streams, raws, cleaned, speech, batch.pts, batch.t_ms)
 
     # -- encode, speaking state, frames ----------------------------------------------------
     def _emit(self, streams: list[ClockStream], raws: list[np.ndarray],
@@ -376,7 +397,8 @@ class MediaClock:
 
     def __init__(self, *, stage: Optional[EnhancerStage] = None, metrics: Optional[SfuMetrics] = None,
                  encode_pts: EncodeFn) -> None:
-        self.core = ClockCore(encode_pts=encode_pts, enhance=stage is not None)
+        self.core = ClockCore(encode_pts=encode_pts, enhance=stage is not None,
+                              enhance_latency=stage.latency if stage is not None else 0)
         self._stage = stage
         self._metrics = metrics or SfuMetrics()
         self.sinks: list[FrameSink] = []
