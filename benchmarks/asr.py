@@ -44,7 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mediaserver.asr.feed import DEFAULT_FEED, DEFAULT_RAW_SHARE  # noqa: E402
-from mediaserver.asr.local import make_recogniser  # noqa: E402
+from mediaserver.asr.local import WINDOW_TAIL_S, make_recogniser  # noqa: E402
 from mediaserver.asr.segmenter import SegmenterConfig  # noqa: E402
 from mediaserver.asr.transcribe import (  # noqa: E402
     enhance48, feed_config, load_enhancer, recognise_segments, segments_of, simulate_live,
@@ -183,6 +183,8 @@ def main() -> int:
     ap.add_argument("--weights", default=None, help="enhancer weights (default: shipped model)")
     ap.add_argument("--engine", default="whisper", choices=("whisper", "pocketsphinx"))
     ap.add_argument("--threads", type=int, default=1, help="recogniser and torch CPU threads")
+    ap.add_argument("--window-tail", type=float, default=WINDOW_TAIL_S,
+                    help="Whisper: seconds of padding after each live decode's audio (0: 30 s window)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--feeds", default="raw,enhanced,mix,auto",
                     help="subset of raw,enhanced,mix,auto (mix/auto once per --mix-shares value)")
@@ -222,8 +224,11 @@ def main() -> int:
     enhancer = load_enhancer(args.weights)
     weights_meta = weights_info(args.weights)
     print(f"enhancer weights: {weights_meta}")
-    recogniser = make_recogniser(args.engine, **({"threads": args.threads}
+    recogniser = make_recogniser(args.engine, **({"threads": args.threads,
+                                                  "window_tail_s": args.window_tail}
                                                  if args.engine == "whisper" else {}))
+    # cached decodes are only reused for the same engine and window
+    engine_key = args.engine + (f"-tail{args.window_tail:g}" if args.engine == "whisper" else "")
     wanted = {f.strip() for f in args.feeds.split(",")}
     feeds = [f for f in [("raw", 0.0), ("enhanced", 0.0)] + [("mix", s) for s in shares]
              + [("auto", s) for s in shares] if f[0] in wanted]
@@ -268,7 +273,7 @@ def main() -> int:
             audio_s += len(x) / rate
             enh48 = None
             for feed, share in feeds:
-                key = "|".join((path.stem, cond, name(feed, share), args.engine,
+                key = "|".join((path.stem, cond, name(feed, share), engine_key,
                                 "" if feed == "raw" else weights_meta["sha256"]))
                 st = stats[cond][name(feed, share)]
                 if key in cache:
@@ -291,7 +296,7 @@ def main() -> int:
                     segmented_audio_s += cache[key]["audio_s"]
                 tally(st, ref, hyp_text, asr_s)
             for column in paths:
-                key = "|".join((path.stem, cond, column, args.engine, "v2"))
+                key = "|".join((path.stem, cond, column, engine_key, "v2"))
                 if key not in cache:
                     t1 = time.perf_counter()
                     if column == "raw-whole":
@@ -318,7 +323,7 @@ def main() -> int:
             peer48: dict = {}
             for peer, feed, share in peer_feeds:
                 column = peer_name_of(peer, feed, share)
-                key = "|".join((path.stem, cond, column, args.engine, "peer"))
+                key = "|".join((path.stem, cond, column, engine_key, "peer"))
                 if key not in cache:
                     if peer not in peer48:  # peers work at 16 kHz; outputs are time-aligned
                         x16 = resample(x, rate, 16000).astype(np.float32)
@@ -430,6 +435,7 @@ def main() -> int:
         "benchmark": "asr", "engine": args.engine, "files": [p.stem for p in files],
         "conditions": conditions, "feeds": names, "peers": columns[len(names):], "default_feed": default,
         "weights": str(args.weights or "shipped"), "seed": args.seed, "threads": args.threads,
+        "window_tail_s": args.window_tail if args.engine == "whisper" else None,
         "audio_seconds_per_condition": round(per_cond_audio, 1), "wer": table,
         "enhancer_rtf": enh_rtf, "segmenter_rtf": seg_rtf,
         "load_average_1m_at_end": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),

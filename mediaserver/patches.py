@@ -31,6 +31,10 @@ Process-wide, by their own call (they take configuration):
   every test on 127.0.0.1, pins them (and, when all are loopback, ignores other sources).
 - :func:`tolerate_consent_stalls`: aioice's RFC 7675 consent gives up after six unanswered
   0.5 s checks, which drops healthy calls on a CPU-starved host.
+- :func:`whisper_tail_windows` (called by the local Whisper recogniser when it is built):
+  faster-whisper pads every segment's features to Whisper's 30 s window, so a decode of one
+  second of speech costs as much as one of thirty; inside :func:`whisper_window` a thread's
+  segments are encoded with a shorter window instead.
 
 Per object:
 
@@ -49,10 +53,12 @@ Per object:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import struct
-from typing import Any, Awaitable, Callable, Sequence
+import threading
+from typing import Any, Awaitable, Callable, Iterator, Optional, Sequence
 
 import aioice
 import aioice.ice
@@ -259,6 +265,62 @@ def tolerate_consent_stalls(failures: int = 12) -> None:
     healthy call. Twelve keeps a dead peer detected within about a minute.
     """
     aioice.ice.CONSENT_FAILURES = max(aioice.ice.CONSENT_FAILURES, failures)
+
+
+# -- faster-whisper: the encoder's window ------------------------------------------------------
+WHISPER_FRAMES = 3000   # Whisper's window: 30 s of 10 ms mel frames
+_whisper_tail = threading.local()   # .frames: this thread's tail in mel frames (None: 30 s)
+
+
+def whisper_tail_windows() -> None:
+    """Let :func:`whisper_window` shorten the encoder's window (idempotent).
+
+    faster-whisper 1.2 pads every segment's mel features to 3000 frames
+    (``faster_whisper.transcribe.pad_or_trim``) although CTranslate2 encodes shorter inputs
+    (since 3.19, OpenNMT/CTranslate2#1446); the encoder's cost is then the same for 1 s of
+    speech as for 30 s (1.2-1.3 s per decode of tiny.en on one core here). The replacement
+    pads a segment to its own length plus the calling thread's tail (at most 3000 frames) and
+    is the original everywhere else. Whisper needs the tail: with under ~3 s of silence after
+    the speech tiny.en often does not stop (repeats, WER over 100 %) — benchmarks/asr.py.
+
+    Raises PatchError when the installed faster-whisper has no such function.
+    """
+    try:
+        import faster_whisper
+        import faster_whisper.audio
+        import faster_whisper.transcribe as transcribe
+    except ImportError as exc:
+        raise PatchError(f"faster-whisper is not installed: {exc}") from exc
+    current = getattr(transcribe, "pad_or_trim", None)
+    if getattr(current, "mediaserver_patch", False):
+        return
+    if current is not faster_whisper.audio.pad_or_trim:
+        raise PatchError("faster_whisper.transcribe.pad_or_trim is not faster_whisper.audio."
+                         f"pad_or_trim in faster-whisper {faster_whisper.__version__}: the "
+                         "shorter Whisper window cannot be installed")
+    original = current
+
+    def pad_or_trim(array: Any, length: int = WHISPER_FRAMES, *, axis: int = -1) -> Any:
+        tail: Optional[int] = getattr(_whisper_tail, "frames", None)
+        if tail is not None and length == WHISPER_FRAMES:
+            length = min(WHISPER_FRAMES, array.shape[axis] + tail)
+        return original(array, length, axis=axis)
+
+    pad_or_trim.mediaserver_patch = True  # type: ignore[attr-defined]
+    transcribe.pad_or_trim = pad_or_trim
+
+
+@contextlib.contextmanager
+def whisper_window(tail_frames: Optional[int]) -> Iterator[None]:
+    """Within the block, this thread's Whisper segments are encoded over their own length
+    plus ``tail_frames`` mel frames of padding (10 ms each; None: the full 30 s window).
+    Needs :func:`whisper_tail_windows` installed first."""
+    before = getattr(_whisper_tail, "frames", None)
+    _whisper_tail.frames = tail_frames
+    try:
+        yield
+    finally:
+        _whisper_tail.frames = before
 
 
 # -- RTP receiver tap and SRTP sequence restarts ----------------------------------------------

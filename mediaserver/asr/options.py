@@ -9,7 +9,7 @@ from typing import Optional
 from ..config import add_option
 from .feed import DEFAULT_FEED, DEFAULT_RAW_SHARE, FEEDS, check_feed
 from .hub import AsrHub, FeedConfig
-from .local import DEVICES, ENGINES
+from .local import DEVICES, ENGINES, WINDOW_TAIL_S, check_window_tail
 from .segmenter import SegmenterConfig
 from .sink import AsrSink
 
@@ -37,6 +37,9 @@ def add_asr_options(parser: argparse.ArgumentParser) -> None:
                     "(0..19): captions may wait, the media clock may not")
     add_option(parser, "--asr-device", choices=DEVICES, default="cpu",
                help="where the local Whisper recogniser runs (cuda needs CTranslate2's CUDA libraries)")
+    add_option(parser, "--asr-window-tail", type=float, default=WINDOW_TAIL_S, metavar="S",
+               help="Whisper encodes each decode's audio plus this many seconds of padding "
+                    "instead of a 30 s window (3..30; 0: the full 30 s window, slower)")
     add_option(parser, "--asr-partial-interval", type=float, default=1.0, metavar="S",
                help="seconds of new speech between two partial captions of a talker; 0: no partials")
     add_option(parser, "--asr-ws-url", default=None, help="external recogniser WebSocket URL (ws sink)")
@@ -84,6 +87,8 @@ def build_sinks(args: argparse.Namespace) -> list[AsrSink]:
                                              workers=getattr(args, "asr_workers", 0),
                                              device=getattr(args, "asr_device", "cpu"),
                                              nice=getattr(args, "asr_nice", 10),
+                                             window_tail_s=getattr(args, "asr_window_tail",
+                                                                   WINDOW_TAIL_S),
                                              stream=stream))
         elif name == "ws":
             if not args.asr_ws_url:
@@ -129,6 +134,10 @@ def validate_asr_args(args: argparse.Namespace) -> Optional[str]:
         return "--asr-threads and --asr-redis-maxlen must be >= 1"
     if not 0 <= getattr(args, "asr_nice", 10) <= 19:
         return "--asr-nice must be 0..19"
+    try:
+        check_window_tail(getattr(args, "asr_window_tail", WINDOW_TAIL_S))
+    except ValueError as exc:
+        return f"--asr-window-tail: {exc}"
     if getattr(args, "asr_workers", 0) < 0:
         return "--asr-workers must be >= 0 (0: sized to the machine)"
     interval = getattr(args, "asr_partial_interval", 1.0)

@@ -29,7 +29,8 @@ from ..audio import AudioFileError, read_audio, resample
 from ..config import add_option
 from .feed import DEFAULT_FEED, DEFAULT_RAW_SHARE, FEEDS, check_feed
 from .hub import FRAME_48K, FeedConfig, ParticipantPipeline
-from .local import DEVICES, ENGINES, LocalRecogniserSink, Recogniser, make_recogniser
+from .local import (DEVICES, ENGINES, WINDOW_TAIL_S, LocalRecogniserSink, Recogniser,
+                    make_recogniser)
 from .segmenter import Segment, SegmenterConfig
 from .streaming import Caption, DecodeJob, StreamConfig, TalkerStream
 
@@ -245,6 +246,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--asr-engine", choices=ENGINES, default="whisper", help="local recogniser")
     add_option(parser, "--asr-threads", type=int, default=1, help="recogniser CPU threads")
     add_option(parser, "--asr-device", choices=DEVICES, default="cpu", help="where Whisper runs")
+    add_option(parser, "--asr-window-tail", type=float, default=WINDOW_TAIL_S, metavar="S",
+               help="seconds of padding after the audio of each live decode (0: Whisper's "
+                    "30 s window); the whole-file transcript always uses 30 s windows")
     add_option(parser, "--realtime", action="store_true",
                help="feed each file at real-time pace through the live path (partials, finals); "
                     "the JSON gains an events list per file")
@@ -263,8 +267,8 @@ def main(args: argparse.Namespace) -> int:
         except Exception as exc:  # WeightsError, missing module: say what is missing
             print(f"error: the {args.feed} feed needs the enhancer: {exc}", file=sys.stderr)
             return 2
-    kwargs = ({"threads": args.asr_threads, "device": getattr(args, "asr_device", "cpu")}
-              if args.asr_engine == "whisper" else {})
+    kwargs = ({"threads": args.asr_threads, "device": getattr(args, "asr_device", "cpu"),
+               "window_tail_s": args.asr_window_tail} if args.asr_engine == "whisper" else {})
     try:
         recogniser = make_recogniser(args.asr_engine, **kwargs)
     except (RuntimeError, ValueError) as exc:
