@@ -15,7 +15,8 @@ helps this recogniser, not only ours. Their columns inform; they are never a fee
 
 On the raw feed it also measures how the recogniser is driven (issue 11), in the same run:
 ``raw`` = the VAD segments decoded each alone in a padded 30 s window (the path before
-streaming), ``raw-whole`` = the whole file decoded at once (no cuts), ``raw-live`` = the live
+streaming), ``raw-whole`` = the whole file decoded at once (no cuts) by Whisper tiny.en in
+30 s windows whatever ``--engine`` is (the reference of issue 11's WER target), ``raw-live`` = the live
 path's finals (previous text as context, length cuts carried over at a word boundary,
 window sized to the audio) from :func:`simulate_live`, which also times the captions: each
 decode takes the wall time it took here while the audio arrives at real-time pace (one
@@ -44,7 +45,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mediaserver.asr.feed import DEFAULT_FEED, DEFAULT_RAW_SHARE  # noqa: E402
-from mediaserver.asr.local import WINDOW_TAIL_S, make_recogniser  # noqa: E402
+from mediaserver.asr.local import (DEFAULT_ENGINE, ENGINES, WINDOW_TAIL_S, make_recogniser,  # noqa: E402
+                                   recogniser_kwargs)
 from mediaserver.asr.segmenter import SegmenterConfig  # noqa: E402
 from mediaserver.asr.transcribe import (  # noqa: E402
     enhance48, feed_config, load_enhancer, recognise_segments, segments_of, simulate_live,
@@ -124,12 +126,12 @@ def weights_info(path: str | None) -> dict:
             **{k: meta[k] for k in ("step", "valid_loss") if k in meta}}
 
 
-async def many_talkers(files: list, n: int, threads: int) -> dict:
+async def many_talkers(files: list, n: int, threads: int, engine: str = DEFAULT_ENGINE) -> dict:
     """Play ``n`` clean files (cycled) at once in real time through one live sink."""
     from mediaserver.asr.hub import AsrHub, FeedConfig
     from mediaserver.asr.local import LocalRecogniserSink
 
-    sink = LocalRecogniserSink(threads=threads)
+    sink = LocalRecogniserSink(engine=engine, threads=threads)
     hub = AsrHub([sink], feed=FeedConfig(feed="raw"))
     loop = asyncio.get_running_loop()
     lags: dict = {"partial": [], "final": []}
@@ -181,7 +183,8 @@ def main() -> int:
     ap.add_argument("--default-feed", default=None,
                     help="feed judged against the targets, e.g. mix0.3 (default: the code's default)")
     ap.add_argument("--weights", default=None, help="enhancer weights (default: shipped model)")
-    ap.add_argument("--engine", default="whisper", choices=("whisper", "pocketsphinx"))
+    ap.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINES,
+                    help="recogniser of every column but raw-whole (always Whisper tiny.en)")
     ap.add_argument("--threads", type=int, default=1, help="recogniser and torch CPU threads")
     ap.add_argument("--window-tail", type=float, default=WINDOW_TAIL_S,
                     help="Whisper: seconds of padding after each live decode's audio (0: 30 s window)")
@@ -224,11 +227,20 @@ def main() -> int:
     enhancer = load_enhancer(args.weights)
     weights_meta = weights_info(args.weights)
     print(f"enhancer weights: {weights_meta}")
-    recogniser = make_recogniser(args.engine, **({"threads": args.threads,
-                                                  "window_tail_s": args.window_tail}
-                                                 if args.engine == "whisper" else {}))
+    recogniser = make_recogniser(args.engine, **recogniser_kwargs(
+        args.engine, threads=args.threads, window_tail_s=args.window_tail))
     # cached decodes are only reused for the same engine and window
     engine_key = args.engine + (f"-tail{args.window_tail:g}" if args.engine == "whisper" else "")
+    whisper_key = f"whisper-tail{args.window_tail:g}"
+    reference = None   # Whisper for the raw-whole column, built when first needed
+
+    def whole_file_whisper():  # noqa: ANN202
+        nonlocal reference
+        if reference is None:
+            reference = recogniser if args.engine == "whisper" else make_recogniser(
+                "whisper", **recogniser_kwargs("whisper", threads=args.threads,
+                                               window_tail_s=args.window_tail))
+        return reference
     wanted = {f.strip() for f in args.feeds.split(",")}
     feeds = [f for f in [("raw", 0.0), ("enhanced", 0.0)] + [("mix", s) for s in shares]
              + [("auto", s) for s in shares] if f[0] in wanted]
@@ -296,11 +308,12 @@ def main() -> int:
                     segmented_audio_s += cache[key]["audio_s"]
                 tally(st, ref, hyp_text, asr_s)
             for column in paths:
-                key = "|".join((path.stem, cond, column, engine_key, "v2"))
+                key = "|".join((path.stem, cond, column,
+                                whisper_key if column == "raw-whole" else engine_key, "v2"))
                 if key not in cache:
                     t1 = time.perf_counter()
                     if column == "raw-whole":
-                        cache[key] = {"text": recogniser.transcribe(
+                        cache[key] = {"text": whole_file_whisper().transcribe(
                             resample(x, rate, 16000).astype(np.float32))}
                     else:
                         events = simulate_live(recogniser, raw48, None, feed_config("raw", 0.0, 0))
@@ -414,7 +427,8 @@ def main() -> int:
                 "whole": w, "cut": cut, "live": lv, "live_within_1pt_of_whole": lv <= w + 0.01 + 1e-9,
                 "partial_p95_le_1.5s": (c["partial_lag_s"]["p95"] or 99) <= 1.5,
                 "final_p95_le_1.5s": (c["final_after_speech_end_s"]["p95"] or 99) <= 1.5}
-        print("live path (issue 11): WER whole-file / VAD cuts / live, caption lag p50/p95 "
+        print(f"live path (issue 11): WER whole-file (Whisper) / VAD cuts ({args.engine}) / live "
+              f"({args.engine}), caption lag p50/p95 "
               "(partial: emit - audio end; final: emit - speech end, = segment end - "
               f"{hangover_s:.1f} s hangover; first partial after onset)")
         for cond, v in live_verdict.items():
@@ -428,11 +442,13 @@ def main() -> int:
     if args.talkers > 0:
         import asyncio
 
-        talkers = asyncio.run(many_talkers(files[:args.talkers], args.talkers, args.threads))
+        talkers = asyncio.run(many_talkers(files[:args.talkers], args.talkers, args.threads,
+                                           args.engine))
         print(f"{args.talkers} talkers at once: {talkers}")
 
     result = {
-        "benchmark": "asr", "engine": args.engine, "files": [p.stem for p in files],
+        "benchmark": "asr", "engine": args.engine, "whole_file_engine": "whisper",
+        "files": [p.stem for p in files],
         "conditions": conditions, "feeds": names, "peers": columns[len(names):], "default_feed": default,
         "weights": str(args.weights or "shipped"), "seed": args.seed, "threads": args.threads,
         "window_tail_s": args.window_tail if args.engine == "whisper" else None,

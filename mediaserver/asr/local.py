@@ -30,7 +30,8 @@ from .streaming import Caption, DecodeJob, StreamConfig, TalkerStream, Word
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("whisper", "pocketsphinx")
+ENGINES = ("whisper", "moonshine", "pocketsphinx")
+DEFAULT_ENGINE = "whisper"
 # Seconds of padding after the audio in each Whisper decode (0: Whisper's 30 s window). Measured
 # with tiny.en on 40 LibriSpeech test utterances (mean 8 s), one core: 30 s window WER 19.8 %,
 # 1.34 s per decode; +8 s 19.3 %, 0.47 s; +5 s 20.2 %; +3 s 22.1 %; +1 s over 100 % (it repeats).
@@ -153,12 +154,29 @@ class PocketSphinxRecogniser:
         return [Word(t) for t in self.transcribe(pcm).split()]
 
 
-def make_recogniser(engine: str = "whisper", **kwargs) -> Recogniser:
+def make_recogniser(engine: str = DEFAULT_ENGINE, **kwargs) -> Recogniser:
+    """The recogniser of ``engine``; ``kwargs`` as :func:`recogniser_kwargs` gives them."""
     if engine == "whisper":
         return WhisperRecogniser(**kwargs)
+    if engine == "moonshine":
+        from .moonshine import MoonshineRecogniser
+
+        return MoonshineRecogniser(**kwargs)
     if engine == "pocketsphinx":
         return PocketSphinxRecogniser()
     raise ValueError(f"unknown ASR engine {engine!r}; choose one of {', '.join(ENGINES)}")
+
+
+def recogniser_kwargs(engine: str, *, threads: int = 1, device: str = "cpu", beam_size: int = 1,
+                      window_tail_s: float = WINDOW_TAIL_S) -> dict:
+    """The settings ``engine``'s recogniser takes, picked from the common ones. Raises
+    ValueError for a device the engine cannot use (only Whisper runs on cuda)."""
+    if engine == "whisper":
+        return {"threads": threads, "beam_size": beam_size, "device": device,
+                "window_tail_s": window_tail_s}
+    if device != "cpu":
+        raise ValueError(f"the {engine} ASR engine runs on the CPU only, not {device}")
+    return {"threads": threads} if engine == "moonshine" else {}
 
 
 
@@ -184,7 +202,7 @@ class LocalRecogniserSink:
     wants_transcripts = False
     wants_room_end = True
 
-    def __init__(self, *, engine: str = "whisper", workers: int = 0, threads: int = 1,
+    def __init__(self, *, engine: str = DEFAULT_ENGINE, workers: int = 0, threads: int = 1,
                  device: str = "cpu", beam_size: int = 1, finals_per_talker: int = 4,
                  stream: StreamConfig | None = None, nice: int = 10,
                  window_tail_s: float = WINDOW_TAIL_S,
@@ -199,8 +217,8 @@ class LocalRecogniserSink:
         self.workers = workers if workers > 0 else default_workers(device, threads)
         self.nice = nice
         if recogniser_factory is None:
-            kwargs = ({"threads": threads, "beam_size": beam_size, "device": device,
-                       "window_tail_s": window_tail_s} if engine == "whisper" else {})
+            kwargs = recogniser_kwargs(engine, threads=threads, beam_size=beam_size, device=device,
+                                       window_tail_s=window_tail_s)
             recogniser_factory = lambda: make_recogniser(engine, **kwargs)  # noqa: E731
         self._factory = recogniser_factory
         self.queue = FairQueue(finals_per_talker=finals_per_talker)

