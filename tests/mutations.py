@@ -857,7 +857,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         edits=(Edit("mediaserver/asr/streaming.py",
                     "if job.word_times and words and words[-1].start_s is not None:",
                     "if job.word_times and words:  # mutation"),),
-        tests=("tests/test_asr_moonshine.py::test_length_cuts_without_word_times_keep_going",),
+        tests=("tests/test_asr_moonshine.py::test_monologue_cut_without_word_times_loses_no_word",),
     ),
     Mutation(
         name="asr-moonshine-missing-weights-unclear",

@@ -17,7 +17,7 @@ from mediaserver.asr.hub import FeedConfig
 from mediaserver.asr.segmenter import SegmenterConfig
 from requires import ASR_HINT, require, require_module
 from test_asr_pipeline import espeak48
-from test_asr_streaming import normalise
+from test_asr_streaming import MONOLOGUE, edit_distance, normalise
 
 SAID = "Please send the ambulance to the corner of Maple Street."
 SIX = "Please send an ambulance to twelve Baker Street, the patient is breathing but not awake."
@@ -105,18 +105,25 @@ async def test_partials_come_before_the_final_through_the_moonshine_sink(
     assert {"ambulance", "baker", "street", "patient", "breathing"} <= set(final), finals
 
 
-def test_length_cuts_without_word_times_keep_going(moonshine, tmp_path: Path) -> None:
-    """Moonshine reports no word times: a length cut carries no audio over, and its finals
-    still come (nothing is dropped or raised at the cut)."""
+@pytest.mark.timeout(900)
+def test_monologue_cut_without_word_times_loses_no_word(moonshine, tmp_path: Path) -> None:
+    """30 s of speech with no pause, hard-cut every 6 s. Moonshine reports no word times, so
+    a length cut carries no audio over: every final is kept whole and the cuts may cost at
+    most 3 words of 101 against decoding the file at once."""
     from mediaserver.asr.transcribe import feed_config, finals_of, segments_of
+    from mediaserver.audio import resample
 
-    x = np.concatenate([np.zeros(24000, np.float32), espeak48(SIX, tmp_path, "six"),
+    x = np.concatenate([np.zeros(24000, np.float32), espeak48(MONOLOGUE, tmp_path, "mono"),
                         np.zeros(48000, np.float32)])
     x = np.pad(x, (0, (-len(x)) % 960)).astype(np.float32)
-    segs = segments_of(x, None, feed_config("raw", 0.0, 0), SegmenterConfig(soft_max_ms=2500, max_ms=2500))
-    assert sum(s.meta.get("cut") == "length" for s in segs) >= 1, [s.meta for s in segs]
-    text = normalise(finals_of(moonshine, segs))
-    assert len({"ambulance", "baker", "street", "patient", "breathing", "awake"} & set(text)) >= 4, text
+    segs = segments_of(x, None, feed_config("raw", 0.0, 0), SegmenterConfig(soft_max_ms=6000, max_ms=6000))
+    assert sum(s.meta.get("cut") == "length" for s in segs) >= 4, [s.meta for s in segs]
+    ref = normalise(MONOLOGUE)
+    whole = edit_distance(ref, normalise(moonshine.transcribe(resample(x, 48000, 16000))))
+    live_text = finals_of(moonshine, segs)
+    live = edit_distance(ref, normalise(live_text))
+    assert whole <= 15, whole                  # the model hears the monologue at all
+    assert live <= whole + 3, (live, whole, live_text)
 
 
 def test_missing_weights_or_a_changed_layout_fail_clearly(tmp_path: Path) -> None:
