@@ -878,6 +878,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_asr_moonshine.py::test_missing_weights_or_a_changed_layout_fail_clearly",),
     ),
     Mutation(
+        name="asr-moonshine-load-error-unclear",
+        claim="a Moonshine graph onnxruntime cannot read fails with a RuntimeError naming the file",
+        source="issue 11 (a larger English model bundled offline: Moonshine base)",
+        edits=(Edit("mediaserver/asr/moonshine.py",
+                    "            except Exception as exc:   # onnxruntime's own errors",
+                    "            except ZeroDivisionError as exc:  # mutation"),),
+        tests=("tests/test_asr_moonshine.py::test_missing_weights_or_a_changed_layout_fail_clearly",),
+    ),
+    Mutation(
         name="asr-moonshine-tokenizer-unchecked",
         claim="a truncated Moonshine tokenizer is refused at load",
         source="issue 11 (a larger English model bundled offline: Moonshine base)",

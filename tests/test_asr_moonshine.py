@@ -150,6 +150,12 @@ def test_missing_weights_or_a_changed_layout_fail_clearly(tmp_path: Path) -> Non
     (cut / TOKENIZER_FILE).write_bytes((real / TOKENIZER_FILE).read_bytes()[:1000] + b"\xff")
     with pytest.raises(RuntimeError, match="tokenizer.bin: truncated"):
         MoonshineRecogniser(model_dir=cut, optimise=False)
+    # a graph onnxruntime cannot read (another .ort format version)
+    (cut / TOKENIZER_FILE).write_bytes((real / TOKENIZER_FILE).read_bytes())
+    (cut / ENCODER_FILE).write_bytes(b"not an ORT graph")
+    for optimise in (True, False):
+        with pytest.raises(RuntimeError, match=r"onnxruntime .* could not load .*encoder_model.ort"):
+            MoonshineRecogniser(model_dir=cut, optimise=optimise)
 
 
 def test_serve_refuses_moonshine_on_cuda_before_it_starts() -> None:

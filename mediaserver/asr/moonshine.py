@@ -177,8 +177,14 @@ class MoonshineRecogniser:
                                             else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
 
         def session(name: str) -> Any:
-            graph: Any = _ort_to_onnx(folder / name) if optimise else str(folder / name)
-            return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            try:
+                graph: Any = _ort_to_onnx(folder / name) if optimise else str(folder / name)
+                return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            except RuntimeError:
+                raise
+            except Exception as exc:   # onnxruntime's own errors (an .ort format it no longer reads)
+                raise RuntimeError(f"onnxruntime {ort.__version__} could not load {folder / name}: "
+                                   f"{exc}") from exc
 
         self._encoder, self._decoder = session(ENCODER_FILE), session(DECODER_FILE)
         self._check_graphs()
