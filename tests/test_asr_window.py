@@ -1,4 +1,5 @@
-"""Issue 11: Whisper decodes encode the audio plus a tail of padding, not a 30 s window.
+"""Issue 11: partial-caption Whisper decodes encode the audio plus a tail of padding, not a
+30 s window (finals keep 30 s: with the short window they lost words in benchmarks/asr.py).
 
 faster-whisper pads every segment to 30 s, so a partial caption of 2 s of speech cost a
 full-window encode (about 1.3 s on one core here, the bound on caption latency).
@@ -54,8 +55,8 @@ def test_the_window_is_the_segment_plus_the_tail_only_inside_the_block() -> None
 
 
 @pytest.mark.parametrize("tail_s,frames", [(8.0, lambda n: n + 800), (0.0, lambda n: 3000)])
-def test_the_recogniser_encodes_the_speech_plus_its_tail_and_hears_it(tmp_path: Path, tail_s,
-                                                                      frames) -> None:
+def test_a_partial_decode_encodes_the_speech_plus_its_tail_and_hears_it(tmp_path: Path, tail_s,
+                                                                        frames) -> None:
     needs_whisper()
     from mediaserver.asr.local import WhisperRecogniser
     from mediaserver.audio import resample
@@ -70,10 +71,13 @@ def test_the_recogniser_encodes_the_speech_plus_its_tail_and_hears_it(tmp_path: 
         return encode(features)
 
     recogniser._model.encode = spy
-    words = [w.text.lower().strip(".,") for w in recogniser.recognise(speech)]
+    partial = [w.text.lower().strip(".,") for w in recogniser.recognise(speech, fallback=False)]
+    final = [w.text.lower().strip(".,") for w in recogniser.recognise(speech, fallback=True)]
     content = len(speech) // 160   # mel frames of the speech (10 ms each)
-    assert len(encoded) == 1 and abs(encoded[0] - frames(content)) <= 2, (encoded, content)
-    assert {"ambulance", "corner", "maple", "street"} <= set(words), words
+    assert len(encoded) == 2 and abs(encoded[0] - frames(content)) <= 2, (encoded, content)
+    assert encoded[1] == 3000   # a final: Whisper's whole window
+    for words in (partial, final):
+        assert {"ambulance", "corner", "maple", "street"} <= set(words), words
 
 
 def test_a_tail_that_makes_whisper_repeat_itself_is_refused() -> None:

@@ -32,9 +32,13 @@ logger = logging.getLogger(__name__)
 
 ENGINES = ("whisper", "moonshine", "pocketsphinx")
 DEFAULT_ENGINE = "whisper"
-# Seconds of padding after the audio in each Whisper decode (0: Whisper's 30 s window). Measured
-# with tiny.en on 40 LibriSpeech test utterances (mean 8 s), one core: 30 s window WER 19.8 %,
-# 1.34 s per decode; +8 s 19.3 %, 0.47 s; +5 s 20.2 %; +3 s 22.1 %; +1 s over 100 % (it repeats).
+# Seconds of padding after the audio of a partial caption's Whisper decode (0: Whisper's 30 s
+# window). Measured with tiny.en, one core: on 40 LibriSpeech test utterances (mean 8 s) decoded
+# whole, the 30 s window gave WER 19.8 % at 1.34 s per decode; +8 s 19.3 % at 0.47 s; +5 s
+# 20.2 %; +3 s 22.1 %; +1 s over 100 % (it repeats itself). In the live path (benchmarks/asr.py,
+# 10 files) finals with it lost words (clean 13.8 % against 7.8 %: a short final repeated itself;
+# at least 15 s of window still 10.8 %), so finals keep the 30 s window and only partials,
+# which two decodes must agree on before they show, use it.
 WINDOW_TAIL_S = 8.0
 
 
@@ -72,9 +76,10 @@ class WhisperRecogniser:
     def __init__(self, *, model_path: Optional[str] = None, beam_size: int = 1,
                  threads: int = 1, compute_type: Optional[str] = None, device: str = "cpu",
                  window_tail_s: float = WINDOW_TAIL_S) -> None:
-        """``window_tail_s``: each decode encodes the audio plus this many seconds of padding
-        instead of Whisper's 30 s window (``patches.whisper_tail_windows``); 0: the full 30 s
-        window (as faster-whisper does). Values between 0 and 3 s make tiny.en repeat itself."""
+        """``window_tail_s``: a partial decode (``recognise(fallback=False)``) encodes the audio
+        plus this many seconds of padding instead of Whisper's 30 s window
+        (``patches.whisper_tail_windows``); 0: the full 30 s window (as faster-whisper does).
+        Values between 0 and 3 s make tiny.en repeat itself. Finals always use 30 s."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
         try:
             from faster_whisper import WhisperModel
@@ -114,7 +119,8 @@ class WhisperRecogniser:
     def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
                   fallback: bool = True) -> list[Word]:
         audio = _as_float(pcm)
-        with self._lock, whisper_window(self._tail_frames):
+        # partials (fallback False) only: finals with the short window lose words (below)
+        with self._lock, whisper_window(None if fallback else self._tail_frames):
             segments, _ = self._model.transcribe(
                 audio, language="en", beam_size=self.beam_size, vad_filter=False,
                 condition_on_previous_text=False, without_timestamps=True,

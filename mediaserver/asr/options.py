@@ -40,8 +40,9 @@ def add_asr_options(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--asr-device", choices=DEVICES, default="cpu",
                help="where the local Whisper recogniser runs (cuda needs CTranslate2's CUDA libraries)")
     add_option(parser, "--asr-window-tail", type=float, default=WINDOW_TAIL_S, metavar="S",
-               help="Whisper encodes each decode's audio plus this many seconds of padding "
-                    "instead of a 30 s window (3..30; 0: the full 30 s window, slower)")
+               help="Whisper encodes a partial caption's audio plus this many seconds of "
+                    "padding instead of a 30 s window (3..30; 0: the full 30 s window, slower "
+                    "partials); finals always use 30 s")
     add_option(parser, "--asr-partial-interval", type=float, default=1.0, metavar="S",
                help="seconds of new speech between two partial captions of a talker; 0: no partials")
     add_option(parser, "--asr-ws-url", default=None, help="external recogniser WebSocket URL (ws sink)")

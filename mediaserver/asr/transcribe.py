@@ -248,8 +248,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--asr-threads", type=int, default=1, help="recogniser CPU threads")
     add_option(parser, "--asr-device", choices=DEVICES, default="cpu", help="where Whisper runs")
     add_option(parser, "--asr-window-tail", type=float, default=WINDOW_TAIL_S, metavar="S",
-               help="seconds of padding after the audio of each live decode (0: Whisper's "
-                    "30 s window); the whole-file transcript always uses 30 s windows")
+               help="seconds of padding after the audio of each partial decode (0: Whisper's "
+                    "30 s window); finals and the whole-file transcript use 30 s windows")
     add_option(parser, "--realtime", action="store_true",
                help="feed each file at real-time pace through the live path (partials, finals); "
                     "the JSON gains an events list per file")
