@@ -12,8 +12,8 @@ jitter buffer (raw RTP, decoded offline). It measures, per forwarder:
 - server-added delay p50/p95: each received 1 s window is matched to the sent audio
   by content cross-correlation, which gives every received packet its mouth-to-ear delay
   (see ``stream_delays``); the server-added delay is that minus the mouth-to-ear delay of a
-  direct aiortc-to-aiortc link measured the same way in the same run (packetisation, the
-  publisher's Opus look-ahead, both aiortc stacks). The delay samples come from publishers
+  direct aiortc-to-aiortc link's p50, measured the same way in the same run (packetisation,
+  the publisher's Opus look-ahead, both aiortc stacks). The delay samples come from publishers
   whose send phases are spread evenly over the 20 ms frame (``--sample-streams``), so the
   median is not a draw of a few phases against the server's clock;
 - late frames (arriving > 60 ms after the stream's median delay) and missing frames
@@ -289,7 +289,7 @@ def stream_delays(rec: Received, sent: np.ndarray, sent_at: np.ndarray, t_from: 
         buf[t:t + len(pcm)] = pcm[: n - t]
     sent_frames = len(sent_at)
     src = np.resize(sent, sent_frames * FRAME)   # the sources loop their clip
-    delays: list[float] = []
+    delays: dict[int, float] = {}   # packet index -> delay (windows overlap by half: once each)
     win = RATE
     for w in range(0, n - win, win // 2):
         seg = buf[w:w + win]
@@ -311,12 +311,12 @@ def stream_delays(rec: Received, sent: np.ndarray, sent_at: np.ndarray, t_from: 
         if corr[k] / norm < 0.6:
             continue
         offset = lo + k - w   # source index = buffer index + offset
-        for t, a in zip(ts[in_win], arr[in_win]):
-            r = int(t + offset)
-            if t_from <= a <= t_to and 0 <= r < sent_frames * FRAME:
+        for j in np.flatnonzero(in_win):
+            r, a = int(ts[j] + offset), arr[j]
+            if j not in delays and t_from <= a <= t_to and 0 <= r < sent_frames * FRAME:
                 i, phi = divmod(r, FRAME)
-                delays.append(a - sent_at[i] + (FRAME - phi) / RATE)
-    return delays
+                delays[int(j)] = a - sent_at[i] + (FRAME - phi) / RATE
+    return list(delays.values())
 
 
 # ---------------------------------------------------------------- servers
@@ -681,7 +681,8 @@ def main() -> int:
         print(json.dumps(row), flush=True)
         write_results(args, rows, direct)
     write_results(args, rows, direct)
-    header = ("forwarder", "workers", "N", "cpu %", "cpu %/pub", "generator cpu %", "delay p50", "delay p95", "mouth-to-ear p50",
+    header = ("forwarder", "workers", "N", "cpu %", "cpu %/pub", "generator cpu %", "server-added p50",
+              "server-added p95", "mouth-to-ear p50",
               "late+missing %", "late ticks %", "enhancer batch", "step ms p50/p95")
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for r in rows:

@@ -945,8 +945,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="the SFU benchmark's delay counts a relay's sub-frame sample delay, not the whole source frame a packet starts in",
         source="issue 15 §3",
         edits=(Edit("benchmarks/sfu.py",
-                    "                delays.append(a - sent_at[i] + (FRAME - phi) / RATE)",
-                    "                delays.append(a - sent_at[i])  # mutation"),),
+                    "                delays[int(j)] = a - sent_at[i] + (FRAME - phi) / RATE",
+                    "                delays[int(j)] = a - sent_at[i]  # mutation"),),
         tests=("tests/test_bench_delay.py",),
     ),
     Mutation(

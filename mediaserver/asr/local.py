@@ -100,6 +100,8 @@ class WhisperRecogniser:
         (``patches.whisper_tail_windows``); 0: the full 30 s window (as faster-whisper does).
         Values between 0 and 3 s make tiny.en repeat itself. Finals always use 30 s."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
+        # faster-whisper logs every decode at INFO (a line per second per talker in serve)
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)
         try:
             from faster_whisper import WhisperModel
         except ImportError as exc:
