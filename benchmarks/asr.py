@@ -230,8 +230,8 @@ def main() -> int:
     recogniser = make_recogniser(args.engine, **recogniser_kwargs(
         args.engine, threads=args.threads, window_tail_s=args.window_tail))
     # cached decodes are only reused for the same engine and window
-    engine_key = args.engine + (f"-tail{args.window_tail:g}" if args.engine == "whisper" else "")
     whisper_key = f"whisper-tail{args.window_tail:g}"
+    engine_key = whisper_key if args.engine == "whisper" else args.engine
     reference = None   # Whisper for the raw-whole column, built when first needed
 
     def whole_file_whisper():  # noqa: ANN202

