@@ -319,6 +319,32 @@ def stream_delays(rec: Received, sent: np.ndarray, sent_at: np.ndarray, t_from: 
     return list(delays.values())
 
 
+def histogram_stats(m0: dict[str, float], m1: dict[str, float], name: str) -> dict:
+    """Mean and p50/p95 (ms) of histogram ``name`` over the window m0 -> m1 of
+    ``Server.metrics()``; percentiles interpolated linearly inside a bucket, as Prometheus'
+    ``histogram_quantile`` does. Empty dict when nothing was observed."""
+    count = m1.get(f"{name}_count", 0.0) - m0.get(f"{name}_count", 0.0)
+    if count <= 0:
+        return {}
+    total = m1.get(f"{name}_sum", 0.0) - m0.get(f"{name}_sum", 0.0)
+    edges = sorted((float(k.split("@", 1)[1]), m1[k] - m0.get(k, 0.0))
+                   for k in m1 if k.startswith(f"{name}_bucket@") and not k.endswith("+Inf"))
+
+    def quantile(q: float) -> Optional[float]:
+        rank, lo, below = q * count, 0.0, 0.0
+        for edge, cum in edges:
+            if cum >= rank:
+                inside = cum - below
+                return 1000.0 * (lo + (edge - lo) * ((rank - below) / inside if inside else 1.0))
+            lo, below = edge, cum
+        return None   # beyond the last finite bucket
+
+    p50, p95 = quantile(0.5), quantile(0.95)
+    return {"mean_ms": round(1000.0 * total / count, 1),
+            "p50_ms": None if p50 is None else round(p50, 1),
+            "p95_ms": None if p95 is None else round(p95, 1), "count": int(count)}
+
+
 # ---------------------------------------------------------------- servers
 class Server:
     def __init__(self, kind: str, log: Path, model: Optional[str] = None, workers: int = 1) -> None:
@@ -371,6 +397,9 @@ class Server:
                     if line.startswith("mediaserver_") and " " in line:
                         k, v = line.rsplit(" ", 1)
                         name = k.split("{", 1)[0]   # summed over labels (the workers' too)
+                        le = re.search(r'le="([^"]+)"', k)
+                        if name.endswith("_bucket") and le:   # histogram buckets stay apart
+                            name += f"@{le.group(1)}"
                         out[name] = out.get(name, 0.0) + float(v)
         except Exception:
             pass
@@ -612,6 +641,16 @@ async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup
                                      if samples else None),
             "enhancer_step_ms_p95": (round(float(np.percentile([t for _, t in samples], 95)), 2)
                                      if samples else None),
+            # where the server's time goes (server-side, over the measured window): the jitter
+            # buffer's hold of each packet (arrival to the tick deadline that plays it), how
+            # late ticks ran, a tick's own work, and the enhancer's wait past the deadline
+            "stages": {
+                "jitter_wait": histogram_stats(m0, m1, "mediaserver_jitter_wait_seconds"),
+                "jitter_target": histogram_stats(m0, m1, "mediaserver_jitter_target_seconds"),
+                "tick_lag": histogram_stats(m0, m1, "mediaserver_clock_lag_seconds"),
+                "tick_work": histogram_stats(m0, m1, "mediaserver_clock_tick_seconds"),
+                "enhance": histogram_stats(m0, m1, "mediaserver_clock_enhance_seconds"),
+            },
             "errors": sorted({e for p in peers for e in p.errors})[:5],
         }
     finally:

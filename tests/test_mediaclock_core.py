@@ -12,6 +12,7 @@ and sink frames; the core itself never sends, calls back or awaits.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -179,6 +180,8 @@ class StageOut:
 class Pcm:
     pcm: np.ndarray
     kind: str = "normal"
+    wait_ms: Optional[float] = None
+    target_ms: Optional[float] = None
 
 
 class ToneSource:

@@ -33,6 +33,11 @@ _LP_A = np.array([1.0, -0.7])
 class PulledFrame:
     pcm: np.ndarray  # float32 [960], 48 kHz mono
     kind: str  # "normal" | "fec" | "plc" | "cng" | "dtx" | "silence"
+    # ms from the arrival of the first packet decoded for this frame to the playout of its
+    # first sample (the pull time plus the decoded samples queued ahead of it): the delay
+    # the jitter buffer added to that packet. None when no packet was decoded.
+    wait_ms: float | None = None
+    target_ms: float | None = None  # the jitter buffer's target level then (with wait_ms)
 
 
 @dataclass(slots=True)
@@ -174,6 +179,7 @@ class InboundAudio:
         self._in_cng = False
         self._lp_state = np.zeros(1)
         self._delay_ms = 0.0
+        self._wait_ms: float | None = None  # this pull's first decoded packet (PulledFrame.wait_ms)
         self._counts = {k: 0 for k in KINDS}
         self._invalid = 0
         self._decode_errors = 0
@@ -231,6 +237,7 @@ class InboundAudio:
     def pull(self, *, now_ms: float) -> PulledFrame:
         """Exactly 960 samples for this tick; concealment or silence when nothing is there."""
         queue = self._queue
+        self._wait_ms = None
         while len(queue) < FRAME_SAMPLES:
             decision = self._jb.pop(now_ms=now_ms, queued=len(queue), want=FRAME_SAMPLES - len(queue))
             if self._jb.take_reset():
@@ -245,7 +252,8 @@ class InboundAudio:
         self._counts[kind] += 1
         if kind in ("plc", "cng"):
             self._concealed_frames += 1
-        return PulledFrame(out, kind)
+        return PulledFrame(out, kind, self._wait_ms,
+                           None if self._wait_ms is None else self._jb.target_ms)
 
     def _apply(self, decision: Play | DecodeFec | Conceal, now_ms: float) -> None:
         if isinstance(decision, Conceal):
@@ -270,6 +278,8 @@ class InboundAudio:
                 kind = "normal"
                 delay = now_ms - decision.packet.arrival_ms + len(self._queue) / 48.0
                 self._delay_ms += 0.05 * (delay - self._delay_ms)
+                if self._wait_ms is None:
+                    self._wait_ms = delay
         except OpusError as exc:
             self._decode_errors += 1
             logger.debug("decode failed, concealing: %s", exc)

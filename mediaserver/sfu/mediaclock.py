@@ -50,6 +50,8 @@ STAGE_LOG_S = 10.0  # a failing enhancer stage is logged at most once per this m
 class Pulled(Protocol):
     pcm: np.ndarray   # float32 [960], 48 kHz mono
     kind: str         # "normal" | "fec" | "plc" | "cng" | "dtx" | "silence"
+    wait_ms: Optional[float]   # jitter-buffer delay of the packet decoded for it (None: none)
+    target_ms: Optional[float]   # the jitter buffer's target level then (None with wait_ms)
 
 
 class InboundSource(Protocol):
@@ -154,6 +156,8 @@ class _Silent:
 
     pcm: np.ndarray = field(default_factory=lambda: np.zeros(FRAME, np.float32))
     kind: str = "silence"
+    wait_ms: Optional[float] = None
+    target_ms: Optional[float] = None
 
 
 def _energy_speech(pcm: np.ndarray) -> tuple[bool, float]:
@@ -195,6 +199,8 @@ class TickResult:
     events: list[tuple[ClockStream, bool, float]] = field(default_factory=list)  # (stream, speaking, level)
     frames: list[Frame] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)   # pulled frame kinds (metrics)
+    waits_ms: list[tuple[float, float]] = field(default_factory=list)   # jitter-buffer (wait,
+    # target) ms of the frames that decoded a packet (metrics)
     lag_ms: float = 0.0           # how late the tick ran (0 for an enhanced batch)
     late: bool = False
     skipped: int = 0              # frames dropped by the skip rule or the full backlog
@@ -285,11 +291,12 @@ class ClockCore:
         pulled = [self._pull(s, t_ms) for s in streams]
         kinds = [f.kind for f in pulled]
         pcms = [f.pcm for f in pulled]
+        waits = [(f.wait_ms, f.target_ms or 0.0) for f in pulled if f.wait_ms is not None]
         if not self.enhance:
             result = self._emit(streams, pcms, pcms, [None] * len(pcms), pts, t_ms)
-            result.kinds = kinds
+            result.kinds, result.waits_ms = kinds, waits
             return result
-        result = TickResult(kinds=kinds, queued=True)
+        result = TickResult(kinds=kinds, waits_ms=waits, queued=True)
         # Enhancement runs behind the clock, in order, so a slow batch delays packets
         # instead of delaying the next pull (which would starve every jitter buffer).
         if len(self._backlog) >= self.max_backlog:
@@ -488,6 +495,9 @@ class MediaClock:
             m.skipped_ticks.inc(result.skipped)
         for kind in result.kinds:
             m.frames.labels(kind).inc()
+        for wait, target in result.waits_ms:
+            m.jitter_wait.observe(wait / 1000.0)
+            m.jitter_target.observe(target / 1000.0)
         if result.queued:
             self._queued.set()
             if self._worker is None or self._worker.done():

@@ -27,6 +27,20 @@ class SfuMetrics:
         self.tick_work = Histogram("mediaserver_clock_tick_seconds",
                                    "time from tick start to all packets queued", registry=r,
                                    buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.04, 0.08))
+        self.jitter_wait = Histogram(
+            "mediaserver_jitter_wait_seconds",
+            "delay the jitter buffer added to each decoded packet: its arrival to the playout "
+            "of its first sample at a clock tick (the tick's deadline, so tick lateness is not "
+            "in it)", registry=r,
+            buckets=(0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.05, 0.06, 0.08, 0.1,
+                     0.15, 0.2, 0.4))
+        self.jitter_target = Histogram(
+            "mediaserver_jitter_target_seconds",
+            "the jitter buffer's target level when it played each packet (97th percentile of "
+            "the packets' relative delay plus a frame; at least a frame, two while packets go "
+            "missing)", registry=r,
+            buckets=(0.02, 0.021, 0.022, 0.025, 0.03, 0.035, 0.04, 0.05, 0.06, 0.08, 0.1, 0.15,
+                     0.2, 0.4))
         self.enhance_delay = Histogram(
             "mediaserver_clock_enhance_seconds",
             "time from a tick's deadline to its enhanced packets handed to the subscribers "
