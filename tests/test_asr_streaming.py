@@ -66,16 +66,21 @@ def test_partial_is_the_prefix_two_decodes_agree_on_and_never_shrinks() -> None:
     assert first is not None and not first.final and first.end_ms == pytest.approx(1100)
     t.add_live(chunk(1, 400))
     assert t.partial_job() is None                      # one in flight per talker
-    assert t.partial_done(first, words("send an")) is None   # nothing to agree with yet
+    cap = t.partial_done(first, words("send an"))           # nothing to agree with yet:
+    assert cap.text == "" and cap.unstable == "send an"      # all of it unstable
+    assert cap.unstable_end_ms == pytest.approx(1100)
     t.add_live(chunk(1, 700))
     second = t.begin_partial(t.partial_job())
     assert second.end_ms == pytest.approx(2200)
     cap = t.partial_done(second, words("Send an ambulance"))
     assert cap is not None and not cap.final
     assert cap.text == "Send an" and cap.end_ms == pytest.approx(1100)  # audio both decodes heard
+    assert cap.unstable == "ambulance" and cap.unstable_end_ms == pytest.approx(2200)
     t.add_live(chunk(1, 1000))
     third = t.partial_job()
-    assert t.partial_done(third, words("sand and ambulance to")) is None  # disagrees: no shrink
+    cap = t.partial_done(third, words("sand and ambulance to"))
+    assert cap.text == "Send an" and cap.end_ms == pytest.approx(1100)  # disagrees: no shrink
+    assert cap.unstable == "ambulance to"
     t.add_live(chunk(1, 1000))
     fourth = t.partial_job()
     cap = t.partial_done(fourth, words("sand and ambulance to twelve"))

@@ -69,13 +69,14 @@ class ParticipantPipeline:
         if seg.live_audio is None:
             return None
         return LiveChunk(seg.room, seg.identity, seg.live_seq, seg.live_start_ms, seg.live_audio,
-                         seg.feed)
+                         seg.feed, silence_ms=seg.live_silence_ms)
 
     def flush(self) -> Optional[Segment]:
         return self.segmenter.flush()
 
 
 TranscriptListener = Callable[[str, str, str, float, float, bool], None]
+CaptionListener = Callable[[Transcript], None]
 
 
 class AsrHub:
@@ -95,6 +96,7 @@ class AsrHub:
         self._pipes: dict[tuple[str, str], ParticipantPipeline] = {}
         self._call_start: dict[str, float] = {}  # room -> clock ms of its first frame
         self._listeners: list[TranscriptListener] = []
+        self._caption_listeners: list[CaptionListener] = []
         self.segments = 0
         self.frames = 0
 
@@ -102,6 +104,10 @@ class AsrHub:
         """``listener(room, identity, text, start_ms, end_ms, final)``; the server broadcasts a
         caption. ``final`` is False for a streaming recogniser's partial result."""
         self._listeners.append(listener)
+
+    def add_caption_listener(self, listener: CaptionListener) -> None:
+        """``listener(transcript)`` for every caption, partials with their unstable tail."""
+        self._caption_listeners.append(listener)
 
     async def start(self) -> None:
         for sink in self.sinks:
@@ -203,5 +209,10 @@ class AsrHub:
             try:
                 listener(transcript.room, transcript.identity, transcript.text,
                          transcript.start_ms, transcript.end_ms, transcript.final)
+            except Exception as exc:
+                logger.warning("caption listener failed: %s", exc)
+        for caption_listener in self._caption_listeners:
+            try:
+                caption_listener(transcript)
             except Exception as exc:
                 logger.warning("caption listener failed: %s", exc)

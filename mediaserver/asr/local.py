@@ -256,6 +256,7 @@ class LocalRecogniserSink:
         self._on_transcript: TranscriptCallback = lambda t: None
         self.dropped = 0
         self.captions = {"partial": 0, "final": 0}
+        self._early_gone = [0, 0]   # early finals used / discarded of talkers forgotten since
 
     # -- AsrSink -------------------------------------------------------------------------
     async def start(self, on_transcript: TranscriptCallback) -> None:
@@ -278,21 +279,30 @@ class LocalRecogniserSink:
 
     def submit_segment(self, segment: Segment) -> None:
         talker = self._talker(segment.room, segment.identity)
+        key = (segment.room, segment.identity)
+        self._arrived(key, segment.end_ms)
+        self.queue.drop_partial(key)
         job = talker.close(segment)
-        self._arrived(job.key, segment.end_ms)
-        self.queue.drop_partial(job.key)
-        dropped = self.queue.put_final(job)
-        if dropped is not None:
-            self.dropped += 1
-            metrics.DROPPED.labels(self.name).inc()
-            logger.warning("local ASR is not keeping up with %s/%s: dropped a queued segment "
-                           "(%d dropped so far)", job.room, job.identity, self.dropped)
+        if not isinstance(job, DecodeJob):   # the early decode heard it all: no new decode
+            metrics.SUBMITTED.labels(self.name).inc()
+            if job is not None:
+                self._publish(job)
+            return
+        self._queue_final(job)
         metrics.SUBMITTED.labels(self.name).inc()
         self._wake()
 
     def submit_live(self, chunk: LiveChunk) -> None:
         talker = self._talker(chunk.room, chunk.identity)
         talker.add_live(chunk)
+        early = talker.early_job()
+        if early is not None:   # a pause began: decode the final now, no more partials
+            dropped = self.queue.drop_partial(early.key)
+            if dropped is not None:
+                talker.partial_dropped(dropped)
+            self._queue_final(early)
+            self._wake()
+            return
         job = talker.partial_job()
         if job is not None:
             self._arrived(job.key, job.end_ms)
@@ -304,9 +314,8 @@ class LocalRecogniserSink:
 
     def submit_room_ended(self, room: str) -> None:
         for key in [k for k in self._talkers if k[0] == room]:
-            self._talkers.pop(key)
-            self._arrivals.pop(key, None)
-            self._leaving.discard(key)
+            self._leaving.add(key)
+            self._forget_if_done(key)
 
     def submit_participant_left(self, room: str, identity: str) -> None:
         """A talker left (its last segment already submitted): forget its streaming state once
@@ -325,7 +334,14 @@ class LocalRecogniserSink:
                 "failed": pool.failed if pool else 0,
                 "partials_superseded": self.queue.superseded_partials,
                 "talkers": len(self._talkers),
+                "early_finals": {"used": sum(t.early_used for t in self._talkers.values()) + self._early_gone[0],
+                                 "discarded": sum(t.early_discarded for t in self._talkers.values())
+                                 + self._early_gone[1]},
                 "captions": dict(self.captions)}
+
+    def stream_of(self, room: str, identity: str) -> Optional[TalkerStream]:
+        """The streaming state of a talker (None: never heard, or forgotten)."""
+        return self._talkers.get((room, identity))
 
     # -- internals -----------------------------------------------------------------------
     def _talker(self, room: str, identity: str) -> TalkerStream:
@@ -334,6 +350,23 @@ class LocalRecogniserSink:
         if talker is None:
             talker = self._talkers[key] = TalkerStream(room, identity, self.stream_config)
         return talker
+
+    def _queue_final(self, job: DecodeJob) -> None:
+        """Queue a final (or early final); a segment's final pushed out of a full talker
+        queue is a dropped segment (an early one is not: its segment gets a final anyway)."""
+        dropped = self.queue.put_final(job)
+        if dropped is not None and not dropped.early:
+            self.dropped += 1
+            metrics.DROPPED.labels(self.name).inc()
+            logger.warning("local ASR is not keeping up with %s/%s: dropped a queued segment "
+                           "(%d dropped so far)", job.room, job.identity, self.dropped)
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        talker = self._talkers.pop(key, None)
+        if talker is not None:
+            self._early_gone[0] += talker.early_used
+            self._early_gone[1] += talker.early_discarded
+        self._arrivals.pop(key, None)
 
     def _wake(self) -> None:
         metrics.QUEUE_DEPTH.labels(self.name).set(self.queue.depth)
@@ -346,25 +379,34 @@ class LocalRecogniserSink:
     def _prepare(self, job: DecodeJob) -> Optional[DecodeJob]:
         talker = self._talkers.get(job.key)
         if talker is None:
-            return job if job.final else None
+            return job if job.final and not job.early else None
+        if job.early:
+            return talker.begin_early(job)
         return talker.begin_final(job) if job.final else talker.begin_partial(job)
 
     def _on_result(self, job: DecodeJob, words: Optional[list[Word]]) -> None:
         talker = self._talkers.get(job.key)
         if talker is None:
             talker = TalkerStream(job.room, job.identity, self.stream_config)
-        caption = talker.final_done(job, words) if job.final else talker.partial_done(job, words or [])
+        if job.early:
+            caption = talker.early_done(job, words)
+        elif job.final:
+            caption = talker.final_done(job, words)
+        else:
+            caption = talker.partial_done(job, words or [])
         if caption is not None:
             self._publish(caption)
         self._forget_if_done(job.key)
 
     def _forget_if_done(self, key: tuple[str, str]) -> None:
         """Drop the state of a talker who left once no final of theirs waits in the queue (a
-        final in flight finishes without it); else every visitor's state stays for good."""
-        if key in self._leaving and not self.queue.has_finals(key):
+        final in flight finishes without it; an early decode that is their last segment's
+        final needs it); else every visitor's state stays for good."""
+        talker = self._talkers.get(key)
+        if (key in self._leaving and not self.queue.has_finals(key)
+                and (talker is None or talker.early_state != "adopted")):
             self._leaving.discard(key)
-            self._talkers.pop(key, None)
-            self._arrivals.pop(key, None)
+            self._forget(key)
 
     def _publish(self, caption: Caption) -> None:
         kind = "final" if caption.final else "partial"
@@ -376,4 +418,5 @@ class LocalRecogniserSink:
                 break
         self._on_transcript(Transcript(caption.room, caption.identity, caption.text,
                                        caption.start_ms, caption.end_ms, source="local",
-                                       final=caption.final))
+                                       final=caption.final, unstable=caption.unstable,
+                                       unstable_end_ms=caption.unstable_end_ms))

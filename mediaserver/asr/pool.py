@@ -1,7 +1,8 @@
 """A pool of recogniser workers shared by all talkers: fair, bounded, self-healing.
 
 :class:`FairQueue` (sans-I/O) holds each talker's pending jobs: finals in order, bounded
-per talker (the oldest is dropped and counted when a talker's queue is full), and at most
+per talker (the oldest is dropped and counted when a talker's queue is full; early finals, queued
+with them, are dropped uncounted), and at most
 one partial (a newer one supersedes it). It hands out finals before partials, round-robin
 over talkers, and never two jobs of one talker at once (a final may depend on the previous
 final's carry-over, and one talker must not hold every worker).
@@ -64,7 +65,8 @@ class FairQueue:
         dropped = None
         if len(q) >= self.finals_per_talker:
             dropped = q.popleft()
-            self.dropped_finals += 1
+            if not dropped.early:     # an early final's segment is still decoded
+                self.dropped_finals += 1
         q.append(job)
         return dropped
 

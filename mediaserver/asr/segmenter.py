@@ -74,7 +74,9 @@ class VadSegmenter:
 
     For live streaming, after each ``push`` ``live_audio`` holds the audio that joined the
     open segment on this frame (the whole pre-roll when it opened), ``live_seq`` its number
-    and ``live_start_ms`` its start; ``discarded_seq`` names a segment closed as too short.
+    and ``live_start_ms`` its start, ``live_silence_ms`` the unvoiced audio at its end (0 after
+    a voiced frame; the pause that reaches the hangover closes it); ``discarded_seq`` names a
+    segment closed as too short.
     """
 
     def __init__(self, room: str, identity: str, config: SegmenterConfig | None = None,
@@ -100,6 +102,7 @@ class VadSegmenter:
         self.live_audio: Optional[np.ndarray] = None
         self.live_seq = 0
         self.live_start_ms = 0.0
+        self.live_silence_ms = 0.0
         self.discarded_seq: Optional[int] = None
 
     @property
@@ -126,6 +129,7 @@ class VadSegmenter:
                 self._preroll.clear()
                 self._window.clear()
                 self.live_seq, self.live_start_ms = self._seq, self._start_ms
+                self.live_silence_ms = 0.0
                 self.live_audio = np.concatenate(self._active)
             return None
         self._active.append(frame)
@@ -136,6 +140,7 @@ class VadSegmenter:
             self._silent_run = 0
         else:
             self._silent_run += 1
+        self.live_silence_ms = float(FRAME_MS * self._silent_run)
         length = len(self._active)
         hangover = self._soft_hangover if length >= self._soft_max else self._hangover
         if self._silent_run >= hangover:

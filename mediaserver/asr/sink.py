@@ -31,6 +31,8 @@ class Transcript:
     end_ms: float
     source: str = "local"
     final: bool = True  # False: a streaming recogniser's partial, superseded by what follows
+    unstable: str = ""  # a partial's provisional words after ``text`` (may change)
+    unstable_end_ms: Optional[float] = None   # how far the audio of ``unstable`` reaches
 
     def as_json(self) -> dict:
         return {"identity": self.identity, "text": self.text,
@@ -42,6 +44,8 @@ class LiveChunk:
     """Audio of a segment that is still open, for sinks that stream (``wants_live_audio``).
 
     ``discarded``: the segment ``seq`` was closed as too short and will not be submitted.
+    ``silence_ms``: unvoiced audio at the end of the open segment after this chunk (0: the
+    chunk's last frame was speech); a streaming recogniser starts its final early on it.
     """
 
     room: str
@@ -51,6 +55,7 @@ class LiveChunk:
     pcm: np.ndarray     # int16 16 kHz, the audio that joined the segment now
     feed: str = "raw"
     discarded: bool = False
+    silence_ms: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,18 @@
 """Streaming captions for one talker, sans-I/O: which audio to decode when, and what to show.
 
-While a segment is open the growing utterance is re-decoded about once a second
-(``partial_interval_ms`` of new audio); the words two consecutive decodes agree on (the
-*stable prefix*, "local agreement") become a partial caption and never shrink until the
-final replaces them. When the segmenter closes the segment, the whole utterance is decoded
-once more for the final. Every decode gets the talker's previous final text as a prompt
+While a segment is open the growing utterance is re-decoded as soon as the previous partial
+decode of the talker finished and at least ``partial_interval_ms`` of new audio arrived (the
+cadence follows the decode time); the words two consecutive decodes agree on (the *stable
+prefix*, "local agreement") become a partial caption and never shrink until the final
+replaces them. Each partial also carries the newest decode's words past the stable prefix
+(``Caption.unstable``, up to ``unstable_end_ms``): shown as provisional, they may change.
+
+Early finals: when the open segment has ``early_final_ms`` of trailing silence (the pause
+the segmenter will close it on after its hangover), the utterance so far is decoded as its
+final at once (an *early* final job). If the segmenter then closes the segment with no
+speech in between, that result is the final (published as soon as both happened); if speech
+resumes first, it is discarded (a later pause starts another). A segment cut for length, or
+one whose early decode had not started when it closed, gets its final decoded as before. Every decode gets the talker's previous final text as a prompt
 (context across cuts). A segment the segmenter cut for *length* (no pause) may end inside a
 word: its final keeps only the words before the last one the recogniser reports, and the
 audio from that word's start on is carried into the next segment (cut at a reported word
@@ -41,8 +49,9 @@ class Word:
 class StreamConfig:
     """Knobs of the streaming recogniser (milliseconds, characters)."""
 
-    partial_interval_ms: int = 1000   # new audio between two partial decodes of one talker
+    partial_interval_ms: int = 300    # at least this much new audio between two partial decodes
     min_partial_ms: int = 1000        # no partial decode of less audio than this
+    early_final_ms: int = 200         # trailing silence that starts the early final (0: off)
     context_chars: int = 200          # previous final text passed as the prompt
     carry_max_ms: int = 4000          # at most this much audio is carried over a length cut
     partials: bool = True
@@ -50,13 +59,15 @@ class StreamConfig:
     def __post_init__(self) -> None:
         if self.partial_interval_ms < 100 or self.min_partial_ms < 0:
             raise ValueError("partial interval must be >= 100 ms and min partial >= 0 ms")
-        if self.context_chars < 0 or self.carry_max_ms < 0:
-            raise ValueError("context_chars and carry_max_ms must be >= 0")
+        if self.context_chars < 0 or self.carry_max_ms < 0 or self.early_final_ms < 0:
+            raise ValueError("context_chars, carry_max_ms and early_final_ms must be >= 0")
 
 
 @dataclass(frozen=True)
 class DecodeJob:
-    """Audio to decode for one talker. ``final``: the closing decode of segment ``seq``."""
+    """Audio to decode for one talker. ``final``: the closing decode of segment ``seq``;
+    ``early``: a final decoded speculatively at a pause while the segment is still open
+    (decoded exactly like a final; ``early_id`` tells it from an older one)."""
 
     room: str
     identity: str
@@ -67,6 +78,8 @@ class DecodeJob:
     start_ms: float           # call-clock time of pcm[0]
     end_ms: float             # call-clock time just after pcm[-1]
     word_times: bool = False  # the result must carry word times (length cut)
+    early: bool = False
+    early_id: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -75,7 +88,9 @@ class DecodeJob:
 
 @dataclass(frozen=True)
 class Caption:
-    """A partial (``final`` False) or final caption: ``end_ms`` is how far its audio reaches."""
+    """A partial (``final`` False) or final caption: ``end_ms`` is how far the audio of
+    ``text`` reaches. A partial's ``text`` is the stable prefix; ``unstable`` the newest
+    decode's further words (may change), whose audio reaches ``unstable_end_ms``."""
 
     room: str
     identity: str
@@ -83,6 +98,8 @@ class Caption:
     start_ms: float
     end_ms: float
     final: bool
+    unstable: str = ""
+    unstable_end_ms: Optional[float] = None
 
 
 def norm(word: str) -> str:
@@ -105,7 +122,8 @@ def join(words: list[Word]) -> str:
 
 
 class TalkerStream:
-    """One talker's streaming state: open-utterance audio, agreement, context, carry-over."""
+    """One talker's streaming state: open-utterance audio, agreement, context, carry-over,
+    early finals."""
 
     def __init__(self, room: str, identity: str, config: StreamConfig | None = None) -> None:
         self.room, self.identity = room, identity
@@ -114,12 +132,25 @@ class TalkerStream:
         self._chunks: list[np.ndarray] = []
         self._samples = 0
         self._start_ms = 0.0
+        self._silence_ms = 0.0         # trailing unvoiced audio of the open segment
         self._carry: Optional[tuple[float, np.ndarray]] = None   # (start_ms, pcm)
         self._context = ""
         self._asked_end_ms = -1e18     # audio end of the last partial decode asked for
         self._partial_in_flight = False
         self._prev: Optional[tuple[list[Word], float]] = None   # last partial hypothesis, its audio end
         self._shown: list[Word] = []   # stable prefix shown so far in this utterance
+        self._shown_end_ms = 0.0       # how far the audio of the stable prefix reaches
+        self._last_partial: tuple[str, str] = ("", "")
+        # early finals: the open segment's current early job (None: none or speech resumed),
+        # whether a worker took it, its words once decoded
+        self._early_ids = 0
+        self._early: Optional[DecodeJob] = None
+        self._early_started = False
+        self._early_words: Optional[list[Word]] = None
+        # a closed segment whose final is the early decode still running: (early_id, final job)
+        self._adopted: Optional[tuple[int, DecodeJob]] = None
+        self.early_used = 0
+        self.early_discarded = 0
 
     # -- audio in --------------------------------------------------------------------------
     def add_live(self, chunk: LiveChunk) -> None:
@@ -139,15 +170,24 @@ class TalkerStream:
                 self._start_ms = c_start
         self._chunks.append(chunk.pcm)
         self._samples += len(chunk.pcm)
+        self._silence_ms = chunk.silence_ms
+        if chunk.silence_ms <= 0 and self._early is not None:
+            self._drop_early()     # speech resumed: the early decode missed it
 
     @property
     def open_ms(self) -> float:
         """Audio (ms) of the open utterance, carry-over included."""
         return 1000.0 * self._samples / RATE
 
+    def _pcm(self) -> np.ndarray:
+        pcm = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+        self._chunks = [pcm]
+        return pcm
+
     def partial_job(self) -> Optional[DecodeJob]:
         """A partial decode of the open utterance when one is due, else None."""
-        if not self.cfg.partials or self._seq < 0 or self._partial_in_flight:
+        if (not self.cfg.partials or self._seq < 0 or self._partial_in_flight
+                or self._early is not None):
             return None
         end_ms = self._start_ms + self.open_ms
         if self.open_ms < self.cfg.min_partial_ms:
@@ -156,9 +196,7 @@ class TalkerStream:
             return None
         self._asked_end_ms = end_ms
         self._partial_in_flight = True
-        pcm = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
-        self._chunks = [pcm]
-        return DecodeJob(self.room, self.identity, self._seq, False, pcm, self._prompt(),
+        return DecodeJob(self.room, self.identity, self._seq, False, self._pcm(), self._prompt(),
                          self._start_ms, end_ms)
 
     def begin_partial(self, job: DecodeJob) -> Optional[DecodeJob]:
@@ -166,11 +204,10 @@ class TalkerStream:
         in the queue), or None when its segment closed meanwhile (skip it)."""
         if job.seq != self._seq:
             return None
-        pcm = np.concatenate(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
-        self._chunks = [pcm]
         end_ms = self._start_ms + self.open_ms
         self._asked_end_ms = end_ms
-        return replace(job, pcm=pcm, start_ms=self._start_ms, end_ms=end_ms, prompt=self._prompt())
+        return replace(job, pcm=self._pcm(), start_ms=self._start_ms, end_ms=end_ms,
+                       prompt=self._prompt())
 
     def partial_dropped(self, job: DecodeJob) -> None:
         """A partial job was superseded or dropped before it ran."""
@@ -178,29 +215,110 @@ class TalkerStream:
             self._partial_in_flight = False
 
     def partial_done(self, job: DecodeJob, words: list[Word]) -> Optional[Caption]:
-        """Result of a partial decode: a caption when the stable prefix grew."""
+        """Result of a partial decode: a caption when the stable prefix grew or the newest
+        hypothesis past it changed."""
         if job.seq != self._seq:
             return None          # the segment closed meanwhile: its final supersedes this
         self._partial_in_flight = False
         prev, self._prev = self._prev, (words, job.end_ms)
-        if prev is None:
+        if prev is not None:
+            n = agreed_prefix(prev[0], words)
+            if n > len(self._shown):
+                self._shown = words[:n]
+                # the agreed words lie in the audio both decodes heard: up to the earlier one's end
+                self._shown_end_ms = prev[1]
+        tail = join(words[len(self._shown):])
+        text = join(self._shown)
+        if (text, tail) == self._last_partial or not (text or tail):
             return None
-        n = agreed_prefix(prev[0], words)
-        if n <= len(self._shown):
+        self._last_partial = (text, tail)
+        return Caption(self.room, self.identity, text, self._start_ms,
+                       self._shown_end_ms if self._shown else self._start_ms, False,
+                       unstable=tail, unstable_end_ms=job.end_ms if tail else None)
+
+    # -- early finals ----------------------------------------------------------------------
+    @property
+    def early_state(self) -> str:
+        """The open segment's early final: "none", "queued", "running" or "done"; or
+        "adopted" when a closed segment waits for its early decode to finish."""
+        if self._early is None:
+            return "adopted" if self._adopted is not None else "none"
+        if self._early_words is not None:
+            return "done"
+        return "running" if self._early_started else "queued"
+
+    def early_job(self) -> Optional[DecodeJob]:
+        """An early final of the open utterance when its trailing pause just reached
+        ``early_final_ms`` (queue it like a final, after the talker's earlier finals)."""
+        if (not self.cfg.early_final_ms or self._seq < 0 or self._early is not None
+                or self._silence_ms < self.cfg.early_final_ms):
             return None
-        self._shown = words[:n]
-        # the agreed words lie in the audio both decodes heard: up to the earlier one's end
-        return Caption(self.room, self.identity, join(self._shown), self._start_ms, prev[1], False)
+        self._early_ids += 1
+        end_ms = self._start_ms + self.open_ms
+        self._early = DecodeJob(self.room, self.identity, self._seq, True, self._pcm(), "",
+                                self._start_ms, end_ms, early=True, early_id=self._early_ids)
+        return self._early
+
+    def begin_early(self, job: DecodeJob) -> Optional[DecodeJob]:
+        """Call when a worker takes an early job: the job with the context as prompt and any
+        carry-over in front, or None when it is stale (speech resumed, or its segment closed
+        before it started: the final is decoded instead)."""
+        if self._early is None or job.early_id != self._early.early_id or job.seq != self._seq:
+            return None
+        self._early_started = True
+        # the carry of a previous length cut may have been put in front since the job was made
+        n = int(round((job.end_ms - self._start_ms) * RATE / 1000.0))
+        return replace(job, pcm=self._pcm()[:n], start_ms=self._start_ms, prompt=self._prompt())
+
+    def early_done(self, job: DecodeJob, words: Optional[list[Word]]) -> Optional[Caption]:
+        """Result of an early decode: the final caption when its segment already closed
+        without new speech, else kept for :meth:`close` (or discarded when stale)."""
+        if self._adopted is not None and self._adopted[0] == job.early_id:
+            final = self._adopted[1]
+            self._adopted = None
+            self.early_used += 1
+            return self._finish_early(final, words)
+        if self._early is not None and self._early.early_id == job.early_id and job.seq == self._seq:
+            if words is None:        # failed: no retry in this pause, the final is decoded
+                self._early_started = False
+            else:
+                self._early_words = list(words)
+        return None                  # stale: counted when it was dropped
+
+    def _finish_early(self, final: DecodeJob, words: Optional[list[Word]]) -> Optional[Caption]:
+        """The early decode's words as the final of segment ``final`` (its carry is in them)."""
+        self._carry = None
+        return self.final_done(final, words)
+
+    def _drop_early(self) -> None:
+        if self._early is not None and (self._early_started or self._early_words is not None):
+            self.early_discarded += 1
+        self._early, self._early_started, self._early_words = None, False, None
 
     # -- finals ----------------------------------------------------------------------------
-    def close(self, segment: Segment) -> DecodeJob:
-        """The segmenter closed ``segment``: its final decode job (see :meth:`begin_final`)."""
+    def close(self, segment: Segment) -> DecodeJob | Caption | None:
+        """The segmenter closed ``segment``: its final decode job (see :meth:`begin_final`);
+        or, when an early decode heard all of its speech, that decode's result as the final
+        caption (already decoded) or None (still decoding: :meth:`early_done` returns it)."""
         length_cut = segment.meta.get("cut") == "length"
         job = DecodeJob(self.room, self.identity, segment.seq, True, segment.pcm, "",
                         segment.start_ms, segment.end_ms, word_times=length_cut)
-        if segment.seq == self._seq:
-            self._reset_open()
-        return job
+        if segment.seq != self._seq:
+            return job
+        early, started, words = self._early, self._early_started, self._early_words
+        adopt = early is not None and not length_cut and (started or words is not None)
+        if adopt:
+            self._early, self._early_started, self._early_words = None, False, None
+        self._reset_open()      # an early decode not adopted is dropped here
+        if not adopt:
+            return job
+        assert early is not None
+        final = replace(job, start_ms=early.start_ms)
+        if words is not None:
+            self.early_used += 1
+            return self._finish_early(final, words)
+        self._adopted = (early.early_id, final)
+        return None
 
     def begin_final(self, job: DecodeJob) -> DecodeJob:
         """Call when the final job starts (after the talker's earlier finals finished): puts
@@ -239,9 +357,14 @@ class TalkerStream:
         return self._context if self.cfg.context_chars else ""
 
     def _reset_open(self) -> None:
+        if self._early is not None:
+            self._drop_early()
         self._seq = -1
         self._chunks, self._samples = [], 0
+        self._silence_ms = 0.0
         self._asked_end_ms = -1e18
         self._partial_in_flight = False
         self._prev = None
         self._shown = []
+        self._shown_end_ms = 0.0
+        self._last_partial = ("", "")

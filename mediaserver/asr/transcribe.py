@@ -8,7 +8,8 @@ context, length cuts carried over at a word boundary: ``streaming.py``).
 ``--realtime`` feeds each file at real-time pace through the live sink (worker pool,
 partials, finals) and records every caption as an event: ``{"final", "text",
 "audio_end_s", "emit_s"}`` (``audio_end_s``: how far into the file the caption's audio
-reaches; ``emit_s``: wall-clock seconds since the file started playing).
+reaches; ``emit_s``: wall-clock seconds since the file started playing); a partial is
+recorded when its stable prefix grew.
 :func:`simulate_live` replays the same decisions with a simulated clock for benchmarks.
 """
 
@@ -118,10 +119,17 @@ def _run(recogniser: Recogniser, job: DecodeJob) -> list:
 
 
 def _event(caption: Caption, emit_s: float, with_start: bool = False) -> dict:
+    """``text`` is the stable prefix of a partial, ``audio_end_s`` how far its audio reaches.
+    ``with_start`` (the benchmark's events) adds ``audio_start_s`` and, for a partial with
+    provisional words past its stable prefix, ``unstable`` and ``unstable_audio_end_s`` (how
+    far the newest decode's audio reaches)."""
     event = {"final": caption.final, "text": caption.text,
              "audio_end_s": round(caption.end_ms / 1000.0, 3), "emit_s": round(emit_s, 3)}
     if with_start:
         event["audio_start_s"] = round(caption.start_ms / 1000.0, 3)
+        if not caption.final and caption.unstable and caption.unstable_end_ms is not None:
+            event["unstable"] = caption.unstable
+            event["unstable_audio_end_s"] = round(caption.unstable_end_ms / 1000.0, 3)
     return event
 
 
@@ -146,7 +154,8 @@ def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optiona
         nonlocal partial
         while finals or partial is not None:
             if finals:
-                job: Optional[DecodeJob] = talker.begin_final(finals.pop(0))
+                job: Optional[DecodeJob] = finals.pop(0)
+                job = talker.begin_early(job) if job.early else talker.begin_final(job)
             else:
                 job, partial = talker.begin_partial(partial), None  # type: ignore[arg-type]
             if job is None:
@@ -160,7 +169,12 @@ def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optiona
         nonlocal flight
         while flight is not None and flight[2] <= until:
             job, words, done = flight
-            caption = talker.final_done(job, words) if job.final else talker.partial_done(job, words)
+            if job.early:
+                caption = talker.early_done(job, words)
+            elif job.final:
+                caption = talker.final_done(job, words)
+            else:
+                caption = talker.partial_done(job, words)
             if caption is not None:
                 events.append(_event(caption, done, with_start=True))
             flight = start(done)
@@ -170,11 +184,22 @@ def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optiona
         chunk = pipe.live_chunk()
         if chunk is not None:
             talker.add_live(chunk)
-            job = talker.partial_job()
-            if job is not None:
-                partial = job
+            early = talker.early_job()
+            if early is not None:
+                finals.append(early)
+                if partial is not None:
+                    talker.partial_dropped(partial)
+                partial = None
+            else:
+                job = talker.partial_job()
+                if job is not None:
+                    partial = job
         if segment is not None:
-            finals.append(talker.close(segment))
+            closed = talker.close(segment)
+            if isinstance(closed, DecodeJob):
+                finals.append(closed)
+            elif closed is not None:       # the early decode already heard all of it
+                events.append(_event(closed, now, with_start=True))
             partial = None
         if flight is None:
             flight = start(now)
@@ -205,8 +230,15 @@ async def realtime_events(sink: LocalRecogniserSink, raw48: np.ndarray,
     events: list[dict] = []
     t0 = loop.time()
 
+    shown = [""]   # the stable text of the open utterance
+
     def listen(room: str, identity: str, text: str, start_ms: float, end_ms: float,
                final: bool) -> None:
+        # the events keep exactly their four keys: a partial is recorded when its stable
+        # prefix grew (its unstable words reach the page only)
+        if not final and (not text or text == shown[0]):
+            return
+        shown[0] = "" if final else text
         events.append(_event(Caption(room, identity, text, start_ms, end_ms, final),
                              loop.time() - t0))
 

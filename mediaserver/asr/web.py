@@ -14,6 +14,7 @@ from typing import Awaitable, Callable, Optional
 from aiohttp import web
 
 from .hub import AsrHub
+from .sink import Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +35,20 @@ class CaptionBroadcaster:
         self._max = max_in_flight
         self.dropped = 0
 
-    def __call__(self, room: str, identity: str, text: str, start_ms: float, end_ms: float,
-                 final: bool = True) -> None:
+    def __call__(self, caption: Transcript) -> None:
+        """A partial's message also has ``unstable`` (provisional words after ``text``) when
+        the newest decode heard more than the stable prefix."""
+        final = caption.final
         limit = self._max if final else self._max // 2  # partials are superseded: drop them first
         if len(self._tasks) >= limit:  # participants' sockets stuck: do not pile up tasks
             self.dropped += 1
             return
-        message = {"type": "caption", "identity": identity, "text": text,
-                   "start_ms": round(start_ms, 1), "end_ms": round(end_ms, 1), "final": final}
+        message = {"type": "caption", "identity": caption.identity, "text": caption.text,
+                   "start_ms": round(caption.start_ms, 1), "end_ms": round(caption.end_ms, 1),
+                   "final": final}
+        if not final and caption.unstable:
+            message["unstable"] = caption.unstable
+        room = caption.room
         task = asyncio.get_running_loop().create_task(self._send(room, message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -62,7 +69,7 @@ def attach(app: web.Application, hub: AsrHub, *, broadcast: Broadcast, room_exis
            authorise: Optional[Authorise] = None) -> None:
     """Start/stop the hub with the app, broadcast captions, add ``GET /rooms/{room}/transcript``."""
     captions = CaptionBroadcaster(broadcast)
-    hub.add_transcript_listener(captions)
+    hub.add_caption_listener(captions)
     app[ASR_HUB] = hub
 
     async def transcript(request: web.Request) -> web.Response:

@@ -236,7 +236,7 @@ class App {
       }
       case "caption": {
         const card = this.list.get(msg.identity);
-        if (card && msg.text) card.addCaption(msg.text, msg.final !== false);
+        if (card && (msg.text || msg.unstable)) card.addCaption(msg.text || "", msg.final !== false, msg.unstable || "");
         break;
       }
       case "enhancement":

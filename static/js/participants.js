@@ -19,6 +19,7 @@ class ParticipantCard {
     this.captions = [];
     this.captionLog = [];
     this.partial = false;
+    this.unstable = "";
     this.inbound = null;
     this.remote = null;
 
@@ -58,21 +59,34 @@ class ParticipantCard {
   }
 
   // A partial (final=false) shows the words so far in a provisional line that the next
-  // partial or the final caption replaces.
-  addCaption(text, final = true) {
+  // partial or the final caption replaces: its stable words, then its unstable words (the
+  // newest guess, which may still change) in a fainter span.
+  addCaption(text, final = true, unstable = "") {
     // what arrived, in order (bounded), so a test can tell partials came before the final
-    this.captionLog.push({ text, final: Boolean(final) });
+    const tail = final ? "" : unstable || "";
+    this.captionLog.push({ text, final: Boolean(final), unstable: tail });
     if (this.captionLog.length > 50) this.captionLog.shift();
     if (this.partial) this.captions.pop();
-    this.captions.push(text);
+    this.captions.push([text, tail].filter(Boolean).join(" "));
     this.partial = !final;
+    this.unstable = tail;
     if (this.captions.length > MAX_CAPTIONS) this.captions.shift();
     const last = this.captions.length - 1;
     this.captionBox.replaceChildren(
       ...this.captions.map((t, i) => {
         const p = document.createElement("p");
-        p.textContent = t;
-        if (i === last && this.partial) p.className = "partial";
+        if (i === last && this.partial) {
+          p.className = "partial";
+          if (text) p.append(text);
+          if (tail) {
+            const span = document.createElement("span");
+            span.className = "unstable";
+            span.textContent = tail;
+            p.append(text ? " " : "", span);
+          }
+        } else {
+          p.textContent = t;
+        }
         return p;
       }),
     );
@@ -123,6 +137,7 @@ class ParticipantCard {
       captions: [...this.captions],
       partial: Boolean(this.partial),
       partialLine: this.captionBox.querySelector("p.partial")?.textContent ?? null,
+      unstableLine: this.captionBox.querySelector("p.partial span.unstable")?.textContent ?? null,
       captionLog: [...this.captionLog],
     };
   }
