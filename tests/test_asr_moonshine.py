@@ -68,6 +68,38 @@ def test_a_decode_stops_at_its_token_bound(moonshine, tmp_path: Path) -> None:
     assert moonshine.max_tokens(16000 * 10) >= 60      # 8 tokens per second of audio
 
 
+def test_a_partial_decode_starts_from_its_stable_prefix(moonshine, tmp_path: Path) -> None:
+    """A stable prefix that a recent decode spelled is fed in one decoder step: same text,
+    fewer steps; a prefix no recent decode spelled is ignored."""
+    speech = speech16(SIX, tmp_path)
+    real = moonshine._decoder
+    steps: list[int] = []
+
+    class Counting:   # spy: the real decoder runs
+        def __getattr__(self, name: str):  # noqa: ANN204
+            return getattr(real, name)
+
+        def run(self, outputs, feed):  # noqa: ANN001, ANN201
+            steps.append(feed["input_ids"].shape[1])
+            return real.run(outputs, feed)
+
+    moonshine._decoder = Counting()
+    try:
+        full = moonshine.text(speech)
+        n_full = len(steps)
+        words = full.split()
+        assert len(words) >= 8, full
+        steps.clear()
+        forced = moonshine.text(speech, prefix=" ".join(words[:6]))
+        assert forced == full
+        assert steps[0] > 6 and len(steps) <= n_full - 6, (steps, n_full)   # 6+ words in one step
+        steps.clear()
+        assert moonshine.text(speech, prefix="zebra crossing at noon") == full
+        assert len(steps) == n_full and steps[0] == 1                       # unknown: not forced
+    finally:
+        moonshine._decoder = real
+
+
 async def test_partials_come_before_the_final_through_the_moonshine_sink(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 6 s utterance played at real-time pace through ``LocalRecogniserSink(engine=

@@ -76,10 +76,12 @@ class Recogniser(Protocol):
         ...
 
     def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
-                  fallback: bool = True) -> list[Word]:
+                  fallback: bool = True, prefix: str = "") -> list[Word]:
         """Words of ``pcm`` (int16 or float32 [T], 16 kHz) with ``prompt`` as the preceding
         text; with ``word_times`` each word carries start/end seconds into ``pcm``.
-        ``fallback`` False: one greedy pass, no re-decoding at higher temperatures (partials)."""
+        ``fallback`` False: one greedy pass, no re-decoding at higher temperatures (partials).
+        ``prefix``: a partial's stable prefix; an engine may force its result to start with
+        it and decode only the rest (Moonshine does; Whisper and pocketsphinx ignore it)."""
         ...
 
 
@@ -138,7 +140,7 @@ class WhisperRecogniser:
             return " ".join(s.text.strip() for s in segments).strip()
 
     def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
-                  fallback: bool = True) -> list[Word]:
+                  fallback: bool = True, prefix: str = "") -> list[Word]:
         audio = _as_float(pcm)
         # partials (fallback False) only: finals with the short window lose words (below)
         with self._lock, whisper_window(None if fallback else self._tail_frames):
@@ -176,8 +178,8 @@ class PocketSphinxRecogniser:
         return hyp.hypstr if hyp is not None else ""
 
     def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
-                  fallback: bool = True) -> list[Word]:
-        """No prompt support; no word times (a length cut then carries nothing over)."""
+                  fallback: bool = True, prefix: str = "") -> list[Word]:
+        """No prompt or prefix support; no word times (a length cut then carries nothing over)."""
         return [Word(t) for t in self.transcribe(pcm).split()]
 
 

@@ -29,8 +29,9 @@ import math
 import os
 import tempfile
 import threading
+from collections import deque
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -53,6 +54,9 @@ MIN_TOKENS = 10
 # The encoder downsamples by 384 with three convolutions; under ~900 samples it yields no
 # frame at all. Shorter audio is padded with silence to this many samples.
 MIN_SAMPLES = RATE // 4
+# Token ids of this many recent decodes are kept to force a partial's stable prefix (one
+# recogniser serves several talkers: their last partials).
+RECENT_DECODES = 16
 
 
 def bundled_model_dir(package: str = PACKAGE) -> Path:
@@ -189,6 +193,7 @@ class MoonshineRecogniser:
         self._encoder, self._decoder = session(ENCODER_FILE), session(DECODER_FILE)
         self._check_graphs()
         self._lock = threading.Lock()
+        self._recent: deque[list[int]] = deque(maxlen=RECENT_DECODES)
         _release_freed_memory()
 
     def _check_graphs(self) -> None:
@@ -224,8 +229,10 @@ class MoonshineRecogniser:
         """The token bound of one decode of ``samples`` samples (16 kHz)."""
         return max(MIN_TOKENS, math.ceil(TOKENS_PER_S * samples / RATE))
 
-    def _decode(self, audio: np.ndarray) -> list[int]:
-        """Greedy token ids (no <s>/</s>) of ``audio``: float32 [T] at 16 kHz."""
+    def _decode(self, audio: np.ndarray, forced: Sequence[int] = ()) -> list[int]:
+        """Greedy token ids (no <s>/</s>) of ``audio``: float32 [T] at 16 kHz. ``forced``:
+        token ids the result must start with, fed in one decoder step (a partial's stable
+        prefix: only the tokens after it are decoded one by one)."""
         if len(audio) < MIN_SAMPLES:
             audio = np.pad(audio, (0, MIN_SAMPLES - len(audio)))
         # encoder: input_values [1, T] -> last_hidden_state [1, S, 416], S ~ T / 384
@@ -240,10 +247,12 @@ class MoonshineRecogniser:
         # dummy [0, heads, 1, head_dim] afterwards, so it is kept from the first step only).
         cache = {name: np.zeros((1, heads, 0, dim), np.float32)
                  for name, (heads, dim) in self._past_shapes.items()}
-        token, use_cache, ids = BOS, False, []
+        # the first step may feed several tokens (<s> and the forced ones): the cache then
+        # holds all of them and logits[0, -1] predicts the token after the last
+        step, use_cache, ids = [BOS, *forced], False, list(forced)
         vocab = len(self._tokens)
-        for _ in range(self.max_tokens(len(audio))):
-            feed = {"input_ids": np.array([[token]], np.int64), "encoder_hidden_states": hidden,
+        for _ in range(max(0, self.max_tokens(len(audio)) - len(ids))):
+            feed = {"input_ids": np.array([step], np.int64), "encoder_hidden_states": hidden,
                     "use_cache_branch": np.array([use_cache]), **cache}
             logits, *present = self._decoder.run(self._outputs, feed)
             token = int(np.argmax(logits[0, -1, :vocab]))   # ids past the tokenizer: padding
@@ -252,14 +261,16 @@ class MoonshineRecogniser:
             ids.append(token)
             cache.update((name, value) for name, value in zip(self._past, present)
                          if not use_cache or ".decoder." in name)
-            use_cache = True
+            use_cache, step = True, [token]
         else:
             logger.debug("moonshine: decode of %.1f s stopped at its bound of %d tokens",
                          len(audio) / RATE, len(ids))
         return ids
 
-    def text(self, pcm: np.ndarray) -> str:
-        """Text of ``pcm`` (int16 or float32 [T], 16 kHz); empty for empty audio."""
+    def text(self, pcm: np.ndarray, prefix: str = "") -> str:
+        """Text of ``pcm`` (int16 or float32 [T], 16 kHz); empty for empty audio. ``prefix``:
+        words the text must start with, forced when a recent decode of this recogniser began
+        with exactly these words (their tokens are known); otherwise ignored."""
         audio = (pcm.astype(np.float32) / 32768.0 if pcm.dtype == np.int16
                  else np.ascontiguousarray(pcm, dtype=np.float32))
         if audio.ndim != 1:
@@ -267,7 +278,21 @@ class MoonshineRecogniser:
         if len(audio) == 0:
             return ""
         with self._lock:
-            return detokenize(self._decode(audio), self._tokens)
+            ids = self._decode(audio, self._prefix_ids(prefix.split()) if prefix else ())
+            self._recent.append(ids)
+            return detokenize(ids, self._tokens)
+
+    def _prefix_ids(self, words: list[str]) -> list[int]:
+        """The tokens of ``words`` as a recent decode spelled them ([] if none did)."""
+        for ids in reversed(self._recent):
+            starts = [i for i, t in enumerate(ids) if 2 < t < len(self._tokens)
+                      and self._tokens[t].startswith(SPACE)]
+            if len(starts) < len(words):
+                continue
+            cut = starts[len(words)] if len(starts) > len(words) else len(ids)
+            if detokenize(ids[:cut], self._tokens).split() == words:
+                return ids[:cut]
+        return []
 
     # -- Recogniser ----------------------------------------------------------------------
     def transcribe(self, pcm: np.ndarray, sample_rate: int = RATE) -> str:
@@ -276,8 +301,8 @@ class MoonshineRecogniser:
         return self.text(pcm)
 
     def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
-                  fallback: bool = True) -> list[Word]:
+                  fallback: bool = True, prefix: str = "") -> list[Word]:
         """Words without times (Moonshine reports none: a length cut then carries nothing
         over). ``prompt`` is ignored (the model takes no context) and so is ``fallback``
-        (always one greedy pass)."""
-        return [Word(t) for t in self.text(pcm).split()]
+        (always one greedy pass); ``prefix`` as in :meth:`text`."""
+        return [Word(t) for t in self.text(pcm, prefix).split()]

@@ -41,8 +41,9 @@ Key = tuple[str, str]
 
 class WordRecogniser(Protocol):
     def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
-                  fallback: bool = True) -> list[Word]:
-        """``pcm``: int16 or float32 [T] at 16 kHz. Raises on engine failure."""
+                  fallback: bool = True, prefix: str = "") -> list[Word]:
+        """``pcm``: int16 or float32 [T] at 16 kHz; ``prefix``: words the result may be forced
+        to start with (an engine that cannot force them ignores it). Raises on engine failure."""
         ...
 
 
@@ -118,6 +119,13 @@ class FairQueue:
 
 
 Result = Callable[[DecodeJob, Optional[list[Word]]], None]
+
+
+def decode(recogniser: WordRecogniser, job: DecodeJob) -> list[Word]:
+    """Run ``job`` on ``recogniser`` (a partial passes its stable prefix; finals never)."""
+    extra = {"prefix": job.prefix} if job.prefix else {}
+    return recogniser.recognise(job.pcm, prompt=job.prompt, word_times=job.word_times,
+                                fallback=job.final, **extra)
 
 
 def lower_thread_priority(nice: int) -> None:
@@ -247,9 +255,7 @@ class RecogniserPool:
                     t0 = time.perf_counter()
                     try:
                         words = await loop.run_in_executor(
-                            worker.executor, lambda: worker.recogniser.recognise(  # type: ignore[union-attr]
-                                job.pcm, prompt=job.prompt, word_times=job.word_times,
-                                fallback=job.final))
+                            worker.executor, lambda: decode(worker.recogniser, job))  # type: ignore[arg-type]
                         metrics.RECOGNISE_SECONDS.observe(time.perf_counter() - t0)
                         break
                     except asyncio.CancelledError:

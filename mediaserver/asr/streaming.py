@@ -80,6 +80,7 @@ class DecodeJob:
     word_times: bool = False  # the result must carry word times (length cut)
     early: bool = False
     early_id: int = 0
+    prefix: str = ""          # a partial's stable prefix: the decode may start from it
 
     @property
     def key(self) -> tuple[str, str]:
@@ -207,7 +208,7 @@ class TalkerStream:
         end_ms = self._start_ms + self.open_ms
         self._asked_end_ms = end_ms
         return replace(job, pcm=self._pcm(), start_ms=self._start_ms, end_ms=end_ms,
-                       prompt=self._prompt())
+                       prompt=self._prompt(), prefix=join(self._shown))
 
     def partial_dropped(self, job: DecodeJob) -> None:
         """A partial job was superseded or dropped before it ran."""

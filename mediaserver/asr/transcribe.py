@@ -114,8 +114,9 @@ def finals_of(recogniser: Recogniser, segments: Sequence[Segment],
 
 
 def _run(recogniser: Recogniser, job: DecodeJob) -> list:
-    return recogniser.recognise(job.pcm, prompt=job.prompt, word_times=job.word_times,
-                                fallback=job.final)
+    from .pool import decode
+
+    return decode(recogniser, job)  # type: ignore[arg-type]
 
 
 def _event(caption: Caption, emit_s: float, with_start: bool = False) -> dict:
