@@ -124,7 +124,8 @@ def test_serve_rejects_bad_asr_flags() -> None:
                            (["--asr", "wav"], "--record-dir"),
                            (["--asr", "ws", "--asr-ws-url", "http://x"], "ws://"),
                            (["--asr", "local", "--asr-workers", "-1"], "--asr-workers"),
-                           (["--asr", "local", "--asr-partial-interval", "0.01"], "--asr-partial-interval")):
+                           (["--asr", "local", "--asr-partial-interval", "0.01"], "--asr-partial-interval"),
+                           (["--asr", "local", "--asr-early-final", "0.6"], "--asr-early-final")):
         assert message in (validate_asr_args(parser.parse_args(flags)) or "")
     assert validate_asr_args(parser.parse_args(["--asr", "local"])) is None
 

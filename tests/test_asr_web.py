@@ -86,3 +86,44 @@ async def test_transcript_needs_a_token_when_the_server_has_a_secret() -> None:
     wrong = await client.get("/rooms/live/transcript", params={"identity": "eve", "token": other})
     assert wrong.status == 403
     await client.close()
+
+
+class PartialThenFinal(QueuedSink):
+    """A real queued sink that answers each segment with a partial (stable and unstable
+    words) and then a final, as the streaming recogniser does."""
+
+    def __init__(self) -> None:
+        super().__init__("twostep")
+
+    async def handle(self, item) -> None:
+        if hasattr(item, "pcm"):
+            self._on_transcript(Transcript(item.room, item.identity, "please send", item.start_ms,
+                                           item.start_ms + 500, final=False,
+                                           unstable="an ambu", unstable_end_ms=item.start_ms + 900))
+            self._on_transcript(Transcript(item.room, item.identity, "please send an ambulance",
+                                           item.start_ms, item.end_ms, final=True))
+
+
+async def test_a_partial_caption_carries_its_unstable_words_and_a_final_none() -> None:
+    sent: list[tuple[str, dict]] = []
+
+    async def broadcast(room: str, message: dict) -> None:
+        sent.append((room, message))
+
+    hub = AsrHub([PartialThenFinal()], feed=FeedConfig(feed="raw"))
+    app = web.Application()
+    attach(app, hub, broadcast=broadcast, room_exists=lambda r: r == "live")
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    x = tone_burst()
+    for k in range(len(x) // 960):
+        f = x[k * 960:(k + 1) * 960]
+        hub.on_frame(room="live", identity="eve", t_ms=20.0 * k, raw=f, enhanced=f, speech=True)
+    await hub.sinks[0].drain()
+    await until(lambda: len(sent) >= 2, what="the partial and the final caption")
+    partial, final = (m for _, m in sent)
+    assert (partial["final"], partial["text"], partial["unstable"]) == (False, "please send", "an ambu")
+    assert final["final"] and final["text"] == "please send an ambulance" and "unstable" not in final
+    body = await (await client.get("/rooms/live/transcript")).json()
+    assert [e["text"] for e in body["entries"]] == ["please send an ambulance"]
+    await client.close()

