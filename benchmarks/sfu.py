@@ -174,6 +174,21 @@ class Peer:
         self.errors: list[str] = []
         self._task: Optional[asyncio.Task] = None
         self._ws: Optional[aiohttp.ClientWebSocketResponse] = None
+        self.server_stats: dict = {}    # the server's view of this publisher's inbound stream
+        self.stats_seen = asyncio.Event()
+
+    async def ask_stats(self, timeout: float = 10.0) -> dict:
+        """The server's receive statistics of this publisher (jitter buffer level, target,
+        time-scaling, concealment): the ``stats`` signalling reply; {} when none came."""
+        if self._ws is None or self._ws.closed:
+            return {}
+        self.stats_seen.clear()
+        await self._ws.send_json({"type": "stats"})
+        try:
+            await asyncio.wait_for(self.stats_seen.wait(), timeout)
+        except asyncio.TimeoutError:
+            return {}
+        return self.server_stats
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         self._ws = ws = await session.ws_connect(self.url, max_msg_size=1 << 20)
@@ -204,6 +219,9 @@ class Peer:
                     await self.pc.setLocalDescription(await self.pc.createAnswer())
                     await self._ws.send_json({"type": "answer",
                                               "sdp": enable_opus_fec(self.pc.localDescription.sdp)})
+                elif msg.get("type") == "stats":
+                    self.server_stats = (msg.get("participants") or {}).get(self.identity, {})
+                    self.stats_seen.set()
                 elif msg.get("type") == "error":
                     self.errors.append(msg.get("message", ""))
         except Exception as exc:
@@ -599,6 +617,7 @@ async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup
                         samples.append(sample)
             cpu1, t1, m1 = server.cpu_seconds(), loop.time(), server.metrics()
             gen1 = time.process_time()
+            inbound = [await p.ask_stats() for p in peers[:sampled]]
         # analysis (offline: the call is over)
         expected = missing = late = 0
         delays: list[float] = []
@@ -651,6 +670,11 @@ async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup
                 "tick_work": histogram_stats(m0, m1, "mediaserver_clock_tick_seconds"),
                 "enhance": histogram_stats(m0, m1, "mediaserver_clock_enhance_seconds"),
             },
+            # the sampled publishers' jitter buffers at the end (server side): smoothed level,
+            # target, time-scaling and concealment since the call started
+            "jitter_buffers": [{k: st.get(k) for k in (
+                "current_delay_ms", "target_delay_ms", "accelerate", "expand", "concealed_frames",
+                "packets_late", "resets")} for st in inbound],
             "errors": sorted({e for p in peers for e in p.errors})[:5],
         }
     finally:

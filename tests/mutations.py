@@ -950,6 +950,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_bench_delay.py",),
     ),
     Mutation(
+        name="delay-spike-counted-as-loss",
+        claim="a concealed packet that turns up late (a delay spike) is not loss: the two-frame loss floor stays off",
+        source="issue 15 §3",
+        edits=(Edit("mediaserver/media/jitter.py",
+                    "                self._loss_rate = max(0.0, self._loss_rate - self._outage_loss)",
+                    "                pass  # mutation"),),
+        tests=("tests/test_jitter.py",),
+    ),
+    Mutation(
         name="control-on-phase-dependent-level",
         claim="the buffer steers on the next packet's margin, not on a level that swings with the arrival phase",
         source="issue 15 §3",

@@ -521,6 +521,24 @@ def test_clean_link_is_never_time_scaled_and_waits_an_extra_frame_only_inside_th
         assert max(waits[50:]) <= to_pull + 20.0 + 0.01, max(waits[50:])
 
 
+@pytest.mark.parametrize("stall_ms,concealed", [(25.0, 1), (45.0, 2), (65.0, 3)])
+def test_a_delay_spike_is_not_loss_and_keeps_the_one_frame_floor(stall_ms, concealed):
+    """The sender stalls: packet 100 and those due during the stall come together, ``stall_ms``
+    after packet 100 was due. Their pulls are
+    concealed, the first of them is then played late (a delayed-packet outage), and nothing
+    was lost: the floor stays at one frame (the two-frame floor is for the next packet's FEC,
+    which a stall delays too). Real loss raises it for about 3 s (test below); the jitter
+    quantile forgets a spike sooner (about 1.2 s)."""
+    n = 400
+    release = 2005.0 + stall_ms   # packet 100 was due at 2005 ms
+    arrivals = [(max(release, i * 20.0 + 5.0) if i >= 100 else i * 20.0 + 5.0, i) for i in range(n)]
+    jb, labels, _ = _tick_consumer(arrivals, 200)   # 2 s on: the quantile forgot the spike
+    assert jb.stats.delayed_outage == 1
+    assert jb.stats.concealed_samples == concealed * F and jb.lost == 0
+    assert jb.loss_rate < jb.config.loss_floor_rate
+    assert jb.target_ms <= 21.0
+
+
 def test_loss_raises_the_floor_to_two_frames_so_fec_is_in_time_then_it_forgets():
     """A first loss on a one-frame buffer is concealed (the next packet is not there yet); the
     floor then rises to two frames, so the next loss is recovered from the next packet's FEC;

@@ -250,6 +250,8 @@ class JitterBuffer:
         self._played_seq: int | None = None  # internal seq of the last played packet
         self._played_dtx = False  # that packet was an Opus DTX frame (<= 2 bytes)
         self._loss_rate = 0.0  # recent share of frames missing when due (concealed or FEC)
+        self._outage_loss = 0.0  # what the current outage added to it (taken back when the
+        # concealed packet turns up after all: a delay spike)
 
     # ----------------------------------------------------------------- input
     def insert(
@@ -425,6 +427,10 @@ class JitterBuffer:
                 # (NetEq's "delayed-packet outage": expand, then normal).
                 self._playout = ts_int
                 self.stats.delayed_outage += 1
+                # It was jitter, not loss: the relative-delay quantile answers jitter, and the
+                # two-frame loss floor (there for the next packet's FEC) would only add a frame.
+                self._loss_rate = max(0.0, self._loss_rate - self._outage_loss)
+                self._outage_loss = 0.0
             elif ts_int + samples <= self._playout:
                 self.stats.late += 1
                 self._late_run += 1
@@ -495,6 +501,7 @@ class JitterBuffer:
     def _count_playout(self, missing: bool) -> None:
         f = self.config.loss_forget
         self._loss_rate = f * self._loss_rate + (1.0 - f) * (1.0 if missing else 0.0)
+        self._outage_loss *= f
 
     def level_ms(self, queued: int = 0, now_ms: float | None = None) -> float:
         """Audio ready ahead of the playout point, in ms.
@@ -621,6 +628,8 @@ class JitterBuffer:
         else:
             self.stats.concealed_samples += samples
             self._count_playout(first_of_outage)  # a burst or a delay spike is one event
+            if first_of_outage:
+                self._outage_loss = 1.0 - self.config.loss_forget
         return Conceal(samples, outage_ms, dtx)
 
     def _flush(self, level: float) -> float:
