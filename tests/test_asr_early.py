@@ -61,21 +61,27 @@ def test_early_final_is_the_final_when_the_pause_closes_the_segment() -> None:
     t = TalkerStream("r", "a", StreamConfig(early_final_ms=200, partials=True))
     live(t, 1, 2000)
     assert t.early_job() is None                        # speech: nothing early
-    jobs = pause(t, 1, 180)
+    jobs = pause(t, 1, 80)
+    partial = t.partial_job()
+    assert partial is not None                          # 80 ms unvoiced: partials go on
+    t.partial_dropped(partial)
+    jobs += pause(t, 1, 180, start_ms=100)
     assert jobs == [] and t.early_state == "none"       # under early_final_ms
+    live(t, 1, 500, silence_ms=180)
+    assert t.partial_job() is None                      # a pause begins: the worker waits for it
     jobs = pause(t, 1, 200, start_ms=200)
     assert len(jobs) == 1 and jobs[0].early and jobs[0].final
     early = jobs[0]
-    assert early.end_ms == pytest.approx(2200)         # the audio up to the pause so far
+    assert early.end_ms == pytest.approx(2700)         # the audio up to the pause so far
     assert t.partial_job() is None                      # no partials while the pause lasts
     assert pause(t, 1, 400, start_ms=220) == []         # one early decode per pause
     ran = t.begin_early(early)
-    assert ran is not None and len(ran.pcm) == 16 * 2200 and t.early_state == "running"
+    assert ran is not None and len(ran.pcm) == 16 * 2700 and t.early_state == "running"
     assert t.early_done(ran, words("Send an ambulance.")) is None   # still open: kept
     assert t.early_state == "done"
-    closed = t.close(segment(1, 2600))                  # the hangover closes it: no new decode
+    closed = t.close(segment(1, 3100))                  # the hangover closes it: no new decode
     assert isinstance(closed, Caption) and closed.final
-    assert closed.text == "Send an ambulance." and closed.end_ms == pytest.approx(2600)
+    assert closed.text == "Send an ambulance." and closed.end_ms == pytest.approx(3100)
     assert t.early_used == 1 and t.early_discarded == 0
     # the next utterance has the early final's text as its context
     live(t, 2, 1500)

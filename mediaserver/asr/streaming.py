@@ -190,6 +190,8 @@ class TalkerStream:
         if (not self.cfg.partials or self._seq < 0 or self._partial_in_flight
                 or self._early is not None):
             return None
+        if self.cfg.early_final_ms and self._silence_ms >= self.cfg.early_final_ms / 2:
+            return None          # a pause is beginning: keep the worker free for the early final
         end_ms = self._start_ms + self.open_ms
         if self.open_ms < self.cfg.min_partial_ms:
             return None
