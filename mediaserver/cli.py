@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
+
+from .config import UsageError, changed_flags
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("mediaserver.sfu.server", "run the media server"),
@@ -26,22 +29,44 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A sub-command's parser whose errors are one line on stderr (exit 2), like ours
+    (:class:`~mediaserver.config.UsageError`): the flag list is one ``--help`` away."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mediaserver", description=__doc__.splitlines()[0].replace("``", ""))
+    parser = _CommandParser(prog="mediaserver", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     for name, (module_name, help_text) in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
             module = importlib.import_module(module_name)
             module.add_arguments(sub_parser)
-            sub_parser.set_defaults(_module=module)
+            sub_parser.set_defaults(_module=module, _parser=sub_parser)
     return parser
+
+
+# Sub-commands for which SIGINT/SIGTERM at any moment is a normal stop (exit 0, no traceback):
+# from the first line here, not only once the server's own handlers are in (sfu/startup.py).
+STOPPED_BY_SIGNAL = frozenset({"serve"})
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), None)
+    if command in STOPPED_BY_SIGNAL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)   # as Ctrl-C, until serve's own
+    try:
+        return _run(argv, command)
+    except KeyboardInterrupt:   # a stop signal before the command installed its own handling
+        return 0 if command in STOPPED_BY_SIGNAL else 130
+
+
+def _run(argv: list[str], command: Optional[str]) -> int:
     parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:
@@ -55,4 +80,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # aioice logs every candidate-pair state change at INFO: noise unless debugging ICE
         logging.getLogger("aioice").setLevel(logging.WARNING)
     args._argv = argv   # the whole command line (serve --workers hands it to each worker)
-    return int(args._module.main(args) or 0)
+    args._changed = changed_flags(args._parser, args)   # flags not at their built-in default
+    try:
+        return int(args._module.main(args) or 0)
+    except UsageError as exc:   # one line on stderr, as argparse's own errors
+        print(f"{args._parser.prog}: error: {exc}", file=sys.stderr)
+        return 2

@@ -347,5 +347,5 @@ def test_limits_from_environment_and_bad_values(tmp_path: Path) -> None:
     # a bad value is a clear start-up error (each kind of bad value: test_limits_reject_nonsense)
     r = subprocess.run([sys.executable, "-m", "mediaserver", "serve", "--no-enhance", "--max-rooms", "0"],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert r.returncode == 2 and "error: --max-rooms must be positive" in r.stdout, r
+    assert r.returncode == 2 and "error: --max-rooms must be positive" in r.stderr, r
     assert "Traceback" not in r.stderr

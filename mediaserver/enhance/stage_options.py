@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Optional
 
 from ..config import add_option
 from .registry import add_registry_options
@@ -61,3 +62,32 @@ def check_atten_lim_db(value: float) -> float:
     if not math.isfinite(value) or value < 0.0:
         raise ValueError(f"atten_lim_db must be a finite number >= 0, got {value}")
     return min(value, 100.0)
+
+
+def validate_stage_args(args: argparse.Namespace, *, probe_device: bool = True) -> Optional[str]:
+    """The error for stage flags that cannot work here, naming the flag, or None.
+    ``probe_device``: ask torch whether ``--enhancer-device`` is usable (``devices.py``; False
+    in a media worker of ``--workers N``, whose front asked already)."""
+    if getattr(args, "no_enhance", False) or not probe_device:
+        return None
+    from ..devices import torch_device_problem
+
+    problem = torch_device_problem(args.enhancer_device)
+    return f"--enhancer-device {args.enhancer_device}: {problem}" if problem else None
+
+
+STAGE_FLAGS = ("--model", "--enhancer-device", "--enhancer-threads", "--vad-gate", "--vad-mode",
+               "--vad-hangover-ms", "--vad-atten-db", "--dnsmos-sample-s", "--atten-lim-db")
+
+
+def enhancer_flags_without_effect(args: argparse.Namespace) -> list[str]:
+    """A warning naming the enhancer flags set (``args._changed``, see ``config.changed_flags``)
+    while ``--no-enhance`` turns the enhancer off; empty otherwise."""
+    if not getattr(args, "no_enhance", False):
+        return []
+    changed = getattr(args, "_changed", frozenset())
+    idle = [f for f in STAGE_FLAGS if f in changed]
+    if not idle:
+        return []
+    return [f"{', '.join(idle)} {'has' if len(idle) == 1 else 'have'} no effect with "
+            "--no-enhance: ignored"]

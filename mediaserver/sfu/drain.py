@@ -27,7 +27,7 @@ import logging
 import os
 import signal
 import threading
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from ..config import add_option
 
@@ -105,7 +105,11 @@ def exit_now_on_second_signal(loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(sig, lambda: os._exit(1))
 
 
-def backstop(seconds: float, drain: Drain) -> threading.Timer:
+class Drained(Protocol):
+    drained: bool   # the stop sequence completed (a :class:`Drain`, or a start-up undone)
+
+
+def backstop(seconds: float, drain: Drained) -> threading.Timer:
     """Exit the process if it is still alive ``seconds`` from now (a thread that will not join,
     an executor that does not shut down): the drain budget is a promise to the orchestrator.
     The exit status is 0 when the drain itself completed, else 1."""

@@ -10,16 +10,16 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 
-from ..config import add_option
+from ..config import UsageError, add_option
 from ..patches import pin_host_addresses, tolerate_consent_stalls
 from .drain import Drain, add_drain_options, backstop, exit_now_on_second_signal, validate_drain_args
 from .limits import Limits, add_limit_options
@@ -27,6 +27,7 @@ from .mediaclock import ClockStream, MediaClock
 from .metrics import SfuMetrics
 from .room import RoomManager
 from .signalling import SFU_CONTEXT, SfuContext, websocket_handler
+from .startup import StopSignals, interrupt_on_sigterm
 from .turn import IceServers, add_turn_options
 from . import websec
 
@@ -212,7 +213,6 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
 
     app.router.add_get("/cluster", cluster_view)
     add_static_routes(app)
-    app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     feedback = LossFeedback(lambda: [p for r in list(manager.rooms.values())
                                      for p in list(r.participants.values())])
@@ -225,6 +225,8 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
     app.cleanup_ctx.append(loss_feedback)
     if asr_hub is not None:
         _attach_asr(app, asr_hub, manager, args.secret)
+    # last: the recognisers load and warm up first, so start-up never makes the clock late
+    app.on_startup.append(_on_startup)
     return app
 
 
@@ -308,6 +310,7 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _on_startup(app: web.Application) -> None:
     app[MEDIA_CLOCK].start()
+    logger.info("media clock started")
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -334,40 +337,86 @@ def announce(args: argparse.Namespace, port: int) -> None:
     websec.announce(args)
 
 
-async def start_site(app: web.Application, args: argparse.Namespace) -> tuple[web.AppRunner, int]:
-    """Listen on ``--host``/``--port``; returns the runner and the port (the real one for 0)."""
+def make_runner(app: web.Application, args: argparse.Namespace) -> web.AppRunner:
+    """The app's runner (not set up yet: :func:`start_site` does that)."""
     # handlers still running this long into the cleanup are cancelled (sfu/drain.py)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=args.drain_s / 4,
-                           access_log_class=websec.RedactingAccessLogger)
+    return web.AppRunner(app, handle_signals=False, shutdown_timeout=args.drain_s / 4,
+                         access_log_class=websec.RedactingAccessLogger)
+
+
+async def start_site(runner: web.AppRunner, args: argparse.Namespace) -> int:
+    """Start the app (``on_startup``) and listen on ``--host``/``--port``; returns the port (the
+    real one for 0)."""
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()
     port = args.port
     if port == 0 and site._server is not None and site._server.sockets:  # type: ignore[union-attr]
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, port
+    return port
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def stop_unstarted(app: Optional[web.Application], runner: Optional[web.AppRunner]) -> None:
+    """Undo a start-up cut short by a stop signal: ``on_shutdown`` (the stage, the ASR hub, the
+    clock) and the cleanup contexts of whatever had started."""
+    if runner is not None and runner.server is not None:
+        await runner.cleanup()   # set up: its own shutdown runs on_shutdown
+        return
+    if app is not None:
+        app.on_shutdown.freeze()
+        await app.shutdown()
+    if runner is not None:
+        await runner.cleanup()
+
+
+@dataclass
+class _Started:
+    """What :func:`_start` got to; ``drained``: the stop after a signal finished (backstop)."""
+
+    stage: Any = None
+    app: Optional[web.Application] = None
+    runner: Optional[web.AppRunner] = None
+    link: Any = None
+    drained: bool = False
+
+
+async def _start(args: argparse.Namespace, parts: _Started) -> bool:
+    """Build and start everything, recording each part in ``parts`` as it exists; True."""
     metrics = SfuMetrics()   # one registry: the stage's series appear at /metrics too
     metrics.watch_loop(asyncio.get_running_loop())
-    stage = await open_stage(args, metrics)
-    app = build_app(args, stage=stage, metrics=metrics)
-    runner, port = await start_site(app, args)
+    parts.stage = await open_stage(args, metrics)
+    parts.app = build_app(args, stage=parts.stage, metrics=metrics)
+    parts.runner = make_runner(parts.app, args)
+    port = await start_site(parts.runner, args)
     announce(args, port)
-    link = None
     if args.redis_url:   # several nodes behind one Redis (sfu/cluster_link.py, mediaserver/cluster)
         from .cluster_link import ClusterLink
 
-        link = ClusterLink(args, app[SFU_CONTEXT])
-        await link.start(args.host if args.host not in ("0.0.0.0", "::", "") else
-                         (args.public_ip or socket.gethostname()), port)
-    stop = asyncio.Event()
+        parts.link = ClusterLink(args, parts.app[SFU_CONTEXT])
+        await parts.link.start(args.host if args.host not in ("0.0.0.0", "::", "") else
+                               (args.public_ip or socket.gethostname()), port)
+    return True
+
+
+async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    orphan = loop.create_task(_stop_when_front_dies(stop)) if websec.behind_front() else None
-    await stop.wait()
+    signals = StopSignals(loop)   # first: a stop signal during start-up is never lost
+    parts = _Started()
+    started = await signals.guard(_start(args, parts))
+    if not started or signals.event.is_set():   # undo what had started, exit as after a stop
+        exit_now_on_second_signal(loop)
+        backstop(args.drain_s, parts)
+        if parts.link is not None:
+            await parts.link.stop()
+        await stop_unstarted(parts.app, parts.runner)
+        if parts.app is None and parts.stage is not None:
+            await loop.run_in_executor(None, parts.stage.shutdown)
+        parts.drained = True
+        return
+    app, runner, link = parts.app, parts.runner, parts.link
+    assert app is not None and runner is not None
+    orphan = loop.create_task(_stop_when_front_dies(signals.event)) if websec.behind_front() else None
+    await signals.wait()
     if orphan is not None:
         orphan.cancel()
     exit_now_on_second_signal(loop)
@@ -388,47 +437,52 @@ async def _stop_when_front_dies(stop: asyncio.Event, period_s: float = 1.0) -> N
     stop.set()
 
 
-def main(args: argparse.Namespace) -> int:
+def check_args(args: argparse.Namespace) -> None:
+    """Raises :class:`UsageError` naming the flag of the first bad setting; warns once per flag
+    that has no effect (``asr/options.py``, ``enhance/stage_options.py``)."""
     if not 0 <= args.port <= 65535:
-        print("error: --port must be within 0..65535")
-        return 2
+        raise UsageError("--port must be within 0..65535")
     if args.max_participants < 2:
-        print("error: --max-participants must be at least 2")
-        return 2
-    from ..asr.options import validate_asr_args
+        raise UsageError("--max-participants must be at least 2")
+    from ..asr.options import asr_flags_without_effect, validate_asr_args
+    from ..enhance.stage_options import enhancer_flags_without_effect, validate_stage_args
 
-    asr_error = (validate_asr_args(args) or websec.validate_args(args)
-                 or Limits.from_args(args).problem() or validate_drain_args(args))
-    if not asr_error and not 1 <= args.workers <= 256:
-        asr_error = "--workers must be within 1..256"
-    if not asr_error and args.workers > 1 and getattr(args, "canary_model", None):
-        asr_error = ("--canary-model needs --workers 1 for now (the canary and the model admin "
-                     "run beside a process's own enhancer)")
-    if not asr_error and args.workers > 1 and args.redis_url:
-        asr_error = ("--workers > 1 with --redis-url is not supported yet: run one node per "
-                     "process behind Redis instead")
-    if asr_error:
-        print(f"error: {asr_error}")
-        return 2
-    from .. import patches
+    problem = (validate_asr_args(args) or websec.validate_args(args)
+               or Limits.from_args(args).problem() or validate_drain_args(args))
+    if not problem and not 1 <= args.workers <= 256:
+        problem = "--workers must be within 1..256"
+    if not problem and args.workers > 1 and getattr(args, "canary_model", None):
+        problem = ("--canary-model needs --workers 1 for now (the canary and the model admin "
+                   "run beside a process's own enhancer)")
+    if not problem and args.workers > 1 and args.redis_url:
+        problem = ("--workers > 1 with --redis-url is not supported yet: run one node per "
+                   "process behind Redis instead")
+    worker = websec.behind_front()   # a media worker: its front checked and warned already
+    problem = problem or validate_stage_args(args, probe_device=not worker)
+    if problem:
+        raise UsageError(problem)
+    for warning in [] if worker else asr_flags_without_effect(args) + enhancer_flags_without_effect(args):
+        logger.warning("%s", warning)
 
+
+def main(args: argparse.Namespace) -> int:
+    interrupt_on_sigterm()   # until the loop's handlers take over: SIGTERM ends as Ctrl-C does
     try:
-        patches.apply()   # aiortc internals this server changes, checked first (mediaserver/patches.py)
-    except patches.PatchError as exc:
-        print(f"error: {exc}")
-        return 2
-    if args.workers > 1:   # a front process; the workers run this function with --workers 1
-        from ..workers.front import serve_front
+        check_args(args)
+        from .. import patches
 
         try:
+            patches.apply()   # aiortc internals this server changes, checked first (mediaserver/patches.py)
+        except patches.PatchError as exc:
+            raise UsageError(str(exc)) from None
+        if args.workers > 1:   # a front process; the workers run this function with --workers 1
+            from ..workers.front import serve_front
+
             asyncio.run(serve_front(args, list(getattr(args, "_argv", None) or ["serve"])))
-        except KeyboardInterrupt:
-            pass
-        return 0
-    pin_host_addresses(_split(args.ice_host))
-    tolerate_consent_stalls()
-    try:
+            return 0
+        pin_host_addresses(_split(args.ice_host))
+        tolerate_consent_stalls()
         asyncio.run(serve(args))
     except KeyboardInterrupt:
-        pass
+        pass   # a signal before the loop's handlers were installed: nothing had started
     return 0

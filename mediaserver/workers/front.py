@@ -32,7 +32,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import tempfile
 from typing import Any, Optional
@@ -521,22 +520,33 @@ def build_front_app(front: Front, args: argparse.Namespace) -> web.Application:
 
 
 async def serve_front(args: argparse.Namespace, worker_args: list[str]) -> None:
-    """Run the front until SIGTERM/SIGINT; ``worker_args``: the ``serve`` command line."""
-    from ..sfu.server import announce, start_site
+    """Run the front until SIGTERM/SIGINT; ``worker_args``: the ``serve`` command line.
 
-    front = Front(args, worker_args)
-    await front.start()
-    app = build_front_app(front, args)
-    runner, port = await start_site(app, args)
-    logger.info("front with %d media workers (pids %s)", args.workers,
-                ", ".join(str(p.state.pid) for p in front.procs))
-    announce(args, port)
-    stop = asyncio.Event()
+    A stop signal while the workers start stops those already started (``sfu/startup.py``)."""
+    from ..sfu.server import announce, make_runner, start_site, stop_unstarted
+    from ..sfu.startup import StopSignals
+
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    signals = StopSignals(loop)   # first: a stop signal during start-up is never lost
+    front = Front(args, worker_args)
+    app = build_front_app(front, args)
+    runner = make_runner(app, args)
+
+    async def start() -> int:
+        await front.start()
+        port = await start_site(runner, args)
+        logger.info("front with %d media workers (pids %s)", args.workers,
+                    ", ".join(str(p.state.pid) for p in front.procs))
+        announce(args, port)
+        return port
+
+    started = await signals.guard(start())
     exit_now_on_second_signal(loop)
+    if started is None or signals.event.is_set():
+        await front.stop(args.drain_s)
+        await stop_unstarted(app, runner)
+        return
+    await signals.wait()
     await front.stop(args.drain_s)
     await runner.cleanup()
 
