@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, espeak_speech
 from mediaserver.asr import transcribe
 from mediaserver.audio import read_audio, write_audio
+from mediaserver.config import UsageError
 from mediaserver.enhance.weights import resolve_weights_path
 from requires import ASR_HINT, require, require_module
 
@@ -64,9 +65,9 @@ def test_feeds_enhanced_and_mix_are_recognised(phrase_wav, tmp_path) -> None:
         assert "report" in text and "friday" in text, (feed, text)
 
 
-def test_enhanced_feed_without_weights_is_a_clear_error(phrase_wav, tmp_path, capsys) -> None:
-    assert run(phrase_wav, "--feed", "enhanced", "--weights", str(tmp_path / "missing.pt")) == 2
-    assert "enhancer" in capsys.readouterr().err
+def test_enhanced_feed_without_weights_is_a_clear_error(phrase_wav, tmp_path) -> None:
+    with pytest.raises(UsageError, match="--model: .*enhancer"):   # mediaserver: one line, exit 2
+        run(phrase_wav, "--feed", "enhanced", "--weights", str(tmp_path / "missing.pt"))
 
 
 def test_offline_pipeline_matches_enhancer_delay(phrase_wav) -> None:
@@ -91,3 +92,51 @@ def test_offline_pipeline_matches_enhancer_delay(phrase_wav) -> None:
     mixed = np.concatenate([mixer.select(x48[i:i + 960], y[i:i + 960]).copy()
                             for i in range(0, len(x48), 960)])
     assert np.corrcoef(mixed, y)[0, 1] > 0.95
+
+
+def test_transcribe_flags_are_named_as_serves_so_one_variable_sets_both(monkeypatch) -> None:
+    """Every setting ``transcribe`` shares with ``serve`` has serve's flag name, hence the same
+    ``MEDIASERVER_*`` variable (``--asr-feed``: ``MEDIASERVER_ASR_FEED``, not ``..._FEED``);
+    only its own (the inputs, ``--json``, ``--realtime``) are not serve flags."""
+    from mediaserver.sfu import server
+
+    for name in [n for n in __import__("os").environ if n.startswith("MEDIASERVER_")]:
+        monkeypatch.delenv(name)
+    serve, mine = argparse.ArgumentParser(), argparse.ArgumentParser()
+    server.add_arguments(serve)
+    transcribe.add_arguments(mine)
+    flags = {a.option_strings[0] for a in mine._actions if a.option_strings} - {"-h"}
+    serve_flags = {a.option_strings[0] for a in serve._actions if a.option_strings}
+    assert flags - serve_flags == {"--json", "--realtime"}, flags - serve_flags
+    # the variables of the shared settings reach transcribe
+    monkeypatch.setenv("MEDIASERVER_ASR_FEED", "mix")
+    monkeypatch.setenv("MEDIASERVER_ASR_MIX_RAW_SHARE", "0.5")
+    monkeypatch.setenv("MEDIASERVER_MODEL", "some/model")
+    parser = argparse.ArgumentParser()
+    transcribe.add_arguments(parser)
+    args = parser.parse_args(["x.wav"])
+    assert (args.asr_feed, args.asr_mix_raw_share, args.model) == ("mix", 0.5, "some/model")
+    # the old spellings still work on the command line
+    args = parser.parse_args(["x.wav", "--feed", "raw", "--mix-raw-share", "0.2", "--weights", "w"])
+    assert (args.asr_feed, args.asr_mix_raw_share, args.model) == ("raw", 0.2, "w")
+    json_help = next(a.help for a in parser._actions if "--json" in a.option_strings)
+    assert "--realtime" in json_help and "events" in json_help and "audio_end_s" in json_help
+
+
+def test_realtime_audio_times_never_pass_the_end_of_the_file(tmp_path) -> None:
+    """Speech up to the last sample: the last segment closes in the second of silence appended
+    after the file, so its caption's audio end used to lie past the file's end."""
+    path = espeak_speech(tmp_path / "to_the_end.wav", "Please send the report before Friday")
+    audio, rate = read_audio(path)
+    voiced = np.flatnonzero(np.abs(audio) > 0.02)
+    audio = audio[: voiced[-1] + 1]   # cut right after the last voiced sample
+    write_audio(path, audio, rate)
+    duration = len(audio) / rate
+    out = tmp_path / "rt.json"
+    assert run(str(path), "--realtime", "--json", str(out)) == 0
+    events = json.loads(out.read_text())[0]["events"]
+    finals = [e for e in events if e["final"]]
+    assert finals and "friday" in finals[-1]["text"].lower(), events
+    ends = [e["audio_end_s"] for e in events]
+    assert max(ends) <= round(duration, 3), (duration, ends)
+    assert finals[-1]["audio_end_s"] >= duration - 0.5, (duration, finals[-1])  # still near the end

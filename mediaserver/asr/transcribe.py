@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..audio import AudioFileError, read_audio, resample
-from ..config import add_option
+from ..config import UsageError, add_option
 from .feed import DEFAULT_FEED, DEFAULT_RAW_SHARE, FEEDS, check_feed
 from .hub import FRAME_48K, FeedConfig, ParticipantPipeline
 from .local import (DEFAULT_ENGINE, DEVICES, ENGINES, WINDOW_TAIL_S, LocalRecogniserSink,
@@ -119,25 +119,32 @@ def _run(recogniser: Recogniser, job: DecodeJob) -> list:
     return decode(recogniser, job)  # type: ignore[arg-type]
 
 
-def _event(caption: Caption, emit_s: float, with_start: bool = False) -> dict:
+def _event(caption: Caption, emit_s: float, with_start: bool = False,
+           duration_s: Optional[float] = None) -> dict:
     """``text`` is the stable prefix of a partial, ``audio_end_s`` how far its audio reaches.
     ``with_start`` (the benchmark's events) adds ``audio_start_s`` and, for a partial with
     provisional words past its stable prefix, ``unstable`` and ``unstable_audio_end_s`` (how
-    far the newest decode's audio reaches)."""
+    far the newest decode's audio reaches). ``duration_s``: the file's length, which audio
+    times never pass (the last segment closes in the silence appended after the file)."""
+    def at(ms: float) -> float:
+        return round(min(ms / 1000.0, duration_s) if duration_s is not None else ms / 1000.0, 3)
+
     event = {"final": caption.final, "text": caption.text,
-             "audio_end_s": round(caption.end_ms / 1000.0, 3), "emit_s": round(emit_s, 3)}
+             "audio_end_s": at(caption.end_ms), "emit_s": round(emit_s, 3)}
     if with_start:
-        event["audio_start_s"] = round(caption.start_ms / 1000.0, 3)
+        event["audio_start_s"] = at(caption.start_ms)
         if not caption.final and caption.unstable and caption.unstable_end_ms is not None:
             event["unstable"] = caption.unstable
-            event["unstable_audio_end_s"] = round(caption.unstable_end_ms / 1000.0, 3)
+            event["unstable_audio_end_s"] = at(caption.unstable_end_ms)
     return event
 
 
 def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optional[np.ndarray],
                   feed: FeedConfig, seg: Optional[SegmenterConfig] = None,
-                  stream: Optional[StreamConfig] = None) -> list[dict]:
+                  stream: Optional[StreamConfig] = None,
+                  duration_s: Optional[float] = None) -> list[dict]:
     """The live sink's decisions for one talker and one worker on a simulated clock.
+    ``duration_s``: the file's length, which no event's audio times pass.
 
     Frame ``i`` arrives at ``(i + 1) * 20 ms``; a decode starts when the worker is free and
     takes the wall time it really took here. Returns the events as ``--realtime`` does, each
@@ -177,7 +184,7 @@ def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optiona
             else:
                 caption = talker.partial_done(job, words)
             if caption is not None:
-                events.append(_event(caption, done, with_start=True))
+                events.append(_event(caption, done, with_start=True, duration_s=duration_s))
             flight = start(done)
 
     def accept(segment: Optional[Segment], now: float) -> None:
@@ -200,7 +207,7 @@ def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optiona
             if isinstance(closed, DecodeJob):
                 finals.append(closed)
             elif closed is not None:       # the early decode already heard all of it
-                events.append(_event(closed, now, with_start=True))
+                events.append(_event(closed, now, with_start=True, duration_s=duration_s))
             partial = None
         if flight is None:
             flight = start(now)
@@ -220,9 +227,11 @@ def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optiona
 
 async def realtime_events(sink: LocalRecogniserSink, raw48: np.ndarray,
                           enhanced48: Optional[np.ndarray], feed: FeedConfig, name: str,
-                          seg: Optional[SegmenterConfig] = None) -> list[dict]:
+                          seg: Optional[SegmenterConfig] = None,
+                          duration_s: Optional[float] = None) -> list[dict]:
     """Play one file at real-time pace through an :class:`AsrHub` with ``sink`` (started
-    here, stopped at the end); returns its caption events."""
+    here, stopped at the end); returns its caption events. ``duration_s``: the file's length
+    (before the silence :func:`to_frames48` appends), the limit of every event's audio times."""
     from .hub import AsrHub
 
     enhanced48 = raw48 if enhanced48 is None else enhanced48
@@ -241,7 +250,7 @@ async def realtime_events(sink: LocalRecogniserSink, raw48: np.ndarray,
             return
         shown[0] = "" if final else text
         events.append(_event(Caption(room, identity, text, start_ms, end_ms, final),
-                             loop.time() - t0))
+                             loop.time() - t0, duration_s=duration_s))
 
     hub.add_transcript_listener(listen)
     await hub.start()
@@ -268,14 +277,19 @@ def feed_config(feed: str, raw_share: float, latency: int) -> FeedConfig:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IN.wav", help="audio files to transcribe")
-    add_option(parser, "--feed", choices=FEEDS, default=DEFAULT_FEED,
+    # Flags named as serve's (so one MEDIASERVER_* variable sets both); the old spellings
+    # --feed, --mix-raw-share and --weights are still accepted.
+    add_option(parser, "--asr-feed", "--feed", choices=FEEDS, default=DEFAULT_FEED,
                help=f"audio the recogniser hears (default {DEFAULT_FEED})")
-    add_option(parser, "--mix-raw-share", type=float, default=DEFAULT_RAW_SHARE,
-               help="share of raw audio in the mix feed, 0..1")
+    add_option(parser, "--asr-mix-raw-share", "--mix-raw-share", type=float,
+               default=DEFAULT_RAW_SHARE, help="share of raw audio in the mix feed, 0..1")
     add_option(parser, "--json", dest="json_path", default=None, metavar="PATH",
-               help="also write a JSON list of {file, text}")
-    add_option(parser, "--weights", default=None,
-               help="enhancer weights file or model folder (default: shipped model)")
+               help="also write a JSON list of {file, text}; with --realtime each entry also "
+                    "has events: every caption as {final, text, audio_end_s, emit_s}, partials "
+                    "and finals in the order they came")
+    add_option(parser, "--model", "--weights", default=None,
+               help="enhancer weights file or model folder for the enhanced and mix feeds "
+                    "(default: shipped model)")
     add_option(parser, "--asr-engine", choices=ENGINES, default=DEFAULT_ENGINE,
                help=f"local recogniser (default {DEFAULT_ENGINE})")
     add_option(parser, "--asr-threads", type=int, default=1, help="recogniser CPU threads")
@@ -290,26 +304,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        check_feed(args.feed, args.mix_raw_share)
+        check_feed(args.asr_feed, args.asr_mix_raw_share)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--asr-feed / --asr-mix-raw-share: {exc}") from None
+    from .options import local_engine_problem
+
+    problem = local_engine_problem(args.asr_engine, args.asr_device)   # before any loading
+    if problem:
+        raise UsageError(problem)
     enhancer = None
-    if args.feed != "raw":
+    if args.asr_feed != "raw":
         try:
-            enhancer = load_enhancer(args.weights)
+            enhancer = load_enhancer(args.model)
         except Exception as exc:  # WeightsError, missing module: say what is missing
-            print(f"error: the {args.feed} feed needs the enhancer: {exc}", file=sys.stderr)
-            return 2
+            raise UsageError(f"--model: the {args.asr_feed} feed needs the enhancer: {exc}") from None
     try:
         kwargs = recogniser_kwargs(args.asr_engine, threads=args.asr_threads,
-                                   device=getattr(args, "asr_device", "cpu"),
-                                   window_tail_s=args.asr_window_tail)
+                                   device=args.asr_device, window_tail_s=args.asr_window_tail)
         recogniser = make_recogniser(args.asr_engine, **kwargs)
     except (RuntimeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    feed = feed_config(args.feed, args.mix_raw_share, enhancer.latency if enhancer else 0)
+        raise UsageError(f"--asr-engine {args.asr_engine}: {exc}") from None
+    feed = feed_config(args.asr_feed, args.asr_mix_raw_share, enhancer.latency if enhancer else 0)
     results: list[dict] = []
     failed = 0
     for path in args.inputs:
@@ -327,7 +342,8 @@ def main(args: argparse.Namespace) -> int:
         if getattr(args, "realtime", False):
             sink = LocalRecogniserSink(engine=args.asr_engine, workers=1,
                                        recogniser_factory=lambda: recogniser)
-            events = asyncio.run(realtime_events(sink, raw48, enh48, feed, Path(path).stem))
+            events = asyncio.run(realtime_events(sink, raw48, enh48, feed, Path(path).stem,
+                                                 duration_s=len(samples) / rate))
             text = " ".join(e["text"] for e in events if e["final"])
             entry.update(text=text, events=events)
         else:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 
 from redis.exceptions import RedisError
 
-from ..config import add_option
+from ..config import UsageError, add_option
 from .node import snapshot
 from .registry import RedisRegistry
 
@@ -29,11 +30,10 @@ async def view(url: str) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     if not args.redis_url:
-        print("error: --redis-url is required")
-        return 2
+        raise UsageError("--redis-url is required")
     try:
         print(json.dumps(asyncio.run(view(args.redis_url)), indent=2))
     except (RedisError, OSError, ValueError) as exc:
-        print(f"error: cannot read the cluster from {args.redis_url}: {exc}")
+        print(f"error: cannot read the cluster from {args.redis_url}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -29,7 +29,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..config import add_option
+from ..config import UsageError, add_option
+from ..devices import torch_device_problem
 
 logger = logging.getLogger(__name__)
 
@@ -383,6 +384,9 @@ def print_vad(result: dict[str, Any]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    problem = torch_device_problem(args.device)   # before anything loads: one line, not a traceback
+    if problem:
+        raise UsageError(f"--device {args.device}: {problem}")
     if args.target == "enhancer":
         result = bench_enhancer(args)
         print_enhancer(result)

@@ -34,7 +34,7 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from ..audio import read_audio, resample
-from ..config import add_option
+from ..config import UsageError, add_option
 from .metrics import RATE, intrusive, load_dnsmos
 from .peers import PEERS, load_peer
 
@@ -303,8 +303,7 @@ def main(args: argparse.Namespace) -> int:
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in systems if s not in ALL_SYSTEMS]
     if unknown:
-        print(f"error: unknown system(s) {unknown}; choose from {list(ALL_SYSTEMS)}")
-        return 2
+        raise UsageError(f"--systems: unknown system(s) {unknown}; choose from {list(ALL_SYSTEMS)}")
     n_main, n_ref = args.main_count, args.reference_count
     extra = Path(args.extra) if args.extra else None
     n_ood = args.ood_count if extra is not None else 0
@@ -313,16 +312,14 @@ def main(args: argparse.Namespace) -> int:
     try:
         plan = build_plan(data, n_main, n_ref, extra=extra, n_ood=n_ood)
     except FileNotFoundError as exc:
-        print(f"error: {exc}")
-        return 2
+        raise UsageError(f"--data / --extra: {exc}") from None
     if "ours" in systems:
         from .weights import WeightsError, load_model
 
         try:
             load_model(args.model)
         except WeightsError as exc:
-            print(f"error: {exc}")
-            return 2
+            raise UsageError(f"--model: {exc}") from None
     # read now: --json may name the same file, and partial writes overwrite it during the run
     reused = _read_rows(args.reuse) if args.reuse else []
     init_args = (data, systems, args.model, not args.no_dnsmos, extra)

@@ -21,7 +21,8 @@ from typing import Optional
 import numpy as np
 
 from ..audio import AudioFileError, read_audio, resample, write_audio
-from ..config import add_option
+from ..config import UsageError, add_option
+from ..devices import torch_device_problem
 from .stage import EnhancerStage
 from .streaming import Enhancer
 from .weights import WeightsError
@@ -86,6 +87,9 @@ def enhance_signal_stage(stage: EnhancerStage, x: np.ndarray, rate: int, atten_l
 
 
 def main(args: argparse.Namespace) -> int:
+    problem = torch_device_problem(args.device)   # before anything loads: one line, not a traceback
+    if problem:
+        raise UsageError(f"--device {args.device}: {problem}")
     if not 0.0 <= args.atten_lim_db <= 1000.0:
         print(f"error: --atten-lim-db must be >= 0, got {args.atten_lim_db}", file=sys.stderr)
         return 2

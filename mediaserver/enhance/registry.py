@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from ..config import add_option
+from ..config import UsageError, add_option
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +207,7 @@ def main(args: argparse.Namespace) -> int:
             return 0
         if args.action == "show":
             if not args.name:
-                print("error: models show NAME")
-                return 2
+                raise UsageError("models show needs NAME (mediaserver models list)")
             entry = registry.get(args.name)
             if args.json:
                 print(json.dumps(entry.describe(), indent=2))
@@ -230,5 +229,4 @@ def main(args: argparse.Namespace) -> int:
                     print(f"  {p}")
         return 0 if all(r.ok for r in results) else 1
     except RegistryError as exc:
-        print(f"error: {exc}")
-        return 2
+        raise UsageError(str(exc)) from None
