@@ -152,7 +152,7 @@ def test_flags_without_effect_are_warned_once_each(caplog, monkeypatch) -> None:
     assert any("--asr-ws-mode" in w and "--asr ws" in w for w in warned), warned
     assert any("--asr-feed" in w and "without --asr" in w for w in warned), warned
     # a local sink on the CPU with a Whisper-only flag on another engine
-    warned = _warnings(caplog, "--no-enhance", "--asr", "local", "--asr-engine", "pocketsphinx",
+    warned = _warnings(caplog, "--no-enhance", "--asr", "local", "--asr-engine", "moonshine",
                        "--asr-window-tail", "5")
     assert len(warned) == 1 and "--asr-window-tail" in warned[0] and "whisper" in warned[0], warned
     # enhancer flags with the enhancer off; a variable counts as given
