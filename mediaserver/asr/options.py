@@ -200,7 +200,7 @@ _NEEDS: tuple[tuple[tuple[str, ...], Callable[[argparse.Namespace, list[str]], b
     (("--asr-feed", "--asr-mix-raw-share", "--asr-vad-aggressiveness"),
      lambda a, names: bool(names), "without --asr"),
     (("--asr-engine", "--asr-threads", "--asr-workers", "--asr-nice", "--asr-device",
-      "--asr-window-tail", "--asr-partial-interval"),
+      "--asr-window-tail", "--asr-partial-interval", "--asr-early-final"),
      lambda a, names: "local" in names, "without the local sink (--asr local)"),
     (("--asr-ws-url", "--asr-ws-format", "--asr-ws-mode"),
      lambda a, names: "ws" in names, "without the ws sink (--asr ws)"),
