@@ -1449,8 +1449,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="a stop signal while the media workers of --workers N start stops them too (no worker left behind)",
         source="fresh-user gaps 1 (signals during start-up)",
         edits=(Edit("mediaserver/workers/front.py",
-                    "    if started is None or signals.event.is_set():\n        await front.stop(args.drain_s)\n",
-                    "    if started is None or signals.event.is_set():  # mutation: workers not stopped\n"),),
+                    "        exit_now_on_second_signal(loop)\n        await front.stop(args.drain_s)\n"
+                    "        await stop_unstarted(app, runner)\n",
+                    "        exit_now_on_second_signal(loop)\n"
+                    "        await stop_unstarted(app, runner)  # mutation: workers not stopped\n"),),
         tests=("tests/test_serve_startup.py::test_a_stop_signal_while_the_media_workers_start_stops_them_too",),
     ),
     Mutation(

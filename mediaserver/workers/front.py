@@ -541,12 +541,13 @@ async def serve_front(args: argparse.Namespace, worker_args: list[str]) -> None:
         return port
 
     started = await signals.guard(start())
-    exit_now_on_second_signal(loop)
     if started is None or signals.event.is_set():
+        exit_now_on_second_signal(loop)
         await front.stop(args.drain_s)
         await stop_unstarted(app, runner)
         return
     await signals.wait()
+    exit_now_on_second_signal(loop)
     await front.stop(args.drain_s)
     await runner.cleanup()
 
