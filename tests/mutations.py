@@ -1058,6 +1058,35 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_jitter.py",),
     ),
     Mutation(
+        name="jitter-residue-never-trimmed",
+        claim="decoded samples left beyond whole packets (pure delay: pulls take whole frames) are trimmed",
+        source="issue 15 §3",
+        edits=(Edit("mediaserver/media/jitter.py",
+                    "                trim = queued % self._frame_samples",
+                    "                trim = 0  # mutation"),),
+        tests=("tests/test_inbound.py", "tests/test_jitter.py"),
+    ),
+    Mutation(
+        name="jitter-spare-frame-kept-in-speech",
+        claim="a whole frame of spare margin is given back in speech too, not only in pauses",
+        source="issue 15 §3",
+        edits=(Edit("mediaserver/media/jitter.py",
+                    "            # a talker who never pauses keeps 20 ms of delay that protects against nothing.\n"
+                    "            return -1, False",
+                    "            # a talker who never pauses keeps 20 ms of delay that protects against nothing.\n"
+                    "            return -1, True  # mutation"),),
+        tests=("tests/test_inbound.py",),
+    ),
+    Mutation(
+        name="trim-skips-speech",
+        claim="the residue is trimmed in speech as whole pitch periods, not only in pauses",
+        source="issue 15 §3",
+        edits=(Edit("mediaserver/media/inbound.py",
+                    "        if c < 0.6 or p > n or 2 * p > len(x):",
+                    "        if True:  # mutation"),),
+        tests=("tests/test_inbound.py",),
+    ),
+    Mutation(
         name="control-on-phase-dependent-level",
         claim="the buffer steers on the next packet's margin, not on a level that swings with the arrival phase",
         source="issue 15 §3",

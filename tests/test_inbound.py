@@ -28,7 +28,7 @@ def packets(speech) -> list[bytes]:
 
 
 def simulate(packets, arrival, *, ticks=None, seq0=0, ts0=0, ssrc=1, frame=960, inbound=None,
-             trace=None):
+             trace=None, waits=None):
     """arrival(i) -> ms or None (lost). Pulls every 20 ms; returns (pcm, kinds, inbound)."""
     ib = inbound or InboundAudio()
     events = sorted((a, i) for i in range(len(packets)) if (a := arrival(i)) is not None)
@@ -46,6 +46,8 @@ def simulate(packets, arrival, *, ticks=None, seq0=0, ts0=0, ssrc=1, frame=960, 
         assert f.pcm.shape == (960,) and f.pcm.dtype == np.float32
         out.append(f.pcm)
         kinds.append(f.kind)
+        if waits is not None:
+            waits.append(f.wait_ms)
         if trace is not None:
             trace.append(ib.stats())
     return np.concatenate(out), kinds, ib
@@ -289,3 +291,38 @@ def test_opus_dtx_pause_is_counted_as_dtx_not_concealment(speech):
     assert s["packets_lost"] == 0
     assert s["concealed_frames"] == 0, kinds
     assert s["frames_dtx"] >= 50 and s["dtx_ms"] >= 1000.0
+
+
+@pytest.mark.parametrize("stall_ms", [25.0, 45.0, 70.0])
+@pytest.mark.parametrize("phase_ms", [3.0, 12.0, 18.0])
+def test_a_sender_stall_costs_its_delay_only_for_a_moment(speech, packets, stall_ms, phase_ms):
+    """The sender stalls three times in speech (a busy host): the packets due meanwhile come
+    together ``stall_ms`` late. Each stall is concealed and its late packet played, which adds
+    the stall's delay; it is given back (compressed pitch periods, squeezed pauses, and the
+    decoded residue that only delays): 1.2 s later every packet waits at most a pitch period
+    longer than before the stall, after the next pauses as long as before, and nothing was
+    counted as loss."""
+    stalls = (100, 220, 340)
+
+    def arrival(i: int) -> float:
+        a = i * 20.0 + phase_ms
+        for k in stalls:
+            release = k * 20.0 + phase_ms + stall_ms
+            if k <= i and a < release:
+                return release
+        return a
+
+    waits: list = []
+    trace: list = []
+    out, kinds, ib = simulate(packets, arrival, waits=waits, trace=trace)
+    s = trace[len(packets) - 5]   # before the stream ends (its end is concealed)
+    assert s["packets_lost"] == 0 and s["target_delay_ms"] < 40.0
+    assert s["concealed_frames"] >= len(stalls)
+    before = np.mean([w for w in waits[50:100] if w is not None])
+    for k in stalls:
+        after = [w for w in waits[k + 60:k + 110] if w is not None]   # 1.2-2.2 s on
+        # speech gives back whole pitch periods: at most one (10 ms) waits for a pause
+        assert -2.6 < np.mean(after) - before < 10.1, (k, before, after)
+    end = [w for w in waits[len(packets) - 40:len(packets) - 5] if w is not None]
+    assert abs(np.mean(end) - before) < 2.6, (before, end)   # pauses took the rest (< 2.5 ms stays)
+    assert s["packets_late"] == 0   # every stalled packet was played

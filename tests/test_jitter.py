@@ -491,7 +491,7 @@ def _tick_consumer(arrivals, ticks, *, fec=False):
             labels.append(label(d))
             if isinstance(d, Play):
                 waits.append(now + queued / 48.0 - d.packet.arrival_ms)
-                queued += F + 120 * d.time_scale
+                queued += F + 120 * d.time_scale - d.trim
             else:
                 queued += d.samples
         queued -= F

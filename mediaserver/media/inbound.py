@@ -100,6 +100,16 @@ class TimeScaler:
             return np.concatenate((x[:p] * (1 - r) + x[p : 2 * p] * r, x[2 * p :]))
         return np.concatenate((x[:p], x[p : 2 * p] * (1 - r) + x[:p] * r, x[p:]))
 
+    def trim(self, x: np.ndarray, n: int, quiet: bool) -> np.ndarray:
+        """Remove at most ``n`` samples: from a quiet frame with a crossfade (at most half
+        the frame), from speech one pitch period when it is clearly periodic and fits."""
+        if quiet:
+            return self.shift(x, -min(n, len(x) // 2))
+        p, c = self.period(x)
+        if c < 0.6 or p > n or 2 * p > len(x):
+            return x
+        return self.shift(x, -p)
+
     def stretch(self, x: np.ndarray, quiet: bool) -> np.ndarray:
         n = len(x)
         p, c = self.period(x)
@@ -187,6 +197,7 @@ class InboundAudio:
         self._concealed_frames = 0
         self._accelerate = 0
         self._expand = 0
+        self._trimmed = 0  # samples of pure-delay residue removed (Play.trim)
 
     # ------------------------------------------------------------------ push
     def push(
@@ -304,6 +315,11 @@ class InboundAudio:
                 self._accelerate += 1
             elif decision.time_scale > 0 and (quiet or not decision.soft):
                 self._expand += 1
+        elif isinstance(decision, Play) and decision.trim:
+            quiet = rms < max(2.5 * self._noise_rms, 0.002) or decision.packet.speech is False
+            n = len(pcm)
+            pcm = self._scaler.trim(pcm, decision.trim, quiet)
+            self._trimmed += n - len(pcm)
         self._queue.push(pcm, kind)
 
     def _plc(self, samples: int) -> np.ndarray:
@@ -371,6 +387,7 @@ class InboundAudio:
             "dtx_ms": round(s.dtx_samples / 48.0, 2),
             "accelerate": float(self._accelerate),
             "expand": float(self._expand),
+            "trimmed_ms": round(self._trimmed / 48.0, 2),
             "resets": float(s.resets),
             "ssrc_changes": float(s.ssrc_changes),
             "rtp_discontinuities": float(s.discontinuities),

@@ -10,12 +10,18 @@ queued ahead of the playout point (buffered packets plus the caller's decoded bu
 unplayed samples). The target level comes from the distribution of packet relative
 delays (97th percentile, exponential forgetting), as in WebRTC NetEq, plus a frame; its
 floor is one frame on a clean link and two while frames go missing (so the next packet's
-FEC is there in time). The control steers the next packet's margin (how late it may come
+FEC is there in time; a concealed packet that turns up late was jitter, not loss, and
+does not count). The control steers the next packet's margin (how late it may come
 before a 20 ms puller runs dry), which, unlike the buffered span, does not swing with the
 phase of arrivals against pulls: a frame of margin above the target is given back by
 time compression (accelerate), a shortfall is stretched (preemptive expand), anything in
 between is left alone, so a clean link is never time-scaled. That is also what absorbs
-clock drift between sender and server.
+clock drift between sender and server. Decoded samples left over beyond whole packets (by
+a compress, a stretch or a partial concealment) add delay but no margin, since pulls take
+whole frames: ``Play.trim`` lets the caller drop them. A delay spike (a late packet
+played after its concealment) adds its outage to the delay: like any whole frame of
+spare margin, it is compressed away again, in speech too, once the filtered level shows
+it (about a second).
 
 Numbering discontinuities (SIP gateways on hold/resume, transfer, ringback-to-answer;
 a sender that restarts): every packet's sequence number and timestamp are checked
@@ -41,6 +47,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 CLOCK_RATE = 48000
+_MIN_TRIM = 120  # samples (2.5 ms): a smaller residue of decoded samples is left alone
 _START_CUSHION_MS = 2.0  # start with this much margin beyond the jitter allowance, so a little
 # jitter does not dip the level below the point where it is stretched back up
 SAMPLES_PER_MS = CLOCK_RATE // 1000
@@ -76,11 +83,15 @@ class Play:
     """Decode ``packet`` normally. ``time_scale``: -1 compress, +1 stretch, 0 none.
 
     ``soft``: only a small correction towards the target; apply it on a quiet frame only.
+    ``trim``: decoded samples the caller holds ahead of this packet that are pure delay (see
+    ``JitterBuffer.pop``): it may remove up to this many, from a quiet frame or as whole
+    pitch periods, without the next packet being needed any sooner.
     """
 
     packet: Packet
     time_scale: int = 0
     soft: bool = False
+    trim: int = 0
 
 
 @dataclass(slots=True)
@@ -589,7 +600,15 @@ class JitterBuffer:
                 self.stats.accelerate += 1  # requests; the caller may skip soft ones
             elif scale > 0:
                 self.stats.expand += 1
-            return Play(packet, scale, soft)
+            # Pulls take whole frames, so decoded samples queued ahead of this packet beyond
+            # whole packets (left by a compress, a stretch or a partial concealment) never
+            # make the next packet due later: they only delay everything behind them. Once
+            # the margin is not short (no stretch under way), they may go.
+            trim = 0
+            if scale == 0 and level >= self.target_ms:
+                trim = queued % self._frame_samples
+                trim = trim if trim >= _MIN_TRIM else 0
+            return Play(packet, scale, soft, trim)
 
         # Nothing at the playout point.
         nxt = min(self._packets) if self._packets else None
@@ -664,13 +683,14 @@ class JitterBuffer:
         return None
 
     def _time_scale(self, level: float) -> tuple[int, bool]:
-        """Hard requests outside a wide band; soft ones (quiet frames only) to centre on target.
+        """Hard requests (speech too) outside the band a clean link lives in; soft ones (quiet
+        frames only) to make up a small shortfall.
 
         ``level`` is the next packet's margin plus a frame (``_margin_ms``). A 20 ms consumer
         can only hold whole frames of margin beyond the arrival phase, so the start rule
         leaves it between the target and a frame above: a frame of extra margin is given
-        back (quiet frames), a shortfall is made up, and a clean link whose
-        arrival phase stays put is never time-scaled.
+        back, a shortfall is made up, and a clean link whose arrival phase stays put is
+        never time-scaled.
         """
         target = self.target_ms
         frame_ms = self._frame_samples / SAMPLES_PER_MS
@@ -684,7 +704,10 @@ class JitterBuffer:
         if filt < low and level < low:
             return 1, False
         if filt > target + frame_ms / 2 + 2.0 and level > target + frame_ms + _START_CUSHION_MS + 1.0:
-            return -1, True
+            # A whole frame of margin to spare, for a while (the filter takes about a second):
+            # give it back in speech too (one pitch period, then the residue is trimmed), or
+            # a talker who never pauses keeps 20 ms of delay that protects against nothing.
+            return -1, False
         if filt < target - 2.5 and level < target - 2.5:
             return 1, True
         return 0, False
