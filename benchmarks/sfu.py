@@ -673,7 +673,7 @@ async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup
             # the sampled publishers' jitter buffers at the end (server side): smoothed level,
             # target, time-scaling and concealment since the call started
             "jitter_buffers": [{k: st.get(k) for k in (
-                "current_delay_ms", "target_delay_ms", "accelerate", "expand", "concealed_frames",
+                "current_delay_ms", "target_delay_ms", "accelerate", "expand", "trimmed_ms", "concealed_frames",
                 "packets_late", "resets")} for st in inbound],
             "errors": sorted({e for p in peers for e in p.errors})[:5],
         }
