@@ -87,7 +87,8 @@ def _running(marker: str) -> list[int]:
 
 def test_a_stop_signal_while_the_media_workers_start_stops_them_too(tmp_path) -> None:
     """``--workers 2``: SIGTERM to the front while its workers load their recognisers; the
-    front stops them (they abort their own start-up) and exits 0, leaving no worker behind."""
+    front stops them with SIGTERM (each undoes its own start-up, instead of being SIGKILLed
+    when the front's loop closes) and exits 0, leaving no worker behind."""
     marker = f"startup-{uuid.uuid4().hex[:8]}"
     log = tmp_path / "front.log"
     proc = _serve(log, "--workers", "2", "--asr", "local", "--node-id", marker)
@@ -97,6 +98,8 @@ def test_a_stop_signal_while_the_media_workers_start_stops_them_too(tmp_path) ->
         assert rc == 0, text[-3000:]
         assert "Traceback" not in text, text[-3000:]
         poll(lambda: not _running(marker), timeout=60, what="the media workers gone")
+        # the front stopped both (SIGTERM, exit 0), not left them to be killed as its loop closed
+        assert text.count("stopped during its start-up (code 0)") == 2, text[-3000:]
     finally:
         for pid in _running(marker):
             os.kill(pid, signal.SIGKILL)

@@ -110,7 +110,11 @@ class WorkerProcess:
             try:
                 port = await self._spawn()
             except (RuntimeError, OSError) as exc:
-                logger.error("%s", exc)
+                if self._stopping:   # stopped while it started (a stop signal to the front)
+                    logger.info("media worker %d stopped during its start-up (code %s)",
+                                self.state.index, self._proc.returncode if self._proc else None)
+                else:
+                    logger.error("%s", exc)
                 code = self._proc.returncode if self._proc is not None else None
                 self._exited(code if code is not None else -1)
             else:
