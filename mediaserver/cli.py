@@ -70,8 +70,7 @@ def _run(argv: list[str], command: Optional[str]) -> int:
     parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 2
+        parser.error(f"a COMMAND is required: {', '.join(COMMANDS)}")
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

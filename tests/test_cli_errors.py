@@ -66,6 +66,8 @@ BAD = [
     (("eval", "--data", "/nonexistent", "--systems", "ours,bogus"), "--systems"),
     (("transcribe", "x.wav", "--asr-feed", "loud"), "--asr-feed"),
     (("serve", "--no-such-flag"), "--no-such-flag"),
+    (("token", "--room", "r"), "--identity"),
+    ((), "COMMAND"),                                           # no sub-command at all
 ]
 
 
