@@ -2,10 +2,12 @@
 media clock starts only once the local recognisers are warm.
 
 A fresh user's trial found both: the stop handlers were installed only after the site
-listened (a SIGTERM while the recognisers loaded killed the process with the default action,
-a SIGINT hung on asyncio's own Ctrl-C path in one start of seven), and the clock started
-before Whisper's load and warm-up, which then held the GIL and made the idle clock report
-"media clock 150 ms behind: dropped 7 frames per stream" with no stream at all.
+listened (a SIGTERM while the recognisers loaded ended the process by the default action:
+exit -15, nothing undone, a front's workers SIGKILLed; a SIGINT relied on asyncio's Ctrl-C
+cancellation, and one start of seven kept running: not reproduced here in 8 tries), and the
+clock started before Whisper's load and warm-up, which then held the GIL and made the idle
+clock report "media clock 150 ms behind: dropped 7 frames per stream" with no stream at all
+(4 of 5 starts before, 0 of 5 after, load ~3).
 
 The signal is sent when the log shows the ASR hub was built: the recognisers load right after
 that, for about a second; the tests check the server never listened, so they did hit start-up.
