@@ -159,6 +159,7 @@ def test_flags_without_effect_are_warned_once_each(caplog, monkeypatch) -> None:
     assert len(warned) == 1 and "--asr-window-tail" in warned[0] and "whisper" in warned[0], warned
     # enhancer flags with the enhancer off; a variable counts as given
     monkeypatch.setenv("MEDIASERVER_ENHANCER_THREADS", "2")
-    warned = _warnings(caplog, "--no-enhance", "--vad-mode", "3")
+    warned = _warnings(caplog, "--no-enhance", "--vad-mode", "3", "--canary-model", "msenh-v3")
     assert len(warned) == 1 and "--enhancer-threads, --vad-mode" in warned[0], warned
+    assert "--canary-model" in warned[0], warned
     assert "--no-enhance" in warned[0]

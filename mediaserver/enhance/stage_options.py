@@ -77,7 +77,10 @@ def validate_stage_args(args: argparse.Namespace, *, probe_device: bool = True) 
 
 
 STAGE_FLAGS = ("--model", "--enhancer-device", "--enhancer-threads", "--vad-gate", "--vad-mode",
-               "--vad-hangover-ms", "--vad-atten-db", "--dnsmos-sample-s", "--atten-lim-db")
+               "--vad-hangover-ms", "--vad-atten-db", "--dnsmos-sample-s", "--atten-lim-db",
+               "--canary-model", "--canary-share", "--canary-window-s", "--canary-min-speech-s",
+               "--canary-max-distorted-share", "--canary-distorted-margin",
+               "--canary-max-extra-suppression-db", "--canary-max-mos-drop")
 
 
 def enhancer_flags_without_effect(args: argparse.Namespace) -> list[str]:
