@@ -1485,6 +1485,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_serve_startup.py::test_a_stop_signal_while_the_media_workers_start_stops_them_too",),
     ),
     Mutation(
+        name="early-sigterm-default-action",
+        claim="SIGTERM in the first seconds of serve (imports, flag checks) is a clean stop too: exit 0, no traceback",
+        source="fresh-user gaps 1 (signals during start-up)",
+        edits=(Edit("mediaserver/cli.py",
+                    "        signal.signal(signal.SIGTERM, signal.default_int_handler)   # as Ctrl-C, until serve's own\n",
+                    "        pass  # mutation\n"),),
+        tests=("tests/test_serve_startup.py::test_a_stop_signal_in_the_first_seconds_is_a_clean_stop_too",),
+    ),
+    Mutation(
         name="clock-starts-before-asr-warm",
         claim="the media clock starts only after the local recognisers loaded and warmed up (no lateness from start-up)",
         source="fresh-user gaps 7 (clock late at start with --asr local)",

@@ -113,3 +113,31 @@ def test_the_media_clock_starts_after_the_recognisers_are_warm(start_server) -> 
     assert "local ASR ready" in text and "media clock started" in text, text[-3000:]
     assert text.index("local ASR ready") < text.index("media clock started"), text[-3000:]
     assert not re.search(r"media clock \d+ ms behind", text), text[-3000:]
+
+
+def test_a_stop_signal_in_the_first_seconds_is_a_clean_stop_too(tmp_path) -> None:
+    """Before serve's handlers exist (imports, flag checks) SIGTERM is Ctrl-C too, and either
+    ends the process with 0, no traceback. Before, SIGTERM there ended it by the default action
+    (-15) and SIGINT with a traceback, or -2 silently (CPython's exit after an interrupt that
+    went through an import's ``exec``, even when caught). Eight moments of the first 2 s, as
+    the import time varies with the load; the test holds whichever phase each one hits."""
+    seen = []
+    for i, delay in enumerate((0.3, 0.55, 0.8, 1.05, 1.3, 1.55, 1.8, 2.05)):
+        sig = (signal.SIGINT, signal.SIGTERM)[i % 2]
+        log = tmp_path / f"early{i}.log"
+        proc = _serve(log, "--asr", "local")
+        try:
+            proc.communicate(timeout=delay)
+        except subprocess.TimeoutExpired:
+            pass
+        proc.send_signal(sig)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        text = log.read_text(errors="replace")
+        seen.append((delay, signal.Signals(sig).name, proc.returncode, "listening" in out.decode()))
+        assert proc.returncode == 0 and "Traceback" not in text, (seen, text[-3000:])
+    print(seen)

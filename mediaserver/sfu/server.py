@@ -466,23 +466,23 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Run the server until SIGINT/SIGTERM; 0 after a stop. A signal before the loop's handlers
+    are in (``sfu/startup.py``) raises KeyboardInterrupt, which ``mediaserver`` (``cli.py``)
+    turns into exit 0: nothing had started."""
     interrupt_on_sigterm()   # until the loop's handlers take over: SIGTERM ends as Ctrl-C does
+    check_args(args)
+    from .. import patches
+
     try:
-        check_args(args)
-        from .. import patches
+        patches.apply()   # aiortc internals this server changes, checked first (mediaserver/patches.py)
+    except patches.PatchError as exc:
+        raise UsageError(str(exc)) from None
+    if args.workers > 1:   # a front process; the workers run this function with --workers 1
+        from ..workers.front import serve_front
 
-        try:
-            patches.apply()   # aiortc internals this server changes, checked first (mediaserver/patches.py)
-        except patches.PatchError as exc:
-            raise UsageError(str(exc)) from None
-        if args.workers > 1:   # a front process; the workers run this function with --workers 1
-            from ..workers.front import serve_front
-
-            asyncio.run(serve_front(args, list(getattr(args, "_argv", None) or ["serve"])))
-            return 0
-        pin_host_addresses(_split(args.ice_host))
-        tolerate_consent_stalls()
-        asyncio.run(serve(args))
-    except KeyboardInterrupt:
-        pass   # a signal before the loop's handlers were installed: nothing had started
+        asyncio.run(serve_front(args, list(getattr(args, "_argv", None) or ["serve"])))
+        return 0
+    pin_host_addresses(_split(args.ice_host))
+    tolerate_consent_stalls()
+    asyncio.run(serve(args))
     return 0
