@@ -1087,6 +1087,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_inbound.py",),
     ),
     Mutation(
+        name="trim-fights-stretch",
+        claim="no residue is trimmed while the filtered level is short of the target (a stretch is building margin)",
+        source="issue 15 §3",
+        edits=(Edit("mediaserver/media/jitter.py",
+                    "if scale == 0 and level >= target and self._level_filtered_ms >= target - 2.5:",
+                    "if scale == 0 and level >= target:  # mutation"),),
+        tests=("tests/test_jitter.py",),
+    ),
+    Mutation(
         name="control-on-phase-dependent-level",
         claim="the buffer steers on the next packet's margin, not on a level that swings with the arrival phase",
         source="issue 15 §3",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from mediaserver.media.jitter import (
@@ -552,3 +553,35 @@ def test_loss_raises_the_floor_to_two_frames_so_fec_is_in_time_then_it_forgets()
     assert "F201" in labels2  # second loss: FEC from packet 201, in time
     assert jb2.stats.fec == 1
     assert jb2.target_ms == 21.0  # 15 s later: back to one frame (plus the 1 ms bucket)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_residue_is_trimmed_only_when_the_margin_is_not_being_built_up(seed):
+    """Jitter appears (0-30 ms, uniform): the target rises and the buffer stretches to build
+    the margin it needs. The samples a stretch adds are exactly the residue a trim would
+    remove, so no trim may come while the filtered level is short of the target (they would
+    fight: a stretch, a trim, a stretch, ...); once settled, residue is trimmed again."""
+    rng = np.random.default_rng(seed)
+    n = 800
+    arrivals = sorted((i * 20.0 + 5.0 + (rng.uniform(0, 30.0) if i >= 300 else 0.0), i)
+                      for i in range(n))
+    jb = JitterBuffer()
+    ai, queued, trims = 0, 0, []
+    for tick in range(n - 5):
+        now = tick * 20.0
+        while ai < n and arrivals[ai][0] <= now:
+            a, i = arrivals[ai]
+            jb.insert(seq=i, timestamp=i * F, ssrc=1, samples=F, payload=b"xyz", now_ms=a)
+            ai += 1
+        while queued < F:
+            d = jb.pop(now_ms=now, queued=queued)
+            if isinstance(d, Play):
+                if d.trim:
+                    trims.append((d.trim, jb.filtered_level_ms, jb.target_ms))
+                queued += F + 120 * d.time_scale - d.trim
+            else:
+                queued += d.samples
+        queued -= F
+    assert jb.stats.expand > 0 and trims   # it stretched, and it trimmed
+    short = [t for t in trims if t[1] < t[2] - 2.5]
+    assert not short, short[:3]

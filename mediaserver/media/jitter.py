@@ -603,9 +603,11 @@ class JitterBuffer:
             # Pulls take whole frames, so decoded samples queued ahead of this packet beyond
             # whole packets (left by a compress, a stretch or a partial concealment) never
             # make the next packet due later: they only delay everything behind them. Once
-            # the margin is not short (no stretch under way), they may go.
+            # the margin is not short, they may go; never while the filtered level is short,
+            # where a stretch is building up the samples of the frame it needs.
             trim = 0
-            if scale == 0 and level >= self.target_ms:
+            target = self.target_ms
+            if scale == 0 and level >= target and self._level_filtered_ms >= target - 2.5:
                 trim = queued % self._frame_samples
                 trim = trim if trim >= _MIN_TRIM else 0
             return Play(packet, scale, soft, trim)
