@@ -11,7 +11,6 @@ import argparse
 import importlib
 import logging
 import os
-import signal
 import sys
 from typing import NoReturn, Optional, Sequence
 
@@ -60,7 +59,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), None)
     if command in STOPPED_BY_SIGNAL:
-        signal.signal(signal.SIGTERM, signal.default_int_handler)   # as Ctrl-C, until serve's own
+        from .sfu.startup import remember_stop_signals
+
+        remember_stop_signals()   # a signal now is acted on once serve can (never lost in an import)
     try:
         return _run(argv, command)
     except KeyboardInterrupt:   # a stop signal before the command installed its own handling

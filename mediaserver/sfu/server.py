@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from .mediaclock import ClockStream, MediaClock
 from .metrics import SfuMetrics
 from .room import RoomManager
 from .signalling import SFU_CONTEXT, SfuContext, websocket_handler
-from .startup import StopSignals, interrupt_on_sigterm
+from .startup import StopSignals, remember_stop_signals, stop_requested
 from .turn import IceServers, add_turn_options
 from . import websec
 
@@ -466,10 +467,9 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the server until SIGINT/SIGTERM; 0 after a stop. A signal before the loop's handlers
-    are in (``sfu/startup.py``) raises KeyboardInterrupt, which ``mediaserver`` (``cli.py``)
-    turns into exit 0: nothing had started."""
-    interrupt_on_sigterm()   # until the loop's handlers take over: SIGTERM ends as Ctrl-C does
+    """Run the server until SIGINT/SIGTERM; 0 after a stop, also one that came while it
+    started (``sfu/startup.py``)."""
+    remember_stop_signals()   # (mediaserver's cli did already) until the loop's handlers are in
     check_args(args)
     from .. import patches
 
@@ -477,6 +477,10 @@ def main(args: argparse.Namespace) -> int:
         patches.apply()   # aiortc internals this server changes, checked first (mediaserver/patches.py)
     except patches.PatchError as exc:
         raise UsageError(str(exc)) from None
+    early = stop_requested()
+    if early is not None:
+        logger.info("%s before start-up: not starting", signal.Signals(early).name)
+        return 0
     if args.workers > 1:   # a front process; the workers run this function with --workers 1
         from ..workers.front import serve_front
 

@@ -1,15 +1,18 @@
 """Stop signals from the first line of a server's life: SIGINT/SIGTERM during start-up abort it.
 
-Start-up takes seconds (the enhancer's model, the local recognisers' weights and warm-up
-decode, the media workers of ``--workers N``). The stop handlers used to be installed only
-once the site listened: a SIGTERM before that killed the process with the default action (no
-clean-up, exit -15, the workers of a front left behind) and a SIGINT depended on asyncio's
-own Ctrl-C handling, which cancels whatever the start-up awaits. :class:`StopSignals` is
-installed first; :meth:`StopSignals.guard` runs the start-up as a task and cancels it when a
-signal comes in, so the caller undoes what was started and exits as after a normal stop.
+Start-up takes seconds (imports, the enhancer's model, the local recognisers' weights and
+warm-up decode, the media workers of ``--workers N``). The stop handlers used to be installed
+only once the site listened: a SIGTERM before that ended the process by the default action
+(exit -15, nothing undone, a front's workers SIGKILLed), and a SIGINT relied on asyncio's own
+Ctrl-C handling. :class:`StopSignals` is installed first thing in the loop;
+:meth:`StopSignals.guard` runs the start-up as a task and cancels it when a signal comes in,
+so the caller undoes what was started and exits as after a normal stop.
 
-:func:`interrupt_on_sigterm` covers the synchronous part before the event loop exists (flag
-checks, patches): SIGTERM raises ``KeyboardInterrupt`` there, as Ctrl-C does.
+:func:`remember_stop_signals` covers the part before the event loop exists (imports, flag
+checks): there a signal only records itself, and :class:`StopSignals` (or the caller, through
+:func:`stop_requested`) acts on it. Raising ``KeyboardInterrupt`` there instead (Python's own
+SIGINT handler) can lose the signal: an interrupt that lands in a library's import inside a
+bare ``except:`` is swallowed and the server starts anyway (seen once in 16 early signals).
 """
 
 from __future__ import annotations
@@ -26,10 +29,23 @@ T = TypeVar("T")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def interrupt_on_sigterm() -> None:
-    """SIGTERM raises ``KeyboardInterrupt`` (as SIGINT does) until the loop's handlers take over;
-    call from the main thread before anything slow starts."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+_pending: list[int] = []   # the signals seen before the loop's handlers (process-wide, as signals)
+
+
+def _remember(sig: int, frame: object) -> None:
+    _pending.append(sig)
+
+
+def remember_stop_signals() -> None:
+    """From now until :class:`StopSignals` takes over, SIGINT/SIGTERM only record themselves
+    (:func:`stop_requested`). Main thread only; call before anything slow (imports) starts."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _remember)
+
+
+def stop_requested() -> Optional[int]:
+    """The first stop signal recorded by :func:`remember_stop_signals`, or None."""
+    return _pending[0] if _pending else None
 
 
 class StopSignals:
@@ -44,6 +60,9 @@ class StopSignals:
         self.signal: Optional[int] = None
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._received, sig)
+        early = stop_requested()
+        if early is not None:   # came before these handlers: act on it now
+            self._received(early)
 
     def _received(self, sig: int) -> None:
         if self.signal is None:
