@@ -1605,6 +1605,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_cli_errors.py::test_flags_without_effect_are_warned_once_each",),
     ),
     Mutation(
+        name="transcribe-flags-without-effect-silent",
+        claim="transcribe names a flag the other settings make useless (--model with the raw feed, ...)",
+        source="fresh-user gaps 4 (flags without effect)",
+        edits=(Edit("mediaserver/asr/transcribe.py",
+                    "            for flags, active, needs in rules if not active and any(f in changed for f in flags)]\n",
+                    "            for flags, active, needs in rules if False]  # mutation\n"),),
+        tests=("tests/test_asr_transcribe.py::test_transcribe_warns_about_flags_without_effect",),
+    ),
+    Mutation(
         name="transcribe-env-names-differ-from-serve",
         claim="transcribe's shared settings have serve's flag names, so one MEDIASERVER_ASR_* variable sets both",
         source="fresh-user gaps 5 (transcribe env names)",

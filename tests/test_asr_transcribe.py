@@ -140,3 +140,23 @@ def test_realtime_audio_times_never_pass_the_end_of_the_file(tmp_path) -> None:
     ends = [e["audio_end_s"] for e in events]
     assert max(ends) <= round(duration, 3), (duration, ends)
     assert finals[-1]["audio_end_s"] >= duration - 0.5, (duration, finals[-1])  # still near the end
+
+
+def test_transcribe_warns_about_flags_without_effect() -> None:
+    """As serve does: a flag the other settings make useless is named once, not ignored silently."""
+    from mediaserver import cli
+    from mediaserver.config import changed_flags
+
+    def warnings(*argv: str) -> list[str]:
+        args = cli.build_parser("transcribe").parse_args(["transcribe", "x.wav", *argv])
+        args._changed = changed_flags(args._parser, args)
+        return transcribe.flags_without_effect(args)
+
+    assert warnings() == []
+    assert warnings("--asr-feed", "mix", "--asr-mix-raw-share", "0.5", "--model", "m") == []
+    warned = warnings("--asr-mix-raw-share", "0.5", "--model", "m", "--asr-engine", "moonshine",
+                      "--asr-window-tail", "5")
+    assert len(warned) == 3, warned
+    assert any("--asr-mix-raw-share" in w and "mix or auto" in w for w in warned), warned
+    assert any("--model" in w and "raw" in w for w in warned), warned
+    assert any("--asr-window-tail" in w and "whisper" in w for w in warned), warned

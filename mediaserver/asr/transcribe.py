@@ -302,11 +302,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "the JSON gains an events list per file")
 
 
+def flags_without_effect(args: argparse.Namespace) -> list[str]:
+    """Warnings for flags set (``args._changed``, see ``config.changed_flags``) that do nothing
+    with the other settings, as ``serve`` warns (``asr/options.py``)."""
+    changed = getattr(args, "_changed", frozenset())
+    rules = ((("--asr-mix-raw-share",), args.asr_feed in ("mix", "auto"),
+              "unless --asr-feed is mix or auto"),
+             (("--model",), args.asr_feed != "raw", "with --asr-feed raw (no enhancer runs)"),
+             (("--asr-window-tail",), args.asr_engine == "whisper", "unless --asr-engine is whisper"))
+    return [f"{', '.join(flags)} has no effect {needs}: ignored"
+            for flags, active, needs in rules if not active and any(f in changed for f in flags)]
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         check_feed(args.asr_feed, args.asr_mix_raw_share)
     except ValueError as exc:
         raise UsageError(f"--asr-feed / --asr-mix-raw-share: {exc}") from None
+    for warning in flags_without_effect(args):
+        logger.warning("%s", warning)
     from .options import local_engine_problem
 
     problem = local_engine_problem(args.asr_engine, args.asr_device)   # before any loading
