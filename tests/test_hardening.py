@@ -159,7 +159,7 @@ def test_bad_security_settings_stop_the_server_at_start() -> None:
                         (["--turn-secret", "s"], "needs --turn")):
         done = subprocess.run([sys.executable, "-m", "mediaserver", "serve", "--no-enhance", *flags],
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 2 and said in done.stdout, (flags, done.stdout, done.stderr[-500:])
+        assert done.returncode == 2 and said in done.stderr, (flags, done.stdout, done.stderr[-500:])
 
 
 def test_default_bind_is_loopback_only() -> None:
