@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from mediaserver.audio import read_audio
+from mediaserver.asr.local import DEFAULT_ENGINE
 from requires import ASR_HINT, require_module
 from test_asr_streaming import normalise  # the benchmark's normaliser
 from test_browser import BROWSER_ID, Chromium, Server, make_speech, person, wait_for
@@ -75,5 +76,5 @@ async def test_partial_captions_reach_the_page_before_the_final(tmp_path: Path) 
     assert not set(partials) - set(finals) & set(entries), (partials, entries)
     asr = health["asr"]
     local = next(s for s in asr["sinks"] if s["name"] == "local")
-    assert local["engine"] == "whisper" and local["device"] == "cpu" and local["workers"] >= 1
+    assert local["engine"] == DEFAULT_ENGINE and local["device"] == "cpu" and local["workers"] >= 1
     assert local["captions"]["partial"] >= len(partials) and asr["dropped"] == 0

@@ -14,6 +14,10 @@ optimisations, which folds the dequantisation into constants: about 19 ms per to
 tokens. That costs about 4-5 s and 0.8 GB peak memory per recogniser at start, about 0.5 GB
 resident afterwards (Whisper tiny.en int8: about 0.12 GB).
 
+Partials: a decode given a ``prefix`` (the partial's stable words) that a recent decode of
+this recogniser spelled feeds those tokens in one decoder step and decodes only the rest
+one by one (same tokens as a full decode; the encoder still sees the whole utterance).
+
 Measured on 40 LibriSpeech test utterances (one thread): WER clean 8.7 % vs Whisper tiny.en
 14-15 %, 5 dB SNR 21.5 % vs 29.2 %; decode time grows with the audio, about 0.1 s per
 second of speech, where Whisper's is nearly flat. Weaker on utterances under 5 s. No word

@@ -28,7 +28,8 @@ def add_asr_options(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--asr-mix-raw-share", type=float, default=DEFAULT_RAW_SHARE,
                help="share of raw audio in the mix feed, 0..1")
     add_option(parser, "--asr-engine", choices=ENGINES, default=DEFAULT_ENGINE,
-               help=f"local recogniser (default {DEFAULT_ENGINE}; moonshine: Moonshine base, CPU only)")
+               help=f"local recogniser (default {DEFAULT_ENGINE}; moonshine: Moonshine base, CPU only; "
+                    "whisper: faster-whisper tiny.en, also on --asr-device cuda)")
     add_option(parser, "--asr-threads", type=int, default=1,
                help="CPU threads of each local recogniser worker")
     add_option(parser, "--asr-workers", type=int, default=0,
