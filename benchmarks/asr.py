@@ -5,9 +5,9 @@ noise/test at 0, 5 and 10 dB SNR (and kept clean), deterministically (file i get
 ``(7 i) mod N`` at an offset from ``seed + i``). Every mixture goes through the same path
 as ``mediaserver transcribe`` and a live call: 48 kHz, the project's streaming Enhancer,
 the feed (raw / enhanced / mix with a share of raw), streaming 48->16 kHz decimation, the
-VAD segmenter and the local recogniser (faster-whisper tiny.en, 1 thread). WER is corpus
-WER (word edits / reference words) against speech/transcripts.tsv after a small text
-normaliser (case, punctuation, numbers to words, Mr/Mrs/Dr).
+VAD segmenter and the local recogniser (``--engine``, default the server's: Moonshine base;
+1 thread). WER is corpus WER (word edits / reference words) against speech/transcripts.tsv
+after a small text normaliser (case, punctuation, numbers to words, Mr/Mrs/Dr).
 
 ``--peers dfn3,gtcrn`` also runs other enhancers (eval extras) in front of the same
 segmenter and recogniser, alone and mixed half and half with raw: whether *any* enhancer
@@ -20,7 +20,8 @@ streaming), ``raw-whole`` = the whole file decoded at once (no cuts) by Whisper 
 path's finals (previous text as context, length cuts carried over at a word boundary,
 window sized to the audio) from :func:`simulate_live`, which also times the captions: each
 decode takes the wall time it took here while the audio arrives at real-time pace (one
-talker, one worker). ``--talkers 8`` then plays 8 files at once in real time through the
+talker, one worker); partial lag is reported for the stable words (when they grew) and for
+any text shown (unstable words included). ``--talkers 8`` then plays 8 files at once in real time through the
 live sink (worker pool sized to the machine) and counts segments, finals and drops.
 
 Usage: python benchmarks/asr.py [--data ../shared/data] [--files 20] [--mix-shares 0.3,0.5] [--peers dfn3] [--cache PATH]
