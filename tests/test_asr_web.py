@@ -123,6 +123,7 @@ async def test_a_partial_caption_carries_its_unstable_words_and_a_final_none() -
     await until(lambda: len(sent) >= 2, what="the partial and the final caption")
     partial, final = (m for _, m in sent)
     assert (partial["final"], partial["text"], partial["unstable"]) == (False, "please send", "an ambu")
+    assert partial["end_ms"] == partial["stable_end_ms"] + 400 > partial["start_ms"]   # the line's audio
     assert final["final"] and final["text"] == "please send an ambulance" and "unstable" not in final
     body = await (await client.get("/rooms/live/transcript")).json()
     assert [e["text"] for e in body["entries"]] == ["please send an ambulance"]

@@ -37,7 +37,8 @@ class CaptionBroadcaster:
 
     def __call__(self, caption: Transcript) -> None:
         """A partial's message also has ``unstable`` (provisional words after ``text``) when
-        the newest decode heard more than the stable prefix."""
+        the newest decode heard more than the stable prefix; ``end_ms`` is then how far the
+        unstable words' audio reaches and ``stable_end_ms`` how far the stable text's does."""
         final = caption.final
         limit = self._max if final else self._max // 2  # partials are superseded: drop them first
         if len(self._tasks) >= limit:  # participants' sockets stuck: do not pile up tasks
@@ -47,7 +48,11 @@ class CaptionBroadcaster:
                    "start_ms": round(caption.start_ms, 1), "end_ms": round(caption.end_ms, 1),
                    "final": final}
         if not final and caption.unstable:
+            # the line shown reaches as far as its unstable words; its stable words less far
             message["unstable"] = caption.unstable
+            message["stable_end_ms"] = message["end_ms"]
+            if caption.unstable_end_ms is not None:
+                message["end_ms"] = round(caption.unstable_end_ms, 1)
         room = caption.room
         task = asyncio.get_running_loop().create_task(self._send(room, message))
         self._tasks.add(task)
