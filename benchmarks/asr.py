@@ -5,7 +5,7 @@ noise/test at 0, 5 and 10 dB SNR (and kept clean), deterministically (file i get
 ``(7 i) mod N`` at an offset from ``seed + i``). Every mixture goes through the same path
 as ``mediaserver transcribe`` and a live call: 48 kHz, the project's streaming Enhancer,
 the feed (raw / enhanced / mix with a share of raw), streaming 48->16 kHz decimation, the
-VAD segmenter and the local recogniser (``--engine``, default the server's: Moonshine base;
+VAD segmenter and the local recogniser (``--engine``, default the server's: Whisper tiny.en;
 1 thread). WER is corpus WER (word edits / reference words) against speech/transcripts.tsv
 after a small text normaliser (case, punctuation, numbers to words, Mr/Mrs/Dr).
 
