@@ -24,13 +24,31 @@ from mediaserver.sfu.mediaclock import FRAME, MAX_CATCH_UP, PERIOD_MS, ClockCore
 TONE = (0.3 * np.sin(2 * np.pi * 440.0 * np.arange(200 * FRAME) / 48000.0)).astype(np.float32)
 
 
+class PacedTone:
+    """A publisher's receive path fed in real time: Opus packets of a 440 Hz tone, packet k
+    arriving 5 ms before the k-th pull after the first (pulls come at the ticks' deadlines)."""
+
+    def __init__(self, frames: int) -> None:
+        encoder = OpusEncoder(bitrate=32000)
+        self._packets = [encoder.encode(TONE[k * FRAME:(k + 1) * FRAME]) for k in range(frames)]
+        self._inbound = InboundAudio()
+        self._t0: float | None = None
+        self._next = 0
+
+    def pull(self, *, now_ms: float):  # noqa: ANN201
+        if self._t0 is None:
+            self._t0 = now_ms
+        while (self._next < len(self._packets)
+               and (arrival := self._t0 + PERIOD_MS * self._next - 5.0) <= now_ms):
+            self._inbound.push(self._packets[self._next], seq=self._next,
+                               timestamp=FRAME * self._next, ssrc=7, arrival_ms=arrival)
+            self._next += 1
+        return self._inbound.pull(now_ms=now_ms)
+
+
 def tone_stream(name: str, frames: int = 200) -> ClockStream:
-    """A publisher whose Opus packets of a 440 Hz tone all arrived at t=0."""
-    encoder, inbound = OpusEncoder(bitrate=32000), InboundAudio()
-    for k in range(frames):
-        inbound.push(encoder.encode(TONE[k * FRAME:(k + 1) * FRAME]), seq=k, timestamp=FRAME * k,
-                     ssrc=7, arrival_ms=0.0)
-    return ClockStream(room="r", identity=name, inbound=inbound, encoder=name)
+    """A publisher of a 440 Hz tone whose packets arrive in real time (``PacedTone``)."""
+    return ClockStream(room="r", identity=name, inbound=PacedTone(frames), encoder=name)
 
 
 def encode(encoder: object, pcm: np.ndarray, pts: int) -> tuple[object, int, float]:
