@@ -1605,6 +1605,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_cli_errors.py::test_flags_without_effect_are_warned_once_each",),
     ),
     Mutation(
+        name="enhanced-feed-without-enhancer-silent",
+        claim="an enhanced or mixed ASR feed with --no-enhance is warned (the sinks get raw audio)",
+        source="fresh-user trial (session 8)",
+        edits=(Edit("mediaserver/asr/options.py",
+                    'lambda a, names: a.asr_feed == "raw" or not getattr(a, "no_enhance", False)',
+                    "lambda a, names: True  # mutation"),),
+        tests=("tests/test_cli_errors.py::test_flags_without_effect_are_warned_once_each",),
+    ),
+    Mutation(
         name="transcribe-flags-without-effect-silent",
         claim="transcribe names a flag the other settings make useless (--model with the raw feed, ...)",
         source="fresh-user gaps 4 (flags without effect)",

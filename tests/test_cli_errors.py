@@ -156,6 +156,11 @@ def test_flags_without_effect_are_warned_once_each(caplog, monkeypatch) -> None:
     warned = _warnings(caplog, "--no-enhance", "--asr", "local", "--asr-engine", "moonshine",
                        "--asr-window-tail", "5")
     assert len(warned) == 1 and "--asr-window-tail" in warned[0] and "whisper" in warned[0], warned
+    # an enhanced (or mixed) feed with the enhancer off: the sinks get raw audio
+    for feed in ("enhanced", "mix"):
+        warned = _warnings(caplog, "--no-enhance", "--asr", "local", "--asr-feed", feed)
+        assert len(warned) == 1 and "--asr-feed" in warned[0] and "--no-enhance" in warned[0], warned
+    assert _warnings(caplog, "--asr", "local", "--asr-feed", "enhanced") == []
     # enhancer flags with the enhancer off; a variable counts as given
     monkeypatch.setenv("MEDIASERVER_ENHANCER_THREADS", "2")
     warned = _warnings(caplog, "--no-enhance", "--vad-mode", "3", "--canary-model", "msenh-v3")

@@ -212,6 +212,8 @@ _NEEDS: tuple[tuple[tuple[str, ...], Callable[[argparse.Namespace, list[str]], b
      "unless --asr-feed is mix or auto"),
     (("--asr-window-tail",), lambda a, names: a.asr_engine == "whisper",
      "unless --asr-engine is whisper"),
+    (("--asr-feed",), lambda a, names: a.asr_feed == "raw" or not getattr(a, "no_enhance", False),
+     "with --no-enhance (there is no enhanced audio: the sinks get the raw audio)"),
 )
 
 
