@@ -16,7 +16,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from . import g711
-from .jitter import Conceal, DecodeFec, JitterBuffer, JitterConfig, Play, Silence
+from .jitter import Conceal, DecodeFec, JitterBuffer, JitterConfig, Packet, Play, Silence
 from .opus import FRAME_SAMPLES, OpusDecoder, OpusError, packet_has_fec, packet_samples
 
 logger = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ class InboundAudio:
             pcm = self._merge(pcm)
             self._in_cng = False
         if isinstance(decision, Play) and decision.time_scale:
-            quiet = rms < max(2.5 * self._noise_rms, 0.002) or decision.packet.speech is False
+            quiet = self._quiet(rms, decision.packet)
             if decision.soft and quiet:
                 # Small step (2.5 ms) in a pause: steers to the target without overshooting.
                 pcm = self._scaler.shift(pcm, -120 if decision.time_scale < 0 else 120)
@@ -321,11 +321,15 @@ class InboundAudio:
             elif decision.time_scale > 0 and (quiet or not decision.soft):
                 self._expand += 1
         elif isinstance(decision, Play) and decision.trim:
-            quiet = rms < max(2.5 * self._noise_rms, 0.002) or decision.packet.speech is False
             n = len(pcm)
-            pcm = self._scaler.trim(pcm, decision.trim, quiet)
+            pcm = self._scaler.trim(pcm, decision.trim, self._quiet(rms, decision.packet))
             self._trimmed += n - len(pcm)
         self._queue.push(pcm, kind)
+
+    def _quiet(self, rms: float, packet: Packet) -> bool:
+        """A frame that may be squeezed freely: near the background level, or marked as no
+        speech by the sender (RFC 6464)."""
+        return rms < max(2.5 * self._noise_rms, 0.002) or packet.speech is False
 
     def _plc(self, samples: int) -> np.ndarray:
         """The current codec's own concealment (Opus PLC, or G.711 pitch repeat)."""
