@@ -1618,8 +1618,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="transcribe names a flag the other settings make useless (--model with the raw feed, ...)",
         source="fresh-user gaps 4 (flags without effect)",
         edits=(Edit("mediaserver/asr/transcribe.py",
-                    "            for flags, active, needs in rules if not active and any(f in changed for f in flags)]\n",
-                    "            for flags, active, needs in rules if False]  # mutation\n"),),
+                    "    return asr_flags_without_effect(args, rules, names=[\"local\"])\n",
+                    "    return []  # mutation\n"),),
         tests=("tests/test_asr_transcribe.py::test_transcribe_warns_about_flags_without_effect",),
     ),
     Mutation(

@@ -17,6 +17,8 @@ from .sink import AsrSink
 logger = logging.getLogger(__name__)
 
 SINKS = ("local", "redis", "ws", "wav")
+PARTIAL_INTERVAL_S = 0.3   # --asr-partial-interval
+EARLY_FINAL_S = 0.2        # --asr-early-final
 
 
 def add_asr_options(parser: argparse.ArgumentParser) -> None:
@@ -44,10 +46,10 @@ def add_asr_options(parser: argparse.ArgumentParser) -> None:
                help="Whisper encodes a partial caption's audio plus this many seconds of "
                     "padding instead of a 30 s window (3..30; 0: the full 30 s window, slower "
                     "partials); finals always use 30 s")
-    add_option(parser, "--asr-partial-interval", type=float, default=0.3, metavar="S",
+    add_option(parser, "--asr-partial-interval", type=float, default=PARTIAL_INTERVAL_S, metavar="S",
                help="a talker's next partial decode starts when the previous one ended and at "
                     "least this many seconds of new speech came; 0: no partials")
-    add_option(parser, "--asr-early-final", type=float, default=0.2, metavar="S",
+    add_option(parser, "--asr-early-final", type=float, default=EARLY_FINAL_S, metavar="S",
                help="after this much pause the utterance so far is decoded as its final, "
                     "published when the segment closes with no new speech; 0: decode at the close")
     add_option(parser, "--asr-ws-url", default=None, help="external recogniser WebSocket URL (ws sink)")
@@ -88,8 +90,8 @@ def build_sinks(args: argparse.Namespace) -> list[AsrSink]:
 
             from .streaming import StreamConfig
 
-            interval = getattr(args, "asr_partial_interval", 0.3)
-            early = getattr(args, "asr_early_final", 0.2)
+            interval = getattr(args, "asr_partial_interval", PARTIAL_INTERVAL_S)
+            early = getattr(args, "asr_early_final", EARLY_FINAL_S)
             stream = StreamConfig(partials=interval > 0,
                                   partial_interval_ms=max(100, int(interval * 1000)),
                                   early_final_ms=int(round(early * 1000)))
@@ -159,10 +161,10 @@ def validate_asr_args(args: argparse.Namespace) -> Optional[str]:
         return f"--asr-window-tail: {exc}"
     if getattr(args, "asr_workers", 0) < 0:
         return "--asr-workers must be >= 0 (0: sized to the machine)"
-    interval = getattr(args, "asr_partial_interval", 0.3)
+    interval = getattr(args, "asr_partial_interval", PARTIAL_INTERVAL_S)
     if interval != 0 and interval < 0.1:
         return "--asr-partial-interval must be 0 (off) or >= 0.1 s"
-    early = getattr(args, "asr_early_final", 0.2)
+    early = getattr(args, "asr_early_final", EARLY_FINAL_S)
     if early != 0 and not 0.02 <= early < SegmenterConfig().hangover_ms / 1000.0:
         return (f"--asr-early-final must be 0 (off) or 0.02 s up to the "
                 f"{SegmenterConfig().hangover_ms / 1000.0:g} s hangover, not {early:g}")
@@ -197,7 +199,12 @@ def local_engine_problem(engine: str, device: str) -> Optional[str]:
 
 
 # Flags that only do something when another setting is on: (flags, is it on?, what is needed).
-_NEEDS: tuple[tuple[tuple[str, ...], Callable[[argparse.Namespace, list[str]], bool], str], ...] = (
+Rule = tuple[tuple[str, ...], Callable[[argparse.Namespace, list[str]], bool], str]
+MIX_SHARE_RULE: Rule = (("--asr-mix-raw-share",), lambda a, names: a.asr_feed in ("mix", "auto"),
+                        "unless --asr-feed is mix or auto")
+WINDOW_TAIL_RULE: Rule = (("--asr-window-tail",), lambda a, names: a.asr_engine == "whisper",
+                          "unless --asr-engine is whisper")
+_NEEDS: tuple[Rule, ...] = (
     (("--asr-feed", "--asr-mix-raw-share", "--asr-vad-aggressiveness"),
      lambda a, names: bool(names), "without --asr"),
     (("--asr-engine", "--asr-threads", "--asr-workers", "--asr-nice", "--asr-device",
@@ -208,24 +215,24 @@ _NEEDS: tuple[tuple[tuple[str, ...], Callable[[argparse.Namespace, list[str]], b
     (("--asr-redis-maxlen", "--asr-redis-ttl", "--asr-redis-audio"),
      lambda a, names: "redis" in names, "without the redis sink (--asr redis)"),
     (("--record-dir",), lambda a, names: "wav" in names, "without the wav sink (--asr wav)"),
-    (("--asr-mix-raw-share",), lambda a, names: a.asr_feed in ("mix", "auto"),
-     "unless --asr-feed is mix or auto"),
-    (("--asr-window-tail",), lambda a, names: a.asr_engine == "whisper",
-     "unless --asr-engine is whisper"),
+    MIX_SHARE_RULE,
+    WINDOW_TAIL_RULE,
     (("--asr-feed",), lambda a, names: a.asr_feed == "raw" or not getattr(a, "no_enhance", False),
      "with --no-enhance (there is no enhanced audio: the sinks get the raw audio)"),
 )
 
 
-def asr_flags_without_effect(args: argparse.Namespace) -> list[str]:
+def asr_flags_without_effect(args: argparse.Namespace, rules: tuple[Rule, ...] = _NEEDS,
+                             names: Optional[list[str]] = None) -> list[str]:
     """One warning per rule whose flags were set (``args._changed``: flags not at their built-in
     default, set by ``mediaserver``'s command line) but do nothing, e.g. ``--asr-engine
-    moonshine`` without ``--asr local``. A flag is named once, under the first rule it fails."""
+    moonshine`` without ``--asr local``. A flag is named once, under the first rule it fails.
+    ``rules``/``names``: another command's rules and sinks (``transcribe``: a local one)."""
     changed = getattr(args, "_changed", frozenset())
-    names = parse_sink_list(getattr(args, "asr", ""))
+    names = parse_sink_list(getattr(args, "asr", "")) if names is None else names
     warned: set[str] = set()
     out = []
-    for flags, active, needs in _NEEDS:
+    for flags, active, needs in rules:
         idle = [f for f in flags if f in changed and f not in warned and not active(args, names)]
         if idle:
             warned.update(idle)

@@ -304,14 +304,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def flags_without_effect(args: argparse.Namespace) -> list[str]:
     """Warnings for flags set (``args._changed``, see ``config.changed_flags``) that do nothing
-    with the other settings, as ``serve`` warns (``asr/options.py``)."""
-    changed = getattr(args, "_changed", frozenset())
-    rules = ((("--asr-mix-raw-share",), args.asr_feed in ("mix", "auto"),
-              "unless --asr-feed is mix or auto"),
-             (("--model",), args.asr_feed != "raw", "with --asr-feed raw (no enhancer runs)"),
-             (("--asr-window-tail",), args.asr_engine == "whisper", "unless --asr-engine is whisper"))
-    return [f"{', '.join(flags)} has no effect {needs}: ignored"
-            for flags, active, needs in rules if not active and any(f in changed for f in flags)]
+    with the other settings, by ``serve``'s rules (``asr/options.py``) plus ``--model``."""
+    from .options import MIX_SHARE_RULE, WINDOW_TAIL_RULE, asr_flags_without_effect
+
+    rules = (MIX_SHARE_RULE,
+             (("--model",), lambda a, names: a.asr_feed != "raw", "with --asr-feed raw (no enhancer runs)"),
+             WINDOW_TAIL_RULE)
+    return asr_flags_without_effect(args, rules, names=["local"])
 
 
 def main(args: argparse.Namespace) -> int:
