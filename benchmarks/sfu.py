@@ -394,16 +394,31 @@ class Server:
     def cpu_seconds(self) -> float:
         """CPU seconds of the server: its process and its children (``--workers``' processes;
         a child's time counts while it runs, and a reaped one's in the parent's cutime)."""
-        total = 0
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds of the server's processes by role: ``front`` (the process started, the
+        whole server with one worker), ``worker`` (all media workers), ``enhancer`` (the shared
+        inference process). Read from /proc/PID/stat (utime + stime, plus cutime + cstime of
+        the front for reaped children)."""
+        out: dict[str, float] = {}
+        tck = os.sysconf("SC_CLK_TCK")
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
+                pid, ppid = int(stat.parent.name), int(fields[1])
+                if pid != self.proc.pid and ppid != self.proc.pid:
+                    continue
+                cmd = (stat.parent / "cmdline").read_bytes()
             except OSError:
                 continue   # a process that just ended
-            pid, ppid = int(stat.parent.name), int(fields[1])
-            if pid == self.proc.pid or ppid == self.proc.pid:
-                total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
+            role = ("front" if pid == self.proc.pid else
+                    "enhancer" if b"mediaserver.enhance.shared" in cmd else "worker")
+            ticks = int(fields[11]) + int(fields[12])
+            if pid == self.proc.pid:
+                ticks += int(fields[13]) + int(fields[14])
+            out[role] = out.get(role, 0.0) + ticks / tck
+        return out
 
     def metrics(self) -> dict[str, float]:
         import urllib.request
@@ -605,7 +620,8 @@ async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup
                 await p.start(session)
             loop = asyncio.get_running_loop()
             await asyncio.sleep(warmup)
-            cpu0, t0, m0 = server.cpu_seconds(), loop.time(), server.metrics()
+            m0 = server.metrics()   # before the window: a scrape's own CPU is not the calls'
+            cpu0, t0 = server.cpu_by_process(), loop.time()
             gen0 = time.process_time()   # this process: the load generator, all its threads
             samples: list[tuple[float, float]] = []
             end = loop.time() + seconds
@@ -615,7 +631,8 @@ async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup
                     sample = await asyncio.to_thread(server.enhancer_sample)
                     if sample is not None:
                         samples.append(sample)
-            cpu1, t1, m1 = server.cpu_seconds(), loop.time(), server.metrics()
+            cpu1, t1 = server.cpu_by_process(), loop.time()
+            m1 = server.metrics()
             gen1 = time.process_time()
             inbound = [await p.ask_stats() for p in peers[:sampled]]
         # analysis (offline: the call is over)
@@ -636,12 +653,14 @@ async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup
                       - m0.get("mediaserver_clock_late_ticks_total", 0))
         skipped = (m1.get("mediaserver_clock_skipped_ticks_total", 0)
                    - m0.get("mediaserver_clock_skipped_ticks_total", 0))
-        cpu = 100.0 * (cpu1 - cpu0) / (t1 - t0)
+        by_role = {k: round(100.0 * (cpu1[k] - cpu0.get(k, 0.0)) / (t1 - t0), 1) for k in cpu1}
+        cpu = sum(by_role.values())
         generator = 100.0 * (gen1 - gen0) / (t1 - t0)
         return {
             "forwarder": kind, "workers": workers, "publishers": n_pub, "room_size": room_size,
             "subscriber_streams": sum(len(p.streams) for p in peers),
             "server_cpu_pct": round(cpu, 1), "cpu_pct_per_publisher": round(cpu / n_pub, 2),
+            "server_cpu_pct_by_process": by_role,
             "generator_cpu_pct": round(generator, 1),
             # one event loop each: the side nearer a whole core is the one that runs out first
             # (the server's busiest process: its CPU over its worker processes)
