@@ -23,7 +23,9 @@ the wait and a late worker starts the next batch.
 
 Messages (worker → inference; ``id`` is the worker's own stream id):
 
-* ``open {id, enabled, atten, model}`` → ``opened {id, slot, model}`` or ``refused {id, error}``
+* ``open {id, enabled, atten, model, room}`` → ``opened {id, slot, model}`` or ``refused {id, error}``;
+  without ``model`` the room's model (:meth:`.shared_admin.SharedAdmin.model_for`: an admin
+  override, the canary's share, else the default)
 * ``close {id}`` (no reply; the slot is free again once no batch still holds it)
 * ``switch {id, model}`` (no reply; an unknown model is logged and ignored)
 * ``load {req, spec}`` → ``loaded {req, model, loaded}`` or ``error {req, error}``
@@ -32,6 +34,8 @@ Messages (worker → inference; ``id`` is the worker's own stream id):
   stream in 50 per tick (each stream about once a second); every 50th batch also ``sli``:
   ``{model: Counts fields}`` of the whole machine (``EnhancerStage.sli``, the canary's input).
 * ``stats {req}`` → ``stats {req, ...}`` (:meth:`InferenceServer.stats`)
+* ``admin {req, op, room, body}`` → ``admin {req, status, json | text}``: the model admin of
+  ``--workers N``, relayed by the front (:mod:`.shared_admin`)
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ import numpy as np
 
 from ..tasks import cancel_and_wait
 from .shared_wire import FRAME, ProtocolError, SlotPool, SlotTable, body_length, decode, encode
+from .model_control import router_from_args
+from .shared_admin import SharedAdmin
 from .stage import EnhancerStage, StreamHandle, add_stage_options, stage_from_args
 
 logger = logging.getLogger("mediaserver.enhance.shared")   # (the same name when run with -m)
@@ -64,6 +70,7 @@ TELEMETRY_EVERY = 50  # ticks between two quality snapshots of a stream (1 s)
 class _Stream:
     handle: StreamHandle
     slot: int
+    room: Optional[str] = None   # the worker's room of the stream (the admin's room switch)
 
 
 @dataclass
@@ -124,6 +131,7 @@ class InferenceServer:
         self.last_batch = 0
         self.last_step_ms = 0.0
         self.last_wait_ms = 0.0
+        self.admin: Optional[SharedAdmin] = None   # the model admin (set by the entry point)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -239,6 +247,10 @@ class InferenceServer:
             task.add_done_callback(self._tasks.discard)
         elif kind == "stats":
             worker.send({"t": "stats", "req": msg.get("req"), **self.stats()})
+        elif kind == "admin":
+            task = asyncio.get_running_loop().create_task(self._admin(worker, msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         else:
             raise ProtocolError(f"unknown message type {kind!r}")
 
@@ -248,14 +260,16 @@ class InferenceServer:
         if slot is None:
             worker.send({"t": "refused", "id": sid, "error": f"all {self.pool.capacity} shared slots in use"})
             return
+        room = msg.get("room") if isinstance(msg.get("room"), str) else None
+        model = msg.get("model") or (self.admin.model_for(room) if self.admin is not None else None)
         try:
             handle = self.stage.open(enabled=bool(msg.get("enabled", True)),
-                                     atten_lim_db=float(msg.get("atten", 100.0)), model=msg.get("model"))
+                                     atten_lim_db=float(msg.get("atten", 100.0)), model=model)
         except (KeyError, ValueError) as exc:
             self.pool.give_back(slot)
             worker.send({"t": "refused", "id": sid, "error": str(exc)})
             return
-        worker.streams[sid] = _Stream(handle, slot)
+        worker.streams[sid] = _Stream(handle, slot, room)
         worker.send({"t": "opened", "id": sid, "slot": slot, "model": handle.model})
 
     async def _load(self, worker: _Worker, msg: dict[str, Any]) -> None:
@@ -265,6 +279,18 @@ class InferenceServer:
             worker.send({"t": "error", "req": msg.get("req"), "error": f"{type(exc).__name__}: {exc}"})
             return
         worker.send({"t": "loaded", "req": msg.get("req"), "model": name, "loaded": self.stage.loaded_models})
+
+    async def _admin(self, worker: _Worker, msg: dict[str, Any]) -> None:
+        if self.admin is None:
+            reply = {"t": "admin", "req": msg.get("req"), "status": 503,
+                     "text": "this inference process serves no model admin"}
+        else:
+            reply = await self.admin.answer(msg)
+        worker.send(reply)
+
+    def room_handles(self, room: str) -> list[StreamHandle]:
+        """The stage handles of ``room``'s open streams, over every connected worker."""
+        return [s.handle for w in self._workers for s in w.streams.values() if s.room == room]
 
     # ---- batching -----------------------------------------------------------------------------
     def _complete(self) -> bool:
@@ -381,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "for the front to scrape (0: off)")
     parser.add_argument("--parent-pid", type=int, default=0,
                         help="stop when this process (the front that started it) is gone (0: never)")
+    parser.add_argument("--admin-state", default=None,
+                        help="JSON file of the model admin's changes (room overrides, a canary rollback), "
+                             "saved after each and taken back at start (the front's restarts)")
     add_stage_options(parser)
     return parser
 
@@ -411,9 +440,14 @@ async def _serve_forever(args: argparse.Namespace) -> None:
         start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
     stage = await asyncio.to_thread(stage_from_args, args, registry)
     await asyncio.to_thread(_warm_up, stage)
+    router = await asyncio.to_thread(router_from_args, args, stage)   # loads --canary-model now
     server = InferenceServer(stage, socket_path=args.socket, capacity=args.slots,
                              window_ms=args.batch_window_ms)
+    server.admin = SharedAdmin(stage=stage, router=router, room_handles=server.room_handles,
+                               registry=registry, state_path=args.admin_state)
+    await asyncio.to_thread(server.admin.restore_saved, now=asyncio.get_running_loop().time())
     await server.start()
+    server.admin.driver.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -425,6 +459,7 @@ async def _serve_forever(args: argparse.Namespace) -> None:
         await stop.wait()
     finally:
         await cancel_and_wait(watch)
+        await server.admin.driver.stop()
         await server.stop()
         await asyncio.to_thread(stage.shutdown)
 

@@ -75,12 +75,15 @@ class SharedHandle:
     """A stream of this worker in the shared enhancer. ``enabled`` and ``atten_lim_db`` are set
     live and reach the inference process with the stream's next frame (through its slot)."""
 
-    def __init__(self, sid: int, *, enabled: bool, atten_lim_db: float, model: Optional[str]) -> None:
+    def __init__(self, sid: int, *, enabled: bool, atten_lim_db: float, model: Optional[str],
+                 room: Optional[str] = None) -> None:
         self.id = sid
         self.enabled = bool(enabled)
         self._atten = 100.0
         self.atten_lim_db = atten_lim_db
         self.model = model  # requested model (None: the inference process's default)
+        self.requested = model  # as asked at open (None: the room's model, chosen there)
+        self.room = room  # the room it was opened for (the inference process's model admin)
         self._active: Optional[str] = model
         self.telemetry = SharedTelemetry()
         self.closed = False
@@ -164,6 +167,7 @@ class SharedStage:
         self._retry_at = 0.0
         self._reconnecting: Optional[asyncio.Task[None]] = None
         self.reconnects = 0
+        self.frame_sinks: list[Any] = []  # on_batch(handles, raw, enhanced, speech) after each tick (loop)
 
     @classmethod
     async def connect(cls, path: str, *, deadline_ms: float = 40.0, registry: Optional["CollectorRegistry"] = None,
@@ -173,7 +177,7 @@ class SharedStage:
         ``deadline_ms``: most a tick waits for its reply. ``registry``: this worker's Prometheus
         registry for the ``mediaserver_enhancer_shared_*`` series. Raises SharedStageError
         when nothing listens there or the hello does not come within ``timeout_s``."""
-        sock, hello, fd = await asyncio.to_thread(_handshake, path, timeout_s)
+        sock, hello, fd = await asyncio.to_thread(handshake, path, timeout_s)
         try:
             table = SlotTable(mmap.mmap(fd, int(hello["bytes"])), int(hello["slots"]))
         finally:
@@ -193,15 +197,18 @@ class SharedStage:
         """A tick is still with the inference process (a late reply not arrived yet)."""
         return self._inflight is not None and not self._inflight.done()
 
-    def open(self, *, enabled: bool = True, atten_lim_db: float = 100.0, model: Optional[str] = None) -> SharedHandle:
+    def open(self, *, enabled: bool = True, atten_lim_db: float = 100.0, model: Optional[str] = None,
+             room: Optional[str] = None) -> SharedHandle:
         """A new stream; its slot arrives with ``opened`` (the first tick waits for it). KeyError
-        for a model this worker does not know as loaded (as ``EnhancerStage.open``)."""
+        for a model this worker does not know as loaded (as ``EnhancerStage.open``).
+        ``room``: the room it is opened for; without ``model`` the inference process gives it
+        the room's model (an admin override, the canary's share, else the default)."""
         if model is not None and model not in self.loaded_models:
             raise KeyError(f"model {model!r} is not loaded")
-        handle = SharedHandle(next(self._ids), enabled=enabled, atten_lim_db=atten_lim_db, model=model)
+        handle = SharedHandle(next(self._ids), enabled=enabled, atten_lim_db=atten_lim_db, model=model,
+                              room=room)
         self._open[handle.id] = handle
-        self._send({"t": "open", "id": handle.id, "enabled": handle.enabled, "atten": handle.atten_lim_db,
-                    "model": model})
+        self._send(_open_message(handle))
         return handle
 
     def close(self, handle: SharedHandle) -> None:
@@ -283,7 +290,10 @@ class SharedStage:
                 self._count_error()
                 raise SharedStageError(f"inference process failed the tick: {reply['error']}")
             self._took(reply, self._loop.time() - start)
-        return [self._output(item) for item in items]
+        outputs = [self._output(item) for item in items]
+        if self.frame_sinks:
+            self._to_sinks(items, outputs)
+        return outputs
 
     def shutdown(self) -> None:
         """Close the connection (sync, as ``EnhancerStage.shutdown``; any thread: off the loop it is
@@ -308,7 +318,7 @@ class SharedStage:
         of this worker there again; on failure try again after :data:`RECONNECT_S`."""
         try:
             try:
-                sock, hello, fd = await asyncio.to_thread(_handshake, self.path, 2.0)
+                sock, hello, fd = await asyncio.to_thread(handshake, self.path, 2.0)
             except SharedStageError:
                 self._retry_at = self._loop.time() + RECONNECT_S
                 return
@@ -326,10 +336,10 @@ class SharedStage:
             self._error, self._inflight = None, None
             self._replies.clear()
             self._read_task = self._loop.create_task(self._read_loop(), name="shared-stage-reader")
-            for h in self._open.values():
+            for h in self._open.values():   # (a fresh process: the room's model is chosen anew)
                 h.slot, h.refused, h.opened = None, None, self._loop.create_future()
-                self._send({"t": "open", "id": h.id, "enabled": h.enabled, "atten": h.atten_lim_db,
-                            "model": h.model})
+                h.model = h.requested
+                self._send(_open_message(h))
             self.reconnects += 1
             logger.warning("reconnected to the inference process (pid %d) at %s: %d streams "
                            "opened again", self.server_pid, self.path, len(self._open))
@@ -374,6 +384,22 @@ class SharedStage:
         except SharedStageError:
             self._count_error()
             raise
+
+    def _to_sinks(self, items: Sequence[tuple[Any, ...]], outputs: list[SharedOutput]) -> None:
+        """Hand the tick's enhanced streams to the frame sinks (``sfu/debug_view.DebugTap``), as
+        ``EnhancerStage`` does: handles, raw [N, 960], enhanced [N, 960], speech [N]."""
+        rows = [i for i, item in enumerate(items) if item[0].slot is not None and not item[0].closed]
+        if not rows:
+            return
+        handles = [items[i][0] for i in rows]
+        raw = np.stack([outputs[i].raw for i in rows])
+        enhanced = np.stack([outputs[i].enhanced for i in rows])
+        speech = np.array([outputs[i].speech for i in rows], dtype=bool)
+        for sink in self.frame_sinks:
+            try:
+                sink.on_batch(handles, raw, enhanced, speech)
+            except Exception:
+                logger.exception("frame sink %r failed", sink)
 
     def _took(self, reply: dict[str, Any], seconds: float) -> None:
         self.ticks += 1
@@ -470,6 +496,11 @@ class SharedStage:
                 future.exception()  # retrieved: whoever awaits it still gets the error, nobody else logs it
 
 
+def _open_message(h: SharedHandle) -> dict[str, Any]:
+    return {"t": "open", "id": h.id, "enabled": h.enabled, "atten": h.atten_lim_db,
+            "model": h.requested, "room": h.room}
+
+
 def _frame(h: SharedHandle, pcm: np.ndarray) -> np.ndarray:
     pcm = np.asarray(pcm, dtype=np.float32)
     if pcm.shape != (FRAME,):
@@ -478,7 +509,7 @@ def _frame(h: SharedHandle, pcm: np.ndarray) -> np.ndarray:
     return pcm
 
 
-def _handshake(path: str, timeout_s: float) -> tuple[socket.socket, dict[str, Any], int]:
+def handshake(path: str, timeout_s: float) -> tuple[socket.socket, dict[str, Any], int]:
     """Blocking: connect, receive the hello and the shared block's file descriptor."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout_s)

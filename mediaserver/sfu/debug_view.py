@@ -24,6 +24,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from aiohttp import web
 
+from .websec import client_address
+
 WATCH_S = 5.0
 EVERY = 5  # one column per 5 frames (100 ms)
 KEEP = 300  # columns kept per watched stream (30 s)
@@ -82,22 +84,38 @@ class DebugTap:
                             "enhanced": np.round(e, 1).tolist(), "speech": bool(speech[i])})
 
 
+def authorise_debug(request: web.Request, *, secret: Optional[str]) -> None:
+    """Raise the refusal of a ``/debug/…`` JSON request, or return: with ``--secret`` it needs
+    ``Authorization: Bearer <secret>``, without it a loopback client (the one a front of
+    ``--workers N`` forwards, :func:`~.websec.client_address`)."""
+    if secret:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, f"Bearer {secret}".encode()):
+            raise web.HTTPUnauthorized(text="needs Authorization: Bearer <server secret>")
+        return
+    try:
+        ok = ipaddress.ip_address(client_address(request)).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise web.HTTPForbidden(text="the debug view without --secret is for loopback clients only")
+
+
+async def debug_page(request: web.Request) -> web.StreamResponse:
+    """``GET /debug``: the page (no secret in it; it asks for ``?token=``)."""
+    from ..resources import static_dir
+
+    return web.FileResponse(static_dir() / "debug.html")
+
+
 def attach_debug(app: web.Application, *, stage: Any, manager: Any, secret: Optional[str]) -> DebugTap:
+    """Serve ``/debug``, ``/debug/rooms`` and ``/debug/spectra`` over ``manager``'s rooms;
+    ``stage`` (an ``EnhancerStage`` or a worker's ``SharedStage``) feeds the spectra."""
     tap = DebugTap()
     stage.frame_sinks.append(tap)
 
     def authorise(request: web.Request) -> None:
-        if secret:
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, f"Bearer {secret}".encode()):
-                raise web.HTTPUnauthorized(text="needs Authorization: Bearer <server secret>")
-            return
-        try:
-            ok = ipaddress.ip_address(request.remote or "").is_loopback
-        except ValueError:
-            ok = False
-        if not ok:
-            raise web.HTTPForbidden(text="the debug view without --secret is for loopback clients only")
+        authorise_debug(request, secret=secret)
 
     def handle_of(room: str, identity: str) -> Any:
         r = manager.rooms.get(room)
@@ -128,12 +146,7 @@ def attach_debug(app: web.Application, *, stage: Any, manager: Any, secret: Opti
         return web.json_response({"model": h.active_model, "quality": h.telemetry.snapshot(),
                                   "bands": len(_EDGES) - 1, "columns": tap.columns(h.id, since)})
 
-    async def page(request: web.Request) -> web.StreamResponse:
-        from ..resources import static_dir
-
-        return web.FileResponse(static_dir() / "debug.html")
-
-    app.router.add_get("/debug", page)
+    app.router.add_get("/debug", debug_page)
     app.router.add_get("/debug/rooms", rooms)
     app.router.add_get("/debug/spectra", spectra)
     return tap

@@ -8,9 +8,12 @@
 * ``POST /admin/canary/rollback`` ``{"reason": "..."}``: stop the canary and move its streams back.
 
 Admin calls need ``Authorization: Bearer <secret>`` with ``--secret``; without it only
-loopback clients may call them. The driver task polls the stage's per-model SLI counters
-every ``check_s`` and rolls the canary back when :class:`Canary.observe` says so, logging the
-reason and counting ``mediaserver_canary_rollbacks_total{model_version,reason}``.
+loopback clients may call them (:func:`authorise_admin`, also the front's check with
+``--workers N``). The logic is :class:`~..enhance.model_control.ModelControl` (shared with the
+inference process of ``--workers N``); this module is its aiohttp face in a single process.
+The driver task polls the stage's per-model SLI counters every ``check_s`` and rolls the
+canary back when :class:`Canary.observe` says so, logging the reason and counting
+``mediaserver_canary_rollbacks_total{model_version,reason}``.
 """
 
 from __future__ import annotations
@@ -22,85 +25,60 @@ import logging
 from typing import Any, Callable, Optional
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
 from ..enhance.canary import ModelRouter
-from ..tasks import cancel_and_wait
+from ..enhance.model_control import CHECK_S, AdminError, CanaryDriver, ModelControl, router_from_args
 
 logger = logging.getLogger(__name__)
 
-CHECK_S = 1.0
+
+def authorise_admin(request: web.Request, *, secret: Optional[str], metrics_token: Optional[str],
+                    read: bool, address: Optional[str] = None) -> None:
+    """Raise the refusal of a model-admin request, or return. ``read``: ``GET /models`` (the
+    metrics token will do too; without ``--secret`` anyone may read). ``address``: the
+    client's address (default: the socket's peer)."""
+    given = request.headers.get("Authorization", "").encode()
+    if secret:
+        keys = [secret] + ([metrics_token] if read and metrics_token else [])
+        if any(hmac.compare_digest(given, f"Bearer {k}".encode()) for k in keys):
+            return
+        raise web.HTTPUnauthorized(text="needs Authorization: Bearer <server secret>",
+                                   headers={"WWW-Authenticate": "Bearer"})
+    if read:
+        return
+    try:
+        loopback = ipaddress.ip_address(address or request.remote or "").is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise web.HTTPForbidden(text="admin calls without --secret are allowed from loopback only")
+
+
+def refusal(error: AdminError) -> web.Response:
+    """The plain-text answer for an :class:`AdminError` (the same bytes as aiohttp's own
+    ``HTTPBadRequest(text=...)`` and friends)."""
+    return web.Response(status=error.status, text=error.text)
 
 
 class ModelsAdmin:
-    """Owns the canary driver task and serves the model endpoints."""
+    """Serves the model endpoints over one :class:`ModelControl` and owns the canary driver."""
 
     def __init__(self, *, stage: Any, router: ModelRouter, room_handles: Callable[[str], list],
                  registry: CollectorRegistry, secret: Optional[str], metrics_token: Optional[str] = None,
                  mos: Optional[Callable[[], dict]] = None, check_s: float = CHECK_S) -> None:
         self.stage = stage
         self.router = router
-        self._room_handles = room_handles
+        self.control = ModelControl(stage=stage, router=router, room_handles=room_handles, registry=registry)
+        self.driver = CanaryDriver(self.control, mos=mos, check_s=check_s)
         self._secret = secret
         self._token = metrics_token
-        self._mos = mos
-        self._check_s = check_s
-        self._task: Optional[asyncio.Task] = None
-        self.rollbacks = Counter("mediaserver_canary_rollbacks_total",
-                                 "canary rollbacks (reason: over_suppression, suppression_depth, dnsmos, manual)",
-                                 ["model_version", "reason"], registry=registry)
-        self.active = Gauge("mediaserver_canary_active", "1 while the canary model is assigned to new rooms",
-                            ["model_version"], registry=registry)
-        self.share = Gauge("mediaserver_canary_share", "configured share of new rooms on the canary",
-                           ["model_version"], registry=registry)
-        canary = router.canary
-        if canary is not None:
-            self.active.labels(canary.candidate).set(1)
-            self.share.labels(canary.candidate).set(canary.share)
-            for reason in ("over_suppression", "suppression_depth", "dnsmos", "manual"):
-                self.rollbacks.labels(canary.candidate, reason)
 
-    # ---- driver ---------------------------------------------------------------------------
     def start(self) -> None:
-        if self.router.canary is not None and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="canary")
+        self.driver.start()
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        canary = self.router.canary
-        assert canary is not None
-        while canary.state == "active":
-            await asyncio.sleep(self._check_s)
-            try:
-                reason = canary.observe(now=loop.time(), sli=self.stage.sli(),
-                                        mos=self._mos() if self._mos else None)
-            except Exception:
-                logger.exception("canary check failed")
-                continue
-            if reason is not None:
-                self._rolled_back(reason)
-
-    def _rolled_back(self, reason: str) -> None:
-        canary = self.router.canary
-        assert canary is not None
-        kind = ("over_suppression" if reason.startswith("over-suppression") else
-                "suppression_depth" if reason.startswith("suppression depth") else
-                "dnsmos" if reason.startswith("DNSMOS") else "manual")
-        moved = 0
-        for handle in self.stage.handles(canary.candidate):
-            self.stage.switch(handle, canary.stable)
-            moved += 1
-        for room, model in list(self.router.overrides.items()):
-            if model == canary.candidate:
-                del self.router.overrides[room]
-        self.rollbacks.labels(canary.candidate, kind).inc()
-        self.active.labels(canary.candidate).set(0)
-        logger.warning("canary %s rolled back to %s (%d streams moved): %s", canary.candidate, canary.stable,
-                       moved, reason)
+        await self.driver.stop()
 
     # ---- HTTP -------------------------------------------------------------------------------
     def attach(self, app: web.Application) -> None:
@@ -109,71 +87,36 @@ class ModelsAdmin:
         app.router.add_post("/admin/canary/rollback", self.post_rollback)
 
     def _authorised(self, request: web.Request, *, read: bool) -> None:
-        given = request.headers.get("Authorization", "").encode()
-        if self._secret:
-            keys = [self._secret] + ([self._token] if read and self._token else [])
-            if any(hmac.compare_digest(given, f"Bearer {k}".encode()) for k in keys):
-                return
-            raise web.HTTPUnauthorized(text="needs Authorization: Bearer <server secret>",
-                                       headers={"WWW-Authenticate": "Bearer"})
-        if read:
-            return
-        try:
-            loopback = ipaddress.ip_address(request.remote or "").is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise web.HTTPForbidden(text="admin calls without --secret are allowed from loopback only")
+        authorise_admin(request, secret=self._secret, metrics_token=self._token, read=read)
 
     def describe(self) -> dict:
-        stage = self.stage
-        per_model: dict[str, int] = {}
-        for h in stage.handles():
-            per_model[h.model] = per_model.get(h.model, 0) + 1
-        return {"default": stage.model_version, "loaded": stage.loaded_models,
-                "registry": [stage.models.get(n).describe() for n in stage.models.names()],
-                "streams": per_model, "overrides": dict(self.router.overrides),
-                "canary": self.router.canary.describe() if self.router.canary else None}
+        return self.control.describe()
 
     async def get_models(self, request: web.Request) -> web.Response:
         self._authorised(request, read=True)
-        return web.json_response(self.describe())
+        return web.json_response(self.control.describe())
 
     async def post_room_model(self, request: web.Request) -> web.Response:
         self._authorised(request, read=False)
         room = request.match_info["room"]
         try:
-            body = await request.json()
-        except ValueError:
-            raise web.HTTPBadRequest(text="body must be JSON {\"model\": NAME}") from None
-        name = body.get("model") if isinstance(body, dict) else None
-        if not isinstance(name, str) or name not in self.stage.models:
-            raise web.HTTPBadRequest(text=f"unknown model {name!r} (known: {', '.join(self.stage.models.names())})")
-        try:
-            version = await asyncio.to_thread(self.stage.load, name)
-        except Exception as exc:  # WeightsError: a bad file never reaches a call
-            raise web.HTTPBadRequest(text=f"model {name} does not load: {exc}") from None
-        self.router.overrides[room] = version
-        handles = self._room_handles(room)
-        for h in handles:
-            self.stage.switch(h, version)
-        logger.info("room %s switched to model %s (%d streams)", room, version, len(handles))
-        return web.json_response({"room": room, "model": version, "streams": len(handles)})
+            name = self.control.model_to_load(await request.read())
+            try:
+                version = await asyncio.to_thread(self.stage.load, name)
+            except Exception as exc:  # WeightsError: a bad file never reaches a call
+                raise self.control.load_failed(name, exc) from None
+        except AdminError as error:
+            return refusal(error)
+        return web.json_response(self.control.room_switched(room, version))
 
     async def post_rollback(self, request: web.Request) -> web.Response:
         self._authorised(request, read=False)
-        canary = self.router.canary
-        if canary is None:
-            raise web.HTTPConflict(text="no canary configured")
         try:
-            body = await request.json() if request.can_read_body else {}
-        except ValueError:
-            body = {}
-        reason = str(body.get("reason", "operator request")) if isinstance(body, dict) else "operator request"
-        if not canary.rollback(f"manual: {reason}", now=asyncio.get_running_loop().time()):
-            raise web.HTTPConflict(text=f"canary is {canary.state}")
-        self._rolled_back(f"manual: {reason}")
-        return web.json_response(canary.describe())
+            body = await request.read() if request.can_read_body else b""
+            described = self.control.rollback_request(body, now=asyncio.get_running_loop().time())
+        except AdminError as error:
+            return refusal(error)
+        return web.json_response(described)
 
 
 MODELS_ADMIN = web.AppKey("models_admin", ModelsAdmin)
@@ -183,13 +126,7 @@ def attach_models(app: web.Application, args: Any, *, stage: Any, manager: Any,
                   registry: CollectorRegistry, mos: Optional[Callable[[], dict]] = None) -> ModelRouter:
     """Build the router (loading ``--canary-model`` now, so a bad candidate fails at start),
     serve the endpoints and run the canary driver with the app."""
-    from ..enhance.canary import canary_from_args
-
-    canary = None
-    if getattr(args, "canary_model", None):
-        args.canary_model = stage.load(args.canary_model)
-        canary = canary_from_args(args, stage.model_version)
-    router = ModelRouter(stage.model_version, canary)
+    router = router_from_args(args, stage)
 
     def room_handles(room: str) -> list:
         r = manager.rooms.get(room)

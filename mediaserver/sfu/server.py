@@ -154,8 +154,12 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
         inbound = InboundAudio()
         encoder = PublisherEncoders(opus_bitrate=args.opus_bitrate,
                                     opus_complexity=args.opus_complexity)
-        handle = (stage.open(enabled=True, atten_lim_db=args.atten_lim_db, model=router.model_for(room))
-                  if stage else None)
+        if stage is None:
+            handle = None
+        elif shared:   # the shared inference process picks the room's model (its model admin)
+            handle = stage.open(enabled=True, atten_lim_db=args.atten_lim_db, room=room)
+        else:
+            handle = stage.open(enabled=True, atten_lim_db=args.atten_lim_db, model=router.model_for(room))
 
         def close() -> None:
             # A tick in flight may still hold the stream; free its parts a bit later.
@@ -198,11 +202,13 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
     app[MEDIA_CLOCK] = clock
     app[ROOM_MANAGER] = manager
     app[STAGE] = stage
-    if stage is not None and websec.behind_front():
-        # a media worker on the shared enhancer: no per-worker model admin, canary or /debug
-        from ..enhance.canary import ModelRouter
+    shared = stage is not None and websec.behind_front()
+    if shared:
+        # a media worker on the shared enhancer: the model admin and the canary are the
+        # inference process's (the front relays them there); /debug is this worker's rooms
+        from .debug_view import attach_debug
 
-        router = ModelRouter(stage.model_version)
+        attach_debug(app, stage=stage, manager=manager, secret=args.secret)
     elif stage is not None:  # GET /models, live model switch, canary (sfu/models_admin.py)
         from .models_admin import attach_models
 
@@ -452,9 +458,6 @@ def check_args(args: argparse.Namespace) -> None:
                or Limits.from_args(args).problem() or validate_drain_args(args))
     if not problem and not 1 <= args.workers <= 256:
         problem = "--workers must be within 1..256"
-    if not problem and args.workers > 1 and getattr(args, "canary_model", None):
-        problem = ("--canary-model needs --workers 1 for now (the canary and the model admin "
-                   "run beside a process's own enhancer)")
     if not problem and args.workers > 1 and args.redis_url:
         problem = ("--workers > 1 with --redis-url is not supported yet: run one node per "
                    "process behind Redis instead")

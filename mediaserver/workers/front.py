@@ -17,7 +17,9 @@ A worker that dies (a crash, ``kill -9``) takes down only its rooms: its relayed
 placed on a live worker, and the worker is restarted. Other workers' calls never notice.
 
 Other routes: ``/rooms/{room}/transcript`` goes to the room's worker (or asks each worker);
-``/models``, ``/admin/…`` and ``/debug…`` answer 501 (not with ``--workers`` > 1 yet).
+with enhancement, the model admin (``/models``, ``/admin/…``) goes to the shared inference
+process that owns the models (:mod:`.admin_relay`) and ``/debug`` to the workers that own the
+rooms, merged (:mod:`.debug_relay`), each checked here with the single process's rule.
 
 SIGTERM/SIGINT: new sockets are refused, every worker drains its calls (``server-shutdown``
 to each participant, relayed) within ``--drain-s``, then the front exits.
@@ -48,6 +50,8 @@ from ..sfu.limits import ConnectionGate, Limits
 from ..sfu.signalling import MAX_MESSAGE
 from ..sfu.websec import FRONT_HEADER
 from ..tasks import cancel_and_wait
+from .admin_relay import ModelsRelay
+from .debug_relay import DebugRelay
 from .metrics import FrontMetrics, merge_worker_metrics
 from .placement import NoWorker, Placement
 from .process import WorkerProcess
@@ -118,7 +122,9 @@ class Front:
         if not args.no_enhance:   # one enhancer for the machine, shared by the workers
             self._socket_dir = tempfile.mkdtemp(prefix="mediaserver-")   # mode 0700: ours only
             path = os.path.join(self._socket_dir, "enhancer.sock")
-            self.enhancer = InferenceProcess(path, [*stage_argv(args), "--worker-id", f"{self.label}-enhancer"],
+            self.enhancer = InferenceProcess(path, [*stage_argv(args), "--worker-id", f"{self.label}-enhancer",
+                                                    # the model admin's changes outlive a restart
+                                                    "--admin-state", os.path.join(self._socket_dir, "models.json")],
                                              metrics_port=_free_port())
             env[SHARED_ENHANCER_ENV] = path
         self.procs = [WorkerProcess(i, worker_argv(worker_args, i, self.label), token=self.token,
@@ -375,11 +381,6 @@ class Front:
         body = merge_worker_metrics(texts) + self.metrics.render()
         return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
-    async def not_yet(self, request: web.Request) -> web.StreamResponse:
-        raise web.HTTPNotImplemented(
-            text=f"{request.path} is not available with --workers > 1 yet (the model admin, the "
-                 "canary and /debug run beside a process's own enhancer): run --workers 1")
-
     async def proxy(self, request: web.Request) -> web.StreamResponse:
         """Room routes to the room's worker; other dynamic GETs to one live worker."""
         parts = request.path.strip("/").split("/")
@@ -513,8 +514,9 @@ def build_front_app(front: Front, args: argparse.Namespace) -> web.Application:
     app.router.add_get("/metrics", front.metrics_text)
     app.router.add_route("*", "/rooms/{tail:.*}", front.proxy)
     app.router.add_get("/cluster", front.proxy)
-    for path in ("/admin/{tail:.*}", "/models", "/debug{tail:.*}"):
-        app.router.add_route("*", path, front.not_yet)
+    if front.enhancer is not None:   # (as a single process: no model admin or /debug without)
+        ModelsRelay(front).attach(app)
+        DebugRelay(front).attach(app)
     add_static_routes(app)
     return app
 

@@ -1,0 +1,197 @@
+"""The model admin and ``/debug`` behind ``mediaserver serve --workers 2`` (issue 14).
+
+Real processes on 127.0.0.1: a front, two media workers, the shared inference process, and one
+``mediaserver client`` per room publishing a tone; the two rooms are placed on the two workers.
+The front relays the model admin to the inference process (which owns the models) and merges
+the workers' ``/debug`` views. Claims:
+
+- ``/models`` lists the registry and the loaded models through the front; a room switch through
+  ``/admin`` reaches that room's stream whichever worker hosts it, and ``/debug/rooms`` shows both
+  rooms (each participant with its ``worker``) with the new active model;
+- ``--canary-model`` is accepted at start with ``--workers 2``: new rooms of both workers start
+  on the candidate, and a rollback moves every stream back;
+- the admin's changes outlive the inference process: killed with SIGKILL and restarted by the
+  front, it keeps the room overrides and the rollback, and the workers' reopened streams get
+  their rooms' models again;
+- the admin and debug refusals are the single process's (401 without the secret, the metrics
+  token reads ``/models`` but does not switch, 400 for an unknown model, 409 without a canary).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from mediaserver.audio import write_audio
+from mediaserver.sfu.tokens import mint
+
+from conftest import METRICS_TOKEN, ServerProcess, server_metric, start_client, stop_client
+from model_variants import scaled_model
+from test_reconnect import RATE, tone
+from waiting import poll
+
+pytestmark = pytest.mark.timeout(480)
+
+SECRET = "workers-admin-secret"
+ROOMS = {"ra": ("a1", 330.0), "rb": ("b1", 520.0)}
+
+
+def call(server: ServerProcess, path: str, *, token: Optional[str] = SECRET,
+         body: Optional[dict] = None) -> tuple[int, str]:
+    """GET (or POST with ``body``) through the front: (status, text)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = None
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        data = json.dumps(body).encode()
+    request = urllib.request.Request(server.url + path.lstrip("/"), data=data, headers=headers,
+                                     method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=150) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def get(server: ServerProcess, path: str) -> dict:
+    status, text = call(server, path)
+    assert status == 200, (path, status, text)
+    return json.loads(text)
+
+
+def start_rooms(server: ServerProcess, tmp_path: Path) -> dict:
+    """One publishing client per room; returns them once both streams are in the stage and the
+    rooms are on two different workers."""
+    procs = {}
+    for room, (who, hz) in ROOMS.items():
+        wav = tmp_path / f"{who}.wav"
+        write_audio(wav, tone(hz, 120.0), RATE)
+        procs[who] = start_client(server.url, room, who, "--send", str(wav), "--duration", "120",
+                                  "--token", mint(SECRET, room=room, identity=who), log=tmp_path / f"{who}.log")
+    return procs
+
+
+def kill_the_enhancer(server: ServerProcess) -> None:
+    """SIGKILL the shared inference process; return once the front has restarted it."""
+    dead = json.loads(call(server, "healthz", token=METRICS_TOKEN)[1])["shared_enhancer"]["pid"]
+    os.kill(dead, signal.SIGKILL)
+
+    def restarted() -> bool:
+        shared = json.loads(call(server, "healthz", token=METRICS_TOKEN)[1])["shared_enhancer"]
+        return shared["alive"] and shared["pid"] != dead and call(server, "models")[0] == 200
+    poll(restarted, timeout=180, what="the inference process restarted")
+
+
+def debug_models(server: ServerProcess) -> dict[str, tuple[Optional[str], int]]:
+    """``{room: (active model, worker)}`` of each room's one participant in the front's /debug."""
+    rooms = get(server, "debug/rooms")["rooms"]
+    return {room: (ps[0]["model"], ps[0]["worker"]) for room, ps in rooms.items() if ps}
+
+
+def test_the_model_admin_through_the_front_switches_rooms_on_both_workers(tmp_path: Path) -> None:
+    root = tmp_path / "candidates"
+    scaled_model(root, "quieter", 0.5)
+    server = ServerProcess(tmp_path / "front.log", "--workers", "2", "--secret", SECRET,
+                           "--model-root", str(root))
+    procs: dict = {}
+    try:
+        # refusals, as a single process answers them
+        assert call(server, "admin/rooms/ra/model", token=None, body={"model": "quieter"})[0] == 401
+        assert call(server, "admin/rooms/ra/model", token=METRICS_TOKEN, body={"model": "quieter"})[0] == 401
+        assert call(server, "models", token="wrong")[0] == 401
+        assert call(server, "debug/rooms", token=None)[0] == 401
+        assert call(server, "admin/canary/rollback", token=None, body={})[0] == 401
+        code, text = call(server, "admin/rooms/ra/model", body={"model": "nope"})
+        assert code == 400 and "unknown model 'nope'" in text, (code, text)
+        assert call(server, "admin/canary/rollback", body={}) == (409, "no canary configured")
+        models = json.loads(call(server, "models", token=METRICS_TOKEN)[1])   # the token reads
+        assert models["default"] == "msenh-v2" and models["loaded"] == ["msenh-v2"], models
+        assert {r["name"] for r in models["registry"]} == {"msenh-v2", "quieter"}
+        assert models["canary"] is None and models["overrides"] == {}
+
+        procs = start_rooms(server, tmp_path)
+        poll(lambda: get(server, "models")["streams"] == {"msenh-v2": 2}, timeout=120,
+             what="both rooms' streams in the shared stage")
+        placed = poll(lambda: (lambda d: d if set(d) == set(ROOMS) and all(m for m, _ in d.values())
+                               else None)(debug_models(server)), timeout=60, what="both rooms in /debug")
+        assert sorted(w for _, w in placed.values()) == [0, 1], placed   # one room per worker
+        assert all(m == "msenh-v2" for m, _ in placed.values()), placed
+
+        for room in ROOMS:   # each room's switch reaches its stream, whichever worker has it
+            code, text = call(server, f"admin/rooms/{room}/model", body={"model": "quieter"})
+            assert code == 200, text
+            assert json.loads(text) == {"room": room, "model": "quieter", "streams": 1}
+        models = get(server, "models")
+        assert models["streams"] == {"quieter": 2}, models
+        assert models["overrides"] == {"ra": "quieter", "rb": "quieter"}
+        assert models["loaded"] == ["msenh-v2", "quieter"]
+        switched = poll(lambda: (lambda d: d if all(m == "quieter" for m, _ in d.values()) else None)
+                        (debug_models(server)), timeout=60, what="both streams heard through the new model")
+        assert switched.keys() == placed.keys() and all(switched[r][1] == placed[r][1] for r in ROOMS)
+        # a participant's spectra come from its room's worker (fed by the shared stage's outputs)
+        who = ROOMS["rb"][0]
+        spectra = poll(lambda: (lambda s: s if s["columns"] else None)(
+            get(server, f"debug/spectra?room=rb&identity={who}")), timeout=60, what="rb's spectra")
+        assert spectra["model"] == "quieter" and len(spectra["columns"][0]["raw"]) == spectra["bands"]
+        assert call(server, "debug/spectra?room=nowhere&identity=x")[0] == 404
+        # the inference process dies: its successor keeps the overrides, the reopened streams
+        # get their rooms' model again
+        kill_the_enhancer(server)
+        assert get(server, "models")["overrides"] == {"ra": "quieter", "rb": "quieter"}
+        poll(lambda: get(server, "models")["streams"] == {"quieter": 2}, timeout=120,
+             what="the reopened streams on their rooms' model")
+        for p in procs.values():
+            stop_client(p)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+        server.stop()
+
+
+def test_a_canary_is_accepted_at_start_with_workers_and_rolled_back_on_both(tmp_path: Path) -> None:
+    root = tmp_path / "candidates"
+    scaled_model(root, "quieter", 0.5)
+    server = ServerProcess(tmp_path / "front.log", "--workers", "2", "--secret", SECRET,
+                           "--model-root", str(root), "--canary-model", "quieter", "--canary-share", "1.0")
+    procs: dict = {}
+    try:
+        canary = get(server, "models")["canary"]
+        assert canary["state"] == "active" and canary["candidate"] == "quieter", canary
+        procs = start_rooms(server, tmp_path)
+        # every new room starts on the candidate (share 1.0), on both workers
+        poll(lambda: get(server, "models")["streams"] == {"quieter": 2}, timeout=120,
+             what="both rooms' streams on the canary")
+        placed = poll(lambda: (lambda d: d if set(d) == set(ROOMS) and all(m == "quieter" for m, _ in d.values())
+                               else None)(debug_models(server)), timeout=60, what="both rooms on the canary in /debug")
+        assert sorted(w for _, w in placed.values()) == [0, 1], placed
+        code, text = call(server, "admin/canary/rollback", body={"reason": "test"})
+        assert code == 200, text
+        assert json.loads(text)["state"] == "rolled-back" and json.loads(text)["reason"] == "manual: test"
+        assert get(server, "models")["streams"] == {"msenh-v2": 2}   # every stream moved back
+        poll(lambda: all(m == "msenh-v2" for m, _ in debug_models(server).values()), timeout=60,
+             what="both streams back on the stable model")
+        assert call(server, "admin/canary/rollback", body={}) == (409, "canary is rolled-back")
+        assert server_metric(server, "mediaserver_canary_rollbacks_total", model_version="quieter",
+                             reason="manual") == 1   # the inference process's series, through the front
+        assert server_metric(server, "mediaserver_canary_active", model_version="quieter") == 0
+        kill_the_enhancer(server)   # a rollback outlives the inference process
+        canary = get(server, "models")["canary"]
+        assert canary["state"] == "rolled-back" and canary["reason"] == "manual: test", canary
+        poll(lambda: get(server, "models")["streams"] == {"msenh-v2": 2}, timeout=120,
+             what="the reopened streams on the stable model")
+        assert server_metric(server, "mediaserver_canary_active", model_version="quieter") == 0
+        for p in procs.values():
+            stop_client(p)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+        server.stop()
