@@ -14,7 +14,7 @@ import os
 import sys
 from typing import NoReturn, Optional, Sequence
 
-from .config import UsageError, changed_flags
+from .config import UsageError, changed_flags, check_env, name_sources
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("mediaserver.sfu.server", "run the media server"),
@@ -95,7 +95,8 @@ def _run(argv: list[str], command: Optional[str]) -> int:
     args._argv = argv   # the whole command line (serve --workers hands it to each worker)
     args._changed = changed_flags(args._parser, args)   # flags not at their built-in default
     try:
+        check_env(args._parser, args)   # a variable's text that is no value for its flag
         return int(args._module.main(args) or 0)
     except UsageError as exc:   # one line on stderr, as argparse's own errors
-        print(f"{args._parser.prog}: error: {exc}", file=sys.stderr)
+        print(f"{args._parser.prog}: error: {name_sources(str(exc), args)}", file=sys.stderr)
         return 2

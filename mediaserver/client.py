@@ -21,9 +21,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import random
 import signal
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -37,7 +37,7 @@ from aiortc import (RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPe
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .audio import AudioFileError, read_audio, resample, write_audio
-from .config import add_option
+from .config import UsageError, add_option, print_problem
 from .media.g711 import G711Decoder, G711Encoder
 from .media.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusError, enable_opus_fec
 from .patches import pin_host_addresses, tap_receiver, tolerate_consent_stalls
@@ -200,6 +200,26 @@ def ws_urls(urls: str) -> list[str]:
     return out
 
 
+def describe_failure(exc: BaseException) -> str:
+    """One line for a failed connection, its cause in words, never the exception's repr
+    (``connection refused (127.0.0.1:8080)``, not ``ClientConnectorError(ConnectionKey(...``)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        cause = exc.os_error
+        # a refusal's strerror is "Connect call failed (...)"; a DNS error's errno is negative
+        why = (os.strerror(cause.errno) if (cause.errno or 0) > 0
+               else cause.strerror or str(cause) or type(cause).__name__).lower()
+        return f"{why} ({exc.host}:{exc.port})"
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"HTTP {exc.status} {exc.message} instead of a WebSocket"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    text = " ".join(str(exc).split())   # one line
+    return f"{type(exc).__name__}: {text}" if text and not isinstance(exc, ConnectionError) \
+        else text or type(exc).__name__
+
+
 class JoinRefused(ConnectionError):
     """The server answered the join with an error (``code``)."""
 
@@ -315,7 +335,7 @@ class HeadlessClient:
             except JoinRefused:
                 raise   # the server said no: another node would say the same
             except (ConnectionError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                logger.warning("cannot join through %s: %r", url, exc)
+                logger.warning("cannot join through %s: %s", url, describe_failure(exc))
                 problem = exc
         assert problem is not None
         raise problem
@@ -449,10 +469,9 @@ class HeadlessClient:
                     self.errors.append({"type": "rejoin-refused", "code": exc.code,
                                         "message": str(exc)})
                     return False
-                logger.info("rejoin %d through %s refused for now: %s", attempt.number,
-                            attempt.url, exc)
+                outcome = f"refused for now ({exc})"
             except (ConnectionError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                logger.info("rejoin %d through %s failed: %r", attempt.number, attempt.url, exc)
+                outcome = f"failed: {describe_failure(exc)}"
             else:
                 self.reconnector.connected(attempt.url)
                 self.reconnects += 1
@@ -461,6 +480,10 @@ class HeadlessClient:
                 logger.info("rejoined through %s after %d attempts", attempt.url, attempt.number + 1)
                 return True
             self.reconnector.failed(now=loop.time())
+            upcoming = self.reconnector.next_attempt()
+            logger.info("rejoin attempt %d through %s %s; retry in %.1f s%s", attempt.number + 1,
+                        attempt.url, outcome, max(0.0, upcoming.at - loop.time()),
+                        "" if upcoming.url == attempt.url else f" through {upcoming.url}")
 
     async def _close_connection(self) -> None:
         """Close this connection's reader, socket and peer connection (recordings stay)."""
@@ -539,7 +562,7 @@ class HeadlessClient:
         try:
             await self._read_messages()
         except Exception as exc:  # this connection is over; the summary still prints
-            logger.warning("signalling ended: %r", exc)
+            logger.warning("signalling ended: %s", describe_failure(exc))
             if not self.args.reconnect:
                 self.errors.append({"type": "client-error", "message": repr(exc)})
 
@@ -751,29 +774,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if not args.room:
-        print("error: --room is required", file=sys.stderr)
-        return 2
+        raise UsageError("--room is required")
     try:
         ws_urls(args.url)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--url: {exc}") from None
     if not 0 <= args.loss < 1 or not 0 <= args.reorder <= 1 or args.jitter_ms < 0:
-        print("error: --loss must be in [0,1), --reorder in [0,1], --jitter-ms >= 0",
-              file=sys.stderr)
-        return 2
+        raise UsageError("--loss must be in [0,1), --reorder in [0,1], --jitter-ms >= 0")
     try:
         parse_discontinuities(args.rtp_discontinuity)
     except ValueError as exc:
-        print(f"error: --rtp-discontinuity: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--rtp-discontinuity: {exc}") from None
     samples = None
     if args.send:
         try:
             audio, rate = read_audio(args.send)
         except AudioFileError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            raise UsageError(f"--send: {exc}") from None
         samples = resample(audio, rate, RATE)
     hosts = [h.strip() for v in (args.ice_host or []) for h in v.split(",") if h.strip()]
     from . import patches
@@ -781,24 +798,24 @@ def main(args: argparse.Namespace) -> int:
     try:
         patches.apply()   # the same aiortc behaviour as the server (mediaserver/patches.py)
     except patches.PatchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     pin_host_addresses(hosts)
     tolerate_consent_stalls()
     client = HeadlessClient(args, samples)
     try:
         summary = asyncio.run(client.run())
     except (ConnectionError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        print(json.dumps({"error": str(exc) or type(exc).__name__}), flush=True)
+        print(json.dumps({"error": describe_failure(exc)}), flush=True)
+        print_problem(args, f"cannot join room {args.room}: {describe_failure(exc)}")
         return 1
     except KeyboardInterrupt:
         return 130
     print(json.dumps(summary, indent=2), flush=True)
     if any(e.get("type") == "media-failed" for e in summary["errors"]):
-        print("error: the media connection never connected", file=sys.stderr)
+        print_problem(args, "the media connection never connected")
         return 1
     lost = [e for e in summary["errors"] if e.get("type") in ("disconnected", "rejoin-refused")]
     if lost:
-        print(f"error: {lost[0]['message']}", file=sys.stderr)
+        print_problem(args, lost[0]["message"])
         return 1
     return 0

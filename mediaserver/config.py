@@ -5,14 +5,24 @@ name comes from the flag alone, whatever the sub-command: a setting two sub-comm
 has one flag name and so one variable (``--asr-engine`` in ``serve`` and ``transcribe``).
 
 Bad settings raise :class:`UsageError`; ``mediaserver`` prints it as one line on stderr and
-exits 2, as argparse does for its own errors.
+exits 2, as argparse does for its own errors. A value that came from a variable is checked as
+the flag's would be (type, choices, yes/no) and its errors name the variable, not the flag
+(:func:`check_env`, :func:`name_sources`). No setting takes an empty value (``--asr ''``,
+``MEDIASERVER_ASR=``, ``--rooms ,``): a flag is left out, a variable unset; the few where an
+empty value means something say so (``add_option(empty_means=...)``, ``--metrics-token ''``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+import re
+import sys
+from typing import Any, Optional
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+GIVEN = "_flags_given"   # Namespace attribute: the dests set on the command line (not by a variable)
 
 
 class UsageError(ValueError):
@@ -24,31 +34,143 @@ def env_name(flag: str) -> str:
     return "MEDIASERVER_" + flag.lstrip("-").replace("-", "_").upper()
 
 
+def is_blank(value: str) -> bool:
+    """Empty, blanks, or a comma list that names nothing (``","``): no setting takes it."""
+    return not value.replace(",", "").strip()
+
+
+
+def _env_value(raw: str, kwargs: dict[str, Any], empty_means: Optional[str]) -> Any:
+    """``raw`` (a variable's text) converted as the flag's value would be; ``ValueError``
+    says why it is not one."""
+    if is_blank(raw):
+        if empty_means is not None and not raw:
+            return raw
+        raise ValueError("is empty: give a value, or unset the variable")
+    kind = kwargs.get("action")
+    if kind in ("store_true", argparse.BooleanOptionalAction):
+        word = raw.strip().lower()
+        if word not in TRUE_WORDS + FALSE_WORDS:
+            raise ValueError(f"is not yes or no ({'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)})")
+        return word in TRUE_WORDS
+    convert = kwargs.get("type") or str
+    try:
+        value = convert(raw)
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(str(exc)) from None
+    except (TypeError, ValueError):
+        raise ValueError(f"is not a valid {getattr(convert, '__name__', 'value')} value") from None
+    choices = kwargs.get("choices")
+    if choices is not None and value not in choices:
+        raise ValueError(f"is not one of {', '.join(map(str, choices))}")
+    return [value] if kind == "append" else value   # a list, as if the flag had been given once
+
+
+_CHECKED: dict[type, type] = {}
+
+
+def _checked(base: type) -> type:
+    """``base`` (an argparse action class) that refuses a blank value and records its dest in
+    the namespace's :data:`GIVEN` set; an ``append`` whose default came from a variable starts
+    from the built-in default when the flag is given (the flag wins, not both)."""
+    if base not in _CHECKED:
+        class Checked(base):  # type: ignore[valid-type, misc]
+            def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                         values: Any, option_string: Optional[str] = None) -> None:
+                for value in values if isinstance(values, list) else [values]:
+                    if isinstance(value, str) and is_blank(value) and \
+                            (value or getattr(self, "empty_means", None) is None):
+                        raise argparse.ArgumentError(
+                            self, f"{value!r} is empty: give a value, or leave the flag out")
+                given = getattr(namespace, GIVEN, None)
+                if given is None:
+                    given = set()
+                    setattr(namespace, GIVEN, given)
+                if self.dest not in given and getattr(self, "env_raw", None) is not None \
+                        and isinstance(self, argparse._AppendAction):
+                    setattr(namespace, self.dest, None)
+                given.add(self.dest)
+                super().__call__(parser, namespace, values, option_string)
+
+        Checked.__name__ = f"Checked{base.__name__}"
+        _CHECKED[base] = Checked
+    return _CHECKED[base]
+
+
 def add_option(parser: argparse.ArgumentParser, flag: str, *aliases: str,
-               **kwargs: Any) -> argparse.Action:
+               empty_means: Optional[str] = None, **kwargs: Any) -> argparse.Action:
     """Add ``flag`` whose default comes from its ``MEDIASERVER_*`` variable when set.
 
     ``aliases``: older spellings still accepted on the command line (the variable is named
-    after ``flag`` only). The action's ``builtin_default`` keeps the default before the
-    variable (:func:`changed_flags`).
+    after ``flag`` only). ``empty_means``: what an empty value (``--flag ''``) does, for the
+    few settings where one means something (the help says it); any other refuses it. The action's ``builtin_default`` keeps the default before the
+    variable (:func:`changed_flags`); ``env_name``, ``env_raw`` (the variable's text or None)
+    and ``env_problem`` (why that text is no value for the flag, or None: :func:`check_env`).
     """
     name = env_name(flag)
     builtin = kwargs.get("default", False if kwargs.get("action") == "store_true" else None)
     raw = os.environ.get(name)
+    problem = None
     if raw is not None:
-        if kwargs.get("action") in ("store_true", argparse.BooleanOptionalAction):
-            kwargs["default"] = raw.strip().lower() in ("1", "true", "yes", "on")
-        elif kwargs.get("action") == "append":
-            # a list, as if the flag had been given once (comma lists stay one string)
-            kwargs["default"] = [kwargs.get("type", str)(raw)]
-        else:
-            convert = kwargs.get("type", str)
-            kwargs["default"] = convert(raw)
-    help_text = kwargs.get("help", "")
+        try:
+            kwargs["default"] = _env_value(raw, kwargs, empty_means)
+        except ValueError as exc:
+            problem = f"{name}={raw!r} {exc}"
+    help_text = kwargs.get("help", "") + (f" ('': {empty_means})" if empty_means else "")
     kwargs["help"] = f"{help_text} [env {name}]".strip()
+    kind = kwargs.get("action")
+    kwargs["action"] = _checked(parser._registry_get("action", kind, kind))
     action = parser.add_argument(flag, *aliases, **kwargs)
     action.builtin_default = builtin  # type: ignore[attr-defined]
+    action.env_name = name  # type: ignore[attr-defined]
+    action.env_raw = raw  # type: ignore[attr-defined]
+    action.env_problem = problem  # type: ignore[attr-defined]
+    action.empty_means = empty_means  # type: ignore[attr-defined]
     return action
+
+
+def _from_env(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[argparse.Action]:
+    """The actions of ``parser`` whose variable is set and whose flag was not given."""
+    given = getattr(args, GIVEN, set())
+    return [a for a in parser._actions
+            if getattr(a, "env_raw", None) is not None and a.dest not in given]
+
+
+def check_env(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Raise :class:`UsageError` naming every variable (in effect: its flag not given) whose
+    text is no value for its flag (``MEDIASERVER_PORT='x' is not a valid int value``)."""
+    problems = [a.env_problem for a in _from_env(parser, args) if a.env_problem]  # type: ignore[attr-defined]
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+def name_sources(message: str, args: argparse.Namespace) -> str:
+    """``message`` with each flag whose value came from its variable named as the variable:
+    ``--asr tape`` becomes ``MEDIASERVER_ASR=tape``, a bare ``--asr`` ``MEDIASERVER_ASR``.
+    ``args._parser``: the sub-command's parser (``mediaserver`` sets it); without it,
+    ``message`` as it is."""
+    parser = getattr(args, "_parser", None)
+    if parser is None:
+        return message
+    for action in _from_env(parser, args):
+        raw = action.env_raw  # type: ignore[attr-defined]
+        for flag in action.option_strings:
+            pattern = (rf"(?<![\w-]){re.escape(flag)}(?![\w-])"
+                       rf"(?P<value>[ =]{re.escape(raw)}(?![^\s:;,)]))?")
+            message = re.sub(pattern, lambda m: action.env_name + (  # type: ignore[attr-defined]
+                f"={raw}" if m.group("value") else ""), message)
+    return message
+
+
+def print_problem(args: Optional[argparse.Namespace], message: str, kind: str = "error") -> None:
+    """One line on stderr, ``mediaserver CMD: error: MESSAGE`` (or ``warning``), as a
+    :class:`UsageError` is printed: for what a command reports and goes on (a bad file among
+    several, a failure while running). Flags set by their variable are named as it."""
+    parser = getattr(args, "_parser", None)
+    prog = parser.prog if parser is not None else "mediaserver"
+    if args is not None:
+        message = name_sources(message, args)
+    print(f"{prog}: {kind}: {message}", file=sys.stderr, flush=True)
 
 
 def changed_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> frozenset[str]:

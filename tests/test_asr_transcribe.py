@@ -45,8 +45,10 @@ def test_cli_prints_text_and_writes_json(phrase_wav, tmp_path) -> None:
                            "--feed", "raw", "--json", str(out)],
                           cwd=ROOT, capture_output=True, timeout=300)
     stdout, stderr = proc.stdout.decode(), proc.stderr.decode()
-    assert proc.returncode == 1  # one file was bad: reported, the other still transcribed
-    assert "not_audio.wav" in stderr and "cannot read audio" in stderr
+    # one file was bad: reported as an input error (exit 2, as a bad flag), the other still
+    # transcribed
+    assert proc.returncode == 2
+    assert f"mediaserver transcribe: error: {bad}: cannot read audio" in stderr, stderr
     result = json.loads(out.read_text())
     assert [r["file"] for r in result] == [phrase_wav, str(bad)]
     text = result[0]["text"].lower()

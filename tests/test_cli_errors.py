@@ -161,9 +161,188 @@ def test_flags_without_effect_are_warned_once_each(caplog, monkeypatch) -> None:
         warned = _warnings(caplog, "--no-enhance", "--asr", "local", "--asr-feed", feed)
         assert len(warned) == 1 and "--asr-feed" in warned[0] and "--no-enhance" in warned[0], warned
     assert _warnings(caplog, "--asr", "local", "--asr-feed", "enhanced") == []
-    # enhancer flags with the enhancer off; a variable counts as given
+    # enhancer flags with the enhancer off; a variable counts as given, and is named as itself
     monkeypatch.setenv("MEDIASERVER_ENHANCER_THREADS", "2")
     warned = _warnings(caplog, "--no-enhance", "--vad-mode", "3", "--canary-model", "msenh-v3")
-    assert len(warned) == 1 and "--enhancer-threads, --vad-mode" in warned[0], warned
+    assert len(warned) == 1 and "MEDIASERVER_ENHANCER_THREADS, --vad-mode" in warned[0], warned
     assert "--canary-model" in warned[0], warned
     assert "--no-enhance" in warned[0]
+
+
+# ---- input files: one line each, exit 2, as a bad flag ------------------------------------------
+# A fresh user's trial: ``transcribe`` of an unreadable file said ``error: ...`` (no
+# ``mediaserver transcribe:``) and exited 1, after loading the recogniser; ``enhance`` the same
+# after loading the model; ``bench`` ended with ``SystemExit("error: ...")``.
+
+def _files(tmp_path) -> dict[str, str]:
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio\n")
+    return {"not audio": str(text), "missing": str(tmp_path / "missing.wav"), "a folder": str(tmp_path)}
+
+
+FILE_COMMANDS = [
+    ("transcribe", lambda f: ["transcribe", f]),
+    ("enhance", lambda f: ["enhance", "--out-dir", "out", f]),
+    ("client", lambda f: ["client", "--url", "http://127.0.0.1:9", "--room", "r", "--send", f]),
+]
+
+
+@pytest.mark.parametrize("command,argv", FILE_COMMANDS, ids=[c for c, _ in FILE_COMMANDS])
+def test_an_unreadable_input_file_is_one_line_naming_it_exit_2(command, argv, tmp_path) -> None:
+    """Each kind of unreadable file, in a real process: one ``mediaserver CMD: error:`` line
+    naming the file and why, exit 2, before any model loads (no recogniser or enhancer log)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASERVER_")}
+    for why, path in _files(tmp_path).items():
+        proc = subprocess.run([sys.executable, "-m", "mediaserver", *argv(path)], cwd=tmp_path,
+                              env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                              timeout=300)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (why, proc.returncode, proc.stderr[-2000:])
+        assert len(lines) == 1 and lines[0].startswith(f"mediaserver {command}: error: "), (why, lines)
+        assert path in lines[0] and "Traceback" not in proc.stderr, (why, lines)
+        assert proc.stdout == "", (why, proc.stdout)
+
+
+def test_every_error_line_of_the_package_names_its_command() -> None:
+    """No ``print("error ...")``/``print("warning ...")`` and no ``SystemExit("error ...")`` in
+    mediaserver/: a command's problems are a :class:`UsageError` or ``config.print_problem``,
+    which prefix ``mediaserver CMD:`` and name the variable a bad value came from (the kind;
+    a new sub-command that prints its own ``error:`` fails here)."""
+    offenders = []
+    for path in sorted((ROOT / "mediaserver").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.Call) and node.args
+                    and getattr(node.func, "id", None) in ("print", "SystemExit")):
+                continue
+            first = node.args[0]
+            text = (first.value if isinstance(first, ast.Constant) else
+                    first.values[0].value if isinstance(first, ast.JoinedStr) and first.values
+                    and isinstance(first.values[0], ast.Constant) else None)
+            if isinstance(text, str) and text.lower().startswith(("error", "warning")):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, offenders
+
+
+# ---- values from variables: checked as the flag's, named as the variable -------------------------
+# The trial: ``MEDIASERVER_ASR=tape`` was reported as ``--asr: unknown ASR sink(s)``; and a
+# variable's value skipped the flag's checks: ``MEDIASERVER_PORT=x`` was a traceback,
+# ``MEDIASERVER_OPUS_COMPLEXITY=99`` and ``MEDIASERVER_ASR_ENGINE=foo`` were accepted,
+# ``MEDIASERVER_NO_ENHANCE=maybe`` meant off.
+
+FROM_ENV = [
+    ({"MEDIASERVER_PORT": "x"}, ("serve",), "MEDIASERVER_PORT='x'"),            # type
+    ({"MEDIASERVER_PORT": "70000"}, ("serve",), "MEDIASERVER_PORT must be"),     # serve's own check
+    ({"MEDIASERVER_ASR": "tape"}, ("serve",), "MEDIASERVER_ASR: unknown ASR sink"),
+    ({"MEDIASERVER_ASR_FEED": "loud"}, ("serve",), "MEDIASERVER_ASR_FEED='loud'"),   # choices
+    ({"MEDIASERVER_ASR_ENGINE": "foo"}, ("serve",), "MEDIASERVER_ASR_ENGINE='foo'"),
+    ({"MEDIASERVER_OPUS_COMPLEXITY": "99"}, ("serve",), "MEDIASERVER_OPUS_COMPLEXITY='99'"),
+    ({"MEDIASERVER_NO_ENHANCE": "maybe"}, ("serve",), "MEDIASERVER_NO_ENHANCE='maybe'"),
+    ({"MEDIASERVER_ASR_DEVICE": "cuda"}, ("serve", "--asr", "local", "--asr-engine", "moonshine"),
+     "MEDIASERVER_ASR_DEVICE=cuda"),
+    ({"MEDIASERVER_ASR_FEED": "loud"}, ("transcribe", "x.wav"), "MEDIASERVER_ASR_FEED='loud'"),
+    ({"MEDIASERVER_TTL": "-1"}, ("token", "--room", "r", "--identity", "i", "--secret", "s"),
+     "MEDIASERVER_TTL must be positive"),
+    ({"MEDIASERVER_ICE_HOST": ","}, ("serve",), "MEDIASERVER_ICE_HOST=','"),   # append, blank
+]
+
+
+def _never_serving(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """``serve`` with ``--workers 0``, refused after every check these tables are about: a
+    check that is missing (a mutation) fails the row instead of starting a server here."""
+    return (*argv, "--workers", "0") if argv[0] == "serve" else argv
+
+
+@pytest.mark.parametrize("env,argv,said", FROM_ENV, ids=[" ".join(e) for e, _, _ in FROM_ENV])
+def test_a_bad_value_from_a_variable_is_named_as_the_variable(run_cli, monkeypatch, env, argv,
+                                                                said) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    rc, out, err = run_cli("--log-level", "WARNING", *_never_serving(argv))
+    lines = err.strip().splitlines()
+    assert rc == 2 and out == "" and len(lines) == 1, (rc, out, err)
+    assert said in lines[0] and "Traceback" not in err, lines[0]
+    flag = "--" + next(iter(env)).removeprefix("MEDIASERVER_").lower().replace("_", "-")
+    assert flag not in lines[0], lines[0]   # the value did not come from the flag
+
+
+def test_a_bad_variable_is_named_in_a_real_process_too(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASERVER_")}
+    proc = subprocess.run([sys.executable, "-m", "mediaserver", "serve", "--port", "0"],
+                          cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT), "MEDIASERVER_ASR": "tape"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "mediaserver serve: error: MEDIASERVER_ASR: unknown ASR sink(s) tape; choose from "
+        "local, redis, ws, wav, or none"], proc.stderr[-2000:]
+
+
+def test_the_flag_wins_over_its_variable_bad_or_repeated(run_cli, monkeypatch) -> None:
+    """A bad variable whose flag is given is not used, so not an error; a repeatable flag
+    replaces its variable's list instead of adding to it."""
+    monkeypatch.setenv("MEDIASERVER_TTL", "x")
+    rc, out, err = run_cli("token", "--room", "r", "--identity", "i", "--secret", "s", "--ttl", "60")
+    assert rc == 0 and out.strip() and err == "", (rc, err)
+    monkeypatch.setenv("MEDIASERVER_ICE_HOST", "10.0.0.1")
+    parser = cli.build_parser("serve")
+    assert parser.parse_args(["serve"]).ice_host == ["10.0.0.1"]
+    assert parser.parse_args(["serve", "--ice-host", "127.0.0.1"]).ice_host == ["127.0.0.1"]
+
+
+# ---- empty values: refused, never silently "off" ---------------------------------------------------
+# The trial: ``--asr ''`` (and ``MEDIASERVER_ASR=``) ran without ASR and said nothing.
+
+EMPTY = [
+    ({}, ("serve", "--asr", ""), "argument --asr"),
+    ({}, ("serve", "--asr", " , "), "argument --asr"),
+    ({}, ("serve", "--rooms", ","), "argument --rooms"),        # was: any room allowed
+    ({}, ("serve", "--ice-host", ""), "argument --ice-host"),   # was: no pinning
+    ({}, ("serve", "--secret", ""), "argument --secret"),       # was: an open server
+    ({}, ("transcribe", "x.wav", "--json", ""), "argument --json"),
+    ({}, ("token", "--room", "r", "--identity", "", "--secret", "s"), "argument --identity"),
+    ({"MEDIASERVER_ASR": ""}, ("serve",), "MEDIASERVER_ASR=''"),
+    ({"MEDIASERVER_SECRET": " "}, ("serve",), "MEDIASERVER_SECRET=' '"),
+    ({"MEDIASERVER_NO_ENHANCE": ""}, ("serve",), "MEDIASERVER_NO_ENHANCE=''"),
+    ({"MEDIASERVER_ASR_FEED": ""}, ("transcribe", "x.wav"), "MEDIASERVER_ASR_FEED=''"),
+]
+
+
+@pytest.mark.parametrize("env,argv,said", EMPTY, ids=[" ".join([*e, *a]) for e, a, _ in EMPTY])
+def test_an_empty_value_is_refused_naming_where_it_came_from(run_cli, monkeypatch, env, argv,
+                                                             said) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    rc, out, err = run_cli("--log-level", "WARNING", *_never_serving(argv))
+    lines = err.strip().splitlines()
+    assert rc == 2 and out == "" and len(lines) == 1, (rc, out, err)
+    assert said in lines[0] and "empty" in lines[0], lines[0]
+
+
+def test_asr_none_is_the_spelled_out_default() -> None:
+    """``--asr none`` (``MEDIASERVER_ASR=none``: docker-compose's default) is no ASR, as
+    without the flag; with a sink next to it, an error."""
+    from mediaserver.asr.options import build_sinks, validate_asr_args
+
+    assert validate_asr_args(_serve_args("--asr", "none")) is None
+    assert build_sinks(_serve_args("--asr", "none")) == [] == build_sinks(_serve_args())
+    assert "none and ASR sinks" in validate_asr_args(_serve_args("--asr", "none,local"))
+
+
+def test_docker_compose_defaults_are_accepted_settings(monkeypatch) -> None:
+    """docker-compose.yml's server variables with their defaults (``${ASR:-none}``; a required
+    one, ``${X:?...}``, as a placeholder) pass the checks a variable gets: the compose file
+    set ``MEDIASERVER_ASR: ${ASR:-}``, an empty value now refused."""
+    import re
+
+    yaml = pytest.importorskip("yaml")
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    nodes = [svc["environment"] for svc in compose["services"].values()
+             if svc.get("image", "").startswith("mediaserver")]
+    assert nodes
+    for env in nodes:
+        for name in [n for n in os.environ if n.startswith("MEDIASERVER_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            value = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
+            monkeypatch.setenv(name, re.sub(r"\$\{\w+(:\?[^}]*)?\}", "203.0.113.7", value))
+        parser = cli.build_parser("serve")
+        args = parser.parse_args(["serve"])
+        cli.check_env(args._parser, args)   # raises UsageError naming the variable

@@ -17,14 +17,15 @@ from .sink import AsrSink
 logger = logging.getLogger(__name__)
 
 SINKS = ("local", "redis", "ws", "wav")
+NO_SINK = "none"   # --asr none: no ASR (the default; a variable that must be set can say it)
 PARTIAL_INTERVAL_S = 0.3   # --asr-partial-interval
 EARLY_FINAL_S = 0.2        # --asr-early-final
 
 
 def add_asr_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--asr`` and friends; ``--redis-url`` only if no other module added it."""
-    add_option(parser, "--asr", default="", metavar="LIST",
-               help=f"comma-separated ASR sinks: {','.join(SINKS)} (default: none)")
+    add_option(parser, "--asr", default=NO_SINK, metavar="LIST",
+               help=f"comma-separated ASR sinks: {','.join(SINKS)}, or {NO_SINK} (the default)")
     add_option(parser, "--asr-feed", choices=FEEDS, default=DEFAULT_FEED,
                help=f"audio the ASR sinks get (default {DEFAULT_FEED})")
     add_option(parser, "--asr-mix-raw-share", type=float, default=DEFAULT_RAW_SHARE,
@@ -74,10 +75,17 @@ def add_asr_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_sink_list(value: str) -> list[str]:
+    """The sink names of an ``--asr`` value (``none``: no sink); ``ValueError`` names an
+    unknown one, or ``none`` next to a sink."""
     names = [n.strip() for n in (value or "").split(",") if n.strip()]
+    if NO_SINK in names:
+        if len(names) > 1:
+            raise ValueError(f"{NO_SINK} and ASR sinks at once ({value}); choose {NO_SINK} or sinks")
+        return []
     unknown = [n for n in names if n not in SINKS]
     if unknown:
-        raise ValueError(f"unknown ASR sink(s) {', '.join(unknown)}; choose from {', '.join(SINKS)}")
+        raise ValueError(f"unknown ASR sink(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(SINKS)}, or {NO_SINK}")
     return list(dict.fromkeys(names))
 
 

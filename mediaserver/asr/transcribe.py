@@ -19,15 +19,14 @@ import argparse
 import asyncio
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-from ..audio import AudioFileError, read_audio, resample
-from ..config import UsageError, add_option
+from ..audio import AudioFileError, check_inputs, read_audio, resample
+from ..config import UsageError, add_option, name_sources, print_problem
 from .feed import DEFAULT_FEED, DEFAULT_RAW_SHARE, FEEDS, check_feed
 from .hub import FRAME_48K, FeedConfig, ParticipantPipeline
 from .local import (DEFAULT_ENGINE, DEVICES, ENGINES, WINDOW_TAIL_S, LocalRecogniserSink,
@@ -319,12 +318,15 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--asr-feed / --asr-mix-raw-share: {exc}") from None
     for warning in flags_without_effect(args):
-        logger.warning("%s", warning)
+        logger.warning("%s", name_sources(warning, args))
     from .options import local_engine_problem
 
     problem = local_engine_problem(args.asr_engine, args.asr_device)   # before any loading
     if problem:
         raise UsageError(problem)
+    bad = check_inputs(args, args.inputs)   # each one line on stderr now; exit 2 at the end
+    if len(bad) == len(args.inputs):
+        return 2   # nothing to transcribe: refused before the models load
     enhancer = None
     if args.asr_feed != "raw":
         try:
@@ -342,9 +344,12 @@ def main(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.inputs:
         try:
+            if str(path) in bad:
+                raise AudioFileError(bad[str(path)])   # said already
             samples, rate = read_audio(path)
         except AudioFileError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            if str(path) not in bad:   # its header was fine, its data is not
+                print_problem(args, str(exc))
             results.append({"file": str(path), "text": "", "error": str(exc)})
             failed += 1
             continue
@@ -370,4 +375,4 @@ def main(args: argparse.Namespace) -> int:
     if args.json_path:
         Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_path).write_text(json.dumps(results, indent=2) + "\n")
-    return 1 if failed else 0
+    return 2 if failed else 0   # an unreadable input is an input error, as a bad flag

@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 
 from redis.exceptions import RedisError
 
-from ..config import UsageError, add_option
+from ..config import UsageError, add_option, print_problem
 from .node import snapshot
 from .registry import RedisRegistry
 
@@ -34,6 +33,6 @@ def main(args: argparse.Namespace) -> int:
     try:
         print(json.dumps(asyncio.run(view(args.redis_url)), indent=2))
     except (RedisError, OSError, ValueError) as exc:
-        print(f"error: cannot read the cluster from {args.redis_url}: {exc}", file=sys.stderr)
+        print_problem(args, f"cannot read the cluster from {args.redis_url}: {exc}")
         return 1
     return 0

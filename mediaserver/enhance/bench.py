@@ -155,7 +155,7 @@ def bench_enhancer(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(max(1, args.threads))
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but torch sees no CUDA device")
+        raise UsageError("--device cuda: torch sees no CUDA device")
     model, weights = _model(args.model, device)
     sync = (lambda: torch.cuda.synchronize()) if device.startswith("cuda") else (lambda: None)
     signal = bench_signal(args.data)
@@ -284,7 +284,7 @@ def _conversation(data: Optional[str], seconds: float = 60.0, snr_db: float = 10
         import tempfile
 
         if shutil.which("espeak-ng") is None:
-            raise SystemExit("error: this benchmark needs --data or espeak-ng (apt-get install espeak-ng)")
+            raise UsageError("--data: this benchmark needs --data or espeak-ng (apt-get install espeak-ng)")
         source = "espeak-ng + pink noise"
         sentences = ["The meeting starts at nine.", "Can everyone hear me now?", "Let us look at the numbers.",
                      "I think that is fine.", "Please send me the report tomorrow.", "Thanks, see you later."]

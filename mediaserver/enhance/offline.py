@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from ..audio import AudioFileError, read_audio, resample, write_audio
-from ..config import UsageError, add_option
+from ..audio import AudioFileError, check_inputs, read_audio, resample, write_audio
+from ..config import UsageError, add_option, print_problem
 from ..devices import torch_device_problem
 from .stage import EnhancerStage
 from .streaming import Enhancer
@@ -30,6 +29,7 @@ from .weights import WeightsError
 logger = logging.getLogger(__name__)
 
 FRAME = 960  # the media clock's 20 ms frame
+MIN_RATE = 8000  # Hz: the lowest input rate (narrowband telephone audio)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,40 +91,44 @@ def main(args: argparse.Namespace) -> int:
     if problem:
         raise UsageError(f"--device {args.device}: {problem}")
     if not 0.0 <= args.atten_lim_db <= 1000.0:
-        print(f"error: --atten-lim-db must be >= 0, got {args.atten_lim_db}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--atten-lim-db must be within 0..1000, got {args.atten_lim_db}")
+    bad = check_inputs(args, args.inputs, min_rate=MIN_RATE)   # each one line on stderr now
+    if len(bad) == len(args.inputs):
+        return 2   # nothing to enhance: refused before the model loads
     try:
         stage = EnhancerStage(args.model, device=args.device, threads=args.threads,
                               gate=bool(args.vad_gate), capacity=1)
     except WeightsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--model: {exc}") from None
     out_dir = Path(args.out_dir)
-    failed = 0
+    unreadable = len(bad)
+    unwritten = 0
     for name in args.inputs:
         path = Path(name)
+        if str(name) in bad:
+            continue
         try:
             x, rate = read_audio(path)
-            if rate < 8000:
-                raise AudioFileError(f"{path}: sample rate {rate} Hz is too low (need >= 8000)")
             y = enhance_signal_stage(stage, x, rate, args.atten_lim_db)
             target = out_dir / path.name
             if target.suffix.lower() != ".wav":
                 target = target.with_suffix(".wav")
             write_audio(target, y, rate)
-        except AudioFileError as exc:
-            failed += 1
-            print(f"error: {exc}", file=sys.stderr)
+        except AudioFileError as exc:   # its header was fine, its data is not
+            unreadable += 1
+            print_problem(args, str(exc))
             continue
         except OSError as exc:
-            failed += 1
-            print(f"error: {path}: cannot write output ({exc})", file=sys.stderr)
+            unwritten += 1
+            print_problem(args, f"{path}: cannot write output ({exc})")
             continue
         logger.info("%s -> %s (%.2f s at %d Hz)", path, target, len(x) / rate, rate)
     stage.shutdown()
+    failed = unreadable + unwritten
     if failed:
-        print(f"{failed} of {len(args.inputs)} file(s) failed", file=sys.stderr)
-    return 1 if failed else 0
+        print_problem(args, f"{failed} of {len(args.inputs)} file(s) failed")
+    # an unreadable input is an input error (2, as a bad flag); an output not written, 1
+    return 2 if unreadable else 1 if unwritten else 0
 
 
 def run(argv: Optional[list[str]] = None) -> int:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from ..config import UsageError, add_option
+from ..config import UsageError, add_option, print_problem
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     registry = ModelRegistry(roots_from_args(args))
     for problem in registry.errors:
-        print(f"warning: {problem}")
+        print_problem(args, problem, "warning")   # stderr: --json output stays JSON
     try:
         if args.action == "list":
             rows = [registry.get(n).describe() for n in registry.names()]

@@ -20,7 +20,7 @@ from typing import Any, Optional
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 
-from ..config import UsageError, add_option
+from ..config import UsageError, add_option, name_sources
 from ..patches import pin_host_addresses, tolerate_consent_stalls
 from .drain import Drain, add_drain_options, backstop, exit_now_on_second_signal, validate_drain_args
 from .limits import Limits, add_limit_options
@@ -466,7 +466,7 @@ def check_args(args: argparse.Namespace) -> None:
     if problem:
         raise UsageError(problem)
     for warning in [] if worker else asr_flags_without_effect(args) + enhancer_flags_without_effect(args):
-        logger.warning("%s", warning)
+        logger.warning("%s", name_sources(warning, args))   # a variable's setting named as it
 
 
 def main(args: argparse.Namespace) -> int:

@@ -19,12 +19,11 @@ import hmac
 import json
 import re
 import secrets
-import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
 
-from ..config import add_option
+from ..config import UsageError, add_option
 from .names import BadName, normalise_identity
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -141,17 +140,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if not args.room or not args.identity:
-        print("error: --room and --identity are required", file=sys.stderr)
-        return 2
+        raise UsageError("--room and --identity are required")
     if not args.secret:
-        print("error: --secret (or MEDIASERVER_SECRET) is required", file=sys.stderr)
-        return 2
+        raise UsageError("--secret (or MEDIASERVER_SECRET) is required")
     if args.ttl <= 0:
-        print("error: --ttl must be positive", file=sys.stderr)
-        return 2
+        raise UsageError("--ttl must be positive")
     try:
         print(mint(args.secret, room=args.room, identity=args.identity, ttl_s=args.ttl))
     except TokenError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     return 0

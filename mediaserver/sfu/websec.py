@@ -89,6 +89,7 @@ def add_security_options(parser: argparse.ArgumentParser) -> None:
                help="comma list of other ws(s):// signalling URLs the shipped page may use via ?ws= "
                     "(default: none, the page talks only to its own server)")
     add_option(parser, "--metrics-token", default=None,
+               empty_means="no token, as without the flag (overrides MEDIASERVER_METRICS_TOKEN)",
                help="bearer token for /metrics and a detailed /healthz (required with --secret)")
 
 
