@@ -1819,6 +1819,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         edits=(Edit("docker-compose.yml", "    MEDIASERVER_ASR: ${ASR:-none}\n", "    MEDIASERVER_ASR: ${ASR:-}\n"),),
         tests=("tests/test_cli_errors.py::test_docker_compose_defaults_are_accepted_settings",),
     ),
+    Mutation(
+        name="panel-accelerate-missing",
+        claim="the connection panel shows the jitter buffer's accelerate (and expand) counts of my stream",
+        source="fresh-user trial 2 §5 (connection panel)",
+        edits=(Edit("static/js/stats.js", '  ["Sped up (accelerate)", (e) => e.accelerate, " frames"],\n', ""),),
+        tests=("tests/test_stats_panel.py::test_time_scaling_of_my_stream_has_rows_in_the_connection_panel",),
+    ),
+    Mutation(
+        name="panel-trimmed-missing",
+        claim="the connection panel shows the jitter buffer's trimmed_ms of my stream",
+        source="fresh-user trial 2 §5 (connection panel)",
+        edits=(Edit("static/js/stats.js", '(e) => e.trimmed_ms, " ms"]', '(e) => undefined, " ms"]  // mutation'),),
+        tests=("tests/test_stats_panel.py::test_time_scaling_of_my_stream_has_rows_in_the_connection_panel",),
+    ),
 )
 
 

@@ -1,5 +1,7 @@
 """The page's connection panel (static/js/stats.js, run in Node) on a real InboundAudio stats
-entry: a DTX pause shows as its own row, not as concealment."""
+entry: a DTX pause shows as its own row, not as concealment; the jitter buffer's time scaling
+(``accelerate``, ``expand``, ``trimmed_ms``) has rows (a fresh user's trial found them only in
+the reply and ``mediaserver client``'s ``server_view``)."""
 
 from __future__ import annotations
 
@@ -74,3 +76,33 @@ def test_my_quality_telemetry_has_rows_in_the_connection_panel() -> None:
     assert rows["Concealed / FEC / DTX"][0].startswith(f"{round(quality['concealed_pct'])} / 0 / 0")
     assert rows["Over-suppression events"] == (0, "")
     assert rows["Input level"] == (quality["level_dbfs"], " dBFS")
+
+
+def spike_stream_stats() -> dict:
+    """Tone bursts over a faint noise floor whose packets 150..159 are held 200 ms and then
+    arrive at once (a stalled sender): the buffer gives the delay back by playing faster and
+    trimming; the receiver's stats after playing it all."""
+    enc, rng = OpusEncoder(), np.random.default_rng(0)
+    t = np.arange(48000 * 8) / 48000
+    pcm = (0.3 * np.sin(2 * np.pi * 300 * t) * (np.sin(2 * np.pi * 0.5 * t) > 0)
+           + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+    packets = [enc.encode(pcm[i * 960:(i + 1) * 960]) for i in range(len(pcm) // 960)]
+    arrivals = sorted((159 * 20.0 + 200.0 if 150 <= i < 160 else i * 20.0, i) for i in range(len(packets)))
+    ib, j = InboundAudio(), 0
+    for tick in range(len(packets) + 50):
+        while j < len(arrivals) and arrivals[j][0] <= tick * 20.0:
+            at, i = arrivals[j]
+            ib.push(packets[i], seq=i, timestamp=i * 960, ssrc=1, arrival_ms=at)
+            j += 1
+        ib.pull(now_ms=tick * 20.0 + 0.3)
+    return ib.stats()
+
+
+def test_time_scaling_of_my_stream_has_rows_in_the_connection_panel() -> None:
+    stats = spike_stream_stats()
+    assert stats["accelerate"] > 0 and stats["trimmed_ms"] > 0, stats   # the spike was given back
+    rows = {label: (value, unit) for label, value, unit in
+            panel_rows({"type": "stats", "participants": {"me": stats}}, "me")}
+    assert rows["Sped up (accelerate)"] == (stats["accelerate"], " frames")
+    assert rows["Slowed down (expand)"] == (stats["expand"], " frames")
+    assert rows["Delay given back (trimmed)"] == (stats["trimmed_ms"], " ms")

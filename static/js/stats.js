@@ -50,6 +50,11 @@ export function summariseInbound(report) {
 const SERVER_FIELDS = [
   ["Jitter buffer delay", (e) => e.current_delay_ms, " ms"],
   ["Jitter buffer target", (e) => e.target_delay_ms, " ms"],
+  // time scaling since the call started (README, connection panel): frames played faster to
+  // give delay back, frames stretched to build it up, and decoded audio dropped as pure delay
+  ["Sped up (accelerate)", (e) => e.accelerate, " frames"],
+  ["Slowed down (expand)", (e) => e.expand, " frames"],
+  ["Delay given back (trimmed)", (e) => e.trimmed_ms, " ms"],
   ["Packets received", (e) => e.packets_received, ""],
   ["Packets lost", (e) => e.packets_lost, ""],
   ["Late packets", (e) => e.packets_late, ""],
