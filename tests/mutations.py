@@ -189,7 +189,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         edits=(Edit("mediaserver/enhance/canary.py", "        reason = self._judge(delta, dmos)\n",
                     "        reason = self._judge(delta, dmos) and None  # mutation\n"),),
         tests=("tests/test_canary.py::test_canary_rules",
-               "tests/test_canary.py::test_an_over_suppressing_canary_is_rolled_back_during_a_call"),
+               "tests/test_canary.py::test_an_over_suppressing_canary_is_rolled_back_during_a_call",
+               "tests/test_workers_admin.py::test_an_over_suppressing_canary_is_rolled_back_by_itself_on_both_workers"),
     ),
     Mutation(
         name="canary-rollback-leaves-rooms",

@@ -9,7 +9,8 @@ the workers' ``/debug`` views. Claims:
   ``/admin`` reaches that room's stream whichever worker hosts it, and ``/debug/rooms`` shows both
   rooms (each participant with its ``worker``) with the new active model;
 - ``--canary-model`` is accepted at start with ``--workers 2``: new rooms of both workers start
-  on the candidate, and a rollback moves every stream back;
+  on the candidate, and a rollback (asked for, or by itself when the candidate removes speech)
+  moves every stream back;
 - the admin's changes outlive the inference process: killed with SIGKILL and restarted by the
   front, it keeps the room overrides and the rollback, and the workers' reopened streams get
   their rooms' models again;
@@ -188,6 +189,43 @@ def test_a_canary_is_accepted_at_start_with_workers_and_rolled_back_on_both(tmp_
         poll(lambda: get(server, "models")["streams"] == {"msenh-v2": 2}, timeout=120,
              what="the reopened streams on the stable model")
         assert server_metric(server, "mediaserver_canary_active", model_version="quieter") == 0
+        for p in procs.values():
+            stop_client(p)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+        server.stop()
+
+
+def test_an_over_suppressing_canary_is_rolled_back_by_itself_on_both_workers(tmp_path: Path) -> None:
+    """The inference process runs the canary's driver over the whole machine's SLI counters:
+    a candidate that removes speech is rolled back during the calls, with no admin call, and
+    both workers' streams move back to the stable model."""
+    from test_canary import noisy_speech
+
+    root = tmp_path / "candidates"
+    scaled_model(root, "cuts-speech", 0.02)
+    server = ServerProcess(tmp_path / "front.log", "--workers", "2", "--secret", SECRET,
+                           "--model-root", str(root), "--canary-model", "cuts-speech", "--canary-share", "1.0",
+                           "--canary-window-s", "20", "--canary-min-speech-s", "2")
+    wav = noisy_speech(tmp_path, 16.0)
+    procs: dict = {}
+    try:
+        for room, (who, _) in ROOMS.items():
+            procs[who] = start_client(server.url, room, who, "--send", str(wav), "--duration", "60",
+                                      "--token", mint(SECRET, room=room, identity=who), log=tmp_path / f"{who}.log")
+        placed = poll(lambda: (lambda d: d if set(d) == set(ROOMS) else None)(debug_models(server)),
+                      timeout=120, what="both rooms in /debug")
+        assert sorted(w for _, w in placed.values()) == [0, 1], placed
+        poll(lambda: server_metric(server, "mediaserver_canary_rollbacks_total", model_version="cuts-speech",
+                                   reason="over_suppression") >= 1, timeout=120, what="automatic rollback")
+        models = get(server, "models")
+        assert models["canary"]["state"] == "rolled-back", models
+        assert models["canary"]["reason"].startswith("over-suppression"), models
+        assert models["streams"] == {"msenh-v2": 2}, models   # both workers' streams moved back
+        poll(lambda: all(m == "msenh-v2" for m, _ in debug_models(server).values()), timeout=60,
+             what="both streams heard through the stable model")
         for p in procs.values():
             stop_client(p)
     finally:
