@@ -387,15 +387,18 @@ class SharedStage:
 
     def _to_sinks(self, items: Sequence[tuple[Any, ...]], outputs: list[SharedOutput]) -> None:
         """Hand the tick's enhanced streams to the frame sinks (``sfu/debug_view.DebugTap``), as
-        ``EnhancerStage`` does: handles, raw [N, 960], enhanced [N, 960], speech [N]."""
+        ``EnhancerStage`` does: handles, raw [N, 960], enhanced [N, 960], speech [N]. A sink
+        whose ``watching`` is False (nobody looks at the debug view) costs nothing: the arrays
+        are built only for a sink that wants them (33 µs a tick for 20 streams otherwise)."""
+        sinks = [s for s in self.frame_sinks if getattr(s, "watching", True)]
         rows = [i for i, item in enumerate(items) if item[0].slot is not None and not item[0].closed]
-        if not rows:
+        if not rows or not sinks:
             return
         handles = [items[i][0] for i in rows]
         raw = np.stack([outputs[i].raw for i in rows])
         enhanced = np.stack([outputs[i].enhanced for i in rows])
         speech = np.array([outputs[i].speech for i in rows], dtype=bool)
-        for sink in self.frame_sinks:
+        for sink in sinks:
             try:
                 sink.on_batch(handles, raw, enhanced, speech)
             except Exception:

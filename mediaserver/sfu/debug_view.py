@@ -52,6 +52,11 @@ class DebugTap:
         self._n: dict[int, int] = {}  # frames seen per watched stream (worker thread)
         self._lock = threading.Lock()
 
+    @property
+    def watching(self) -> bool:
+        """Someone polled a stream's spectra lately (until then a batch need not reach us)."""
+        return bool(self._watch)
+
     def watch(self, handle_id: int) -> None:
         self._watch[handle_id] = time.monotonic() + WATCH_S
 
