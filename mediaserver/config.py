@@ -103,9 +103,10 @@ def add_option(parser: argparse.ArgumentParser, flag: str, *aliases: str,
 
     ``aliases``: older spellings still accepted on the command line (the variable is named
     after ``flag`` only). ``empty_means``: what an empty value (``--flag ''``) does, for the
-    few settings where one means something (the help says it); any other refuses it. The action's ``builtin_default`` keeps the default before the
-    variable (:func:`changed_flags`); ``env_name``, ``env_raw`` (the variable's text or None)
-    and ``env_problem`` (why that text is no value for the flag, or None: :func:`check_env`).
+    few settings where one means something (the help says it); any other refuses it. The
+    action's ``builtin_default`` keeps the default before the variable (:func:`changed_flags`);
+    ``env_name``, ``env_raw`` (the variable's text or None) and ``env_problem`` (why that text
+    is no value for the flag, or None: :func:`check_env`).
     """
     name = env_name(flag)
     builtin = kwargs.get("default", False if kwargs.get("action") == "store_true" else None)

@@ -13,13 +13,18 @@ checks): there a signal only records itself, and :class:`StopSignals` (or the ca
 :func:`stop_requested`) acts on it. Raising ``KeyboardInterrupt`` there instead (Python's own
 SIGINT handler) can lose the signal: an interrupt that lands in a library's import inside a
 bare ``except:`` is swallowed and the server starts anyway (seen once in 16 early signals).
+When the process is ``mediaserver`` itself (``exit_at_once``), nothing started before the
+loop needs undoing, so a signal there ends the process at once (exit 0) instead of waiting
+1-3 s for the remaining imports and checks (``benchmarks/stop.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import time
 from typing import Awaitable, Optional, TypeVar
 
 logger = logging.getLogger(__name__)
@@ -36,11 +41,29 @@ def _remember(sig: int, frame: object) -> None:
     _pending.append(sig)
 
 
-def remember_stop_signals() -> None:
+def _exit_at_once(sig: int, frame: object) -> None:
+    text = f"{signal.Signals(sig).name} before start-up: not starting"
+    try:   # (a signal handler: a log line that cannot be written must not stop the exit)
+        if logging.getLogger().handlers:
+            logger.info("%s", text)
+            logging.shutdown()
+        else:   # serve's imports come before the logging set-up: the same line, by hand
+            os.write(2, f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO {__name__}: {text}\n".encode())
+    except Exception:
+        pass
+    os._exit(0)
+
+
+def remember_stop_signals(*, exit_at_once: bool = False) -> None:
     """From now until :class:`StopSignals` takes over, SIGINT/SIGTERM only record themselves
-    (:func:`stop_requested`). Main thread only; call before anything slow (imports) starts."""
+    (:func:`stop_requested`), or with ``exit_at_once`` end the process at once, exit 0: for
+    the ``mediaserver`` process itself, where nothing before the loop needs undoing (not for
+    a caller that runs a command in its own process). Calling it again keeps the handlers in
+    force. Main thread only; call before anything slow (imports) starts."""
+    if signal.getsignal(signal.SIGTERM) in (_remember, _exit_at_once):
+        return
     for sig in STOP_SIGNALS:
-        signal.signal(sig, _remember)
+        signal.signal(sig, _exit_at_once if exit_at_once else _remember)
 
 
 def stop_requested() -> Optional[int]:
