@@ -1857,6 +1857,22 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "        pass  # mutation\n"),),
         tests=("tests/test_stop_fast.py::test_a_stopped_server_runs_its_atexit_handlers_and_skips_the_teardown",),
     ),
+    Mutation(
+        name="serve-missing-model-traceback",
+        claim="serve --model / --canary-model naming no weights file is one line naming the flag, exit 2, before anything starts",
+        source="fresh-user trial 2 §1 (input errors: model files)",
+        edits=(Edit("mediaserver/enhance/stage_options.py", "    problem = model_problem(args)\n",
+                    "    problem = None  # mutation\n"),),
+        tests=("tests/test_cli_errors.py::test_a_missing_model_file_is_one_line_naming_the_flag",),
+    ),
+    Mutation(
+        name="bench-missing-model-traceback",
+        claim="bench --model naming no weights file is one line naming the flag, exit 2",
+        source="fresh-user trial 2 §1 (input errors: model files)",
+        edits=(Edit("mediaserver/enhance/bench.py", '            raise UsageError(f"--model: {exc}") from None\n',
+                    "            raise  # mutation\n"),),
+        tests=("tests/test_cli_errors.py::test_a_missing_model_file_is_one_line_naming_the_flag",),
+    ),
 )
 
 

@@ -346,3 +346,34 @@ def test_docker_compose_defaults_are_accepted_settings(monkeypatch) -> None:
         parser = cli.build_parser("serve")
         args = parser.parse_args(["serve"])
         cli.check_env(args._parser, args)   # raises UsageError naming the variable
+
+
+MODEL_FILES = [
+    ("serve", ["serve", "--port", "0", "--model", "MISSING"], "--model"),
+    ("serve", ["serve", "--port", "0", "--canary-model", "MISSING"], "--canary-model"),
+    ("bench", ["bench", "enhancer", "--streams", "1", "--seconds", "0.1", "--model", "MISSING"], "--model"),
+    ("enhance", ["enhance", "--out-dir", "out", "--model", "MISSING", "GOOD"], "--model"),
+    ("transcribe", ["transcribe", "GOOD", "--asr-feed", "enhanced", "--model", "MISSING"], "--model"),
+]
+
+
+@pytest.mark.parametrize("command,argv,flag", MODEL_FILES, ids=[f"{c} {f}" for c, _, f in MODEL_FILES])
+def test_a_missing_model_file_is_one_line_naming_the_flag(command, argv, flag, tmp_path) -> None:
+    """``serve --model /missing.pt`` ended in a WeightsError traceback from the start-up (exit
+    1), ``bench`` the same: a model file is an input like any other, refused before anything
+    starts, in a real process."""
+    import numpy as np
+    import soundfile as sf
+
+    good = tmp_path / "good.wav"
+    sf.write(good, (0.1 * np.sin(np.arange(16000) / 5.0)).astype(np.float32), 16000)
+    missing = str(tmp_path / "missing.pt")
+    argv = [missing if a == "MISSING" else str(good) if a == "GOOD" else a for a in argv]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASERVER_")}
+    proc = subprocess.run([sys.executable, "-m", "mediaserver", *argv], cwd=tmp_path,
+                          env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith(f"mediaserver {command}: error: {flag}"), lines
+    assert missing in lines[0] and "Traceback" not in proc.stderr and "listening" not in proc.stdout

@@ -18,11 +18,13 @@ import sys
 from conftest import ROOT
 
 # Sends itself SIGTERM when mediaserver.sfu.server is about to be imported (serve's imports
-# have begun; its handlers come much later), then says so; "main returned" only if the process
-# went on with its start-up after the signal.
+# have begun; its handlers come much later), then says so. --vad-mode with --no-enhance is
+# warned about by serve's flag checks, which come after those imports: the warning shows that
+# the start-up went on after the signal.
 SIGNAL_DURING_IMPORTS = r"""
 import importlib.abc, os, signal, sys
-sys.argv = ["mediaserver", "serve", "--host", "127.0.0.1", "--port", "0", "--no-enhance"]
+sys.argv = ["mediaserver", "serve", "--host", "127.0.0.1", "--port", "0", "--no-enhance",
+            "--vad-mode", "3"]
 
 class SignalOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
@@ -50,6 +52,8 @@ def test_a_signal_while_serve_imports_ends_it_at_once() -> None:
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr[-2000:])
     assert "signalled" in proc.stdout, proc.stdout
     assert "main returned" not in proc.stdout and "listening" not in proc.stdout, proc.stdout
+    assert "SIGTERM before start-up: not starting" in proc.stderr, proc.stderr[-2000:]
+    assert "no effect" not in proc.stderr, proc.stderr[-2000:]   # the flag checks never ran
 
 
 def test_the_program_freezes_its_objects_before_the_interpreter_shuts_down() -> None:

@@ -60,7 +60,7 @@ def _model(path: Optional[str], device: str) -> tuple[Any, str]:
         return load_model(path, device=device), str(resolve_weights_path(path))
     except WeightsError as exc:
         if path is not None:
-            raise
+            raise UsageError(f"--model: {exc}") from None
         logger.warning("%s; timing a randomly initialised default-size model instead", exc)
         return EnhancerModel().eval().to(device), "random-init default architecture"
 

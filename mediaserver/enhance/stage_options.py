@@ -70,10 +70,33 @@ def validate_stage_args(args: argparse.Namespace, *, probe_device: bool = True) 
     in a media worker of ``--workers N``, whose front asked already)."""
     if getattr(args, "no_enhance", False) or not probe_device:
         return None
+    problem = model_problem(args)
+    if problem:
+        return problem
     from ..devices import torch_device_problem
 
     problem = torch_device_problem(args.enhancer_device)
     return f"--enhancer-device {args.enhancer_device}: {problem}" if problem else None
+
+
+def model_problem(args: argparse.Namespace) -> Optional[str]:
+    """Why ``--model`` / ``--canary-model`` name no weights file here (an unknown name, a
+    path with no file), or None; asked before anything starts, without torch. A file that is
+    there but is no enhancer checkpoint is found when it loads."""
+    from .registry import ModelRegistry, RegistryError, roots_from_args
+
+    registry = ModelRegistry(roots_from_args(args))
+    for flag, spec in (("--model", getattr(args, "model", None)),
+                       ("--canary-model", getattr(args, "canary_model", None))):
+        if spec is None and flag == "--canary-model":
+            continue
+        try:
+            _, weights = registry.resolve(spec)
+        except RegistryError as exc:   # its text starts "--model SPEC: ..."
+            return f"{flag} {str(exc).removeprefix('--model ')}"
+        if not weights.is_file():
+            return f"{flag} {spec}: enhancer weights not found: {weights}"
+    return None
 
 
 STAGE_FLAGS = ("--model", "--enhancer-device", "--enhancer-threads", "--vad-gate", "--vad-mode",
