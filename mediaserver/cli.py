@@ -124,5 +124,6 @@ def _run(argv: list[str], command: Optional[str]) -> int:
         check_env(args._parser, args)   # a variable's text that is no value for its flag
         return int(args._module.main(args) or 0)
     except UsageError as exc:   # one line on stderr, as argparse's own errors
-        print(f"{args._parser.prog}: error: {name_sources(str(exc), args)}", file=sys.stderr)
+        message = " ".join(str(exc).split())   # one line, whatever a library's reason holds
+        print(f"{args._parser.prog}: error: {name_sources(message, args)}", file=sys.stderr)
         return 2

@@ -169,6 +169,7 @@ def print_problem(args: Optional[argparse.Namespace], message: str, kind: str = 
     several, a failure while running). Flags set by their variable are named as it."""
     parser = getattr(args, "_parser", None)
     prog = parser.prog if parser is not None else "mediaserver"
+    message = " ".join(message.split())   # one line, whatever a library's reason holds
     if args is not None:
         message = name_sources(message, args)
     print(f"{prog}: {kind}: {message}", file=sys.stderr, flush=True)

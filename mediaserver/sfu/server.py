@@ -122,7 +122,15 @@ async def open_stage(args: argparse.Namespace, metrics: SfuMetrics) -> Any:
 
         return await SharedStage.connect(path, registry=metrics.registry,
                                          worker=args.worker_id or socket.gethostname())
-    return build_stage(args, metrics)
+    try:
+        return build_stage(args, metrics)
+    except RuntimeError as exc:   # a --model file that is there but no checkpoint (a missing
+        from ..enhance.weights import WeightsError   # one: check_args); torch is loaded by now
+
+        if isinstance(exc, WeightsError):
+            # one line (torch's reason runs over several), exit 2; nothing had started
+            raise UsageError(f"--model: {str(exc).splitlines()[0]}") from None
+        raise
 
 
 def _encode(encoder: Any, pcm: Any, pts: int) -> Any:
