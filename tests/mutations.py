@@ -1495,10 +1495,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="--canary-model is accepted at start with --workers > 1",
         source="issue 14 (workers: model admin)",
         edits=(Edit("mediaserver/sfu/server.py",
-                    "    if not problem and args.workers > 1 and args.redis_url:\n",
+                    "        problem = \"--workers must be within 1..256\"\n",
+                    "        problem = \"--workers must be within 1..256\"\n"
                     "    if not problem and args.workers > 1 and getattr(args, \"canary_model\", None):\n"
-                    "        problem = \"--canary-model needs --workers 1\"  # mutation\n"
-                    "    if not problem and args.workers > 1 and args.redis_url:\n"),),
+                    "        problem = \"--canary-model needs --workers 1\"  # mutation\n"),),
         tests=("tests/test_workers_admin.py::test_a_canary_is_accepted_at_start_with_workers_and_rolled_back_on_both",),
     ),
     Mutation(
@@ -1880,6 +1880,62 @@ MUTATIONS: tuple[Mutation, ...] = (
         edits=(Edit("mediaserver/sfu/server.py", "        if isinstance(exc, WeightsError):\n",
                     "        if False:  # mutation\n"),),
         tests=("tests/test_cli_errors.py::test_a_missing_model_file_is_one_line_naming_the_flag",),
+    ),
+    Mutation(
+        name="workers-cluster-front-never-redirects",
+        claim="serve --workers N --redis-url: a join on a machine that does not own the room is redirected (4307) to the owner, where the client ends in the room and hears it",
+        source="issue 14 follow-up (--workers with --redis-url)",
+        edits=(Edit("mediaserver/workers/cluster_front.py",
+                    "        placement = await self.node.place(room)\n",
+                    "        placement = await self.node.place(room)\n"
+                    "        placement = type(placement)(outcome=\"degraded\")  # mutation: always served here\n"),),
+        tests=("tests/test_workers_cluster.py::test_a_join_on_the_other_machine_is_redirected_to_the_owner_and_hears_the_room",),
+    ),
+    Mutation(
+        name="workers-cluster-token-per-machine",
+        claim="serve --workers N --redis-url: a token spent on one machine is refused on the other (spent in Redis by the front)",
+        source="issue 14 follow-up (--workers with --redis-url)",
+        edits=(Edit("mediaserver/workers/cluster_front.py",
+                    "        first = await self.node.spend_once(jti, expires)\n",
+                    "        first = True  # mutation: the machine's memory only\n"),),
+        tests=("tests/test_workers_cluster.py::test_a_token_spent_on_one_machine_is_refused_on_the_other",),
+    ),
+    Mutation(
+        name="workers-cluster-empty-room-kept",
+        claim="serve --workers N --redis-url: a room's claim is no longer renewed once its last participant left, so another machine can own it",
+        source="issue 14 follow-up (--workers with --redis-url)",
+        edits=(Edit("mediaserver/workers/cluster_front.py",
+                    "local_rooms=lambda: set(self.front.placement.rooms()),",
+                    "local_rooms=lambda: (lambda kept: kept.update(self.front.placement.rooms()) or set(kept))"
+                    "(self.__dict__.setdefault(\"_kept\", set())),  # mutation: rooms never forgotten"),),
+        tests=("tests/test_workers_cluster.py::test_the_rooms_claim_goes_with_its_last_participant_and_another_machine_takes_it",),
+    ),
+    Mutation(
+        name="workers-cluster-worker-own-node",
+        claim="serve --workers N --redis-url: the front is the machine's one node; after kill -9 of a room's worker the participants come back on the same machine, placed by the front's node",
+        source="issue 14 follow-up (--workers with --redis-url)",
+        edits=(Edit("mediaserver/sfu/server.py",
+                    "    front_cluster = os.environ.get(FRONT_CLUSTER_ENV) if websec.behind_front() else None\n",
+                    "    front_cluster = None  # mutation: every worker its own cluster node\n"),),
+        tests=("tests/test_workers_cluster.py::test_kill_9_of_a_rooms_worker_its_participants_come_back_on_the_same_machine",),
+    ),
+    Mutation(
+        name="workers-cluster-degraded-token-per-worker",
+        claim="serve --workers N --redis-url with Redis away: a token admits one join on the whole machine, not one per worker",
+        source="issue 14 follow-up (--workers with --redis-url)",
+        edits=(Edit("mediaserver/workers/cluster_front.py",
+                    "            self.machine.use(Grant(room=\"\", identity=\"\", expires=expires, jti=jti), now=time.time())\n",
+                    "            pass  # mutation: no machine-wide memory\n"),),
+        tests=("tests/test_workers_cluster.py::test_redis_away_keeps_the_call_serves_new_rooms_and_a_token_stays_single_use_on_the_machine",),
+    ),
+    Mutation(
+        name="workers-cluster-lost-room-stays",
+        claim="serve --workers N --redis-url: a room lost to another node's older claim after a Redis outage has its participants redirected to the winner by their worker",
+        source="issue 14 follow-up (--workers with --redis-url)",
+        edits=(Edit("mediaserver/workers/cluster_front.py",
+                    "        index = self.front.placement.worker_of(room)\n",
+                    "        index = None  # mutation: the room's worker is never told\n"),),
+        tests=("tests/test_workers_cluster.py::test_a_room_lost_to_an_older_claim_after_an_outage_moves_its_participants",),
     ),
 )
 

@@ -54,6 +54,34 @@ class Placement:
     def local(self) -> bool:
         return self.node is None
 
+    def to_json(self) -> dict[str, Any]:
+        """The wire form between a ``--workers`` front and its workers (workers/cluster_*.py)."""
+        return {"node": self.node.to_json() if self.node is not None else None,
+                "outcome": self.outcome}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> "Placement":
+        """Raises KeyError/TypeError/ValueError on a malformed reply."""
+        node = data.get("node")
+        return Placement(node=NodeRecord.from_json(node) if node is not None else None,
+                         outcome=str(data["outcome"]))
+
+
+class ClusterAccess(Protocol):
+    """What a server's signalling asks of the cluster (sfu/signalling.py): a
+    :class:`ClusterNode` in a single process, or in a media worker of ``serve --workers N``
+    its front's node reached over loopback (workers/cluster_client.py). Never raises."""
+
+    async def spend_once(self, jti: str, expires_unix: float) -> bool: ...
+
+    async def unspend(self, jti: str) -> None: ...
+
+    async def place(self, room: str) -> Placement: ...
+
+    def node_urls(self) -> list[str]: ...
+
+    def publish_event(self, room: str, event: dict[str, Any]) -> None: ...
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)

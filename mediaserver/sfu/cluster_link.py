@@ -68,10 +68,7 @@ class ClusterLink:
 
     async def start(self, host: str, port: int) -> None:
         args = self.args
-        url = (args.advertise_url or f"http://{host}:{port}").rstrip("/")
-        ws = ("wss" + url[5:] if url.startswith("https") else "ws" + url[4:]) + "/ws"
-        me = NodeRecord(id=args.node_id or default_node_id(port), url=url, ws_url=ws,
-                        started_ms=now_ms())
+        me = node_record(args, host, port)
         self.node = ClusterNode(RedisRegistry(args.redis_url), me,
                                 local_rooms=lambda: set(self.ctx.manager.rooms),
                                 load=self._load, metrics=self.metrics, on_lost=self._on_lost)
@@ -102,15 +99,33 @@ class ClusterLink:
 
     def _on_lost(self, room: str, winner: Optional[NodeRecord]) -> None:
         """Another node's older claim won ``room``: move its participants there."""
-        for session in list(self.ctx.sessions):
-            p = session.participant
-            if p is None or p.room != room:
-                continue
-            if winner is None:   # the winner's record is not visible yet: a plain reconnect
-                session.error("room-moved", "the room moved to another node; reconnect")
-                session.close(1012, "room moved")
-                continue
-            move(session, winner)
+        move_room(self.ctx, room, winner)
+
+
+def node_record(args: argparse.Namespace, host: str, port: int) -> NodeRecord:
+    """This node's record: ``--node-id`` (default hostname-port) and its URLs from
+    ``--advertise-url`` or the address it listens on (one process or a ``--workers`` front)."""
+    url = (args.advertise_url or f"http://{host}:{port}").rstrip("/")
+    ws = ("wss" + url[5:] if url.startswith("https") else "ws" + url[4:]) + "/ws"
+    return NodeRecord(id=args.node_id or default_node_id(port), url=url, ws_url=ws,
+                      started_ms=now_ms())
+
+
+def move_room(ctx: "SfuContext", room: str, winner: Optional[NodeRecord]) -> int:
+    """Move the joined participants of ``room`` here to ``winner`` (None: its record is not
+    visible yet, a plain reconnect); returns how many were told."""
+    told = 0
+    for session in list(ctx.sessions):
+        p = session.participant
+        if p is None or p.room != room:
+            continue
+        told += 1
+        if winner is None:
+            session.error("room-moved", "the room moved to another node; reconnect")
+            session.close(1012, "room moved")
+            continue
+        move(session, winner)
+    return told
 
 
 def move(session: "SignallingSession", node: NodeRecord) -> None:
@@ -129,6 +144,11 @@ async def cluster_view(request: web.Request) -> web.Response:
     from .signalling import SFU_CONTEXT
 
     node = request.app[SFU_CONTEXT].cluster
+    return await view_response(node if isinstance(node, ClusterNode) else None)
+
+
+async def view_response(node: Optional[ClusterNode]) -> web.Response:
+    """The ``GET /cluster`` reply of ``node`` (a single process's or a ``--workers`` front's)."""
     if node is None:
         raise web.HTTPNotFound(text="this server is not in a cluster (no --redis-url)")
     try:

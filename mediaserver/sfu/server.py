@@ -31,6 +31,7 @@ from .signalling import SFU_CONTEXT, SfuContext, websocket_handler
 from .startup import StopSignals, remember_stop_signals, stop_requested
 from .turn import IceServers, add_turn_options
 from . import websec
+from ..workers.cluster_client import FRONT_CLUSTER_ENV, LOST_PATH, FrontCluster, room_lost
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +228,8 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
     from .cluster_link import cluster_view
 
     app.router.add_get("/cluster", cluster_view)
+    if websec.behind_front() and os.environ.get(FRONT_CLUSTER_ENV):   # the front is the node
+        app.router.add_post(LOST_PATH, room_lost)
     add_static_routes(app)
     app.on_shutdown.append(_on_shutdown)
     feedback = LossFeedback(lambda: [p for r in list(manager.rooms.values())
@@ -339,10 +342,16 @@ async def _on_shutdown(app: web.Application) -> None:
         await asyncio.get_running_loop().run_in_executor(None, stage.shutdown)
 
 
+def public_host(args: argparse.Namespace) -> str:
+    """The host this server is reached at: ``--host``, or for a wildcard ``--public-ip`` or
+    the host name (a cluster node's default URL)."""
+    if args.host in ("0.0.0.0", "::", ""):
+        return str(args.public_ip or socket.gethostname())
+    return str(args.host)
+
+
 def announce(args: argparse.Namespace, port: int) -> None:
-    host = args.host
-    if host in ("0.0.0.0", "::", ""):
-        host = args.public_ip or socket.gethostname()
+    host = public_host(args)
     print(f"mediaserver listening: open http://{host}:{port}/  (signalling ws://{host}:{port}/ws)",
           flush=True)
     if websec.behind_front():
@@ -404,12 +413,19 @@ async def _start(args: argparse.Namespace, parts: _Started) -> bool:
     parts.runner = make_runner(parts.app, args)
     port = await start_site(parts.runner, args)
     announce(args, port)
-    if args.redis_url:   # several nodes behind one Redis (sfu/cluster_link.py, mediaserver/cluster)
+    front_cluster = os.environ.get(FRONT_CLUSTER_ENV) if websec.behind_front() else None
+    if args.redis_url and front_cluster:   # a media worker: its front is the machine's node
+        ctx = parts.app[SFU_CONTEXT]
+        parts.link = FrontCluster(front_cluster, os.environ.get(websec.FRONT_TOKEN_ENV, ""))
+        await parts.link.start()
+        ctx.cluster = parts.link
+        client = parts.link
+        ctx.origins.peers = lambda: list(client.peer_urls)
+    elif args.redis_url:   # several nodes behind one Redis (sfu/cluster_link.py, mediaserver/cluster)
         from .cluster_link import ClusterLink
 
         parts.link = ClusterLink(args, parts.app[SFU_CONTEXT])
-        await parts.link.start(args.host if args.host not in ("0.0.0.0", "::", "") else
-                               (args.public_ip or socket.gethostname()), port)
+        await parts.link.start(public_host(args), port)
     return True
 
 
@@ -466,9 +482,6 @@ def check_args(args: argparse.Namespace) -> None:
                or Limits.from_args(args).problem() or validate_drain_args(args))
     if not problem and not 1 <= args.workers <= 256:
         problem = "--workers must be within 1..256"
-    if not problem and args.workers > 1 and args.redis_url:
-        problem = ("--workers > 1 with --redis-url is not supported yet: run one node per "
-                   "process behind Redis instead")
     worker = websec.behind_front()   # a media worker: its front checked and warned already
     problem = problem or validate_stage_args(args, probe_device=not worker)
     if problem:

@@ -19,7 +19,7 @@ import math
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from aiohttp import WSMsgType, web
 from aiortc import RTCConfiguration, RTCRtpTransceiver
@@ -37,6 +37,9 @@ from .names import identity_key
 from .sdp import SdpError, check_transport, ice_restarted, parse_description
 from .tickets import Tickets
 from .tokens import Grant, ReplayGuard, TokenError, verify
+
+if TYPE_CHECKING:
+    from ..cluster.node import ClusterAccess
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +73,8 @@ class SfuContext:
     sessions: set["SignallingSession"] = field(init=False, default_factory=set)
     tickets: Tickets = field(init=False)   # reconnect tickets (sfu/tickets.py)
     draining: bool = False   # stopping (sfu/drain.py): new sockets are refused
-    cluster: Optional[Any] = None   # cluster.node.ClusterNode with --redis-url (sfu/cluster_link.py)
+    # with --redis-url: this node (sfu/cluster_link.py), or a --workers front's (workers/cluster_client.py)
+    cluster: Optional["ClusterAccess"] = None
 
     def __post_init__(self) -> None:
         self.tickets = Tickets(self.secret)

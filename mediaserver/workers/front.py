@@ -21,6 +21,10 @@ with enhancement, the model admin (``/models``, ``/admin/…``) goes to the shar
 process that owns the models (:mod:`.admin_relay`) and ``/debug`` to the workers that own the
 rooms, merged (:mod:`.debug_relay`), each checked here with the single process's rule.
 
+With ``--redis-url`` the front is the machine's one cluster node (:mod:`.cluster_front`): it
+registers, claims the rooms placed on its workers and renews their claims, and the workers'
+signalling asks it (over loopback) where a new room belongs and whether a token was spent.
+
 SIGTERM/SIGINT: new sockets are refused, every worker drains its calls (``server-shutdown``
 to each participant, relayed) within ``--drain-s``, then the front exits.
 """
@@ -51,6 +55,8 @@ from ..sfu.signalling import MAX_MESSAGE
 from ..sfu.websec import FRONT_HEADER
 from ..tasks import cancel_and_wait
 from .admin_relay import ModelsRelay
+from .cluster_client import FRONT_CLUSTER_ENV
+from .cluster_front import FrontNode
 from .debug_relay import DebugRelay
 from .metrics import FrontMetrics, merge_worker_metrics
 from .placement import NoWorker, Placement
@@ -130,6 +136,8 @@ class Front:
         self.procs = [WorkerProcess(i, worker_argv(worker_args, i, self.label), token=self.token,
                                     on_up=self._worker_up, on_exit=self._worker_exit, env=env)
                       for i in range(args.workers)]
+        # with --redis-url the front is this machine's cluster node (workers/cluster_front.py)
+        self.cluster: Optional[FrontNode] = FrontNode(self, args) if args.redis_url else None
         self.session: Optional[aiohttp.ClientSession] = None
         self._poller: Optional[asyncio.Task[None]] = None
         self._enhancer_watch: Optional[asyncio.Task[None]] = None
@@ -186,6 +194,10 @@ class Front:
             logger.info("shared enhancer (pid %d) at %s", self.enhancer.pid, self.enhancer.socket_path)
             self._enhancer_watch = asyncio.get_running_loop().create_task(
                 self._watch_enhancer(), name="front-enhancer-watch")
+        if self.cluster is not None:   # the workers ask the node through it (joins, tokens)
+            url = await self.cluster.open()
+            for proc in self.procs:
+                proc.env[FRONT_CLUSTER_ENV] = url
         for proc in self.procs:
             proc.start()
         await asyncio.gather(*(p.ready.wait() for p in self.procs))
@@ -194,6 +206,8 @@ class Front:
     async def stop(self, drain_s: float) -> None:
         self.draining = True
         await cancel_and_wait(self._poller)
+        if self.cluster is not None:   # deregistered first: the other nodes may take the rooms over
+            await self.cluster.stop()
         # the workers drain their own calls (server-shutdown, relayed to the clients)
         await asyncio.gather(*(p.stop(timeout_s=max(0.5, drain_s - 0.5)) for p in self.procs))
         for sockets in self.relays.values():
@@ -508,12 +522,13 @@ def build_front_app(front: Front, args: argparse.Namespace) -> web.Application:
     from ..sfu.server import add_static_routes
 
     app = web.Application(client_max_size=256 * 1024)
-    websec.attach(app, args)
+    cluster = front.cluster
+    websec.attach(app, args, peers=cluster.node_urls if cluster is not None else lambda: [])
     app.router.add_get("/ws", front.relay)
     app.router.add_get("/healthz", front.healthz)
     app.router.add_get("/metrics", front.metrics_text)
     app.router.add_route("*", "/rooms/{tail:.*}", front.proxy)
-    app.router.add_get("/cluster", front.proxy)
+    app.router.add_get("/cluster", cluster.view if cluster is not None else front.proxy)
     if front.enhancer is not None:   # (as a single process: no model admin or /debug without)
         ModelsRelay(front).attach(app)
         DebugRelay(front).attach(app)
@@ -525,7 +540,7 @@ async def serve_front(args: argparse.Namespace, worker_args: list[str]) -> None:
     """Run the front until SIGTERM/SIGINT; ``worker_args``: the ``serve`` command line.
 
     A stop signal while the workers start stops those already started (``sfu/startup.py``)."""
-    from ..sfu.server import announce, make_runner, start_site, stop_unstarted
+    from ..sfu.server import announce, make_runner, public_host, start_site, stop_unstarted
     from ..sfu.startup import StopSignals
 
     loop = asyncio.get_running_loop()
@@ -537,6 +552,8 @@ async def serve_front(args: argparse.Namespace, worker_args: list[str]) -> None:
     async def start() -> int:
         await front.start()
         port = await start_site(runner, args)
+        if front.cluster is not None:   # named by the port it listens on (as one process)
+            await front.cluster.start(public_host(args), port)
         logger.info("front with %d media workers (pids %s)", args.workers,
                     ", ".join(str(p.state.pid) for p in front.procs))
         announce(args, port)

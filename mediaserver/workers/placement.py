@@ -44,6 +44,10 @@ class Placement:
     def worker_of(self, room: str) -> Optional[int]:
         return self._room_worker.get(room)
 
+    def rooms(self) -> list[str]:
+        """Every room placed on a worker now (a ``--redis-url`` front's rooms to claim)."""
+        return list(self._room_worker)
+
     def rooms_of(self, index: int) -> list[str]:
         return [r for r, w in self._room_worker.items() if w == index]
 

@@ -58,7 +58,8 @@ class WorkerProcess:
         self.state = WorkerState(index)
         self._argv = argv
         self._token = token
-        self._env = env or {}   # more environment (the shared enhancer's socket)
+        # more environment (the shared enhancer's socket, the front's cluster API), read at each start
+        self.env: dict[str, str] = dict(env or {})
         self._on_up = on_up
         self._on_exit = on_exit
         self._proc: Optional[asyncio.subprocess.Process] = None
@@ -74,7 +75,7 @@ class WorkerProcess:
         env = dict(os.environ)
         env[FRONT_TOKEN_ENV] = self._token
         env[WORKER_INDEX_ENV] = str(self.state.index)
-        env.update(self._env)
+        env.update(self.env)
         env["PYTHONUNBUFFERED"] = "1"
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "mediaserver", *self._argv,
