@@ -1835,6 +1835,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_stats_panel.py::test_time_scaling_of_my_stream_has_rows_in_the_connection_panel",),
     ),
     Mutation(
+        name="panel-text-drops-unit",
+        claim="a paired row of the connection panel (noise floor, SNR, concealed/FEC/DTX) shows its unit",
+        source="fresh-user trial 3 §5 (connection panel units)",
+        edits=(Edit("static/js/stats.js", 'return `${value}${unit}`;', 'return String(value);  // mutation'),),
+        tests=("tests/test_stats_panel.py::test_paired_rows_show_their_unit_and_a_missing_part_as_a_dash",),
+    ),
+    Mutation(
+        name="panel-triple-hidden-by-first",
+        claim="a concealed/FEC/DTX row shows each missing share as a dash, whichever is missing",
+        source="fresh-user trial 3 §5 (connection panel units)",
+        edits=(Edit("static/js/stats.js", "[a, b, c].every((v) => v === undefined)", "a === undefined  /* mutation */"),),
+        tests=("tests/test_stats_panel.py::test_paired_rows_show_their_unit_and_a_missing_part_as_a_dash",),
+    ),
+    Mutation(
         name="early-stop-signal-runs-the-start-up-on",
         claim="a stop signal while serve imports ends the program at once (exit 0), not after the rest of its start-up",
         source="fresh-user trial 2 §6 (slow idle stops)",

@@ -106,3 +106,29 @@ def test_time_scaling_of_my_stream_has_rows_in_the_connection_panel() -> None:
     assert rows["Sped up (accelerate)"] == (stats["accelerate"], " frames")
     assert rows["Slowed down (expand)"] == (stats["expand"], " frames")
     assert rows["Delay given back (trimmed)"] == (stats["trimmed_ms"], " ms")
+
+
+def panel_cells(reply: dict, identity: str) -> dict[str, str]:
+    """The server rows' text as the page shows it (``serverStatsCells``: value and unit)."""
+    node = require_program("node", "apt-get install nodejs")
+    script = (f"import {{ serverStatsCells }} from {json.dumps(STATS_JS.as_uri())};\n"
+              f"console.log(JSON.stringify(serverStatsCells({json.dumps(reply)}, {json.dumps(identity)})));")
+    out = subprocess.run([node, "--input-type=module", "-e", script], capture_output=True,
+                         text=True, timeout=60, check=True)
+    return dict(json.loads(out.stdout))
+
+
+def test_paired_rows_show_their_unit_and_a_missing_part_as_a_dash() -> None:
+    """A fresh user's trial read "Noise floor in / out | -34.2 / -34.2" with no unit (a pair is
+    text, and text lost its unit), and a share missing after the first shown as a dash only
+    because the first was there (a missing first hid the whole row)."""
+    quality = {"noise_in_dbfs": -34.2, "noise_out_dbfs": -61.5, "snr_in_db": 16.6, "snr_out_db": 30.4,
+               "concealed_pct": 2.0, "dtx_pct": 7.0, "level_dbfs": -26.0}
+    cells = panel_cells({"type": "stats", "participants": {"me": {"quality": quality, "model": "m",
+                                                                   "enhancement": True}}}, "me")
+    assert cells["Noise floor in / out"] == "-34.2 / -61.5 dBFS"
+    assert cells["SNR in / out"] == "16.6 / 30.4 dB"
+    assert cells["Concealed / FEC / DTX"] == "2 / – / 7 %"
+    assert cells["Input level"] == "-26 dBFS" and cells["Model"] == "m" and cells["Enhancement"] == "on"
+    only_fec = panel_cells({"type": "stats", "participants": {"me": {"quality": {"fec_pct": 3.0}}}}, "me")
+    assert only_fec["Concealed / FEC / DTX"] == "– / 3 / – %"

@@ -6,7 +6,7 @@ import { LevelMeter } from "./audio.js";
 import { Call } from "./call.js";
 import { ParticipantList } from "./participants.js";
 import { Backoff, chooseSignallingUrl, Signalling } from "./signalling.js";
-import { fmt, serverStatsRows, summariseConnection, summariseInbound } from "./stats.js";
+import { fmt, serverStatsCells, serverStatsRows, summariseConnection, summariseInbound } from "./stats.js";
 
 const $ = (id) => document.getElementById(id);
 const METER_INTERVAL_MS = 100;
@@ -544,12 +544,12 @@ class App {
   renderServerStats() {
     const rows = serverStatsRows(this.serverStats, this.identity);
     const body = document.createElement("tbody");
-    for (const [label, value, unit] of rows) {
+    for (const [label, text] of serverStatsCells(this.serverStats, this.identity)) {
       const tr = document.createElement("tr");
       const th = document.createElement("th");
       const td = document.createElement("td");
       th.textContent = label;
-      td.textContent = fmt(value, 1, unit);
+      td.textContent = text;
       tr.append(th, td);
       body.append(tr);
     }

@@ -86,7 +86,7 @@ function pair(a, b) {
 }
 
 function triple(a, b, c) {
-  return a === undefined ? undefined : `${fmt(a, 0)} / ${fmt(b, 0)} / ${fmt(c, 0)}`;
+  return [a, b, c].every((v) => v === undefined) ? undefined : `${fmt(a, 0)} / ${fmt(b, 0)} / ${fmt(c, 0)}`;
 }
 
 /** The entry of the server's stats reply that describes `identity`. */
@@ -108,8 +108,15 @@ export function serverStatsRows(reply, identity) {
   return rows;
 }
 
+/** [label, text] cells of the server rows as the connection panel shows them (value and unit). */
+export function serverStatsCells(reply, identity) {
+  return serverStatsRows(reply, identity).map(([label, value, unit]) => [label, fmt(value, 1, unit)]);
+}
+
+/** A value with its unit; "–" when missing. Numbers get `digits` decimals unless whole; text
+ * (a "a / b" pair of numbers, "on") keeps its own form and gets the unit after it. */
 export function fmt(value, digits = 1, unit = "") {
   if (value === null || value === undefined || Number.isNaN(value)) return "–";
-  if (typeof value !== "number") return String(value);
+  if (typeof value !== "number") return `${value}${unit}`;
   return `${Number.isInteger(value) ? value : value.toFixed(digits)}${unit}`;
 }
