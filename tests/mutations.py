@@ -1849,6 +1849,18 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_stats_panel.py::test_paired_rows_show_their_unit_and_a_missing_part_as_a_dash",),
     ),
     Mutation(
+        name="idle-worker-never-reconnects",
+        claim="a worker with no streams reconnects by itself to a restarted inference process",
+        source="fresh-user trial 3 §6 (--workers: an idle worker stayed disconnected after the enhancer's restart)",
+        edits=(Edit("mediaserver/enhance/shared_client.py",
+                    "            self._error = reason\n            self._start_reconnecting()\n",
+                    "            self._error = reason  # mutation: reconnect only when a tick asks\n"),
+               Edit("mediaserver/enhance/shared_client.py",
+                    "        if self._error is not None:\n            self._count_error()\n",
+                    "        if self._error is not None:\n            self._start_reconnecting()\n            self._count_error()\n")),
+        tests=("tests/test_shared_stage.py::test_an_idle_worker_reconnects_to_a_restarted_inference_process_by_itself",),
+    ),
+    Mutation(
         name="early-stop-signal-runs-the-start-up-on",
         claim="a stop signal while serve imports ends the program at once (exit 0), not after the rest of its start-up",
         source="fresh-user trial 2 §6 (slow idle stops)",

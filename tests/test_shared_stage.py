@@ -202,6 +202,34 @@ async def test_a_killed_inference_process_fails_the_worker_fast_with_a_clear_err
         await SharedStage.connect(server.socket_path, timeout_s=NO_HANG_S)
 
 
+async def test_an_idle_worker_reconnects_to_a_restarted_inference_process_by_itself(tmp_path) -> None:
+    """A worker with no streams never ticks. A fresh user's trial saw such a worker stay
+    disconnected after the front restarted the inference process (``/healthz`` said ok) until
+    a room was placed on it 16 s later, and its first ticks then failed. It reconnects by itself
+    now, and its first stream is enhanced from its first tick."""
+    first = _start(tmp_path, "restart")
+    worker = await SharedStage.connect(first.socket_path, deadline_ms=NO_HANG_S * 1000)
+    second = None
+    try:
+        os.kill(first.pid, signal.SIGKILL)
+        first.proc.wait()
+        await until(lambda: not worker.stats()["connected"], timeout=NO_HANG_S, what="the loss seen")
+        second = _start(tmp_path, "restart")   # the front's restart: the same socket path
+        await until(lambda: worker.stats()["connected"], timeout=NO_HANG_S,
+                    what="an idle worker connected again without a tick")
+        assert worker.reconnects == 1 and worker.server_pid == second.pid
+        h = worker.open()
+        speech = (0.1 * np.sin(2 * np.pi * 220 * np.arange(FRAME) / 48000)).astype(np.float32)
+        for _ in range(3):
+            (out,) = await worker.process([(h, speech, "normal")])
+        assert worker.errors == 0 and worker.ticks == 3 and float(np.abs(out.enhanced).max()) > 0
+    finally:
+        await worker.aclose()
+        if second is not None:
+            second.stop()
+    assert all(t.get_name() != "shared-stage-reconnect" for t in asyncio.all_tasks())   # owned, ended
+
+
 async def test_a_tick_past_the_deadline_is_counted_and_the_next_ticks_recover(server) -> None:
     registry = CollectorRegistry()
     worker = await SharedStage.connect(server.socket_path, deadline_ms=500.0, registry=registry, worker="w7")

@@ -13,8 +13,9 @@ slots' outputs. Errors:
   late reply arrives, further ticks are refused the same way (one tick in flight per worker:
   the slots are still the inference's).
 * :class:`SharedStageError`: the inference process is gone (socket closed, killed) or failed the
-  batch; raised at once, never after a hang. While it is gone the stage tries to connect again
-  (at most once per :data:`RECONNECT_S`, from ``process``); once the front has restarted it,
+  batch; raised at once, never after a hang. From the moment the connection is lost the stage
+  tries to connect again, once per :data:`RECONNECT_S`, whether or not it has streams (an idle
+  worker must be ready when its next room arrives); once the front has restarted the process,
   every open stream is opened again (a fresh model state, a new slot) and enhancement resumes.
 """
 
@@ -164,7 +165,6 @@ class SharedStage:
         self.ticks = 0
         self._sli: dict[str, Counts] = {}
         self._closed = False   # shut down by its owner: no reconnection
-        self._retry_at = 0.0
         self._reconnecting: Optional[asyncio.Task[None]] = None
         self.reconnects = 0
         self.frame_sinks: list[Any] = []  # on_batch(handles, raw, enhanced, speech) after each tick (loop)
@@ -260,7 +260,6 @@ class SharedStage:
         Returns one :class:`SharedOutput` per item (copies). Raises SharedStageTimeout past the
         deadline and SharedStageError when the inference process is gone (see the module doc)."""
         if self._error is not None:
-            self._maybe_reconnect()
             self._count_error()
             raise SharedStageError(self._error)
         if not items:
@@ -308,43 +307,46 @@ class SharedStage:
         elif not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._close_now)
 
-    def _maybe_reconnect(self) -> None:
-        if self._closed or self._reconnecting is not None or self._loop.time() < self._retry_at:
-            return
-        self._reconnecting = self._loop.create_task(self._reconnect(), name="shared-stage-reconnect")
+    def _start_reconnecting(self) -> None:
+        """The connection is gone: one task tries again every :data:`RECONNECT_S` until the
+        (restarted) inference process answers or this stage is shut down."""
+        if not self._closed and (self._reconnecting is None or self._reconnecting.done()):
+            self._reconnecting = self._loop.create_task(self._reconnect_loop(), name="shared-stage-reconnect")
 
-    async def _reconnect(self) -> None:
-        """Connect to the (restarted) inference process at the same path and open every stream
-        of this worker there again; on failure try again after :data:`RECONNECT_S`."""
+    async def _reconnect_loop(self) -> None:
+        while not self._closed and self._error is not None:
+            if not await self._reconnect():
+                await asyncio.sleep(RECONNECT_S)
+
+    async def _reconnect(self) -> bool:
+        """Connect to the inference process at the same path and open every stream of this
+        worker there again; False when it does not answer (yet)."""
         try:
-            try:
-                sock, hello, fd = await asyncio.to_thread(handshake, self.path, 2.0)
-            except SharedStageError:
-                self._retry_at = self._loop.time() + RECONNECT_S
-                return
-            try:
-                table = SlotTable(mmap.mmap(fd, int(hello["bytes"])), int(hello["slots"]))
-            finally:
-                os.close(fd)
-            await cancel_and_wait(self._read_task)   # (the old one ended with the connection)
-            if self._writer is not None:
-                self._writer.close()
-            self._sock, self.table = sock, table
-            self.server_pid, self.latency = int(hello["pid"]), int(hello["latency"])
-            self.model_version, self.loaded_models = str(hello["model"]), list(hello["loaded"])
-            self._reader, self._writer = await asyncio.open_unix_connection(sock=sock)
-            self._error, self._inflight = None, None
-            self._replies.clear()
-            self._read_task = self._loop.create_task(self._read_loop(), name="shared-stage-reader")
-            for h in self._open.values():   # (a fresh process: the room's model is chosen anew)
-                h.slot, h.refused, h.opened = None, None, self._loop.create_future()
-                h.model = h.requested
-                self._send(_open_message(h))
-            self.reconnects += 1
-            logger.warning("reconnected to the inference process (pid %d) at %s: %d streams "
-                           "opened again", self.server_pid, self.path, len(self._open))
+            sock, hello, fd = await asyncio.to_thread(handshake, self.path, 2.0)
+        except SharedStageError:
+            return False
+        try:
+            table = SlotTable(mmap.mmap(fd, int(hello["bytes"])), int(hello["slots"]))
         finally:
-            self._reconnecting = None
+            os.close(fd)
+        await cancel_and_wait(self._read_task)   # (the old one ended with the connection)
+        if self._writer is not None:
+            self._writer.close()
+        self._sock, self.table = sock, table
+        self.server_pid, self.latency = int(hello["pid"]), int(hello["latency"])
+        self.model_version, self.loaded_models = str(hello["model"]), list(hello["loaded"])
+        self._reader, self._writer = await asyncio.open_unix_connection(sock=sock)
+        self._error, self._inflight = None, None
+        self._replies.clear()
+        self._read_task = self._loop.create_task(self._read_loop(), name="shared-stage-reader")
+        for h in self._open.values():   # (a fresh process: the room's model is chosen anew)
+            h.slot, h.refused, h.opened = None, None, self._loop.create_future()
+            h.model = h.requested
+            self._send(_open_message(h))
+        self.reconnects += 1
+        logger.warning("reconnected to the inference process (pid %d) at %s: %d streams "
+                       "opened again", self.server_pid, self.path, len(self._open))
+        return True
 
     def _close_now(self) -> None:
         self._closed = True
@@ -359,7 +361,8 @@ class SharedStage:
     async def aclose(self) -> None:
         self.shutdown()
         await cancel_and_wait(self._read_task)
-        self._read_task = None
+        await cancel_and_wait(self._reconnecting)
+        self._read_task = self._reconnecting = None
 
     # ---- internals ----------------------------------------------------------------------------
     def _output(self, item: tuple[Any, ...]) -> SharedOutput:
@@ -461,7 +464,8 @@ class SharedStage:
             pass
         except ProtocolError as exc:
             reason = f"inference process at {self.path} sent a bad message: {exc}"
-        logger.error("%s; enhancement of this worker stops", reason)
+        logger.error("%s; this worker's streams go on unenhanced while it reconnects (every %.0f s)",
+                     reason, RECONNECT_S)
         self._fail(reason)
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
@@ -491,6 +495,7 @@ class SharedStage:
     def _fail(self, reason: str) -> None:
         if self._error is None:
             self._error = reason
+            self._start_reconnecting()
         futures = [*self._replies.values(), *(h.opened for h in self._open.values())]
         self._replies.clear()
         for future in futures:
