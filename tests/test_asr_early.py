@@ -128,6 +128,71 @@ def test_early_final_is_discarded_when_speech_resumes() -> None:
     assert isinstance(t.close(segment(3, 3000)), DecodeJob)
 
 
+def test_early_final_starts_before_a_soft_cut() -> None:
+    """A segment past the segmenter's soft maximum closes at a 200 ms pause, the same pause
+    that started the early final: that decode then started only as the segment closed, was
+    dropped, and the final was decoded after the cut (the slowest finals, those of 12 s and
+    longer segments). The early final now starts at half the hangover that will close the
+    segment, so it runs before the cut and is the final."""
+    def soft(t: TalkerStream, seq: int, upto_ms: float, start_ms: float = 20.0) -> list[DecodeJob]:
+        jobs, s = [], start_ms
+        while s <= upto_ms:
+            t.add_live(LiveChunk("r", "a", seq, 0.0, np.ones(320, np.int16), silence_ms=s,
+                                 hangover_ms=200.0))
+            job = t.early_job()
+            if job is not None:
+                jobs.append(job)
+            s += 20.0
+        return jobs
+
+    t = TalkerStream("r", "a", StreamConfig(early_final_ms=200))
+    live(t, 1, 13000)
+    assert t.early_after_ms == 200                      # no hangover told: early_final_ms
+    jobs = soft(t, 1, 80)
+    assert jobs == [] and t.partial_job() is None       # half way to it: no partial starts
+    jobs = soft(t, 1, 100, start_ms=100)
+    assert len(jobs) == 1 and t.early_after_ms == 100   # half the soft hangover
+    ran = t.begin_early(jobs[0])
+    assert ran is not None
+    soft(t, 1, 200, start_ms=120)                       # the pause reaches the soft hangover
+    assert t.close(segment(1, 13200)) is None and t.early_state == "adopted"
+    cap = t.early_done(ran, words("a long utterance"))
+    assert cap is not None and cap.final and t.early_used == 1
+    # a hangover longer than twice early_final_ms leaves the early final where it was
+    t2 = TalkerStream("r", "a", StreamConfig(early_final_ms=200))
+    live(t2, 1, 2000)
+    t2.add_live(LiveChunk("r", "a", 1, 0.0, np.ones(320, np.int16), silence_ms=180, hangover_ms=600.0))
+    assert t2.early_after_ms == 200 and t2.early_job() is None
+
+
+def test_decodes_get_the_newest_partial_as_their_draft() -> None:
+    """Partials, early finals and finals carry the talker's newest partial hypothesis (stable
+    and unstable words) as a draft that an engine checks in one step (Moonshine)."""
+    t = TalkerStream("r", "a", StreamConfig(early_final_ms=200))
+    live(t, 1, 1500)
+    first = t.begin_partial(t.partial_job())
+    assert first.draft == "" and first.prefix == ""     # nothing heard yet
+    t.partial_done(first, words("send an"))
+    live(t, 1, 400)
+    second = t.begin_partial(t.partial_job())
+    assert second.draft == "send an"
+    t.partial_done(second, words("send an ambulance"))  # "send an" stable, "ambulance" not
+    live(t, 1, 400)
+    third = t.begin_partial(t.partial_job())
+    assert third.prefix == "send an" and third.draft == "send an ambulance"
+    t.partial_dropped(third)
+    (early,) = pause(t, 1, 200)
+    assert t.begin_early(early).draft == "send an ambulance"
+    live(t, 1, 20, silence_ms=0)                        # speech again: the early one is gone
+    final = t.close(segment(1, 3000))
+    assert isinstance(final, DecodeJob) and final.draft == "send an ambulance"
+    assert t.begin_final(final).draft == "send an ambulance"
+    # the next utterance starts without a draft
+    live(t, 2, 1500)
+    assert t.begin_partial(t.partial_job()).draft == ""
+    assert TalkerStream("r", "b", StreamConfig(drafts=False))._draft() == ""
+
+
 def test_partial_cadence_follows_the_decode_not_a_fixed_second() -> None:
     t = TalkerStream("r", "a", StreamConfig(partial_interval_ms=300, min_partial_ms=1000))
     live(t, 1, 1000)

@@ -100,6 +100,44 @@ def test_a_partial_decode_starts_from_its_stable_prefix(moonshine, tmp_path: Pat
         moonshine._decoder = real
 
 
+def test_a_draft_is_checked_in_one_step_and_never_changes_the_result(moonshine, tmp_path: Path) -> None:
+    """A final gets the talker's newest partial as a draft: the words a recent decode spelled
+    are checked in one decoder step, the greedy choice kept wherever it differs (same text as
+    a plain decode, fewer steps); a wrong or unknown draft changes nothing."""
+    speech = speech16(SIX, tmp_path)
+    real = moonshine._decoder
+    steps: list[int] = []
+
+    class Counting:   # spy: the real decoder runs
+        def __getattr__(self, name: str):  # noqa: ANN204
+            return getattr(real, name)
+
+        def run(self, outputs, feed):  # noqa: ANN001, ANN201
+            steps.append(feed["input_ids"].shape[1])
+            return real.run(outputs, feed)
+
+    moonshine._decoder = Counting()
+    try:
+        full = moonshine.text(speech)
+        n_full = len(steps)
+        assert len(full.split()) >= 8, full
+        # a partial of the first 70 %: its words are the draft of the whole decode
+        head = moonshine.text(speech[: int(len(speech) * 0.7)])
+        steps.clear()
+        assert moonshine.text(speech, draft=head) == full
+        assert steps[0] > len(head.split()) and len(steps) < n_full - 4, (steps, n_full, head)
+        # draft tokens that go wrong after three: kept up to there, then decoded as usual
+        ids = moonshine._decode(speech)
+        wrong = ids[:3] + [t for t in (ids[3] + 1, ids[3] + 2) if t != ids[3]] + ids[3:]
+        assert moonshine._decode(speech, (), wrong) == ids
+        assert moonshine._decode(speech, ids[:2], wrong[2:]) == ids      # after a forced prefix
+        steps.clear()
+        assert moonshine.text(speech, draft="no recent decode spelled this") == full
+        assert len(steps) == n_full and steps[0] == 1                       # unknown: plain decode
+    finally:
+        moonshine._decoder = real
+
+
 async def test_partials_come_before_the_final_through_the_moonshine_sink(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 6 s utterance played at real-time pace through ``LocalRecogniserSink(engine=

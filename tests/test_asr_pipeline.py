@@ -108,6 +108,36 @@ def test_long_speech_is_cut_at_max_length(tmp_path) -> None:
     assert all(s.duration_ms <= 3000 + 1 for s in segs)
 
 
+def test_live_chunks_tell_the_hangover_and_segments_where_speech_ended(tmp_path) -> None:
+    """Issue 11 (finals after the end of the utterance): a live chunk tells the pause that will
+    close its segment (the soft hangover once the segment is ``soft_max_ms`` long), so the
+    streaming recogniser can start its early final before that; a closed segment tells where
+    its speech ended (its end less the trailing pause), which the benchmark's final lag uses."""
+    x, spans = call_with_pauses(tmp_path)
+    pipe = ParticipantPipeline("room1", "alice", FeedConfig(feed="raw"),
+                               SegmenterConfig(soft_max_ms=1500, soft_hangover_ms=200, hangover_ms=600))
+    told: dict[int, set[float]] = {}
+    segs = []
+    for i in range(0, len(x), 960):
+        seg = pipe.push(1000.0 + i / 48.0, x[i:i + 960], x[i:i + 960])
+        chunk = pipe.live_chunk()
+        if chunk is not None and not chunk.discarded:
+            told.setdefault(chunk.seq, set()).add(chunk.hangover_ms)
+        if seg is not None:
+            segs.append(seg)
+    assert told and all(h == {600.0, 200.0} for h in told.values()), told   # both > 1.5 s
+    pauses = [s for s in segs if s.meta["cut"] == "pause"]
+    assert pauses, [s.meta for s in segs]
+    for seg in pauses:
+        assert seg.end_ms - seg.meta["speech_end_ms"] == pytest.approx(200.0)
+    for seg in segs:
+        assert seg.start_ms < seg.meta["speech_end_ms"] <= seg.end_ms
+    # the last phrase's speech ends within a frame or two of its loud samples
+    last = [s for s in segs if s.start_ms > 1000 + spans[1][0] - 400]
+    assert last and abs(last[-1].meta["speech_end_ms"] - (1000 + spans[1][1])) <= 200, (
+        last[-1].meta, spans)
+
+
 def test_feeds_pick_raw_enhanced_or_mix(tmp_path) -> None:
     x, _ = call_with_pauses(tmp_path)
     silent = np.zeros_like(x)

@@ -69,7 +69,8 @@ class ParticipantPipeline:
         if seg.live_audio is None:
             return None
         return LiveChunk(seg.room, seg.identity, seg.live_seq, seg.live_start_ms, seg.live_audio,
-                         seg.feed, silence_ms=seg.live_silence_ms)
+                         seg.feed, silence_ms=seg.live_silence_ms,
+                         hangover_ms=seg.live_hangover_ms)
 
     def flush(self) -> Optional[Segment]:
         return self.segmenter.flush()

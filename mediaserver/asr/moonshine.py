@@ -18,6 +18,13 @@ Partials: a decode given a ``prefix`` (the partial's stable words) that a recent
 this recogniser spelled feeds those tokens in one decoder step and decodes only the rest
 one by one (same tokens as a full decode; the encoder still sees the whole utterance).
 
+Drafts: a decode given a ``draft`` (the talker's newest partial hypothesis; finals get one
+too) feeds that decode's tokens in the same first step and keeps them as far as each is the
+greedy choice there (speculative decoding with the previous hypothesis as the guess): the
+greedy decode's result, with one decoder step for the agreeing part instead of one per
+token. Measured on a 12 s LibriSpeech utterance: 0.30 s instead of 0.89 s (encoder 0.25 s);
+the same text as a plain decode on 30 of 30 files with an 85 % partial as the draft.
+
 Measured on 40 LibriSpeech test utterances (one thread): WER clean 8.7 % vs Whisper tiny.en
 14-15 %, 5 dB SNR 21.5 % vs 29.2 %; decode time grows with the audio, about 0.1 s per
 second of speech, where Whisper's is nearly flat. Weaker on utterances under 5 s. No word
@@ -233,10 +240,14 @@ class MoonshineRecogniser:
         """The token bound of one decode of ``samples`` samples (16 kHz)."""
         return max(MIN_TOKENS, math.ceil(TOKENS_PER_S * samples / RATE))
 
-    def _decode(self, audio: np.ndarray, forced: Sequence[int] = ()) -> list[int]:
+    def _decode(self, audio: np.ndarray, forced: Sequence[int] = (),
+                draft: Sequence[int] = ()) -> list[int]:
         """Greedy token ids (no <s>/</s>) of ``audio``: float32 [T] at 16 kHz. ``forced``:
         token ids the result must start with, fed in one decoder step (a partial's stable
-        prefix: only the tokens after it are decoded one by one)."""
+        prefix: only the tokens after it are decoded one by one). ``draft``: the tokens
+        expected after them (an earlier decode's), fed in that same step and kept as far as
+        each is the greedy choice there: the result is the greedy decode's, in one step for
+        the draft's agreeing part instead of one per token."""
         if len(audio) < MIN_SAMPLES:
             audio = np.pad(audio, (0, MIN_SAMPLES - len(audio)))
         # encoder: input_values [1, T] -> last_hidden_state [1, S, 416], S ~ T / 384
@@ -251,19 +262,32 @@ class MoonshineRecogniser:
         # dummy [0, heads, 1, head_dim] afterwards, so it is kept from the first step only).
         cache = {name: np.zeros((1, heads, 0, dim), np.float32)
                  for name, (heads, dim) in self._past_shapes.items()}
-        # the first step may feed several tokens (<s> and the forced ones): the cache then
-        # holds all of them and logits[0, -1] predicts the token after the last
-        step, use_cache, ids = [BOS, *forced], False, list(forced)
+        # the first step may feed several tokens (<s>, the forced ones, the draft): the cache
+        # then holds all of them and logits[0, k] predicts the token after the k-th fed one
+        bound = self.max_tokens(len(audio))
+        draft = list(draft)[:max(0, bound - len(forced))]
+        step, use_cache, ids = [BOS, *forced, *draft], False, list(forced)
         vocab = len(self._tokens)
-        for _ in range(max(0, self.max_tokens(len(audio)) - len(ids))):
+        while len(ids) < bound:
             feed = {"input_ids": np.array([step], np.int64), "encoder_hidden_states": hidden,
                     "use_cache_branch": np.array([use_cache]), **cache}
             logits, *present = self._decoder.run(self._outputs, feed)
-            token = int(np.argmax(logits[0, -1, :vocab]))   # ids past the tokenizer: padding
-            if token == EOS:
+            keep: Optional[int] = None     # decoder cache entries to keep (None: all)
+            if draft:                      # the draft's agreeing part, then the greedy token
+                choice = np.argmax(logits[0, len(forced):, :vocab], axis=-1)   # ids past the
+                agree = 0                                                      # tokenizer: padding
+                while agree < len(draft) and int(choice[agree]) == draft[agree]:
+                    agree += 1
+                ids.extend(draft[:agree])
+                keep = 1 + len(forced) + agree
+                token, draft = int(choice[agree]), []
+            else:
+                token = int(np.argmax(logits[0, -1, :vocab]))
+            if token == EOS or len(ids) >= bound:
                 break
             ids.append(token)
-            cache.update((name, value) for name, value in zip(self._past, present)
+            cache.update((name, value[:, :, :keep] if ".decoder." in name else value)
+                         for name, value in zip(self._past, present)
                          if not use_cache or ".decoder." in name)
             use_cache, step = True, [token]
         else:
@@ -271,10 +295,13 @@ class MoonshineRecogniser:
                          len(audio) / RATE, len(ids))
         return ids
 
-    def text(self, pcm: np.ndarray, prefix: str = "") -> str:
+    def text(self, pcm: np.ndarray, prefix: str = "", draft: str = "") -> str:
         """Text of ``pcm`` (int16 or float32 [T], 16 kHz); empty for empty audio. ``prefix``:
         words the text must start with, forced when a recent decode of this recogniser began
-        with exactly these words (their tokens are known); otherwise ignored."""
+        with exactly these words (their tokens are known); otherwise ignored. ``draft``: the
+        words an earlier decode of this recogniser heard (e.g. the talker's last partial):
+        its tokens after the prefix are checked in one step, not decoded one by one (same
+        result; ignored when no recent decode spelled them)."""
         audio = (pcm.astype(np.float32) / 32768.0 if pcm.dtype == np.int16
                  else np.ascontiguousarray(pcm, dtype=np.float32))
         if audio.ndim != 1:
@@ -282,7 +309,10 @@ class MoonshineRecogniser:
         if len(audio) == 0:
             return ""
         with self._lock:
-            ids = self._decode(audio, self._prefix_ids(prefix.split()) if prefix else ())
+            forced = self._prefix_ids(prefix.split()) if prefix else []
+            guess = self._prefix_ids(draft.split()) if draft else []
+            guess = guess[len(forced):] if guess[:len(forced)] == forced else []
+            ids = self._decode(audio, forced, guess)
             self._recent.append(ids)
             return detokenize(ids, self._tokens)
 
@@ -305,8 +335,8 @@ class MoonshineRecogniser:
         return self.text(pcm)
 
     def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
-                  fallback: bool = True, prefix: str = "") -> list[Word]:
+                  fallback: bool = True, prefix: str = "", draft: str = "") -> list[Word]:
         """Words without times (Moonshine reports none: a length cut then carries nothing
         over). ``prompt`` is ignored (the model takes no context) and so is ``fallback``
-        (always one greedy pass); ``prefix`` as in :meth:`text`."""
-        return [Word(t) for t in self.text(pcm, prefix).split()]
+        (always one greedy pass); ``prefix`` and ``draft`` as in :meth:`text`."""
+        return [Word(t) for t in self.text(pcm, prefix, draft).split()]

@@ -51,8 +51,9 @@ def add_asr_options(parser: argparse.ArgumentParser) -> None:
                help="a talker's next partial decode starts when the previous one ended and at "
                     "least this many seconds of new speech came; 0: no partials")
     add_option(parser, "--asr-early-final", type=float, default=EARLY_FINAL_S, metavar="S",
-               help="after this much pause the utterance so far is decoded as its final, "
-                    "published when the segment closes with no new speech; 0: decode at the close")
+               help="after this much pause (half the segment's hangover when that is shorter) the "
+                    "utterance so far is decoded as its final, published when the segment closes "
+                    "with no new speech; 0: decode at the close")
     add_option(parser, "--asr-ws-url", default=None, help="external recogniser WebSocket URL (ws sink)")
     add_option(parser, "--asr-ws-format", choices=("s16le", "f32le"), default="s16le",
                help="audio sample format sent to the WebSocket recogniser (16 kHz mono)")

@@ -15,18 +15,29 @@ Recogniser threads run at a lower CPU priority (``nice``, default +10 over the s
 caption may come late, a media clock tick may not. Measured in the soak (2 cores, Whisper
 tiny.en, 2 workers at the server's priority): every decode made the 20 ms media clock drop
 5-17 frames per stream.
+
+A recogniser is built (and warmed up) in a daemon thread of its own, which a start-up cut
+short by a stop signal abandons: loading Moonshine takes 3-5 s in calls that cannot be
+interrupted (onnxruntime optimising the decoder graph), and an executor thread would hold
+the process's exit until it finished (a media worker then outlived its 4.5 s stop allowance).
+:func:`abandoned_loads` counts those still running; :func:`exit_leaving_loads` ends the
+process without waiting for them (a normal interpreter exit would also abort: onnxruntime's
+globals are destroyed under the running load, SIGABRT).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import concurrent.futures
 import logging
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Optional, Protocol
+from typing import Callable, NoReturn, Optional, Protocol
 
 import numpy as np
 
@@ -41,9 +52,10 @@ Key = tuple[str, str]
 
 class WordRecogniser(Protocol):
     def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
-                  fallback: bool = True, prefix: str = "") -> list[Word]:
+                  fallback: bool = True, prefix: str = "", draft: str = "") -> list[Word]:
         """``pcm``: int16 or float32 [T] at 16 kHz; ``prefix``: words the result may be forced
-        to start with (an engine that cannot force them ignores it). Raises on engine failure."""
+        to start with, ``draft``: words it probably starts with, which an engine may check at
+        once (one that cannot ignores both). Raises on engine failure."""
         ...
 
 
@@ -122,8 +134,9 @@ Result = Callable[[DecodeJob, Optional[list[Word]]], None]
 
 
 def decode(recogniser: WordRecogniser, job: DecodeJob) -> list[Word]:
-    """Run ``job`` on ``recogniser`` (a partial passes its stable prefix; finals never)."""
-    extra = {"prefix": job.prefix} if job.prefix else {}
+    """Run ``job`` on ``recogniser`` (a partial passes its stable prefix, finals never; both
+    pass the talker's newest hypothesis as a draft when there is one)."""
+    extra = {k: v for k, v in (("prefix", job.prefix), ("draft", job.draft)) if v}
     return recogniser.recognise(job.pcm, prompt=job.prompt, word_times=job.word_times,
                                 fallback=job.final, **extra)
 
@@ -141,13 +154,61 @@ def lower_thread_priority(nice: int) -> None:
         logger.warning("could not lower the ASR worker's CPU priority: %s", exc)
 
 
-class _Worker:
-    """One thread and the recogniser living in it."""
+_abandoned: set[threading.Thread] = set()   # loads whose start-up was cancelled
 
-    def __init__(self, index: int, generation: int) -> None:
+
+def abandoned_loads() -> int:
+    """Recogniser loads still running although the start-up that wanted them was cancelled."""
+    _abandoned.difference_update([t for t in _abandoned if not t.is_alive()])
+    return len(_abandoned)
+
+
+def exit_leaving_loads(code: int) -> NoReturn:
+    """End the process with ``code`` now, as a normal exit would (``atexit`` handlers: logging
+    flushed, temporary folders removed) but without waiting for abandoned loads or tearing down
+    the interpreter under them."""
+    logger.info("exiting without waiting for %d recogniser load(s) still running", abandoned_loads())
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # closed or broken pipe: nothing more to say
+            pass
+    os._exit(code)
+
+
+async def build_abandonable(build: Callable[[], WordRecogniser], name: str) -> WordRecogniser:
+    """``build()`` in a new daemon thread; cancelling the caller abandons the thread (counted
+    by :func:`abandoned_loads`; what it builds afterwards is dropped)."""
+    done: concurrent.futures.Future[WordRecogniser] = concurrent.futures.Future()
+
+    def run() -> None:
+        if not done.set_running_or_notify_cancel():
+            return
+        try:
+            done.set_result(build())
+        except BaseException as exc:  # noqa: BLE001  (handed to the awaiting task)
+            done.set_exception(exc)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    logger.info("%s: loading the recogniser", name)
+    try:
+        return await asyncio.wrap_future(done)
+    except asyncio.CancelledError:
+        if thread.is_alive():
+            _abandoned.add(thread)
+        raise
+
+
+class _Worker:
+    """One decode thread (at ``nice``) and the recogniser it runs."""
+
+    def __init__(self, index: int, generation: int, nice: int = 0) -> None:
         self.index = index
-        self.executor = ThreadPoolExecutor(max_workers=1,
-                                           thread_name_prefix=f"asr-worker{index}.{generation}")
+        self.name = f"asr-worker{index}.{generation}"
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name,
+                                           initializer=lower_thread_priority, initargs=(nice,))
         self.recogniser: Optional[WordRecogniser] = None
 
 
@@ -171,7 +232,7 @@ class RecogniserPool:
         self._queue = queue
         self._on_result = on_result
         self._prepare = prepare
-        self._workers = [_Worker(i, 0) for i in range(workers)]
+        self._workers = [_Worker(i, 0, nice) for i in range(workers)]
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -185,8 +246,7 @@ class RecogniserPool:
         return len(self._workers)
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(self._load(loop, w) for w in self._workers))
+        await asyncio.gather(*(self._load(w) for w in self._workers))
         self._tasks = [asyncio.create_task(self._run(i), name=f"asr-worker-{i}")
                        for i in range(len(self._workers))]
         metrics.WORKERS.set(len(self._workers))
@@ -210,23 +270,24 @@ class RecogniserPool:
             self._idle.clear()
             await self._idle.wait()
 
-    async def _load(self, loop: asyncio.AbstractEventLoop, worker: _Worker) -> None:
+    async def _load(self, worker: _Worker) -> None:
         def build() -> WordRecogniser:
+            # threads the engine starts here (onnxruntime's, CTranslate2's) inherit the priority
             lower_thread_priority(self.nice)
             recogniser = self._factory()
             # the engine's first decode is slow (lazy init): pay it now, not on a caption
             recogniser.recognise(np.zeros(16000, np.float32), fallback=False)
             return recogniser
 
-        worker.recogniser = await loop.run_in_executor(worker.executor, build)
+        worker.recogniser = await build_abandonable(build, f"{worker.name}-load")
 
     async def _replace(self, index: int) -> _Worker:
         old = self._workers[index]
         old.executor.shutdown(wait=False, cancel_futures=True)
         self.restarts += 1
         metrics.WORKER_RESTARTS.inc()
-        new = _Worker(index, self.restarts)
-        await self._load(asyncio.get_running_loop(), new)
+        new = _Worker(index, self.restarts, self.nice)
+        await self._load(new)
         self._workers[index] = new
         logger.warning("ASR worker %d failed and was replaced (%d replacements so far)",
                        index, self.restarts)

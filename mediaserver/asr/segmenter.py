@@ -58,7 +58,9 @@ class Segment:
     feed: str = "raw"
     sample_rate: int = RATE
     seq: int = 0                   # per participant, increasing
-    meta: dict = field(default_factory=dict)   # "cut": "pause" | "length" | "flush", "voiced_frames"
+    # "cut": "pause" | "length" | "flush", "voiced_frames", "speech_end_ms" (end of the last
+    # voiced frame: the segment ends a hangover of silence after it)
+    meta: dict = field(default_factory=dict)
 
     @property
     def duration_ms(self) -> float:
@@ -75,8 +77,9 @@ class VadSegmenter:
     For live streaming, after each ``push`` ``live_audio`` holds the audio that joined the
     open segment on this frame (the whole pre-roll when it opened), ``live_seq`` its number
     and ``live_start_ms`` its start, ``live_silence_ms`` the unvoiced audio at its end (0 after
-    a voiced frame; the pause that reaches the hangover closes it); ``discarded_seq`` names a
-    segment closed as too short.
+    a voiced frame; the pause that reaches the hangover closes it), ``live_hangover_ms`` that
+    hangover (the soft one once the segment is ``soft_max_ms`` long); ``discarded_seq`` names
+    a segment closed as too short.
     """
 
     def __init__(self, room: str, identity: str, config: SegmenterConfig | None = None,
@@ -103,6 +106,7 @@ class VadSegmenter:
         self.live_seq = 0
         self.live_start_ms = 0.0
         self.live_silence_ms = 0.0
+        self.live_hangover_ms = float(FRAME_MS * self._hangover)
         self.discarded_seq: Optional[int] = None
 
     @property
@@ -130,6 +134,7 @@ class VadSegmenter:
                 self._window.clear()
                 self.live_seq, self.live_start_ms = self._seq, self._start_ms
                 self.live_silence_ms = 0.0
+                self.live_hangover_ms = float(FRAME_MS * self._hangover)
                 self.live_audio = np.concatenate(self._active)
             return None
         self._active.append(frame)
@@ -143,6 +148,7 @@ class VadSegmenter:
         self.live_silence_ms = float(FRAME_MS * self._silent_run)
         length = len(self._active)
         hangover = self._soft_hangover if length >= self._soft_max else self._hangover
+        self.live_hangover_ms = float(FRAME_MS * hangover)
         if self._silent_run >= hangover:
             return self._close(end_ms, "pause")
         if length >= self._max:
@@ -157,10 +163,12 @@ class VadSegmenter:
         return self._close(self._last_end_ms or self._start_ms + FRAME_MS * len(self._active), "flush")
 
     def _close(self, end_ms: float, cut: str) -> Optional[Segment]:
-        frames, voiced = self._active, self._voiced
+        frames, voiced, silent = self._active, self._voiced, self._silent_run
         self._active, self._voiced, self._silent_run = [], 0, 0
         if voiced < self._min_voiced:
             self.discarded_seq = self._seq
             return None
         return Segment(self.room, self.identity, self._start_ms, end_ms, np.concatenate(frames),
-                       feed=self.feed, seq=self._seq, meta={"voiced_frames": voiced, "cut": cut})
+                       feed=self.feed, seq=self._seq,
+                       meta={"voiced_frames": voiced, "cut": cut,
+                             "speech_end_ms": end_ms - FRAME_MS * silent})

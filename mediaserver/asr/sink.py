@@ -46,6 +46,8 @@ class LiveChunk:
     ``discarded``: the segment ``seq`` was closed as too short and will not be submitted.
     ``silence_ms``: unvoiced audio at the end of the open segment after this chunk (0: the
     chunk's last frame was speech); a streaming recogniser starts its final early on it.
+    ``hangover_ms``: the pause that closes the segment now (shorter once it is long; 0:
+    unknown), so the early final can start before that.
     """
 
     room: str
@@ -56,6 +58,7 @@ class LiveChunk:
     feed: str = "raw"
     discarded: bool = False
     silence_ms: float = 0.0
+    hangover_ms: float = 0.0
 
 
 @dataclass(frozen=True)

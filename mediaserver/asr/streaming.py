@@ -8,12 +8,15 @@ replaces them. Each partial also carries the newest decode's words past the stab
 (``Caption.unstable``, up to ``unstable_end_ms``): shown as provisional, they may change.
 
 Early finals: when the open segment has ``early_final_ms`` of trailing silence (the pause
-the segmenter will close it on after its hangover), the utterance so far is decoded as its
-final at once (an *early* final job). If the segmenter then closes the segment with no
+the segmenter will close it on after its hangover; half that hangover when it is shorter, as
+the soft hangover of a long segment is), the utterance so far is decoded as its final at
+once (an *early* final job). If the segmenter then closes the segment with no
 speech in between, that result is the final (published as soon as both happened); if speech
 resumes first, it is discarded (a later pause starts another). A segment cut for length, or
 one whose early decode had not started when it closed, gets its final decoded as before. Every decode gets the talker's previous final text as a prompt
-(context across cuts). A segment the segmenter cut for *length* (no pause) may end inside a
+(context across cuts) and the newest partial hypothesis as a *draft*, which an engine may
+check in one step instead of decoding it token by token (Moonshine does: same words, a final
+of a long utterance in a third of the time). A segment the segmenter cut for *length* (no pause) may end inside a
 word: its final keeps only the words before the last one the recogniser reports, and the
 audio from that word's start on is carried into the next segment (cut at a reported word
 boundary, with overlap), so no word is split between two decodes.
@@ -55,6 +58,9 @@ class StreamConfig:
     context_chars: int = 200          # previous final text passed as the prompt
     carry_max_ms: int = 4000          # at most this much audio is carried over a length cut
     partials: bool = True
+    drafts: bool = True               # decodes get the newest partial hypothesis as a draft
+    early_before_cut: bool = True     # early final at half a shorter hangover (False: never
+                                      # before early_final_ms; both switches: benchmark A/B)
 
     def __post_init__(self) -> None:
         if self.partial_interval_ms < 100 or self.min_partial_ms < 0:
@@ -81,6 +87,7 @@ class DecodeJob:
     early: bool = False
     early_id: int = 0
     prefix: str = ""          # a partial's stable prefix: the decode may start from it
+    draft: str = ""           # the talker's newest hypothesis: the decode may check it at once
 
     @property
     def key(self) -> tuple[str, str]:
@@ -134,6 +141,7 @@ class TalkerStream:
         self._samples = 0
         self._start_ms = 0.0
         self._silence_ms = 0.0         # trailing unvoiced audio of the open segment
+        self._hangover_ms = 0.0        # the pause that closes it now (0: unknown)
         self._carry: Optional[tuple[float, np.ndarray]] = None   # (start_ms, pcm)
         self._context = ""
         self._asked_end_ms = -1e18     # audio end of the last partial decode asked for
@@ -172,6 +180,7 @@ class TalkerStream:
         self._chunks.append(chunk.pcm)
         self._samples += len(chunk.pcm)
         self._silence_ms = chunk.silence_ms
+        self._hangover_ms = chunk.hangover_ms
         if chunk.silence_ms <= 0 and self._early is not None:
             self._drop_early()     # speech resumed: the early decode missed it
 
@@ -190,7 +199,7 @@ class TalkerStream:
         if (not self.cfg.partials or self._seq < 0 or self._partial_in_flight
                 or self._early is not None):
             return None
-        if self.cfg.early_final_ms and self._silence_ms >= self.cfg.early_final_ms / 2:
+        if self.cfg.early_final_ms and self._silence_ms >= self.early_after_ms / 2:
             return None          # a pause is beginning: keep the worker free for the early final
         end_ms = self._start_ms + self.open_ms
         if self.open_ms < self.cfg.min_partial_ms:
@@ -210,7 +219,7 @@ class TalkerStream:
         end_ms = self._start_ms + self.open_ms
         self._asked_end_ms = end_ms
         return replace(job, pcm=self._pcm(), start_ms=self._start_ms, end_ms=end_ms,
-                       prompt=self._prompt(), prefix=join(self._shown))
+                       prompt=self._prompt(), prefix=join(self._shown), draft=self._draft())
 
     def partial_dropped(self, job: DecodeJob) -> None:
         """A partial job was superseded or dropped before it ran."""
@@ -250,11 +259,20 @@ class TalkerStream:
             return "done"
         return "running" if self._early_started else "queued"
 
+    @property
+    def early_after_ms(self) -> float:
+        """The trailing pause that starts the early final: ``early_final_ms``, or half the
+        hangover that will close the segment when that is sooner (a long segment's soft
+        hangover: the decode still starts before the cut)."""
+        if self._hangover_ms > 0 and self.cfg.early_before_cut:
+            return min(float(self.cfg.early_final_ms), self._hangover_ms / 2)
+        return float(self.cfg.early_final_ms)
+
     def early_job(self) -> Optional[DecodeJob]:
         """An early final of the open utterance when its trailing pause just reached
-        ``early_final_ms`` (queue it like a final, after the talker's earlier finals)."""
+        :attr:`early_after_ms` (queue it like a final, after the talker's earlier finals)."""
         if (not self.cfg.early_final_ms or self._seq < 0 or self._early is not None
-                or self._silence_ms < self.cfg.early_final_ms):
+                or self._silence_ms < self.early_after_ms):
             return None
         self._early_ids += 1
         end_ms = self._start_ms + self.open_ms
@@ -271,7 +289,8 @@ class TalkerStream:
         self._early_started = True
         # the carry of a previous length cut may have been put in front since the job was made
         n = int(round((job.end_ms - self._start_ms) * RATE / 1000.0))
-        return replace(job, pcm=self._pcm()[:n], start_ms=self._start_ms, prompt=self._prompt())
+        return replace(job, pcm=self._pcm()[:n], start_ms=self._start_ms, prompt=self._prompt(),
+                       draft=self._draft())
 
     def early_done(self, job: DecodeJob, words: Optional[list[Word]]) -> Optional[Caption]:
         """Result of an early decode: the final caption when its segment already closed
@@ -308,6 +327,7 @@ class TalkerStream:
                         segment.start_ms, segment.end_ms, word_times=length_cut)
         if segment.seq != self._seq:
             return job
+        job = replace(job, draft=self._draft())
         early, started, words = self._early, self._early_started, self._early_words
         adopt = early is not None and not length_cut and (started or words is not None)
         if adopt:
@@ -356,6 +376,11 @@ class TalkerStream:
         return Caption(self.room, self.identity, text, job.start_ms, end_ms, True)
 
     # -- internals -------------------------------------------------------------------------
+    def _draft(self) -> str:
+        """The newest partial hypothesis of the open utterance ("": none): a decode of more
+        of its audio may check these words at once instead of decoding them one by one."""
+        return join(self._prev[0]) if self._prev is not None and self.cfg.drafts else ""
+
     def _prompt(self) -> str:
         return self._context if self.cfg.context_chars else ""
 
@@ -365,6 +390,7 @@ class TalkerStream:
         self._seq = -1
         self._chunks, self._samples = [], 0
         self._silence_ms = 0.0
+        self._hangover_ms = 0.0
         self._asked_end_ms = -1e18
         self._partial_in_flight = False
         self._prev = None

@@ -119,12 +119,15 @@ def _run(recogniser: Recogniser, job: DecodeJob) -> list:
 
 
 def _event(caption: Caption, emit_s: float, with_start: bool = False,
-           duration_s: Optional[float] = None) -> dict:
+           duration_s: Optional[float] = None, speech_end_ms: Optional[dict] = None) -> dict:
     """``text`` is the stable prefix of a partial, ``audio_end_s`` how far its audio reaches.
-    ``with_start`` (the benchmark's events) adds ``audio_start_s`` and, for a partial with
-    provisional words past its stable prefix, ``unstable`` and ``unstable_audio_end_s`` (how
-    far the newest decode's audio reaches). ``duration_s``: the file's length, which audio
-    times never pass (the last segment closes in the silence appended after the file)."""
+    ``with_start`` (the benchmark's events) adds ``audio_start_s``; for a final, ``speech_end_s``
+    (where the VAD heard the last speech of its segment: ``speech_end_ms`` maps a segment's end
+    to it; a final not ending at a segment's end, as one cut for length, gets its audio end);
+    for a partial with provisional words past its stable prefix, ``unstable`` and
+    ``unstable_audio_end_s`` (how far the newest decode's audio reaches). ``duration_s``: the
+    file's length, which audio times never pass (the last segment closes in the silence
+    appended after the file)."""
     def at(ms: float) -> float:
         return round(min(ms / 1000.0, duration_s) if duration_s is not None else ms / 1000.0, 3)
 
@@ -132,6 +135,8 @@ def _event(caption: Caption, emit_s: float, with_start: bool = False,
              "audio_end_s": at(caption.end_ms), "emit_s": round(emit_s, 3)}
     if with_start:
         event["audio_start_s"] = at(caption.start_ms)
+        if caption.final:
+            event["speech_end_s"] = at((speech_end_ms or {}).get(caption.end_ms, caption.end_ms))
         if not caption.final and caption.unstable and caption.unstable_end_ms is not None:
             event["unstable"] = caption.unstable
             event["unstable_audio_end_s"] = at(caption.unstable_end_ms)
@@ -147,7 +152,8 @@ def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optiona
 
     Frame ``i`` arrives at ``(i + 1) * 20 ms``; a decode starts when the worker is free and
     takes the wall time it really took here. Returns the events as ``--realtime`` does, each
-    with ``audio_start_s`` too (where its utterance starts: first-partial latency).
+    with ``audio_start_s`` too (where its utterance starts: first-partial latency), finals
+    with ``speech_end_s`` (where its speech ended: final latency).
     """
     enhanced48 = raw48 if enhanced48 is None else enhanced48
     pipe = ParticipantPipeline("sim", "file", feed, seg)
@@ -156,6 +162,7 @@ def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optiona
     partial: Optional[DecodeJob] = None
     flight: Optional[tuple[DecodeJob, list, float]] = None
     events: list[dict] = []
+    speech_end: dict[float, float] = {}    # segment end_ms -> speech_end_ms
 
     def start(now: float) -> Optional[tuple[DecodeJob, list, float]]:
         nonlocal partial
@@ -183,7 +190,8 @@ def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optiona
             else:
                 caption = talker.partial_done(job, words)
             if caption is not None:
-                events.append(_event(caption, done, with_start=True, duration_s=duration_s))
+                events.append(_event(caption, done, with_start=True, duration_s=duration_s,
+                                     speech_end_ms=speech_end))
             flight = start(done)
 
     def accept(segment: Optional[Segment], now: float) -> None:
@@ -202,11 +210,13 @@ def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optiona
                 if job is not None:
                     partial = job
         if segment is not None:
+            speech_end[segment.end_ms] = segment.meta.get("speech_end_ms", segment.end_ms)
             closed = talker.close(segment)
             if isinstance(closed, DecodeJob):
                 finals.append(closed)
             elif closed is not None:       # the early decode already heard all of it
-                events.append(_event(closed, now, with_start=True, duration_s=duration_s))
+                events.append(_event(closed, now, with_start=True, duration_s=duration_s,
+                                     speech_end_ms=speech_end))
             partial = None
         if flight is None:
             flight = start(now)

@@ -513,4 +513,8 @@ def main(args: argparse.Namespace) -> int:
     pin_host_addresses(_split(args.ice_host))
     tolerate_consent_stalls()
     asyncio.run(serve(args))
+    from ..asr.pool import abandoned_loads, exit_leaving_loads
+
+    if abandoned_loads():   # stopped while a recogniser loaded: its thread must not hold the exit
+        exit_leaving_loads(0)
     return 0
