@@ -63,6 +63,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if a in COMMANDS), None)
+    front = os.environ.get("MEDIASERVER_FRONT_PID") if program else None
+    if front and front.isdigit():   # a media worker of serve --workers N: it ends with its front
+        from .workers.lifeline import end_with_parent
+
+        end_with_parent(int(front))
     if command in STOPPED_BY_SIGNAL:
         from .sfu.startup import remember_stop_signals
 
@@ -108,9 +113,11 @@ def _exit_now(code: int) -> None:
 
 def _run(argv: list[str], command: Optional[str]) -> int:
     parser = build_parser(command)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if args.command is None:
         parser.error(f"a COMMAND is required: {', '.join(COMMANDS)}")
+    if extra:   # named by the sub-command (its --help lists its flags), not by mediaserver
+        args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

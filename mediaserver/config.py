@@ -15,6 +15,7 @@ empty value means something say so (``add_option(empty_means=...)``, ``--metrics
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -38,6 +39,46 @@ def is_blank(value: str) -> bool:
     """Empty, blanks, or a comma list that names nothing (``","``): no setting takes it."""
     return not value.replace(",", "").strip()
 
+
+def number_in(low: Optional[float] = None, high: Optional[float] = None, kind: type = float,
+              *, or_zero: bool = False) -> Any:
+    """An argparse ``type`` for a number within ``low..high`` (either end open when None; with
+    ``or_zero``, 0 is accepted too: "off"), so a value out of range is refused as the flag is
+    parsed, naming it (``argument --canary-share: must be within 0..1, got 2``), or its variable
+    (:func:`_env_value`), before anything starts: not a ValueError when the server builds it."""
+    words = {int: "a whole number", float: "a number"}[kind]
+    if low is not None and high is not None:
+        wanted = f"within {low:g}..{high:g}"
+    elif low is not None:
+        wanted = f"at least {low:g}"
+    else:
+        wanted = f"at most {high:g}"
+    wanted += " (or 0: off)" if or_zero else ""
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {words}") from None
+        if not math.isfinite(value) or (not (or_zero and value == 0) and (
+                (low is not None and value < low) or (high is not None and value > high))):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def redis_url(text: str) -> str:
+    """An argparse ``type`` for a Redis URL: ``foo://x`` is refused as the flag is parsed, not
+    by redis-py once the server listens (a ValueError traceback, exit 1)."""
+    if not text.startswith(REDIS_SCHEMES) or text in REDIS_SCHEMES:
+        raise argparse.ArgumentTypeError(
+            f"must start {', '.join(REDIS_SCHEMES)} (redis://host:6379/0), got {text!r}")
+    return text
 
 
 def _env_value(raw: str, kwargs: dict[str, Any], empty_means: Optional[str]) -> Any:
@@ -117,6 +158,9 @@ def add_option(parser: argparse.ArgumentParser, flag: str, *aliases: str,
             kwargs["default"] = _env_value(raw, kwargs, empty_means)
         except ValueError as exc:
             problem = f"{name}={raw!r} {exc}"
+        # a required flag is satisfied by its variable; a bad variable (empty, not a value) is
+        # then reported naming it (check_env) rather than as the flag missing
+        kwargs["required"] = False
     help_text = kwargs.get("help", "") + (f" ('': {empty_means})" if empty_means else "")
     kwargs["help"] = f"{help_text} [env {name}]".strip()
     kind = kwargs.get("action")

@@ -67,6 +67,19 @@ BAD = [
     (("serve", "--no-such-flag"), "--no-such-flag"),
     (("token", "--room", "r"), "--identity"),
     ((), "COMMAND"),                                           # no sub-command at all
+    # fresh-user trial 3: ranges enforced only when the server built the part (a ValueError
+    # traceback, exit 1, some after "listening"), now as the flag is parsed
+    (("serve", "--canary-share", "2", "--canary-model", "msenh-v2"), "--canary-share"),
+    (("serve", "--vad-mode", "7"), "--vad-mode"),
+    (("serve", "--vad-hangover-ms", "-1"), "--vad-hangover-ms"),
+    (("serve", "--vad-atten-db", "200"), "--vad-atten-db"),
+    (("serve", "--dnsmos-sample-s", "3"), "--dnsmos-sample-s"),
+    (("serve", "--enhancer-threads", "0"), "--enhancer-threads"),
+    (("serve", "--opus-bitrate", "10"), "--opus-bitrate"),
+    (("serve", "--atten-lim-db", "nan"), "--atten-lim-db"),
+    (("enhance", "x.wav", "--out-dir", "o", "--atten-lim-db", "-1"), "--atten-lim-db"),
+    (("serve", "--redis-url", "foo://x"), "--redis-url"),     # was: "listening", then a traceback
+    (("cluster", "--redis-url", "http://x"), "--redis-url"),
 ]
 
 
@@ -243,6 +256,11 @@ FROM_ENV = [
     ({"MEDIASERVER_TTL": "-1"}, ("token", "--room", "r", "--identity", "i", "--secret", "s"),
      "MEDIASERVER_TTL must be positive"),
     ({"MEDIASERVER_ICE_HOST": ","}, ("serve",), "MEDIASERVER_ICE_HOST=','"),   # append, blank
+    ({"MEDIASERVER_CANARY_SHARE": "3"}, ("serve",), "MEDIASERVER_CANARY_SHARE='3' must be within 0..1"),
+    ({"MEDIASERVER_REDIS_URL": "foo://x"}, ("serve",), "MEDIASERVER_REDIS_URL='foo://x' must start redis://"),
+    # a required flag is satisfied by its variable: the next problem is the input file
+    ({"MEDIASERVER_OUT_DIR": "eo3"}, ("enhance", "missing.wav"), "missing.wav: no such file"),
+    ({"MEDIASERVER_DATA": "/nonexistent"}, ("eval",), "MEDIASERVER_DATA"),
 ]
 
 
@@ -302,6 +320,7 @@ EMPTY = [
     ({"MEDIASERVER_SECRET": " "}, ("serve",), "MEDIASERVER_SECRET=' '"),
     ({"MEDIASERVER_NO_ENHANCE": ""}, ("serve",), "MEDIASERVER_NO_ENHANCE=''"),
     ({"MEDIASERVER_ASR_FEED": ""}, ("transcribe", "x.wav"), "MEDIASERVER_ASR_FEED=''"),
+    ({"MEDIASERVER_OUT_DIR": ""}, ("enhance", "x.wav"), "MEDIASERVER_OUT_DIR=''"),   # a required one
 ]
 
 
@@ -381,3 +400,126 @@ def test_a_missing_model_file_is_one_line_naming_the_flag(command, argv, flag, t
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert len(lines) == 1 and lines[0].startswith(f"mediaserver {command}: error: {flag}"), lines
     assert missing in lines[0] and "Traceback" not in proc.stderr and "listening" not in proc.stdout
+
+
+# ---- fresh-user trial 3 ------------------------------------------------------------------------
+
+def test_an_unknown_flag_names_the_sub_command_and_its_help(run_cli) -> None:
+    """``serve --bogus`` said ``mediaserver: error: ... (see mediaserver --help)``, whose help
+    lists the commands, not serve's flags."""
+    rc, out, err = run_cli("serve", "--bogus")
+    assert rc == 2 and out == "", (rc, out, err)
+    assert err.strip().splitlines() == [
+        "mediaserver serve: error: unrecognized arguments: --bogus (see mediaserver serve --help)"], err
+
+
+def test_a_missing_model_root_is_refused_naming_the_flag(monkeypatch) -> None:
+    """``serve --model-root /nonexistent`` was taken silently (its models then "unknown");
+    ``models list`` warned "not a folder". Asked as ``serve`` asks, before anything starts."""
+    from mediaserver.config import UsageError
+    from mediaserver.sfu.server import check_args
+
+    for name in [n for n in os.environ if n.startswith("MEDIASERVER_")]:
+        monkeypatch.delenv(name)
+    for argv, said in ((["--model-root", "/nonexistent"], "--model-root /nonexistent: no such folder"),
+                       (["--model-root", "/etc/hostname", "--no-enhance"], "--model-root /etc/hostname: not a folder"),
+                       (["--model-root", f"{ROOT / 'models'},/nope"], "--model-root /nope: no such folder")):
+        with pytest.raises(UsageError) as caught:
+            check_args(_serve_args(*argv))
+        assert str(caught.value) == said
+    check_args(_serve_args("--model-root", str(ROOT / "models"), "--no-enhance"))   # a folder: fine
+
+
+def _running_with(text: str) -> list[int]:
+    """Pids of the live processes (not zombies) whose command line holds ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("flag,workers", [("--model", "2"), ("--canary-model", "2"), ("--canary-model", "1")])
+def test_workers_a_corrupt_model_is_one_line_naming_the_flag_and_nothing_runs(flag, workers, tmp_path) -> None:
+    """``serve --workers 2 --model BAD.pt`` (there, no checkpoint) ended in a 90-line traceback,
+    exit 1: WeightsError in the inference process, then the front's RuntimeError and an unclosed
+    client session. The inference process now reports it as a usage problem (its own exit code)
+    and the front says it as one process does: one line naming the flag, exit 2, and no process
+    of it is left. In one process a corrupt ``--canary-model`` was a traceback too."""
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00 not a checkpoint\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASERVER_")}
+    proc = subprocess.run([sys.executable, "-m", "mediaserver", "serve", "--port", "0", "--workers", workers,
+                           flag, str(bad)], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300)
+    # (the inference process logs the stable model's load at INFO before the candidate's fails)
+    lines = [ln for ln in proc.stderr.strip().splitlines() if " INFO " not in ln]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert len(lines) == 1 and lines[0].startswith(f"mediaserver serve: error: {flag}: "), lines
+    assert str(bad) in lines[0] and "Traceback" not in proc.stderr and "listening" not in proc.stdout
+    assert _running_with(str(bad)) == []   # the inference process, and no worker, still running
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_end_with_a_killed_front(tmp_path) -> None:
+    """``kill -9`` of a ``--workers 2`` front while its workers start: they end at once
+    (SIGTERM from the kernel, workers/lifeline.py), before they listen. Before, each went on
+    through its start-up (~10 s on a busy machine), then died printing "listening" into the
+    dead front's pipe (a BrokenPipeError traceback) or noticed the front gone a second later."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASERVER_")}
+    proc = subprocess.Popen([sys.executable, "-m", "mediaserver", "serve", "--port", "0", "--workers", "2",
+                             "--no-enhance", "--rooms", str(tmp_path)], cwd=tmp_path,
+                            env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    children = f"/proc/{proc.pid}/task/{proc.pid}/children"
+    workers: list[int] = []
+    try:
+        while len(workers) < 2 and proc.poll() is None:
+            with open(children) as f:
+                workers = [int(p) for p in f.read().split()]
+        assert len(workers) == 2, proc.communicate(timeout=60)
+        os.kill(proc.pid, signal.SIGKILL)
+        # the workers hold the stderr pipe: it closes when both have ended
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _running_with(str(tmp_path)) == [], err[-3000:]
+    assert "Traceback" not in err and "is gone" not in err and "listening" not in err, err[-3000:]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_taken_port_is_one_line_naming_the_flag_after_the_workers_stopped(workers, tmp_path) -> None:
+    """``serve --port P`` with P taken was an OSError traceback, exit 1 (``--workers 2``: after
+    its workers had started). Now one line naming ``--port``, exit 2, and a front says it last,
+    once it has stopped the workers it started (nothing of it left running)."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASERVER_")}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mediaserver", "serve", "--port", str(port),
+                               "--workers", workers, "--no-enhance", "--rooms", str(tmp_path)],
+                              cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        taken.close()
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert lines[-1] == f"mediaserver serve: error: --port {port}: 127.0.0.1:{port} is in use already", lines
+    assert [ln for ln in lines if " INFO " not in ln] == lines[-1:], lines   # (the workers' stop: INFO)
+    assert "Traceback" not in proc.stderr and _running_with(str(tmp_path)) == []

@@ -9,13 +9,13 @@ import json
 
 from redis.exceptions import RedisError
 
-from ..config import UsageError, add_option, print_problem
+from ..config import UsageError, add_option, print_problem, redis_url
 from .node import snapshot
 from .registry import RedisRegistry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_option(parser, "--redis-url", default=None,
+    add_option(parser, "--redis-url", default=None, type=redis_url,
                help="the Redis the cluster's nodes share")
 
 

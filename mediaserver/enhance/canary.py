@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from ..config import add_option
+from ..config import add_option, number_in
 from .telemetry import Counts
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class ModelRouter:
 def add_canary_options(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--canary-model", default=None,
                help="candidate model (registry name) for a share of new rooms, rolled back automatically")
-    add_option(parser, "--canary-share", type=float, default=0.1,
+    add_option(parser, "--canary-share", type=number_in(0, 1), default=0.1,
                help="share of new rooms (stable by room name) on the canary model, 0..1")
     d = CanaryThresholds()
     add_option(parser, "--canary-window-s", type=float, default=d.window_s,

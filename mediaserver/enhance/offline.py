@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from ..audio import AudioFileError, check_inputs, read_audio, resample, write_audio
-from ..config import UsageError, add_option, print_problem
+from ..config import UsageError, add_option, number_in, print_problem
 from ..devices import torch_device_problem
 from .stage import EnhancerStage
 from .streaming import Enhancer
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IN.wav", help="audio files to enhance")
     add_option(parser, "--out-dir", required=True, help="folder for the enhanced files (same names)")
     add_option(parser, "--model", default=None, help="weights file or model folder (default: shipped model)")
-    add_option(parser, "--atten-lim-db", type=float, default=100.0,
+    add_option(parser, "--atten-lim-db", type=number_in(0), default=100.0,
                help="most the enhancer may attenuate, in dB (100 = no limit)")
     add_option(parser, "--device", default="cpu", help="torch device (cpu, cuda)")
     add_option(parser, "--threads", type=int, default=1, help="torch threads")

@@ -56,6 +56,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..tasks import cancel_and_wait
+from .shared_process import USAGE_EXIT, USAGE_LINE
 from .shared_wire import FRAME, ProtocolError, SlotPool, SlotTable, body_length, decode, encode
 from .model_control import router_from_args
 from .shared_admin import SharedAdmin
@@ -423,6 +424,25 @@ async def _stop_when_parent_dies(parent: int, stop: asyncio.Event, period_s: flo
     stop.set()
 
 
+class _BadModel(Exception):
+    """A model flag naming a file that is no enhancer checkpoint (or an unusable model): the
+    front's usage error, not this process's crash (:data:`~.shared_process.USAGE_EXIT`)."""
+
+    def __init__(self, flag: str, reason: str) -> None:
+        super().__init__(f"{flag}: {reason}")
+
+
+async def _loaded(flag: str, build: Any, *args: Any) -> Any:
+    """``build(*args)`` in a thread; a model that cannot load is :class:`_BadModel` naming ``flag``."""
+    from .registry import RegistryError
+    from .weights import WeightsError
+
+    try:
+        return await asyncio.to_thread(build, *args)
+    except (WeightsError, RegistryError) as exc:
+        raise _BadModel(flag, (str(exc).strip().splitlines() or [""])[0]) from None   # as one process
+
+
 def _warm_up(stage: EnhancerStage) -> None:
     """One throwaway frame through every path, so the first worker tick is not the slow one."""
     handle = stage.open(enabled=True)
@@ -438,9 +458,9 @@ async def _serve_forever(args: argparse.Namespace) -> None:
 
         registry = CollectorRegistry()
         start_http_server(args.metrics_port, addr="127.0.0.1", registry=registry)
-    stage = await asyncio.to_thread(stage_from_args, args, registry)
+    stage = await _loaded("--model", stage_from_args, args, registry)
     await asyncio.to_thread(_warm_up, stage)
-    router = await asyncio.to_thread(router_from_args, args, stage)   # loads --canary-model now
+    router = await _loaded("--canary-model", router_from_args, args, stage)   # loads it now
     server = InferenceServer(stage, socket_path=args.socket, capacity=args.slots,
                              window_ms=args.batch_window_ms)
     server.admin = SharedAdmin(stage=stage, router=router, room_handles=server.room_handles,
@@ -468,7 +488,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)   # (as the mediaserver command's)
-    asyncio.run(_serve_forever(args))
+    try:
+        asyncio.run(_serve_forever(args))
+    except _BadModel as exc:   # one line for the front to say as its own usage error, exit 2
+        print(f"{USAGE_LINE}{exc}", flush=True)
+        return USAGE_EXIT
     return 0
 
 

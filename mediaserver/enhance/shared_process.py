@@ -12,6 +12,15 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..config import UsageError
+
+
+# A model flag the inference process cannot use (a file there but no checkpoint): it prints
+# ``USAGE_LINE`` + "--model: reason" on stdout and exits with USAGE_EXIT; start() raises it as
+# the front's UsageError (one line, exit 2), as one process says it (sfu/server.py).
+USAGE_EXIT = 3
+USAGE_LINE = "usage "
+
 
 class InferenceProcess:
     """``python -m mediaserver.enhance.shared --socket PATH [stage flags]`` as a child process.
@@ -37,7 +46,8 @@ class InferenceProcess:
         return self.proc.pid
 
     def start(self, timeout_s: float = 180.0) -> None:
-        """Start and wait for ``ready``; RuntimeError if it exits first or takes over ``timeout_s``."""
+        """Start and wait for ``ready``; RuntimeError if it exits first or takes over ``timeout_s``,
+        :class:`~mediaserver.config.UsageError` (naming the flag) if a model flag is unusable."""
         env = dict(os.environ if self._env is None else self._env)
         package_root = str(Path(__file__).resolve().parents[2])  # this checkout or site-packages
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
@@ -45,10 +55,17 @@ class InferenceProcess:
                                      start_new_session=True)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout_s
+        usage: Optional[str] = None
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
+            if line.startswith(USAGE_LINE.encode()):
+                usage = line[len(USAGE_LINE):].decode(errors="replace").strip()
+                continue
             if not line:
-                raise RuntimeError(f"inference process exited with {self.proc.wait()} before it was ready")
+                code = self.proc.wait()
+                if code == USAGE_EXIT and usage:
+                    raise UsageError(usage)
+                raise RuntimeError(f"inference process exited with {code} before it was ready")
             if re.match(rb"ready ", line):
                 return
         self.stop()

@@ -7,7 +7,7 @@ import argparse
 import math
 from typing import Optional
 
-from ..config import add_option
+from ..config import add_option, number_in
 from .registry import add_registry_options
 
 
@@ -20,17 +20,17 @@ def add_stage_options(parser: argparse.ArgumentParser) -> None:
     from .canary import add_canary_options
 
     add_canary_options(parser)
-    add_option(parser, "--dnsmos-sample-s", type=float, default=0.0,
+    add_option(parser, "--dnsmos-sample-s", type=number_in(9, or_zero=True), default=0.0,
                help="score one 9 s window per stream every N s with DNSMOS, raw and enhanced, on a "
                     "background thread (0: off; needs pip install mediaserver[mos])")
     add_option(parser, "--worker-id", default=None,
                help="the worker label of the enhancer metrics (default: host name)")
     add_option(parser, "--enhancer-device", default="cpu", help="torch device for the enhancer (cpu, cuda)")
-    add_option(parser, "--enhancer-threads", type=int, default=1, help="torch threads for the enhancer")
+    add_option(parser, "--enhancer-threads", type=number_in(1, kind=int), default=1, help="torch threads for the enhancer")
     add_option(parser, "--vad-gate", type=int, default=1, help="1: skip the network while no speech; 0: always run it")
-    add_option(parser, "--vad-mode", type=int, default=2, help="webrtcvad aggressiveness 0..3")
-    add_option(parser, "--vad-hangover-ms", type=int, default=300, help="keep enhancing this long after speech")
-    add_option(parser, "--vad-atten-db", type=float, default=20.0, help="broadband cut (dB) of a closed gate until the network has measured the stream's noise")
+    add_option(parser, "--vad-mode", type=number_in(0, 3, kind=int), default=2, help="webrtcvad aggressiveness 0..3")
+    add_option(parser, "--vad-hangover-ms", type=number_in(0, kind=int), default=300, help="keep enhancing this long after speech")
+    add_option(parser, "--vad-atten-db", type=number_in(0, 100), default=20.0, help="broadband cut (dB) of a closed gate until the network has measured the stream's noise")
 
 
 def stage_argv(args: argparse.Namespace) -> list[str]:
@@ -68,8 +68,11 @@ def validate_stage_args(args: argparse.Namespace, *, probe_device: bool = True) 
     """The error for stage flags that cannot work here, naming the flag, or None.
     ``probe_device``: ask torch whether ``--enhancer-device`` is usable (``devices.py``; False
     in a media worker of ``--workers N``, whose front asked already)."""
-    if getattr(args, "no_enhance", False) or not probe_device:
+    if not probe_device:
         return None
+    problem = roots_problem(args)
+    if problem or getattr(args, "no_enhance", False):
+        return problem
     problem = model_problem(args)
     if problem:
         return problem
@@ -77,6 +80,19 @@ def validate_stage_args(args: argparse.Namespace, *, probe_device: bool = True) 
 
     problem = torch_device_problem(args.enhancer_device)
     return f"--enhancer-device {args.enhancer_device}: {problem}" if problem else None
+
+
+def roots_problem(args: argparse.Namespace) -> Optional[str]:
+    """Why a ``--model-root`` folder cannot be used (none there, not a folder), or None: a
+    mistyped root was taken silently and its models were then "unknown"."""
+    from pathlib import Path
+
+    from .registry import roots_from_args
+
+    for root in roots_from_args(args):
+        if not Path(root).is_dir():
+            return f"--model-root {root}: {'not a folder' if Path(root).exists() else 'no such folder'}"
+    return None
 
 
 def model_problem(args: argparse.Namespace) -> Optional[str]:

@@ -28,7 +28,7 @@ from ..cluster.metrics import ClusterMetrics
 from ..cluster.node import ClusterNode, default_node_id, now_ms
 from ..cluster.placement import NodeRecord
 from ..cluster.registry import RedisRegistry
-from ..config import add_option
+from ..config import add_option, redis_url
 
 if TYPE_CHECKING:
     from .signalling import SfuContext, SignallingSession
@@ -40,7 +40,7 @@ REDIRECT_CLOSE_CODE = 4307
 
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     if "--redis-url" not in parser._option_string_actions:
-        add_option(parser, "--redis-url", default=None,
+        add_option(parser, "--redis-url", default=None, type=redis_url,
                    help="Redis shared by the nodes of a cluster (and the redis ASR sink); "
                         "without it the server is one node and uses no Redis")
     add_option(parser, "--node-id", default=None,

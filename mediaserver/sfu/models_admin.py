@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from ..config import UsageError
 from ..enhance.canary import ModelRouter
 from ..enhance.model_control import CHECK_S, AdminError, CanaryDriver, ModelControl, router_from_args
 
@@ -125,8 +126,19 @@ MODELS_ADMIN = web.AppKey("models_admin", ModelsAdmin)
 def attach_models(app: web.Application, args: Any, *, stage: Any, manager: Any,
                   registry: CollectorRegistry, mos: Optional[Callable[[], dict]] = None) -> ModelRouter:
     """Build the router (loading ``--canary-model`` now, so a bad candidate fails at start),
-    serve the endpoints and run the canary driver with the app."""
-    router = router_from_args(args, stage)
+    serve the endpoints and run the canary driver with the app. A candidate file that is
+    there but no checkpoint is a :class:`~mediaserver.config.UsageError` naming the flag (one
+    line, exit 2), as ``--model``'s is (``sfu/server.py``), not a traceback."""
+    from ..enhance.registry import RegistryError
+
+    try:
+        router = router_from_args(args, stage)
+    except (RuntimeError, RegistryError) as exc:
+        from ..enhance.weights import WeightsError   # (torch: loaded already where one loads)
+
+        if not isinstance(exc, (WeightsError, RegistryError)):
+            raise
+        raise UsageError(f"--canary-model: {(str(exc).strip().splitlines() or [''])[0]}") from None
 
     def room_handles(room: str) -> list:
         r = manager.rooms.get(room)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from typing import Any, Optional
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 
-from ..config import UsageError, add_option, name_sources
+from ..config import UsageError, add_option, name_sources, number_in
 from ..patches import pin_host_addresses, tolerate_consent_stalls
 from .drain import Drain, add_drain_options, backstop, exit_now_on_second_signal, validate_drain_args
 from .limits import Limits, add_limit_options
@@ -70,9 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="HMAC secret for join tokens (without it anyone can join any room)")
     add_option(parser, "--no-enhance", action="store_true", default=False,
                help="forward audio without neural enhancement")
-    add_option(parser, "--atten-lim-db", type=float, default=100.0,
+    add_option(parser, "--atten-lim-db", type=number_in(0), default=100.0,
                help="default attenuation limit of the enhancer in dB (100: no limit)")
-    add_option(parser, "--opus-bitrate", type=int, default=32000,
+    add_option(parser, "--opus-bitrate", type=number_in(6000, 510000, kind=int), default=32000,
                help="Opus bitrate of forwarded audio, b/s")
     add_option(parser, "--opus-complexity", type=int, default=8, choices=range(11),
                metavar="0..10", help="Opus encoder complexity (lower: cheaper per publisher; "
@@ -370,10 +371,17 @@ def make_runner(app: web.Application, args: argparse.Namespace) -> web.AppRunner
 
 async def start_site(runner: web.AppRunner, args: argparse.Namespace) -> int:
     """Start the app (``on_startup``) and listen on ``--host``/``--port``; returns the port (the
-    real one for 0)."""
+    real one for 0). A port taken or an address not on this machine is a :class:`UsageError`
+    naming the flag (one line, exit 2), not an OSError traceback."""
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(f"--port {args.port}: {args.host}:{args.port} is in use already") from None
+        raise UsageError(f"--host {args.host}: cannot listen on {args.host}:{args.port}: "
+                         f"{exc.strerror or exc}") from None
     port = args.port
     if port == 0 and site._server is not None and site._server.sockets:  # type: ignore[union-attr]
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

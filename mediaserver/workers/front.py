@@ -45,6 +45,7 @@ from typing import Any, Optional
 import aiohttp
 from aiohttp import web
 
+from ..config import UsageError
 from ..enhance.shared_process import InferenceProcess
 from ..enhance.stage_options import stage_argv
 from ..sfu import websec
@@ -176,7 +177,7 @@ class Front:
                 await asyncio.to_thread(self.enhancer.start)
                 logger.warning("shared enhancer restarted (pid %d)", self.enhancer.pid)
                 backoff = 1.0
-            except RuntimeError as exc:
+            except (RuntimeError, UsageError) as exc:   # (its model file changed since)
                 logger.error("shared enhancer did not restart: %s", exc)
                 backoff = min(30.0, backoff * 2)
 
@@ -559,7 +560,12 @@ async def serve_front(args: argparse.Namespace, worker_args: list[str]) -> None:
         announce(args, port)
         return port
 
-    started = await signals.guard(start())
+    try:
+        started = await signals.guard(start())
+    except BaseException:   # (a model the enhancer cannot load: a UsageError) nothing left running
+        await front.stop(0.5)
+        await stop_unstarted(app, runner)
+        raise
     if started is None or signals.event.is_set():
         exit_now_on_second_signal(loop)
         await front.stop(args.drain_s)

@@ -24,6 +24,7 @@ from typing import Callable, Optional
 
 from ..sfu.websec import FRONT_TOKEN_ENV
 from ..tasks import cancel_and_wait
+from .lifeline import FRONT_PID_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class WorkerProcess:
         env = dict(os.environ)
         env[FRONT_TOKEN_ENV] = self._token
         env[WORKER_INDEX_ENV] = str(self.state.index)
+        env[FRONT_PID_ENV] = str(os.getpid())   # it ends with us, however we end (workers/lifeline.py)
         env.update(self.env)
         env["PYTHONUNBUFFERED"] = "1"
         proc = await asyncio.create_subprocess_exec(
