@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -487,6 +488,7 @@ def test_workers_end_with_a_killed_front(tmp_path) -> None:
         while len(workers) < 2 and proc.poll() is None:
             with open(children) as f:
                 workers = [int(p) for p in f.read().split()]
+            time.sleep(0.01)   # (not a busy loop on a shared machine)
         assert len(workers) == 2, proc.communicate(timeout=60)
         os.kill(proc.pid, signal.SIGKILL)
         # the workers hold the stderr pipe: it closes when both have ended
