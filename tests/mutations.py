@@ -1508,8 +1508,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="a killed inference process fails the worker's tick at once with a clear error, no hang",
         source="issue 14 (one enhancer for the machine)",
         edits=(Edit("mediaserver/enhance/shared_client.py",
-                    '        logger.error("%s; enhancement of this worker stops", reason)\n        self._fail(reason)\n',
-                    '        logger.error("%s; enhancement of this worker stops", reason)  # mutation\n'),),
+                    '                     reason, RECONNECT_S)\n        self._fail(reason)\n',
+                    '                     reason, RECONNECT_S)  # mutation\n'),),
         tests=("tests/test_shared_stage.py::test_a_killed_inference_process_fails_the_worker_fast_with_a_clear_error",),
     ),
     Mutation(
@@ -1673,7 +1673,7 @@ MUTATIONS: tuple[Mutation, ...] = (
                Edit("mediaserver/sfu/server.py",
                     "    early = stop_requested()\n    if early is not None:\n",
                     "    early = stop_requested()\n    if False:  # mutation\n")),
-        tests=("tests/test_serve_startup.py::test_a_stop_signal_in_the_first_seconds_is_a_clean_stop_too",),
+        tests=("tests/test_stop_fast.py::test_a_caller_running_serve_in_its_own_process_gets_its_early_signal_acted_on",),
     ),
     Mutation(
         name="clock-starts-before-asr-warm",

@@ -97,3 +97,16 @@ def test_a_stopped_server_runs_its_atexit_handlers_and_skips_the_teardown() -> N
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--port" in proc.stderr, (proc.returncode, proc.stderr[-2000:])
     assert proc.stdout.splitlines() == ["atexit ran"], proc.stdout
+
+
+def test_a_caller_running_serve_in_its_own_process_gets_its_early_signal_acted_on() -> None:
+    """``cli.main(argv)`` from a caller's own process: a SIGTERM while serve imports is only
+    recorded (nothing is exited under the caller), and serve acts on it as soon as its loop's
+    handlers are in: main returns 0 and the server never listened. A recorded signal that is
+    never acted on would leave the server running (this test's timeout)."""
+    script = SIGNAL_DURING_IMPORTS.replace("rc = main()", "rc = main(sys.argv[1:])")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr[-2000:])
+    assert "signalled" in proc.stdout and "main returned 0" in proc.stdout, proc.stdout
+    assert "listening" not in proc.stdout, proc.stdout
