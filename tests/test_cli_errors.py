@@ -159,7 +159,7 @@ def test_flags_without_effect_are_warned_once_each(caplog, monkeypatch) -> None:
     assert _warnings(caplog, "--no-enhance") == []           # defaults: nothing to say
     assert _warnings(caplog, "--no-enhance", "--asr-redis-audio", "--asr", "redis",
                      "--redis-url", "redis://127.0.0.1:1") == []   # each flag with its feature on
-    warned = _warnings(caplog, "--no-enhance", "--asr-engine", "moonshine", "--asr-device", "cuda",
+    warned = _warnings(caplog, "--no-enhance", "--asr-engine", "whisper", "--asr-device", "cuda",
                        "--asr-ws-mode", "segment", "--asr-feed", "enhanced")
     assert len(warned) == 3, warned
     assert any("--asr-engine, --asr-device have no effect" in w and "--asr local" in w
