@@ -1929,6 +1929,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_shared_stage.py::test_an_idle_worker_reconnects_to_a_restarted_inference_process_by_itself",),
     ),
     Mutation(
+        name="weights-error-passes-unsafe-advice",
+        claim="a weights file the safe unpickler refuses is reported with its reason only, without torch's advice to load it unsafely",
+        source="fresh-user trial 3 (corrupt-model line repeated torch's weights_only=False advice)",
+        edits=(Edit("mediaserver/enhance/weights.py", "corrupt: {_load_failure(exc)}", "corrupt: {exc}"),),
+        tests=("tests/test_enhance_weights.py::test_a_file_the_safe_unpickler_refuses_is_one_short_reason_without_unsafe_advice",),
+    ),
+    Mutation(
         name="early-stop-signal-runs-the-start-up-on",
         claim="a stop signal while serve imports ends the program at once (exit 0), not after the rest of its start-up",
         source="fresh-user trial 2 §6 (slow idle stops)",

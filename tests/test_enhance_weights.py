@@ -67,3 +67,17 @@ def test_non_finite_weights(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="not found"):
         EnhancerStage(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", b"\x00 not a checkpoint\n", b"\x80\x04\x95" + b"\x00" * 40])
+def test_a_file_the_safe_unpickler_refuses_is_one_short_reason_without_unsafe_advice(tmp_path: Path, content) -> None:
+    """torch's own message for such a file advises re-running with ``weights_only=False`` (code
+    from the file would run) and spans paragraphs; a fresh user's trial saw both passed on in
+    serve's one-line error. The reason is kept, the advice is not."""
+    p = tmp_path / "bad.pt"
+    p.write_bytes(content)
+    with pytest.raises(WeightsError) as failure:
+        load_model(p)
+    text = str(failure.value)
+    assert str(p) in text and "\n" not in text and len(text) < 200 + len(str(p)), text
+    assert "weights_only" not in text and "trusted source" not in text, text

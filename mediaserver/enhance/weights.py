@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -65,6 +66,19 @@ def resolve_weights_path(path: Optional[PathLike] = None) -> Path:
     return path / WEIGHTS_FILE if path.is_dir() else path
 
 
+def _load_failure(exc: Exception) -> str:
+    """``torch.load``'s failure as one short clause. Its own message for a file the safe
+    unpickler refuses advises re-running with ``weights_only=False``, which would execute code
+    from the file: never advice to pass on for weights we did not write; keep only the reason."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = next((ln.strip() for ln in text.split(marker, 1)[1].splitlines() if ln.strip()), "")
+        return f"not a safe torch checkpoint ({detail or type(exc).__name__})"
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return first or type(exc).__name__
+
+
 def load_model(path: Optional[PathLike] = None, device: str = "cpu") -> nn.Module:
     """Load and validate a checkpoint; raise :class:`WeightsError` with the reason."""
     file = resolve_weights_path(path)
@@ -72,9 +86,11 @@ def load_model(path: Optional[PathLike] = None, device: str = "cpu") -> nn.Modul
         raise WeightsError(f"enhancer weights not found: {file}")
     try:
         data = file.read_bytes()
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # (its protocol notes on a foreign pickle: the error says it)
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"enhancer weights {file} are unreadable or corrupt: {exc}") from None
+        raise WeightsError(f"enhancer weights {file} are unreadable or corrupt: {_load_failure(exc)}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise WeightsError(f"{file} is not a mediaserver enhancer checkpoint")
     if payload.get("format_version") != FORMAT_VERSION:
