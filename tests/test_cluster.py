@@ -212,6 +212,36 @@ async def _join(stack: contextlib.AsyncExitStack, ws_url: str, room: str, identi
     return await ws.receive_json(timeout=30)
 
 
+async def _single_use_across(a: ServerProcess, b: ServerProcess) -> ServerProcess:
+    """A token spent on one node, a token spent by a redirect, or a redirect's ticket used once,
+    is refused on the other node (the cluster's single use, whatever a node is: one process or
+    the front of ``--workers N``). Returns the node that does not own the room."""
+    async with contextlib.AsyncExitStack() as stack:
+        token = mint(SECRET, room=ROOM, identity="A")
+        first = await _join(stack, a.ws_url, ROOM, "A", token=token)
+        owner, other = (a, b) if first["type"] == "joined" else (b, a)
+        if first["type"] == "redirect":   # placement chose b: follow, as a client does
+            first = await _join(stack, first["url"], ROOM, "A",
+                                reconnect=first["reconnect"]["ticket"])
+        assert first["type"] == "joined", first
+        # the same token on the other node: refused (per-node memory handed out a ticket)
+        replay = await _join(stack, other.ws_url, ROOM, "A", token=token)
+        assert replay["type"] == "error" and replay["code"] == "bad-token", replay
+        assert "already used" in replay["message"], replay
+        # a fresh token through the other node: the redirect spends it, its ticket goes on
+        token_b = mint(SECRET, room=ROOM, identity="B")
+        moved = await _join(stack, other.ws_url, ROOM, "B", token=token_b)
+        assert moved["type"] == "redirect" and moved["url"] == owner.ws_url, moved
+        spent = await _join(stack, owner.ws_url, ROOM, "B", token=token_b)
+        assert spent["type"] == "error" and spent["code"] == "bad-token", spent
+        ticket = moved["reconnect"]["ticket"]
+        joined = await _join(stack, owner.ws_url, ROOM, "B", reconnect=ticket)
+        assert joined["type"] == "joined", joined
+        again = await _join(stack, other.ws_url, ROOM, "B", reconnect=ticket)
+        assert again["type"] == "error" and again["code"] == "bad-token", again
+    return other
+
+
 async def test_a_token_or_ticket_admits_one_join_in_the_whole_cluster(
         tmp_path: Path, redis: RedisProcess) -> None:
     """Single use is cluster-wide (Redis), not per node: a token spent on one node, a token
@@ -224,29 +254,7 @@ async def test_a_token_or_ticket_admits_one_join_in_the_whole_cluster(
                                 and server_metric(n, "mediaserver_cluster_redis_up") == 1
                                 for n in (a, b)), timeout=60, what="both nodes in the cluster",
                     interval=0.2)
-        async with contextlib.AsyncExitStack() as stack:
-            token = mint(SECRET, room=ROOM, identity="A")
-            first = await _join(stack, a.ws_url, ROOM, "A", token=token)
-            owner, other = (a, b) if first["type"] == "joined" else (b, a)
-            if first["type"] == "redirect":   # placement chose b: follow, as a client does
-                first = await _join(stack, first["url"], ROOM, "A",
-                                    reconnect=first["reconnect"]["ticket"])
-            assert first["type"] == "joined", first
-            # the same token on the other node: refused (per-node memory handed out a ticket)
-            replay = await _join(stack, other.ws_url, ROOM, "A", token=token)
-            assert replay["type"] == "error" and replay["code"] == "bad-token", replay
-            assert "already used" in replay["message"], replay
-            # a fresh token through the other node: the redirect spends it, its ticket goes on
-            token_b = mint(SECRET, room=ROOM, identity="B")
-            moved = await _join(stack, other.ws_url, ROOM, "B", token=token_b)
-            assert moved["type"] == "redirect" and moved["url"] == owner.ws_url, moved
-            spent = await _join(stack, owner.ws_url, ROOM, "B", token=token_b)
-            assert spent["type"] == "error" and spent["code"] == "bad-token", spent
-            ticket = moved["reconnect"]["ticket"]
-            joined = await _join(stack, owner.ws_url, ROOM, "B", reconnect=ticket)
-            assert joined["type"] == "joined", joined
-            again = await _join(stack, other.ws_url, ROOM, "B", reconnect=ticket)
-            assert again["type"] == "error" and again["code"] == "bad-token", again
+        other = await _single_use_across(a, b)
         assert server_metric(other, "mediaserver_cluster_single_use_checks_total",
                              outcome="replayed") >= 2
     finally:

@@ -36,7 +36,7 @@ from mediaserver.sfu.tokens import mint
 
 from conftest import METRICS_TOKEN, ServerProcess, server_metric, start_client, stop_client, wait_metric_grows
 from redis_proc import RedisProcess
-from test_cluster import _end, _get, _hears, _join, _participants, _speech
+from test_cluster import _end, _get, _hears, _join, _participants, _single_use_across, _speech
 from test_cluster import CALL_S, ROOM, SECRET
 from test_reconnect import FLOWS
 from waiting import poll, until
@@ -161,26 +161,7 @@ async def test_a_token_spent_on_one_machine_is_refused_on_the_other(
     try:
         await until(lambda: all(server_metric(n, "mediaserver_cluster_nodes") == 2 for n in (a, b)),
                     timeout=120, what="both fronts in the cluster", interval=0.2)
-        async with contextlib.AsyncExitStack() as stack:
-            token = mint(SECRET, room=ROOM, identity="A")
-            first = await _join(stack, a.ws_url, ROOM, "A", token=token)
-            owner, other = (a, b) if first["type"] == "joined" else (b, a)
-            if first["type"] == "redirect":   # placed on b: follow, as a client does
-                first = await _join(stack, first["url"], ROOM, "A",
-                                    reconnect=first["reconnect"]["ticket"])
-            assert first["type"] == "joined", first
-            replay = await _join(stack, other.ws_url, ROOM, "A", token=token)
-            assert replay["type"] == "error" and replay["code"] == "bad-token", replay
-            assert "already used" in replay["message"], replay
-            # a redirect spends the token too: its ticket is the way in, the token is not
-            token_b = mint(SECRET, room=ROOM, identity="B")
-            moved = await _join(stack, other.ws_url, ROOM, "B", token=token_b)
-            assert moved["type"] == "redirect" and moved["url"] == owner.ws_url, moved
-            spent = await _join(stack, owner.ws_url, ROOM, "B", token=token_b)
-            assert spent["type"] == "error" and spent["code"] == "bad-token", spent
-            joined = await _join(stack, owner.ws_url, ROOM, "B",
-                                 reconnect=moved["reconnect"]["ticket"])
-            assert joined["type"] == "joined", joined
+        other = await _single_use_across(a, b)   # (the same scenario as one process)
         assert server_metric(other, "mediaserver_cluster_single_use_checks_total",
                              outcome="replayed") >= 1
     finally:
