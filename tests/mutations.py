@@ -2132,6 +2132,23 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "    problem = None  # mutation\n"),),
         tests=("tests/test_cli_errors.py::test_a_missing_model_root_is_refused_naming_the_flag",),
     ),
+    # ---- fresh-user trial 4: the last session's gaps (model admin, canary, workers' stop) ------
+    Mutation(
+        name="inference-process-teardown",
+        claim="a stopped inference process (--workers N) runs its atexit handlers and exits at once, without the interpreter's teardown (0.55 s with torch)",
+        source="fresh-user trial 4 §9 (stopping --workers 2 took 1.4-1.6 s)",
+        edits=(Edit("mediaserver/enhance/shared.py", "if __name__ == \"__main__\":\n    _exit_stopped(main())\n",
+                    "if __name__ == \"__main__\":\n    sys.exit(main())  # mutation\n"),),
+        tests=("tests/test_stop_fast.py::test_a_stopped_inference_process_runs_its_atexit_handlers_and_skips_the_teardown",),
+    ),
+    Mutation(
+        name="inference-process-logs-at-info",
+        claim="the inference process of --workers N logs at the front's --log-level from its first line (INFO lines came before a start-up error whatever --log-level said)",
+        source="fresh-user trial 4 §8 (--log-level)",
+        edits=(Edit("mediaserver/enhance/shared.py", "    logging.basicConfig(level=args.log_level.upper(),",
+                    "    logging.basicConfig(level=logging.INFO,  # mutation\n"),),
+        tests=("tests/test_cli_errors.py::test_workers_children_honour_the_log_level_from_their_first_line",),
+    ),
 )
 
 

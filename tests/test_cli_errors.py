@@ -471,6 +471,23 @@ def test_workers_a_corrupt_model_is_one_line_naming_the_flag_and_nothing_runs(fl
     assert _running_with(str(bad)) == []   # the inference process, and no worker, still running
 
 
+def test_workers_children_honour_the_log_level_from_their_first_line(tmp_path) -> None:
+    """A fresh user's trial: ``mediaserver --log-level WARNING serve --workers 2`` with a
+    ``--canary-model`` that is no checkpoint printed the inference process's INFO lines (the
+    stable model's load) before the one-line error: the inference process logged at INFO
+    whatever the front's level. It now gets the front's ``--log-level`` on its command line and
+    sets it before its first line; the media workers get the whole command line."""
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00 not a checkpoint\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASERVER_")}
+    proc = subprocess.run([sys.executable, "-m", "mediaserver", "--log-level", "WARNING", "serve", "--port", "0",
+                           "--workers", "2", "--canary-model", str(bad)], cwd=tmp_path,
+                          env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mediaserver serve: error: --canary-model: "), lines
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_end_with_a_killed_front(tmp_path) -> None:
     """``kill -9`` of a ``--workers 2`` front while its workers start: they end at once

@@ -110,3 +110,44 @@ def test_a_caller_running_serve_in_its_own_process_gets_its_early_signal_acted_o
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr[-2000:])
     assert "signalled" in proc.stdout and "main returned 0" in proc.stdout, proc.stdout
     assert "listening" not in proc.stdout, proc.stdout
+
+
+# The inference process of --workers N run as its program (``python -m``), with a module
+# global whose finaliser says when the interpreter's teardown frees it and an atexit handler.
+INFERENCE_TEARDOWN_WITNESS = r"""
+import atexit, runpy, sys
+
+class Witness:
+    def __del__(self):
+        print("torn down", flush=True)
+
+witness = Witness()
+atexit.register(lambda: print("atexit ran", flush=True))
+sys.argv = ["shared", "--socket", sys.argv[1], "--enhancer-threads", "1", "--log-level", "WARNING"]
+runpy.run_module("mediaserver.enhance.shared", run_name="__main__")
+print("the module returned", flush=True)
+"""
+
+
+def test_a_stopped_inference_process_runs_its_atexit_handlers_and_skips_the_teardown(tmp_path) -> None:
+    """A fresh user's trial: an idle ``serve --workers 2`` took 1.4-1.6 s to stop (one process:
+    0.04 s), most of it the shared inference process's interpreter teardown with torch loaded
+    (0.55 s at load 0.8, after the workers had exited; the front waits for it). Stopped by
+    SIGTERM, it now runs its atexit handlers (logging's flush) and exits 0 at once, as
+    ``serve`` does (``cli._process_ends``); ``benchmarks/stop.py --servers workers`` times it."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-c", INFERENCE_TEARDOWN_WITNESS, str(tmp_path / "e.sock")],
+                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("ready "), (first, proc.stderr.read() if proc.poll() is not None else "")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "Traceback" not in err, (proc.returncode, err[-2000:])
+    assert out.splitlines() == ["atexit ran"], out

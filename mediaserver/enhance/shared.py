@@ -331,7 +331,14 @@ class InferenceServer:
         return batch, rest
 
     async def _run(self, batch: list[_Tick]) -> None:
-        """One batched stage call (per overloaded flag) over every item of every worker's tick."""
+        """One batched stage call (per overloaded flag) over every item of every worker's tick.
+
+        The call runs on this process's event-loop thread, not in the stage's executor: this
+        loop has nothing to do while a batch runs (a tick arriving meanwhile waits in its socket
+        for the next batch either way), and the thread hop cost two more cross-CPU wake-ups per
+        tick (executor start, completion through the loop's self-pipe): 1.4 ms of the step
+        and about 4 % of a core at 4 streams (``benchmarks/results/sfu_workers_s10.json``).
+        """
         groups: dict[bool, list[tuple[_Stream, str]]] = {False: [], True: []}
         for tick in batch:
             if tick.worker.closed:
@@ -346,8 +353,8 @@ class InferenceServer:
         error: Optional[str] = None
         try:
             for overloaded, group in groups.items():
-                if group:
-                    self._process(group, await self.stage.process(
+                if group:   # on this loop's thread: see _run's docstring
+                    self._process(group, self.stage.process_sync(
                         [(s.handle, self._settings(s), k) for s, k in group], overloaded=overloaded))
         except Exception as exc:
             logger.exception("shared enhancer batch of %d streams failed", n)
@@ -411,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--admin-state", default=None,
                         help="JSON file of the model admin's changes (room overrides, a canary rollback), "
                              "saved after each and taken back at start (the front's restarts)")
+    parser.add_argument("--log-level", default="INFO",
+                        help="logging level from the first line (the front passes its own --log-level)")
     add_stage_options(parser)
     return parser
 
@@ -486,7 +495,7 @@ async def _serve_forever(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)   # (as the mediaserver command's)
     try:
         asyncio.run(_serve_forever(args))
@@ -496,5 +505,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
+def _exit_stopped(code: int) -> None:
+    """The program's end once :func:`main` returned: its stop closed everything it opened (the
+    socket, the slot table, the stage's threads), so the atexit handlers run (logging's flush)
+    and the process exits with ``code`` at once, without the interpreter's teardown: with torch
+    loaded that freed every module and object one by one for 0.55 s at load 0.8 (0.8 s with a
+    canary's second model), which the front's stop of ``--workers N`` waited for after its
+    workers had exited (``benchmarks/stop.py --servers workers``)."""
+    import atexit
+    import gc
+
+    gc.freeze()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit_stopped(main())

@@ -25,18 +25,20 @@ USAGE_LINE = "usage "
 class InferenceProcess:
     """``python -m mediaserver.enhance.shared --socket PATH [stage flags]`` as a child process.
 
-    ``start()`` returns once it listens (its ``ready`` line); ``stop()`` sends SIGTERM and waits."""
+    ``start()`` returns once it listens (its ``ready`` line); ``stop()`` sends SIGTERM and waits.
+    ``log_level``: its logging level (``mediaserver --log-level``), set before its first line."""
 
     def __init__(self, socket_path: str, stage_args: Sequence[str] = (), *, slots: int = 512,
                  window_ms: float = 5.0, stderr: Any = None, env: Optional[dict[str, str]] = None,
-                 metrics_port: int = 0) -> None:
+                 metrics_port: int = 0, log_level: str = "INFO") -> None:
         self.socket_path = socket_path
         self.metrics_port = metrics_port
         # its own session (a Ctrl-C at the terminal reaches the front, which stops it last) and
         # tied to this process (it stops by itself if this one is killed)
         self.argv = [sys.executable, "-m", "mediaserver.enhance.shared", "--socket", socket_path,
                      "--slots", str(slots), "--batch-window-ms", str(window_ms),
-                     "--parent-pid", str(os.getpid()), "--metrics-port", str(metrics_port), *stage_args]
+                     "--parent-pid", str(os.getpid()), "--metrics-port", str(metrics_port),
+                     "--log-level", log_level, *stage_args]   # (the front's level from its first line)
         self._stderr, self._env = stderr, env
         self.proc: Optional[subprocess.Popen[bytes]] = None
 

@@ -132,7 +132,8 @@ class Front:
             self.enhancer = InferenceProcess(path, [*stage_argv(args), "--worker-id", f"{self.label}-enhancer",
                                                     # the model admin's changes outlive a restart
                                                     "--admin-state", os.path.join(self._socket_dir, "models.json")],
-                                             metrics_port=_free_port())
+                                             metrics_port=_free_port(),
+                                             log_level=str(getattr(args, "log_level", None) or "INFO"))
             env[SHARED_ENHANCER_ENV] = path
         self.procs = [WorkerProcess(i, worker_argv(worker_args, i, self.label), token=self.token,
                                     on_up=self._worker_up, on_exit=self._worker_exit, env=env)
