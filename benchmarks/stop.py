@@ -3,18 +3,22 @@
 No call: the stop has nothing to drain, so every second of it is overhead a deploy (rolling
 restart, ``docker stop``) and a developer's Ctrl-C wait for. Two moments:
 
-- ``idle``: SIGTERM 0.5 s after the server printed ``listening``; reported: signal to
+- ``idle``: SIGTERM 0.5 s after the server printed ``mediaserver listening:``; reported: signal to
   ``drained`` in the log, and ``drained`` to the process's exit (the *tail*: interpreter
   shutdown once ``serve`` returned);
 - ``startup``: SIGTERM ``--startup-delays`` seconds after the process started (imports, flag
   checks, the model load); reported: signal to exit.
 
-Each case runs ``--repeat`` times with ``--no-enhance`` and with the enhancer (torch loaded).
-``--root`` runs another checkout's code (``git archive <commit> | tar -x -C DIR``) for a
-before/after pair on the same machine and load.
+Each case runs ``--repeat`` times per ``--servers`` entry: ``no-enhance`` and ``enhance``
+(torch loaded) by default; ``workers`` (``--workers 2``: a front, two media workers and the
+shared inference process), ``workers-canary`` (the same with ``--canary-model``: a second
+model loaded) and ``workers-redis`` (``--redis-url`` to a ``redis-server`` this script starts)
+run the idle case only. ``--root`` runs another checkout's code (``git archive <commit> | tar
+-x -C DIR``) for a before/after pair on the same machine and load.
 
     flock /tmp/bench.lock python benchmarks/stop.py --label after
     flock /tmp/bench.lock python benchmarks/stop.py --root /tmp/before --label before
+    flock /tmp/bench.lock python benchmarks/stop.py --servers workers,workers-canary,workers-redis --label after
 
 Prints a table (median, max, seconds) and merges its rows into benchmarks/results/stop.json.
 """
@@ -62,8 +66,8 @@ def one_stop(root: Path, extra: list[str], *, after_listening: Optional[float],
     killer.start()
     for line in proc.stdout:
         lines.append((time.monotonic(), line.rstrip()))
-        if after_listening is not None and not armed and "listening" in line:
-            armed.append(threading.Timer(after_listening, send))   # once (two lines say it)
+        if after_listening is not None and not armed and "mediaserver listening:" in line:
+            armed.append(threading.Timer(after_listening, send))   # (a front's: once its workers listen)
             armed[0].start()
     rc = proc.wait()
     ended = time.monotonic()
@@ -81,6 +85,42 @@ def one_stop(root: Path, extra: list[str], *, after_listening: Optional[float],
             "process_s": round(ended - started, 3)}
 
 
+def canary_root(folder: Path) -> Path:
+    """A registry folder with one candidate model, ``bench-canary`` (msenh-v2's weights under
+    another name: the stop only needs a second model loaded)."""
+    import shutil
+
+    sys.path.insert(0, str(ROOT))
+    from mediaserver.enhance.registry import write_entry
+
+    model = folder / "bench-canary"
+    model.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "models/msenh-v2/enhancer.pt", model / "enhancer.pt")
+    entry = write_entry(model, "bench-canary", card="MODEL_CARD.md")
+    (model / "MODEL_CARD.md").write_text(f"# bench-canary\n\nmsenh-v2's weights.\nsha256 `{entry.sha256}`\n")
+    return folder
+
+
+def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
+    """A throwaway ``redis-server`` on a free loopback port: (process, URL)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("redis-server did not listen")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=str(ROOT), help="checkout whose code runs (default: this one)")
@@ -88,14 +128,56 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--startup-delays", default="0.5,1.0,1.5",
                         help="seconds after the process start for the startup case")
+    parser.add_argument("--servers", default="no-enhance,enhance",
+                        help="comma list of: no-enhance, enhance, workers, workers-canary, workers-redis")
     parser.add_argument("--json", default=str(ROOT / "benchmarks/results/stop.json"))
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="stop-bench-"))
+    redis: Optional[subprocess.Popen] = None
+    servers: list[tuple[str, list[str]]] = []
+    for name in args.servers.split(","):
+        if name == "no-enhance":
+            servers.append((name, ["--no-enhance"]))
+        elif name == "enhance":
+            servers.append((name, []))
+        elif name == "workers":
+            servers.append((name, ["--workers", "2"]))
+        elif name == "workers-canary":
+            servers.append((name, ["--workers", "2", "--model-root", str(canary_root(scratch / "models")),
+                                   "--canary-model", "bench-canary"]))
+        elif name == "workers-redis":
+            if redis is None:
+                redis, url = start_redis(scratch)
+            servers.append((name, ["--workers", "2", "--redis-url", url, "--node-id", "bench"]))
+        else:
+            parser.error(f"--servers: unknown {name!r}")
+    try:
+        rows = run_cases(args, root, servers)
+    finally:
+        if redis is not None:
+            redis.terminate()
+            redis.wait()
+    if args.json:
+        path = Path(args.json)
+        old = json.loads(path.read_text()) if path.is_file() else {"rows": []}
+        done = {(r["label"], r["server"]) for r in rows}
+        kept = [r for r in old.get("rows", []) if (r.get("label"), r.get("server")) not in done]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"rows": kept + rows}, indent=1) + "\n")
+    return 0
+
+
+def run_cases(args: argparse.Namespace, root: Path, servers: list[tuple[str, list[str]]]) -> list[dict]:
+    """Every case of every server, ``args.repeat`` times: the result rows (also printed)."""
     rows = []
-    for name, extra in (("no-enhance", ["--no-enhance"]), ("enhance", [])):
+    for name, extra in servers:
         cases = [("idle", {"after_listening": 0.5, "after_start": None})]
-        cases += [(f"startup@{d}s", {"after_listening": None, "after_start": float(d)})
-                  for d in args.startup_delays.split(",")]
+        if not name.startswith("workers"):
+            cases += [(f"startup@{d}s", {"after_listening": None, "after_start": float(d)})
+                      for d in args.startup_delays.split(",")]
         for case, when in cases:
             runs = [one_stop(root, extra, **when) for _ in range(args.repeat)]
             total = [r["signal_to_exit_s"] for r in runs]
@@ -110,13 +192,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"{args.label:8} {name:10} {case:13} signal->exit median {row['signal_to_exit_median_s']:.2f} s "
                   f"max {row['signal_to_exit_max_s']:.2f} s, tail after the last log line "
                   f"{row['tail_median_s']} s, exit {row['exit_codes']}, load {row['load_1m']}", flush=True)
-    if args.json:
-        path = Path(args.json)
-        old = json.loads(path.read_text()) if path.is_file() else {"rows": []}
-        kept = [r for r in old.get("rows", []) if r.get("label") != args.label]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"rows": kept + rows}, indent=1) + "\n")
-    return 0
+    return rows
 
 
 if __name__ == "__main__":
