@@ -2149,6 +2149,14 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "    logging.basicConfig(level=logging.INFO,  # mutation\n"),),
         tests=("tests/test_cli_errors.py::test_workers_children_honour_the_log_level_from_their_first_line",),
     ),
+    Mutation(
+        name="shared-outage-traceback",
+        claim="the shared enhancer out of reach (an expected restart, a missed deadline) is one WARNING line per interval in a worker, no traceback; other stage failures keep theirs",
+        source="fresh-user trial 4 §7 (SharedStageTimeout traceback)",
+        edits=(Edit("mediaserver/sfu/mediaclock.py", "        expected = isinstance(exc, SharedStageError)\n",
+                    "        expected = False  # mutation\n"),),
+        tests=("tests/test_mediaclock.py::test_an_enhancer_out_of_reach_is_one_warning_line_without_a_traceback",),
+    ),
 )
 
 

@@ -238,3 +238,56 @@ def test_a_failing_stage_forwards_every_tick_and_logs_once_per_interval(
     assert records and records[0].exc_info is not None            # the first one, with traceback
     assert 2 <= len(records) <= 3, [r.getMessage() for r in records]   # then one per 10 s
     assert "ticks forwarded unprocessed" in records[1].getMessage()
+
+
+class _OutOfReachStage(EnhancerStage):
+    """A real stage whose every call ends as a worker's shared stage does while the inference
+    process restarts: :class:`SharedStageTimeout` (the reply missed its deadline)."""
+
+    async def process(self, items, *, overloaded: bool = False):   # type: ignore[override]
+        from mediaserver.enhance.shared_client import SharedStageTimeout
+
+        raise SharedStageTimeout("no reply from the inference process within 40 ms")
+
+
+def test_an_enhancer_out_of_reach_is_one_warning_line_without_a_traceback(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A fresh user's trial: with ``--workers`` a restart of the shared inference process (an
+    expected outage: the front restarts it, the calls go on unenhanced) logged a
+    ``SharedStageTimeout`` traceback in each worker. The stage out of reach is now one WARNING
+    line saying why, then one per STAGE_LOG_S; a stage that fails for any other reason keeps
+    its traceback at ERROR (the test above)."""
+    from mediaserver.sfu.mediaclock import STAGE_LOG_S
+    from mediaserver.sfu.metrics import SfuMetrics
+
+    stage = _OutOfReachStage(saved(constant_mask_model(MASK), tmp_path), gate=False)
+    loop = VirtualTimeLoop()
+    pts_out: list[int] = []
+    clock = MediaClock(stage=stage, metrics=SfuMetrics(), encode_pts=lambda enc, pcm, pts: pts_out.append(pts))
+    sink = RecordingSink()
+    clock.sinks.append(sink)
+    frames = int(1.5 * STAGE_LOG_S * 50)
+    stream = _tone_stream(frames + 40)
+    stream.handle = stage.open()
+    clock.add(stream)
+
+    async def main() -> None:
+        done = asyncio.Event()
+        sink.on_tick = lambda n: done.set() if n == frames else None
+        clock.start()
+        try:
+            await done.wait()
+        finally:
+            await clock.stop()
+
+    with caplog.at_level(logging.INFO, logger="mediaserver.sfu.mediaclock"):
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
+            stage.shutdown()
+    assert pts_out[:frames] == [FRAME * k for k in range(frames)]   # nothing lost
+    records = [r for r in caplog.records if "enhancer stage" in r.getMessage()]
+    assert len(records) == 2, [r.getMessage() for r in records]
+    assert all(r.levelno == logging.WARNING and not r.exc_info for r in records), records
+    assert "within 40 ms" in records[0].getMessage() and "ticks forwarded unprocessed" in records[1].getMessage()

@@ -30,6 +30,7 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
+from ..enhance.shared_client import SharedStageError
 from ..tasks import cancel_and_wait
 from .metrics import SfuMetrics
 from .stagegap import StageGap
@@ -531,15 +532,24 @@ class MediaClock:
             self._metrics.enhance_delay.observe(max(0.0, loop.time() - batch.t_ms / 1000.0))
 
     def _stage_failed(self, exc: Exception, now: float) -> None:
-        """Log a failing stage without flooding: the first failure with its traceback, then
-        one line per ``STAGE_LOG_S`` with the count (a dead shared enhancer fails every tick)."""
+        """Log a failing stage without flooding: the first failure, then one line per
+        ``STAGE_LOG_S`` with the count (a dead shared enhancer fails every tick).
+
+        The shared enhancer out of reach (:class:`~..enhance.shared_client.SharedStageError`:
+        a reply past its deadline, the inference process restarting, or a batch it failed and
+        logged with its own traceback) is expected: one WARNING line with the reason, no
+        traceback (the traceback of a wait on a socket says nothing). Anything else is a bug
+        here: its first occurrence is logged at ERROR with the traceback."""
         self._metrics.enhance_failed.inc()
         self._failures += 1
+        expected = isinstance(exc, SharedStageError)
+        level = logging.WARNING if expected else logging.ERROR
         if self._failure_logged is None:
-            logger.exception("enhancer stage failed; forwarding the tick unprocessed")
+            logger.log(level, "enhancer stage failed; forwarding the tick unprocessed%s",
+                       f" until it answers again: {exc}" if expected else "", exc_info=not expected)
         elif now - self._failure_logged >= STAGE_LOG_S:
-            logger.error("enhancer stage still failing (%d ticks forwarded unprocessed since the "
-                         "last report): %s", self._failures, exc)
+            logger.log(level, "enhancer stage still failing (%d ticks forwarded unprocessed since the "
+                       "last report): %s", self._failures, exc)
         else:
             return
         self._failure_logged, self._failures = now, 0
