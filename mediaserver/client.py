@@ -37,7 +37,7 @@ from aiortc import (RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPe
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .audio import AudioFileError, read_audio, resample, write_audio
-from .config import UsageError, add_option, print_problem
+from .config import UsageError, add_option, number_in, print_problem
 from .media.g711 import G711Decoder, G711Encoder
 from .media.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusError, enable_opus_fec
 from .patches import pin_host_addresses, tap_receiver, tolerate_consent_stalls
@@ -193,11 +193,23 @@ class StreamRecorder:
 
 
 def ws_urls(urls: str) -> list[str]:
-    """``--url`` as a list: one URL, or several separated by commas (tried in turn)."""
+    """``--url`` as a list: one URL, or several separated by commas (tried in turn). Raises
+    ValueError on a bad list; the message names no flag (its caller does, once)."""
     out = [ws_url(u.strip()) for u in urls.split(",") if u.strip()]
     if not out:
-        raise ValueError("--url names no server")
+        raise ValueError("names no server")
     return out
+
+
+def server_urls(text: str) -> str:
+    """The argparse ``type`` of ``--url``: the text as given, once :func:`ws_urls` accepts it,
+    so a bad URL is refused as the flag (or ``MEDIASERVER_URL``) is parsed, named once:
+    ``argument --url: must be http(s):// or ws(s)://host:port, got 'foo://x'``."""
+    try:
+        ws_urls(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -245,7 +257,7 @@ def ws_url(url: str) -> str:
     parts = urlparse(url)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss") or not parts.netloc:
-        raise ValueError(f"--url must be http(s):// or ws(s)://host:port, got {url!r}")
+        raise ValueError(f"must be http(s):// or ws(s)://host:port, got {url!r}")
     path = parts.path if parts.path not in ("", "/") else "/ws"
     return urlunparse((scheme, parts.netloc, path, "", parts.query, ""))
 
@@ -739,7 +751,7 @@ def parse_discontinuities(values: Optional[list[str]]) -> list[Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_option(parser, "--url", default="http://127.0.0.1:8080/",
+    add_option(parser, "--url", type=server_urls, default="http://127.0.0.1:8080/",
                help="server URL, or a comma list of servers tried in turn (first join and "
                     "every reconnection)")
     add_option(parser, "--room", default=None, help="room to join (required)")
@@ -750,14 +762,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="the one audio codec offered and accepted, both ways (pcmu/pcma: G.711 "
                     "at 8 kHz, as a SIP gateway would)")
     add_option(parser, "--record-dir", default=None, help="write DIR/<identity>.wav per remote")
-    add_option(parser, "--duration", type=float, default=None,
+    add_option(parser, "--duration", type=number_in(0), default=None,
                help="seconds to stay (default: file length + 3 s, or 30 s); SIGTERM/SIGINT end early")
     add_option(parser, "--ice-host", action="append", default=None,
                help="pin ICE host candidates (comma list; 127.0.0.1 in tests)")
-    add_option(parser, "--loss", type=float, default=0.0, help="drop this fraction of sent packets")
-    add_option(parser, "--loss-burst", type=float, default=1.0, help="mean loss burst length")
-    add_option(parser, "--jitter-ms", type=float, default=0.0, help="random extra send delay")
-    add_option(parser, "--reorder", type=float, default=0.0, help="probability to reorder a packet")
+    add_option(parser, "--loss", type=number_in(0, 1), default=0.0,
+               help="drop this fraction of sent packets, 0..1 (under 1)")
+    add_option(parser, "--loss-burst", type=number_in(1), default=1.0, help="mean loss burst length, packets")
+    add_option(parser, "--jitter-ms", type=number_in(0), default=0.0, help="random extra send delay, ms")
+    add_option(parser, "--reorder", type=number_in(0, 1), default=0.0, help="probability to reorder a packet, 0..1")
     add_option(parser, "--seed", type=int, default=0, help="impairment random seed")
     add_option(parser, "--rtp-discontinuity", action="append", default=None,
                metavar="KIND@SECONDS",
@@ -775,12 +788,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if not args.room:
         raise UsageError("--room is required")
-    try:
-        ws_urls(args.url)
-    except ValueError as exc:
-        raise UsageError(f"--url: {exc}") from None
-    if not 0 <= args.loss < 1 or not 0 <= args.reorder <= 1 or args.jitter_ms < 0:
-        raise UsageError("--loss must be in [0,1), --reorder in [0,1], --jitter-ms >= 0")
+    if args.loss >= 1:   # (the ranges are checked as the flags are parsed, each named once)
+        raise UsageError(f"--loss must be under 1 (every packet dropped), got {args.loss:g}")
     try:
         parse_discontinuities(args.rtp_discontinuity)
     except ValueError as exc:

@@ -2157,6 +2157,23 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "        expected = False  # mutation\n"),),
         tests=("tests/test_mediaclock.py::test_an_enhancer_out_of_reach_is_one_warning_line_without_a_traceback",),
     ),
+    Mutation(
+        name="client-url-named-twice",
+        claim="mediaserver client --url foo://x names the flag once, as it is parsed (was '--url: --url must be ...')",
+        source="fresh-user trial 4 §6 (client --url)",
+        edits=(Edit("mediaserver/client.py", "        raise ValueError(f\"must be http(s):// or ws(s)://host:port, got {url!r}\")",
+                    "        raise ValueError(f\"--url must be http(s):// or ws(s)://host:port, got {url!r}\")  # mutation"),),
+        tests=("tests/test_cli_errors.py::test_a_bad_setting_is_one_line_on_stderr_naming_the_flag",),
+    ),
+    Mutation(
+        name="canary-window-unchecked",
+        claim="the canary's thresholds are range-checked as their flags or variables are parsed, naming them (--canary-window-s 0 never compared anything)",
+        source="fresh-user trial 4 §5 (canary thresholds)",
+        edits=(Edit("mediaserver/enhance/canary.py", "    add_option(parser, \"--canary-window-s\", type=number_in(2), default=d.window_s,",
+                    "    add_option(parser, \"--canary-window-s\", type=float, default=d.window_s,  # mutation"),),
+        tests=("tests/test_cli_errors.py::test_a_bad_setting_is_one_line_on_stderr_naming_the_flag",
+               "tests/test_cli_errors.py::test_a_bad_value_from_a_variable_is_named_as_the_variable"),
+    ),
 )
 
 

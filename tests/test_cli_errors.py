@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,23 @@ BAD = [
     (("enhance", "x.wav", "--out-dir", "o", "--atten-lim-db", "-1"), "--atten-lim-db"),
     (("serve", "--redis-url", "foo://x"), "--redis-url"),     # was: "listening", then a traceback
     (("cluster", "--redis-url", "http://x"), "--redis-url"),
+    # fresh-user trial 4: the client's --url named twice ("--url: --url must be ..."), its
+    # impairment ranges checked after parsing
+    (("client", "--room", "r", "--url", "foo://x"), "--url"),
+    (("client", "--room", "r", "--url", "http://a:1,ftp://b"), "--url"),
+    (("client", "--room", "r", "--loss", "1"), "--loss"),
+    (("client", "--room", "r", "--reorder", "-0.1"), "--reorder"),
+    (("client", "--room", "r", "--jitter-ms", "-5"), "--jitter-ms"),
+    (("client", "--room", "r", "--loss-burst", "0.5"), "--loss-burst"),
+    # fresh-user trial 4: the canary's thresholds had no range (a 0 s window never compared);
+    # --workers 0 is refused after the flags are parsed, so a range not checked at parse time
+    # shows as the wrong flag named, not as a server that starts
+    (("serve", "--canary-window-s", "0", "--workers", "0"), "--canary-window-s"),
+    (("serve", "--canary-min-speech-s", "-1", "--workers", "0"), "--canary-min-speech-s"),
+    (("serve", "--canary-max-distorted-share", "1.5", "--workers", "0"), "--canary-max-distorted-share"),
+    (("serve", "--canary-distorted-margin", "-0.1", "--workers", "0"), "--canary-distorted-margin"),
+    (("serve", "--canary-max-extra-suppression-db", "-3", "--workers", "0"), "--canary-max-extra-suppression-db"),
+    (("serve", "--canary-max-mos-drop", "nan", "--workers", "0"), "--canary-max-mos-drop"),
 ]
 
 
@@ -92,6 +110,8 @@ def test_a_bad_setting_is_one_line_on_stderr_naming_the_flag(run_cli, argv, flag
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert flag in lines[0] and "error" in lines[0] and "Traceback" not in err, lines[0]
+    if flag.startswith("--"):   # named once ("--url: --url must be ..." said it twice)
+        assert len(re.findall(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", lines[0])) == 1, lines[0]
 
 
 def test_no_error_message_of_the_package_goes_to_stdout() -> None:
@@ -258,6 +278,10 @@ FROM_ENV = [
      "MEDIASERVER_TTL must be positive"),
     ({"MEDIASERVER_ICE_HOST": ","}, ("serve",), "MEDIASERVER_ICE_HOST=','"),   # append, blank
     ({"MEDIASERVER_CANARY_SHARE": "3"}, ("serve",), "MEDIASERVER_CANARY_SHARE='3' must be within 0..1"),
+    ({"MEDIASERVER_CANARY_WINDOW_S": "1"}, ("serve", "--workers", "0"),
+     "MEDIASERVER_CANARY_WINDOW_S='1' must be at least 2"),
+    ({"MEDIASERVER_CANARY_MAX_MOS_DROP": "5"}, ("serve", "--workers", "0"),
+     "MEDIASERVER_CANARY_MAX_MOS_DROP='5' must be within 0..4"),
     ({"MEDIASERVER_REDIS_URL": "foo://x"}, ("serve",), "MEDIASERVER_REDIS_URL='foo://x' must start redis://"),
     # a required flag is satisfied by its variable: the next problem is the input file
     ({"MEDIASERVER_OUT_DIR": "eo3"}, ("enhance", "missing.wav"), "missing.wav: no such file"),

@@ -162,20 +162,25 @@ def add_canary_options(parser: argparse.ArgumentParser) -> None:
                help="candidate model (registry name) for a share of new rooms, rolled back automatically")
     add_option(parser, "--canary-share", type=number_in(0, 1), default=0.1,
                help="share of new rooms (stable by room name) on the canary model, 0..1")
+    # Ranges, checked as the flags (or their variables) are parsed: the window holds at least
+    # two of the driver's once-a-second observations (a shorter one compares nothing, so the
+    # canary would never roll back); shares are fractions; a margin, a dB excess or a MOS drop
+    # under 0 would roll back a candidate no worse than the stable model; OVRL is on 1..5.
     d = CanaryThresholds()
-    add_option(parser, "--canary-window-s", type=float, default=d.window_s,
-               help="window over which canary and stable SLIs are compared, s")
-    add_option(parser, "--canary-min-speech-s", type=float, default=d.min_speech_s,
-               help="canary speech needed in the window before it is judged, s")
-    add_option(parser, "--canary-max-distorted-share", type=float, default=d.max_distorted_share,
-               help="roll back when this share of the canary's checked speech frames is distorted "
+    add_option(parser, "--canary-window-s", type=number_in(2), default=d.window_s,
+               help="window over which canary and stable SLIs are compared, s (at least 2)")
+    add_option(parser, "--canary-min-speech-s", type=number_in(0), default=d.min_speech_s,
+               help="canary speech needed in the window before it is judged (all its streams together), s")
+    add_option(parser, "--canary-max-distorted-share", type=number_in(0, 1), default=d.max_distorted_share,
+               help="roll back when this share (0..1) of the canary's checked speech frames is distorted "
                     "(and it is --canary-distorted-margin over the stable model's)")
-    add_option(parser, "--canary-distorted-margin", type=float, default=d.distorted_margin,
-               help="how far over the stable model's distorted share the canary may go")
-    add_option(parser, "--canary-max-extra-suppression-db", type=float, default=d.max_extra_suppression_db,
-               help="roll back when the canary suppresses speech this much more than the stable model, dB")
-    add_option(parser, "--canary-max-mos-drop", type=float, default=d.max_mos_drop,
-               help="roll back when the canary's DNSMOS OVRL sample mean is this much under the stable model's")
+    add_option(parser, "--canary-distorted-margin", type=number_in(0, 1), default=d.distorted_margin,
+               help="how far over the stable model's distorted share the canary may go, 0..1")
+    add_option(parser, "--canary-max-extra-suppression-db", type=number_in(0), default=d.max_extra_suppression_db,
+               help="roll back when the canary suppresses speech this much more than the stable model, dB (>= 0)")
+    add_option(parser, "--canary-max-mos-drop", type=number_in(0, 4), default=d.max_mos_drop,
+               help="roll back when the canary's DNSMOS OVRL sample mean is this much under the stable "
+                    "model's, 0..4")
 
 
 def canary_from_args(args: argparse.Namespace, stable: str) -> Optional[Canary]:
