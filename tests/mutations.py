@@ -2174,6 +2174,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_cli_errors.py::test_a_bad_setting_is_one_line_on_stderr_naming_the_flag",
                "tests/test_cli_errors.py::test_a_bad_value_from_a_variable_is_named_as_the_variable"),
     ),
+    Mutation(
+        name="models-401-names-secret-only",
+        claim="every 401 says all its route accepts: GET /models names the server secret and the metrics token",
+        source="fresh-user trial 4 §3 (401 texts)",
+        edits=(Edit("mediaserver/sfu/models_admin.py",
+                    "        keys_named = [SERVER_SECRET] + ([METRICS_TOKEN] if read and metrics_token else [])\n",
+                    "        keys_named = [SERVER_SECRET]  # mutation\n"),),
+        tests=("tests/test_unauthorised.py",),
+    ),
 )
 
 

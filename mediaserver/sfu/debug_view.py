@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from aiohttp import web
 
-from .websec import client_address
+from .websec import SERVER_SECRET, client_address, unauthorised
 
 WATCH_S = 5.0
 EVERY = 5  # one column per 5 frames (100 ms)
@@ -96,7 +96,7 @@ def authorise_debug(request: web.Request, *, secret: Optional[str]) -> None:
     if secret:
         given = request.headers.get("Authorization", "").encode()
         if not hmac.compare_digest(given, f"Bearer {secret}".encode()):
-            raise web.HTTPUnauthorized(text="needs Authorization: Bearer <server secret>")
+            raise unauthorised(request, [SERVER_SECRET])
         return
     try:
         ok = ipaddress.ip_address(client_address(request)).is_loopback

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from ..config import UsageError
 from ..enhance.canary import ModelRouter
 from ..enhance.model_control import CHECK_S, AdminError, CanaryDriver, ModelControl, router_from_args
+from .websec import METRICS_TOKEN, SERVER_SECRET, unauthorised
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +43,10 @@ def authorise_admin(request: web.Request, *, secret: Optional[str], metrics_toke
     given = request.headers.get("Authorization", "").encode()
     if secret:
         keys = [secret] + ([metrics_token] if read and metrics_token else [])
+        keys_named = [SERVER_SECRET] + ([METRICS_TOKEN] if read and metrics_token else [])
         if any(hmac.compare_digest(given, f"Bearer {k}".encode()) for k in keys):
             return
-        raise web.HTTPUnauthorized(text="needs Authorization: Bearer <server secret>",
-                                   headers={"WWW-Authenticate": "Bearer"})
+        raise unauthorised(request, keys_named)
     if read:
         return
     try:

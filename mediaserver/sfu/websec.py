@@ -29,7 +29,7 @@ import argparse
 import hmac
 import logging
 import os
-from typing import Awaitable, Callable, Optional
+from typing import Awaitable, Callable, Optional, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from aiohttp import web
@@ -45,6 +45,21 @@ REDACTED = "REDACTED"
 FRONT_HEADER = "X-Mediaserver-Front"
 FRONT_TOKEN_ENV = "MEDIASERVER_FRONT_TOKEN"   # set by the front for its workers only
 _FRONT_TOKEN = os.environ.get(FRONT_TOKEN_ENV) or None
+
+
+SERVER_SECRET = "server secret"   # what a 401 says is accepted (never the value itself)
+METRICS_TOKEN = "metrics token"
+
+
+def unauthorised(request: web.BaseRequest, accepted: Sequence[str]) -> web.HTTPUnauthorized:
+    """The 401 of a guarded route, saying everything it accepts (``accepted``: the names of the
+    credentials, e.g. ``[SERVER_SECRET, METRICS_TOKEN]`` for ``GET /models``), with
+    ``WWW-Authenticate: Bearer``: ``GET /models needs Authorization: Bearer <server secret>
+    or Bearer <metrics token>``. Every 401 of the server is built here, so none names only
+    part of what the route takes."""
+    wanted = " or ".join(f"Bearer <{name}>" for name in accepted)
+    return web.HTTPUnauthorized(text=f"{request.method} {request.path} needs Authorization: {wanted}",
+                                headers={"WWW-Authenticate": "Bearer"})
 
 
 def behind_front() -> bool:
@@ -212,8 +227,7 @@ def attach(app: web.Application, args: argparse.Namespace,
         if token is None:
             raise web.HTTPForbidden(text="/metrics is closed on a server with --secret: "
                                          "set --metrics-token and send it as a Bearer token")
-        raise web.HTTPUnauthorized(text="/metrics needs Authorization: Bearer <metrics token>",
-                                   headers={"WWW-Authenticate": "Bearer"})
+        raise unauthorised(request, [METRICS_TOKEN])   # (/metrics, /cluster)
 
     async def client_config(request: web.Request) -> web.Response:
         return web.json_response({"signalling": signalling})
