@@ -39,9 +39,22 @@ class _CommandParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(text: str) -> str:
+    """The argparse ``type`` of ``--log-level``: a level name in any case, upper-cased; any
+    other word is refused as the flag is parsed (it was a ValueError traceback from
+    ``logging.basicConfig``), and the children of ``serve --workers N`` get a valid one."""
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return text.upper()
+
+
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     parser = _CommandParser(prog="mediaserver", description=__doc__.splitlines()[0].replace("``", ""))
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--log-level", type=log_level, default="INFO",
+                        help=f"logging level: {', '.join(LOG_LEVELS)} (default INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     for name, (module_name, help_text) in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)

@@ -2183,6 +2183,14 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "        keys_named = [SERVER_SECRET]  # mutation\n"),),
         tests=("tests/test_unauthorised.py",),
     ),
+    Mutation(
+        name="log-level-unchecked",
+        claim="mediaserver --log-level foo is one line naming the flag, exit 2 (was logging's ValueError traceback)",
+        source="fresh-user trial 4 §8 follow-up (--log-level)",
+        edits=(Edit("mediaserver/cli.py", "    parser.add_argument(\"--log-level\", type=log_level, default=\"INFO\",",
+                    "    parser.add_argument(\"--log-level\", default=\"INFO\",  # mutation"),),
+        tests=("tests/test_cli_errors.py::test_a_bad_setting_is_one_line_on_stderr_naming_the_flag",),
+    ),
 )
 
 

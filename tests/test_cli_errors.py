@@ -99,6 +99,8 @@ BAD = [
     (("serve", "--canary-distorted-margin", "-0.1", "--workers", "0"), "--canary-distorted-margin"),
     (("serve", "--canary-max-extra-suppression-db", "-3", "--workers", "0"), "--canary-max-extra-suppression-db"),
     (("serve", "--canary-max-mos-drop", "nan", "--workers", "0"), "--canary-max-mos-drop"),
+    # --log-level foo was logging's ValueError traceback (found with trial 4 §8)
+    (("--log-level", "foo", "token", "--room", "r", "--identity", "i", "--secret", "s"), "--log-level"),
 ]
 
 

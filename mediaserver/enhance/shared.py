@@ -331,14 +331,7 @@ class InferenceServer:
         return batch, rest
 
     async def _run(self, batch: list[_Tick]) -> None:
-        """One batched stage call (per overloaded flag) over every item of every worker's tick.
-
-        The call runs on this process's event-loop thread, not in the stage's executor: this
-        loop has nothing to do while a batch runs (a tick arriving meanwhile waits in its socket
-        for the next batch either way), and the thread hop cost two more cross-CPU wake-ups per
-        tick (executor start, completion through the loop's self-pipe): 1.4 ms of the step
-        and about 4 % of a core at 4 streams (``benchmarks/results/sfu_workers_s10.json``).
-        """
+        """One batched stage call (per overloaded flag) over every item of every worker's tick."""
         groups: dict[bool, list[tuple[_Stream, str]]] = {False: [], True: []}
         for tick in batch:
             if tick.worker.closed:
@@ -353,8 +346,8 @@ class InferenceServer:
         error: Optional[str] = None
         try:
             for overloaded, group in groups.items():
-                if group:   # on this loop's thread: see _run's docstring
-                    self._process(group, self.stage.process_sync(
+                if group:
+                    self._process(group, await self.stage.process(
                         [(s.handle, self._settings(s), k) for s, k in group], overloaded=overloaded))
         except Exception as exc:
             logger.exception("shared enhancer batch of %d streams failed", n)
