@@ -1575,8 +1575,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         source="issue 14 (workers: model admin)",
         edits=(Edit("mediaserver/workers/admin_relay.py",
                     "        authorise_admin(request, secret=self._secret, metrics_token=self._token, read=False)\n"
-                    "        return await self._relay(\"room_model\"",
-                    "        return await self._relay(\"room_model\""),),
+                    "        room = request.match_info[\"room\"]\n",
+                    "        room = request.match_info[\"room\"]\n"),),
         tests=("tests/test_workers_admin.py::test_the_model_admin_through_the_front_switches_rooms_on_both_workers",),
     ),
     Mutation(
@@ -1593,7 +1593,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         claim="a canary rolled back before the inference process restarted stays rolled back",
         source="issue 14 (workers: model admin)",
         edits=(Edit("mediaserver/enhance/model_control.py",
-                    "                canary.rollback(str(saved.get(\"reason\") or \"rolled back before a restart\"), now=now)\n",
+                    "                canary.rollback(str(saved.get(\"reason\") or \"rolled back before a restart\"), now=now,\n"
+                    "                                wall=float(at) if isinstance(at, (int, float)) else None)\n",
                     "                pass  # mutation\n"),),
         tests=("tests/test_model_control.py::test_the_state_comes_back_after_a_restart_and_a_rollback_stays_rolled_back",
                "tests/test_workers_admin.py::test_a_canary_is_accepted_at_start_with_workers_and_rolled_back_on_both"),
@@ -2190,6 +2191,42 @@ MUTATIONS: tuple[Mutation, ...] = (
         edits=(Edit("mediaserver/cli.py", "    parser.add_argument(\"--log-level\", type=log_level, default=\"INFO\",",
                     "    parser.add_argument(\"--log-level\", default=\"INFO\",  # mutation"),),
         tests=("tests/test_cli_errors.py::test_a_bad_setting_is_one_line_on_stderr_naming_the_flag",),
+    ),
+    Mutation(
+        name="rolled-back-at-monotonic",
+        claim="the canary's rolled_back_at is the wall-clock time in ISO 8601 UTC (was the loop's monotonic time), kept across an inference process restart",
+        source="fresh-user trial 4 §2 (rolled_back_at)",
+        edits=(Edit("mediaserver/enhance/canary.py",
+                    "        self.state, self.reason, self.rolled_back_at = \"rolled-back\", reason, wall\n        return True\n",
+                    "        self.state, self.reason, self.rolled_back_at = \"rolled-back\", reason, now  # mutation\n        return True\n"),),
+        tests=("tests/test_model_control.py::test_rolled_back_at_is_the_wall_clock_time_in_iso_8601",
+               "tests/test_model_control.py::test_the_state_comes_back_after_a_restart_and_a_rollback_stays_rolled_back"),
+    ),
+    Mutation(
+        name="room-switch-of-no-room-accepted",
+        claim="POST /admin/rooms/{room}/model for a room with no participant is 404 (nothing loaded, no override) unless the body says preset (was 200 {streams: 0} and a lasting override)",
+        source="fresh-user trial 4 §1 (room switch of a room that does not exist)",
+        edits=(Edit("mediaserver/enhance/model_control.py", "        if not live and not preset:\n",
+                    "        if False:  # mutation\n"),),
+        tests=("tests/test_model_control.py::test_a_room_that_is_not_live_is_404_unless_the_switch_is_a_preset",
+               "tests/test_canary.py::test_admin_endpoints_switch_a_room_live_and_need_the_secret"),
+    ),
+    Mutation(
+        name="workers-room-switch-liveness-unknown",
+        claim="serve --workers N: a room switch is 404 for a room no worker hosts, as in one process (the front says whether its placement has the room)",
+        source="fresh-user trial 4 §1 (single process and --workers the same)",
+        edits=(Edit("mediaserver/workers/admin_relay.py",
+                    "                                 live=self.front.placement.worker_of(room) is not None)",
+                    "                                 live=True)  # mutation"),),
+        tests=("tests/test_workers_admin.py::test_the_model_admin_through_the_front_switches_rooms_on_both_workers",),
+    ),
+    Mutation(
+        name="rollback-moves-rooms-switched-by-hand",
+        claim="a canary rollback moves back the streams its share placed and keeps rooms switched to the candidate by hand (override and streams)",
+        source="fresh-user trial 4 §4 (rollback and manual switches)",
+        edits=(Edit("mediaserver/enhance/model_control.py", "            if id(handle) not in kept:\n",
+                    "            if True:  # mutation\n"),),
+        tests=("tests/test_model_control.py::test_a_rollback_moves_back_what_the_canary_placed_and_keeps_rooms_switched_to_it_by_hand",),
     ),
 )
 

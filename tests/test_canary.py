@@ -122,8 +122,14 @@ def test_admin_endpoints_switch_a_room_live_and_need_the_secret(tmp_path: Path) 
         assert post_json(server, "admin/rooms/r1/model", {"model": "quieter"}, METRICS_TOKEN)[0] == 401
         code, body = post_json(server, "admin/rooms/r1/model", {"model": "nope"}, "s3cret")
         assert code == 400 and "unknown model" in body
+        # r1 has no participant: 404, nothing loaded, no override (it was 200 {"streams": 0} and
+        # the override stayed), unless the operator presets the model of its next call
         code, body = post_json(server, "admin/rooms/r1/model", {"model": "quieter"}, "s3cret")
-        assert code == 200, body
+        assert code == 404 and body.startswith("room 'r1' is not live"), (code, body)
+        models = get_json(server, "models")
+        assert models["overrides"] == {} and models["loaded"] == ["msenh-v2"], models
+        code, body = post_json(server, "admin/rooms/r1/model", {"model": "quieter", "preset": True}, "s3cret")
+        assert code == 200 and json.loads(body) == {"room": "r1", "model": "quieter", "streams": 0}, body
         models = get_json(server, "models")
         assert models["overrides"] == {"r1": "quieter"} and "quieter" in models["loaded"]
         assert {r["name"] for r in models["registry"]} == {"msenh-v2", "quieter"}

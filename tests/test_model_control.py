@@ -45,6 +45,31 @@ def control(stage: _Stage, canary: Optional[Canary] = None) -> ModelControl:
                         room_handles=lambda room: [h for h in stage.open if h.room == room])
 
 
+WALL, WALL_ISO = 1764637323.456, "2025-12-02T01:02:03.456Z"   # a wall-clock time (epoch s) and its ISO 8601
+
+
+@pytest.mark.parametrize("how", ["manual", "automatic"])
+def test_rolled_back_at_is_the_wall_clock_time_in_iso_8601(how: str) -> None:
+    """A fresh user's trial: ``rolled_back_at`` was the loop's monotonic time (seconds since
+    boot: no moment anyone can read). It is the wall-clock time the caller gives (``wall``,
+    epoch s), in ISO 8601 UTC; the monotonic ``now`` only drives the window."""
+    from mediaserver.enhance.telemetry import Counts
+
+    stage = _Stage(open=[_Handle("r1", "cand")])
+    stage.sli = lambda: {"cand": Counts(speech_frames=1000, checked_frames=1000, distorted_frames=900)}  # type: ignore[attr-defined]
+    c = control(stage, Canary(stable="stable", candidate="cand", share=1.0))
+    assert c.router.canary.describe()["rolled_back_at"] is None
+    if how == "manual":
+        c.rollback_request(b"", now=12.0, wall=WALL)
+    else:
+        stage.sli, counts = (lambda: {}), stage.sli  # type: ignore[attr-defined]
+        assert c.observe(now=11.0, wall=WALL - 1.0) is None
+        stage.sli = counts  # type: ignore[attr-defined]
+        assert c.observe(now=12.0, wall=WALL).startswith("over-suppression")
+    described = c.router.canary.describe()
+    assert described["state"] == "rolled-back" and described["rolled_back_at"] == WALL_ISO, described
+
+
 def test_a_room_switch_moves_only_that_rooms_streams_and_sticks_for_later_joins() -> None:
     stage = _Stage(open=[_Handle("r1", "stable"), _Handle("r1", "stable"), _Handle("r2", "stable")])
     c = control(stage)
@@ -68,27 +93,83 @@ def test_a_bad_room_model_request_is_refused_with_the_single_process_text(body, 
     stage = _Stage()
     stage.models = _Models()  # type: ignore[attr-defined]
     with pytest.raises(AdminError) as refused:
-        control(stage).model_to_load(body)
+        control(stage).model_to_load(body, room="r1", live=True)
     assert refused.value.status == status and refused.value.text.startswith(text), refused.value.text
+
+
+class _Models:
+    def __contains__(self, name: object) -> bool:
+        return name in ("stable", "cand")
+
+    def names(self) -> list[str]:
+        return ["cand", "stable"]
+
+
+@pytest.mark.parametrize("body, live, answer", [
+    (b'{"model": "cand"}', True, "cand"),                        # a live room: switched
+    (b'{"model": "cand", "preset": true}', True, "cand"),        # (preset changes nothing then)
+    (b'{"model": "cand"}', False, (404, "room 'nowhere' is not live (no participant); to choose the "
+                                        'model of its next call, send {"model": "cand", "preset": true}')),
+    (b'{"model": "cand", "preset": false}', False, (404, "room 'nowhere' is not live")),
+    (b'{"model": "cand", "preset": true}', False, "cand"),       # the operator's explicit choice
+    (b'{"model": "cand", "preset": "yes"}', False, (400, "preset must be true or false, got 'yes'")),
+    (b'{"model": "nope", "preset": true}', False, (400, "unknown model 'nope'")),
+])
+def test_a_room_that_is_not_live_is_404_unless_the_switch_is_a_preset(body, live, answer) -> None:
+    """A fresh user's trial: switching a room that does not exist answered 200 ``{"streams":
+    0}`` and kept the override for good (a typo in a room name looked like a switch). The
+    caller says whether the room is live (one process: it has participants; ``--workers N``:
+    the front placed it on a worker); a room that is not is 404 unless the body says
+    ``"preset": true``, and nothing is loaded for a refusal."""
+    stage = _Stage()
+    stage.models = _Models()  # type: ignore[attr-defined]
+    c = control(stage)
+    if isinstance(answer, str):
+        assert c.model_to_load(body, room="nowhere", live=live) == answer
+        return
+    with pytest.raises(AdminError) as refused:
+        c.model_to_load(body, room="nowhere", live=live)
+    assert (refused.value.status, refused.value.text[:len(answer[1])]) == answer, refused.value.text
+    assert c.router.overrides == {}
+
+
+def test_a_rollback_moves_back_what_the_canary_placed_and_keeps_rooms_switched_to_it_by_hand() -> None:
+    """A room switched to the candidate by hand (an override, or a preset) is an operator's
+    explicit choice: a rollback moves back the streams the canary's share put on the
+    candidate and leaves those rooms on it, override and streams, naming them; rooms switched
+    to another model are not touched."""
+    stage = _Stage(loaded_models=["stable", "cand", "other"],
+                   open=[_Handle("share1", "cand"), _Handle("share2", "cand"), _Handle("byhand", "cand"),
+                         _Handle("byhand", "cand"), _Handle("elsewhere", "other")])
+    c = control(stage, Canary(stable="stable", candidate="cand", share=1.0))
+    c.router.overrides.update({"byhand": "cand", "elsewhere": "other", "preset": "cand"})
+    answer = c.rollback_request(b'{"reason": "test"}', now=1.0, wall=WALL)
+    assert answer["state"] == "rolled-back" and answer["rooms_kept"] == ["byhand", "preset"], answer
+    assert sorted(stage.switches) == [("share1", "stable"), ("share2", "stable")]
+    assert [(h.room, h.model) for h in stage.open] == [("share1", "stable"), ("share2", "stable"), ("byhand", "cand"),
+                                                        ("byhand", "cand"), ("elsewhere", "other")]
+    assert c.router.overrides == {"byhand": "cand", "elsewhere": "other", "preset": "cand"}
+    assert c.router.model_for("byhand") == "cand" and c.router.model_for("new-room") == "stable"
 
 
 def test_the_state_comes_back_after_a_restart_and_a_rollback_stays_rolled_back() -> None:
     stage = _Stage(open=[_Handle("r1", "cand")])
     first = control(stage, Canary(stable="stable", candidate="cand", share=1.0))
     first.room_switched("r9", "cand")
-    first.rollback_request(json.dumps({"reason": "bad"}), now=5.0)
+    first.rollback_request(json.dumps({"reason": "bad"}), now=5.0, wall=WALL)
     assert stage.switches[-1] == ("r1", "stable")
     saved = json.loads(json.dumps(first.state()))   # (through the file's JSON)
-    assert saved == {"overrides": {}, "canary": {"candidate": "cand", "state": "rolled-back",
-                                                 "reason": "manual: bad"}}
+    assert saved == {"overrides": {"r9": "cand"}, "canary": {"candidate": "cand", "state": "rolled-back",
+                                                 "reason": "manual: bad", "rolled_back_at": WALL}}
     # the successor starts with the canary active again, until it takes the state back
     second = control(_Stage(), Canary(stable="stable", candidate="cand", share=1.0))
     assert second.router.model_for("new") == "cand"
     assert second.restore(saved, now=0.0) == []
-    assert second.router.model_for("new") == "stable"
+    assert second.router.model_for("new") == "stable" and second.router.model_for("r9") == "cand"
     assert second.router.canary.state == "rolled-back" and second.router.canary.reason == "manual: bad"
+    assert second.router.canary.describe()["rolled_back_at"] == WALL_ISO   # the rollback's time, not the restart's
     with pytest.raises(AdminError) as again:
-        second.rollback_request(b"", now=1.0)
+        second.rollback_request(b"", now=1.0, wall=WALL + 60.0)
     assert (again.value.status, again.value.text) == (409, "canary is rolled-back")
 
 

@@ -27,6 +27,7 @@ import hashlib
 import logging
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Optional
 
 from ..config import add_option, number_in
@@ -35,6 +36,13 @@ from .telemetry import Counts
 logger = logging.getLogger(__name__)
 
 FRAME_S = 0.02
+
+
+def iso_utc(epoch_s: Optional[float]) -> Optional[str]:
+    """Epoch seconds as ISO 8601 UTC to the millisecond (``2026-12-02T01:02:03.456Z``), or None."""
+    if epoch_s is None:
+        return None
+    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def room_fraction(room: str) -> float:
@@ -58,7 +66,10 @@ class Canary:
     """A candidate model on a share of new rooms, with automatic rollback.
 
     States: ``active`` (assigning), ``rolled-back`` (stopped: no new rooms, its rooms moved
-    back). ``reason`` says why, ``rolled_back_at`` when (the ``now`` given to :meth:`observe`).
+    back). ``reason`` says why, ``rolled_back_at`` when: the wall-clock time (Unix epoch
+    seconds) the caller gave as ``wall`` to :meth:`observe` or :meth:`rollback` (``now`` is the
+    caller's monotonic clock, for the window only, and means nothing outside the process);
+    :meth:`describe` reports it as ISO 8601 UTC (``2026-12-02T01:02:03.456Z``).
     """
 
     stable: str
@@ -81,9 +92,10 @@ class Canary:
         return self.state == "active" and room_fraction(room) < self.share
 
     def observe(self, *, now: float, sli: dict[str, Counts],
-                mos: Optional[dict[str, tuple[float, int]]] = None) -> Optional[str]:
-        """Feed cumulative counters (per model) at time ``now`` (s); a reason string when the
-        canary must roll back now (the state is then ``rolled-back``), else None."""
+                mos: Optional[dict[str, tuple[float, int]]] = None, wall: Optional[float] = None) -> Optional[str]:
+        """Feed cumulative counters (per model) at time ``now`` (s, monotonic); a reason string
+        when the canary must roll back now (the state is then ``rolled-back``, at ``wall``:
+        epoch s), else None."""
         if self.state != "active":
             return None
         snapshot = (now, dict(sli), dict(mos or {}))
@@ -95,14 +107,15 @@ class Canary:
         dmos = {m: (s - mos0.get(m, (0.0, 0))[0], n - mos0.get(m, (0.0, 0))[1]) for m, (s, n) in (mos or {}).items()}
         reason = self._judge(delta, dmos)
         if reason is not None:
-            self.state, self.reason, self.rolled_back_at = "rolled-back", reason, now
+            self.state, self.reason, self.rolled_back_at = "rolled-back", reason, wall
         return reason
 
-    def rollback(self, reason: str, *, now: float) -> bool:
-        """Manual rollback; False when it was not active."""
+    def rollback(self, reason: str, *, now: float, wall: Optional[float] = None) -> bool:
+        """Manual rollback at ``now`` (s, monotonic) and ``wall`` (epoch s, reported as
+        ``rolled_back_at``); False when it was not active."""
         if self.state != "active":
             return False
-        self.state, self.reason, self.rolled_back_at = "rolled-back", reason, now
+        self.state, self.reason, self.rolled_back_at = "rolled-back", reason, wall
         return True
 
     def _judge(self, delta: dict[str, Counts], mos: dict[str, tuple[float, int]]) -> Optional[str]:
@@ -137,7 +150,7 @@ class Canary:
 
     def describe(self) -> dict:
         return {"stable": self.stable, "candidate": self.candidate, "share": self.share, "state": self.state,
-                "reason": self.reason, "rolled_back_at": self.rolled_back_at,
+                "reason": self.reason, "rolled_back_at": iso_utc(self.rolled_back_at),
                 "thresholds": asdict(self.thresholds), "window": self.last_window}
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from ..tasks import cancel_and_wait
@@ -93,8 +94,16 @@ class ModelControl:
                 "canary": self.router.canary.describe() if self.router.canary else None}
 
     # ---- POST /admin/rooms/{room}/model ----------------------------------------------------
-    def model_to_load(self, body: Union[bytes, str]) -> str:
-        """The registry name a room-model request asks for; AdminError 400 otherwise."""
+    def model_to_load(self, body: Union[bytes, str], *, room: str, live: bool) -> str:
+        """The registry name a room-model request (``{"model": NAME}``, optionally
+        ``"preset": true``) asks for ``room``; ``live``: the room has participants now (one
+        process: on this server; ``--workers N``: placed on a worker by the front).
+
+        A room that is not live is refused (AdminError 404) unless the body says ``preset``:
+        a switch of a room that does not exist was answered 200 ``{"streams": 0}`` and kept its
+        override for good, so a typo in a room name looked like a switch and pinned a room no
+        one meant. ``preset`` is the operator's explicit choice of the model of a call that has
+        not started. AdminError 400 for a bad body; nothing is loaded for a refused request."""
         try:
             parsed = json.loads(body)
         except ValueError:
@@ -102,6 +111,12 @@ class ModelControl:
         name = parsed.get("model") if isinstance(parsed, dict) else None
         if not isinstance(name, str) or name not in self.stage.models:
             raise AdminError(400, f"unknown model {name!r} (known: {', '.join(self.stage.models.names())})")
+        preset = parsed.get("preset", False)
+        if not isinstance(preset, bool):
+            raise AdminError(400, f"preset must be true or false, got {preset!r}")
+        if not live and not preset:
+            raise AdminError(404, f"room {room!r} is not live (no participant); to choose the model of its "
+                                  f"next call, send {{\"model\": {json.dumps(name)}, \"preset\": true}}")
         return name
 
     @staticmethod
@@ -121,10 +136,11 @@ class ModelControl:
         return {"room": room, "model": version, "streams": len(handles)}
 
     # ---- canary -------------------------------------------------------------------------------
-    def rollback_request(self, body: Union[bytes, str], *, now: float) -> dict[str, Any]:
+    def rollback_request(self, body: Union[bytes, str], *, now: float, wall: float) -> dict[str, Any]:
         """``POST /admin/canary/rollback`` with ``body`` (JSON ``{"reason": ...}``, may be empty)
-        at ``now`` (s): the canary's state after the rollback; AdminError 409 without an active
-        canary."""
+        at ``now`` (s, monotonic) and ``wall`` (epoch s: ``rolled_back_at``): the canary's state
+        after the rollback, and ``rooms_kept``: the rooms switched to the candidate by hand,
+        left on it (:meth:`rolled_back`); AdminError 409 without an active canary."""
         canary = self.router.canary
         if canary is None:
             raise AdminError(409, "no canary configured")
@@ -133,37 +149,50 @@ class ModelControl:
         except ValueError:
             parsed = {}
         reason = str(parsed.get("reason", "operator request")) if isinstance(parsed, dict) else "operator request"
-        if not canary.rollback(f"manual: {reason}", now=now):
+        if not canary.rollback(f"manual: {reason}", now=now, wall=wall):
             raise AdminError(409, f"canary is {canary.state}")
         self.rolled_back(f"manual: {reason}")
-        return canary.describe()
+        return {**canary.describe(), "rooms_kept": self.pinned_to_candidate()}
 
-    def observe(self, *, now: float, mos: Optional[dict] = None) -> Optional[str]:
-        """One canary check at ``now`` (s) over the stage's per-model SLI counters; rolls back
-        (and returns the reason) when the canary says so."""
+    def observe(self, *, now: float, wall: float, mos: Optional[dict] = None) -> Optional[str]:
+        """One canary check at ``now`` (s, monotonic; ``wall``: epoch s, the rollback's
+        ``rolled_back_at``) over the stage's per-model SLI counters; rolls back (and returns the
+        reason) when the canary says so."""
         canary = self.router.canary
         if canary is None or canary.state != "active":
             return None
-        reason = canary.observe(now=now, sli=self.stage.sli(), mos=mos)
+        reason = canary.observe(now=now, sli=self.stage.sli(), mos=mos, wall=wall)
         if reason is not None:
             self.rolled_back(reason)
         return reason
 
+    def pinned_to_candidate(self) -> list[str]:
+        """The rooms switched to the canary's candidate by hand (room overrides, presets
+        included), which a rollback leaves on it."""
+        canary = self.router.canary
+        return sorted(r for r, m in self.router.overrides.items() if canary is not None and m == canary.candidate)
+
     def rolled_back(self, reason: str) -> None:
-        """Move the canary's streams and rooms back to the stable model; count and log it."""
+        """Undo what the canary placed: every stream on the candidate moves back to the stable
+        model, live, except those of rooms switched to the candidate by hand
+        (:meth:`pinned_to_candidate`): a room override is an operator's explicit choice, the
+        canary's share is not, and the rollback stops the share only. Those rooms keep their
+        override (later joins get the candidate too) and are named in the log; the operator
+        moves them with ``POST /admin/rooms/{room}/model``. Counts and logs the rollback."""
         canary = self.router.canary
         assert canary is not None
+        pinned = self.pinned_to_candidate()
+        kept = {id(h) for room in pinned for h in self._room_handles(room)}
         moved = 0
         for handle in self.stage.handles(canary.candidate):
-            self.stage.switch(handle, canary.stable)
-            moved += 1
-        for room, model in list(self.router.overrides.items()):
-            if model == canary.candidate:
-                del self.router.overrides[room]
+            if id(handle) not in kept:
+                self.stage.switch(handle, canary.stable)
+                moved += 1
         self.rollbacks.labels(canary.candidate, rollback_kind(reason)).inc()
         self.active.labels(canary.candidate).set(0)
-        logger.warning("canary %s rolled back to %s (%d streams moved): %s", canary.candidate, canary.stable,
-                       moved, reason)
+        logger.warning("canary %s rolled back to %s (%d streams moved%s): %s", canary.candidate, canary.stable,
+                       moved, f"; kept on it, switched there by hand: {', '.join(pinned)}" if pinned else "",
+                       reason)
         self._changed()
 
     # ---- state that outlives the process (the shared inference process's restarts) -----------
@@ -172,7 +201,8 @@ class ModelControl:
         canary = self.router.canary
         return {"overrides": dict(self.router.overrides),
                 "canary": None if canary is None else {"candidate": canary.candidate, "state": canary.state,
-                                                       "reason": canary.reason}}
+                                                       "reason": canary.reason,
+                                                       "rolled_back_at": canary.rolled_back_at}}
 
     def restore(self, state: dict[str, Any], *, now: float) -> list[str]:
         """Take back :meth:`state` of a previous run, before any stream opens: room overrides
@@ -187,7 +217,9 @@ class ModelControl:
         saved, canary = state.get("canary"), self.router.canary
         if isinstance(saved, dict) and saved.get("state") == "rolled-back":
             if canary is not None and canary.candidate == saved.get("candidate"):
-                canary.rollback(str(saved.get("reason") or "rolled back before a restart"), now=now)
+                at = saved.get("rolled_back_at")   # (the original time, epoch s: not the restart's)
+                canary.rollback(str(saved.get("reason") or "rolled back before a restart"), now=now,
+                                wall=float(at) if isinstance(at, (int, float)) else None)
                 self.active.labels(canary.candidate).set(0)
             else:
                 skipped.append(f"canary rollback of {saved.get('candidate')!r} (now: "
@@ -228,7 +260,7 @@ class CanaryDriver:
         while canary.state == "active":
             await asyncio.sleep(self._check_s)
             try:
-                self.control.observe(now=loop.time(), mos=self._mos() if self._mos else None)
+                self.control.observe(now=loop.time(), wall=time.time(), mos=self._mos() if self._mos else None)
             except Exception:
                 logger.exception("canary check failed")
 

@@ -4,7 +4,7 @@ The front authorises ``GET /models``, ``POST /admin/rooms/{room}/model`` and
 ``POST /admin/canary/rollback`` as a single process does (``sfu/models_admin.authorise_admin``)
 and relays them here as one ``admin`` message on the inference socket (``enhance/shared.py``)::
 
-    {"t": "admin", "req": N, "op": "models" | "room_model" | "rollback", "room": R, "body": TEXT}
+    {"t": "admin", "req": N, "op": "models" | "room_model" | "rollback", "room": R, "live": BOOL, "body": TEXT}
     → {"t": "admin", "req": N, "status": 200, "json": {...}}  or  {..., "status": 4xx, "text": "..."}
 
 The logic is :class:`~.model_control.ModelControl`, the same as the single process's, over
@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -107,12 +108,12 @@ class SharedAdmin:
             room = msg.get("room")
             if not isinstance(room, str) or not room:
                 raise AdminError(400, "no room named")
-            name = self.control.model_to_load(body)
+            name = self.control.model_to_load(body, room=room, live=msg.get("live") is True)
             try:
                 version = await asyncio.to_thread(self.stage.load, name)
             except Exception as exc:  # WeightsError: a bad file never reaches a call
                 raise self.control.load_failed(name, exc) from None
             return self.control.room_switched(room, version)
         if op == "rollback":
-            return self.control.rollback_request(body, now=asyncio.get_running_loop().time())
+            return self.control.rollback_request(body, now=asyncio.get_running_loop().time(), wall=time.time())
         raise AdminError(400, f"unknown admin operation {op!r} (known: {', '.join(OPS)})")

@@ -4,7 +4,8 @@
   state (with ``--secret``: ``Authorization: Bearer <secret>`` or the metrics token).
 * ``POST /admin/rooms/{room}/model`` ``{"model": NAME}``: load NAME if needed (off the loop)
   and move every stream of the room to it, live (stage.switch: warm-up + 20 ms cross-fade,
-  no frame dropped); later joins of that room get it too.
+  no frame dropped); later joins of that room get it too. A room with no participant is 404
+  unless the body adds ``"preset": true`` (the model of its next call).
 * ``POST /admin/canary/rollback`` ``{"reason": "..."}``: stop the canary and move its streams back.
 
 Admin calls need ``Authorization: Bearer <secret>`` with ``--secret``; without it only
@@ -22,6 +23,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import time
 from typing import Any, Callable, Optional
 
 from aiohttp import web
@@ -68,8 +70,10 @@ class ModelsAdmin:
 
     def __init__(self, *, stage: Any, router: ModelRouter, room_handles: Callable[[str], list],
                  registry: CollectorRegistry, secret: Optional[str], metrics_token: Optional[str] = None,
-                 mos: Optional[Callable[[], dict]] = None, check_s: float = CHECK_S) -> None:
+                 mos: Optional[Callable[[], dict]] = None, check_s: float = CHECK_S,
+                 room_live: Callable[[str], bool] = lambda room: False) -> None:
         self.stage = stage
+        self._live = room_live   # the room has participants on this server now
         self.router = router
         self.control = ModelControl(stage=stage, router=router, room_handles=room_handles, registry=registry)
         self.driver = CanaryDriver(self.control, mos=mos, check_s=check_s)
@@ -102,7 +106,7 @@ class ModelsAdmin:
         self._authorised(request, read=False)
         room = request.match_info["room"]
         try:
-            name = self.control.model_to_load(await request.read())
+            name = self.control.model_to_load(await request.read(), room=room, live=self._live(room))
             try:
                 version = await asyncio.to_thread(self.stage.load, name)
             except Exception as exc:  # WeightsError: a bad file never reaches a call
@@ -115,7 +119,7 @@ class ModelsAdmin:
         self._authorised(request, read=False)
         try:
             body = await request.read() if request.can_read_body else b""
-            described = self.control.rollback_request(body, now=asyncio.get_running_loop().time())
+            described = self.control.rollback_request(body, now=asyncio.get_running_loop().time(), wall=time.time())
         except AdminError as error:
             return refusal(error)
         return web.json_response(described)
@@ -149,7 +153,8 @@ def attach_models(app: web.Application, args: Any, *, stage: Any, manager: Any,
     if mos is None and getattr(stage, "mos", None) is not None:
         mos = stage.mos.mos_by_model  # DNSMOS samples feed the canary's comparison
     admin = ModelsAdmin(stage=stage, router=router, room_handles=room_handles, registry=registry,
-                        secret=args.secret, metrics_token=getattr(args, "metrics_token", None), mos=mos)
+                        secret=args.secret, metrics_token=getattr(args, "metrics_token", None), mos=mos,
+                        room_live=lambda room: room in manager.rooms)
     admin.attach(app)
     app[MODELS_ADMIN] = admin
     from .debug_view import attach_debug

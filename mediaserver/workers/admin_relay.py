@@ -49,20 +49,25 @@ class ModelsRelay:
 
     async def post_room_model(self, request: web.Request) -> web.Response:
         authorise_admin(request, secret=self._secret, metrics_token=self._token, read=False)
-        return await self._relay("room_model", room=request.match_info["room"], body=await request.read())
+        room = request.match_info["room"]
+        # live: placed on a worker now (the single process's "the room exists"); the inference
+        # process sees only streams, not a room whose participants do not publish (yet)
+        return await self._relay("room_model", room=room, body=await request.read(),
+                                 live=self.front.placement.worker_of(room) is not None)
 
     async def post_rollback(self, request: web.Request) -> web.Response:
         authorise_admin(request, secret=self._secret, metrics_token=self._token, read=False)
         body = await request.read() if request.can_read_body else b""
         return await self._relay("rollback", body=body)
 
-    async def _relay(self, op: str, *, room: Optional[str] = None, body: bytes = b"") -> web.Response:
+    async def _relay(self, op: str, *, room: Optional[str] = None, body: bytes = b"",
+                     live: bool = False) -> web.Response:
         enhancer = self.front.enhancer
         down = web.HTTPServiceUnavailable(text="the shared enhancer is restarting; try again shortly",
                                           headers={"Retry-After": "2"})
         if enhancer is None or enhancer.proc is None or enhancer.proc.poll() is not None:
             raise down
-        message = {"t": "admin", "op": op, "room": room, "body": body.decode("utf-8", "replace")}
+        message = {"t": "admin", "op": op, "room": room, "live": live, "body": body.decode("utf-8", "replace")}
         try:
             reply = await ask(enhancer.socket_path, message, timeout_s=ADMIN_TIMEOUT_S)
         except SharedStageError as exc:
