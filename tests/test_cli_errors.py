@@ -280,10 +280,8 @@ FROM_ENV = [
      "MEDIASERVER_TTL must be positive"),
     ({"MEDIASERVER_ICE_HOST": ","}, ("serve",), "MEDIASERVER_ICE_HOST=','"),   # append, blank
     ({"MEDIASERVER_CANARY_SHARE": "3"}, ("serve",), "MEDIASERVER_CANARY_SHARE='3' must be within 0..1"),
-    ({"MEDIASERVER_CANARY_WINDOW_S": "1"}, ("serve", "--workers", "0"),
-     "MEDIASERVER_CANARY_WINDOW_S='1' must be at least 2"),
-    ({"MEDIASERVER_CANARY_MAX_MOS_DROP": "5"}, ("serve", "--workers", "0"),
-     "MEDIASERVER_CANARY_MAX_MOS_DROP='5' must be within 0..4"),
+    ({"MEDIASERVER_CANARY_WINDOW_S": "1"}, ("serve",), "MEDIASERVER_CANARY_WINDOW_S='1' must be at least 2"),
+    ({"MEDIASERVER_CANARY_MAX_MOS_DROP": "5"}, ("serve",), "MEDIASERVER_CANARY_MAX_MOS_DROP='5' must be within 0..4"),
     ({"MEDIASERVER_REDIS_URL": "foo://x"}, ("serve",), "MEDIASERVER_REDIS_URL='foo://x' must start redis://"),
     # a required flag is satisfied by its variable: the next problem is the input file
     ({"MEDIASERVER_OUT_DIR": "eo3"}, ("enhance", "missing.wav"), "missing.wav: no such file"),
