@@ -29,7 +29,7 @@ events); ``final_old_accounting_s`` keeps the earlier measure (segment end - 0.6
 which overstated the finals of segments cut at the soft hangover (0.2 s) by 0.4 s.
 
 Usage: python benchmarks/asr.py [--data ../shared/data] [--files 20] [--mix-shares 0.3,0.5] [--peers dfn3] [--cache PATH]
-       python benchmarks/asr.py --feeds raw --paths whole,live,live-old --talkers 8    (issue 11's run)
+       python benchmarks/asr.py --feeds raw --paths whole,live,live-prev --talkers 8    (issue 11's run)
 Prints a table; writes benchmarks/results/asr.json.
 """
 
@@ -60,10 +60,12 @@ from mediaserver.asr.transcribe import (  # noqa: E402
 from mediaserver.audio import read_audio, resample  # noqa: E402
 
 PEER_RAW_SHARE = 0.5  # peers are also measured half and half with raw
-# live-path columns and their streaming settings: today's, and the one before early finals
-# started before a soft cut and decodes got the newest partial as a draft (A/B in one run)
+# live-path columns and their streaming settings: today's; the one before superseded
+# decodes in flight were aborted (prev); and the one before early finals started before a
+# soft cut and decodes got the newest partial as a draft (old): A/B in one run
 LIVE_COLUMNS = {"raw-live": StreamConfig(),
-                "raw-live-old": StreamConfig(drafts=False, early_before_cut=False)}
+                "raw-live-prev": StreamConfig(aborts=False),
+                "raw-live-old": StreamConfig(drafts=False, early_before_cut=False, aborts=False)}
 
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
          "fifteen sixteen seventeen eighteen nineteen").split()
@@ -136,12 +138,13 @@ def weights_info(path: str | None) -> dict:
             **{k: meta[k] for k in ("step", "valid_loss") if k in meta}}
 
 
-async def many_talkers(files: list, n: int, threads: int, engine: str = DEFAULT_ENGINE) -> dict:
+async def many_talkers(files: list, n: int, threads: int, engine: str = DEFAULT_ENGINE,
+                       stream: StreamConfig | None = None) -> dict:
     """Play ``n`` clean files (cycled) at once in real time through one live sink."""
     from mediaserver.asr.hub import AsrHub, FeedConfig
     from mediaserver.asr.local import LocalRecogniserSink
 
-    sink = LocalRecogniserSink(engine=engine, threads=threads)
+    sink = LocalRecogniserSink(engine=engine, threads=threads, stream=stream)
     hub = AsrHub([sink], feed=FeedConfig(feed="raw"))
     loop = asyncio.get_running_loop()
     lags: dict = {"partial": [], "final": []}
@@ -178,6 +181,7 @@ async def many_talkers(files: list, n: int, threads: int, engine: str = DEFAULT_
             "segments": hub.segments, "finals": health["captions"]["final"],
             "partials": health["captions"]["partial"], "dropped": health["dropped"],
             "failed": health["failed"], "partials_superseded": health["partials_superseded"],
+            "aborts": health["aborts"], "early_finals": health["early_finals"],
             "final_lag_after_segment_end_s": {"p50": pct(lags["final"], 50), "p95": pct(lags["final"], 95),
                                               "max": pct(lags["final"], 100)},
             "partial_lag_s": {"p50": pct(lags["partial"], 50), "p95": pct(lags["partial"], 95)},
@@ -210,7 +214,8 @@ def main() -> int:
                     help="only every N-th file from the K-th (parallel runs with separate caches)")
     ap.add_argument("--paths", default="whole,live",
                     help="extra raw-feed columns: whole (file decoded at once), live (streaming "
-                         "finals), live-old (the live path with the settings before the draft "
+                         "finals), live-prev (the live path without aborting superseded decodes "
+                         "in flight), live-old (the live path with the settings before the draft "
                          "decodes and early finals before a soft cut: A/B in one run)")
     ap.add_argument("--talkers", type=int, default=0,
                     help="also play this many clean files at once in real time through the live sink")
@@ -328,9 +333,9 @@ def main() -> int:
             for column in paths:
                 key = "|".join((path.stem, cond, column,
                                 whisper_key if column == "raw-whole" else engine_key,
-                                "v2" if column == "raw-whole" else "v4"))
-                if column == "raw-live-old":
-                    key += "|old"
+                                "v2" if column == "raw-whole" else "v5"))
+                if column in ("raw-live-old", "raw-live-prev"):
+                    key += "|" + column[len("raw-live-"):]
                 if key not in cache:
                     t1 = time.perf_counter()
                     if column == "raw-whole":
@@ -491,6 +496,11 @@ def main() -> int:
         talkers = asyncio.run(many_talkers(files[:args.talkers], args.talkers, args.threads,
                                            args.engine))
         print(f"{args.talkers} talkers at once: {talkers}")
+        if "raw-live-prev" in paths:   # the same without aborts (A/B)
+            talkers["without_aborts"] = asyncio.run(many_talkers(
+                files[:args.talkers], args.talkers, args.threads, args.engine,
+                stream=LIVE_COLUMNS["raw-live-prev"]))
+            print(f"  without aborts: {talkers['without_aborts']}")
 
     result = {
         "benchmark": "asr", "engine": args.engine, "whole_file_engine": "whisper",

@@ -138,6 +138,49 @@ def test_a_draft_is_checked_in_one_step_and_never_changes_the_result(moonshine, 
         moonshine._decoder = real
 
 
+def test_a_decode_stops_on_its_abort_between_steps_and_inside_a_run(moonshine, tmp_path: Path) -> None:
+    """An abort stops a decode at the next check (before the encoder and each decoder step)
+    and inside a running onnxruntime graph (RunOptions.terminate: the only way the encoder
+    of a long utterance stops early); the recogniser then decodes as before."""
+    from mediaserver.asr.abort import AbortSignal, DecodeAborted
+
+    speech = speech16(SIX, tmp_path)
+    before = moonshine.recognise(speech)
+
+    class AtCheck(AbortSignal):
+        """Requests itself at its ``n``-th check: the encoder and n - 2 decoder steps ran."""
+
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.n, self.checks = n, 0
+
+        def check(self) -> None:
+            self.checks += 1
+            if self.checks == self.n:
+                self.request()
+            super().check()
+
+    at_third_step = AtCheck(4)
+    with pytest.raises(DecodeAborted):
+        moonshine.recognise(speech, abort=at_third_step)
+    assert at_third_step.checks == 4
+
+    class InsideRun(AbortSignal):
+        """Never stops between steps; requested as soon as a run is attached to it."""
+
+        def check(self) -> None:
+            pass
+
+        def attach(self, run_options) -> None:  # noqa: ANN001
+            super().attach(run_options)
+            self.request()
+
+    with pytest.raises(DecodeAborted):
+        moonshine.recognise(speech, abort=InsideRun())
+    assert moonshine.recognise(speech) == before
+    assert moonshine.recognise(speech, abort=AbortSignal()) == before    # not requested: same words
+
+
 async def test_partials_come_before_the_final_through_the_moonshine_sink(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 6 s utterance played at real-time pace through ``LocalRecogniserSink(engine=

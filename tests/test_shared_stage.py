@@ -22,7 +22,7 @@ from mediaserver.enhance.shared_client import SharedStage, SharedStageError, Sha
 from mediaserver.enhance.shared_process import InferenceProcess
 from mediaserver.enhance.stage import FRAME, EnhancerStage
 from test_enhance_common import espeak_speech
-from waiting import until
+from waiting import poll, until
 
 NO_HANG_S = 60.0  # client deadline where a test checks that something fails fast, not by timing out
 
@@ -262,3 +262,61 @@ def test_a_worker_connecting_to_the_shared_enhancer_never_imports_torch() -> Non
     code = ("import sys, mediaserver.enhance.shared_client, mediaserver.enhance.shared_process; "
             "sys.exit(3 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent).returncode == 0
+
+
+# A stand-in for the front: it starts the inference process (which gets --parent-pid = this
+# process), says both pids, and waits to be killed.
+FRONT_STAND_IN = r"""
+import sys, time
+from mediaserver.enhance.shared_process import InferenceProcess
+proc = InferenceProcess(sys.argv[1], ["--enhancer-threads", "1", "--log-level", "WARNING"])
+proc.start()
+print(proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs (a zombie waiting for its new parent to reap it does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _pidfds_on(pid: int) -> list[int]:
+    """The pids that ``pid``'s open pidfds name (``/proc/PID/fdinfo``: a pidfd has a ``Pid:`` line)."""
+    named = []
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            text = info.read_text()
+        except OSError:
+            continue
+        named += [int(line.split()[1]) for line in text.splitlines() if line.startswith("Pid:")]
+    return named
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfd_open is Linux 5.3+ only")
+def test_the_inference_process_is_told_when_its_front_dies_not_by_polling(tmp_path: Path) -> None:
+    """``kill -9`` of the front: its inference process stops by itself. It polled ``getppid()``
+    once a second (a fresh user's trial 4 §9 named that second); it now holds a pidfd on the
+    process that started it, which the kernel makes readable the moment that process exits,
+    and its loop waits on it (the poll stays where there is no pidfd)."""
+    sock = tmp_path / "e.sock"
+    front = subprocess.Popen([sys.executable, "-c", FRONT_STAND_IN, str(sock)], cwd=tmp_path,
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert front.stdout is not None
+        line = front.stdout.readline()
+        assert line.strip().isdigit(), line
+        child = int(line)
+        assert front.pid in _pidfds_on(child)   # waits on the front's exit, not on a timer
+        front.kill()
+        front.wait()
+        poll(lambda: not _alive(child), timeout=60, interval=0.01,
+             what="the inference process ending after its front was killed")
+    finally:
+        if front.poll() is None:
+            front.kill()
+            front.wait()

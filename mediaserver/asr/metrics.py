@@ -52,3 +52,8 @@ CAPTION_DELAY = Histogram("mediaserver_asr_caption_delay_seconds",
                           "Wall time from the arrival of the last audio a caption covers to the "
                           "caption", ["kind"],
                           buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10), **_R)
+ABORTS = Counter("mediaserver_asr_decode_aborts_total",
+                 "Decodes in flight the local recogniser asked to stop: 'stale' (superseded: "
+                 "the result would be discarded, or the talker's own final waits) and "
+                 "'preempted' (another talker's final took the worker of a partial)",
+                 ["reason"], **_R)

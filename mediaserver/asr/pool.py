@@ -11,6 +11,11 @@ final's carry-over, and one talker must not hold every worker).
 recogniser from ``factory``. A recogniser that raises is treated as dead: the worker is
 replaced (new thread, new recogniser, counted) and the job tried once more.
 
+Each decode runs with an :class:`~.abort.AbortSignal`: :meth:`RecogniserPool.abort` stops
+running decodes the caller no longer wants (stale ones), :meth:`RecogniserPool.preempt` the
+newest running partial when a final must not wait for it; an engine that stops raises
+``DecodeAborted``, which is no failure (no replacement, ``on_aborted`` instead of a result).
+
 Recogniser threads run at a lower CPU priority (``nice``, default +10 over the server): a
 caption may come late, a media clock tick may not. Measured in the soak (2 cores, Whisper
 tiny.en, 2 workers at the server's priority): every decode made the 20 ms media clock drop
@@ -43,6 +48,7 @@ import numpy as np
 
 from ..tasks import cancel_and_wait
 from . import metrics
+from .abort import AbortSignal, DecodeAborted
 from .streaming import DecodeJob, Word
 
 logger = logging.getLogger(__name__)
@@ -52,10 +58,12 @@ Key = tuple[str, str]
 
 class WordRecogniser(Protocol):
     def recognise(self, pcm: np.ndarray, *, prompt: str = "", word_times: bool = False,
-                  fallback: bool = True, prefix: str = "", draft: str = "") -> list[Word]:
+                  fallback: bool = True, prefix: str = "", draft: str = "",
+                  abort: Optional[AbortSignal] = None) -> list[Word]:
         """``pcm``: int16 or float32 [T] at 16 kHz; ``prefix``: words the result may be forced
         to start with, ``draft``: words it probably starts with, which an engine may check at
-        once (one that cannot ignores both). Raises on engine failure."""
+        once (one that cannot ignores both). ``abort``: raise ``DecodeAborted`` once it is
+        requested, as soon as the engine can. Raises on engine failure."""
         ...
 
 
@@ -133,10 +141,11 @@ class FairQueue:
 Result = Callable[[DecodeJob, Optional[list[Word]]], None]
 
 
-def decode(recogniser: WordRecogniser, job: DecodeJob) -> list[Word]:
+def decode(recogniser: WordRecogniser, job: DecodeJob,
+           abort: Optional[AbortSignal] = None) -> list[Word]:
     """Run ``job`` on ``recogniser`` (a partial passes its stable prefix, finals never; both
-    pass the talker's newest hypothesis as a draft when there is one)."""
-    extra = {k: v for k, v in (("prefix", job.prefix), ("draft", job.draft)) if v}
+    pass the talker's newest hypothesis as a draft when there is one; ``abort`` when given)."""
+    extra = {k: v for k, v in (("prefix", job.prefix), ("draft", job.draft), ("abort", abort)) if v}
     return recogniser.recognise(job.pcm, prompt=job.prompt, word_times=job.word_times,
                                 fallback=job.final, **extra)
 
@@ -218,11 +227,13 @@ class RecogniserPool:
     ``prepare(job)`` is called when a job is handed to a worker (a final picks up its carry
     there, a partial the audio up to now); None skips the job. ``on_result(job, words)`` gets None when the job failed even on a fresh worker.
     ``nice``: how much lower than the server's the workers' CPU priority is (0..19).
+    ``on_aborted(job)``: the decode of ``job`` stopped on an abort request (no result).
     """
 
     def __init__(self, factory: Callable[[], WordRecogniser], *, workers: int, queue: FairQueue,
                  on_result: Result, prepare: Callable[[DecodeJob], Optional[DecodeJob]] = lambda j: j,
-                 nice: int = 10) -> None:
+                 nice: int = 10,
+                 on_aborted: Callable[[DecodeJob], None] = lambda j: None) -> None:
         if workers < 1:
             raise ValueError("the recogniser pool needs at least one worker")
         if not 0 <= nice <= 19:
@@ -232,6 +243,11 @@ class RecogniserPool:
         self._queue = queue
         self._on_result = on_result
         self._prepare = prepare
+        self._on_aborted = on_aborted
+        # worker index -> (job being decoded, its abort signal, order it started in)
+        self._running: dict[int, tuple[DecodeJob, AbortSignal, int]] = {}
+        self._started = 0
+        self.aborted = 0          # decodes that stopped on an abort request before their end
         self._workers = [_Worker(i, 0, nice) for i in range(workers)]
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
@@ -263,6 +279,42 @@ class RecogniserPool:
         """New work was queued."""
         self._idle.clear()
         self._wake.set()
+
+    @property
+    def free_workers(self) -> int:
+        """Workers not handling a job now."""
+        return len(self._workers) - self.in_flight
+
+    def decoding(self, key: Key) -> Optional[DecodeJob]:
+        """The job of talker ``key`` being decoded now, if any."""
+        for job, _, _ in self._running.values():
+            if job.key == key:
+                return job
+        return None
+
+    def abort(self, unwanted: Callable[[DecodeJob], bool]) -> list[DecodeJob]:
+        """Request the abort of every running decode whose job is ``unwanted`` (not already
+        requested); returns their jobs. The decode stops as soon as its engine can
+        (``on_aborted``), or returns its result as usual if the engine cannot stop."""
+        hit = []
+        for job, signal, _ in list(self._running.values()):
+            if not signal.requested and unwanted(job):
+                signal.request()
+                hit.append(job)
+        return hit
+
+    def preempt(self) -> Optional[DecodeJob]:
+        """Abort the running partial that started last (the least decoding lost), when no
+        worker is free and none is being aborted already: a final waits. Returns its job."""
+        if self.free_workers > 0 or any(s.requested for _, s, _ in self._running.values()):
+            return None
+        partials = [(order, job, signal) for job, signal, order in self._running.values()
+                    if not job.final]
+        if not partials:
+            return None
+        _, job, signal = max(partials, key=lambda p: p[0])
+        signal.request()
+        return job
 
     async def drain(self) -> None:
         """Wait until nothing is queued or running."""
@@ -311,16 +363,24 @@ class RecogniserPool:
                 if ready is None:
                     continue
                 job = ready
+                aborted = False
+                signal = AbortSignal()      # one per job: a request holds for its retry too
+                self._started += 1
+                self._running[index] = (job, signal, self._started)
                 for attempt in (0, 1):
                     worker = self._workers[index]
                     t0 = time.perf_counter()
                     try:
                         words = await loop.run_in_executor(
-                            worker.executor, lambda: decode(worker.recogniser, job))  # type: ignore[arg-type]
+                            worker.executor, lambda: decode(worker.recogniser, job, signal))  # type: ignore[arg-type]
                         metrics.RECOGNISE_SECONDS.observe(time.perf_counter() - t0)
                         break
                     except asyncio.CancelledError:
                         raise
+                    except DecodeAborted:
+                        aborted = True
+                        self.aborted += 1
+                        break
                     except Exception as exc:
                         metrics.ERRORS.labels("local").inc()
                         logger.warning("ASR worker %d: recognition failed: %s", index, exc)
@@ -329,6 +389,13 @@ class RecogniserPool:
                         except Exception as load_exc:  # cannot even load: keep the old one
                             logger.error("ASR worker %d could not be replaced: %s", index, load_exc)
                             break
+                self._running.pop(index, None)
+                if aborted:
+                    try:
+                        self._on_aborted(job)
+                    except Exception as exc:
+                        logger.warning("ASR abort handling failed: %s", exc)
+                    continue
                 if words is None:
                     self.failed += 1
                 try:
@@ -336,6 +403,7 @@ class RecogniserPool:
                 except Exception as exc:
                     logger.warning("ASR result handling failed: %s", exc)
             finally:
+                self._running.pop(index, None)
                 self.in_flight -= 1
                 self._queue.done(job.key)
                 self._wake.set()     # the talker's next job may run now

@@ -21,6 +21,14 @@ word: its final keeps only the words before the last one the recogniser reports,
 audio from that word's start on is carried into the next segment (cut at a reported word
 boundary, with overlap), so no word is split between two decodes.
 
+Superseded decodes: a decode in flight whose result would be thrown away (a partial whose
+segment closed, an early final whose pause ended in speech or whose segment closed without
+it) or that holds the talker's worker while the talker's final waits (a partial, once an
+early or final decode of its segment is queued) is *superseded* (:meth:`TalkerStream.superseded`);
+the sink then aborts it (``abort.py``) so the final does not wait for it, and
+:meth:`TalkerStream.aborted` lets the talker ask for a partial again. A final, and an early
+decode its segment adopted, are never superseded.
+
 Nothing here touches asyncio, threads or a clock: the sink passes audio, segments and
 decode results in and gets jobs and captions out. Times are milliseconds on the call clock.
 """
@@ -61,6 +69,9 @@ class StreamConfig:
     drafts: bool = True               # decodes get the newest partial hypothesis as a draft
     early_before_cut: bool = True     # early final at half a shorter hangover (False: never
                                       # before early_final_ms; both switches: benchmark A/B)
+    aborts: bool = True               # a decode in flight that is superseded (see
+                                      # TalkerStream.superseded) is aborted (False: it runs
+                                      # to its end holding the worker; benchmark A/B)
 
     def __post_init__(self) -> None:
         if self.partial_interval_ms < 100 or self.min_partial_ms < 0:
@@ -225,6 +236,34 @@ class TalkerStream:
         """A partial job was superseded or dropped before it ran."""
         if job.seq == self._seq:
             self._partial_in_flight = False
+
+    # -- superseded decodes ----------------------------------------------------------------
+    def superseded(self, job: DecodeJob) -> bool:
+        """Whether ``job``, being decoded, is no longer worth its worker: a partial of a
+        segment that closed, or of the open one once its early final was queued; an early
+        decode that is neither the open segment's current one nor adopted by its closed
+        segment. Finals never are."""
+        if job.early:
+            if self._adopted is not None and self._adopted[0] == job.early_id:
+                return False
+            return self._early is None or self._early.early_id != job.early_id or job.seq != self._seq
+        if job.final:
+            return False
+        return job.seq != self._seq or self._early is not None
+
+    def aborted(self, job: DecodeJob) -> None:
+        """``job`` was aborted before its result (superseded, or a final of another talker
+        took its worker): a partial of the open segment may be asked for again at once (its
+        audio counts as not decoded). A superseded early decode's state was already dropped;
+        the open segment's current one is treated as failed (its final is decoded at the
+        close). Never call it for an adopted early decode (never superseded)."""
+        if job.early and self._early is not None and self._early.early_id == job.early_id:
+            self._early_started = False
+            return
+        if job.final or job.seq != self._seq:
+            return
+        self._partial_in_flight = False
+        self._asked_end_ms = self._prev[1] if self._prev is not None else -1e18
 
     def partial_done(self, job: DecodeJob, words: list[Word]) -> Optional[Caption]:
         """Result of a partial decode: a caption when the stable prefix grew or the newest

@@ -143,6 +143,13 @@ def _event(caption: Caption, emit_s: float, with_start: bool = False,
     return event
 
 
+# simulate_live: an aborted decode gives its worker back this long after the request (a
+# Moonshine decoder step is about 19 ms; an onnxruntime run terminated mid-graph raised
+# 2-12 ms after the request: abort.py). Frames come every 20 ms, so it is at most a frame late.
+ABORT_S = 0.02
+ABORTED: list = []   # the words of a decode that was aborted (identity-compared)
+
+
 def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optional[np.ndarray],
                   feed: FeedConfig, seg: Optional[SegmenterConfig] = None,
                   stream: Optional[StreamConfig] = None,
@@ -151,13 +158,17 @@ def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optiona
     ``duration_s``: the file's length, which no event's audio times pass.
 
     Frame ``i`` arrives at ``(i + 1) * 20 ms``; a decode starts when the worker is free and
-    takes the wall time it really took here. Returns the events as ``--realtime`` does, each
-    with ``audio_start_s`` too (where its utterance starts: first-partial latency), finals
-    with ``speech_end_s`` (where its speech ended: final latency).
+    takes the wall time it really took here. A decode the talker no longer wants
+    (:meth:`TalkerStream.superseded`, checked after every frame) ends ``ABORT_S`` after that
+    frame, without a result, when the engine is ``abortable`` and ``stream.aborts`` is on (as
+    the live sink aborts it); otherwise it holds the worker to its end. Returns the events as
+    ``--realtime`` does, each with ``audio_start_s`` too (where its utterance starts:
+    first-partial latency), finals with ``speech_end_s`` (where its speech ended: final latency).
     """
     enhanced48 = raw48 if enhanced48 is None else enhanced48
     pipe = ParticipantPipeline("sim", "file", feed, seg)
     talker = TalkerStream("sim", "file", stream)
+    aborts = talker.cfg.aborts and bool(getattr(recogniser, "abortable", False))
     finals: list[DecodeJob] = []
     partial: Optional[DecodeJob] = None
     flight: Optional[tuple[DecodeJob, list, float]] = None
@@ -183,6 +194,10 @@ def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optiona
         nonlocal flight
         while flight is not None and flight[2] <= until:
             job, words, done = flight
+            if words is ABORTED:
+                talker.aborted(job)
+                flight = start(done)
+                continue
             if job.early:
                 caption = talker.early_done(job, words)
             elif job.final:
@@ -218,6 +233,9 @@ def simulate_live(recogniser: Recogniser, raw48: np.ndarray, enhanced48: Optiona
                 events.append(_event(closed, now, with_start=True, duration_s=duration_s,
                                      speech_end_ms=speech_end))
             partial = None
+        if (aborts and flight is not None and flight[1] is not ABORTED
+                and flight[2] > now + ABORT_S and talker.superseded(flight[0])):
+            flight = (flight[0], ABORTED, now + ABORT_S)     # type: ignore[assignment]
         if flight is None:
             flight = start(now)
 

@@ -417,13 +417,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _stop_when_parent_dies(parent: int, stop: asyncio.Event, period_s: float = 1.0) -> None:
-    """Started by a front that was then killed (SIGKILL: it could not stop us): we were
-    re-parented, so stop instead of holding the model and the socket forever."""
-    while os.getppid() == parent:
-        await asyncio.sleep(period_s)
+async def _stop_when_parent_dies(parent: int, stop: asyncio.Event, pidfd: Optional[int],
+                                 period_s: float = 1.0) -> None:
+    """Started by a front that was then killed (SIGKILL: it could not stop us): stop instead of
+    holding the model and the socket forever. Linux says the moment it exits (``pidfd``, from
+    :func:`_parent_pidfd`, turns readable; this task closes it); without one, a poll every
+    ``period_s`` notices that we were re-parented (up to ``period_s`` late: it was so
+    everywhere, a second)."""
+    if pidfd is not None:
+        loop = asyncio.get_running_loop()
+        gone = asyncio.Event()
+        loop.add_reader(pidfd, gone.set)
+        try:
+            await gone.wait()
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+    else:
+        while os.getppid() == parent:
+            await asyncio.sleep(period_s)
     logger.warning("the process that started this inference process (%d) is gone: stopping", parent)
     stop.set()
+
+
+def _parent_pidfd(parent: int) -> Optional[int]:
+    """A pidfd on ``parent`` (``os.pidfd_open``, Linux 5.3+), readable once it exits; None where
+    there is none, or when ``parent`` is not our parent any more (it died already: the pid may
+    name another process now; the caller's poll then stops at once)."""
+    if not hasattr(os, "pidfd_open") or os.getppid() != parent:
+        return None
+    try:
+        fd = os.pidfd_open(parent)
+    except OSError:
+        return None
+    if os.getppid() != parent:   # it died while we opened it
+        os.close(fd)
+        return None
+    return fd
 
 
 class _BadModel(Exception):
@@ -474,7 +504,8 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    watch = (loop.create_task(_stop_when_parent_dies(args.parent_pid, stop), name="parent-watch")
+    watch = (loop.create_task(_stop_when_parent_dies(args.parent_pid, stop, _parent_pidfd(args.parent_pid)),
+                              name="parent-watch")   # (the pidfd is open before "ready")
              if args.parent_pid else None)
     print(f"ready {args.socket} pid {os.getpid()} model {stage.model_version} slots {args.slots}", flush=True)
     try:
