@@ -2311,6 +2311,15 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "    if True:  # mutation\n        return None\n"),),
         tests=("tests/test_shared_stage.py::test_the_inference_process_is_told_when_its_front_dies_not_by_polling",),
     ),
+    Mutation(
+        name="override-not-taken-back",
+        claim="DELETE /admin/rooms/{room}/model takes a room's override (switch or preset) back: its streams and later joins get the router's pick again",
+        source="fresh-user trial 4 §1 follow-up (an override kept for good)",
+        edits=(Edit("mediaserver/enhance/model_control.py", "        del self.router.overrides[room]\n        version = self.router.model_for(room)",
+                    "        version = self.router.model_for(room)  # mutation: the override stays"),),
+        tests=("tests/test_model_control.py::test_an_override_is_taken_back_and_the_room_gets_the_routers_pick_again",
+               "tests/test_canary.py::test_admin_endpoints_switch_a_room_live_and_need_the_secret"),
+    ),
 )
 
 

@@ -34,12 +34,14 @@ def get_json(server: ServerProcess, path: str, token: str = METRICS_TOKEN) -> di
         return json.loads(resp.read())
 
 
-def post_json(server: ServerProcess, path: str, body: dict, token: str | None = None) -> tuple[int, str]:
+def post_json(server: ServerProcess, path: str, body: dict | None, token: str | None = None,
+              method: str = "POST") -> tuple[int, str]:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(server.url + path.lstrip("/"), data=json.dumps(body).encode(),
-                                     headers=headers, method="POST")
+    request = urllib.request.Request(server.url + path.lstrip("/"),
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=30) as resp:
             return resp.status, resp.read().decode()
@@ -132,6 +134,14 @@ def test_admin_endpoints_switch_a_room_live_and_need_the_secret(tmp_path: Path) 
         assert code == 200 and json.loads(body) == {"room": "r1", "model": "quieter", "streams": 0}, body
         models = get_json(server, "models")
         assert models["overrides"] == {"r1": "quieter"} and "quieter" in models["loaded"]
+        # an override (a preset here) is taken back with DELETE: the room gets the default again
+        assert post_json(server, "admin/rooms/r1/model", None, METRICS_TOKEN, method="DELETE")[0] == 401
+        code, body = post_json(server, "admin/rooms/r1/model", None, "s3cret", method="DELETE")
+        assert code == 200 and json.loads(body) == {"room": "r1", "model": "msenh-v2", "streams": 0}, body
+        assert get_json(server, "models")["overrides"] == {}
+        code, body = post_json(server, "admin/rooms/r1/model", None, "s3cret", method="DELETE")
+        assert (code, body) == (404, "room 'r1' has no model override")
+        assert post_json(server, "admin/rooms/r1/model", {"model": "quieter", "preset": True}, "s3cret")[0] == 200
         assert {r["name"] for r in models["registry"]} == {"msenh-v2", "quieter"}
         with pytest.raises(urllib.error.HTTPError):
             get_json(server, "models", token="wrong")

@@ -133,6 +133,24 @@ def test_a_room_that_is_not_live_is_404_unless_the_switch_is_a_preset(body, live
     assert c.router.overrides == {}
 
 
+def test_an_override_is_taken_back_and_the_room_gets_the_routers_pick_again() -> None:
+    """``DELETE /admin/rooms/{room}/model``: a switch or a preset made by mistake can be undone.
+    The room's live streams move to what the router picks without the override (the canary's
+    share while it is active, else the default), later joins too; no override is 404."""
+    stage = _Stage(loaded_models=["stable", "cand", "other"], open=[_Handle("r1", "other"), _Handle("r2", "other")])
+    c = control(stage, Canary(stable="stable", candidate="cand", share=1.0))
+    c.router.overrides.update({"r1": "other", "r2": "other", "later": "other"})
+    assert c.room_reset("r1") == {"room": "r1", "model": "cand", "streams": 1}   # the share's pick
+    c.rollback_request(b"", now=1.0, wall=WALL)
+    assert c.room_reset("r2") == {"room": "r2", "model": "stable", "streams": 1}  # canary gone: the default
+    assert c.room_reset("later") == {"room": "later", "model": "stable", "streams": 0}
+    assert stage.switches == [("r1", "cand"), ("r1", "stable"), ("r2", "stable")]   # (the rollback moved r1)
+    assert c.router.overrides == {}
+    with pytest.raises(AdminError) as refused:
+        c.room_reset("r1")
+    assert (refused.value.status, refused.value.text) == (404, "room 'r1' has no model override")
+
+
 def test_a_rollback_moves_back_what_the_canary_placed_and_keeps_rooms_switched_to_it_by_hand() -> None:
     """A room switched to the candidate by hand (an override, or a preset) is an operator's
     explicit choice: a rollback moves back the streams the canary's share put on the

@@ -35,6 +35,7 @@ TOKEN_ONLY = "needs Authorization: Bearer <metrics token>"
 CASES = [
     ("GET", "/models", BOTH),
     ("POST", "/admin/rooms/r1/model", SECRET_ONLY),
+    ("DELETE", "/admin/rooms/r1/model", SECRET_ONLY),
     ("POST", "/admin/canary/rollback", SECRET_ONLY),
     ("GET", "/debug/rooms", SECRET_ONLY),
     ("GET", "/metrics", TOKEN_ONLY),

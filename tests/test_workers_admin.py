@@ -56,15 +56,15 @@ ROOMS = {"ra": ("a1", 330.0), "rb": ("b1", 520.0)}
 
 
 def call(server: ServerProcess, path: str, *, token: Optional[str] = SECRET,
-         body: Optional[dict] = None) -> tuple[int, str]:
-    """GET (or POST with ``body``) through the front: (status, text)."""
+         body: Optional[dict] = None, method: Optional[str] = None) -> tuple[int, str]:
+    """GET (or POST with ``body``, or ``method``) through the front: (status, text)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     data = None
     if body is not None:
         headers["Content-Type"] = "application/json"
         data = json.dumps(body).encode()
     request = urllib.request.Request(server.url + path.lstrip("/"), data=data, headers=headers,
-                                     method="POST" if body is not None else "GET")
+                                     method=method or ("POST" if body is not None else "GET"))
     try:
         with urllib.request.urlopen(request, timeout=150) as resp:
             return resp.status, resp.read().decode()
@@ -168,6 +168,11 @@ def test_the_model_admin_through_the_front_switches_rooms_on_both_workers(front)
     code, text = call(server, "admin/rooms/later/model", body={"model": "quieter", "preset": True})
     assert (code, json.loads(text)) == (200, {"room": "later", "model": "quieter", "streams": 0}), text
     assert get(server, "models")["overrides"] == {"later": "quieter"}
+    code, text = call(server, "admin/rooms/later/model", method="DELETE")   # taken back
+    assert (code, json.loads(text)) == (200, {"room": "later", "model": "msenh-v2", "streams": 0}), text
+    assert call(server, "admin/rooms/later/model", method="DELETE") == (404, "room 'later' has no model override")
+    assert call(server, "admin/rooms/later/model", token=METRICS_TOKEN, method="DELETE")[0] == 401
+    assert call(server, "admin/rooms/later/model", body={"model": "quieter", "preset": True})[0] == 200
 
     f.start_rooms()
     poll(lambda: get(server, "models")["streams"] == {"msenh-v2": 2}, timeout=120,

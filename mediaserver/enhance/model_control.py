@@ -135,6 +135,23 @@ class ModelControl:
         self._changed()
         return {"room": room, "model": version, "streams": len(handles)}
 
+    # ---- DELETE /admin/rooms/{room}/model --------------------------------------------------
+    def room_reset(self, room: str) -> dict[str, Any]:
+        """Take back a room's override (a switch or a preset): the room gets the model the
+        router picks without it (the canary's share, else the default), its live streams move
+        there now and its later joins get it. AdminError 404 when the room has no override.
+        Returns the answer's body."""
+        if room not in self.router.overrides:
+            raise AdminError(404, f"room {room!r} has no model override")
+        del self.router.overrides[room]
+        version = self.router.model_for(room)   # (loaded: the default, or the active canary's)
+        handles = self._room_handles(room)
+        for h in handles:
+            self.stage.switch(h, version)
+        logger.info("room %s: model override taken back, now %s (%d streams)", room, version, len(handles))
+        self._changed()
+        return {"room": room, "model": version, "streams": len(handles)}
+
     # ---- canary -------------------------------------------------------------------------------
     def rollback_request(self, body: Union[bytes, str], *, now: float, wall: float) -> dict[str, Any]:
         """``POST /admin/canary/rollback`` with ``body`` (JSON ``{"reason": ...}``, may be empty)

@@ -4,7 +4,8 @@ The front authorises ``GET /models``, ``POST /admin/rooms/{room}/model`` and
 ``POST /admin/canary/rollback`` as a single process does (``sfu/models_admin.authorise_admin``)
 and relays them here as one ``admin`` message on the inference socket (``enhance/shared.py``)::
 
-    {"t": "admin", "req": N, "op": "models" | "room_model" | "rollback", "room": R, "live": BOOL, "body": TEXT}
+    {"t": "admin", "req": N, "op": "models" | "room_model" | "room_reset" | "rollback", "room": R, "live": BOOL,
+     "body": TEXT}
     → {"t": "admin", "req": N, "status": 200, "json": {...}}  or  {..., "status": 4xx, "text": "..."}
 
 The logic is :class:`~.model_control.ModelControl`, the same as the single process's, over
@@ -35,7 +36,7 @@ from .model_control import AdminError, CanaryDriver, ModelControl
 
 logger = logging.getLogger(__name__)
 
-OPS = ("models", "room_model", "rollback")
+OPS = ("models", "room_model", "room_reset", "rollback")
 
 
 class SharedAdmin:
@@ -114,6 +115,11 @@ class SharedAdmin:
             except Exception as exc:  # WeightsError: a bad file never reaches a call
                 raise self.control.load_failed(name, exc) from None
             return self.control.room_switched(room, version)
+        if op == "room_reset":
+            room = msg.get("room")
+            if not isinstance(room, str) or not room:
+                raise AdminError(400, "no room named")
+            return self.control.room_reset(room)
         if op == "rollback":
             return self.control.rollback_request(body, now=asyncio.get_running_loop().time(), wall=time.time())
         raise AdminError(400, f"unknown admin operation {op!r} (known: {', '.join(OPS)})")

@@ -6,6 +6,8 @@
   and move every stream of the room to it, live (stage.switch: warm-up + 20 ms cross-fade,
   no frame dropped); later joins of that room get it too. A room with no participant is 404
   unless the body adds ``"preset": true`` (the model of its next call).
+* ``DELETE /admin/rooms/{room}/model``: take the room's override (switch or preset) back; its
+  streams move to the model the router picks without it (canary share, else the default).
 * ``POST /admin/canary/rollback`` ``{"reason": "..."}``: stop the canary and move its streams back.
 
 Admin calls need ``Authorization: Bearer <secret>`` with ``--secret``; without it only
@@ -90,6 +92,7 @@ class ModelsAdmin:
     def attach(self, app: web.Application) -> None:
         app.router.add_get("/models", self.get_models)
         app.router.add_post("/admin/rooms/{room}/model", self.post_room_model)
+        app.router.add_delete("/admin/rooms/{room}/model", self.delete_room_model)
         app.router.add_post("/admin/canary/rollback", self.post_rollback)
 
     def _authorised(self, request: web.Request, *, read: bool) -> None:
@@ -114,6 +117,13 @@ class ModelsAdmin:
         except AdminError as error:
             return refusal(error)
         return web.json_response(self.control.room_switched(room, version))
+
+    async def delete_room_model(self, request: web.Request) -> web.Response:
+        self._authorised(request, read=False)
+        try:
+            return web.json_response(self.control.room_reset(request.match_info["room"]))
+        except AdminError as error:
+            return refusal(error)
 
     async def post_rollback(self, request: web.Request) -> web.Response:
         self._authorised(request, read=False)

@@ -1,5 +1,5 @@
 """The model admin behind the front of ``serve --workers N``: ``GET /models``,
-``POST /admin/rooms/{room}/model`` and ``POST /admin/canary/rollback``.
+``POST`` and ``DELETE /admin/rooms/{room}/model`` and ``POST /admin/canary/rollback``.
 
 The shared inference process owns the models (it loads them, switches streams live, runs the
 canary), so the front answers these by relaying each request there as one ``admin`` message
@@ -41,6 +41,7 @@ class ModelsRelay:
     def attach(self, app: web.Application) -> None:
         app.router.add_get("/models", self.get_models)
         app.router.add_post("/admin/rooms/{room}/model", self.post_room_model)
+        app.router.add_delete("/admin/rooms/{room}/model", self.delete_room_model)
         app.router.add_post("/admin/canary/rollback", self.post_rollback)
 
     async def get_models(self, request: web.Request) -> web.Response:
@@ -54,6 +55,10 @@ class ModelsRelay:
         # process sees only streams, not a room whose participants do not publish (yet)
         return await self._relay("room_model", room=room, body=await request.read(),
                                  live=self.front.placement.worker_of(room) is not None)
+
+    async def delete_room_model(self, request: web.Request) -> web.Response:
+        authorise_admin(request, secret=self._secret, metrics_token=self._token, read=False)
+        return await self._relay("room_reset", room=request.match_info["room"])
 
     async def post_rollback(self, request: web.Request) -> web.Response:
         authorise_admin(request, secret=self._secret, metrics_token=self._token, read=False)
