@@ -1094,6 +1094,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_asr_abort.py::test_a_final_preempts_another_talkers_partial_when_no_worker_is_free",),
     ),
     Mutation(
+        name="asr-unstoppable-partial-preempted",
+        claim="a final never asks a Whisper partial (an engine that cannot stop mid-decode) to give its worker up: it would run on and its caption is still wanted",
+        source="issue 11 (finals <= 1.5 s; Whisper stays selectable)",
+        edits=(Edit("mediaserver/asr/pool.py",
+                    'if not job.final and getattr(self._workers[index].recogniser, "abortable", False)]',
+                    "if not job.final]  # mutation"),),
+        tests=("tests/test_asr_abort.py::test_a_partial_of_an_engine_that_cannot_stop_is_not_preempted",),
+    ),
+    Mutation(
         name="asr-partial-kept-while-its-final-waits",
         claim="a partial in flight is superseded once its segment's early final is queued (the talker's final waits for its worker)",
         source="issue 11 (finals <= 1.5 s after the end of the utterance)",

@@ -172,6 +172,28 @@ async def test_a_final_preempts_another_talkers_partial_when_no_worker_is_free()
     assert health["aborts"] == {"stale": 0, "preempted": 1, "stopped": 1}
 
 
+async def test_a_partial_of_an_engine_that_cannot_stop_is_not_preempted() -> None:
+    """Whisper cannot stop inside a call: another talker's final waits for its partial, whose
+    caption still comes, and nothing is counted as preempted."""
+    engine = Steps(lambda kind, n: 40 if kind == "partial" else 2)
+    engine.abortable = False
+    sink = LocalRecogniserSink(workers=1, recogniser_factory=lambda: engine,
+                               stream=StreamConfig(early_final_ms=0))
+    got: list[Transcript] = []
+    await sink.start(got.append)
+    try:
+        sink.submit_live(LiveChunk("r", "a", 1, 0.0, np.ones(16 * 1500, np.int16)))
+        await started(engine, "partial")
+        sink.submit_segment(segment(1, 2000, who="b"))
+        await sink.drain()
+        health = sink.health()
+    finally:
+        await sink.stop()
+    assert engine.events("done") == ["partial", "final"] and engine.events("stopped") == []
+    assert [(t.identity, t.final) for t in got] == [("a", False), ("b", True)]
+    assert health["aborts"] == {"stale": 0, "preempted": 0, "stopped": 0}
+
+
 async def test_an_early_final_stops_when_speech_resumes() -> None:
     """A pause starts an early final; speech resumes while it decodes: it stops (its result
     would be discarded) and the next pause's early final runs at once and is the final."""

@@ -305,11 +305,13 @@ class RecogniserPool:
 
     def preempt(self) -> Optional[DecodeJob]:
         """Abort the running partial that started last (the least decoding lost), when no
-        worker is free and none is being aborted already: a final waits. Returns its job."""
+        worker is free and none is being aborted already: a final waits. Only an engine that
+        can stop mid-decode (``abortable``) is asked: Whisper's partial would run on anyway
+        and its result is still wanted. Returns the job."""
         if self.free_workers > 0 or any(s.requested for _, s, _ in self._running.values()):
             return None
-        partials = [(order, job, signal) for job, signal, order in self._running.values()
-                    if not job.final]
+        partials = [(order, job, signal) for index, (job, signal, order) in self._running.items()
+                    if not job.final and getattr(self._workers[index].recogniser, "abortable", False)]
         if not partials:
             return None
         _, job, signal = max(partials, key=lambda p: p[0])
