@@ -391,7 +391,8 @@ def start_server(port: int, bitrate: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(root))
     proc = subprocess.Popen(
         [sys.executable, "-m", "mediaserver", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--ice-host", "127.0.0.1", "--no-enhance", "--opus-bitrate", str(bitrate)],
+         "--ice-host", "127.0.0.1", "--no-enhance", "--opus-bitrate", str(bitrate),
+         "--workers", "1"],   # one process, as in the earlier results (the default is one per core)
         cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=open(f"/tmp/loss-bench-server-{port}.log", "w"))
     import urllib.request
 

@@ -376,8 +376,7 @@ class Server:
                 cmd.append("--no-enhance")
             elif model:
                 cmd += ["--model", model]
-            if workers > 1:
-                cmd += ["--workers", str(workers)]
+            cmd += ["--workers", str(workers)]   # (1 named: the default is one per core)
         cmd += ["--host", "127.0.0.1", "--port", "0", "--ice-host", "127.0.0.1"]
         self.log = open(log, "wb")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log)

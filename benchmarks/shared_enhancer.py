@@ -8,6 +8,13 @@ and W worker processes, each a SharedStage with S streams of noisy voiced bursts
 Per window it reports the inference call's batch size, step time and the time a batch waited
 for the other workers (``wait_ms``), each worker's round trip and deadline misses, plus the
 machine's load average. Writes benchmarks/results/shared_enhancer.json (``--out``).
+
+CPU cost of crossing processes (issue 14's "per-publisher CPU with --workers 2 within 10 % of
+--workers 1"): ``cpu_ms_per_tick`` is the CPU time (user + system, from /proc) that the inference
+process and the workers spend per 20 ms tick, and the ``in_process`` row runs the same streams
+through one :class:`~mediaserver.enhance.stage.EnhancerStage` in one process, paced the same way,
+as ``serve --workers 1`` does (its executor thread included). CPU time, unlike wall time, is
+little moved by the machine's other load; the ratio of the two is the cost of the process hop.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +41,7 @@ from mediaserver.enhance.shared_process import InferenceProcess  # noqa: E402
 
 FRAME = 960
 PERIOD_S = 0.020
+WARM_UP_TICKS = 50   # the first second of every run is not measured
 
 
 def noisy_bursts(seconds: float, seed: int) -> np.ndarray:
@@ -54,8 +63,11 @@ async def run_worker(path: str, streams: int, seconds: float, seed: int, phase_s
     ticks = int(seconds / PERIOD_S)
     rows = []
     late = 0
+    cpu0 = 0.0
     next_t = math.ceil(loop.time() / PERIOD_S) * PERIOD_S + PERIOD_S + phase_s
     for k in range(ticks):
+        if k == WARM_UP_TICKS:
+            cpu0 = time.process_time()
         delay = next_t - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -69,9 +81,48 @@ async def run_worker(path: str, streams: int, seconds: float, seed: int, phase_s
         except SharedStageError:
             pass
         next_t += PERIOD_S
+    cpu_s = time.process_time() - cpu0
     misses = stage.deadline_misses
     await stage.aclose()
-    return {"rows": rows[50:], "misses": misses, "late_ticks": late, "ticks": ticks}  # first second: warm-up
+    return {"rows": rows[WARM_UP_TICKS:], "misses": misses, "late_ticks": late, "ticks": ticks,
+            "cpu_ms_per_tick": round(1000.0 * cpu_s / (ticks - WARM_UP_TICKS), 3)}
+
+
+async def run_in_process(streams: int, seconds: float, stage_args: list[str]) -> dict:
+    """The baseline: ``streams`` streams through one in-process EnhancerStage, ticked as above."""
+    from mediaserver.enhance.stage import add_stage_options, stage_from_args
+
+    parser = argparse.ArgumentParser()
+    add_stage_options(parser)
+    stage = stage_from_args(parser.parse_args(stage_args))
+    handles = [stage.open(enabled=True) for _ in range(streams)]
+    audio = [noisy_bursts(seconds + 1.0, i) for i in range(streams)]
+    loop = asyncio.get_running_loop()
+    ticks = int(seconds / PERIOD_S)
+    steps: list[float] = []
+    cpu0 = 0.0
+    next_t = math.ceil(loop.time() / PERIOD_S) * PERIOD_S + PERIOD_S
+    for k in range(ticks):
+        if k == WARM_UP_TICKS:
+            cpu0 = time.process_time()
+        delay = next_t - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        start = time.perf_counter()
+        await stage.process([(h, a[k * FRAME : (k + 1) * FRAME], "normal") for h, a in zip(handles, audio)])
+        steps.append(1000.0 * (time.perf_counter() - start))
+        next_t += PERIOD_S
+    cpu_s = time.process_time() - cpu0
+    stage.shutdown()
+    measured = ticks - WARM_UP_TICKS
+    return {"streams": streams, "step_ms": {"p50": _pct(steps[WARM_UP_TICKS:], 50), "p95": _pct(steps[WARM_UP_TICKS:], 95)},
+            "cpu_ms_per_tick": round(1000.0 * cpu_s / measured, 3)}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -86,10 +137,13 @@ def one_window(args: argparse.Namespace, window_ms: float, stage_args: list[str]
                                      stderr=subprocess.DEVNULL)
         inference.start()
         try:
+            cpu0 = _cpu_s(inference.pid)
             procs = [subprocess.Popen([sys.executable, __file__, "--role", "worker", "--socket", sock,
                                        "--streams", str(args.streams), "--seconds", str(args.seconds),
                                        "--seed", str(w), "--phase-ms", str(w * args.phase_ms)], stdout=subprocess.PIPE) for w in range(args.workers)]
             results = [json.loads(p.communicate()[0]) for p in procs]
+            # the inference process's CPU over the workers' whole run (their warm-up second too)
+            inference_cpu_ms = 1000.0 * (_cpu_s(inference.pid) - cpu0) / max(r["ticks"] for r in results)
         finally:
             inference.stop()
     rows = [r for res in results for r in res["rows"]]
@@ -104,6 +158,9 @@ def one_window(args: argparse.Namespace, window_ms: float, stage_args: list[str]
         "deadline_misses": sum(r["misses"] for r in results),
         "late_ticks": sum(r["late_ticks"] for r in results),
         "ticks": sum(r["ticks"] for r in results),
+        "cpu_ms_per_tick": {"inference": round(inference_cpu_ms, 3),
+                            "workers": round(sum(r["cpu_ms_per_tick"] for r in results), 3),
+                            "total": round(inference_cpu_ms + sum(r["cpu_ms_per_tick"] for r in results), 3)},
     }
 
 
@@ -127,13 +184,22 @@ def main() -> None:
                                                     args.phase_ms / 1000.0))))
         return
     load_before = os.getloadavg()
+    in_process = asyncio.run(run_in_process(args.workers * args.streams, args.seconds,
+                                            ["--enhancer-threads", str(args.threads), *stage_args]))
     runs = [one_window(args, w, stage_args) for w in args.window_ms]
     result = {"workers": args.workers, "phase_ms": args.phase_ms, "streams_per_worker": args.streams, "seconds": args.seconds,
               "stage_args": stage_args, "threads": args.threads, "cpus": os.cpu_count(),
               "machine": platform.node(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-              "runs": runs}
+              "in_process": in_process, "runs": runs}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
+    print(f"\n| case | streams | CPU ms per 20 ms tick | vs in-process |\n|---|---|---|---|")
+    base = in_process["cpu_ms_per_tick"]
+    print(f"| one process (EnhancerStage) | {in_process['streams']} | {base:.2f} | 1.00 |")
+    for run in runs:
+        cpu = run["cpu_ms_per_tick"]
+        print(f"| shared, window {run['window_ms']:g} ms: inference {cpu['inference']:.2f} + workers "
+              f"{cpu['workers']:.2f} | {args.workers * args.streams} | {cpu['total']:.2f} | {cpu['total'] / base:.2f} |")
 
 
 if __name__ == "__main__":

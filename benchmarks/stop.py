@@ -139,10 +139,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     redis: Optional[subprocess.Popen] = None
     servers: list[tuple[str, list[str]]] = []
     for name in args.servers.split(","):
-        if name == "no-enhance":
-            servers.append((name, ["--no-enhance"]))
+        if name == "no-enhance":   # one process (the default is one media worker per core)
+            servers.append((name, ["--no-enhance", "--workers", "1"]))
         elif name == "enhance":
-            servers.append((name, []))
+            servers.append((name, ["--workers", "1"]))
         elif name == "workers":
             servers.append((name, ["--workers", "2"]))
         elif name == "workers-canary":

@@ -156,7 +156,8 @@ class Server:
         self.log = open(log, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mediaserver", "serve", "--host", "127.0.0.1", "--port", "0",
-             "--ice-host", "127.0.0.1", *extra], cwd=tree, env=env, stdout=subprocess.PIPE,
+             "--ice-host", "127.0.0.1", "--workers", "1", *extra],   # one process (default: per core)
+            cwd=tree, env=env, stdout=subprocess.PIPE,
             stderr=self.log)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 240

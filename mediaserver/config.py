@@ -19,6 +19,7 @@ import math
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -38,6 +39,59 @@ def env_name(flag: str) -> str:
 def is_blank(value: str) -> bool:
     """Empty, blanks, or a comma list that names nothing (``","``): no setting takes it."""
     return not value.replace(",", "").strip()
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cpu_quota(root: Path = CGROUP_ROOT) -> Optional[float]:
+    """CPUs' worth of time this process's cgroup may use per period (``docker run --cpus 2``,
+    a Kubernetes CPU limit): cgroup v2 ``cpu.max`` (``QUOTA PERIOD`` or ``max PERIOD``), else v1
+    ``cpu/cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (-1: none). None when unlimited or unknown.
+    ``root`` is where the cgroup file system is mounted (a container sees its own cgroup there)."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cores(root: Path = CGROUP_ROOT) -> int:
+    """CPU cores this process can use, at least 1: its affinity mask (``taskset``, a cpuset),
+    lowered to its cgroup's CPU quota rounded up (:func:`cpu_quota`), not the host's count: a
+    container limited to 2 CPUs on a 64-core host gets 2 media workers, not 64."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):   # not Linux
+        cores = os.cpu_count() or 1
+    quota = cpu_quota(root)
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
+
+
+def count_or_auto(cap: int) -> Any:
+    """An argparse ``type`` for a whole number or ``auto`` (:func:`usable_cores`, at most
+    ``cap``); a word is refused as the flag is parsed, naming it. The range is the caller's
+    check (``serve``'s is made after its others: ``--workers 0`` is the tests' way to a
+    settings check that never starts a server)."""
+
+    def convert(text: str) -> int:
+        if text.strip().lower() == "auto":
+            return min(cap, usable_cores())
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or auto") from None
+
+    convert.__name__ = "int"
+    return convert
 
 
 def number_in(low: Optional[float] = None, high: Optional[float] = None, kind: type = float,

@@ -6,6 +6,7 @@ Everything stays on loopback (ICE pinned to 127.0.0.1 in server and clients).
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -25,6 +26,13 @@ from requires import require_program
 
 def pytest_configure(config: pytest.Config) -> None:
     ci_guard.pytest_configure(config)   # CI=true: any skip fails the run
+
+
+# Every server the suite starts (ServerProcess, and each test's own ``mediaserver serve``) runs in
+# one process, serve's --workers 1, unless the test passes --workers itself (the flag wins over
+# its variable): the default, one media worker per core, is the multi-process path that
+# tests/test_workers*.py start by name and test_workers_default.py checks as the default.
+os.environ.setdefault("MEDIASERVER_WORKERS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 48000

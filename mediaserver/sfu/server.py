@@ -21,7 +21,7 @@ from typing import Any, Optional
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 
-from ..config import UsageError, add_option, name_sources, number_in
+from ..config import UsageError, add_option, count_or_auto, name_sources, number_in
 from ..patches import pin_host_addresses, tolerate_consent_stalls
 from .drain import Drain, add_drain_options, backstop, exit_now_on_second_signal, validate_drain_args
 from .limits import Limits, add_limit_options
@@ -52,9 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--host", default="127.0.0.1",
                help="address to listen on (default: this machine only; 0.0.0.0: every interface)")
     add_option(parser, "--port", type=int, default=8080, help="HTTP/WebSocket port")
-    add_option(parser, "--workers", type=int, default=1,
+    add_option(parser, "--workers", type=count_or_auto(256), default="auto",
                help="media worker processes behind one front process (mediaserver/workers): "
-                    "each room lives on one worker; 1 runs everything in this process")
+                    "each room lives on one worker, one enhancer process serves them all; "
+                    "auto (the default): one per usable core; 1 runs everything in this process (the lowest "
+                    "delay on a small machine: README, Several cores)")
     add_option(parser, "--ice-host", action="append", default=None,
                help="pin ICE host candidates to these addresses (comma list; 127.0.0.1 in tests)")
     add_option(parser, "--public-ip", default=None,
@@ -489,7 +491,7 @@ def check_args(args: argparse.Namespace) -> None:
     problem = (validate_asr_args(args) or websec.validate_args(args)
                or Limits.from_args(args).problem() or validate_drain_args(args))
     if not problem and not 1 <= args.workers <= 256:
-        problem = "--workers must be within 1..256"
+        problem = "--workers must be within 1..256 (or auto: one per usable core)"
     worker = websec.behind_front()   # a media worker: its front checked and warned already
     problem = problem or validate_stage_args(args, probe_device=not worker)
     if problem:

@@ -57,6 +57,7 @@ from ..sfu.websec import FRONT_HEADER
 from ..tasks import cancel_and_wait
 from .admin_relay import ModelsRelay
 from .cluster_client import FRONT_CLUSTER_ENV
+from ..asr.local import MEDIA_WORKERS_ENV
 from .cluster_front import FrontNode
 from .debug_relay import DebugRelay
 from .metrics import FrontMetrics, merge_worker_metrics
@@ -125,7 +126,7 @@ class Front:
         self.label = args.worker_id or socket.gethostname()   # workers are LABEL-wN in /metrics
         self.enhancer: Optional[InferenceProcess] = None
         self._socket_dir: Optional[str] = None
-        env: dict[str, str] = {}
+        env: dict[str, str] = {MEDIA_WORKERS_ENV: str(args.workers)}   # (their ASR pools' share)
         if not args.no_enhance:   # one enhancer for the machine, shared by the workers
             self._socket_dir = tempfile.mkdtemp(prefix="mediaserver-")   # mode 0700: ours only
             path = os.path.join(self._socket_dir, "enhancer.sock")
