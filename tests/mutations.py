@@ -2378,6 +2378,39 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_model_control.py::test_an_override_is_taken_back_and_the_room_gets_the_routers_pick_again",
                "tests/test_canary.py::test_admin_endpoints_switch_a_room_live_and_need_the_secret"),
     ),
+    # ---- issue 9: the msenh-v3 training snapshot shipped opt-in (models/msenh-v3-s8250) -------
+    Mutation(
+        name="v3-snapshot-checksum-mismatch",
+        claim="the shipped msenh-v3-s8250 weights have the sha256 its model.json and card quote",
+        source="issue 9 (msenh-v3 packaged as an opt-in registry model)",
+        edits=(Edit("models/msenh-v3-s8250/model.json", '"sha256": "6f0a8ae6', '"sha256": "00000000'),),
+        tests=("tests/test_shipped_models.py::test_shipped_registry_lists_the_v3_snapshot_opt_in_with_its_checksum",),
+    ),
+    Mutation(
+        name="v3-snapshot-made-default",
+        claim="msenh-v3-s8250 is opt-in (canary, room switch, --model): the default model stays msenh-v2",
+        source="issue 9 (msenh-v3 packaged as an opt-in registry model)",
+        edits=(Edit("mediaserver/enhance/registry.py", 'DEFAULT_MODEL = "msenh-v2"\n',
+                    'DEFAULT_MODEL = "msenh-v3-s8250"  # mutation\n'),),
+        tests=("tests/test_shipped_models.py::test_shipped_registry_lists_the_v3_snapshot_opt_in_with_its_checksum",
+               "tests/test_shipped_models.py::test_a_stream_switched_to_the_v3_snapshot_is_enhanced_by_it"),
+    ),
+    Mutation(
+        name="v3-band-state-dropped-between-hops",
+        claim="msenh-v3-s8250 streams hop by hop exactly as it runs offline (its per-band GRU state is carried)",
+        source="issue 9 (streaming = offline for the shipped v3 snapshot)",
+        edits=(Edit("mediaserver/enhance/model.py", "            new_state.append(hi)\n",
+                    "            new_state.append(torch.zeros_like(hi))  # mutation\n"),),
+        tests=("tests/test_shipped_models.py::test_the_v3_snapshot_streams_as_it_runs_offline_with_the_stages_delay",),
+    ),
+    Mutation(
+        name="switched-stream-not-on-the-v3-snapshot",
+        claim="a stream switched to msenh-v3-s8250 is enhanced by those weights (not the default's)",
+        source="issue 9 (msenh-v3 packaged as an opt-in registry model)",
+        edits=(Edit("mediaserver/enhance/stage.py", "            model = load_model(path, device=self._device)\n",
+                    "            model = load_model(self.models.resolve(None)[1], device=self._device)  # mutation\n"),),
+        tests=("tests/test_shipped_models.py::test_a_stream_switched_to_the_v3_snapshot_is_enhanced_by_it",),
+    ),
 )
 
 

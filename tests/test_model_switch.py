@@ -104,7 +104,7 @@ def test_models_command_lists_shows_and_verifies(tmp_path) -> None:
     listed = run("list", "--json")
     assert listed.returncode == 0, listed.stderr
     names = [row["name"] for row in json.loads(listed.stdout)]
-    assert names == ["msenh-v2", "pass-a"]
+    assert names == ["msenh-v2", "msenh-v3-s8250", "pass-a"]  # shipped, then the extra root
     shown = run("show", "msenh-v2")
     assert shown.returncode == 0 and "f8e5f55f21f95d18" in shown.stdout and "model card" in shown.stdout
     assert run("verify").returncode == 0
