@@ -185,8 +185,42 @@ async def many_talkers(files: list, n: int, threads: int, engine: str = DEFAULT_
             "final_lag_after_segment_end_s": {"p50": pct(lags["final"], 50), "p95": pct(lags["final"], 95),
                                               "max": pct(lags["final"], 100)},
             "partial_lag_s": {"p50": pct(lags["partial"], 50), "p95": pct(lags["partial"], 95)},
+            "final_lags_s": [round(v, 3) for v in lags["final"]],
             "wall_s": round(time.perf_counter() - wall0, 1),
             "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
+
+
+TALKER_ARMS = {"without_aborts": LIVE_COLUMNS["raw-live-prev"], "with_aborts": StreamConfig(),
+               "with_preemption": StreamConfig(preempt_partials=True)}
+
+
+def talkers_ab(files: list, n: int, threads: int, engine: str, runs: int) -> dict:
+    """``runs`` more rounds of :func:`many_talkers`, one per setting of ``TALKER_ARMS`` (no
+    aborts; aborts of superseded decodes, the default; and a final also preempting another
+    talker's partial), the order rotating (the first of a round ran on a colder machine), and
+    the lags of each setting pooled over its runs: one run of 8 talkers has about 13 finals,
+    so its p95 is its worst final, which varies by several times from run to run."""
+    out: dict = {"runs": [], "pooled": {}}
+    finals: dict = {arm: [] for arm in TALKER_ARMS}
+    partial_p95: dict = {arm: [] for arm in TALKER_ARMS}
+    arms = list(TALKER_ARMS)
+    for k in range(runs):
+        for arm in arms[k % len(arms):] + arms[:k % len(arms)]:
+            r = asyncio.run(many_talkers(files, n, threads, engine, stream=TALKER_ARMS[arm]))
+            finals[arm] += r["final_lags_s"]
+            partial_p95[arm].append(r["partial_lag_s"]["p95"])
+            row = {"arm": arm, **{key: r[key] for key in (
+                "final_lag_after_segment_end_s", "partial_lag_s", "partials", "aborts",
+                "early_finals", "dropped", "failed", "load_average_1m_at_end")}}
+            out["runs"].append(row)
+            print(f"  {arm}: {row}", flush=True)
+    for arm, lags in finals.items():
+        out["pooled"][arm] = {"finals": len(lags), "final_p50_s": round(float(np.percentile(lags, 50)), 3),
+                              "final_p95_s": round(float(np.percentile(lags, 95)), 3),
+                              "final_max_s": round(max(lags), 3),
+                              "partial_p95_s_per_run": partial_p95[arm]}
+    print(f"  pooled: {out['pooled']}")
+    return out
 
 
 def main() -> int:
@@ -219,6 +253,9 @@ def main() -> int:
                          "decodes and early finals before a soft cut: A/B in one run)")
     ap.add_argument("--talkers", type=int, default=0,
                     help="also play this many clean files at once in real time through the live sink")
+    ap.add_argument("--talkers-runs", type=int, default=1,
+                    help="with --paths live-prev: this many more rounds of the --talkers run without "
+                         "aborts, with them, and with preemption of partials, order rotating, lags pooled")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "asr.json"))
     args = ap.parse_args()
 
@@ -501,6 +538,9 @@ def main() -> int:
                 files[:args.talkers], args.talkers, args.threads, args.engine,
                 stream=LIVE_COLUMNS["raw-live-prev"]))
             print(f"  without aborts: {talkers['without_aborts']}")
+            if args.talkers_runs > 1:
+                talkers["ab_runs"] = talkers_ab(files[:args.talkers], args.talkers, args.threads,
+                                                args.engine, args.talkers_runs)
 
     result = {
         "benchmark": "asr", "engine": args.engine, "whole_file_engine": "whisper",

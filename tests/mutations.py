@@ -1094,6 +1094,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_asr_abort.py::test_a_final_preempts_another_talkers_partial_when_no_worker_is_free",),
     ),
     Mutation(
+        name="asr-partials-preempted-by-default",
+        claim="by default a final waits for another talker's partial (still wanted); only superseded decodes are aborted",
+        source="issue 11 (partials p95 <= 1.5 s; finals <= 1.5 s)",
+        edits=(Edit("mediaserver/asr/streaming.py", "    preempt_partials: bool = False",
+                    "    preempt_partials: bool = True  # mutation"),),
+        tests=("tests/test_asr_abort.py::test_by_default_a_final_waits_for_another_talkers_partial",),
+    ),
+    Mutation(
         name="asr-unstoppable-partial-preempted",
         claim="a final never asks a Whisper partial (an engine that cannot stop mid-decode) to give its worker up: it would run on and its caption is still wanted",
         source="issue 11 (finals <= 1.5 s; Whisper stays selectable)",

@@ -149,11 +149,12 @@ async def test_a_final_does_not_wait_for_its_talkers_partial_in_flight() -> None
 
 
 async def test_a_final_preempts_another_talkers_partial_when_no_worker_is_free() -> None:
-    """Talker a's long partial holds the only worker when talker b's segment closes: the
-    partial gives the worker up for b's final, and a's next partial is asked again at once."""
+    """With ``preempt_partials`` (off by default): talker a's long partial holds the only
+    worker when talker b's segment closes; the partial gives the worker up for b's final, and
+    a's next partial is asked again at once."""
     engine = Steps(lambda kind, n: LONG if (kind, n) == ("partial", 0) else 2)
     sink = LocalRecogniserSink(workers=1, recogniser_factory=lambda: engine,
-                               stream=StreamConfig(early_final_ms=0))
+                               stream=StreamConfig(early_final_ms=0, preempt_partials=True))
     got: list[Transcript] = []
     await sink.start(got.append)
     try:
@@ -172,13 +173,33 @@ async def test_a_final_preempts_another_talkers_partial_when_no_worker_is_free()
     assert health["aborts"] == {"stale": 0, "preempted": 1, "stopped": 1}
 
 
+async def test_by_default_a_final_waits_for_another_talkers_partial() -> None:
+    """Another talker's partial is still wanted: by default a final waits for it (preempting
+    it cost the other talkers' partials more than it gained the finals)."""
+    engine = Steps(lambda kind, n: 40 if kind == "partial" else 2)
+    sink = LocalRecogniserSink(workers=1, recogniser_factory=lambda: engine,
+                               stream=StreamConfig(early_final_ms=0))
+    got: list[Transcript] = []
+    await sink.start(got.append)
+    try:
+        sink.submit_live(LiveChunk("r", "a", 1, 0.0, np.ones(16 * 1500, np.int16)))
+        await started(engine, "partial")
+        sink.submit_segment(segment(1, 2000, who="b"))
+        await sink.drain()
+        health = sink.health()
+    finally:
+        await sink.stop()
+    assert engine.events("done") == ["partial", "final"] and engine.events("stopped") == []
+    assert health["aborts"] == {"stale": 0, "preempted": 0, "stopped": 0}
+
+
 async def test_a_partial_of_an_engine_that_cannot_stop_is_not_preempted() -> None:
     """Whisper cannot stop inside a call: another talker's final waits for its partial, whose
     caption still comes, and nothing is counted as preempted."""
     engine = Steps(lambda kind, n: 40 if kind == "partial" else 2)
     engine.abortable = False
     sink = LocalRecogniserSink(workers=1, recogniser_factory=lambda: engine,
-                               stream=StreamConfig(early_final_ms=0))
+                               stream=StreamConfig(early_final_ms=0, preempt_partials=True))
     got: list[Transcript] = []
     await sink.start(got.append)
     try:

@@ -22,14 +22,16 @@ Whole-file Whisper (the issue's WER reference) in the same runs: 12.1 / 16.1 / 2
 36.7-39.4 % (its temperature fallback samples).
 Moonshine is the default: within one point of it at every SNR (better, in fact; Whisper's live
 path is not), and its captions come sooner; 8 talkers at once on this 2-core machine, one
-worker: no segment dropped, finals p95 0.003-0.20 s after their segment's end (Whisper
-0.73 s, earlier run). A decode in flight that is no longer wanted is aborted (``abort.py``):
+worker: no segment dropped, finals p95 0.22 s after their segment's end (Whisper 0.78 s;
+``asr_aborts_talkers_*.json``). A decode in flight that is no longer wanted is aborted (``abort.py``):
 a partial whose segment closed or whose early final waits, an early final whose pause ended
-in speech, another talker's partial when a final finds no free worker. Without that (the
-``live-prev`` column, same runs) finals p95 were 0.64-1.05 s and their max 0.83-1.33 s,
-against 0.64-0.97 s and 0.78-1.04 s with it; 8 talkers p95 0.004-0.54 s against 0.003-0.20 s.
-The earlier run's 1.57-2.25 s (load 2.0-4.2, no aborts) came back in neither, so how much
-more load it takes to miss 1.5 s is not measured. The slowest finals left are long segments
+in speech (another talker's partial is not preempted by default: ``StreamConfig``). Without
+that (the ``live-prev`` column, same runs) finals p95 were 0.64-1.05 s and their max
+0.83-1.33 s, against 0.64-0.97 s and 0.78-1.04 s with it. 8 talkers, 3 rounds pooled
+(``asr_aborts_talkers_moonshine.json``, load 1.9-2.7): finals p95 0.22 s with aborts, 2.76 s
+without (one round's p95 3.5 s), partials p95 1.4-2.2 s against 2.9-4.0 s.
+The earlier single-talker run's 1.57-2.25 s (load 2.0-4.2, no aborts) came back in neither, so how
+much more load it takes to miss 1.5 s is not measured. The slowest finals left are long segments
 (12-16 s ending at a 0.2 s soft hangover; up to 25 s cut for length at 0 dB): a decode grows
 with the audio.
 Its costs: 3-5 s to load (a stop
@@ -430,9 +432,11 @@ class LocalRecogniserSink:
 
     def _preempt_for(self, key: tuple[str, str]) -> None:
         """A final of ``key`` was queued: when every worker is busy and none with this
-        talker (whose own job it waits for anyway), abort the partial that started last."""
+        talker (whose own job it waits for anyway), abort the partial that started last
+        (only with ``StreamConfig.preempt_partials``: measured with 8 talkers, it made no
+        final sooner and threw partial work away)."""
         if (self._pool is None or not self.stream_config.aborts
-                or self._pool.decoding(key) is not None):
+                or not self.stream_config.preempt_partials or self._pool.decoding(key) is not None):
             return
         if self._pool.preempt() is not None:
             self.aborts["preempted"] += 1

@@ -13,7 +13,8 @@ replaced (new thread, new recogniser, counted) and the job tried once more.
 
 Each decode runs with an :class:`~.abort.AbortSignal`: :meth:`RecogniserPool.abort` stops
 running decodes the caller no longer wants (stale ones), :meth:`RecogniserPool.preempt` the
-newest running partial when a final must not wait for it; an engine that stops raises
+newest running partial when a final must not wait for it (the sink asks only with
+``StreamConfig.preempt_partials``, off by default); an engine that stops raises
 ``DecodeAborted``, which is no failure (no replacement, ``on_aborted`` instead of a result).
 
 Recogniser threads run at a lower CPU priority (``nice``, default +10 over the server): a

@@ -72,6 +72,12 @@ class StreamConfig:
     aborts: bool = True               # a decode in flight that is superseded (see
                                       # TalkerStream.superseded) is aborted (False: it runs
                                       # to its end holding the worker; benchmark A/B)
+    preempt_partials: bool = False    # a final queued while every worker decodes partials
+                                      # aborts the newest of them (another talker's, still
+                                      # wanted). Off: 8 talkers on one worker, 3 rounds, finals
+                                      # p95 0.43 s with it vs 0.22 s without (no aborts at all:
+                                      # 2.76 s), partials p95 1.4-2.2 s both (benchmarks/
+                                      # results/asr_aborts_talkers_moonshine.json)
 
     def __post_init__(self) -> None:
         if self.partial_interval_ms < 100 or self.min_partial_ms < 0:
