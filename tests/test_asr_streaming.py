@@ -325,7 +325,7 @@ def test_default_workers_leave_one_core_to_the_media_path(monkeypatch: pytest.Mo
     from mediaserver.asr import local
 
     for cores, threads, want in [(1, 1, 1), (2, 1, 1), (8, 1, 7), (8, 2, 3), (16, 4, 3)]:
-        monkeypatch.setattr(local.os, "cpu_count", lambda c=cores: c)
+        monkeypatch.setattr(local, "usable_cores", lambda c=cores: c)   # affinity and quota (fdef3ac)
         assert local.default_workers("cpu", threads) == want, (cores, threads)
     assert local.default_workers("cuda", 1) == 2
 
