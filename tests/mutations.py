@@ -2419,6 +2419,24 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "            model = load_model(self.models.resolve(None)[1], device=self._device)  # mutation\n"),),
         tests=("tests/test_shipped_models.py::test_a_stream_switched_to_the_v3_snapshot_is_enhanced_by_it",),
     ),
+    # ---- fresh-user trial 5 (today's changes from README alone) ---------------------------------
+    Mutation(
+        name="weights-registry-name-ignored",
+        claim="bench and transcribe take a shipped model's name for --model (msenh-v3-s8250), as serve and enhance do",
+        source="fresh-user trial 5 (bench/transcribe --model msenh-v3-s8250: weights not found)",
+        edits=(Edit("mediaserver/enhance/weights.py", "        if path.name in registry:\n",
+                    "        if False:  # mutation\n"),),
+        tests=("tests/test_enhance_weights.py::test_a_shipped_models_name_is_its_weights_from_any_folder",),
+    ),
+    Mutation(
+        name="enhance-unknown-model-traceback",
+        claim="enhance --model with an unknown name is one line naming the flag and the known names, exit 2",
+        source="fresh-user trial 5 (enhance --model msenh-v9: RegistryError traceback, exit 1)",
+        edits=(Edit("mediaserver/enhance/offline.py",
+                    "    except RegistryError as exc:   # an unknown name: its text starts \"--model NAME: ...\"\n"
+                    "        raise UsageError(str(exc)) from None\n", ""),),
+        tests=("tests/test_cli_errors.py::test_enhance_an_unknown_model_name_is_one_line_listing_the_names",),
+    ),
 )
 
 

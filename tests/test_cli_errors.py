@@ -427,6 +427,27 @@ def test_a_missing_model_file_is_one_line_naming_the_flag(command, argv, flag, t
     assert missing in lines[0] and "Traceback" not in proc.stderr and "listening" not in proc.stdout
 
 
+
+def test_enhance_an_unknown_model_name_is_one_line_listing_the_names(tmp_path) -> None:
+    """``enhance FILE --model msenh-v9`` (a typo of a registry name) ended in a RegistryError
+    traceback, exit 1, after the input check: one line naming the flag and the known names,
+    exit 2, as ``serve --model msenh-v9`` says it."""
+    import numpy as np
+    import soundfile as sf
+
+    good = tmp_path / "good.wav"
+    sf.write(good, (0.1 * np.sin(np.arange(16000) / 5.0)).astype(np.float32), 16000)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASERVER_")}
+    proc = subprocess.run([sys.executable, "-m", "mediaserver", "enhance", str(good), "--out-dir", "out",
+                           "--model", "msenh-v9"], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("mediaserver enhance: error: --model msenh-v9: "), lines
+    assert "msenh-v3-s8250" in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "good.wav").exists()
+
+
 # ---- fresh-user trial 3 ------------------------------------------------------------------------
 
 def test_an_unknown_flag_names_the_sub_command_and_its_help(run_cli) -> None:

@@ -81,3 +81,25 @@ def test_a_file_the_safe_unpickler_refuses_is_one_short_reason_without_unsafe_ad
     text = str(failure.value)
     assert str(p) in text and "\n" not in text and len(text) < 200 + len(str(p)), text
     assert "weights_only" not in text and "trusted source" not in text, text
+
+
+# ---- fresh-user trial 5: a shipped model's name, wherever a --model is taken --------------------
+
+def test_a_shipped_models_name_is_its_weights_from_any_folder(tmp_path: Path, monkeypatch) -> None:
+    """``bench --model msenh-v3-s8250`` and ``transcribe --asr-feed enhanced --model
+    msenh-v3-s8250`` said "enhancer weights not found: msenh-v3-s8250" (they looked for a file
+    of that name in the current folder) where ``serve`` and ``enhance`` take the name; an
+    unknown word now lists the names there are."""
+    from mediaserver.enhance.registry import ModelRegistry
+    from mediaserver.enhance.weights import resolve_weights_path
+
+    monkeypatch.chdir(tmp_path)   # no file of that name here
+    registry = ModelRegistry()
+    for name in registry.names():
+        assert resolve_weights_path(name) == registry.get(name).weights
+    model = load_model("msenh-v3-s8250")
+    assert sum(p.numel() for p in model.parameters()) > 0
+    with pytest.raises(WeightsError, match=r"msenh-v9 \(neither a file nor a model name: .*msenh-v3-s8250"):
+        load_model("msenh-v9")
+    (tmp_path / "msenh-v2").write_bytes(b"not a checkpoint")   # a file there wins over the name
+    assert resolve_weights_path("msenh-v2") == Path("msenh-v2")

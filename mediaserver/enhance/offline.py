@@ -24,6 +24,7 @@ from ..config import UsageError, add_option, number_in, print_problem
 from ..devices import torch_device_problem
 from .stage import EnhancerStage
 from .streaming import Enhancer
+from .registry import RegistryError
 from .weights import WeightsError
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ def main(args: argparse.Namespace) -> int:
                               gate=bool(args.vad_gate), capacity=1)
     except WeightsError as exc:
         raise UsageError(f"--model: {exc}") from None
+    except RegistryError as exc:   # an unknown name: its text starts "--model NAME: ..."
+        raise UsageError(str(exc)) from None
     out_dir = Path(args.out_dir)
     unreadable = len(bad)
     unwritten = 0

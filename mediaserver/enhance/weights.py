@@ -57,13 +57,23 @@ def save_model(model: nn.Module, path: PathLike, meta: Optional[dict[str, Any]] 
 
 
 def resolve_weights_path(path: Optional[PathLike] = None) -> Path:
-    """A file, a model folder holding enhancer.pt, or None for the shipped default model."""
+    """A file, a model folder holding enhancer.pt, a shipped model's name (``msenh-v3-s8250``,
+    as ``serve --model`` and ``enhance --model`` take it: ``bench`` and ``transcribe`` looked
+    for a file of that name), or None for the shipped default model."""
     if path is None:
         from ..resources import models_dir  # packaging knows where models/ lives
 
         return models_dir() / DEFAULT_MODEL_NAME / WEIGHTS_FILE
     path = Path(path)
-    return path / WEIGHTS_FILE if path.is_dir() else path
+    if path.is_dir():
+        return path / WEIGHTS_FILE
+    if not path.exists() and len(path.parts) == 1:   # no such file here: a registry name?
+        from .registry import ModelRegistry
+
+        registry = ModelRegistry()
+        if path.name in registry:
+            return registry.get(path.name).weights
+    return path
 
 
 def _load_failure(exc: Exception) -> str:
@@ -83,6 +93,11 @@ def load_model(path: Optional[PathLike] = None, device: str = "cpu") -> nn.Modul
     """Load and validate a checkpoint; raise :class:`WeightsError` with the reason."""
     file = resolve_weights_path(path)
     if not file.is_file():
+        if path is not None and len(Path(path).parts) == 1:   # a bare word: say which names exist
+            from .registry import ModelRegistry
+
+            names = ", ".join(ModelRegistry().names())
+            raise WeightsError(f"enhancer weights not found: {file} (neither a file nor a model name: {names})")
         raise WeightsError(f"enhancer weights not found: {file}")
     try:
         data = file.read_bytes()
