@@ -44,22 +44,65 @@ def is_blank(value: str) -> bool:
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def cpu_quota(root: Path = CGROUP_ROOT) -> Optional[float]:
+def _own_cgroups(text: Optional[str] = None) -> tuple[str, str]:
+    """This process's cgroup paths from ``/proc/self/cgroup`` (or ``text``, its contents):
+    (the v2 path of the ``0::PATH`` line, the v1 path of the line whose controllers include
+    ``cpu``), each ``/`` when absent. Inside a container with its own cgroup namespace both are
+    ``/``; a systemd service (``CPUQuota=``) or a host-namespace container has its real path."""
+    if text is None:
+        try:
+            text = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            text = ""
+    v2 = v1 = "/"
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            v2 = parts[2] or "/"
+        elif "cpu" in parts[1].split(","):
+            v1 = parts[2] or "/"
+    return v2, v1
+
+
+def _up_from(base: Path, path: str) -> list[Path]:
+    """``base/path`` and each folder above it up to ``base`` (a parent's limit binds too)."""
+    parts = [p for p in path.split("/") if p and p not in (".", "..")]
+    return [base.joinpath(*parts[:n]) for n in range(len(parts), -1, -1)]
+
+
+def cpu_quota(root: Path = CGROUP_ROOT, cgroups: Optional[str] = None) -> Optional[float]:
     """CPUs' worth of time this process's cgroup may use per period (``docker run --cpus 2``,
-    a Kubernetes CPU limit): cgroup v2 ``cpu.max`` (``QUOTA PERIOD`` or ``max PERIOD``), else v1
-    ``cpu/cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (-1: none). None when unlimited or unknown.
-    ``root`` is where the cgroup file system is mounted (a container sees its own cgroup there)."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
-    except (OSError, ValueError):
-        return None
+    a Kubernetes CPU limit, systemd's ``CPUQuota=200%``): cgroup v2 ``cpu.max`` (``QUOTA
+    PERIOD`` or ``max PERIOD``), else v1 ``cpu/cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (-1:
+    none), the lowest along this process's own cgroup (:func:`_own_cgroups`, ``cgroups``: the
+    text of ``/proc/self/cgroup``) and the cgroups above it: the root's files alone missed a
+    systemd service's quota (the root cgroup has no ``cpu.max``). None when unlimited or
+    unknown. ``root`` is where the cgroup file system is mounted (a container sees its own
+    cgroup there; a path under it that is not mounted there is skipped)."""
+    v2_path, v1_path = _own_cgroups(cgroups)
+    found_v2 = False
+    quotas: list[float] = []
+    for folder in _up_from(root, v2_path):
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            found_v2 = True
+            if quota != "max":
+                quotas.append(int(quota) / int(period))
+        except (OSError, ValueError):
+            pass
+    if found_v2:
+        return min(quotas, default=None)
+    for folder in _up_from(root / "cpu", v1_path):
+        try:
+            quota_us = int((folder / "cpu.cfs_quota_us").read_text())
+            period_us = int((folder / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        if quota_us > 0 and period_us > 0:
+            quotas.append(quota_us / period_us)
+    return min(quotas, default=None)
 
 
 def usable_cores(root: Path = CGROUP_ROOT) -> int:

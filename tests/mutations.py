@@ -2364,8 +2364,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="cgroup-v1-quota-unread",
         claim="the CPU quota is read from cgroup v1 as well as v2",
         source="issue 14 (default the number of cores), containers",
-        edits=(Edit("mediaserver/config.py", "        quota_us = int((root / \"cpu\" / \"cpu.cfs_quota_us\").read_text())",
-                    "        quota_us = int((root / \"cpu.cfs_quota_us\").read_text())  # mutation"),),
+        edits=(Edit("mediaserver/config.py", "    for folder in _up_from(root / \"cpu\", v1_path):",
+                    "    for folder in _up_from(root, v1_path):  # mutation"),),
         tests=("tests/test_workers_default.py::test_the_cgroup_cpu_quota_is_read_from_v2_or_v1",),
     ),
     Mutation(
@@ -2436,6 +2436,13 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "    except RegistryError as exc:   # an unknown name: its text starts \"--model NAME: ...\"\n"
                     "        raise UsageError(str(exc)) from None\n", ""),),
         tests=("tests/test_cli_errors.py::test_enhance_an_unknown_model_name_is_one_line_listing_the_names",),
+    ),
+    Mutation(
+        name="cpu-quota-root-cgroup-only",
+        claim="--workers auto honours the CPU quota of the server's own cgroup (systemd CPUQuota=), not only the root's",
+        source="fresh-user trial 5 (a systemd service's quota was never read)",
+        edits=(Edit("mediaserver/config.py", "    return v2, v1\n", "    return \"/\", \"/\"  # mutation\n"),),
+        tests=("tests/test_workers_default.py::test_the_cpu_quota_of_this_processs_own_cgroup_counts",),
     ),
 )
 

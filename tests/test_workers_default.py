@@ -122,3 +122,36 @@ def test_usable_cores_is_the_affinity_lowered_to_the_quota(tmp_path: Path, monke
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})          # taskset -c 0,1
     (tmp_path / "cpu.max").write_text("800000 100000\n")
     assert config.usable_cores(tmp_path) == 2
+
+
+# ---- fresh-user trial 5: the quota of this process's own cgroup, not only the root's ----------
+
+SERVICE = "system.slice/mediaserver.service"
+
+
+@pytest.mark.parametrize("cgroups, files, quota", [
+    # cgroup v2 host namespace (systemd CPUQuota=200%): the root has no cpu.max, the service has
+    ("0::/" + SERVICE + "\n", {SERVICE + "/cpu.max": "200000 100000\n",
+                               "system.slice/cpu.max": "max 100000\n"}, 2.0),
+    # a parent slice's limit binds its services too
+    ("0::/" + SERVICE + "\n", {SERVICE + "/cpu.max": "max 100000\n",
+                               "system.slice/cpu.max": "300000 100000\n"}, 3.0),
+    # cgroup v1 host (systemd CPUQuota=150%): the cpu controller's line names the service
+    ("4:cpu,cpuacct:/" + SERVICE + "\n1:name=systemd:/" + SERVICE + "\n",
+     {"cpu/" + SERVICE + "/cpu.cfs_quota_us": "150000\n", "cpu/" + SERVICE + "/cpu.cfs_period_us": "100000\n",
+      "cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.5),
+    # docker on cgroup v1: /proc names /docker/ID, its own cgroup is what is mounted at cpu/
+    ("4:cpu,cpuacct:/docker/0123abcd\n", {"cpu/cpu.cfs_quota_us": "200000\n",
+                                          "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
+    # a container with its own cgroup namespace: / in /proc, its files at the root
+    ("0::/\n", {"cpu.max": "400000 100000\n"}, 4.0),
+])
+def test_the_cpu_quota_of_this_processs_own_cgroup_counts(tmp_path: Path, cgroups: str,
+                                                          files: dict[str, str], quota: float) -> None:
+    """``usable_cores`` read ``/sys/fs/cgroup/cpu.max`` (the root cgroup's, which has none) and
+    so missed a systemd service's ``CPUQuota=``: a dispatch centre's 16-core host with
+    ``CPUQuota=200%`` got 16 media workers on two CPUs' worth of time."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert config.cpu_quota(tmp_path, cgroups) == quota
