@@ -2443,6 +2443,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         source="fresh-user trial 5 (a systemd service's quota was never read)",
         edits=(Edit("mediaserver/config.py", "    return v2, v1\n", "    return \"/\", \"/\"  # mutation\n"),),
         tests=("tests/test_workers_default.py::test_the_cpu_quota_of_this_processs_own_cgroup_counts",),
+    ),    Mutation(
+        name="canary-of-the-stable-model-traceback",
+        claim="serve --canary-model naming the stable model is one line naming the flag, exit 2, before anything starts",
+        source="fresh-user trial 5 (--canary-model msenh-v2: a ValueError traceback, 82 lines with workers)",
+        edits=(Edit("mediaserver/enhance/stage_options.py",
+                    "        if stable == candidate:   # by name, as the canary tells its two models apart\n",
+                    "        if False:  # mutation\n"),),
+        tests=("tests/test_cli_errors.py::test_a_canary_of_the_stable_model_is_one_line_naming_the_flag",),
     ),
 )
 

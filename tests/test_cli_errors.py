@@ -448,6 +448,23 @@ def test_enhance_an_unknown_model_name_is_one_line_listing_the_names(tmp_path) -
     assert not (tmp_path / "out" / "good.wav").exists()
 
 
+
+@pytest.mark.parametrize("workers", ["auto", "1"])
+def test_a_canary_of_the_stable_model_is_one_line_naming_the_flag(workers, tmp_path) -> None:
+    """``serve --canary-model msenh-v2`` (the default model) ended in a ValueError traceback
+    from the canary ("must differ from the stable model"), exit 1; with the default workers 82
+    lines (the inference process's traceback, then the front's RuntimeError). Refused before
+    anything starts, naming the flag and the models a canary could use."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASERVER_")}
+    proc = subprocess.run([sys.executable, "-m", "mediaserver", "serve", "--port", "0", "--workers", workers,
+                           "--canary-model", "msenh-v2"], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("mediaserver serve: error: --canary-model msenh-v2: "), lines
+    assert "msenh-v3-s8250" in lines[0] and "listening" not in proc.stdout
+
+
 # ---- fresh-user trial 3 ------------------------------------------------------------------------
 
 def test_an_unknown_flag_names_the_sub_command_and_its_help(run_cli) -> None:

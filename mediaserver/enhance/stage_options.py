@@ -99,19 +99,27 @@ def model_problem(args: argparse.Namespace) -> Optional[str]:
     """Why ``--model`` / ``--canary-model`` name no weights file here (an unknown name, a
     path with no file), or None; asked before anything starts, without torch. A file that is
     there but is no enhancer checkpoint is found when it loads."""
+    from pathlib import Path
+
     from .registry import ModelRegistry, RegistryError, roots_from_args
 
     registry = ModelRegistry(roots_from_args(args))
+    resolved: dict[str, tuple[str, Path]] = {}
     for flag, spec in (("--model", getattr(args, "model", None)),
                        ("--canary-model", getattr(args, "canary_model", None))):
         if spec is None and flag == "--canary-model":
             continue
         try:
-            _, weights = registry.resolve(spec)
+            resolved[flag] = registry.resolve(spec)
         except RegistryError as exc:   # its text starts "--model SPEC: ..."
             return f"{flag} {str(exc).removeprefix('--model ')}"
-        if not weights.is_file():
-            return f"{flag} {spec}: enhancer weights not found: {weights}"
+        if not resolved[flag][1].is_file():
+            return f"{flag} {spec}: enhancer weights not found: {resolved[flag][1]}"
+    if "--canary-model" in resolved:   # (Canary refused it once the server was starting: a traceback)
+        stable, candidate = resolved["--model"][0], resolved["--canary-model"][0]
+        if stable == candidate:   # by name, as the canary tells its two models apart
+            return (f"--canary-model {args.canary_model}: is the stable model ({stable}, --model); "
+                    f"a canary needs another one ({', '.join(n for n in registry.names() if n != stable)})")
     return None
 
 
