@@ -194,8 +194,8 @@ def _env_value(raw: str, kwargs: dict[str, Any], empty_means: Optional[str]) -> 
     convert = kwargs.get("type") or str
     try:
         value = convert(raw)
-    except argparse.ArgumentTypeError as exc:
-        raise ValueError(str(exc)) from None
+    except argparse.ArgumentTypeError as exc:   # "'x' is not a number": the caller says VAR='x'
+        raise ValueError(str(exc).removeprefix(f"{raw!r} ")) from None
     except (TypeError, ValueError):
         raise ValueError(f"is not a valid {getattr(convert, '__name__', 'value')} value") from None
     choices = kwargs.get("choices")

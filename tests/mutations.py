@@ -2451,6 +2451,13 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "        if stable == candidate:   # by name, as the canary tells its two models apart\n",
                     "        if False:  # mutation\n"),),
         tests=("tests/test_cli_errors.py::test_a_canary_of_the_stable_model_is_one_line_naming_the_flag",),
+    ),    Mutation(
+        name="env-word-said-twice",
+        claim="a variable's word that is no value is said once (MEDIASERVER_WORKERS='many' is not a whole number or auto)",
+        source="fresh-user trial 5 (MEDIASERVER_WORKERS='many' 'many' is not a whole number or auto)",
+        edits=(Edit("mediaserver/config.py", "        raise ValueError(str(exc).removeprefix(f\"{raw!r} \")) from None\n",
+                    "        raise ValueError(str(exc)) from None  # mutation\n"),),
+        tests=("tests/test_cli_errors.py::test_a_bad_value_from_a_variable_is_named_as_the_variable",),
     ),
 )
 

@@ -283,6 +283,8 @@ FROM_ENV = [
     ({"MEDIASERVER_CANARY_WINDOW_S": "1"}, ("serve",), "MEDIASERVER_CANARY_WINDOW_S='1' must be at least 2"),
     ({"MEDIASERVER_CANARY_MAX_MOS_DROP": "5"}, ("serve",), "MEDIASERVER_CANARY_MAX_MOS_DROP='5' must be within 0..4"),
     ({"MEDIASERVER_REDIS_URL": "foo://x"}, ("serve",), "MEDIASERVER_REDIS_URL='foo://x' must start redis://"),
+    # fresh-user trial 5: a word said the value twice ("MEDIASERVER_WORKERS='many' 'many' is not ...")
+    ({"MEDIASERVER_CANARY_SHARE": "abc"}, ("serve",), "MEDIASERVER_CANARY_SHARE='abc' is not a number"),
     # a required flag is satisfied by its variable: the next problem is the input file
     ({"MEDIASERVER_OUT_DIR": "eo3"}, ("enhance", "missing.wav"), "missing.wav: no such file"),
     ({"MEDIASERVER_DATA": "/nonexistent"}, ("eval",), "MEDIASERVER_DATA"),
