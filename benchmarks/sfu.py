@@ -4,8 +4,8 @@ Forwarders: ``mediaserver serve`` with enhancement (default), with ``--no-enhanc
 a plain aiortc baseline (``MediaRelay`` of the decoded RemoteStreamTrack, one Opus
 encode per subscriber), all behind the same signalling protocol.
 
-One load-generator process (this one) hosts every participant: each sends a speech
-clip as pre-encoded Opus in real time and receives the k-1 others below aiortc's
+One load-generator process (this one; or ``--generators`` shards) hosts every participant:
+each sends a speech clip as pre-encoded Opus in real time and receives the k-1 others below aiortc's
 jitter buffer (raw RTP, decoded offline). It measures, per forwarder:
 - server CPU (% of one core, from /proc: with ``--workers N`` the front and its worker
   processes together) per publisher over the measured window;
@@ -22,6 +22,22 @@ jitter buffer (raw RTP, decoded offline). It measures, per forwarder:
   processes is nearer a whole core saturates first (the server's share per worker).
 
 ``--workers 1,2`` runs each case with ``serve --workers 1`` and ``--workers 2``.
+
+A big machine (issue 14's device run, ``scripts/gpu_workers.sh``):
+- ``--generators G``: the rooms are split over G load-generator processes (room r on shard
+  r % G, ``run_shard``), started by this one, which drives the server and the window and merges
+  the shards' frame counts, delays and jitter-buffer stats into the same row; the generator's
+  CPU is the sum of the shards' (``generator_cpu_pct_by_shard``; ``saturates_first`` compares
+  the busiest shard). Every shard draws the same offsets and phases as one process would.
+- ``--server-cores 0-7 --generator-cores 8-15``: CPU affinity (children inherit);
+  ``--serve-arg=FLAG`` (repeatable) or ``--enhancer-device cuda``: extra ``serve`` flags; all
+  recorded in the JSON.
+- ``--find-max``: per forwarder and ``--workers`` value, the publisher steps (``--publishers``
+  or ``--steps W:N1,N2``) ascend until a case is not ``sustained`` (< 1 % late or missing
+  frames, server-added p95 <= 60 ms; a first step that fails is halved down to one room);
+  ``find_max`` in the JSON holds the largest sustained N (``first_not_sustained`` null: the
+  steps ran out, a lower bound), the ratio to the first ``--workers`` value, and the
+  enhancer's batch and step time at that N. ``--budget-s`` starts no case past a time budget.
 
     python benchmarks/sfu.py --publishers 8,20,40 --room-size 4 --seconds 20
     [--data ../shared/data]  (optional: a folder of speech WAVs; default espeak-ng)
@@ -365,7 +381,8 @@ def histogram_stats(m0: dict[str, float], m1: dict[str, float], name: str) -> di
 
 # ---------------------------------------------------------------- servers
 class Server:
-    def __init__(self, kind: str, log: Path, model: Optional[str] = None, workers: int = 1) -> None:
+    def __init__(self, kind: str, log: Path, model: Optional[str] = None, workers: int = 1,
+                 serve_args: Any = (), cores: Optional[set[int]] = None) -> None:
         if kind == "relay":
             cmd = [sys.executable, str(Path(__file__).resolve()), "--relay-server"]
         else:
@@ -377,9 +394,11 @@ class Server:
             elif model:
                 cmd += ["--model", model]
             cmd += ["--workers", str(workers)]   # (1 named: the default is one per core)
+            cmd += list(serve_args)   # --serve-arg: e.g. --enhancer-device cuda
         cmd += ["--host", "127.0.0.1", "--port", "0", "--ice-host", "127.0.0.1"]
         self.log = open(log, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log,
+                                     preexec_fn=_pin(cores))   # --server-cores: children inherit
         assert self.proc.stdout is not None
         while True:
             line = self.proc.stdout.readline()
@@ -597,23 +616,151 @@ async def direct_link(clip: np.ndarray, packets: list[bytes], seconds: float,
 
 
 # ---------------------------------------------------------------- one run
+def make_peers(url: str, n_pub: int, room_size: int, clip: np.ndarray, packets: list[bytes],
+               sample_streams: int, shard: int = 0, shards: int = 1) -> list[Peer]:
+    """The case's participants, in join order: publisher i in room ``i // room_size``, with a
+    send offset and phase drawn from a generator seeded by ``n_pub`` (the first
+    ``sample_streams`` publishers' phases spread evenly over the 20 ms frame). With
+    ``shards`` > 1 only the rooms ``r`` with ``r % shards == shard``: every shard draws the
+    whole sequence, so a publisher's offset and phase do not depend on the sharding."""
+    rng = np.random.default_rng(n_pub)
+    spread = rng.random()   # the sampled publishers' phases: evenly spaced, random origin
+    sampled = min(sample_streams, n_pub)
+    peers: list[Peer] = []
+    for i in range(n_pub):
+        part = (i + spread) / sampled if i < sampled else rng.random()
+        offset = int(rng.integers(0, 100))
+        if (i // room_size) % shards != shard:
+            continue
+        source = TimedSource(clip, packets, offset, phase_s=(part % 1.0) * FRAME / RATE)
+        peers.append(Peer(url, f"bench{i // room_size}", f"p{i}", source,
+                          keep_payloads=i < sample_streams))
+    return peers
+
+
+def analyse_peers(peers: list[Peer], t0: float, t1: float) -> dict:
+    """Frames expected/missing/late over every received stream in [t0, t1] (loop time, the
+    monotonic clock, the same in every process), and the mouth-to-ear delays (s) of the
+    streams whose listener kept payloads (publisher and listener are in one room, so in one
+    shard)."""
+    expected = missing = late = 0
+    delays: list[float] = []
+    by_name = {p.identity: p for p in peers}
+    for p in peers:
+        for who, rec in p.streams.items():
+            e, m, lt = stream_quality(rec, t0, t1)
+            expected, missing, late = expected + e, missing + m, late + lt
+            if p.keep and who in by_name:
+                src = by_name[who].source
+                delays += stream_delays(rec, src._samples, np.array(src.sent_at), t0, t1)
+    return {"expected": expected, "missing": missing, "late": late, "delays": delays,
+            "subscriber_streams": sum(len(p.streams) for p in peers),
+            "errors": sorted({e for p in peers for e in p.errors})[:5]}
+
+
+def case_row(kind: str, workers: int, n_pub: int, room_size: int, server: "Server",
+             cpu0: dict, cpu1: dict, t0: float, t1: float, m0: dict, m1: dict,
+             generator: float, samples: list[tuple[float, float]], got: dict,
+             direct_ms: float, inbound: list[dict]) -> dict:
+    """One case's JSON row (``got``: ``analyse_peers``' result, merged over shards)."""
+    delays = got["delays"]
+    expected, missing, late = got["expected"], got["missing"], got["late"]
+    m2e = np.array(delays) * 1000.0 if delays else np.array([np.nan])
+    d = m2e - direct_ms
+    ticks = m1.get("mediaserver_clock_ticks_total", 0) - m0.get("mediaserver_clock_ticks_total", 0)
+    late_ticks = (m1.get("mediaserver_clock_late_ticks_total", 0)
+                  - m0.get("mediaserver_clock_late_ticks_total", 0))
+    skipped = (m1.get("mediaserver_clock_skipped_ticks_total", 0)
+               - m0.get("mediaserver_clock_skipped_ticks_total", 0))
+    by_role = {k: round(100.0 * (cpu1[k] - cpu0.get(k, 0.0)) / (t1 - t0), 1) for k in cpu1}
+    cpu = sum(by_role.values())
+    return {
+        "forwarder": kind, "workers": workers, "publishers": n_pub, "room_size": room_size,
+        "subscriber_streams": got["subscriber_streams"],
+        "server_cpu_pct": round(cpu, 1), "cpu_pct_per_publisher": round(cpu / n_pub, 2),
+        "server_cpu_pct_by_process": by_role,
+        "generator_cpu_pct": round(generator, 1),
+        # one event loop each: the side nearer a whole core is the one that runs out first
+        # (the server's busiest process: its CPU over its worker processes)
+        "saturates_first": "server" if cpu / workers >= generator else "generator",
+        "delay_p50_ms": round(float(np.nanpercentile(d, 50)), 1),
+        "delay_p95_ms": round(float(np.nanpercentile(d, 95)), 1),
+        "mouth_to_ear_p50_ms": round(float(np.nanpercentile(m2e, 50)), 1),
+        "mouth_to_ear_p95_ms": round(float(np.nanpercentile(m2e, 95)), 1),
+        "delay_samples": len(delays),
+        "frames_expected": expected, "frames_missing": missing, "frames_late": late,
+        "late_or_missing_pct": round(100.0 * (missing + late) / max(1, expected), 2),
+        "server_late_tick_pct": round(100.0 * late_ticks / ticks, 2) if ticks else None,
+        "server_skipped_ticks": int(skipped) if ticks else None,
+        "enhancer_batch_p50": (float(np.median([b for b, _ in samples])) if samples else None),
+        "enhancer_step_ms_p50": (round(float(np.median([t for _, t in samples])), 2)
+                                 if samples else None),
+        "enhancer_step_ms_p95": (round(float(np.percentile([t for _, t in samples], 95)), 2)
+                                 if samples else None),
+        # where the server's time goes (server-side, over the measured window): the jitter
+        # buffer's hold of each packet (arrival to the tick deadline that plays it), how
+        # late ticks ran, a tick's own work, and the enhancer's wait past the deadline
+        "stages": {
+            "jitter_wait": histogram_stats(m0, m1, "mediaserver_jitter_wait_seconds"),
+            "jitter_target": histogram_stats(m0, m1, "mediaserver_jitter_target_seconds"),
+            "tick_lag": histogram_stats(m0, m1, "mediaserver_clock_lag_seconds"),
+            "tick_work": histogram_stats(m0, m1, "mediaserver_clock_tick_seconds"),
+            "enhance": histogram_stats(m0, m1, "mediaserver_clock_enhance_seconds"),
+        },
+        # the sampled publishers' jitter buffers at the end (server side): smoothed level,
+        # target, time-scaling and concealment since the call started
+        "jitter_buffers": [{k: st.get(k) for k in (
+            "current_delay_ms", "target_delay_ms", "accelerate", "expand", "trimmed_ms", "concealed_frames",
+            "packets_late", "resets")} for st in inbound],
+        "errors": got["errors"],
+    }
+
+
+async def sample_window(server: "Server", kind: str, seconds: float) -> list[tuple[float, float]]:
+    """Waits out the measured window, scraping the enhancer's batch and step time twice a second."""
+    loop = asyncio.get_running_loop()
+    samples: list[tuple[float, float]] = []
+    end = loop.time() + seconds
+    while loop.time() < end:
+        await asyncio.sleep(min(0.5, max(0.0, end - loop.time())))
+        if kind == "enhance":
+            sample = await asyncio.to_thread(server.enhancer_sample)
+            if sample is not None:
+                samples.append(sample)
+    return samples
+
+
+@dataclass
+class CaseOptions:
+    """What every case of a run shares besides N, the forwarder and the worker count."""
+
+    room_size: int
+    seconds: float
+    warmup: float
+    sample_streams: int
+    tmp: Path
+    direct_ms: float
+    model: Optional[str] = None
+    serve_args: list[str] = field(default_factory=list)
+    server_cores: Optional[set[int]] = None
+    generators: int = 1
+    generator_cores: Optional[set[int]] = None
+    clip_file: Optional[Path] = None   # clip and packets for the shards (np.savez)
+
+
 async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup: float,
                    clip: np.ndarray, packets: list[bytes], sample_streams: int, tmp: Path,
-                   direct_ms: float, model: Optional[str] = None, workers: int = 1) -> dict:
-    server = Server(kind, tmp / f"server-{kind}-{n_pub}.log", model, workers)
+                   direct_ms: float, model: Optional[str] = None, workers: int = 1,
+                   opts: Optional[CaseOptions] = None) -> dict:
+    """One case with every participant in this process (``--generators 1``)."""
+    server = Server(kind, tmp / f"server-{kind}-{n_pub}.log", model, workers,
+                    opts.serve_args if opts else (), opts.server_cores if opts else None)
     peers: list[Peer] = []
     try:
         url = f"ws://127.0.0.1:{server.port}/ws"
-        rng = np.random.default_rng(n_pub)
-        spread = rng.random()   # the sampled publishers' phases: evenly spaced, random origin
         sampled = min(sample_streams, n_pub)
         async with aiohttp.ClientSession() as session:
-            for i in range(n_pub):
-                part = (i + spread) / sampled if i < sampled else rng.random()
-                source = TimedSource(clip, packets, int(rng.integers(0, 100)),
-                                     phase_s=(part % 1.0) * FRAME / RATE)
-                peers.append(Peer(url, f"bench{i // room_size}", f"p{i}", source,
-                                  keep_payloads=i < sample_streams))
+            peers = make_peers(url, n_pub, room_size, clip, packets, sample_streams)
             # join one room at a time so rooms fill like real calls
             for p in peers:
                 await p.start(session)
@@ -622,79 +769,15 @@ async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup
             m0 = server.metrics()   # before the window: a scrape's own CPU is not the calls'
             cpu0, t0 = server.cpu_by_process(), loop.time()
             gen0 = time.process_time()   # this process: the load generator, all its threads
-            samples: list[tuple[float, float]] = []
-            end = loop.time() + seconds
-            while loop.time() < end:   # the enhancer's batch and step time, twice a second
-                await asyncio.sleep(min(0.5, max(0.0, end - loop.time())))
-                if kind == "enhance":
-                    sample = await asyncio.to_thread(server.enhancer_sample)
-                    if sample is not None:
-                        samples.append(sample)
+            samples = await sample_window(server, kind, seconds)
             cpu1, t1 = server.cpu_by_process(), loop.time()
             m1 = server.metrics()
             gen1 = time.process_time()
             inbound = [await p.ask_stats() for p in peers[:sampled]]
         # analysis (offline: the call is over)
-        expected = missing = late = 0
-        delays: list[float] = []
-        by_name = {p.identity: p for p in peers}
-        for p in peers:
-            for who, rec in p.streams.items():
-                e, m, lt = stream_quality(rec, t0, t1)
-                expected, missing, late = expected + e, missing + m, late + lt
-                if p.keep and who in by_name:
-                    src = by_name[who].source
-                    delays += stream_delays(rec, src._samples, np.array(src.sent_at), t0, t1)
-        m2e = np.array(delays) * 1000.0 if delays else np.array([np.nan])
-        d = m2e - direct_ms
-        ticks = m1.get("mediaserver_clock_ticks_total", 0) - m0.get("mediaserver_clock_ticks_total", 0)
-        late_ticks = (m1.get("mediaserver_clock_late_ticks_total", 0)
-                      - m0.get("mediaserver_clock_late_ticks_total", 0))
-        skipped = (m1.get("mediaserver_clock_skipped_ticks_total", 0)
-                   - m0.get("mediaserver_clock_skipped_ticks_total", 0))
-        by_role = {k: round(100.0 * (cpu1[k] - cpu0.get(k, 0.0)) / (t1 - t0), 1) for k in cpu1}
-        cpu = sum(by_role.values())
-        generator = 100.0 * (gen1 - gen0) / (t1 - t0)
-        return {
-            "forwarder": kind, "workers": workers, "publishers": n_pub, "room_size": room_size,
-            "subscriber_streams": sum(len(p.streams) for p in peers),
-            "server_cpu_pct": round(cpu, 1), "cpu_pct_per_publisher": round(cpu / n_pub, 2),
-            "server_cpu_pct_by_process": by_role,
-            "generator_cpu_pct": round(generator, 1),
-            # one event loop each: the side nearer a whole core is the one that runs out first
-            # (the server's busiest process: its CPU over its worker processes)
-            "saturates_first": "server" if cpu / workers >= generator else "generator",
-            "delay_p50_ms": round(float(np.nanpercentile(d, 50)), 1),
-            "delay_p95_ms": round(float(np.nanpercentile(d, 95)), 1),
-            "mouth_to_ear_p50_ms": round(float(np.nanpercentile(m2e, 50)), 1),
-            "mouth_to_ear_p95_ms": round(float(np.nanpercentile(m2e, 95)), 1),
-            "delay_samples": len(delays),
-            "frames_expected": expected, "frames_missing": missing, "frames_late": late,
-            "late_or_missing_pct": round(100.0 * (missing + late) / max(1, expected), 2),
-            "server_late_tick_pct": round(100.0 * late_ticks / ticks, 2) if ticks else None,
-            "server_skipped_ticks": int(skipped) if ticks else None,
-            "enhancer_batch_p50": (float(np.median([b for b, _ in samples])) if samples else None),
-            "enhancer_step_ms_p50": (round(float(np.median([t for _, t in samples])), 2)
-                                     if samples else None),
-            "enhancer_step_ms_p95": (round(float(np.percentile([t for _, t in samples], 95)), 2)
-                                     if samples else None),
-            # where the server's time goes (server-side, over the measured window): the jitter
-            # buffer's hold of each packet (arrival to the tick deadline that plays it), how
-            # late ticks ran, a tick's own work, and the enhancer's wait past the deadline
-            "stages": {
-                "jitter_wait": histogram_stats(m0, m1, "mediaserver_jitter_wait_seconds"),
-                "jitter_target": histogram_stats(m0, m1, "mediaserver_jitter_target_seconds"),
-                "tick_lag": histogram_stats(m0, m1, "mediaserver_clock_lag_seconds"),
-                "tick_work": histogram_stats(m0, m1, "mediaserver_clock_tick_seconds"),
-                "enhance": histogram_stats(m0, m1, "mediaserver_clock_enhance_seconds"),
-            },
-            # the sampled publishers' jitter buffers at the end (server side): smoothed level,
-            # target, time-scaling and concealment since the call started
-            "jitter_buffers": [{k: st.get(k) for k in (
-                "current_delay_ms", "target_delay_ms", "accelerate", "expand", "trimmed_ms", "concealed_frames",
-                "packets_late", "resets")} for st in inbound],
-            "errors": sorted({e for p in peers for e in p.errors})[:5],
-        }
+        got = analyse_peers(peers, t0, t1)
+        return case_row(kind, workers, n_pub, room_size, server, cpu0, cpu1, t0, t1, m0, m1,
+                        100.0 * (gen1 - gen0) / (t1 - t0), samples, got, direct_ms, inbound)
     finally:
         for p in peers:
             try:
@@ -702,6 +785,166 @@ async def run_case(kind: str, n_pub: int, room_size: int, seconds: float, warmup
             except Exception:
                 pass
         server.stop()
+
+
+# ---------------------------------------------------------------- sharded load generator
+async def run_shard() -> None:
+    """``--shard``: one generator process hosting whole rooms of a case.
+
+    Line protocol on stdin/stdout with the main process: it reads one JSON spec (url, n_pub,
+    room_size, sample_streams, shard, shards, clip_file), joins its rooms one at a time and
+    prints ``READY``; on ``START`` it notes its CPU time and prints ``STARTED``; on
+    ``STOP t0 t1`` (the window, loop time) it notes its CPU time again, asks the server for
+    its sampled publishers' receive statistics, analyses its streams over [t0, t1] and
+    prints ``RESULT <json>`` (``analyse_peers``' fields, ``cpu_s``: its CPU seconds between
+    START and STOP, ``inbound``), then leaves the call."""
+    loop = asyncio.get_running_loop()
+
+    async def line() -> str:
+        text = await loop.run_in_executor(None, sys.stdin.readline)
+        if not text:
+            raise SystemExit("the main process went away")
+        return text.strip()
+
+    def say(text: str) -> None:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    spec = json.loads(await line())
+    data = np.load(spec["clip_file"], allow_pickle=False)
+    clip = data["clip"]
+    packets = [bytes(b) for b in np.split(data["packet_bytes"], data["packet_ends"][:-1])]
+    peers = make_peers(spec["url"], spec["n_pub"], spec["room_size"], clip, packets,
+                       spec["sample_streams"], spec["shard"], spec["shards"])
+    try:
+        async with aiohttp.ClientSession() as session:
+            for p in peers:
+                await p.start(session)
+            say(f"READY {len(peers)}")
+            assert await line() == "START"
+            gen0 = time.process_time()
+            say("STARTED")
+            words = (await line()).split()
+            gen1 = time.process_time()
+            t0, t1 = float(words[1]), float(words[2])
+            sampled = [p for p in peers if p.keep]
+            inbound = [await p.ask_stats() for p in sampled]
+        got = analyse_peers(peers, t0, t1)
+        got.update(cpu_s=gen1 - gen0, inbound=inbound)
+        say("RESULT " + json.dumps(got))
+    finally:
+        for p in peers:
+            try:
+                await p.stop()
+            except Exception:
+                pass
+
+
+def _pin(cores: Optional[set[int]]) -> Any:
+    """A ``preexec_fn`` pinning the child (and all it starts) to ``cores``; None: no pinning."""
+    if not cores:
+        return None
+    return lambda: os.sched_setaffinity(0, cores)
+
+
+async def run_case_sharded(kind: str, n_pub: int, workers: int, clip: np.ndarray,
+                           packets: list[bytes], opts: CaseOptions) -> dict:
+    """One case with the rooms split over ``opts.generators`` shard processes (room r on shard
+    r % G), the server and the measured window driven from here. Generator CPU is the sum of
+    the shards' over the window (this process only waits)."""
+    assert opts.clip_file is not None
+    server = Server(kind, opts.tmp / f"server-{kind}-{n_pub}.log", opts.model, workers,
+                    opts.serve_args, opts.server_cores)
+    shards: list[asyncio.subprocess.Process] = []
+    logs = []
+    try:
+        url = f"ws://127.0.0.1:{server.port}/ws"
+        for s in range(opts.generators):
+            log = open(opts.tmp / f"shard{s}-{kind}-{n_pub}.log", "wb")
+            logs.append(log)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(Path(__file__).resolve()), "--shard", cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
+                preexec_fn=_pin(opts.generator_cores), limit=1 << 26)
+            shards.append(proc)
+            spec = {"url": url, "n_pub": n_pub, "room_size": opts.room_size,
+                    "sample_streams": opts.sample_streams, "shard": s,
+                    "shards": opts.generators, "clip_file": str(opts.clip_file)}
+            assert proc.stdin is not None
+            proc.stdin.write((json.dumps(spec) + "\n").encode())
+
+        async def tell(text: str) -> None:
+            for proc in shards:
+                assert proc.stdin is not None
+                proc.stdin.write((text + "\n").encode())
+                await proc.stdin.drain()
+
+        async def expect(word: str) -> list[str]:
+            out = []
+            for i, proc in enumerate(shards):
+                assert proc.stdout is not None
+                text = (await proc.stdout.readline()).decode().strip()
+                if not text.startswith(word):
+                    raise RuntimeError(f"shard {i} said {text[:200]!r}, not {word} "
+                                       f"(see {opts.tmp}/shard{i}-{kind}-{n_pub}.log)")
+                out.append(text[len(word):].strip())
+            return out
+
+        await expect("READY")
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(opts.warmup)
+        m0 = server.metrics()
+        cpu0, t0 = server.cpu_by_process(), loop.time()
+        await tell("START")
+        await expect("STARTED")
+        samples = await sample_window(server, kind, opts.seconds)
+        cpu1, t1 = server.cpu_by_process(), loop.time()
+        m1 = server.metrics()
+        await tell(f"STOP {t0!r} {t1!r}")
+        parts = [json.loads(text) for text in await expect("RESULT")]
+        got = {"expected": sum(p["expected"] for p in parts),
+               "missing": sum(p["missing"] for p in parts),
+               "late": sum(p["late"] for p in parts),
+               "delays": [d for p in parts for d in p["delays"]],
+               "subscriber_streams": sum(p["subscriber_streams"] for p in parts),
+               "errors": sorted({e for p in parts for e in p["errors"]})[:5]}
+        gen = [100.0 * p["cpu_s"] / (t1 - t0) for p in parts]
+        row = case_row(kind, workers, n_pub, opts.room_size, server, cpu0, cpu1, t0, t1, m0, m1,
+                       sum(gen), samples, got, opts.direct_ms,
+                       [st for p in parts for st in p["inbound"]])
+        row["generators"] = opts.generators
+        row["generator_cpu_pct_by_shard"] = [round(g, 1) for g in gen]
+        # a shard's own loop is the generator's unit of saturation, not the sum of them
+        row["saturates_first"] = ("server" if row["server_cpu_pct"] / workers >= max(gen)
+                                  else "generator")
+        return row
+    finally:
+        for proc in shards:
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except (asyncio.TimeoutError, ProcessLookupError):
+                proc.kill()
+                await proc.wait()
+        for log in logs:
+            log.close()
+        server.stop()
+
+
+def parse_cores(text: Optional[str]) -> Optional[set[int]]:
+    """taskset-style list: ``0-7``, ``8,10-15``; None/empty: no pinning."""
+    if not text:
+        return None
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def sustained(row: dict) -> bool:
+    """Issue 14's rule: < 1 % late or missing frames and server-added delay p95 <= 60 ms."""
+    return ("failed" not in row and row.get("late_or_missing_pct", 100.0) < 1.0
+            and row.get("delay_samples", 0) > 0 and row.get("delay_p95_ms", 1e9) <= 60.0)
 
 
 def main() -> int:
@@ -723,6 +966,30 @@ def main() -> int:
     ap.add_argument("--nice", type=int, default=0,
                     help="niceness for this process and the servers it starts (negative needs "
                          "root): a shared host's other jobs otherwise set the numbers")
+    ap.add_argument("--generators", type=int, default=1,
+                    help="load-generator processes (shards), each hosting whole rooms; 1: "
+                         "every participant in this process")
+    ap.add_argument("--server-cores", default=None,
+                    help="pin the server and its children to these cores (taskset-style, 0-7)")
+    ap.add_argument("--generator-cores", default=None,
+                    help="pin this process and the generator shards to these cores (8-15)")
+    ap.add_argument("--serve-arg", action="append", default=[],
+                    help="extra flag for mediaserver serve, repeatable "
+                         "(--serve-arg=--enhancer-device --serve-arg=cuda)")
+    ap.add_argument("--enhancer-device", default=None,
+                    help="shorthand for --serve-arg=--enhancer-device --serve-arg=DEVICE")
+    ap.add_argument("--find-max", action="store_true",
+                    help="per forwarder and --workers value, step up --publishers (ascending) "
+                         "until a case is not sustained (< 1 %% late or missing, server-added "
+                         "p95 <= 60 ms); report the largest sustained N and the ratio to "
+                         "--workers' first value")
+    ap.add_argument("--steps", action="append", default=[],
+                    help="with --find-max: W:N1,N2,... the publisher steps for --workers W "
+                         "(repeatable; default --publishers)")
+    ap.add_argument("--budget-s", type=float, default=0.0,
+                    help="with --find-max: start no case once this many seconds have passed "
+                         "since the start, or when the last case's duration would overrun it")
+    ap.add_argument("--shard", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--relay-server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -731,37 +998,121 @@ def main() -> int:
     if args.relay_server:
         run_relay_server(args)
         return 0
-    if args.nice:
-        os.nice(args.nice)   # inherited by the server processes
     pin_host_addresses(["127.0.0.1"])
     tolerate_consent_stalls()
+    if args.shard:
+        asyncio.run(run_shard())
+        return 0
+    began = time.monotonic()
+    if args.enhancer_device:
+        args.serve_arg += ["--enhancer-device", args.enhancer_device]
+    server_cores, generator_cores = parse_cores(args.server_cores), parse_cores(args.generator_cores)
+    if generator_cores:
+        os.sched_setaffinity(0, generator_cores)   # this process and the shards it starts
+    if args.nice:
+        os.nice(args.nice)   # inherited by the server processes
     tmp = RESULTS / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     clip = speech_clip(args.data, args.warmup + args.seconds + 60, tmp)
     clip = clip[: len(clip) // FRAME * FRAME]
     packets = encode_clip(clip)
+    clip_file = None
+    if args.generators > 1:   # the shards replay exactly these packets
+        clip_file = tmp / f"clip-{os.getpid()}.npz"
+        np.savez(clip_file, clip=clip,
+                 packet_bytes=np.frombuffer(b"".join(packets), np.uint8),
+                 packet_ends=np.cumsum([len(b) for b in packets]))
     direct = asyncio.run(direct_link(clip, packets, min(args.seconds, 10.0), args.warmup))
     print(f"direct aiortc link: mouth-to-ear p50 {direct['mouth_to_ear_p50_ms']} ms, "
           f"p95 {direct['mouth_to_ear_p95_ms']} ms (the zero of the server-added delay)",
           flush=True)
-    rows = []
-    cases = [(n, kind, w) for n in [int(x) for x in args.publishers.split(",")]
-             for kind in args.forwarders.split(",")
-             for w in ([int(x) for x in args.workers.split(",")] if kind != "relay" else [1])]
-    for n, kind, workers in cases:
+    opts = CaseOptions(args.room_size, args.seconds, args.warmup, args.sample_streams, tmp,
+                       direct["mouth_to_ear_p50_ms"], args.model, list(args.serve_arg),
+                       server_cores, args.generators, generator_cores, clip_file)
+    rows: list[dict] = []
+    publishers = [int(x) for x in args.publishers.split(",")]
+    worker_list = [int(x) for x in args.workers.split(",")]
+    steps = {int(w): [int(x) for x in ns.split(",")]
+             for w, _, ns in (s.partition(":") for s in args.steps)}
+
+    def one(n: int, kind: str, workers: int) -> dict:
         print(f"running {kind} with {n} publishers in rooms of {args.room_size}, "
-              f"{workers} worker(s) ...", flush=True)
+              f"{workers} worker(s), {args.generators} generator(s) ...", flush=True)
+        t = time.monotonic()
         try:
-            row = asyncio.run(run_case(kind, n, args.room_size, args.seconds, args.warmup,
-                                       clip, packets, args.sample_streams, tmp,
-                                       direct["mouth_to_ear_p50_ms"], args.model, workers))
+            if args.generators > 1:
+                row = asyncio.run(run_case_sharded(kind, n, workers, clip, packets, opts))
+            else:
+                row = asyncio.run(run_case(kind, n, args.room_size, args.seconds, args.warmup,
+                                           clip, packets, args.sample_streams, tmp,
+                                           direct["mouth_to_ear_p50_ms"], args.model, workers,
+                                           opts))
         except Exception as exc:   # a case that cannot even set up is a result too
             row = {"forwarder": kind, "workers": workers, "publishers": n,
                    "room_size": args.room_size, "failed": repr(exc)[:300]}
+        row["case_wall_s"] = round(time.monotonic() - t, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
-        write_results(args, rows, direct)
-    write_results(args, rows, direct)
+        write_results(args, rows, direct, None)
+        return row
+
+    search: Optional[dict] = None
+    try:
+        if args.find_max:
+            search = {"rule": "late_or_missing_pct < 1 and delay_p95_ms <= 60",
+                      "by_forwarder": {}}
+            for kind in args.forwarders.split(","):
+                found: dict[str, Any] = {}
+                for w in (worker_list if kind != "relay" else [1]):
+                    best, first_fail, last_wall = None, None, 0.0
+                    for n in sorted(steps.get(w, publishers)):
+                        spent = time.monotonic() - began
+                        if args.budget_s and spent + last_wall > args.budget_s:
+                            found[str(w)] = {"stopped": f"budget: {spent:.0f} s spent"}
+                            break
+                        row = one(n, kind, w)
+                        row["sustained"] = sustained(row)
+                        last_wall = row["case_wall_s"]
+                        if not row["sustained"]:
+                            first_fail = n
+                            break
+                        best = n
+                    if best is None and first_fail is not None:
+                        # the first step already failed: halve (whole rooms) down to one room,
+                        # so the search still brackets the maximum from below
+                        n = first_fail
+                        while n > args.room_size and not (
+                                args.budget_s and time.monotonic() - began + last_wall
+                                > args.budget_s):
+                            n = max(args.room_size, n // 2 // args.room_size * args.room_size)
+                            row = one(n, kind, w)
+                            row["sustained"] = sustained(row)
+                            last_wall = row["case_wall_s"]
+                            if row["sustained"]:
+                                best = n
+                                break
+                            first_fail = n
+                    found[str(w)] = {**found.get(str(w), {}), "max_sustained": best,
+                                     "first_not_sustained": first_fail}
+                    write_results(args, rows, direct, search)
+                base = found.get(str(worker_list[0]), {}).get("max_sustained")
+                for w, f in found.items():
+                    f["ratio_to_first"] = (round(f["max_sustained"] / base, 2)
+                                           if base and f.get("max_sustained") else None)
+                    f["enhancer"] = next(({k: r.get(k) for k in (
+                        "enhancer_batch_p50", "enhancer_step_ms_p50", "enhancer_step_ms_p95")}
+                        for r in rows if r["forwarder"] == kind and str(r["workers"]) == w
+                        and r["publishers"] == f.get("max_sustained")), None)
+                search["by_forwarder"][kind] = found
+        else:
+            for n, kind, workers in [(n, kind, w) for n in publishers
+                                     for kind in args.forwarders.split(",")
+                                     for w in (worker_list if kind != "relay" else [1])]:
+                one(n, kind, workers)
+    finally:
+        if clip_file is not None:
+            clip_file.unlink(missing_ok=True)
+    write_results(args, rows, direct, search)
     header = ("forwarder", "workers", "N", "cpu %", "cpu %/pub", "generator cpu %", "server-added p50",
               "server-added p95", "mouth-to-ear p50",
               "late+missing %", "late ticks %", "enhancer batch", "step ms p50/p95")
@@ -776,20 +1127,29 @@ def main() -> int:
               f"{r['late_or_missing_pct']} | {r['server_late_tick_pct']} | "
               f"{r.get('enhancer_batch_p50') or '-'} | "
               f"{r.get('enhancer_step_ms_p50') or '-'}/{r.get('enhancer_step_ms_p95') or '-'} |")
+    if search:
+        print(json.dumps(search, indent=1))
     print(f"wrote {args.out}")
     return 0
 
 
-def write_results(args: argparse.Namespace, rows: list[dict], direct: dict) -> None:
+def write_results(args: argparse.Namespace, rows: list[dict], direct: dict,
+                  search: Optional[dict] = None) -> None:
     """Rewritten after every case, so a later crash keeps what was measured."""
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({
+    doc = {
         "host": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
         "room_size": args.room_size, "seconds": args.seconds, "nice": args.nice,
         "model": args.model or "default", "sample_streams": args.sample_streams,
         "delay": "server-added = mouth-to-ear through the server - the direct link's p50",
-        "direct_link": direct, "rows": rows}, indent=2))
-
+        "direct_link": direct, "rows": rows}
+    if args.generators > 1 or args.server_cores or args.generator_cores or args.serve_arg:
+        doc.update(generators=args.generators, server_cores=args.server_cores,
+                   generator_cores=args.generator_cores, serve_args=args.serve_arg,
+                   warmup=args.warmup)
+    if search is not None:
+        doc["find_max"] = search
+    Path(args.out).write_text(json.dumps(doc, indent=2))
 
 if __name__ == "__main__":
     sys.exit(main())
