@@ -890,8 +890,12 @@ async def run_case_sharded(kind: str, n_pub: int, workers: int, clip: np.ndarray
                 out.append(text[len(word):].strip())
             return out
 
-        await expect("READY")
         loop = asyncio.get_running_loop()
+        joined = loop.time()
+        # the shards join their rooms one at a time, side by side: a server that stops
+        # answering joins fails the case instead of the whole search's budget
+        await asyncio.wait_for(expect("READY"), 60.0 + 0.5 * n_pub)
+        setup_s = loop.time() - joined
         await asyncio.sleep(opts.warmup)
         m0 = server.metrics()
         cpu0, t0 = server.cpu_by_process(), loop.time()
@@ -913,18 +917,23 @@ async def run_case_sharded(kind: str, n_pub: int, workers: int, clip: np.ndarray
                        sum(gen), samples, got, opts.direct_ms,
                        [st for p in parts for st in p["inbound"]])
         row["generators"] = opts.generators
+        row["join_s"] = round(setup_s, 1)   # every shard's participants joined, side by side
         row["generator_cpu_pct_by_shard"] = [round(g, 1) for g in gen]
         # a shard's own loop is the generator's unit of saturation, not the sum of them
         row["saturates_first"] = ("server" if row["server_cpu_pct"] / workers >= max(gen)
                                   else "generator")
         return row
     finally:
-        for proc in shards:
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except (asyncio.TimeoutError, ProcessLookupError):
-                proc.kill()
-                await proc.wait()
+        for proc in shards:   # a shard still waiting for a line reads EOF and leaves
+            if proc.stdin is not None and not proc.stdin.is_closing():
+                proc.stdin.close()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(proc.wait() for proc in shards)), 30)
+        except asyncio.TimeoutError:
+            for proc in shards:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
         for log in logs:
             log.close()
         server.stop()

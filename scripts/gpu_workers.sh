@@ -26,19 +26,20 @@
 # N per workers value, the ratio, and the enhancer's batch/step at that N.
 # Time: ~20 s once (pip, clip, the direct link), then a case is ~(server start ~8 s + joins
 # + WARMUP + SECS + analysis/stop ~5 s): ~25 s at 64 publishers, ~40-50 s at 384 (est., CPU
-# runs here: 18 s at 8 publishers with SECS=3 WARMUP=2). No case starts after BUDGET s
+# runs here: 18 s at 8 publishers with SECS=3 WARMUP=2; 16 publishers joined in 3.3 s over
+# 2 shards, 30 s a case with WARMUP=5 SECS=6, on a loaded 2-core machine). No case starts after BUDGET s
 # or when the previous case's wall time would overrun it; the JSON is rewritten after every
 # case, so a cut-off run still returns what it measured.
-# Environment: SECS (8), WARMUP (4), BUDGET (430), SHARDS (8), STEPS1, STEPS8.
+# Environment: SECS (8), WARMUP (4), BUDGET (400), SHARDS (8), STEPS1, STEPS8.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 : "${OUT:?run this through the device tool (OUT must be set)}"
 SECS=${SECS:-8}
 WARMUP=${WARMUP:-4}
-BUDGET=${BUDGET:-430}
+BUDGET=${BUDGET:-400}
 SHARDS=${SHARDS:-8}
 STEPS1=${STEPS1:-16,32,48,64,96,128}
-STEPS8=${STEPS8:-64,128,192,256,320,384,448,512}
+STEPS8=${STEPS8:-96,192,256,320,384,448,512}
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
@@ -47,7 +48,7 @@ echo "open files: $(ulimit -n); cores: $(nproc)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, aiortc, av, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'aiortc', aiortc.__version__, 'av', av.__version__)" || exit 1
 
-timeout $((BUDGET + 90)) python3 benchmarks/sfu.py --find-max --forwarders enhance \
+timeout $((BUDGET + 100)) python3 benchmarks/sfu.py --find-max --forwarders enhance \
   --workers 1,8 --steps "1:$STEPS1" --steps "8:$STEPS8" --room-size 4 \
   --generators "$SHARDS" --server-cores 0-7 --generator-cores 8-15 --enhancer-device cuda \
   --seconds "$SECS" --warmup "$WARMUP" --budget-s "$BUDGET" --data .gpu_sfu \
