@@ -2459,6 +2459,14 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "        raise ValueError(str(exc)) from None  # mutation\n"),),
         tests=("tests/test_cli_errors.py::test_a_bad_value_from_a_variable_is_named_as_the_variable",),
     ),
+    Mutation(
+        name="workers-beyond-cores-silent",
+        claim="serve warns once when --workers is more than the usable cores (fresh-user trial 5 §4)",
+        source="issue 14 (default the number of cores), fresh-user trial 5",
+        edits=(Edit("mediaserver/sfu/server.py", "    if not worker and args.workers > cores:",
+                    "    if not worker and args.workers > cores and False:  # mutation"),),
+        tests=("tests/test_workers_default.py::test_more_workers_than_usable_cores_is_warned_once",),
+    ),
 )
 
 

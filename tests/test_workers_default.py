@@ -155,3 +155,21 @@ def test_the_cpu_quota_of_this_processs_own_cgroup_counts(tmp_path: Path, cgroup
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert config.cpu_quota(tmp_path, cgroups) == quota
+
+
+def test_more_workers_than_usable_cores_is_warned_once(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from mediaserver.sfu import server
+
+    monkeypatch.setattr(server, "usable_cores", lambda: 2)
+    monkeypatch.setattr(config, "usable_cores", lambda: 2)   # (auto's)
+    monkeypatch.delenv("MEDIASERVER_WORKERS", raising=False)
+    parser = build_parser("serve")
+    for argv, warned in ((["--workers", "3"], True), (["--workers", "2"], False), ([], False)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mediaserver.sfu.server"):
+            server.check_args(parser.parse_args(["serve", "--no-enhance", *argv]))
+        said = [r.getMessage() for r in caplog.records if "usable core" in r.getMessage()]
+        assert len(said) == (1 if warned else 0), (argv, said)
+        if warned:
+            assert "--workers 3" in said[0] and "2 usable core" in said[0], said

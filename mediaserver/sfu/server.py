@@ -21,7 +21,7 @@ from typing import Any, Optional
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 
-from ..config import UsageError, add_option, count_or_auto, name_sources, number_in
+from ..config import UsageError, add_option, count_or_auto, name_sources, number_in, usable_cores
 from ..patches import pin_host_addresses, tolerate_consent_stalls
 from .drain import Drain, add_drain_options, backstop, exit_now_on_second_signal, validate_drain_args
 from .limits import Limits, add_limit_options
@@ -498,6 +498,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(problem)
     for warning in [] if worker else asr_flags_without_effect(args) + enhancer_flags_without_effect(args):
         logger.warning("%s", name_sources(warning, args))   # a variable's setting named as it
+    cores = usable_cores()
+    if not worker and args.workers > cores:
+        logger.warning("%s", name_sources(
+            f"--workers {args.workers} is more than the {cores} usable core(s): the media workers "
+            "and the shared enhancer will share them (auto: one per core)", args))
 
 
 def main(args: argparse.Namespace) -> int:
