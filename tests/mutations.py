@@ -2467,6 +2467,14 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "    if not worker and args.workers > cores and False:  # mutation"),),
         tests=("tests/test_workers_default.py::test_more_workers_than_usable_cores_is_warned_once",),
     ),
+    Mutation(
+        name="canary-settings-without-canary-silent",
+        claim="the canary's settings given without --canary-model are warned about once (fresh-user trial 5)",
+        source="fresh-user trial 5 (issue 14 follow-up)",
+        edits=(Edit("mediaserver/enhance/stage_options.py", "        if idle and not getattr(args, \"canary_model\", None):",
+                    "        if idle and not getattr(args, \"canary_model\", None) and False:  # mutation"),),
+        tests=("tests/test_cli_errors.py::test_flags_without_effect_are_warned_once_each",),
+    ),
 )
 
 

@@ -203,6 +203,13 @@ def test_flags_without_effect_are_warned_once_each(caplog, monkeypatch) -> None:
     assert len(warned) == 1 and "MEDIASERVER_ENHANCER_THREADS, --vad-mode" in warned[0], warned
     assert "--canary-model" in warned[0], warned
     assert "--no-enhance" in warned[0]
+    # the canary's settings without a canary (fresh-user trial 5); with one, nothing to say
+    monkeypatch.delenv("MEDIASERVER_ENHANCER_THREADS")
+    monkeypatch.setenv("MEDIASERVER_CANARY_WINDOW_S", "45")
+    warned = _warnings(caplog, "--canary-share", "0.3")
+    assert len(warned) == 1 and "--canary-share, MEDIASERVER_CANARY_WINDOW_S" in warned[0], warned
+    assert "without --canary-model" in warned[0], warned
+    assert _warnings(caplog, "--canary-share", "0.3", "--canary-model", "msenh-v3-s8250") == []
 
 
 # ---- input files: one line each, exit 2, as a bad flag ------------------------------------------

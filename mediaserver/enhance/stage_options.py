@@ -130,12 +130,20 @@ STAGE_FLAGS = ("--model", "--enhancer-device", "--enhancer-threads", "--vad-gate
                "--canary-max-extra-suppression-db", "--canary-max-mos-drop")
 
 
+CANARY_SETTINGS = tuple(f for f in STAGE_FLAGS if f.startswith("--canary-") and f != "--canary-model")
+
+
 def enhancer_flags_without_effect(args: argparse.Namespace) -> list[str]:
     """A warning naming the enhancer flags set (``args._changed``, see ``config.changed_flags``)
-    while ``--no-enhance`` turns the enhancer off; empty otherwise."""
-    if not getattr(args, "no_enhance", False):
-        return []
+    while ``--no-enhance`` turns the enhancer off, or the canary's settings set without
+    ``--canary-model``; empty otherwise."""
     changed = getattr(args, "_changed", frozenset())
+    if not getattr(args, "no_enhance", False):
+        idle = [f for f in CANARY_SETTINGS if f in changed]
+        if idle and not getattr(args, "canary_model", None):
+            return [f"{', '.join(idle)} {'has' if len(idle) == 1 else 'have'} no effect without "
+                    "--canary-model: ignored"]
+        return []
     idle = [f for f in STAGE_FLAGS if f in changed]
     if not idle:
         return []
