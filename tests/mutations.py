@@ -2475,6 +2475,15 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "        if idle and not getattr(args, \"canary_model\", None) and False:  # mutation"),),
         tests=("tests/test_cli_errors.py::test_flags_without_effect_are_warned_once_each",),
     ),
+    Mutation(
+        name="worker-exit-forgets-its-rooms",
+        claim="a dead worker's exit log names the rooms it took down (was 'lost 0 room(s)': its relayed sockets released them first)",
+        source="fresh-user trial 5 (issue 14: a worker that crashes takes down only its rooms; the front notices)",
+        edits=(Edit("mediaserver/workers/front.py",
+                    "        rooms = set(self.placement.lost(index)) | self._lost_rooms.pop(index, set())",
+                    "        rooms = set(self.placement.lost(index))  # mutation"),),
+        tests=("tests/test_workers.py::test_two_workers_host_two_rooms_and_a_killed_worker_stops_only_its_own",),
+    ),
 )
 
 

@@ -88,6 +88,9 @@ def test_two_workers_host_two_rooms_and_a_killed_worker_stops_only_its_own(tmp_p
                              and h["workers"][victim["index"]]["restarts"] == 1 else None)(healthz(server)),
                     timeout=180, what="room A back (reconnected) and the worker restarted")
         assert back["workers"][victim["index"]]["pid"] != victim["pid"]
+        # the front's log names the room the dead worker took down (its relayed sockets had
+        # released it before the exit was noticed: "lost 0 room(s)", fresh-user trial 5)
+        assert f"media worker {victim['index']} lost 1 room(s): ra" in server.tail(200_000), server.tail()
         settled = packets_out(server)
         poll(lambda: sum(packets_out(server).values()) - sum(settled.values()) >= 800,
              timeout=120, what="~4 s more audio in both rooms")

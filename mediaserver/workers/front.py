@@ -122,6 +122,7 @@ class Front:
         self.metrics = FrontMetrics()
         self.draining = False
         self.relays: dict[int, set[web.WebSocketResponse]] = {i: set() for i in range(args.workers)}
+        self._lost_rooms: dict[int, set[str]] = {}   # worker -> rooms whose sockets it broke
         self.reports: dict[int, dict[str, Any]] = {}
         self.label = args.worker_id or socket.gethostname()   # workers are LABEL-wN in /metrics
         self.enhancer: Optional[InferenceProcess] = None
@@ -151,7 +152,7 @@ class Front:
         self.metrics.worker_up.labels(str(index)).set(1)
 
     def _worker_exit(self, index: int, code: int) -> None:
-        rooms = self.placement.lost(index)
+        rooms = set(self.placement.lost(index)) | self._lost_rooms.pop(index, set())
         self.reports.pop(index, None)
         self.metrics.worker_up.labels(str(index)).set(0)
         if not self.draining:
@@ -314,9 +315,11 @@ class Front:
             logger.warning("worker %d refused a relayed socket: %s", index, exc)
             return None
 
-    async def _down(self, upstream: aiohttp.ClientWebSocketResponse, ws: web.WebSocketResponse) -> None:
+    async def _down(self, upstream: aiohttp.ClientWebSocketResponse, ws: web.WebSocketResponse,
+                    index: int, room: Optional[str]) -> None:
         """Worker → client until the worker closes; then close the client with the same code,
-        or tell it the worker is gone when the connection broke without a close frame."""
+        or tell it the worker is gone when the connection broke without a close frame (``room``
+        is then among the rooms worker ``index`` lost, for its exit's log line)."""
         reason, code = "", None
         try:
             while True:
@@ -338,6 +341,8 @@ class Front:
             return
         # no close frame: the worker died
         self.metrics.lost_sockets.inc()
+        if room is not None:   # (its socket is released before the worker's exit is seen)
+            self._lost_rooms.setdefault(index, set()).add(room)
         try:
             await ws.send_json({**shutdown_message(self.args.retry_hint_ms),
                                 "message": WORKER_LOST_MESSAGE})
@@ -487,7 +492,7 @@ class _Link:
             self.index, self.upstream = target, upstream
             front.relays[target].add(self.ws)
             front.metrics.relayed.labels(str(target)).inc()
-            self.down = asyncio.ensure_future(front._down(upstream, self.ws))
+            self.down = asyncio.ensure_future(front._down(upstream, self.ws, target, self.room))
         assert self.upstream is not None
         await _send(self.upstream, msg)
         return True
