@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import AsyncIterator
 
 import numpy as np
 
@@ -55,24 +56,45 @@ def noisy_bursts(seconds: float, seed: int) -> np.ndarray:
     return (voice + 0.03 * rng.standard_normal(n)).astype(np.float32)
 
 
+class Pacer:
+    """Ticks on the 20 ms grid of the loop clock (shifted by ``phase_s``), as media clocks do:
+    ``async for k in pacer.ticks()``. Counts the ticks that started late and the process's CPU
+    time from the end of the warm-up to the last tick."""
+
+    def __init__(self, seconds: float, phase_s: float = 0.0) -> None:
+        self.count = int(seconds / PERIOD_S)
+        self.phase_s = phase_s
+        self.late = 0
+        self.cpu_s = 0.0
+
+    async def ticks(self) -> AsyncIterator[int]:
+        loop = asyncio.get_running_loop()
+        next_t = math.ceil(loop.time() / PERIOD_S) * PERIOD_S + PERIOD_S + self.phase_s
+        cpu0 = 0.0
+        for k in range(self.count):
+            if k == WARM_UP_TICKS:
+                cpu0 = time.process_time()
+            delay = next_t - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                self.late += 1
+            yield k
+            next_t += PERIOD_S
+        self.cpu_s = time.process_time() - cpu0
+
+    @property
+    def cpu_ms_per_tick(self) -> float:
+        return round(1000.0 * self.cpu_s / (self.count - WARM_UP_TICKS), 3)
+
+
 async def run_worker(path: str, streams: int, seconds: float, seed: int, phase_s: float) -> dict:
     stage = await SharedStage.connect(path, deadline_ms=40.0)
     handles = [stage.open() for _ in range(streams)]
     audio = [noisy_bursts(seconds + 1.0, seed * 100 + i) for i in range(streams)]
-    loop = asyncio.get_running_loop()
-    ticks = int(seconds / PERIOD_S)
+    pacer = Pacer(seconds, phase_s)
     rows = []
-    late = 0
-    cpu0 = 0.0
-    next_t = math.ceil(loop.time() / PERIOD_S) * PERIOD_S + PERIOD_S + phase_s
-    for k in range(ticks):
-        if k == WARM_UP_TICKS:
-            cpu0 = time.process_time()
-        delay = next_t - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            late += 1
+    async for k in pacer.ticks():
         items = [(h, a[k * FRAME : (k + 1) * FRAME], "normal") for h, a in zip(handles, audio)]
         try:
             await stage.process(items)
@@ -80,12 +102,10 @@ async def run_worker(path: str, streams: int, seconds: float, seed: int, phase_s
             rows.append([s["last_batch"], s["last_step_ms"], s["last_wait_ms"], s["last_roundtrip_ms"]])
         except SharedStageError:
             pass
-        next_t += PERIOD_S
-    cpu_s = time.process_time() - cpu0
     misses = stage.deadline_misses
     await stage.aclose()
-    return {"rows": rows[WARM_UP_TICKS:], "misses": misses, "late_ticks": late, "ticks": ticks,
-            "cpu_ms_per_tick": round(1000.0 * cpu_s / (ticks - WARM_UP_TICKS), 3)}
+    return {"rows": rows[WARM_UP_TICKS:], "misses": misses, "late_ticks": pacer.late, "ticks": pacer.count,
+            "cpu_ms_per_tick": pacer.cpu_ms_per_tick}
 
 
 async def run_in_process(streams: int, seconds: float, stage_args: list[str]) -> dict:
@@ -97,26 +117,16 @@ async def run_in_process(streams: int, seconds: float, stage_args: list[str]) ->
     stage = stage_from_args(parser.parse_args(stage_args))
     handles = [stage.open(enabled=True) for _ in range(streams)]
     audio = [noisy_bursts(seconds + 1.0, i) for i in range(streams)]
-    loop = asyncio.get_running_loop()
-    ticks = int(seconds / PERIOD_S)
+    pacer = Pacer(seconds)
     steps: list[float] = []
-    cpu0 = 0.0
-    next_t = math.ceil(loop.time() / PERIOD_S) * PERIOD_S + PERIOD_S
-    for k in range(ticks):
-        if k == WARM_UP_TICKS:
-            cpu0 = time.process_time()
-        delay = next_t - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    async for k in pacer.ticks():
         start = time.perf_counter()
         await stage.process([(h, a[k * FRAME : (k + 1) * FRAME], "normal") for h, a in zip(handles, audio)])
         steps.append(1000.0 * (time.perf_counter() - start))
-        next_t += PERIOD_S
-    cpu_s = time.process_time() - cpu0
     stage.shutdown()
-    measured = ticks - WARM_UP_TICKS
-    return {"streams": streams, "step_ms": {"p50": _pct(steps[WARM_UP_TICKS:], 50), "p95": _pct(steps[WARM_UP_TICKS:], 95)},
-            "cpu_ms_per_tick": round(1000.0 * cpu_s / measured, 3)}
+    measured = steps[WARM_UP_TICKS:]
+    return {"streams": streams, "step_ms": {"p50": _pct(measured, 50), "p95": _pct(measured, 95)},
+            "cpu_ms_per_tick": pacer.cpu_ms_per_tick}
 
 
 def _cpu_s(pid: int) -> float:

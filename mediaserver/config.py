@@ -316,6 +316,12 @@ def print_problem(args: Optional[argparse.Namespace], message: str, kind: str = 
     print(f"{prog}: {kind}: {message}", file=sys.stderr, flush=True)
 
 
+def no_effect(flags: list[str], needs: str) -> str:
+    """The warning for ``flags`` that do nothing in this configuration: ``--a, --b have no
+    effect NEEDS: ignored`` (``needs``: ``without --asr local``, ``with --no-enhance``)."""
+    return f"{', '.join(flags)} {'has' if len(flags) == 1 else 'have'} no effect {needs}: ignored"
+
+
 def changed_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> frozenset[str]:
     """The flags (first spelling) of ``parser`` whose value in ``args`` is not their built-in
     default: given on the command line or by their variable."""

@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import Callable, Optional
 
-from ..config import add_option
+from ..config import add_option, no_effect
 from .feed import DEFAULT_FEED, DEFAULT_RAW_SHARE, FEEDS, check_feed
 from .hub import AsrHub, FeedConfig
 from .local import (DEFAULT_ENGINE, DEVICES, ENGINES, WINDOW_TAIL_S, check_window_tail,
@@ -245,8 +245,7 @@ def asr_flags_without_effect(args: argparse.Namespace, rules: tuple[Rule, ...] =
         idle = [f for f in flags if f in changed and f not in warned and not active(args, names)]
         if idle:
             warned.update(idle)
-            out.append(f"{', '.join(idle)} {'has' if len(idle) == 1 else 'have'} no effect "
-                       f"{needs}: ignored")
+            out.append(no_effect(idle, needs))
     return out
 
 

@@ -7,7 +7,7 @@ import argparse
 import math
 from typing import Optional
 
-from ..config import add_option, number_in
+from ..config import add_option, no_effect, number_in
 from .registry import add_registry_options
 
 
@@ -141,11 +141,7 @@ def enhancer_flags_without_effect(args: argparse.Namespace) -> list[str]:
     if not getattr(args, "no_enhance", False):
         idle = [f for f in CANARY_SETTINGS if f in changed]
         if idle and not getattr(args, "canary_model", None):
-            return [f"{', '.join(idle)} {'has' if len(idle) == 1 else 'have'} no effect without "
-                    "--canary-model: ignored"]
+            return [no_effect(idle, "without --canary-model")]
         return []
     idle = [f for f in STAGE_FLAGS if f in changed]
-    if not idle:
-        return []
-    return [f"{', '.join(idle)} {'has' if len(idle) == 1 else 'have'} no effect with "
-            "--no-enhance: ignored"]
+    return [no_effect(idle, "with --no-enhance")] if idle else []

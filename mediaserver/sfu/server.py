@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 MEDIA_CLOCK = web.AppKey("media_clock", MediaClock)
 ROOM_MANAGER = web.AppKey("room_manager", RoomManager)
 STAGE = web.AppKey("enhancer_stage", object)
+MAX_WORKERS = 256   # serve --workers: media worker processes behind one front
 
 
 def _split(values: Optional[list[str]]) -> list[str]:
@@ -52,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--host", default="127.0.0.1",
                help="address to listen on (default: this machine only; 0.0.0.0: every interface)")
     add_option(parser, "--port", type=int, default=8080, help="HTTP/WebSocket port")
-    add_option(parser, "--workers", type=count_or_auto(256), default="auto",
+    add_option(parser, "--workers", type=count_or_auto(MAX_WORKERS), default="auto",
                help="media worker processes behind one front process (mediaserver/workers): "
                     "each room lives on one worker, one enhancer process serves them all; "
                     "auto (the default): one per usable core; 1 runs everything in this process (the lowest "
@@ -490,8 +491,8 @@ def check_args(args: argparse.Namespace) -> None:
 
     problem = (validate_asr_args(args) or websec.validate_args(args)
                or Limits.from_args(args).problem() or validate_drain_args(args))
-    if not problem and not 1 <= args.workers <= 256:
-        problem = "--workers must be within 1..256 (or auto: one per usable core)"
+    if not problem and not 1 <= args.workers <= MAX_WORKERS:
+        problem = f"--workers must be within 1..{MAX_WORKERS} (or auto: one per usable core)"
     worker = websec.behind_front()   # a media worker: its front checked and warned already
     problem = problem or validate_stage_args(args, probe_device=not worker)
     if problem:
