@@ -217,6 +217,19 @@ def test_a_failing_stage_forwards_every_tick_and_logs_once_per_interval(
     clock.add(stream)
     stage.shutdown()   # from now on every process() raises
 
+    with caplog.at_level(logging.ERROR, logger="mediaserver.sfu.mediaclock"):
+        _run_clock_for(loop, clock, sink, frames)
+    assert pts_out[:frames] == [FRAME * k for k in range(frames)]   # nothing lost
+    failed = metrics.registry.get_sample_value("mediaserver_enhance_failed_ticks_total")
+    assert failed is not None and failed >= frames
+    records = [r for r in caplog.records if "enhancer stage" in r.getMessage()]
+    assert records and records[0].exc_info is not None            # the first one, with traceback
+    assert 2 <= len(records) <= 3, [r.getMessage() for r in records]   # then one per 10 s
+    assert "ticks forwarded unprocessed" in records[1].getMessage()
+
+
+def _run_clock_for(loop: VirtualTimeLoop, clock: MediaClock, sink: RecordingSink, frames: int) -> None:
+    """Run ``clock`` on ``loop`` (virtual time) until ``sink`` saw ``frames`` ticks; close the loop."""
     async def main() -> None:
         done = asyncio.Event()
         sink.on_tick = lambda n: done.set() if n == frames else None
@@ -226,18 +239,10 @@ def test_a_failing_stage_forwards_every_tick_and_logs_once_per_interval(
         finally:
             await clock.stop()
 
-    with caplog.at_level(logging.ERROR, logger="mediaserver.sfu.mediaclock"):
-        try:
-            loop.run_until_complete(main())
-        finally:
-            loop.close()
-    assert pts_out[:frames] == [FRAME * k for k in range(frames)]   # nothing lost
-    failed = metrics.registry.get_sample_value("mediaserver_enhance_failed_ticks_total")
-    assert failed is not None and failed >= frames
-    records = [r for r in caplog.records if "enhancer stage" in r.getMessage()]
-    assert records and records[0].exc_info is not None            # the first one, with traceback
-    assert 2 <= len(records) <= 3, [r.getMessage() for r in records]   # then one per 10 s
-    assert "ticks forwarded unprocessed" in records[1].getMessage()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
 
 
 class _OutOfReachStage(EnhancerStage):
@@ -271,20 +276,10 @@ def test_an_enhancer_out_of_reach_is_one_warning_line_without_a_traceback(
     stream.handle = stage.open()
     clock.add(stream)
 
-    async def main() -> None:
-        done = asyncio.Event()
-        sink.on_tick = lambda n: done.set() if n == frames else None
-        clock.start()
-        try:
-            await done.wait()
-        finally:
-            await clock.stop()
-
     with caplog.at_level(logging.INFO, logger="mediaserver.sfu.mediaclock"):
         try:
-            loop.run_until_complete(main())
+            _run_clock_for(loop, clock, sink, frames)
         finally:
-            loop.close()
             stage.shutdown()
     assert pts_out[:frames] == [FRAME * k for k in range(frames)]   # nothing lost
     records = [r for r in caplog.records if "enhancer stage" in r.getMessage()]

@@ -13,11 +13,9 @@ usable core, and each worker's share of the machine's recognisers is divided amo
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,13 +26,9 @@ from mediaserver.asr.local import MEDIA_WORKERS_ENV, default_workers
 from mediaserver.cli import build_parser
 
 from conftest import ROOT, ServerProcess
+from test_workers import healthz
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def _healthz(server: ServerProcess) -> dict:
-    with urllib.request.urlopen(server.url + "healthz", timeout=10) as resp:
-        return json.loads(resp.read())
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -47,7 +41,7 @@ def test_serve_without_workers_runs_one_media_worker_per_usable_core(tmp_path: P
     cores = config.usable_cores()
     server = ServerProcess(tmp_path / "serve.log", "--no-enhance", env=env)
     try:
-        health = _healthz(server)
+        health = healthz(server)
         if cores == 1:
             assert "workers" not in health, health
             return
