@@ -7,9 +7,21 @@ would do). Nothing here is committed weights.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from mediaserver.enhance.registry import write_entry
+from mediaserver.enhance.registry import DEFAULT_MODEL, MANIFEST, write_entry
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def shipped_model_names() -> list[str]:
+    """The names of the models shipped in ``models/`` (each folder's model.json), sorted as
+    the registry lists them, read from the files (not through the registry under test) so a
+    newly shipped model needs no test edit. The default is always among them."""
+    names = sorted(json.loads(p.read_text())["name"] for p in MODELS.glob(f"*/{MANIFEST}"))
+    assert DEFAULT_MODEL in names, (DEFAULT_MODEL, names)
+    return names
 from mediaserver.enhance.weights import load_model, save_model
 
 

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mediaserver.audio import write_audio
 from mediaserver.enhance.registry import ModelRegistry, RegistryError, write_entry
-from mediaserver.enhance.stage import FRAME, SWITCH_WARM_FRAMES, EnhancerStage
-from mediaserver.enhance.weights import save_model
+from mediaserver.enhance.stage import FRAME, SWITCH_WARM_FRAMES, EnhancerStage, LatencyMismatch
+from mediaserver.enhance.weights import WeightsError, save_model
+from model_variants import shipped_model_names
 from test_enhance_common import constant_mask_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,10 +106,66 @@ def test_models_command_lists_shows_and_verifies(tmp_path) -> None:
     listed = run("list", "--json")
     assert listed.returncode == 0, listed.stderr
     names = [row["name"] for row in json.loads(listed.stdout)]
-    assert names == ["msenh-v2", "msenh-v3-s8250", "pass-a"]  # shipped, then the extra root
+    assert names == shipped_model_names() + ["pass-a"]  # shipped (the default among them), then the extra root
     shown = run("show", "msenh-v2")
     assert shown.returncode == 0 and "f8e5f55f21f95d18" in shown.stdout and "model card" in shown.stdout
     assert run("verify").returncode == 0
     (tmp_path / "pass-a" / "enhancer.pt").write_bytes(b"tampered")
     bad = run("verify", "pass-a")
     assert bad.returncode == 1 and "sha256 mismatch" in bad.stdout
+
+
+def _declare_latency(folder: Path, value: object) -> None:
+    manifest = json.loads((folder / "model.json").read_text())
+    manifest["algorithmic_latency_ms"] = value
+    (folder / "model.json").write_text(json.dumps(manifest))
+
+
+def test_a_model_declaring_another_algorithmic_latency_is_refused_by_the_stage(tmp_path: Path) -> None:
+    """model.json's algorithmic_latency_ms is checked against the stage's (20 ms: the media
+    clock compensates one 480-sample output delay for every model): another value is refused
+    when the model would load, by name, folder or weights file, with the reason; the stage
+    keeps running its other models. write_entry declares this code's framing."""
+    registered(tmp_path, "same-20", 1.0)
+    slow = registered(tmp_path, "slow-40", 1.0)
+    assert json.loads((slow / "model.json").read_text())["algorithmic_latency_ms"] == 20
+    _declare_latency(slow, 40)
+    models = ModelRegistry([tmp_path])
+    assert models.get("slow-40").latency_ms == 40.0 and models.get("same-20").latency_ms == 20.0
+    stage = EnhancerStage(None, models=models, gate=False)
+    assert EnhancerStage.algorithmic_latency_ms == 20.0
+    assert stage.load("same-20") == "same-20"
+    for spec in ("slow-40", slow, slow / "enhancer.pt"):
+        with pytest.raises(LatencyMismatch) as refused:
+            stage.load(spec)
+        text = str(refused.value)
+        assert "slow-40" in text and "algorithmic_latency_ms 40" in text and "20 ms" in text, text
+        assert isinstance(refused.value, WeightsError)   # serve, enhance, the admin: one line each
+    assert stage.loaded_models == ["msenh-v2", "same-20"]
+    with pytest.raises(LatencyMismatch):
+        EnhancerStage("slow-40", models=models)
+    # the command line: one line naming the flag, exit 2 (as for any --model that cannot load)
+    wav = tmp_path / "in.wav"
+    write_audio(wav, tone(48000), 48000)
+    run = subprocess.run([sys.executable, "-m", "mediaserver", "enhance", str(wav), "--out-dir",
+                          str(tmp_path / "out"), "--model", str(slow)], cwd=ROOT, capture_output=True, text=True)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and "--model" in lines[0], run.stderr
+    assert "algorithmic_latency_ms 40" in lines[0] and not (tmp_path / "out" / "in.wav").exists()
+
+
+@pytest.mark.parametrize("value", ["20 ms", 0, -20, True, None])
+def test_the_registry_validates_the_declared_latency(tmp_path: Path, value: object) -> None:
+    folder = registered(tmp_path, "odd", 1.0)
+    if value is None:   # not declared: weights with no framing claim run with this code's
+        manifest = json.loads((folder / "model.json").read_text())
+        del manifest["algorithmic_latency_ms"]
+        (folder / "model.json").write_text(json.dumps(manifest))
+        models = ModelRegistry([tmp_path])
+        assert models.get("odd").latency_ms is None and not models.errors
+        assert EnhancerStage("odd", models=models).model_version == "odd"
+        return
+    _declare_latency(folder, value)
+    models = ModelRegistry([tmp_path])
+    assert "odd" not in models
+    assert any("algorithmic_latency_ms" in e and "model.json" in e for e in models.errors), models.errors

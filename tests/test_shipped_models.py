@@ -10,16 +10,19 @@ checksum, it is not the default, it streams exactly as it runs offline, it keeps
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mediaserver.enhance.model import BandEnhancer, count_parameters, enhance_offline
+from mediaserver.enhance.model import WINDOW_MS, BandEnhancer, count_parameters, enhance_offline
 from mediaserver.enhance.registry import DEFAULT_MODEL, ModelRegistry
 from mediaserver.enhance.stage import FRAME, SWITCH_WARM_FRAMES, EnhancerStage
 from mediaserver.enhance.streaming import Enhancer
 from mediaserver.enhance.weights import load_model
+from model_variants import shipped_model_names
 
 SNAPSHOT = "msenh-v3-s8250"
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +49,40 @@ def test_shipped_registry_lists_the_v3_snapshot_opt_in_with_its_checksum() -> No
     assert isinstance(model, BandEnhancer) and count_parameters(model) == 51_968
     card = entry.card.read_text()            # type: ignore[union-attr]
     assert "8,250" in card and "not the default" in card
+
+
+def test_every_shipped_model_declares_the_stages_algorithmic_latency() -> None:
+    """model.json's algorithmic_latency_ms is the framing the model runs with: one 20 ms
+    analysis window (the 10 ms hop buffered + the 480-sample output delay at 48 kHz), the
+    same as the stage's, so each loads and a live switch between them shifts nothing."""
+    assert Enhancer.window == Enhancer.hop + Enhancer.latency == 960 and Enhancer.sample_rate == 48000
+    assert EnhancerStage.algorithmic_latency_ms == 1000 * Enhancer.window / Enhancer.sample_rate == WINDOW_MS == 20
+    registry = ModelRegistry()
+    for name in shipped_model_names():
+        manifest = json.loads((ROOT / "models" / name / "model.json").read_text())
+        assert manifest["algorithmic_latency_ms"] == 20, name
+        assert registry.get(name).latency_ms == EnhancerStage.algorithmic_latency_ms, name
+    stage = EnhancerStage(None, gate=False)
+    for name in shipped_model_names():
+        assert stage.load(name) == name   # the stage's latency check lets each one in
+
+
+def test_models_list_shows_the_default_and_the_opt_in_snapshot() -> None:
+    """``mediaserver models list`` says which model runs without --model (msenh-v2) and that
+    msenh-v3-s8250 is an opt-in snapshot (its model.json status), in text and in JSON."""
+    run = lambda *a: subprocess.run([sys.executable, "-m", "mediaserver", "models", "list", *a],  # noqa: E731
+                                    cwd=ROOT, capture_output=True, text=True)
+    text = run()
+    assert text.returncode == 0, text.stderr
+    lines = {ln.split()[0]: ln for ln in text.stdout.splitlines()[1:]}
+    assert set(lines) == set(shipped_model_names())
+    assert lines["msenh-v2"].split()[1] == "default"
+    assert lines[SNAPSHOT].split()[1:3] == ["opt-in", "snapshot"]
+    assert "20 ms" in lines[SNAPSHOT] and "default" not in lines[SNAPSHOT]
+    rows = {r["name"]: r for r in json.loads(run("--json").stdout)}
+    assert rows["msenh-v2"]["default"] is True and rows["msenh-v2"]["role"] == "default"
+    assert rows[SNAPSHOT]["default"] is False and rows[SNAPSHOT]["role"] == "opt-in snapshot"
+    assert [n for n, r in rows.items() if r["default"]] == [DEFAULT_MODEL]
 
 
 def test_the_v3_snapshot_streams_as_it_runs_offline_with_the_stages_delay() -> None:

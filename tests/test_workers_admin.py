@@ -45,7 +45,7 @@ from mediaserver.audio import write_audio
 from mediaserver.sfu.tokens import mint
 
 from conftest import METRICS_TOKEN, ServerProcess, server_metric, start_client
-from model_variants import scaled_model
+from model_variants import scaled_model, shipped_model_names
 from test_reconnect import RATE, tone
 from waiting import poll
 
@@ -163,7 +163,7 @@ def test_the_model_admin_through_the_front_switches_rooms_on_both_workers(front)
     assert code == 404 and text.startswith("room 'later' is not live"), (code, text)
     models = json.loads(call(server, "models", token=METRICS_TOKEN)[1])   # the token reads
     assert models["default"] == "msenh-v2" and models["loaded"] == ["msenh-v2"], models   # nothing loaded
-    assert {r["name"] for r in models["registry"]} == {"msenh-v2", "msenh-v3-s8250", "quieter"}
+    assert {r["name"] for r in models["registry"]} == {*shipped_model_names(), "quieter"}
     assert models["canary"] is None and models["overrides"] == {}
     code, text = call(server, "admin/rooms/later/model", body={"model": "quieter", "preset": True})
     assert (code, json.loads(text)) == (200, {"room": "later", "model": "quieter", "streams": 0}), text

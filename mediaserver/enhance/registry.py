@@ -7,12 +7,18 @@ A registry root (``models/`` of the checkout or the installed package, plus any
         enhancer.pt      weights (weights.py format)
         MODEL_CARD.md    what it is, how it was trained and evaluated
         model.json       {"name": "msenh-v2", "weights": "enhancer.pt", "sha256": "<hex>",
-                          "card": "MODEL_CARD.md"}
+                          "card": "MODEL_CARD.md", "status": "stable",
+                          "algorithmic_latency_ms": 20}
 
 ``model.json`` is the machine-readable part: the name the server and metrics use
-(``model_version``) and the sha256 the weights must have. ``verify`` recomputes the digest and
-checks that the card quotes it. Roots are searched in order; a name found in an earlier root
-wins (a later root cannot shadow a shipped model).
+(``model_version``), the sha256 the weights must have, ``status`` (``stable``, ``snapshot``:
+what the model is; which one is the default is :data:`DEFAULT_MODEL`, every other is opt-in)
+and ``algorithmic_latency_ms``: the delay the model's framing needs (analysis window, hop
+buffering and look-ahead), which the stage compares with its own (a model whose framing needs
+another delay cannot run in the stage: :meth:`EnhancerStage.load
+<mediaserver.enhance.stage.EnhancerStage.load>` refuses it). ``verify`` recomputes the digest
+and checks that the card quotes it. Roots are searched in order; a name found in an earlier
+root wins (a later root cannot shadow a shipped model).
 
 ``mediaserver models list|show NAME|verify [NAME]`` is the command-line face (:func:`main`).
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -32,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "model.json"
 DEFAULT_MODEL = "msenh-v2"
+LATENCY_FIELD = "algorithmic_latency_ms"
 
 
 class RegistryError(LookupError):
@@ -48,6 +56,15 @@ class ModelEntry:
     card: Optional[Path]
     sha256: Optional[str]
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    latency_ms: Optional[float] = None   # model.json's algorithmic_latency_ms (None: not declared)
+
+    def role(self, default: str = DEFAULT_MODEL) -> str:
+        """``default`` for the model used without ``--model``, else ``opt-in`` and the
+        model.json ``status`` (``opt-in snapshot``): what ``models list`` shows."""
+        if self.name == default:
+            return "default"
+        status = self.meta.get("status")
+        return f"opt-in {status}" if isinstance(status, str) and status else "opt-in"
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "folder": str(self.folder), "weights": str(self.weights),
@@ -78,16 +95,25 @@ def read_entry(folder: Path) -> ModelEntry:
     sha = meta.get("sha256")
     if sha is not None and (not isinstance(sha, str) or len(sha) != 64):
         raise RegistryError(f"{path}: \"sha256\" must be 64 hex digits")
+    latency = meta.get(LATENCY_FIELD)
+    if latency is not None and (isinstance(latency, bool) or not isinstance(latency, (int, float))
+                                or not math.isfinite(latency) or latency <= 0):
+        raise RegistryError(f"{path}: \"{LATENCY_FIELD}\" must be a positive number of milliseconds, "
+                            f"got {latency!r}")
     return ModelEntry(name=meta["name"], folder=folder, weights=weights, card=card,
-                      sha256=sha.lower() if sha else None, meta=meta)
+                      sha256=sha.lower() if sha else None, meta=meta,
+                      latency_ms=float(latency) if latency is not None else None)
 
 
 def write_entry(folder: Path, name: str, *, weights: str = "enhancer.pt", card: Optional[str] = None,
                 **extra: Any) -> ModelEntry:
-    """Write ``model.json`` for weights already in ``folder`` (sha256 computed here)."""
+    """Write ``model.json`` for weights already in ``folder`` (sha256 computed here; the
+    algorithmic latency is this code's framing, one analysis window, unless ``extra`` says)."""
+    from .model import WINDOW_MS
     from .weights import sha256_of
 
-    meta = {"name": name, "weights": weights, "sha256": sha256_of(folder / weights), **extra}
+    meta = {"name": name, "weights": weights, "sha256": sha256_of(folder / weights),
+            LATENCY_FIELD: WINDOW_MS, **extra}
     if card:
         meta["card"] = card
     (folder / MANIFEST).write_text(json.dumps(meta, indent=2) + "\n")
@@ -150,6 +176,21 @@ class ModelRegistry:
             return (path.parent.name if path.name == "enhancer.pt" else path.stem), path
         raise RegistryError(f"--model {spec}: neither a model name ({', '.join(self.names())}) nor a file")
 
+    def entry_for(self, spec: Union[str, Path, None]) -> Optional[ModelEntry]:
+        """The model.json entry behind a ``--model`` value (as :meth:`resolve` reads it): a
+        registry name, None (the default), a model folder with a model.json, or a weights file
+        that a model.json beside it names; None for weights with no manifest."""
+        if spec is None or (isinstance(spec, str) and spec in self._entries):
+            return self.get(DEFAULT_MODEL if spec is None else spec)
+        path = Path(spec)
+        folder = path if path.is_dir() else path.parent
+        if not (folder / MANIFEST).is_file():
+            return None
+        entry = read_entry(folder)
+        if path.is_dir() or entry.weights.resolve() == path.resolve():
+            return entry
+        return None
+
     def verify(self, name: str) -> Verification:
         """Recompute the weights' sha256 and compare with model.json and the card."""
         from .weights import sha256_of
@@ -198,21 +239,25 @@ def main(args: argparse.Namespace) -> int:
         print_problem(args, problem, "warning")   # stderr: --json output stays JSON
     try:
         if args.action == "list":
-            rows = [registry.get(n).describe() for n in registry.names()]
+            entries = [registry.get(n) for n in registry.names()]
+            rows = [{**e.describe(), "default": e.name == DEFAULT_MODEL, "role": e.role()} for e in entries]
             if args.json:
                 print(json.dumps(rows, indent=2))
             else:
-                for row in rows:
-                    print(f"{row['name']:<20} {row['sha256'] or '-':<64} {row['folder']}")
+                print(f"{'NAME':<20} {'ROLE':<16} {'LATENCY':<8} {'SHA256':<64} FOLDER")
+                for e, row in zip(entries, rows):
+                    latency = f"{e.latency_ms:g} ms" if e.latency_ms is not None else "-"
+                    print(f"{row['name']:<20} {row['role']:<16} {latency:<8} {row['sha256'] or '-':<64} {row['folder']}")
             return 0
         if args.action == "show":
             if not args.name:
                 raise UsageError("models show needs NAME (mediaserver models list)")
             entry = registry.get(args.name)
+            shown = {**entry.describe(), "default": entry.name == DEFAULT_MODEL, "role": entry.role()}
             if args.json:
-                print(json.dumps(entry.describe(), indent=2))
+                print(json.dumps(shown, indent=2))
             else:
-                for k, v in entry.describe().items():
+                for k, v in shown.items():
                     print(f"{k}: {v}")
                 if entry.card is not None and entry.card.is_file():
                     print()

@@ -44,12 +44,12 @@ import numpy as np
 
 from ..config import add_option
 from .noisegain import NoiseGain, power_spectra
-from .registry import ModelRegistry, roots_from_args
+from .registry import MANIFEST, ModelEntry, ModelRegistry, roots_from_args
 from .stage_options import add_stage_options, check_atten_lim_db, stage_argv  # noqa: F401  (torch-free)
 from .streaming import Enhancer
 from .telemetry import FRAMES as FRAMES_ROW, Counts, StreamTelemetry, Telemetry
 from .vad import GateConfig, OnsetDetector, VadGate, band_levels, decimate_batch, vad_history
-from .weights import load_model
+from .weights import WeightsError, load_model
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -156,6 +156,10 @@ class EnhancerStage:
     """
 
     latency = Enhancer.latency
+    # the window the input waits for before its frame is complete (hop) plus the output delay
+    # (``latency``): 960 samples at 48 kHz = 20 ms. A model.json's algorithmic_latency_ms must
+    # say the same: the media clock compensates ``latency`` alone, for every model (load()).
+    algorithmic_latency_ms = 1000.0 * Enhancer.window / Enhancer.sample_rate
 
     def __init__(
         self,
@@ -201,9 +205,11 @@ class EnhancerStage:
         """Load a model (registry name, folder or file) if not loaded yet; return its version.
 
         Blocking (torch load + a validation frame): call it off the event loop. Raises
-        WeightsError / RegistryError with the reason."""
+        WeightsError / RegistryError with the reason; :class:`LatencyMismatch` (a WeightsError)
+        when its model.json declares another algorithmic latency than the stage's."""
         name, path = self.models.resolve(spec)
         if name not in self._enhancers:
+            check_latency(name, self.models.entry_for(spec), self.algorithmic_latency_ms)
             model = load_model(path, device=self._device)
             self._enhancers[name] = Enhancer(model, device=self._device, capacity=self._capacity,
                                              num_threads=self._threads)
@@ -485,6 +491,27 @@ class EnhancerStage:
             _log_bad(h, "non-finite samples zeroed")
             pcm = np.nan_to_num(pcm, nan=0.0, posinf=0.0, neginf=0.0)
         return pcm
+
+
+class LatencyMismatch(WeightsError):
+    """A model whose model.json declares another algorithmic latency than the stage runs."""
+
+
+def check_latency(name: str, entry: Optional[ModelEntry], stage_ms: float) -> None:
+    """Refuse a model whose declared ``algorithmic_latency_ms`` is not ``stage_ms``.
+
+    Every stream's outputs lag their input by :attr:`EnhancerStage.latency`, whatever its
+    model, and the media clock compensates that one delay (``enhance_latency``, a live switch
+    between models shifts nothing): a model framed for another delay would play out of step.
+    Weights without a manifest (or a manifest without the field) run with this code's
+    framing, the only one :class:`Enhancer` has."""
+    declared = entry.latency_ms if entry is not None else None
+    if declared is not None and abs(declared - stage_ms) > 1e-6:
+        raise LatencyMismatch(
+            f"model {name}: {entry.folder / MANIFEST} declares algorithmic_latency_ms {declared:g}, but the "  # type: ignore[union-attr]
+            f"enhancer stage runs {stage_ms:g} ms ({Enhancer.window}-sample window, outputs "
+            f"{Enhancer.latency} samples behind their input) and the media clock compensates that one "
+            f"delay for every model: it cannot be loaded")
 
 
 def _log_bad(h: StreamHandle, msg: str, *args: object) -> None:
