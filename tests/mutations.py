@@ -2587,6 +2587,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         edits=(Edit("models/msenh-v3-s8250/model.json", '  "algorithmic_latency_ms": 20,\n', ""),),
         tests=("tests/test_shipped_models.py::test_every_shipped_model_declares_the_stages_algorithmic_latency",),
     ),
+    Mutation(
+        name="cluster-node-cpu-over-host-cores",
+        claim="one process reports its CPU share of the cores it may use (usable_cores), not of the host's",
+        source="registry gaps (os.cpu_count() in cluster_link.py)",
+        edits=(Edit("mediaserver/sfu/cluster_link.py", "        self._cores = usable_cores()\n",
+                    "        self._cores = __import__(\"os\").cpu_count() or 1  # mutation\n"),),
+        tests=("tests/test_cluster_load.py::test_one_process_reports_its_cpu_over_its_usable_cores",),
+    ),
+    Mutation(
+        name="cluster-front-load-over-host-cores",
+        claim="a --workers front reports the load average per usable core (usable_cores), not per host core",
+        source="registry gaps (os.cpu_count() in workers/cluster_front.py)",
+        edits=(Edit("mediaserver/workers/cluster_front.py", "        self._cores = usable_cores()\n",
+                    "        self._cores = os.cpu_count() or 1  # mutation\n"),),
+        tests=("tests/test_cluster_load.py::test_a_front_reports_the_load_average_over_its_usable_cores",),
+    ),
 )
 
 

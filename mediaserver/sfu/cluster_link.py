@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -28,7 +27,7 @@ from ..cluster.metrics import ClusterMetrics
 from ..cluster.node import ClusterNode, default_node_id, now_ms
 from ..cluster.placement import NodeRecord
 from ..cluster.registry import RedisRegistry
-from ..config import add_option, redis_url
+from ..config import add_option, redis_url, usable_cores
 
 if TYPE_CHECKING:
     from .signalling import SfuContext, SignallingSession
@@ -65,6 +64,9 @@ class ClusterLink:
         self.metrics = ClusterMetrics(ctx.metrics.registry)
         self.node: Optional[ClusterNode] = None
         self._cpu = (time.monotonic(), time.process_time())
+        # the cores this process may use (affinity, cgroup quota), as --workers auto counts
+        # them: a 2-CPU container on a 64-core host at full tilt reports cpu 1.0, not 0.03
+        self._cores = usable_cores()
 
     async def start(self, host: str, port: int) -> None:
         args = self.args
@@ -87,7 +89,7 @@ class ClusterLink:
     def _load(self) -> dict[str, float]:
         rooms = self.ctx.manager.rooms
         wall, cpu = time.monotonic(), time.process_time()
-        share = (cpu - self._cpu[1]) / max(1e-6, wall - self._cpu[0]) / (os.cpu_count() or 1)
+        share = (cpu - self._cpu[1]) / max(1e-6, wall - self._cpu[0]) / self._cores
         self._cpu = (wall, cpu)
         clock = self.ctx.manager.clock
         return {"rooms": float(len(rooms)),

@@ -37,6 +37,7 @@ from ..cluster.metrics import ClusterMetrics
 from ..cluster.node import ClusterNode
 from ..cluster.placement import NodeRecord
 from ..cluster.registry import RedisRegistry
+from ..config import usable_cores
 from ..sfu.cluster_link import node_record, view_response
 from ..sfu.tokens import Grant, ReplayGuard, TokenError
 from ..sfu.websec import FRONT_HEADER
@@ -60,6 +61,9 @@ class FrontNode:
         self.url: Optional[str] = None
         self._runner: Optional[web.AppRunner] = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # the cores the workers may use (affinity, cgroup quota), as --workers auto counts them:
+        # the load average is shared by them, not by every core of the host
+        self._cores = usable_cores()
 
     # -- lifecycle -----------------------------------------------------------------------
     async def open(self) -> str:
@@ -108,11 +112,10 @@ class FrontNode:
         """The machine's load (all workers, from their last ``/healthz``): the figures
         placement compares between nodes (cluster/placement.load_score)."""
         reports = list(self.front.reports.values())
-        cores = os.cpu_count() or 1
         return {"rooms": float(sum(int(r.get("rooms", 0)) for r in reports)),
                 "participants": float(sum(int(r.get("participants", 0)) for r in reports)),
                 "publishers": float(sum(int(r.get("participants", 0)) for r in reports)),
-                "cpu": round(min(1.0, os.getloadavg()[0] / cores), 3),
+                "cpu": round(min(1.0, os.getloadavg()[0] / self._cores), 3),
                 "late_ticks": float(sum(int(r.get("late_ticks", 0)) for r in reports)),
                 "workers": float(len(self.front.live())),
                 "enhancer_cuda": float(str(getattr(self.args, "enhancer_device", "cpu")).startswith("cuda"))}
