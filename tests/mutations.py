@@ -2603,6 +2603,24 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "        self._cores = os.cpu_count() or 1  # mutation\n"),),
         tests=("tests/test_cluster_load.py::test_a_front_reports_the_load_average_over_its_usable_cores",),
     ),
+    Mutation(
+        name="eval-weights-unrecorded",
+        claim="eval --json names the weights 'ours' ran (model name, file, sha256)",
+        source="registry gaps (eval JSON did not say which weights it scored)",
+        edits=(Edit("mediaserver/enhance/evaluate.py",
+                    '    weights = weights_record(args.model) if "ours" in systems else None\n',
+                    "    weights = None  # mutation\n"),),
+        tests=("tests/test_enhance_eval.py::test_eval_json_records_the_weights_and_the_reused_rows",),
+    ),
+    Mutation(
+        name="eval-reused-rows-untagged",
+        claim="eval --json tags each row merged from an earlier run (--reuse) with the file it came from",
+        source="registry gaps (eval JSON did not say which rows were reused)",
+        edits=(Edit("mediaserver/enhance/evaluate.py",
+                    '        rows.extend({**r, "reused_from": p} for r in run["rows"])\n',
+                    '        rows.extend(run["rows"])  # mutation\n'),),
+        tests=("tests/test_enhance_eval.py::test_eval_json_records_the_weights_and_the_reused_rows",),
+    ),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -119,3 +120,40 @@ def test_eval_cli_prints_tables_and_writes_json(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "mediaserver", "eval", "--data", str(tmp_path / "nothing")],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert r.returncode != 0 and "nothing" in r.stdout + r.stderr
+
+
+def test_eval_json_records_the_weights_and_the_reused_rows(tmp_path: Path) -> None:
+    """The JSON names what "ours" ran (model name, weights file, its sha256) and which rows
+    were merged from an earlier run (--reuse), with that run's weights: a table can then be
+    traced to the checkpoint behind each row."""
+    data = _data(tmp_path)
+    model = saved(constant_mask_model(1.0), tmp_path, "passthrough.pt")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    common = ["--data", str(data), "--limit", "2", "--no-dnsmos"]
+    r = subprocess.run([sys.executable, "-m", "mediaserver", "eval", *common, "--systems", "noisy,ours",
+                        "--model", str(model), "--json", str(first)],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=280)
+    assert r.returncode == 0, r.stderr
+    run1 = json.loads(first.read_text())
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert run1["weights"] == {"name": "passthrough", "file": str(model), "sha256": digest}
+    assert run1["reused"] == {"rows": 0, "systems": [], "files": []}
+    assert not any("reused_from" in row for row in run1["rows"])
+    assert digest in r.stdout
+    # ours re-scored with a shipped model by name, the noisy rows taken from the first run
+    shipped = json.loads((ROOT / "models" / "msenh-v3-s8250" / "model.json").read_text())
+    r = subprocess.run([sys.executable, "-m", "mediaserver", "eval", *common, "--systems", "ours",
+                        "--model", "msenh-v3-s8250", "--reuse", str(first), "--json", str(second)],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=280)
+    assert r.returncode == 0, r.stderr
+    run2 = json.loads(second.read_text())
+    assert run2["weights"]["name"] == "msenh-v3-s8250" and run2["weights"]["sha256"] == shipped["sha256"]
+    noisy_rows = [row for row in run2["rows"] if row["system"] == "noisy"]
+    ours_rows = [row for row in run2["rows"] if row["system"] == "ours"]
+    assert len(noisy_rows) == len(ours_rows) == 4
+    assert all(row["reused_from"] == str(first) for row in noisy_rows)
+    assert not any("reused_from" in row for row in ours_rows)
+    assert run2["reused"] == {"rows": 4, "systems": ["noisy"],
+                              "files": [{"path": str(first), "weights": run1["weights"], "rows": 4}]}
+    assert "reused: 4 rows of noisy" in r.stdout

@@ -243,8 +243,40 @@ def summarize(rows: list[dict[str, Any]], set_name: str, metrics: tuple[str, ...
     return out
 
 
-def _read_rows(paths: str) -> list[dict[str, Any]]:
-    return [r for p in paths.split(",") for r in json.loads(Path(p).read_text())["rows"]]
+def weights_record(spec: Optional[str]) -> dict[str, Any]:
+    """What "ours" ran: ``{"name", "file", "sha256"}`` of the ``--model`` weights (a registry
+    name, a model folder or a file; None: the shipped default). ``name`` is the registry's
+    (model.json) name, else the folder or file stem, as the server's ``model_version``."""
+    from .registry import ModelRegistry, RegistryError
+    from .weights import resolve_weights_path, sha256_of
+
+    path = resolve_weights_path(spec)
+    try:
+        name = ModelRegistry().resolve(spec)[0]
+    except RegistryError:
+        name = path.parent.name if path.name == "enhancer.pt" else path.stem
+    return {"name": name, "file": str(path), "sha256": sha256_of(path)}
+
+
+def _read_reused(paths: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of earlier runs' JSON (comma list), each tagged ``reused_from`` (the file it
+    is read from now), and one ``{"path", "weights"}`` per file (its run's weights, None for a
+    run that did not record them)."""
+    rows: list[dict[str, Any]] = []
+    files: list[dict[str, Any]] = []
+    for p in (x.strip() for x in paths.split(",") if x.strip()):
+        run = json.loads(Path(p).read_text())
+        files.append({"path": p, "weights": run.get("weights")})
+        rows.extend({**r, "reused_from": p} for r in run["rows"])
+    return rows, files
+
+
+def reuse_summary(rows: list[dict[str, Any]], files: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"rows", "systems", "files": [{"path", "weights", "rows"}]}``: which rows of the
+    result come from earlier runs (``--reuse``) rather than this one; empty without it."""
+    reused = [r for r in rows if "reused_from" in r]
+    return {"rows": len(reused), "systems": sorted({r["system"] for r in reused}),
+            "files": [{**f, "rows": sum(1 for r in reused if r["reused_from"] == f["path"])} for f in files]}
 
 
 def _merge(rows: list[dict[str, Any]], old: list[dict[str, Any]], plan: list[Mixture],
@@ -321,7 +353,9 @@ def main(args: argparse.Namespace) -> int:
         except WeightsError as exc:
             raise UsageError(f"--model: {exc}") from None
     # read now: --json may name the same file, and partial writes overwrite it during the run
-    reused = _read_rows(args.reuse) if args.reuse else []
+    reused, reused_files = _read_reused(args.reuse) if args.reuse else ([], [])
+    weights = weights_record(args.model) if "ours" in systems else None
+    record: dict[str, Any] = {"weights": weights}
     init_args = (data, systems, args.model, not args.no_dnsmos, extra)
     probe = _Worker(*init_args)  # also tells which peers are available, once
     notes = list(probe.notes)
@@ -336,7 +370,7 @@ def main(args: argparse.Namespace) -> int:
             rows.extend(_run_one(m))
             if (i + 1) % 10 == 0:
                 logger.info("%d/%d mixtures (%.0f s)", i + 1, len(plan), time.time() - t0)
-                _write(args.json, data, systems, notes, rows, t0, partial=True)
+                _write(args.json, data, systems, notes, rows, t0, partial=True, **record)
     else:
         del probe
         with ProcessPoolExecutor(args.jobs, initializer=_init, initargs=init_args) as pool:
@@ -344,9 +378,15 @@ def main(args: argparse.Namespace) -> int:
                 rows.extend(r)
                 if (i + 1) % 10 == 0:
                     logger.info("%d/%d mixtures (%.0f s)", i + 1, len(plan), time.time() - t0)
-                    _write(args.json, data, systems, notes, rows, t0, partial=True)
+                    _write(args.json, data, systems, notes, rows, t0, partial=True, **record)
     if args.reuse:
         rows = _merge(rows, reused, plan, systems)
+    record["reused"] = reuse_summary(rows, reused_files)
+    if weights is not None:
+        print(f"ours: {weights['name']} ({weights['file']}, sha256 {weights['sha256']})")
+    if args.reuse:
+        print(f"reused: {record['reused']['rows']} rows of {', '.join(record['reused']['systems']) or 'no system'} "
+              f"from {args.reuse}")
     main_summary = summarize(rows, "main", METRICS_MAIN)
     ref_summary = summarize(rows, "reference", METRICS_REF)
     print(format_table(main_summary, METRICS_MAIN, f"\nMain set ({n_main} mixtures, SNR -5..15 dB, 1/4 reverberant)"))
@@ -355,21 +395,25 @@ def main(args: argparse.Namespace) -> int:
         print(format_table(summarize(rows, "ood", METRICS_MAIN), METRICS_MAIN,
                            f"\nOut-of-domain set ({n_ood} mixtures: unseen languages, noises and rooms, -5..15 dB, 1/3 reverberant)"))
     if args.json:
-        _write(args.json, data, systems, notes, rows, t0, partial=False)
+        _write(args.json, data, systems, notes, rows, t0, partial=False, **record)
         print(f"wrote {args.json}")
     return 0
 
 
 def _write(json_path: Optional[str], data: Path, systems: list[str], notes: list[str],
-           rows: list[dict[str, Any]], t0: float, partial: bool) -> None:
+           rows: list[dict[str, Any]], t0: float, partial: bool, *,
+           weights: Optional[dict[str, Any]] = None, reused: Optional[dict[str, Any]] = None) -> None:
     """Write rows and summaries; also every 10 mixtures (partial=True) so a long run leaves
-    something behind if it is stopped."""
+    something behind if it is stopped. ``weights``: what "ours" ran (:func:`weights_record`,
+    None when "ours" is not run); ``reused``: :func:`reuse_summary` (known once the run ends:
+    None in a partial file, whose rows are all this run's)."""
     if not json_path:
         return
     path = Path(json_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
         "data": str(data), "systems": systems, "notes": notes, "partial": partial,
+        "weights": weights, "reused": reused,
         "main": summarize(rows, "main", METRICS_MAIN), "reference": summarize(rows, "reference", METRICS_REF),
         "ood": summarize(rows, "ood", METRICS_MAIN),
         "rows": rows, "seconds": time.time() - t0,
