@@ -2621,6 +2621,24 @@ MUTATIONS: tuple[Mutation, ...] = (
                     '        rows.extend(run["rows"])  # mutation\n'),),
         tests=("tests/test_enhance_eval.py::test_eval_json_records_the_weights_and_the_reused_rows",),
     ),
+    Mutation(
+        name="bench-writes-under-the-current-folder",
+        claim="bench writes JSON only with --json (it wrote benchmarks/results/ under any folder it ran from)",
+        source="registry gaps (bench's default output path)",
+        edits=(Edit("mediaserver/enhance/bench.py",
+                    '    if not args.json:\n        print("no JSON written (--json PATH writes the rows)")\n'
+                    '        return 0\n    path = Path(args.json).resolve()\n',
+                    '    path = Path(args.json or "benchmarks/results/enhancer_bench.json")  # mutation\n'),),
+        tests=("tests/test_enhance_offline.py::test_bench_writes_json_only_where_json_says_and_prints_the_path",),
+    ),
+    Mutation(
+        name="bench-json-path-printed-relative",
+        claim="bench prints the absolute path of the JSON it wrote",
+        source="registry gaps (bench's default output path)",
+        edits=(Edit("mediaserver/enhance/bench.py", "    path = Path(args.json).resolve()\n",
+                    "    path = Path(args.json)  # mutation\n"),),
+        tests=("tests/test_enhance_offline.py::test_bench_writes_json_only_where_json_says_and_prints_the_path",),
+    ),
 )
 
 

@@ -131,3 +131,26 @@ def test_bench_enhancer_writes_json(tmp_path: Path) -> None:
 def test_bench_enhancer_without_rnnoise_measures_ours(tmp_path: Path) -> None:
     r, rows = _bench(tmp_path, without_rnnoise=True)
     _assert_rnnoise_missing(r, rows)
+
+
+def test_bench_writes_json_only_where_json_says_and_prints_the_path(tmp_path: Path) -> None:
+    """``bench`` wrote benchmarks/results/<target>.json under whatever folder it ran from (in
+    a checkout: over the committed results). As ``eval`` and ``transcribe``: the table only,
+    saying no JSON was written, unless ``--json PATH``, whose absolute path it prints."""
+    model = saved(random_model(), tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("MEDIASERVER_JSON", None)
+    run = lambda *extra: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "mediaserver", "bench", "enhancer", "--streams", "1", "--seconds", "0.05",
+         "--model", str(model), *extra], capture_output=True, text=True, env=env, cwd=elsewhere, timeout=240)
+    r = run()
+    assert r.returncode == 0, r.stderr
+    assert "no JSON written (--json PATH writes the rows)" in r.stdout and "wrote" not in r.stdout
+    assert list(elsewhere.iterdir()) == []   # no benchmarks/results/ made here
+    r = run("--json", "out/bench.json")
+    assert r.returncode == 0, r.stderr
+    written = elsewhere / "out" / "bench.json"
+    assert f"wrote {written}" in r.stdout.splitlines()
+    assert [row["streams"] for row in json.loads(written.read_text())] == [1, 1]   # hop, then stage tick

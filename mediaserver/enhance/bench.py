@@ -14,6 +14,11 @@ with how to install it; ours is measured either way.
 ``vad``: the VAD gate's compute saving and quality cost on speech with natural pauses: the
 same noisy signal through :class:`EnhancerStage` with the gate on and off; fraction of frames
 that ran the network, CPU time, PESQ-WB/STOI against the clean speech.
+
+Both print their table; ``--json PATH`` also writes the rows there (and says where, as an
+absolute path), as ``eval`` and ``transcribe`` do. Without it nothing is written: a default
+under the current folder (``benchmarks/results/...``) overwrote a checkout's committed
+results, or made that tree wherever the command ran.
 """
 
 from __future__ import annotations
@@ -34,8 +39,6 @@ from ..devices import torch_device_problem
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_JSON = {"enhancer": "benchmarks/results/enhancer_bench.json", "vad": "benchmarks/results/vad_gate.json"}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", choices=["enhancer", "vad"], help="what to benchmark")
@@ -49,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                     "espeak-ng speech and synthetic noise without it")
     add_option(parser, "--vad-mode", type=int, default=None, help="webrtcvad mode for the gate (vad; default: stage default)")
     add_option(parser, "--vad-atten-db", type=float, default=None, help="gate bypass attenuation (vad; default: stage default)")
-    add_option(parser, "--json", default=None, help="output JSON (default benchmarks/results/<target>...json)")
+    add_option(parser, "--json", default=None, metavar="PATH",
+               help="also write the rows as JSON here (default: none, the table only; the "
+                    "project's committed runs are benchmarks/results/enhancer_bench.json, vad_gate.json)")
 
 
 def _model(path: Optional[str], device: str) -> tuple[Any, str]:
@@ -399,7 +404,10 @@ def main(args: argparse.Namespace) -> int:
         result = bench_vad(args)
         print_vad(result)
         payload = result
-    path = Path(args.json or DEFAULT_JSON[args.target])
+    if not args.json:
+        print("no JSON written (--json PATH writes the rows)")
+        return 0
+    path = Path(args.json).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1))
     print(f"wrote {path}")
