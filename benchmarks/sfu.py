@@ -468,7 +468,7 @@ class Server:
             return None
         shared = h.get("shared_enhancer")
         if shared:
-            views = [v for v in (shared.get("last") or {}).values() if v and v.get("last_batch")]
+            views = [v for v in shared.get("last") or [] if v.get("last_batch")]   # one per worker
             if views:
                 v = max(views, key=lambda v: v["last_batch"])
                 return float(v["last_batch"]), float(v["last_step_ms"])

@@ -54,6 +54,7 @@ from ..sfu.drain import CLOSE_SERVICE_RESTART, exit_now_on_second_signal, shutdo
 from ..sfu.limits import ConnectionGate, Limits
 from ..sfu.signalling import MAX_MESSAGE
 from ..sfu.websec import FRONT_HEADER
+from ..sfu.wsclose import Reader
 from ..tasks import cancel_and_wait
 from .admin_relay import ModelsRelay
 from .cluster_client import FRONT_CLUSTER_ENV
@@ -70,19 +71,26 @@ FORWARDED_FOR = "X-Forwarded-For"
 WAITED_HEADER = "X-Mediaserver-Waited-S"   # seconds the client's socket waited at the front
 ROOM_NAMES_SHOWN = 50   # per worker in /healthz (guarded like the worker's own details)
 POLL_S = 1.0   # the workers' /healthz poll (load for placement, lateness for /healthz)
+RELAYS_END_S = 1.0   # on stop, once the workers exited: how long their relays may take to end
 _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
 WORKER_LOST_MESSAGE = ("the media worker hosting this room stopped; reconnect after "
                        "retry_after_ms (the room moves to a running worker)")
 
 
+def worker_name(index: int, prefix: Optional[str] = None) -> str:
+    """Worker ``index``'s name, ``PREFIX-wN`` (``--worker-id``, default the host name): its
+    ``worker`` label on every ``/metrics`` series about it, the front's own included."""
+    return f"{prefix or socket.gethostname()}-w{index}"
+
+
 def worker_argv(argv: list[str], index: int, prefix: Optional[str] = None) -> list[str]:
     """The worker's ``serve`` arguments: the user's, then loopback, a free port, one process,
-    and its ``worker`` label ``PREFIX-wN`` (``--worker-id``, default the host name).
+    and its ``worker`` label (:func:`worker_name`) as its ``--worker-id``.
 
     Later flags win in argparse, so the appended ones override the user's ``--host/--port``.
     """
     return [*argv, "--host", "127.0.0.1", "--port", "0", "--workers", "1",
-            "--worker-id", f"{prefix or socket.gethostname()}-w{index}"]
+            "--worker-id", worker_name(index, prefix)]
 
 
 def _free_port() -> int:
@@ -106,6 +114,14 @@ def room_of(first: str) -> Optional[str]:
     return None
 
 
+def per_worker(reports: list[Optional[dict[str, Any]]], key: str) -> list[dict[str, Any]]:
+    """Each worker's ``key`` section of its ``/healthz`` (``reports[N]``: worker N's, None when
+    it did not answer) as the front's ``/healthz`` lists it: one entry per worker that has one,
+    in index order, ``{"index": N, **section}``, the same ``index`` as in ``workers``."""
+    return [{"index": index, **report[key]} for index, report in enumerate(reports)
+            if report and isinstance(report.get(key), dict)]
+
+
 class Front:
     """The front's state: the workers, the placement, the gate; see the module docstring."""
 
@@ -121,7 +137,7 @@ class Front:
         self.origins = websec.origin_policy(args)
         self.metrics = FrontMetrics()
         self.draining = False
-        self.relays: dict[int, set[web.WebSocketResponse]] = {i: set() for i in range(args.workers)}
+        self.relays: dict[int, set[_Link]] = {i: set() for i in range(args.workers)}
         self._lost_rooms: dict[int, set[str]] = {}   # worker -> rooms whose sockets it broke
         self.reports: dict[int, dict[str, Any]] = {}
         self.label = args.worker_id or socket.gethostname()   # workers are LABEL-wN in /metrics
@@ -149,14 +165,14 @@ class Front:
     # ---- workers ------------------------------------------------------------------------
     def _worker_up(self, index: int, port: int) -> None:
         self.placement.report(index, streams=0, rooms=0)
-        self.metrics.worker_up.labels(str(index)).set(1)
+        self.metrics.worker_up.labels(self.worker_name(index)).set(1)
 
     def _worker_exit(self, index: int, code: int) -> None:
         rooms = set(self.placement.lost(index)) | self._lost_rooms.pop(index, set())
         self.reports.pop(index, None)
-        self.metrics.worker_up.labels(str(index)).set(0)
+        self.metrics.worker_up.labels(self.worker_name(index)).set(0)
         if not self.draining:
-            self.metrics.worker_restarts.labels(str(index)).inc()
+            self.metrics.worker_restarts.labels(self.worker_name(index)).inc()
             logger.warning("media worker %d lost %d room(s): %s", index, len(rooms),
                            ", ".join(sorted(rooms)[:20]) or "-")
 
@@ -183,6 +199,10 @@ class Front:
             except (RuntimeError, UsageError) as exc:   # (its model file changed since)
                 logger.error("shared enhancer did not restart: %s", exc)
                 backoff = min(30.0, backoff * 2)
+
+    def worker_name(self, index: int) -> str:
+        """Worker ``index``'s ``worker`` label (:func:`worker_name`)."""
+        return worker_name(index, self.label)
 
     def url(self, index: int, path: str) -> Optional[str]:
         port = self.procs[index].state.port
@@ -214,9 +234,7 @@ class Front:
             await self.cluster.stop()
         # the workers drain their own calls (server-shutdown, relayed to the clients)
         await asyncio.gather(*(p.stop(timeout_s=max(0.5, drain_s - 0.5)) for p in self.procs))
-        for sockets in self.relays.values():
-            for ws in list(sockets):
-                await ws.close(code=CLOSE_SERVICE_RESTART, message=b"server stopping")
+        await self._end_relays()
         if self.enhancer is not None:   # after the workers: none of them is using it now
             await asyncio.to_thread(self.enhancer.stop, 2.0)
             if self._enhancer_watch is not None:
@@ -225,6 +243,21 @@ class Front:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
         if self.session is not None:
             await self.session.close()
+
+    async def _end_relays(self) -> None:
+        """Once every worker has exited: let each relay end (the worker's close relayed, or
+        the client told that its worker is gone: a worker killed after its drain time has its
+        sockets' ends noticed only now), then tell and close whatever socket is still open."""
+        links = [link for links in self.relays.values() for link in links]
+        downs = [link.down for link in links if link.down is not None]
+        if downs:
+            await asyncio.wait(downs, timeout=RELAYS_END_S)
+        for link in links:
+            if not link.ws.closed:
+                try:
+                    await link.tell_gone(b"server stopping")
+                except (ConnectionError, RuntimeError):
+                    pass
 
     async def worker_health(self, index: int) -> Optional[dict[str, Any]]:
         url = self.url(index, "/healthz")
@@ -316,10 +349,11 @@ class Front:
             return None
 
     async def _down(self, upstream: aiohttp.ClientWebSocketResponse, ws: web.WebSocketResponse,
-                    index: int, room: Optional[str]) -> None:
+                    reader: Reader, index: int, room: Optional[str]) -> None:
         """Worker → client until the worker closes; then close the client with the same code,
         or tell it the worker is gone when the connection broke without a close frame (``room``
-        is then among the rooms worker ``index`` lost, for its exit's log line)."""
+        is then among the rooms worker ``index`` lost, for its exit's log line). ``reader``
+        reads the client's socket (:class:`_Link`)."""
         reason, code = "", None
         try:
             while True:
@@ -334,6 +368,10 @@ class Front:
             pass   # the client went away while we wrote to it
         if code is not None:   # the worker closed: the client first, then the worker's reply
             if not ws.closed:
+                # the client's socket is read no more, so the close waits for the client's
+                # own (sent once it has read all before it, a server-shutdown included): the
+                # worker hears back, and closes the peer connection, only then (sfu/wsclose.py)
+                await reader.stop()
                 await ws.close(code=code, message=str(reason).encode()[:120])
             await upstream.close(code=code)
             return
@@ -374,7 +412,8 @@ class Front:
             proc = self.enhancer.proc
             enhancer = {"pid": self.enhancer.pid, "alive": proc is not None and proc.poll() is None,
                         # each worker's view of its last shared call (batch of all workers)
-                        "last": {str(i): (r or {}).get("enhancer") for i, r in enumerate(reports)}}
+                        "last": per_worker(reports, "enhancer")}
+        asr = per_worker(reports, "asr")
         healthy = len(alive) == len(workers) and (enhancer is None or enhancer["alive"])
         return web.json_response({
             "status": "ok" if healthy else ("degraded" if alive else "down"),
@@ -383,11 +422,11 @@ class Front:
             "participants": sum(w["streams"] for w in workers),
             "ticks": sum(w["ticks"] for w in workers), "late_ticks": sum(w["late_ticks"] for w in workers),
             "enhancement": first.get("enhancement"), "model_version": first.get("model_version"),
-            "asr": [r.get("asr") for r in reports if r] if any(r and r.get("asr") for r in reports) else None,
+            "asr": asr or None,
         }, status=200 if alive else 503)
 
     async def metrics_text(self, request: web.Request) -> web.Response:
-        sources = {f"{self.label}-w{i}": self.url(i, "/metrics") for i in self.live()}
+        sources = {self.worker_name(i): self.url(i, "/metrics") for i in self.live()}
         if self.enhancer is not None:   # the shared stage's mediaserver_enhancer_* series
             sources[f"{self.label}-enhancer"] = f"http://127.0.0.1:{self.enhancer.metrics_port}/metrics"
         texts: dict[str, str] = {}
@@ -453,12 +492,13 @@ class _Link:
         self.room: Optional[str] = None
         self.upstream: Optional[aiohttp.ClientWebSocketResponse] = None
         self.down: Optional[asyncio.Task[None]] = None
+        self.reader = Reader(ws)   # the client's socket; _down stops it to relay a worker's close
 
     async def run(self, first: aiohttp.WSMessage) -> None:
         if not await self._forward(first):
             return
         try:
-            async for msg in self.ws:   # client → worker
+            async for msg in self.reader:   # client → worker
                 if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     if not await self._forward(msg):
                         return
@@ -480,19 +520,20 @@ class _Link:
             elif target is None:
                 target = front.placement.least_loaded()
         except NoWorker:
-            await self._tell_gone(b"no worker")
+            await self.tell_gone(b"no worker")
             return False
         if target != self.index or self.upstream is None:
             await self._detach()   # a pre-join socket on another worker: nothing lives there
             waited = asyncio.get_running_loop().time() - self.started
             upstream = await front.connect(target, self.request, self.address, self.origin, waited)
             if upstream is None:
-                await self._tell_gone(b"worker unavailable")
+                await self.tell_gone(b"worker unavailable")
                 return False
             self.index, self.upstream = target, upstream
-            front.relays[target].add(self.ws)
-            front.metrics.relayed.labels(str(target)).inc()
-            self.down = asyncio.ensure_future(front._down(upstream, self.ws, target, self.room))
+            front.relays[target].add(self)
+            front.metrics.relayed.labels(front.worker_name(target)).inc()
+            self.down = asyncio.ensure_future(front._down(upstream, self.ws, self.reader, target,
+                                                          self.room))
         assert self.upstream is not None
         await _send(self.upstream, msg)
         return True
@@ -507,21 +548,23 @@ class _Link:
                 await self.upstream.close(code=1000)
             self.upstream = None
         if self.index is not None:
-            self.front.relays[self.index].discard(self.ws)
+            self.front.relays[self.index].discard(self)
 
-    async def _tell_gone(self, why: bytes) -> None:
+    async def tell_gone(self, why: bytes) -> None:
         await self.ws.send_json(shutdown_message(self.front.args.retry_hint_ms))
         await self.ws.close(code=CLOSE_SERVICE_RESTART, message=why)
 
     async def finish(self) -> None:
         try:
+            if self.reader.stopped and self.down is not None:
+                await self.down   # the worker closed: _down answers it after the client's close
             if self.upstream is not None and not self.upstream.closed:
                 await self.upstream.close(code=self.ws.close_code or 1000)
             if self.down is not None:
                 await self.down
         finally:
             if self.index is not None:
-                self.front.relays[self.index].discard(self.ws)
+                self.front.relays[self.index].discard(self)
                 if self.room is not None:
                     self.front.placement.release(self.room, self.index)
 

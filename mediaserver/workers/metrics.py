@@ -16,17 +16,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 
 class FrontMetrics:
-    """The front's own ``mediaserver_front_*`` series."""
+    """The front's own ``mediaserver_front_*`` series. A series about one worker carries its
+    ``worker`` label (``LABEL-wN``, :func:`.front.worker_name`), as that worker's own series do
+    once merged: one label names a worker in every series of the scrape."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.worker_up = Gauge("mediaserver_front_worker_up", "1 while the media worker runs",
-                               ["worker_index"], registry=self.registry)
+                               ["worker"], registry=self.registry)
         self.worker_restarts = Counter("mediaserver_front_worker_restarts",
                                        "media workers that exited unasked (crash, kill) and were restarted",
-                                       ["worker_index"], registry=self.registry)
+                                       ["worker"], registry=self.registry)
         self.relayed = Counter("mediaserver_front_relayed_sockets",
-                               "/ws sockets relayed to each media worker", ["worker_index"],
+                               "/ws sockets relayed to each media worker", ["worker"],
                                registry=self.registry)
         self.lost_sockets = Counter("mediaserver_front_worker_lost_sockets",
                                     "relayed sockets whose worker died under them (told to reconnect)",

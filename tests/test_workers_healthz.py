@@ -1,0 +1,84 @@
+"""One way to name a media worker in ``/healthz`` and ``/metrics`` of ``serve --workers 2``
+(fresh-user trial 6 §1).
+
+A real front, two media workers and the shared inference process on 127.0.0.1, with a (cheap)
+ASR sink on and two signalling-only participants in two rooms. Claims:
+
+- ``/healthz``: every per-worker section is a list of entries with the worker's ``index``, the
+  same ``index`` as in ``workers``: ``asr`` (was a list without it, so which worker a
+  recogniser state belonged to was lost) and ``shared_enhancer.last`` (was keyed ``"0"``,
+  ``"1"``);
+- ``/metrics``: every series about one worker carries ``worker="LABEL-wN"``, the front's own
+  ``mediaserver_front_worker_up`` / ``_relayed_sockets_total`` included (were labelled
+  ``worker_index="N"``); no ``worker_index`` label is left, and every ``worker`` value names
+  a worker of this machine or its enhancer (``LABEL``: ``--worker-id``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import ServerProcess
+
+pytestmark = pytest.mark.timeout(300)
+
+LABEL = "trial"   # --worker-id: the workers are trial-w0, trial-w1, the enhancer trial-enhancer
+
+
+async def _join(session: aiohttp.ClientSession, url: str, room: str) -> aiohttp.ClientWebSocketResponse:
+    """A signalling-only participant of ``room`` (it stays until its socket closes)."""
+    ws = await session.ws_connect(url)
+    await ws.send_json({"type": "join", "room": room, "identity": f"in-{room}"})
+    while True:
+        reply = json.loads((await ws.receive(timeout=60)).data)
+        if reply["type"] in ("joined", "error"):
+            assert reply["type"] == "joined", reply
+            return ws
+
+
+async def test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_label(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "front.log", "--workers", "2", "--worker-id", LABEL,
+                           "--asr", "wav", "--record-dir", str(tmp_path / "rec"))
+    try:
+        async with aiohttp.ClientSession() as session:
+            sockets = [await _join(session, server.ws_url, room) for room in ("ra", "rb")]
+            async with session.get(server.url + "healthz") as resp:
+                health = await resp.json()
+            async with session.get(server.url + "metrics") as resp:
+                text = await resp.text()
+            for ws in sockets:
+                await ws.close()
+    finally:
+        server.stop()
+    workers = health["workers"]
+    assert [w["index"] for w in workers] == [0, 1], workers
+    assert sorted(n for w in workers for n in w["room_names"]) == ["ra", "rb"], workers
+
+    # /healthz: each worker's ASR state and view of the shared call, with its index
+    asr = health["asr"]
+    assert isinstance(asr, list) and [a["index"] for a in asr] == [0, 1], asr
+    assert all(a["sinks"] and a["sinks"][0]["name"] == "wav" for a in asr), asr
+    last = health["shared_enhancer"]["last"]
+    assert isinstance(last, list) and [v["index"] for v in last] == [0, 1], last
+    assert all("last_batch" in v and "connected" in v for v in last), last
+
+    # /metrics: one label, worker="LABEL-wN", for a worker in every series
+    names = {f"{LABEL}-w0", f"{LABEL}-w1", f"{LABEL}-enhancer"}
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for family in families.values():
+        for sample in family.samples:
+            assert "worker_index" not in sample.labels, sample
+            assert sample.labels.get("worker", LABEL + "-w0") in names, sample
+    up = {s.labels["worker"]: s.value for s in families["mediaserver_front_worker_up"].samples}
+    assert up == {f"{LABEL}-w0": 1.0, f"{LABEL}-w1": 1.0}, up
+    relayed = {s.labels["worker"]: s.value for s in families["mediaserver_front_relayed_sockets"].samples
+               if s.name.endswith("_total")}
+    hosting = {f"{LABEL}-w{w['index']}": float(len(w["room_names"])) for w in workers if w["room_names"]}
+    assert relayed == hosting, (relayed, workers)   # each socket counted at the worker it went to
+    # the workers' own series carry the same names (their --worker-id)
+    assert {s.labels["worker"] for s in families["mediaserver_packets_out"].samples} >= {f"{LABEL}-w0", f"{LABEL}-w1"}
