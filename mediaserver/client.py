@@ -194,11 +194,17 @@ class StreamRecorder:
 
 def ws_urls(urls: str) -> list[str]:
     """``--url`` as a list: one URL, or several separated by commas (tried in turn). Raises
-    ValueError on a bad list; the message names no flag (its caller does, once)."""
-    out = [ws_url(u.strip()) for u in urls.split(",") if u.strip()]
-    if not out:
+    ValueError on a bad list, an empty entry included (``a,,b``, a trailing comma: a server
+    left out by mistake is refused, not skipped); the message names no flag (its caller
+    does, once)."""
+    entries = [u.strip() for u in urls.split(",")]
+    if not any(entries):
         raise ValueError("names no server")
-    return out
+    empty = [i for i, u in enumerate(entries, 1) if not u]
+    if empty:
+        raise ValueError(f"{urls!r} has an empty entry (entry {empty[0]} of {len(entries)} "
+                         "in the comma list)")
+    return [ws_url(u) for u in entries]
 
 
 def server_urls(text: str) -> str:
@@ -287,6 +293,7 @@ class HeadlessClient:
         self.tapped: set[int] = set()
         self.recorders: dict[str, StreamRecorder] = {}
         self.events: list[dict] = []
+        self.captions: list[dict] = []   # every caption event, as the server sent it, plus "t"
         self.errors: list[dict] = []
         self.connection_states: list[str] = []  # the peer connection's, in order
         self.server_stats: Optional[dict] = None
@@ -568,6 +575,9 @@ class HeadlessClient:
                 raise JoinRefused(str(data.get("code")), str(data.get("message")))
             if data.get("type") == "redirect" and isinstance(data.get("url"), str):
                 raise Redirected(data["url"], data.get("reconnect"))
+            if data.get("type") == "caption":
+                self._caption(data)
+                continue
             self.events.append(data)
 
     async def _read(self) -> None:
@@ -617,9 +627,26 @@ class HeadlessClient:
             elif kind == "error":
                 logger.warning("server error: %s", data)
                 self.errors.append(data)
+            elif kind == "caption":
+                self._caption(data)
             else:
                 self.events.append({**data, "t": round(asyncio.get_running_loop().time() - self.t0, 3)})
                 logger.debug("event %s", data)
+
+    def _caption(self, data: dict) -> None:
+        """A ``caption`` event (live ASR of a participant, ``serve --asr``): kept for the
+        summary's ``captions`` with ``t`` (s since the client started); a final one is also
+        one log line, ``caption alice 0.4-3.1 s: the quick brown fox`` (partials at DEBUG)."""
+        self.captions.append({**data, "t": round(asyncio.get_running_loop().time() - self.t0, 3)})
+        try:
+            span = f"{float(data['start_ms']) / 1000.0:.1f}-{float(data['end_ms']) / 1000.0:.1f} s"
+        except (KeyError, TypeError, ValueError):
+            span = "?"
+        text = " ".join(str(data.get("text", "")).split())
+        if data.get("final"):
+            logger.info("caption %s %s: %s", data.get("identity"), span, text)
+        else:
+            logger.debug("partial caption %s %s: %s", data.get("identity"), span, text)
 
     def _only_our_codec(self) -> None:
         """Offer and accept only ``--codec`` on every audio transceiver (a G.711-only
@@ -721,6 +748,8 @@ class HeadlessClient:
             "server_view": server_people.get(self.identity),
             "events": [e for e in self.events if e.get("type") in (
                 "participant-joined", "participant-left", "server-shutdown")],
+            # live captions (serve --asr): partials ("final": false) and finals, in order
+            "captions": self.captions,
             "reconnects": self.reconnects, "redirects": self.redirects, "joined_url": self.joined_url,
             # the longest stretch without audio from a remote that was sending (any remote)
             "longest_gap_ms": round(max((r.longest_gap_s for r in self.recorders.values()),

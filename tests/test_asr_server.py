@@ -108,6 +108,43 @@ async def test_captions_reach_other_participants_while_a_dead_sink_fails(
     assert list((tmp_path / "rec" / "asr" / "alice").glob("*.wav"))
 
 
+def test_the_headless_client_keeps_the_captions_it_receives(start_server, speech_wav, tmp_path) -> None:
+    """``mediaserver client`` puts every ``caption`` event it gets in its JSON summary
+    (``captions``: partials and finals, with ``t``) and logs each final one on stderr, one
+    line (fresh-user trial 6 §2: it dropped them). bob only listens while alice speaks; bob
+    is stopped once his log shows a final caption with her words, so nothing is timed."""
+    require_module("onnxruntime", ASR_HINT)   # the default engine, Moonshine
+    require_module("moonshine_cpp", ASR_HINT)
+    from conftest import stop_client, wait_participants
+    from waiting import poll
+
+    server = start_server("--no-enhance", "--asr", "local", "--asr-feed", "raw")
+    bob_log = tmp_path / "bob.log"
+    bob = start_client(server.url, "asr", "bob", "--duration", "240", log=bob_log)
+    try:
+        wait_participants(server, 1, timeout=120)
+        alice = start_client(server.url, "asr", "alice", "--send", str(speech_wav),
+                             log=tmp_path / "alice.log")
+        client_summary(alice, 90)
+
+        def final_line() -> str:
+            return next((line for line in bob_log.read_text(errors="replace").splitlines()
+                         if "caption alice " in line
+                         and any(w in line.lower() for w in ("fox", "dog", "stella"))), "")
+        line = poll(final_line, timeout=180, what="a final caption of alice in bob's log")
+        summary = stop_client(bob)
+    finally:
+        if bob.poll() is None:
+            bob.kill()
+    captions = summary["captions"]
+    assert captions and all(c["type"] == "caption" and c["identity"] == "alice" for c in captions), captions
+    assert all(c["end_ms"] > c["start_ms"] and c["t"] > 0 for c in captions), captions
+    finals = [c["text"] for c in captions if c["final"]]
+    assert any(line.endswith(": " + " ".join(text.split())) for text in finals), (line, finals)
+    assert len(line.splitlines()) == 1
+    assert not any(e["type"] == "caption" for e in summary["events"])   # not twice
+
+
 def test_serve_rejects_bad_asr_flags() -> None:
     import argparse
 

@@ -86,6 +86,10 @@ BAD = [
     # impairment ranges checked after parsing
     (("client", "--room", "r", "--url", "foo://x"), "--url"),
     (("client", "--room", "r", "--url", "http://a:1,ftp://b"), "--url"),
+    # fresh-user trial 6 §3: an empty entry of the list was skipped silently (a server left out)
+    (("client", "--room", "r", "--url", "http://a:1,,"), "--url"),
+    (("client", "--room", "r", "--url", "http://a:1,"), "--url"),
+    (("client", "--room", "r", "--url", ",http://a:1"), "--url"),
     (("client", "--room", "r", "--loss", "1"), "--loss"),
     (("client", "--room", "r", "--reorder", "-0.1"), "--reorder"),
     (("client", "--room", "r", "--jitter-ms", "-5"), "--jitter-ms"),
@@ -292,6 +296,9 @@ FROM_ENV = [
     ({"MEDIASERVER_REDIS_URL": "foo://x"}, ("serve",), "MEDIASERVER_REDIS_URL='foo://x' must start redis://"),
     # fresh-user trial 5: a word said the value twice ("MEDIASERVER_WORKERS='many' 'many' is not ...")
     ({"MEDIASERVER_CANARY_SHARE": "abc"}, ("serve",), "MEDIASERVER_CANARY_SHARE='abc' is not a number"),
+    # fresh-user trial 6 §3: which entry of the list is empty, the value said once
+    ({"MEDIASERVER_URL": "http://a:1, ,http://b:2"}, ("client", "--room", "r"),
+     "MEDIASERVER_URL='http://a:1, ,http://b:2' has an empty entry (entry 2 of 3 in the comma list)"),
     # a required flag is satisfied by its variable: the next problem is the input file
     ({"MEDIASERVER_OUT_DIR": "eo3"}, ("enhance", "missing.wav"), "missing.wav: no such file"),
     ({"MEDIASERVER_DATA": "/nonexistent"}, ("eval",), "MEDIASERVER_DATA"),
