@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Awaitable, Callable, Optional, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ class Outbox:
         self._queue: deque[str] = deque()
         self._bytes = 0
         self._wake = asyncio.Event()
-        self._close: Optional[tuple[int, bytes]] = None   # requested close, after the queue
+        # requested close, after the queue: code, reason, what to await just before it
+        self._close: Optional[tuple[int, bytes, Optional[Callable[[], Awaitable[None]]]]] = None
         self._task: Optional[asyncio.Task] = None
         self.dropped: Optional[str] = None   # the reason, once dropped as a slow consumer
         self.sent = 0
@@ -90,10 +91,12 @@ class Outbox:
             raise ConnectionError("socket dropped: slow consumer (queue-full)")
         self._wake.set()
 
-    def close(self, code: int = 1000, message: bytes = b"") -> None:
-        """Close the socket after what is already queued (the writer sends the close frame)."""
+    def close(self, code: int = 1000, message: bytes = b"", *,
+              before: Optional[Callable[[], Awaitable[None]]] = None) -> None:
+        """Close the socket after what is already queued (the writer sends the close frame);
+        ``before`` is awaited by the writer just before it closes (within ``stall_s``)."""
         if self.accepting:
-            self._close = (code, message)
+            self._close = (code, message, before)
             self._wake.set()
 
     # -- writer task -------------------------------------------------------------------------
@@ -137,9 +140,9 @@ class Outbox:
                 self._bytes -= len(text)
                 self.sent += 1
             if self.dropped is None and self._close is not None:
-                code, message = self._close
+                code, message, before = self._close
                 try:   # aiohttp waits for the client's close frame; a silent one is cut off
-                    await asyncio.wait_for(self._ws.close(code=code, message=message), self.stall_s)
+                    await asyncio.wait_for(self._close_socket(code, message, before), self.stall_s)
                 except asyncio.TimeoutError:
                     self._abort()
         except (ConnectionError, RuntimeError) as exc:
@@ -147,6 +150,12 @@ class Outbox:
             logger.debug("outbox writer ended: %r", exc)
             self._queue.clear()
             self._bytes = 0
+
+    async def _close_socket(self, code: int, message: bytes,
+                            before: Optional[Callable[[], Awaitable[None]]]) -> None:
+        if before is not None:
+            await before()
+        await self._ws.close(code=code, message=message)
 
     async def _bounded(self, write: Any) -> bool:
         """Await one write for at most ``stall_s``; a stall drops the consumer (False)."""

@@ -31,6 +31,7 @@ from .metrics import SfuMetrics
 from . import websec
 from .origin import OriginPolicy
 from .outbox import Outbox
+from .wsclose import Reader
 from .participant import Glare, NegotiationError, Participant
 from .room import RoomError, RoomManager
 from .names import identity_key
@@ -111,6 +112,7 @@ class SignallingSession:
         self.outbox = Outbox(ws, abort=abort, on_slow=self._on_slow,
                              max_messages=limits.ws_send_queue, stall_s=limits.ws_send_timeout_s)
         self._loop = asyncio.get_running_loop()
+        self._reader = Reader(ws)   # what run() reads; stopped before the close of a shutdown
         self._rate = RateLimiter(rate=limits.ws_rate, burst=limits.ws_burst, now=self._loop.time())
         self._label = ""   # room/identity once joined, kept for log lines after leaving
 
@@ -142,7 +144,10 @@ class SignallingSession:
             self.send(shutdown_message(retry_after_ms))
         except ConnectionError:
             pass
-        self.close(code, "server shutdown")
+        # run() stops reading before the close, so the close waits for the client's answer
+        # (sent once it has read the message): only then does run() close the peer
+        # connection (sfu/wsclose.py)
+        self.outbox.close(code, b"server shutdown", before=self._reader.stop)
 
     async def run(self) -> None:
         self.task = asyncio.current_task()
@@ -150,7 +155,7 @@ class SignallingSession:
         deadline = self._loop.call_later(max(0.0, self.ctx.limits.offer_timeout_s - self.waited_s),
                                          self._offer_overdue)
         try:
-            async for msg in self.ws:
+            async for msg in self._reader:
                 if not self.outbox.accepting:   # closing, or dropped as a slow consumer
                     break
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY) and not self._within_rate():
