@@ -129,31 +129,40 @@ def test_two_workers_host_two_rooms_and_a_killed_worker_stops_only_its_own(tmp_p
 
 def test_sigterm_on_the_front_drains_every_workers_calls_and_leaves_no_worker(tmp_path: Path) -> None:
     """The front's SIGTERM reaches the workers: each tells its participants (server-shutdown,
-    relayed), the front exits 0 and no worker process outlives it."""
+    relayed), the front exits 0 and no worker process outlives it. Two rooms on the two
+    workers, a client in each: both clients are told, and neither sees its media fail first
+    (its connection is lost for ``server-shutdown``, not ``media-failed``)."""
     server = ServerProcess(tmp_path / "front.log", "--no-enhance", "--workers", "2")
     wav = tmp_path / "tone.wav"
     write_audio(wav, tone(330.0, 60.0), RATE)
-    client = start_client(server.url, "drain", "x", "--send", str(wav), "--duration", "60",
-                          "--no-reconnect", log=tmp_path / "client.log")
+    clients = {room: start_client(server.url, room, "x", "--send", str(wav), "--duration", "60",
+                                  "--no-reconnect", log=tmp_path / f"client-{room}.log")
+               for room in ("ra", "rb")}
+    outs = {}
     try:
-        h = poll(lambda: (lambda h: h if h["participants"] == 1 else None)(healthz(server)),
-                 timeout=120, what="the participant through the front")
+        h = poll(lambda: (lambda h: h if h["participants"] == 2 else None)(healthz(server)),
+                 timeout=120, what="the participants through the front")
+        assert [w["rooms"] for w in h["workers"]] == [1, 1], h["workers"]   # a room per worker
         pids = [w["pid"] for w in h["workers"]]
 
-        def media_in() -> bool:   # the call is up (a stop while joining is another case)
+        def media_in() -> bool:   # both calls are up (a stop while joining is another case)
             family = metrics(server).get("mediaserver_rtp_packets_in")
-            return family is not None and sum(x.value for x in family.samples
-                                              if x.name.endswith("_total")) >= 100
-        poll(media_in, timeout=120, what="2 s of the participant's audio at its worker")
+            per_worker = [x.value for x in family.samples if x.name.endswith("_total")] if family else []
+            return len(per_worker) == 2 and min(per_worker) >= 100
+        poll(media_in, timeout=120, what="2 s of each participant's audio at its worker")
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(60) == 0, server.tail()
-        out, _ = client.communicate(timeout=60)
+        for room, client in clients.items():
+            outs[room], _ = client.communicate(timeout=60)
     finally:
-        if client.poll() is None:
-            client.kill()
+        for client in clients.values():
+            if client.poll() is None:
+                client.kill()
         server.stop()
-    summary = json.loads(out.decode()[out.decode().find("{"):])
-    assert any(e["type"] == "server-shutdown" for e in summary["events"]), summary["events"]
+    for room, out in outs.items():
+        summary = json.loads(out.decode()[out.decode().find("{"):])
+        assert any(e["type"] == "server-shutdown" for e in summary["events"]), (room, summary["events"])
+        assert [d["reason"] for d in summary["disconnects"]] == ["server-shutdown"], (room, summary)
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), pid
 
@@ -295,3 +304,77 @@ def test_a_room_never_splits_whatever_a_socket_sends_before_its_join(tmp_path: P
         assert joined[who]["type"] == "joined", joined[who]
         assert "alpha" in [p["identity"] for p in joined[who]["participants"]], (who, joined[who])
     assert joined["ALPHA"]["type"] == "error", joined["ALPHA"]   # the same identity, same room
+
+
+def test_a_worker_closes_a_clients_media_only_after_the_client_has_its_server_shutdown(tmp_path: Path) -> None:
+    """On the front's SIGTERM a worker closes a participant's peer connection only once the
+    client has answered the close that follows ``server-shutdown`` (relayed both ways by the
+    front), or when the drain time runs out. Before, neither the worker nor the front waited
+    for the answer (aiohttp's close, while another task reads the socket, does not), so the
+    worker's DTLS close_notify raced the relayed message and a loaded client saw its media
+    fail first (``media-failed``; 2 of 8 stops under load). Forced order: in room ``ra`` the
+    client reads nothing after the signal, so it never answers; its media must close only
+    when its worker's drain time ran out (logged), never before. In ``rb``, on the other
+    worker, the client reads: its peer connection is still connected when it reads
+    ``server-shutdown``."""
+    import asyncio
+
+    import aiohttp
+
+    from rtc_peer import RtcPeer, loopback_ice
+    from waiting import until
+
+    class Watching(RtcPeer):
+        """Notes its peer connection's state when it reads ``server-shutdown``."""
+
+        told_while: list[str] = []
+
+        async def _handle(self, data: dict) -> None:
+            if data.get("type") == "server-shutdown" and self.pc is not None:
+                self.told_while.append(self.pc.connectionState)
+            await super()._handle(data)
+
+    server = ServerProcess(tmp_path / "front.log", "--no-enhance", "--workers", "2")
+
+    async def scenario() -> tuple[list[dict], list[str]]:
+        silent, reading = RtcPeer(server.ws_url, "ra", "ann"), Watching(server.ws_url, "rb", "bob")
+        peers = [silent, reading]
+        with loopback_ice():
+            async with aiohttp.ClientSession() as session:
+                try:
+                    for peer in peers:
+                        await peer.connect(session)
+                        await peer.join()
+                        await peer.publish()
+                    for peer in peers:
+                        await until(lambda p=peer: p.pc.connectionState == "connected", timeout=60,
+                                    what=f"{peer.identity}'s media connected")
+                    workers = healthz(server)["workers"]
+                    assert [w["rooms"] for w in workers] == [1, 1], workers   # a room per worker
+                    await silent.stop_reading()   # ann reads nothing more: no answer to a close
+                    server.proc.send_signal(signal.SIGTERM)
+                    await until(reading.closed.is_set, timeout=60, what="bob's socket closed")
+                    await until(lambda: silent.pc.connectionState in ("closed", "failed"), timeout=60,
+                                what="ann's media closed by her worker")
+                    told = []   # what ann's socket holds, read only now
+                    while True:
+                        msg = await silent.ws.receive(timeout=30)
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        told.append(json.loads(msg.data))
+                    return told, list(reading.told_while)
+                finally:
+                    for peer in peers:
+                        await peer.close()
+
+    try:
+        told, bob_told_while = asyncio.run(scenario())
+        assert server.proc.wait(60) == 0, server.tail()
+    finally:
+        server.stop()
+    log = server.log_path.read_text(errors="replace")
+    assert bob_told_while == ["connected"], bob_told_while
+    assert [m["type"] for m in told][-1:] == ["server-shutdown"], told
+    # ann's media closed because her worker's drain time ran out, not before it
+    assert log.count("telling 1 connected clients") == 2, log[-3000:]
+    assert "1 sessions did not close in time" in log, log[-3000:]
