@@ -2386,6 +2386,25 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_model_control.py::test_an_override_is_taken_back_and_the_room_gets_the_routers_pick_again",
                "tests/test_canary.py::test_admin_endpoints_switch_a_room_live_and_need_the_secret"),
     ),
+    # ---- the stop with --workers: every client told before its media closes (sfu/wsclose.py) ---
+    Mutation(
+        name="drain-closes-media-before-the-clients-answer",
+        claim="on SIGTERM a media worker closes a participant's peer connection only after the client answered the close that follows server-shutdown (or its drain time ran out)",
+        source="last session's finding 1 (media-failed instead of server-shutdown, 2 of 8 stops under load)",
+        edits=(Edit("mediaserver/sfu/signalling.py",
+                    'self.outbox.close(code, b"server shutdown", before=self._reader.stop)',
+                    'self.outbox.close(code, b"server shutdown")  # mutation'),),
+        tests=("tests/test_workers.py::test_a_worker_closes_a_clients_media_only_after_the_client_has_its_server_shutdown",),
+    ),
+    Mutation(
+        name="front-answers-a-workers-close-for-the-client",
+        claim="the front answers a worker's close only after the client answered it (so the worker closes the media after the client read server-shutdown)",
+        source="last session's finding 1 (media-failed instead of server-shutdown, 2 of 8 stops under load)",
+        edits=(Edit("mediaserver/workers/front.py",
+                    "                await reader.stop()\n                await ws.close(code=code",
+                    "                await ws.close(code=code"),),
+        tests=("tests/test_workers.py::test_a_worker_closes_a_clients_media_only_after_the_client_has_its_server_shutdown",),
+    ),
     # ---- issue 9: the msenh-v3 training snapshot shipped opt-in (models/msenh-v3-s8250) -------
     Mutation(
         name="v3-snapshot-checksum-mismatch",
