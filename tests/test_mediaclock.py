@@ -194,6 +194,45 @@ def test_a_clock_far_behind_drops_exactly_the_missed_frames(stall_ms: int) -> No
     assert [t.t_ms for t in sink.ticks] == pytest.approx([t0 + 20.0 * k for k in emitted])
 
 
+# ---- an idle clock: no ticks without a publisher, back on the grid when one comes ---------------
+def test_an_idle_clock_does_not_tick_and_resumes_on_its_grid_when_a_stream_comes() -> None:
+    """With no publisher the clock sleeps instead of waking 50 times a second (1.2 % of a core
+    per idle media worker on the 2-core test machine). A stream added after an idle second
+    gets its first tick at the next point of the same 20 ms grid, with the pts advanced by the
+    idle periods (time and pts still agree), and the pause counts no late or skipped tick."""
+    from mediaserver.sfu.metrics import SfuMetrics
+
+    loop = VirtualTimeLoop()
+    metrics = SfuMetrics()
+    pts_out: list[int] = []
+    clock = MediaClock(metrics=metrics, encode_pts=lambda enc, pcm, pts: pts_out.append(pts))
+    sink = RecordingSink()
+    clock.sinks.append(sink)
+    idle_ticks: list[float] = []
+
+    async def main() -> None:
+        clock.start()
+        await asyncio.sleep(1.0)   # virtual: the loop jumps to the next timer
+        idle_ticks.append(metrics.registry.get_sample_value("mediaserver_clock_ticks_total") or 0.0)
+        done = asyncio.Event()
+        sink.on_tick = lambda n: done.set() if n == 5 else None
+        clock.add(_tone_stream(10))
+        try:
+            await done.wait()
+        finally:
+            await clock.stop()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert idle_ticks == [0.0] and clock.late == 0 and clock.skipped == 0, (idle_ticks, clock.late)
+    first_deadline_ms = 1000.0 * 1000.0 + 20.0   # the loop starts at 1000 s: the grid's next point
+    assert [t.t_ms for t in sink.ticks] == pytest.approx([sink.ticks[0].t_ms + 20.0 * k for k in range(5)])
+    assert sink.ticks[0].t_ms - first_deadline_ms >= 1000.0   # it did not tick while idle
+    assert [p // FRAME for p in pts_out[:5]] == [round((t.t_ms - first_deadline_ms) / 20.0) for t in sink.ticks]
+
+
 # ---- a failing stage: every tick still goes out, and the log is not flooded --------------------
 def test_a_failing_stage_forwards_every_tick_and_logs_once_per_interval(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

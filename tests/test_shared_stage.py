@@ -320,3 +320,43 @@ def test_the_inference_process_is_told_when_its_front_dies_not_by_polling(tmp_pa
         if front.poll() is None:
             front.kill()
             front.wait()
+
+
+# ---- the sans-I/O parts: the tick batcher and the message framing, with explicit time ----------
+def test_the_tick_batcher_runs_a_batch_once_every_worker_ticked_or_at_the_window() -> None:
+    from mediaserver.enhance.shared import TickBatcher, _Tick, _Worker
+
+    a, b = _Worker(1, None), _Worker(2, None)   # type: ignore[arg-type]  (no transport needed here)
+    batcher = TickBatcher(window_s=0.005)
+    assert batcher.deadline is None and not batcher.ready(0.0, [a, b])
+    batcher.add(_Tick(a, 1, False, [(1, "normal")]), now=10.000)
+    assert batcher.deadline == pytest.approx(10.005)
+    assert not batcher.ready(10.001, [a, b])          # b has streams and has not ticked yet
+    assert batcher.ready(10.005, [a, b])              # ... but the window is over
+    assert batcher.ready(10.001, [a])                 # b without streams is not waited for
+    batcher.add(_Tick(b, 7, False, []), now=10.002)
+    assert batcher.ready(10.002, [a, b])
+    batch, waited = batcher.take(10.002)
+    assert [t.worker for t in batch] == [a, b] and waited == pytest.approx(0.002)
+    assert batcher.deadline is None and batcher.pending == []
+    # a worker that caught up sends two ticks: one per batch, the second opens the next one
+    batcher.add(_Tick(a, 2, False, []), now=11.0)
+    batcher.add(_Tick(a, 3, False, []), now=11.0)
+    batcher.add(_Tick(b, 8, False, []), now=11.001)
+    batch, _ = batcher.take(11.001)
+    assert [(t.worker, t.seq) for t in batch] == [(a, 2), (b, 8)]
+    assert [t.seq for t in batcher.pending] == [3] and batcher.deadline == pytest.approx(11.006)
+
+
+def test_messages_are_framed_whatever_the_socket_reads_split_them_into() -> None:
+    from mediaserver.enhance.shared_wire import MAX_MESSAGE, FrameParser, ProtocolError, encode
+
+    wire = encode({"t": "done", "seq": 1}) + encode({"t": "opened", "id": 2, "slot": 0})
+    byte_by_byte = FrameParser()
+    assert [m for i in range(len(wire)) for m in byte_by_byte.feed(wire[i : i + 1])] == [
+        {"t": "done", "seq": 1}, {"t": "opened", "id": 2, "slot": 0}]
+    assert FrameParser().feed(wire + wire[:3]) == [{"t": "done", "seq": 1}, {"t": "opened", "id": 2, "slot": 0}]
+    with pytest.raises(ProtocolError):
+        FrameParser().feed((MAX_MESSAGE + 1).to_bytes(4, "big"))
+    with pytest.raises(ProtocolError):
+        FrameParser().feed(len(b"[1]").to_bytes(4, "big") + b"[1]")   # not a message object

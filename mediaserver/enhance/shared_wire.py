@@ -69,6 +69,29 @@ def decode(body: bytes) -> dict[str, Any]:
     return message
 
 
+class FrameParser:
+    """Sans-I/O reader of the framed messages: ``feed(bytes)`` returns the messages completed
+    by them, in order (a message may span any number of feeds). ProtocolError for an
+    oversized or malformed one; the parser is then unusable (close the connection)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        buf = self._buffer
+        buf += data
+        messages: list[dict[str, Any]] = []
+        start = 0
+        while len(buf) - start >= _HEADER:
+            end = start + _HEADER + body_length(bytes(buf[start : start + _HEADER]))
+            if len(buf) < end:
+                break
+            messages.append(decode(bytes(buf[start + _HEADER : end])))
+            start = end
+        del buf[:start]
+        return messages
+
+
 def _aligned(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
 
