@@ -5,8 +5,10 @@ Order, all within ``drain_s`` seconds of the signal:
 1. new ``/ws`` upgrades are refused (HTTP 503 with ``Retry-After``), so a client that
    reconnects at once is not admitted by the server that is going away;
 2. every connected socket gets ``{"type": "server-shutdown", "retry_after_ms": N,
-   "message": ...}`` and is then closed (code 1012, "service restart"): its session ends,
-   which removes the participant and closes its peer connection;
+   "message": ...}`` and is then closed (code 1012, "service restart"); once the client has
+   answered the close (it has read the event then; through a ``--workers`` front too,
+   ``sfu/wsclose.py``) its session ends, which removes the participant and closes its peer
+   connection;
 3. the aiohttp runner is cleaned up (listening socket, ``on_shutdown``: the media clock and
    the enhancer stage); whatever has not finished by the deadline is cut off.
 

@@ -26,7 +26,9 @@ registers, claims the rooms placed on its workers and renews their claims, and t
 signalling asks it (over loopback) where a new room belongs and whether a token was spent.
 
 SIGTERM/SIGINT: new sockets are refused, every worker drains its calls (``server-shutdown``
-to each participant, relayed) within ``--drain-s``, then the front exits.
+to each participant, relayed) within ``--drain-s``, then the front exits. The front answers a
+worker's close only after the client answered it, so a worker closes a participant's media
+after its client read ``server-shutdown`` (``sfu/wsclose.py``).
 """
 
 from __future__ import annotations
