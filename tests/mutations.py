@@ -2430,7 +2430,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         edits=(Edit("mediaserver/sfu/signalling.py",
                     'self.outbox.close(code, b"server shutdown", before=self._reader.stop)',
                     'self.outbox.close(code, b"server shutdown")  # mutation'),),
-        tests=("tests/test_workers.py::test_a_worker_closes_a_clients_media_only_after_the_client_has_its_server_shutdown",),
+        tests=("tests/test_workers.py::test_a_worker_closes_a_clients_media_only_after_the_client_has_its_server_shutdown",
+               "tests/test_drain.py::test_drain_does_not_wait_for_a_client_that_stopped_reading"),
     ),
     Mutation(
         name="front-answers-a-workers-close-for-the-client",

@@ -70,21 +70,34 @@ async def test_stop_signal_tells_everyone_closes_calls_and_exits(start_server, s
 
 
 async def test_drain_does_not_wait_for_a_client_that_stopped_reading(start_server) -> None:
-    """A client that never answers the close handshake must not hold the exit up."""
+    """A client that never answers the close handshake must not hold the exit up. Its media
+    is closed when the drain time for the sockets runs out (logged), not before: the server
+    waits for a client's answer to the close that follows server-shutdown (sfu/wsclose.py);
+    bob, who reads, is told while his peer connection is still connected."""
     server = start_server("--no-enhance", "--drain-s", "3")
     with loopback_ice():
         async with small_buffer_session() as session:
             peers = await _two_in_a_call(server, "drain-stuck", session)
             await peers[0].stop_reading()   # ann's socket is read by nobody from now on
+            told_while: list[str] = []
+            handle = peers[1]._handle
+
+            async def noting(data: dict) -> None:   # bob notes his media's state when told
+                if data.get("type") == "server-shutdown":
+                    told_while.append(peers[1].pc.connectionState)
+                await handle(data)
+            peers[1]._handle = noting  # type: ignore[method-assign]
             try:
                 rc, seconds = await _exit_after(server, signal.SIGTERM)
                 await until(peers[1].closed.is_set, timeout=30, what="bob's socket closed")
                 assert any(e.get("type") == "server-shutdown" for e in peers[1].events)
+                assert told_while == ["connected"], told_while
             finally:
                 for peer in peers:
                     await peer.close()
     print(f"with a client that does not read: exit {rc} after {seconds:.2f} s (--drain-s 3)")
     assert rc == 0, server.tail()
+    assert "1 sessions did not close in time" in server.tail(20000), server.tail()   # ann's
 
 
 async def test_new_sockets_are_refused_while_draining(start_server, tmp_path: Path) -> None:
