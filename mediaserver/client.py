@@ -13,6 +13,11 @@ closed or dropped, the peer connection failed) is re-established with backoff
 rejoining the same room as the same identity with the server's reconnect ticket
 (``sfu/tickets.py``); the microphone goes on at its wall-clock position. The summary
 counts ``reconnects`` and the ``longest_gap_ms`` of audio from any remote.
+
+The summary's ``events`` are the server's messages in order (all but the negotiation the
+client answers), each with ``t`` (s since the client started), and ``captions`` its live
+captions; each keeps the last ``--keep-events``
+(:class:`EventLog`), counting older ones in ``events_dropped`` / ``captions_dropped``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import random
 import signal
 import time
 import uuid
+from collections import deque
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse, urlunparse
@@ -37,7 +43,8 @@ from aiortc import (RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPe
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .audio import AudioFileError, read_audio, resample, write_audio
-from .config import UsageError, add_option, number_in, print_problem
+from .config import (UsageError, add_option, comma_entries, comma_list, comma_values, number_in,
+                     print_problem)
 from .media.g711 import G711Decoder, G711Encoder
 from .media.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusError, enable_opus_fec
 from .patches import pin_host_addresses, tap_receiver, tolerate_consent_stalls
@@ -50,6 +57,12 @@ CODECS = ("opus", "pcmu", "pcma")
 # A join refused for one of these may succeed later; any other refusal ends the call.
 RETRYABLE_REFUSALS = {"server-full", "rate-limited", "offer-timeout"}
 HEARTBEAT_S = 10.0   # WebSocket ping interval; no pong within half of it: the socket is dead
+# --keep-events: an hour-long call's server events with room to spare. A talker's speaking
+# flag flips on after 60 ms of speech and off after 400 ms without (sfu/mediaclock.py), about
+# one on/off pair per phrase (~2.5 s): ~2,900 events in an hour of continuous talk, plus a
+# reconnect ticket every 150 s and the joins, leaves and mutes. Partial captions (one
+# per 0.3 s of speech, ~12,000 an hour) are not sized for: they are replaced by the next.
+DEFAULT_KEEP_EVENTS = 10_000
 
 
 class FileSource(MediaStreamTrack):
@@ -192,19 +205,43 @@ class StreamRecorder:
         return max(0, span - len(self._seen))
 
 
+class EventLog:
+    """The last ``keep`` of a list that grows all call long (server events, captions) and how
+    many older ones were dropped to stay within it (``dropped``): a client left in a call for
+    days keeps a bounded summary."""
+
+    def __init__(self, keep: int) -> None:
+        self._items: deque[dict] = deque(maxlen=keep)
+        self.dropped = 0
+
+    def append(self, item: dict) -> None:
+        if len(self._items) == self._items.maxlen:
+            self.dropped += 1
+        self._items.append(item)
+
+    def items(self) -> list[dict]:
+        """The kept items, oldest first."""
+        return list(self._items)
+
+
+def event_record(data: dict, t: float) -> dict:
+    """A server message as the summary's ``events`` keeps it: as sent, plus ``t`` (s since the
+    client started), without any reconnect ``ticket`` (``reconnect-ticket``, a ``redirect``'s
+    ``reconnect``): a credential that lets its holder take this participant's place for
+    minutes has no place in a summary that is printed and kept."""
+    out = {k: v for k, v in data.items() if k != "ticket"}
+    if isinstance(out.get("reconnect"), dict):
+        out["reconnect"] = {k: v for k, v in out["reconnect"].items() if k != "ticket"}
+    out["t"] = t
+    return out
+
+
 def ws_urls(urls: str) -> list[str]:
     """``--url`` as a list: one URL, or several separated by commas (tried in turn). Raises
     ValueError on a bad list, an empty entry included (``a,,b``, a trailing comma: a server
     left out by mistake is refused, not skipped); the message names no flag (its caller
     does, once)."""
-    entries = [u.strip() for u in urls.split(",")]
-    if not any(entries):
-        raise ValueError("names no server")
-    empty = [i for i, u in enumerate(entries, 1) if not u]
-    if empty:
-        raise ValueError(f"{urls!r} has an empty entry (entry {empty[0]} of {len(entries)} "
-                         "in the comma list)")
-    return [ws_url(u) for u in entries]
+    return [ws_url(u) for u in comma_entries(urls)]
 
 
 def server_urls(text: str) -> str:
@@ -292,8 +329,10 @@ class HeadlessClient:
         self.mids: dict[str, str] = {}
         self.tapped: set[int] = set()
         self.recorders: dict[str, StreamRecorder] = {}
-        self.events: list[dict] = []
-        self.captions: list[dict] = []   # every caption event, as the server sent it, plus "t"
+        # every server message (event_record), and every caption as sent plus "t": the last
+        # --keep-events of each
+        self.events = EventLog(args.keep_events)
+        self.captions = EventLog(args.keep_events)
         self.errors: list[dict] = []
         self.connection_states: list[str] = []  # the peer connection's, in order
         self.server_stats: Optional[dict] = None
@@ -571,14 +610,14 @@ class HeadlessClient:
             data = json.loads(msg.data)
             if data.get("type") == kind:
                 return data
+            if data.get("type") == "caption":
+                self._caption(data)
+                continue
+            self._event(data)
             if data.get("type") == "error":
                 raise JoinRefused(str(data.get("code")), str(data.get("message")))
             if data.get("type") == "redirect" and isinstance(data.get("url"), str):
                 raise Redirected(data["url"], data.get("reconnect"))
-            if data.get("type") == "caption":
-                self._caption(data)
-                continue
-            self.events.append(data)
 
     async def _read(self) -> None:
         try:
@@ -595,7 +634,13 @@ class HeadlessClient:
                 break
             data = json.loads(msg.data)
             kind = data.get("type")
-            if kind == "offer":
+            if kind == "stats" and self._stats_reply is not None and not self._stats_reply.done():
+                self._stats_reply.set_result(data)   # the reply we asked for (server_view)
+                continue
+            if kind == "caption":
+                self._caption(data)
+                continue
+            if kind == "offer":   # negotiation the client answers, not an event
                 await self.pc.setRemoteDescription(
                     RTCSessionDescription(sdp=data["sdp"], type="offer"))
                 self._only_our_codec()
@@ -606,9 +651,9 @@ class HeadlessClient:
                 await self._send({"type": "answer",
                                   "sdp": enable_opus_fec(self.pc.localDescription.sdp)})
                 self._impair()
-            elif kind == "stats" and self._stats_reply is not None and not self._stats_reply.done():
-                self._stats_reply.set_result(data)
-            elif kind == "reconnect-ticket":
+                continue
+            self._event(data)
+            if kind == "reconnect-ticket":
                 self._take_ticket(data)
             elif kind == "redirect" and isinstance(data.get("url"), str):
                 # the room moved to another node (cluster reconciliation): rejoin there at once
@@ -618,26 +663,30 @@ class HeadlessClient:
                 self.reconnector.add_urls([data["url"]])
                 self.reconnector.connected(data["url"])
                 self._hint_s = 0.0
-                self.events.append({**data, "t": round(asyncio.get_running_loop().time() - self.t0, 3)})
             elif kind == "server-shutdown":
                 hint = data.get("retry_after_ms")
                 self._hint_s = hint / 1000.0 if isinstance(hint, (int, float)) and hint >= 0 else 0.0
                 logger.warning("server shutting down: %s", data.get("message"))
-                self.events.append({**data, "t": round(asyncio.get_running_loop().time() - self.t0, 3)})
             elif kind == "error":
                 logger.warning("server error: %s", data)
                 self.errors.append(data)
-            elif kind == "caption":
-                self._caption(data)
             else:
-                self.events.append({**data, "t": round(asyncio.get_running_loop().time() - self.t0, 3)})
                 logger.debug("event %s", data)
+
+    def _since_start(self) -> float:
+        return round(asyncio.get_running_loop().time() - self.t0, 3)
+
+    def _event(self, data: dict) -> None:
+        """A server message for the summary's ``events``, in order (:func:`event_record`):
+        any but the negotiation the client takes part in (``joined``, ``answer``, an
+        ``offer``, the ``stats`` reply it asked for) and captions (``captions``)."""
+        self.events.append(event_record(data, self._since_start()))
 
     def _caption(self, data: dict) -> None:
         """A ``caption`` event (live ASR of a participant, ``serve --asr``): kept for the
         summary's ``captions`` with ``t`` (s since the client started); a final one is also
         one log line, ``caption alice 0.4-3.1 s: the quick brown fox`` (partials at DEBUG)."""
-        self.captions.append({**data, "t": round(asyncio.get_running_loop().time() - self.t0, 3)})
+        self.captions.append({**data, "t": self._since_start()})
         try:
             span = f"{float(data['start_ms']) / 1000.0:.1f}-{float(data['end_ms']) / 1000.0:.1f} s"
         except (KeyError, TypeError, ValueError):
@@ -746,10 +795,10 @@ class HeadlessClient:
             "remote": remote,
             # the server's receive statistics of my own stream (jitter buffer, time scaling)
             "server_view": server_people.get(self.identity),
-            "events": [e for e in self.events if e.get("type") in (
-                "participant-joined", "participant-left", "server-shutdown")],
+            # every server message in order with "t" (event_record): the last --keep-events
+            "events": self.events.items(), "events_dropped": self.events.dropped,
             # live captions (serve --asr): partials ("final": false) and finals, in order
-            "captions": self.captions,
+            "captions": self.captions.items(), "captions_dropped": self.captions.dropped,
             "reconnects": self.reconnects, "redirects": self.redirects, "joined_url": self.joined_url,
             # the longest stretch without audio from a remote that was sending (any remote)
             "longest_gap_ms": round(max((r.longest_gap_s for r in self.recorders.values()),
@@ -775,8 +824,7 @@ def parse_discontinuities(values: Optional[list[str]]) -> list[Any]:
     """
     from .media.rtpfault import RtpDiscontinuity
 
-    return [RtpDiscontinuity.parse(item) for v in (values or []) for item in v.split(",")
-            if item.strip()]
+    return [RtpDiscontinuity.parse(item) for item in comma_values(values)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -793,7 +841,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--record-dir", default=None, help="write DIR/<identity>.wav per remote")
     add_option(parser, "--duration", type=number_in(0), default=None,
                help="seconds to stay (default: file length + 3 s, or 30 s); SIGTERM/SIGINT end early")
-    add_option(parser, "--ice-host", action="append", default=None,
+    add_option(parser, "--ice-host", action="append", default=None, type=comma_list(),
                help="pin ICE host candidates (comma list; 127.0.0.1 in tests)")
     add_option(parser, "--loss", type=number_in(0, 1), default=0.0,
                help="drop this fraction of sent packets, 0..1 (under 1)")
@@ -802,13 +850,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--reorder", type=number_in(0, 1), default=0.0, help="probability to reorder a packet, 0..1")
     add_option(parser, "--seed", type=int, default=0, help="impairment random seed")
     add_option(parser, "--rtp-discontinuity", action="append", default=None,
-               metavar="KIND@SECONDS",
+               type=comma_list(), metavar="KIND@SECONDS",
                help="break the sent RTP numbering SECONDS after the first packet (repeatable; "
                     "KIND: seq-restart, seq-jump (+10000), ts-back / ts-forward (1 s), "
                     "ssrc-change); the same time for two kinds breaks both at once")
     add_option(parser, "--reconnect", action=argparse.BooleanOptionalAction, default=True,
                help="after a server restart, a dropped socket or a failed media connection, "
                     "rejoin the same room as the same identity with backoff (default on)")
+    add_option(parser, "--keep-events", type=number_in(1, kind=int), default=DEFAULT_KEEP_EVENTS,
+               metavar="N",
+               help="the summary keeps the last N server events and the last N captions, "
+                    "counting older ones in events_dropped / captions_dropped (default "
+                    f"{DEFAULT_KEEP_EVENTS}: an hour-long call's events; partial captions "
+                    "come every 0.3 s of speech)")
     add_option(parser, "--relay", action="store_true", default=False,
                help="send and receive only through the TURN server named in 'joined' "
                     "(ICE transport policy relay)")
@@ -830,7 +884,7 @@ def main(args: argparse.Namespace) -> int:
         except AudioFileError as exc:
             raise UsageError(f"--send: {exc}") from None
         samples = resample(audio, rate, RATE)
-    hosts = [h.strip() for v in (args.ice_host or []) for h in v.split(",") if h.strip()]
+    hosts = comma_values(args.ice_host)
     from . import patches
 
     try:

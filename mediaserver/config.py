@@ -10,6 +10,8 @@ the flag's would be (type, choices, yes/no) and its errors name the variable, no
 (:func:`check_env`, :func:`name_sources`). No setting takes an empty value (``--asr ''``,
 ``MEDIASERVER_ASR=``, ``--rooms ,``): a flag is left out, a variable unset; the few where an
 empty value means something say so (``add_option(empty_means=...)``, ``--metrics-token ''``).
+Nor does a comma list take an empty entry (``--ice-host 10.0.0.1,,``, ``MEDIASERVER_ASR=local,``):
+every comma-list flag is parsed by :func:`comma_list` and read by :func:`comma_values`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence, Union
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -164,6 +166,62 @@ def number_in(low: Optional[float] = None, high: Optional[float] = None, kind: t
 
     convert.__name__ = kind.__name__
     return convert
+
+
+def comma_entries(text: str, item: Callable[[str], Any] = str) -> list[Any]:
+    """The entries of a comma list, each stripped and passed through ``item`` (an argparse
+    ``type``: ``str``, :func:`number_in`): ``"a, b"`` -> ``["a", "b"]``. The one reading of
+    every comma-list flag and its variable (:func:`comma_list`, :func:`comma_values`).
+
+    Raises ValueError on an empty entry (``a,,b``, a leading or trailing comma, ``a, ,b``: a
+    value left out by mistake is refused, never skipped) or an entry ``item`` refuses. The
+    message starts with the text and names no flag (its caller does, once; a variable's
+    text is not said twice, :func:`_env_value`): ``'a,,b' has an empty entry (entry 2 of 3
+    in the comma list)``."""
+    entries = [x.strip() for x in text.split(",")]
+    where = "in the comma list"
+    for i, entry in enumerate(entries, 1):
+        if not entry:
+            raise ValueError(f"{text!r} has an empty entry (entry {i} of {len(entries)} {where})")
+    out = []
+    for i, entry in enumerate(entries, 1):
+        try:
+            out.append(item(entry))
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
+            why = str(exc) or f"is not a valid {getattr(item, '__name__', 'value')} value"
+            raise ValueError(f"{text!r} has a bad entry (entry {i} of {len(entries)} {where}): "
+                             f"{why}") from None
+    return out
+
+
+def comma_list(item: Callable[[str], Any] = str) -> Any:
+    """An argparse ``type`` for a comma-list flag (``--ice-host 10.0.0.1,10.0.0.2``): the text
+    as given, once :func:`comma_entries` accepts it, so an empty or bad entry is refused as
+    the flag (or its variable) is parsed, one line naming it once. A blank text is left to
+    :func:`add_option`'s own refusal (``is empty: give a value``). Read the value with
+    :func:`comma_values` (with the same ``item``)."""
+
+    def convert(text: str) -> str:
+        if not is_blank(text):
+            try:
+                comma_entries(text, item)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    convert.__name__ = "comma list"
+    return convert
+
+
+def comma_values(values: Union[None, str, Sequence[str]],
+                 item: Callable[[str], Any] = str) -> list[Any]:
+    """The entries of a comma-list flag's value, in order: one text, or a repeatable flag's
+    texts (``action="append"``, each a comma list); ``[]`` for None (the flag not given).
+    ValueError as :func:`comma_entries` (a Namespace built without the parser)."""
+    if values is None:
+        return []
+    texts = [values] if isinstance(values, str) else list(values)
+    return [x for text in texts for x in comma_entries(text, item)]
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")

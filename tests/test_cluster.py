@@ -118,6 +118,10 @@ def test_a_join_through_another_node_is_redirected_and_hears_the_room(
         _end(procs, a, b)
     assert summary["B"]["redirects"] == 1 and summary["A"]["redirects"] == 0
     assert summary["B"]["joined_url"] == summary["A"]["joined_url"] == f"ws://127.0.0.1:{owner.port}/ws"
+    # the redirect is B's first event, with its time, without the ticket (a credential)
+    moved = summary["B"]["events"][0]
+    assert moved["type"] == "redirect" and moved["url"] == summary["B"]["joined_url"], moved
+    assert moved["t"] > 0 and "ticket" not in moved["reconnect"], moved
     assert summary["B"]["errors"] == [] and summary["A"]["errors"] == []
     owner_id = "a" if owner is a else "b"
     assert {n["id"]: n["rooms"] for n in view["nodes"]} == {

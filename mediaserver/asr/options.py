@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import Callable, Optional
 
-from ..config import add_option, no_effect
+from ..config import add_option, comma_list, comma_values, no_effect
 from .feed import DEFAULT_FEED, DEFAULT_RAW_SHARE, FEEDS, check_feed
 from .hub import AsrHub, FeedConfig
 from .local import (DEFAULT_ENGINE, DEVICES, ENGINES, WINDOW_TAIL_S, check_window_tail,
@@ -24,7 +24,7 @@ EARLY_FINAL_S = 0.2        # --asr-early-final
 
 def add_asr_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--asr`` and friends; ``--redis-url`` only if no other module added it."""
-    add_option(parser, "--asr", default=NO_SINK, metavar="LIST",
+    add_option(parser, "--asr", default=NO_SINK, metavar="LIST", type=comma_list(),
                help=f"comma-separated ASR sinks: {','.join(SINKS)}, or {NO_SINK} (the default)")
     add_option(parser, "--asr-feed", choices=FEEDS, default=DEFAULT_FEED,
                help=f"audio the ASR sinks get (default {DEFAULT_FEED})")
@@ -78,7 +78,7 @@ def add_asr_options(parser: argparse.ArgumentParser) -> None:
 def parse_sink_list(value: str) -> list[str]:
     """The sink names of an ``--asr`` value (``none``: no sink); ``ValueError`` names an
     unknown one, or ``none`` next to a sink."""
-    names = [n.strip() for n in (value or "").split(",") if n.strip()]
+    names = comma_values(value or None)
     if NO_SINK in names:
         if len(names) > 1:
             raise ValueError(f"{NO_SINK} and ASR sinks at once ({value}); choose {NO_SINK} or sinks")

@@ -34,16 +34,19 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..config import UsageError, add_option
+from ..config import UsageError, add_option, comma_list, comma_values, number_in
 from ..devices import torch_device_problem
 
 logger = logging.getLogger(__name__)
+
+STREAMS = number_in(1, kind=int)   # one --streams entry: a batch size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", choices=["enhancer", "vad"], help="what to benchmark")
     add_option(parser, "--device", default="cpu", help="cpu or cuda")
-    add_option(parser, "--streams", default="1,8,64,256,1024", help="batch sizes (enhancer)")
+    add_option(parser, "--streams", default="1,8,64,256,1024", type=comma_list(STREAMS),
+               help="batch sizes (enhancer; comma list)")
     add_option(parser, "--threads", type=int, default=1, help="torch threads (1 = one core, like RNNoise)")
     add_option(parser, "--seconds", type=float, default=4.0, help="time budget per batch size (enhancer)")
     add_option(parser, "--model", default=None, help="weights (default: shipped model; random init of the "
@@ -166,7 +169,7 @@ def bench_enhancer(args: argparse.Namespace) -> dict[str, Any]:
     signal = bench_signal(args.data)
     rn = bench_baseline(min(args.seconds, 3.0), signal)
     rows = []
-    for n in [int(s) for s in args.streams.split(",") if s.strip()]:
+    for n in comma_values(args.streams, STREAMS):
         enh = Enhancer(model, device=device, capacity=n)
         slots = [enh.allocate() for _ in range(n)]
         audio = signal.batch(n, enh.hop)

@@ -34,7 +34,7 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from ..audio import read_audio, resample
-from ..config import UsageError, add_option
+from ..config import UsageError, add_option, comma_list, comma_values
 from .metrics import RATE, intrusive, load_dnsmos
 from .peers import PEERS, load_peer
 
@@ -264,7 +264,7 @@ def _read_reused(paths: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     run that did not record them)."""
     rows: list[dict[str, Any]] = []
     files: list[dict[str, Any]] = []
-    for p in (x.strip() for x in paths.split(",") if x.strip()):
+    for p in comma_values(paths):
         run = json.loads(Path(p).read_text())
         files.append({"path": p, "weights": run.get("weights")})
         rows.extend({**r, "reused_from": p} for r in run["rows"])
@@ -314,7 +314,7 @@ def format_table(summary: dict[str, Any], metrics: tuple[str, ...], title: str) 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--data", required=True, help="data folder with speech/, noise/, rir/ (test splits are used)")
     add_option(parser, "--json", default=None, help="write the per-mixture rows and summaries here")
-    add_option(parser, "--systems", default=",".join(ALL_SYSTEMS),
+    add_option(parser, "--systems", default=",".join(ALL_SYSTEMS), type=comma_list(),
                help=f"comma-separated subset of {','.join(ALL_SYSTEMS)}")
     add_option(parser, "--limit", type=int, default=None, help="at most N mixtures per set (quick runs)")
     add_option(parser, "--main-count", type=int, default=25, help="mixtures in the main set (5 per SNR)")
@@ -325,14 +325,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--model", default=None, help="enhancer weights (default: shipped model)")
     add_option(parser, "--jobs", type=int, default=1, help="worker processes (the machine has 2 cores)")
     add_option(parser, "--no-dnsmos", action="store_true", help="skip DNSMOS (faster)")
-    add_option(parser, "--reuse", default=None,
+    add_option(parser, "--reuse", default=None, type=comma_list(),
                help="JSON of earlier runs (comma list): their rows for systems not run now are merged in "
                     "(same data and set sizes, e.g. peers scored once, ours re-scored per checkpoint)")
 
 
 def main(args: argparse.Namespace) -> int:
     data = Path(args.data)
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    systems = comma_values(args.systems)
     unknown = [s for s in systems if s not in ALL_SYSTEMS]
     if unknown:
         raise UsageError(f"--systems: unknown system(s) {unknown}; choose from {list(ALL_SYSTEMS)}")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from ..config import UsageError, add_option, print_problem
+from ..config import UsageError, add_option, comma_list, comma_values, print_problem
 
 logger = logging.getLogger(__name__)
 
@@ -214,15 +214,12 @@ class ModelRegistry:
 
 
 def add_registry_options(parser: argparse.ArgumentParser) -> None:
-    add_option(parser, "--model-root", action="append", default=None,
+    add_option(parser, "--model-root", action="append", default=None, type=comma_list(),
                help="extra model registry folder(s) after the shipped models/ (comma list)")
 
 
 def roots_from_args(args: argparse.Namespace) -> list[str]:
-    out: list[str] = []
-    for value in getattr(args, "model_root", None) or []:
-        out.extend(x.strip() for x in value.split(",") if x.strip())
-    return out
+    return comma_values(getattr(args, "model_root", None))
 
 
 # ---- mediaserver models ---------------------------------------------------------------------

@@ -21,7 +21,8 @@ from typing import Any, Optional
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 
-from ..config import UsageError, add_option, count_or_auto, name_sources, number_in, usable_cores
+from ..config import (UsageError, add_option, comma_list, comma_values, count_or_auto, name_sources,
+                      number_in, usable_cores)
 from ..patches import pin_host_addresses, tolerate_consent_stalls
 from .drain import Drain, add_drain_options, backstop, exit_now_on_second_signal, validate_drain_args
 from .limits import Limits, add_limit_options
@@ -42,13 +43,6 @@ STAGE = web.AppKey("enhancer_stage", object)
 MAX_WORKERS = 256   # serve --workers: media worker processes behind one front
 
 
-def _split(values: Optional[list[str]]) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out.extend(x.strip() for x in v.split(",") if x.strip())
-    return out
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--host", default="127.0.0.1",
                help="address to listen on (default: this machine only; 0.0.0.0: every interface)")
@@ -58,14 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "each room lives on one worker, one enhancer process serves them all; "
                     "auto (the default): one per usable core; 1 runs everything in this process (the lowest "
                     "delay on a small machine: README, Several cores)")
-    add_option(parser, "--ice-host", action="append", default=None,
+    add_option(parser, "--ice-host", action="append", default=None, type=comma_list(),
                help="pin ICE host candidates to these addresses (comma list; 127.0.0.1 in tests)")
     add_option(parser, "--public-ip", default=None,
                help="public address to announce as an extra candidate (1:1 NAT)")
-    add_option(parser, "--stun", action="append", default=None,
-               help="STUN URL(s) handed to clients, e.g. stun:stun.example.org:3478")
-    add_option(parser, "--turn", action="append", default=None,
-               help="TURN URL(s) handed to clients, e.g. turn:turn.example.org:3478")
+    add_option(parser, "--stun", action="append", default=None, type=comma_list(),
+               help="STUN URL(s) handed to clients (repeatable; comma list), "
+                    "e.g. stun:stun.example.org:3478")
+    add_option(parser, "--turn", action="append", default=None, type=comma_list(),
+               help="TURN URL(s) handed to clients (repeatable; comma list), "
+                    "e.g. turn:turn.example.org:3478")
     add_option(parser, "--turn-username", default=None, help="TURN username for clients")
     add_option(parser, "--turn-credential", default=None, help="TURN credential for clients")
     add_turn_options(parser)
@@ -82,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                metavar="0..10", help="Opus encoder complexity (lower: cheaper per publisher; "
                                      "8 sounds as 10 for speech, 5 costs ~0.4 PESQ-WB)")
     add_option(parser, "--max-participants", type=int, default=16, help="per room")
-    add_option(parser, "--rooms", default=None,
+    add_option(parser, "--rooms", default=None, type=comma_list(),
                help="comma list of allowed room names (default: any valid name)")
     add_option(parser, "--outbound-queue", type=int, default=10,
                help="packets buffered per subscriber before the oldest is dropped")
@@ -154,7 +150,7 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
 
     metrics = metrics if metrics is not None else SfuMetrics()
     clock = MediaClock(stage=stage, metrics=metrics, encode_pts=_encode)
-    allowed = set(_split([args.rooms])) if args.rooms else None
+    allowed = set(comma_values(args.rooms)) if args.rooms else None
     limits = Limits.from_args(args)
     manager = RoomManager(clock=clock, metrics=metrics, max_participants=args.max_participants,
                           allowed_rooms=allowed, max_rooms=limits.max_rooms)
@@ -187,8 +183,8 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
         return ClockStream(room=room, identity=identity, inbound=inbound, encoder=encoder,
                            handle=handle, on_close=close)
 
-    ice = IceServers(stun=_split(args.stun), turn=_split(args.turn), secret=args.turn_secret,
-                     ttl_s=args.turn_ttl, username=args.turn_username,
+    ice = IceServers(stun=comma_values(args.stun), turn=comma_values(args.turn),
+                     secret=args.turn_secret, ttl_s=args.turn_ttl, username=args.turn_username,
                      credential=args.turn_credential)
     # the server's own peer connections: per-join TURN pairs are for clients only
     ice_servers = ice.for_server()
@@ -526,7 +522,7 @@ def main(args: argparse.Namespace) -> int:
 
         asyncio.run(serve_front(args, list(getattr(args, "_argv", None) or ["serve"])))
         return 0
-    pin_host_addresses(_split(args.ice_host))
+    pin_host_addresses(comma_values(args.ice_host))
     tolerate_consent_stalls()
     asyncio.run(serve(args))
     from ..asr.pool import abandoned_loads, exit_leaving_loads

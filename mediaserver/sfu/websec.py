@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
 
-from ..config import add_option
+from ..config import add_option, comma_list, comma_values
 from .origin import OriginPolicy
 
 logger = logging.getLogger(__name__)
@@ -97,10 +97,10 @@ def client_address(request: web.BaseRequest) -> str:
 
 
 def add_security_options(parser: argparse.ArgumentParser) -> None:
-    add_option(parser, "--allowed-origins", default=None,
+    add_option(parser, "--allowed-origins", default=None, type=comma_list(),
                help="comma list of origins (scheme://host[:port], or *) whose pages may open /ws "
                     "(default: the page's own origin; with --secret: any page holding a token)")
-    add_option(parser, "--page-signalling", default=None,
+    add_option(parser, "--page-signalling", default=None, type=comma_list(),
                help="comma list of other ws(s):// signalling URLs the shipped page may use via ?ws= "
                     "(default: none, the page talks only to its own server)")
     add_option(parser, "--metrics-token", default=None,
@@ -132,18 +132,14 @@ def announce(args: argparse.Namespace) -> None:
         logger.info("/metrics is closed (--secret without --metrics-token); /healthz says only ok")
 
 
-def _split(value: Optional[str]) -> list[str]:
-    return [x.strip() for x in (value or "").split(",") if x.strip()]
-
-
 def origin_policy(args: argparse.Namespace) -> OriginPolicy:
     """The /ws origin check; raises ``ValueError`` for a malformed --allowed-origins entry."""
-    given = _split(args.allowed_origins)
+    given = comma_values(args.allowed_origins)
     return OriginPolicy(given, enforced=bool(given) or not args.secret)
 
 
 def page_signalling(args: argparse.Namespace) -> list[str]:
-    urls = _split(args.page_signalling)
+    urls = comma_values(args.page_signalling)
     for url in urls:
         parts = urlsplit(url)
         if parts.scheme not in ("ws", "wss") or not parts.netloc or parts.query or parts.fragment:
