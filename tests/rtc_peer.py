@@ -3,7 +3,8 @@
 Unlike ``mediaserver client`` (a subprocess), a test can stop this one reading its socket,
 flood the server, and watch what it hears while that happens:
 
-- ``join()``, ``publish()`` (first offer with a tone as the microphone, answer awaited);
+- ``join()``, ``publish()`` (first offer with a tone as the microphone, answer awaited; a
+  ``listen_only`` peer offers its audio ``recvonly``: it hears the room and sends nothing);
 - a reader task answers every server offer and keeps events and errors;
 - ``stop_reading()``: nothing reads the socket any more (aiohttp stops reading the TCP
   stream once 64 KiB are buffered, so the server's sends back up);
@@ -98,10 +99,13 @@ class RtcPeer:
     """One participant: a WebSocket to ``/ws`` and an RTCPeerConnection, in this loop."""
 
     def __init__(self, ws_url: str, room: str, identity: str, *, tone_hz: Optional[float] = 440.0,
-                 token: Optional[str] = None, pulsed: bool = False, looped: bool = False) -> None:
+                 token: Optional[str] = None, pulsed: bool = False, looped: bool = False,
+                 listen_only: bool = False) -> None:
         """``looped``: the tone plays for as long as the call lasts (a 4 s loop of a whole
-        number of cycles and pulses; ``tone_hz`` must be a whole number), else it lasts 120 s."""
+        number of cycles and pulses; ``tone_hz`` must be a whole number), else it lasts 120 s.
+        ``listen_only``: the first offer's audio is ``recvonly`` (no microphone, no tone)."""
         self.ws_url, self.room, self.identity, self.token = ws_url, room, identity, token
+        self.listen_only = listen_only
         self.tone_hz = tone_hz
         self.pulsed = pulsed
         self.looped = looped
@@ -152,6 +156,10 @@ class RtcPeer:
     async def make_offer(self) -> str:
         """Create the peer connection (tone as microphone) and return its first offer's SDP."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        if self.listen_only:
+            self.pc.addTransceiver("audio", direction="recvonly")
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+            return enable_opus_fec(self.pc.localDescription.sdp)
         if self.tone_hz and self.looped:
             self.source = FileSource(tone(self.tone_hz, 4.0, pulsed=self.pulsed), loop=True)
         else:

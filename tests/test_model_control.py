@@ -197,11 +197,11 @@ def test_an_override_whose_model_is_not_loaded_is_skipped_on_restore() -> None:
     assert c.router.overrides == {"r2": "stable"} and len(skipped) == 1 and "gone" in skipped[0]
 
 
-def test_the_fronts_debug_view_merges_the_workers_rooms_with_their_worker() -> None:
+def test_the_fronts_debug_view_merges_the_workers_rooms_with_their_worker_index() -> None:
     views = {1: {"rooms": {"rb": [{"identity": "b1", "model": "m"}]}},
              0: {"rooms": {"ra": [{"identity": "a1", "model": "m"}], "moved": [{"identity": "x", "model": None}]}},
              2: {"rooms": {"moved": [{"identity": "y", "model": "m"}]}}}
     assert merge_rooms(views) == {"rooms": {
-        "ra": [{"identity": "a1", "model": "m", "worker": 0}],
-        "moved": [{"identity": "x", "model": None, "worker": 0}, {"identity": "y", "model": "m", "worker": 2}],
-        "rb": [{"identity": "b1", "model": "m", "worker": 1}]}}
+        "ra": [{"identity": "a1", "model": "m", "worker_index": 0}],
+        "moved": [{"identity": "x", "model": None, "worker_index": 0}, {"identity": "y", "model": "m", "worker_index": 2}],
+        "rb": [{"identity": "b1", "model": "m", "worker_index": 1}]}}

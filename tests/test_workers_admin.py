@@ -140,9 +140,9 @@ def kill_the_enhancer(server: ServerProcess) -> None:
 
 
 def debug_models(server: ServerProcess) -> dict[str, tuple[Optional[str], int]]:
-    """``{room: (active model, worker)}`` of each room's one participant in the front's /debug."""
+    """``{room: (active model, worker_index)}`` of each room's one participant in the front's /debug."""
     rooms = get(server, "debug/rooms")["rooms"]
-    return {room: (ps[0]["model"], ps[0]["worker"]) for room, ps in rooms.items() if ps}
+    return {room: (ps[0]["model"], ps[0]["worker_index"]) for room, ps in rooms.items() if ps}
 
 
 def test_the_model_admin_through_the_front_switches_rooms_on_both_workers(front) -> None:

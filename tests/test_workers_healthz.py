@@ -11,7 +11,11 @@ ASR sink on and two signalling-only participants in two rooms. Claims:
 - ``/metrics``: every series about one worker carries ``worker="LABEL-wN"``, the front's own
   ``mediaserver_front_worker_up`` / ``_relayed_sockets_total`` included (were labelled
   ``worker_index="N"``); no ``worker_index`` label is left, and every ``worker`` value names
-  a worker of this machine or its enhancer (``LABEL``: ``--worker-id``).
+  a worker of this machine or its enhancer (``LABEL``: ``--worker-id``);
+- ``/debug/rooms``: each participant's ``worker_index`` is the ``index`` of the worker whose
+  ``room_names`` hold its room (it was ``worker``, the name ``/metrics`` gives ``LABEL-wN``);
+- ``/healthz`` says ``publishers`` per worker and in all: the signalling-only participants
+  count in ``streams``/``participants`` only.
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ async def test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_labe
                 health = await resp.json()
             async with session.get(server.url + "metrics") as resp:
                 text = await resp.text()
+            async with session.get(server.url + "debug/rooms") as resp:   # (loopback, no --secret)
+                assert resp.status == 200, await resp.text()
+                debug = await resp.json()
             for ws in sockets:
                 await ws.close()
     finally:
@@ -58,6 +65,15 @@ async def test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_labe
     workers = health["workers"]
     assert [w["index"] for w in workers] == [0, 1], workers
     assert sorted(n for w in workers for n in w["room_names"]) == ["ra", "rb"], workers
+    # participants without an offer: no publisher anywhere
+    assert [(w["streams"], w["publishers"]) for w in workers] == [(1, 0), (1, 0)], workers
+    assert (health["participants"], health["publishers"]) == (2, 0), health
+
+    # /debug/rooms: each participant's worker by the index /healthz gives it
+    hosts = {room: w["index"] for w in workers for room in w["room_names"]}
+    seen = {room: [(p["identity"], p["worker_index"]) for p in ps] for room, ps in debug["rooms"].items()}
+    assert seen == {room: [(f"in-{room}", index)] for room, index in hosts.items()}, debug
+    assert not any("worker" in p for ps in debug["rooms"].values() for p in ps), debug
 
     # /healthz: each worker's ASR state and view of the shared call, with its index
     asr = health["asr"]

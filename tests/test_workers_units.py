@@ -11,13 +11,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from mediaserver.sfu import websec
 from mediaserver.workers.front import room_of, worker_argv
 from mediaserver.workers.metrics import merge_worker_metrics
-from mediaserver.workers.placement import NoWorker, Placement
+from mediaserver.workers.placement import NoWorker, Placement, WorkerLoad, load_rank
 
 
 def _live(n: int) -> Placement:
     placement = Placement(n)
     for i in range(n):
-        placement.report(i, streams=0, rooms=0)
+        placement.report(i, publishers=0)
     return placement
 
 
@@ -27,9 +27,43 @@ def test_a_room_lives_on_one_worker_and_new_rooms_go_to_the_least_loaded():
     assert p.acquire("alpha") == a            # the room's second socket: same worker
     b = p.acquire("bravo")
     assert b != a                             # alpha's two pending sockets count as load
-    p.report(a, streams=0, rooms=0)
-    p.report(b, streams=5, rooms=1)           # the workers' reports replace the pending counts
+    p.report(a, publishers=0)
+    p.report(b, publishers=5)                 # the workers' reports replace the pending counts
     assert p.acquire("charlie") == a
+
+
+def test_new_rooms_go_by_publishers_and_pending_sockets_then_rooms_then_index():
+    """The ranking compares publishers (participants that send audio, the workers'
+    /healthz ``publishers``), never participants: a worker whose room is all listeners
+    is not loaded with publishers."""
+    p = _live(2)
+    assert p.acquire("talk") == 0             # all equal: the lowest index
+    assert p.acquire("listen") == 1           # talk's socket is pending on worker 0
+    assert p.acquire("listen") == 1 and p.acquire("listen") == 1
+    p.report(0, publishers=1)                 # the talker publishes, the three listeners do not
+    p.report(1, publishers=0)
+    assert p.load_of(1) == {"publishers": 0, "pending": 0, "rooms": 1}
+    assert p.acquire("next") == 1             # 0 publishers against 1 (it had 3 participants)
+    assert p.acquire("more") == 0             # next's socket may publish: 1 + 0 against 0 + 1, 1 room against 2
+    p.report(0, publishers=2)                 # more's joiner talks, next's listens
+    p.report(1, publishers=0)
+    assert p.least_loaded() == 1
+    p.release("next", 1)
+    assert p.load_of(1)["rooms"] == 1
+    # pure ranking: publishers (+ pending) first, then rooms, then index
+    assert load_rank(0, WorkerLoad(True, publishers=2), 0) > load_rank(1, WorkerLoad(True, publishers=1), 9)
+    assert load_rank(0, WorkerLoad(True, publishers=1, pending=1), 0) > load_rank(1, WorkerLoad(True, publishers=1), 9)
+    assert load_rank(0, WorkerLoad(True, publishers=1), 2) < load_rank(1, WorkerLoad(True, publishers=1), 2)
+
+
+def test_a_report_that_does_not_count_a_new_room_yet_leaves_it_counted():
+    """Rooms are the front's own: a worker's /healthz read before it handled a room's join
+    (no room, no publisher yet) does not make that worker look empty."""
+    p = _live(2)
+    assert p.acquire("ra") == 0
+    p.report(0, publishers=0)                 # polled before worker 0 read ra's join
+    assert p.load_of(0) == {"publishers": 0, "pending": 0, "rooms": 1}
+    assert p.acquire("rb") == 1
 
 
 def test_a_room_is_forgotten_when_its_last_socket_closes():

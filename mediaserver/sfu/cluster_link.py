@@ -28,6 +28,7 @@ from ..cluster.node import ClusterNode, default_node_id, now_ms
 from ..cluster.placement import NodeRecord
 from ..cluster.registry import RedisRegistry
 from ..config import add_option, redis_url, usable_cores
+from .room import count_publishers
 
 if TYPE_CHECKING:
     from .signalling import SfuContext, SignallingSession
@@ -94,8 +95,7 @@ class ClusterLink:
         clock = self.ctx.manager.clock
         return {"rooms": float(len(rooms)),
                 "participants": float(sum(len(r.participants) for r in rooms.values())),
-                "publishers": float(sum(1 for r in rooms.values() for p in r.participants.values()
-                                        if p.publishing)),
+                "publishers": float(count_publishers(rooms.values())),
                 "cpu": round(share, 3), "late_ticks": float(getattr(clock, "late", 0)),
                 "enhancer_cuda": float(str(getattr(self.args, "enhancer_device", "cpu")).startswith("cuda"))}
 

@@ -210,7 +210,19 @@ class Participant:
 
     @property
     def publishing(self) -> bool:
+        """Its first offer was answered (it has a stream on the media clock), not closed."""
         return self._published.is_set() and not self.closed
+
+    @property
+    def sends_audio(self) -> bool:
+        """A *publisher* in the load figures (``/healthz`` ``publishers``, placement): its
+        microphone m-line, as last negotiated, sends to the server (``recvonly`` here). A
+        participant that only joined (no offer yet) or offered its audio ``recvonly`` or
+        ``inactive`` (a listener) is not one; a muted one is (the mute is a flag: its stream
+        stays open and it may speak again at any moment)."""
+        if not self.publishing or self.pc is None:
+            return False
+        return self._mic().currentDirection in ("recvonly", "sendrecv")
 
     # -- subscriptions ------------------------------------------------------------------
     def subscribe(self, publisher: ClockStream) -> None:

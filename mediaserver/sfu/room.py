@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from .mediaclock import MediaClock
 from .metrics import SfuMetrics
@@ -36,6 +36,13 @@ class Room:
         for p in list(self.participants.values()):
             if p is not exclude and not p.closed:
                 p.notify(message)
+
+
+def count_publishers(rooms: Iterable[Room]) -> int:
+    """Participants of ``rooms`` that send audio (:attr:`Participant.sends_audio`): the
+    ``publishers`` of ``/healthz`` and of a cluster node's load, which placement compares
+    first. Listeners and participants without an answered offer are not counted."""
+    return sum(1 for room in rooms for p in room.participants.values() if p.sends_audio)
 
 
 class RoomManager:

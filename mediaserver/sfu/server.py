@@ -28,7 +28,7 @@ from .drain import Drain, add_drain_options, backstop, exit_now_on_second_signal
 from .limits import Limits, add_limit_options
 from .mediaclock import ClockStream, MediaClock
 from .metrics import SfuMetrics
-from .room import RoomManager
+from .room import RoomManager, count_publishers
 from .signalling import SFU_CONTEXT, SfuContext, websocket_handler
 from .startup import StopSignals, remember_stop_signals, stop_requested
 from .turn import IceServers, add_turn_options
@@ -306,6 +306,9 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({
         "status": "ok", "rooms": len(manager.rooms),
         "participants": sum(len(r.participants) for r in manager.rooms.values()),
+        # participants that send audio (listeners and unanswered joins are not): what
+        # placement compares first, a --workers front's between its workers
+        "publishers": count_publishers(manager.rooms.values()),
         "ticks": clock.tick, "late_ticks": clock.late,
         "enhancement": request.app[STAGE] is not None,
         "model_version": getattr(request.app[STAGE], "model_version", None),

@@ -110,11 +110,13 @@ class FrontNode:
 
     def _load(self) -> dict[str, float]:
         """The machine's load (all workers, from their last ``/healthz``): the figures
-        placement compares between nodes (cluster/placement.load_score)."""
+        placement compares between nodes (cluster/placement.load_score): ``publishers`` is the
+        sum of the workers' ``publishers`` (participants that send audio), not of their
+        ``participants``, as one process counts it (sfu/cluster_link.py)."""
         reports = list(self.front.reports.values())
         return {"rooms": float(sum(int(r.get("rooms", 0)) for r in reports)),
                 "participants": float(sum(int(r.get("participants", 0)) for r in reports)),
-                "publishers": float(sum(int(r.get("participants", 0)) for r in reports)),
+                "publishers": float(sum(int(r.get("publishers", 0)) for r in reports)),
                 "cpu": round(min(1.0, os.getloadavg()[0] / self._cores), 3),
                 "late_ticks": float(sum(int(r.get("late_ticks", 0)) for r in reports)),
                 "workers": float(len(self.front.live())),

@@ -6,8 +6,10 @@ the single process's rule (``debug_view.authorise_debug``; the worker checks aga
 client's address the front forwards), then:
 
 * ``GET /debug/rooms``: asks every live worker and merges their ``rooms``; each participant
-  gets a ``worker`` field (the worker's index). A worker that does not answer is named in
-  ``workers_unreachable`` (absent when all answered).
+  gets ``worker_index``: its worker's index N, the ``index`` of that worker in ``/healthz``
+  (README "One name per worker": an integer index in JSON, ``worker="LABEL-wN"`` only in
+  ``/metrics``). A worker that does not answer is named in ``workers_unreachable`` (absent
+  when all answered).
 * ``GET /debug/spectra?room=R&...``: relayed to room R's worker unchanged (404
   ``no such enhanced participant`` when no worker hosts R, as in a single process).
 * ``GET /debug``: the page, served by the front.
@@ -34,11 +36,12 @@ logger = logging.getLogger(__name__)
 
 def merge_rooms(views: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """``{worker index: that worker's /debug/rooms body}`` → one body; each participant gets
-    ``worker``. A room reported by two workers (moving after a crash) lists both's participants."""
+    ``worker_index``. A room reported by two workers (moving after a crash) lists both's
+    participants."""
     rooms: dict[str, list[dict[str, Any]]] = {}
     for index in sorted(views):
         for name, participants in (views[index].get("rooms") or {}).items():
-            rooms.setdefault(name, []).extend({**p, "worker": index} for p in participants)
+            rooms.setdefault(name, []).extend({**p, "worker_index": index} for p in participants)
     return {"rooms": rooms}
 
 

@@ -166,7 +166,7 @@ class Front:
 
     # ---- workers ------------------------------------------------------------------------
     def _worker_up(self, index: int, port: int) -> None:
-        self.placement.report(index, streams=0, rooms=0)
+        self.placement.report(index, publishers=0)
         self.metrics.worker_up.labels(self.worker_name(index)).set(1)
 
     def _worker_exit(self, index: int, code: int) -> None:
@@ -277,8 +277,7 @@ class Front:
                 report = await self.worker_health(index)
                 if report is not None and self.procs[index].state.alive:
                     self.reports[index] = report
-                    self.placement.report(index, streams=int(report.get("participants", 0)),
-                                          rooms=int(report.get("rooms", 0)))
+                    self.placement.report(index, publishers=int(report.get("publishers", 0)))
             await asyncio.sleep(POLL_S)
 
     # ---- /ws ----------------------------------------------------------------------------
@@ -403,6 +402,10 @@ class Front:
                 "alive": st.alive and report is not None,
                 "restarts": max(0, st.starts - 1), "last_exit": st.last_exit,
                 "rooms": rep.get("rooms", 0), "streams": rep.get("participants", 0),
+                "publishers": rep.get("publishers", 0),
+                # what placement compares (workers/placement.py): publishers as last polled,
+                # sockets relayed since, rooms placed there
+                "load": self.placement.load_of(st.index),
                 "room_names": sorted(self.placement.rooms_of(st.index))[:ROOM_NAMES_SHOWN],
                 "ticks": ticks, "late_ticks": late,
                 "late_tick_pct": round(100.0 * late / ticks, 2) if ticks else 0.0,
@@ -422,6 +425,7 @@ class Front:
             "workers": workers, "shared_enhancer": enhancer,
             "rooms": sum(w["rooms"] for w in workers),
             "participants": sum(w["streams"] for w in workers),
+            "publishers": sum(w["publishers"] for w in workers),
             "ticks": sum(w["ticks"] for w in workers), "late_ticks": sum(w["late_ticks"] for w in workers),
             "enhancement": first.get("enhancement"), "model_version": first.get("model_version"),
             "asr": asr or None,
