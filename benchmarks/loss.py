@@ -275,9 +275,9 @@ def _recorder_class():
             super().__init__(*a, **k)
             self.timed: list[tuple[int, float]] = []
 
-        def add(self, payload: bytes, ssrc: int, timestamp: int, arrival: float) -> None:
+        def add(self, payload: bytes, ssrc: int, timestamp: int, arrival: float, codec: str = "opus") -> None:
             n = len(self.lateness_ms)
-            super().add(payload, ssrc, timestamp, arrival)
+            super().add(payload, ssrc, timestamp, arrival, codec)
             if len(self.lateness_ms) > n:
                 late = self.lateness_ms[-1]
                 pos = int(round((arrival - late / 1000.0 - self._t0) * 48000))
@@ -361,9 +361,13 @@ async def server_path_run(samples: np.ndarray, impairment: Impairment, seconds: 
                 impair_peer_connection(self.pc, impairment)
 
     def ns(identity: str, duration: float) -> argparse.Namespace:
-        return argparse.Namespace(url=url, room=room, identity=identity, token=None, send=None,
-                                  record_dir=None, duration=duration, ice_host=["127.0.0.1"],
-                                  loss=0.0, loss_burst=1.0, jitter_ms=0.0, reorder=0.0, seed=0)
+        """The client's settings as ``mediaserver client`` parses them (every default it has,
+        today's and tomorrow's: a hand-built Namespace fell behind the client's flags)."""
+        from mediaserver.cli import build_parser
+
+        return build_parser("client").parse_args(
+            ["client", "--url", url, "--room", room, "--identity", identity,
+             "--duration", f"{duration}", "--ice-host", "127.0.0.1"])
 
     original = client_mod.StreamRecorder
     client_mod.StreamRecorder = _recorder_class()
