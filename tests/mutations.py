@@ -2849,6 +2849,24 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "    path = Path(args.json)  # mutation\n"),),
         tests=("tests/test_enhance_offline.py::test_bench_writes_json_only_where_json_says_and_prints_the_path",),
     ),
+    Mutation(
+        name="bench-recorder-drops-codec",
+        claim="benchmarks/loss.py's StreamRecorder subclass takes every argument the client's RTP tap passes (codec since G.711)",
+        source="benchmark drift check (695d638)",
+        edits=(Edit("benchmarks/loss.py",
+                    "        def add(self, payload: bytes, ssrc: int, timestamp: int, arrival: float, codec: str = \"opus\") -> None:",
+                    "        def add(self, payload: bytes, ssrc: int, timestamp: int, arrival: float) -> None:  # mutation"),),
+        tests=("tests/test_benchmark_scripts.py::test_loss_recorder_takes_every_argument_the_clients_recorder_takes",),
+    ),
+    Mutation(
+        name="bench-imports-an-installed-copy",
+        claim="benchmarks/cluster.py starts from any folder with this checkout's mediaserver (not an installed copy)",
+        source="benchmark drift check (cluster.py --help: ModuleNotFoundError)",
+        edits=(Edit("benchmarks/cluster.py",
+                    'sys.path.insert(0, str(ROOT))\nsys.path.insert(0, str(ROOT / "tests"))\n',
+                    'sys.path.insert(0, str(ROOT / "tests"))  # mutation\n'),),
+        tests=("tests/test_benchmark_scripts.py::test_help_runs_from_anywhere_with_this_checkouts_code[cluster.py]",),
+    ),
 )
 
 
