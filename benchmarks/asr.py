@@ -5,9 +5,10 @@ noise/test at 0, 5 and 10 dB SNR (and kept clean), deterministically (file i get
 ``(7 i) mod N`` at an offset from ``seed + i``). Every mixture goes through the same path
 as ``mediaserver transcribe`` and a live call: 48 kHz, the project's streaming Enhancer,
 the feed (raw / enhanced / mix with a share of raw), streaming 48->16 kHz decimation, the
-VAD segmenter and the local recogniser (``--engine``, default the server's: Whisper tiny.en;
-1 thread). WER is corpus WER (word edits / reference words) against speech/transcripts.tsv
-after a small text normaliser (case, punctuation, numbers to words, Mr/Mrs/Dr).
+VAD segmenter and the local recogniser (``--engine``, default the server's,
+``mediaserver.asr.local.DEFAULT_ENGINE``; 1 thread). WER is corpus WER (word edits /
+reference words) against speech/transcripts.tsv after a small text normaliser (case,
+punctuation, numbers to words, Mr/Mrs/Dr).
 
 ``--peers dfn3,gtcrn`` also runs other enhancers (eval extras) in front of the same
 segmenter and recogniser, alone and mixed half and half with raw: whether *any* enhancer
@@ -233,7 +234,8 @@ def main() -> int:
                     help="feed judged against the targets, e.g. mix0.3 (default: the code's default)")
     ap.add_argument("--weights", default=None, help="enhancer weights (default: shipped model)")
     ap.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINES,
-                    help="recogniser of every column but raw-whole (always Whisper tiny.en)")
+                    help="recogniser of every column but raw-whole (always Whisper tiny.en); "
+                         "default: the server's (%(default)s)")
     ap.add_argument("--threads", type=int, default=1, help="recogniser and torch CPU threads")
     ap.add_argument("--window-tail", type=float, default=WINDOW_TAIL_S,
                     help="Whisper: seconds of padding after each live decode's audio (0: 30 s window)")
