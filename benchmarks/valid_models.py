@@ -59,6 +59,14 @@ def score(noisy: torch.Tensor, clean: torch.Tensor, weights: Optional[Path]) -> 
     return {"si_sdr": float(si_sdr(y, s).mean()), "pesq_wb": _pesq_wb(y.numpy(), s.numpy())}
 
 
+def describe(count: int, extra: Optional[Path]) -> str:
+    """What the rows were scored on: the held-out languages only when ``--extra`` brought them."""
+    languages = (f", {'/'.join(data.VALID_LANGUAGES)}" if extra is not None
+                 else " (no --extra: no other languages)")
+    return (f"held-out validation set of mediaserver.enhance.train ({count} mixtures, 4 s, -5..15 dB; "
+            f"held-out LibriSpeech speakers{languages}, six noise families)")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -72,6 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     banks = data.load_banks(data.training_files(args.data, args.extra, "valid"), "cpu")
     noisy, clean = data.validation_set(*banks, count=args.count, seconds=4.0)
     rows: dict[str, dict[str, Optional[float]]] = {"noisy": score(noisy, clean, None)}
+    logger.info("noisy: %s", rows["noisy"])
     weights: dict[str, str] = {}
     for spec in args.model:
         label, _, path = spec.partition("=")
@@ -79,14 +88,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         weights[label] = path
         logger.info("%s: %s", label, rows[label])
     out = {
-        "what": f"held-out validation set of mediaserver.enhance.train ({args.count} mixtures, 4 s, -5..15 dB; "
-                "held-out LibriSpeech speakers, el/ca, six noise families)",
+        "what": describe(args.count, args.extra),
+        "extra": str(args.extra) if args.extra is not None else None,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_average": list(os.getloadavg()),
         "weights": weights,
         "rows": rows,
     }
     args.json.write_text(json.dumps(out, indent=1) + "\n")
+    logger.info("wrote %s", args.json.resolve())
     return 0
 
 

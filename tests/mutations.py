@@ -2867,6 +2867,15 @@ MUTATIONS: tuple[Mutation, ...] = (
                     'sys.path.insert(0, str(ROOT / "tests"))  # mutation\n'),),
         tests=("tests/test_benchmark_scripts.py::test_help_runs_from_anywhere_with_this_checkouts_code[cluster.py]",),
     ),
+    Mutation(
+        name="valid-models-claims-languages-without-extra",
+        claim="benchmarks/valid_models.py's JSON names the held-out languages (el/ca) only when --extra brought them",
+        source="benchmark drift check (valid_models.py without --extra)",
+        edits=(Edit("benchmarks/valid_models.py",
+                    "    languages = (f\", {'/'.join(data.VALID_LANGUAGES)}\" if extra is not None\n",
+                    "    languages = (f\", {'/'.join(data.VALID_LANGUAGES)}\" if True  # mutation\n"),),
+        tests=("tests/test_benchmark_scripts.py::test_valid_models_names_the_held_out_languages_only_when_extra_brought_them",),
+    ),
 )
 
 

@@ -112,3 +112,17 @@ def test_the_signature_check_refuses_a_missing_argument() -> None:
     assert _accepts_every_call_of(old, base) == ["codec"]
     assert _accepts_every_call_of(wide, base) == []
     assert _accepts_every_call_of(base, base) == []
+
+
+def test_valid_models_names_the_held_out_languages_only_when_extra_brought_them() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import valid_models
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from mediaserver.enhance.data import VALID_LANGUAGES
+
+    langs = "/".join(VALID_LANGUAGES)
+    assert langs not in valid_models.describe(32, None)
+    assert "no --extra" in valid_models.describe(32, None)
+    assert langs in valid_models.describe(32, Path(".data/extra16"))
