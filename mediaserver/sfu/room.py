@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterable, Optional
 
-from .mediaclock import MediaClock
+from .mediaclock import ClockStream, MediaClock
 from .metrics import SfuMetrics
 from .names import BadName, check_room, identity_key, normalise_identity
 from .participant import Participant
@@ -92,20 +92,47 @@ class RoomManager:
         return room
 
     def published(self, participant: Participant) -> None:
-        """After the first answer: route the newcomer to everyone and everyone to it."""
+        """After the first answer: the newcomer hears every talker of the room, and, if its
+        microphone sends (:attr:`Participant.sends_audio`), goes on the media clock and is
+        heard by everyone. A listener (audio offered ``recvonly``) takes no place on the clock
+        and no slot at the others: it would cost a publisher's pull, enhancement and encode
+        per tick, and every other participant an m-line of silence."""
         room = self.rooms[participant.room]
-        assert participant.stream is not None
-        self.clock.add(participant.stream)
         for other in room.others(participant):
-            if other.publishing:
+            if self._on_clock(other):
                 assert other.stream is not None
-                # one participant's broken connection must not fail the newcomer's join
-                for subscriber, stream in ((other, participant.stream), (participant, other.stream)):
-                    try:
-                        subscriber.subscribe(stream)
-                    except Exception:
-                        logger.exception("%s/%s: subscribing to %s failed; the others go on",
-                                         subscriber.room, subscriber.identity, stream.identity)
+                self._subscribe(participant, other.stream)
+        self.routed(participant)
+
+    def routed(self, participant: Participant) -> None:
+        """Put the participant's stream on the clock and to the others, or take it off, as its
+        microphone now sends or not (after the first answer, and after each client re-offer:
+        a console that starts or stops talking by renegotiating)."""
+        room = self.rooms.get(participant.room)
+        stream = participant.stream
+        if room is None or stream is None or room.participants.get(participant.identity) is not participant:
+            return
+        if participant.sends_audio and not self._on_clock(participant):
+            self.clock.add(stream)
+            for other in room.others(participant):
+                if other.publishing:
+                    self._subscribe(other, stream)
+        elif not participant.sends_audio and self._on_clock(participant):
+            self.clock.remove(stream)
+            for other in room.others(participant):
+                other.unsubscribe(stream)
+
+    def _on_clock(self, participant: Participant) -> bool:
+        return participant.stream is not None and participant.stream in self.clock.streams
+
+    @staticmethod
+    def _subscribe(subscriber: Participant, stream: ClockStream) -> None:
+        # one participant's broken connection must not fail the newcomer's join
+        try:
+            subscriber.subscribe(stream)
+        except Exception:
+            logger.exception("%s/%s: subscribing to %s failed; the others go on",
+                             subscriber.room, subscriber.identity, stream.identity)
 
     async def remove(self, participant: Participant) -> None:
         """Tear down one participant; the others drop its slot and keep flowing."""

@@ -403,6 +403,8 @@ class SignallingSession:
         except Exception as exc:   # aiortc refused the description
             raise ClientError("bad-sdp", f"offer rejected: {exc}") from None
         self.send({"type": "answer", "sdp": answer, "tracks": tracks})
+        if not p.closed:
+            self.ctx.manager.routed(p)   # its microphone may have started or stopped sending
 
     async def on_answer(self, m: dict) -> None:
         p = self._me()

@@ -1,0 +1,139 @@
+"""A listener (audio offered ``recvonly``: a dispatch console that only monitors, a recorder)
+costs the media path nothing of a publisher's: no stream on the media clock (no pull,
+enhancement or encode per tick) and no slot at the other participants. A client that starts
+sending by re-offering ``sendrecv`` goes on the clock and is heard by everyone; one that goes
+back to ``recvonly`` is taken off again. First with real aiortc peer connections in this
+process, one per caller, each with its server-side Participant (tests/test_load_publishers.py's
+Caller); then through a real server, where the re-offer goes through signalling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Iterator
+
+import aiohttp
+import numpy as np
+import pytest
+from aiortc import RTCSessionDescription
+
+from conftest import ServerProcess
+
+from mediaserver.client import FileSource
+from mediaserver.sfu.mediaclock import MediaClock
+from mediaserver.sfu.metrics import SfuMetrics
+from mediaserver.sfu.room import RoomManager
+from rtc_peer import RtcPeer, loopback_ice, tone, wait_until
+from test_load_publishers import Caller
+from test_negotiation import TIMEOUT, HoldingPeer
+from waiting import until
+
+
+class AnsweringCaller(Caller):
+    """A Caller whose client answers the server's offers (a subscription renegotiates)."""
+
+    def __init__(self, manager: RoomManager, metrics: SfuMetrics, identity: str) -> None:
+        super().__init__(manager, metrics, identity)
+        self.participant._send = self._on_message   # what the signalling socket would carry
+        self._answering: list[asyncio.Task[None]] = []
+
+    def _on_message(self, message: dict) -> None:
+        if message.get("type") == "offer":
+            self._answering.append(asyncio.get_running_loop().create_task(self._answer(message["sdp"])))
+
+    async def _answer(self, sdp: str) -> None:
+        await self.client.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await self.client.setLocalDescription(await self.client.createAnswer())
+        self.participant.accept_answer(self.client.localDescription)
+
+    async def settled(self) -> None:
+        """Every server offer so far answered and applied."""
+        p = self.participant
+        await until(lambda: all(t.done() for t in self._answering) and not p._negotiating.locked()
+                    and not p._dirty and p.pc is not None and p.pc.signalingState == "stable",
+                    what=f"{p.identity}'s renegotiation")
+
+
+async def _reoffer(caller: AnsweringCaller, direction: str) -> None:
+    """The client changes its microphone's direction and offers again; the server answers and
+    the room re-routes it (as signalling's re-offer handling does)."""
+    await caller.settled()
+    mic = next(t for t in caller.client.getTransceivers() if t.kind == "audio")
+    if direction == "sendrecv" and mic.sender.track is None:
+        mic.sender.replaceTrack(FileSource(np.zeros(48000, np.float32)))
+    mic.direction = direction
+    await caller.client.setLocalDescription(await caller.client.createOffer())
+    answer, _tracks = await caller.participant.accept_reoffer(caller.client.localDescription)
+    await caller.client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    caller.manager.routed(caller.participant)
+
+
+def _heard_by(callers: list[AnsweringCaller], speaker: AnsweringCaller) -> list[str]:
+    return [c.participant.identity for c in callers
+            if speaker.participant.identity in c.participant.subscriptions()]
+
+
+async def test_a_listener_takes_no_place_on_the_clock_until_it_sends() -> None:
+    metrics = SfuMetrics()
+    clock = MediaClock(metrics=metrics, encode_pts=lambda *a: None)
+    manager = RoomManager(clock=clock, metrics=metrics)
+    talker, console, recorder = (AnsweringCaller(manager, metrics, name) for name in ("talker", "console", "recorder"))
+    callers = [talker, console, recorder]
+    try:
+        await talker.offer("sendrecv")
+        await console.offer("recvonly")
+        await recorder.offer("recvonly")
+        on_clock = [s.identity for s in clock.streams]
+        assert on_clock == ["talker"], on_clock
+        assert _heard_by(callers, talker) == ["console", "recorder"]   # the listeners hear the talker
+        assert _heard_by(callers, console) == [] and _heard_by(callers, recorder) == []
+
+        await _reoffer(console, "sendrecv")   # the console starts talking
+        assert sorted(s.identity for s in clock.streams) == ["console", "talker"]
+        assert _heard_by(callers, console) == ["talker", "recorder"]
+
+        await _reoffer(console, "recvonly")   # ... and goes back to monitoring
+        assert [s.identity for s in clock.streams] == ["talker"]
+        assert _heard_by(callers, console) == []
+        assert _heard_by(callers, talker) == ["console", "recorder"]
+    finally:
+        for caller in callers:
+            await manager.remove(caller.participant)
+            await caller.client.close()
+    assert list(clock.streams) == []
+
+
+# ---- the same through a real server: the re-offer goes through signalling ----------------------
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("listeners") / "server.log", "--no-enhance")
+    yield proc
+    proc.stop()
+
+
+async def test_a_listener_that_reoffers_sendrecv_is_heard_through_the_server(server: ServerProcess) -> None:
+    """dan joins as a listener: alice gets no slot for him (a slot would be in the server's
+    offers' ``tracks``); he re-offers with a microphone through signalling: alice hears him."""
+    with loopback_ice():
+        async with aiohttp.ClientSession() as session:
+            alice = RtcPeer(server.ws_url, "console", "alice", tone_hz=440.0)
+            dan = HoldingPeer(server.ws_url, "console", "dan", listen_only=True)
+            try:
+                for peer in (alice, dan):
+                    await peer.connect(session)
+                    await peer.join()
+                    await peer.publish()
+                await dan.hears("alice", timeout=TIMEOUT)
+                await wait_until(lambda: dan.pc is not None and dan.pc.signalingState == "stable"
+                                 and not alice.errors, timeout=TIMEOUT, what="dan's subscription settled")
+                assert "dan" not in alice.mids.values(), alice.mids   # no slot for a listener
+                assert dan.pc is not None
+                mic = next(t for t in dan.pc.getTransceivers() if t.kind == "audio")
+                mic.sender.replaceTrack(FileSource(tone(660.0)))
+                mic.direction = "sendrecv"
+                await dan.reoffer()
+                await alice.hears("dan", timeout=TIMEOUT)
+                assert not alice.errors and not dan.errors, (alice.errors, dan.errors)
+            finally:
+                for peer in (dan, alice):
+                    await peer.close()
