@@ -43,7 +43,7 @@ from scipy.signal import correlate
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mediaserver.audio import read_audio, resample  # noqa: E402
-from mediaserver.config import add_option  # noqa: E402
+from mediaserver.config import UsageError, add_option, check_env, comma_list, comma_values  # noqa: E402
 from mediaserver.media.impair import Impairment, ImpairmentConfig  # noqa: E402
 from mediaserver.media.inbound import InboundAudio  # noqa: E402
 from mediaserver.media.opus import OpusEncoder  # noqa: E402
@@ -76,6 +76,21 @@ def scenarios(full: bool) -> list[Scenario]:
             tag = f"loss{p}%" + ("-burst3" if b > 1 else "") if p else "noloss"
             out.append(Scenario(f"jitter{j}-{tag}", p / 100, b, float(j)))
     return out
+
+
+def scenario_name(text: str) -> str:
+    """The argparse ``type`` of one ``--only`` entry: a scenario of the full grid (a misspelt
+    name is refused, not a run of zero scenarios that exits 0)."""
+    names = [s.name for s in scenarios(True)]
+    if text not in names:
+        raise ValueError(f"no scenario {text!r} (known: {', '.join(names)})")
+    return text
+
+
+def chosen_scenarios(only: str, full: bool) -> list[Scenario]:
+    """``--only``'s scenarios in grid order (any of the full grid), else the grid (``full``)."""
+    keep = set(comma_values(only or None, scenario_name))
+    return [s for s in scenarios(True) if s.name in keep] if keep else scenarios(full)
 
 
 # ----------------------------------------------------------------------------- input
@@ -428,8 +443,7 @@ def main_server(args: argparse.Namespace) -> int:
         "clean", "loss5%", "loss10%", "loss10%-burst3", "loss20%-burst3", "jitter60-noloss",
         "jitter20-loss10%-burst3")]
     if args.only:
-        keep = set(args.only.split(","))
-        chosen = [s for s in scenarios(True) if s.name in keep]
+        chosen = chosen_scenarios(args.only, True)
     proc = start_server(args.port, args.server_bitrate)
     results = []
     print(f"{'scenario':26s} {'path':7s} {'PESQ':>5s} {'STOI':>5s} {'PLCMOS':>6s} {'d50':>6s} {'d95':>6s}"
@@ -499,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     add_option(parser, "--seed", type=int, default=1, help="impairment seed")
     add_option(parser, "--full", action="store_true", help="full jitter x loss grid")
     add_option(parser, "--no-plcmos", action="store_true", help="skip PLCMOS (slow)")
-    add_option(parser, "--only", default="", help="comma-separated scenario names")
+    add_option(parser, "--only", type=comma_list(scenario_name), default="",
+               help="comma-separated scenario names (any of the --full grid)")
     add_option(parser, "--mode", choices=("packet", "server"), default="packet",
                help="packet: InboundAudio vs aiortc JB at packet level; server: through the real server")
     add_option(parser, "--port", type=int, default=18931, help="server port (server mode)")
@@ -507,6 +522,10 @@ def main(argv: list[str] | None = None) -> int:
                help="server Opus bitrate (server mode; aiortc's relay encoder uses 96 kb/s)")
     add_option(parser, "--out", default=None, help="JSON (default results/loss.json or loss_server.json)")
     args = parser.parse_args(argv)
+    try:
+        check_env(parser, args)   # a MEDIASERVER_* text that is no value for its flag (else ignored)
+    except UsageError as exc:
+        parser.error(str(exc))
     logging.basicConfig(level=logging.WARNING)
     if args.out is None:
         args.out = str(Path(__file__).parent / "results" / ("loss.json" if args.mode == "packet"
@@ -526,10 +545,7 @@ def main(argv: list[str] | None = None) -> int:
 
         plcmos_model = PLCMOS()
 
-    chosen = scenarios(args.full)
-    if args.only:
-        keep = set(args.only.split(","))
-        chosen = [s for s in chosen if s.name in keep]
+    chosen = chosen_scenarios(args.only, args.full)
     results = []
     header = (f"{'scenario':26s} {'path':7s} {'PESQ':>5s} {'STOI':>5s} {'PLCMOS':>6s} {'d50':>6s} {'d95':>6s}"
               f" {'d+2s':>6s} {'d+5s':>6s} {'conc%':>6s} {'fec%':>5s} {'sil%':>5s} {'clk/m':>6s}")

@@ -18,11 +18,13 @@ install points elsewhere). These checks run nothing of a benchmark but its start
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,12 +90,17 @@ def _accepts_every_call_of(override: object, base: object) -> list[str]:
     return missing
 
 
-def test_loss_recorder_takes_every_argument_the_clients_recorder_takes() -> None:
+def _benchmark(name: str) -> Any:
+    """benchmarks/NAME.py imported as a module (its parser and helpers, nothing run)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        import loss
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_loss_recorder_takes_every_argument_the_clients_recorder_takes() -> None:
+    loss = _benchmark("loss")
     from mediaserver.client import StreamRecorder
 
     timed = loss._recorder_class()
@@ -115,14 +122,33 @@ def test_the_signature_check_refuses_a_missing_argument() -> None:
 
 
 def test_valid_models_names_the_held_out_languages_only_when_extra_brought_them() -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import valid_models
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    valid_models = _benchmark("valid_models")
     from mediaserver.enhance.data import VALID_LANGUAGES
 
     langs = "/".join(VALID_LANGUAGES)
     assert langs not in valid_models.describe(32, None)
     assert "no --extra" in valid_models.describe(32, None)
     assert langs in valid_models.describe(32, Path(".data/extra16"))
+
+
+def test_loss_only_refuses_a_name_that_is_no_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelt ``--only`` ran zero scenarios, printed an empty table and exited 0."""
+    loss = _benchmark("loss")
+    with pytest.raises(SystemExit) as exc:
+        loss.main(["--only", "clean,cleen"])
+    assert exc.value.code == 2
+    assert "no scenario 'cleen'" in capsys.readouterr().err
+    # any name of the full grid, without --full
+    assert [s.name for s in loss.chosen_scenarios("jitter20-loss2%,clean", False)] == ["clean", "jitter20-loss2%"]
+    assert loss.chosen_scenarios("", False) == loss.scenarios(False)
+
+
+def test_loss_refuses_a_variable_that_is_no_value_for_its_flag(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``MEDIASERVER_ONLY='clean,,'`` was ignored: the whole grid ran (40 s of speech each)."""
+    loss = _benchmark("loss")
+    monkeypatch.setenv("MEDIASERVER_ONLY", "clean,,")
+    with pytest.raises(SystemExit) as exc:
+        loss.main([])
+    assert exc.value.code == 2
+    assert "MEDIASERVER_ONLY='clean,,' has an empty entry" in capsys.readouterr().err
