@@ -477,12 +477,12 @@ MUTATIONS: tuple[Mutation, ...] = (
                     'if (self.pc is None or self.closed or self.pc.signalingState == "closed"\n',
                     'if (self.pc is None or self.closed\n'),
                Edit("mediaserver/sfu/room.py",
-                    "                    try:\n"
-                    "                        subscriber.subscribe(stream)\n"
-                    "                    except Exception:\n",
-                    "                    try:\n"
-                    "                        subscriber.subscribe(stream)\n"
-                    "                    except KeyError:  # mutation\n")),
+                    "        try:\n"
+                    "            subscriber.subscribe(stream)\n"
+                    "        except Exception:\n",
+                    "        try:\n"
+                    "            subscriber.subscribe(stream)\n"
+                    "        except KeyError:  # mutation\n")),
         tests=("tests/test_room_faults.py",),
     ),
     Mutation(
