@@ -43,8 +43,8 @@ from aiortc import (RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPe
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .audio import AudioFileError, read_audio, resample, write_audio
-from .config import (UsageError, add_option, comma_entries, comma_list, comma_values, number_in,
-                     print_problem)
+from .config import (UsageError, add_option, comma_entries, comma_list, comma_values, ip_address,
+                     number_in, print_problem)
 from .media.g711 import G711Decoder, G711Encoder
 from .media.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusError, enable_opus_fec
 from .patches import pin_host_addresses, tap_receiver, tolerate_consent_stalls
@@ -841,7 +841,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--record-dir", default=None, help="write DIR/<identity>.wav per remote")
     add_option(parser, "--duration", type=number_in(0), default=None,
                help="seconds to stay (default: file length + 3 s, or 30 s); SIGTERM/SIGINT end early")
-    add_option(parser, "--ice-host", action="append", default=None, type=comma_list(),
+    add_option(parser, "--ice-host", action="append", default=None, type=comma_list(ip_address),
                help="pin ICE host candidates (comma list; 127.0.0.1 in tests)")
     add_option(parser, "--loss", type=number_in(0, 1), default=0.0,
                help="drop this fraction of sent packets, 0..1 (under 1)")
@@ -884,7 +884,7 @@ def main(args: argparse.Namespace) -> int:
         except AudioFileError as exc:
             raise UsageError(f"--send: {exc}") from None
         samples = resample(audio, rate, RATE)
-    hosts = comma_values(args.ice_host)
+    hosts = comma_values(args.ice_host, ip_address)
     from . import patches
 
     try:

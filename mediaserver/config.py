@@ -17,6 +17,7 @@ every comma-list flag is parsed by :func:`comma_list` and read by :func:`comma_v
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
 import re
@@ -192,6 +193,19 @@ def comma_entries(text: str, item: Callable[[str], Any] = str) -> list[Any]:
             raise ValueError(f"{text!r} has a bad entry (entry {i} of {len(entries)} {where}): "
                              f"{why}") from None
     return out
+
+
+def ip_address(text: str) -> str:
+    """An argparse ``type`` (or :func:`comma_list` item) for an IP address literal, IPv4 or
+    IPv6 (``10.0.0.1``, ``::1``), returned as given. ``--ice-host`` takes these only: aioice
+    puts each pinned text into a candidate as it is, so a host name or ``999.1.1.1`` used to
+    start a server whose calls never connected (and a client refused with the server's
+    ``bad-sdp``), with no word about the flag."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address (10.0.0.1, ::1)") from None
+    return text
 
 
 def comma_list(item: Callable[[str], Any] = str) -> Any:

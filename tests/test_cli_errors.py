@@ -101,6 +101,12 @@ BAD = [
      "--rtp-discontinuity"),
     (("serve", "--ice-host", ",127.0.0.1", "--workers", "0"), "--ice-host"),
     (("serve", "--stun", "stun:a:3478,,stun:b:3478", "--workers", "0"), "--stun"),
+    # fresh-user trial 7: an --ice-host that is no IP address was pinned as it was: a server
+    # whose calls never connected (no word about the flag), a client refused with the
+    # server's bad-sdp about browsers and microphones
+    (("serve", "--ice-host", "not-an-ip", "--workers", "0"), "--ice-host"),
+    (("serve", "--ice-host", "127.0.0.1,999.1.1.1", "--workers", "0"), "--ice-host"),
+    (("client", "--room", "r", "--ice-host", "localhost", "--loss", "1"), "--ice-host"),
     (("serve", "--turn", "turn:a:3478, ", "--workers", "0"), "--turn"),
     (("serve", "--rooms", "a,,b", "--workers", "0"), "--rooms"),
     (("serve", "--asr", "local,", "--workers", "0"), "--asr"),
@@ -340,6 +346,11 @@ FROM_ENV = [
           ("MEDIASERVER_SYSTEMS", "ours,", "2 of 2", ("eval", "--data", "/nonexistent")),
           ("MEDIASERVER_REUSE", "a.json,,b.json", "2 of 3", ("eval", "--data", "/nonexistent")),
       ]],
+    ({"MEDIASERVER_ICE_HOST": "::1,foo"}, ("serve",),
+     "MEDIASERVER_ICE_HOST='::1,foo' has a bad entry (entry 2 of 2 in the comma list): "
+     "'foo' is not an IP address"),
+    ({"MEDIASERVER_ICE_HOST": "10.0.0"}, ("client", "--room", "r", "--loss", "1"),
+     "MEDIASERVER_ICE_HOST='10.0.0' has a bad entry (entry 1 of 1 in the comma list)"),
     ({"MEDIASERVER_STREAMS": "1,x"}, ("bench", "enhancer", "--model", "/nonexistent.pt"),
      "MEDIASERVER_STREAMS='1,x' has a bad entry (entry 2 of 2 in the comma list): 'x' is not a whole number"),
     # a required flag is satisfied by its variable: the next problem is the input file

@@ -233,6 +233,40 @@ def test_an_idle_clock_does_not_tick_and_resumes_on_its_grid_when_a_stream_comes
     assert [p // FRAME for p in pts_out[:5]] == [round((t.t_ms - first_deadline_ms) / 20.0) for t in sink.ticks]
 
 
+def test_the_ticks_an_idle_clock_slept_through_are_not_counted_as_ticks_run() -> None:
+    """``/healthz`` ``ticks`` (and ``late_tick_pct``'s base) is ``ticks_run``: an idle clock's
+    ticks stop, and stay stopped when a stream comes. Fresh-user trial 7: it was the pts
+    index, which ``resume`` advances by the idle periods, so a worker's ``ticks`` jumped by
+    ~50 a second of idle time (3102 -> 7058 at a call's first second after 79 s idle) and
+    its late share was divided by them."""
+    from mediaserver.sfu.metrics import SfuMetrics
+
+    loop = VirtualTimeLoop()
+    metrics = SfuMetrics()
+    clock = MediaClock(metrics=metrics, encode_pts=lambda enc, pcm, pts: None)
+    sink = RecordingSink()
+    clock.sinks.append(sink)
+
+    async def main() -> None:
+        clock.start()
+        await asyncio.sleep(2.0)   # virtual: two idle seconds, 100 periods
+        done = asyncio.Event()
+        sink.on_tick = lambda n: done.set() if n == 5 else None
+        clock.add(_tone_stream(10))
+        try:
+            await done.wait()
+        finally:
+            await clock.stop()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    ran = metrics.registry.get_sample_value("mediaserver_clock_ticks_total")
+    assert clock.ticks_run == ran and 5 <= ran <= 6, (clock.ticks_run, ran)
+    assert clock.tick - clock.ticks_run >= 100   # the pts still moved with the idle time
+
+
 # ---- a failing stage: every tick still goes out, and the log is not flooded --------------------
 def test_a_failing_stage_forwards_every_tick_and_logs_once_per_interval(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

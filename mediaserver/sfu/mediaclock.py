@@ -226,6 +226,7 @@ class ClockCore:
         self.index = 0       # the tick the next pull belongs to (pts = index * 960)
         self.late = 0
         self.skipped = 0
+        self.idle_periods = 0   # periods ``resume`` advanced ``index`` by without a tick
         self.bypassed = 0
 
     # -- streams ---------------------------------------------------------------------------
@@ -268,6 +269,7 @@ class ClockCore:
         if now_ms >= self.next_deadline_ms:
             missed = math.floor((now_ms - self.next_deadline_ms) / PERIOD_MS) + 1
             self.index += missed
+            self.idle_periods += missed
             self.next_deadline_ms += missed * PERIOD_MS
 
     def tick(self, now_ms: float) -> TickResult:
@@ -454,6 +456,13 @@ class MediaClock:
     @tick.setter
     def tick(self, index: int) -> None:   # a test seam, with _step
         self.core.index = index
+
+    @property
+    def ticks_run(self) -> int:
+        """Ticks this clock ran (those it skipped behind schedule included), not the periods
+        it slept through with no publisher: ``/healthz`` ``ticks``, the base of
+        ``late_tick_pct``. ``tick`` (the pts position) also counts the idle periods."""
+        return self.core.index - self.core.idle_periods
 
     @property
     def late(self) -> int:

@@ -21,8 +21,8 @@ from typing import Any, Optional
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 
-from ..config import (UsageError, add_option, comma_list, comma_values, count_or_auto, name_sources,
-                      number_in, usable_cores)
+from ..config import (UsageError, add_option, comma_list, comma_values, count_or_auto, ip_address,
+                      name_sources, number_in, usable_cores)
 from ..patches import pin_host_addresses, tolerate_consent_stalls
 from .drain import Drain, add_drain_options, backstop, exit_now_on_second_signal, validate_drain_args
 from .limits import Limits, add_limit_options
@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "each room lives on one worker, one enhancer process serves them all; "
                     "auto (the default): one per usable core; 1 runs everything in this process (the lowest "
                     "delay on a small machine: README, Several cores)")
-    add_option(parser, "--ice-host", action="append", default=None, type=comma_list(),
+    add_option(parser, "--ice-host", action="append", default=None, type=comma_list(ip_address),
                help="pin ICE host candidates to these addresses (comma list; 127.0.0.1 in tests)")
     add_option(parser, "--public-ip", default=None,
                help="public address to announce as an extra candidate (1:1 NAT)")
@@ -309,7 +309,7 @@ async def _healthz(request: web.Request) -> web.Response:
         # participants that send audio (listeners and unanswered joins are not): what
         # placement compares first, a --workers front's between its workers
         "publishers": count_publishers(manager.rooms.values()),
-        "ticks": clock.tick, "late_ticks": clock.late,
+        "ticks": clock.ticks_run, "late_ticks": clock.late,   # not the periods it slept
         "enhancement": request.app[STAGE] is not None,
         "model_version": getattr(request.app[STAGE], "model_version", None),
         # batch and step time of its last call (the shared process's, seen from a worker)
@@ -525,7 +525,7 @@ def main(args: argparse.Namespace) -> int:
 
         asyncio.run(serve_front(args, list(getattr(args, "_argv", None) or ["serve"])))
         return 0
-    pin_host_addresses(comma_values(args.ice_host))
+    pin_host_addresses(comma_values(args.ice_host, ip_address))
     tolerate_consent_stalls()
     asyncio.run(serve(args))
     from ..asr.pool import abandoned_loads, exit_leaving_loads
