@@ -2794,6 +2794,15 @@ MUTATIONS: tuple[Mutation, ...] = (
                "tests/test_cli_errors.py::test_a_bad_value_from_a_variable_is_named_as_the_variable"),
     ),
     Mutation(
+        name="front-worker-restarts-without-a-sample-until-the-first",
+        claim="/metrics has mediaserver_front_worker_restarts_total for every worker at 0 from its start (was HELP/TYPE only until a first restart)",
+        source="fresh-user trial 7 §1",
+        edits=(Edit("mediaserver/workers/front.py",
+                    "        self.metrics.worker_restarts.labels(name)\n",
+                    "        pass  # mutation\n"),),
+        tests=("tests/test_workers_healthz.py::test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_label",),
+    ),
+    Mutation(
         name="bench-streams-entry-unchecked",
         claim="bench --streams refuses an entry that is no whole number >= 1 as it is parsed (was a traceback)",
         source="comma-list gap (after fresh-user trial 6 §3)",

@@ -92,6 +92,11 @@ async def test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_labe
             assert sample.labels.get("worker", LABEL + "-w0") in names, sample
     up = {s.labels["worker"]: s.value for s in families["mediaserver_front_worker_up"].samples}
     assert up == {f"{LABEL}-w0": 1.0, f"{LABEL}-w1": 1.0}, up
+    # fresh-user trial 7: _worker_restarts_total had its HELP and TYPE and no sample until a
+    # worker's first restart (nothing to rate() or alert on); each worker's is there at 0
+    restarts = {s.labels["worker"]: s.value for s in families["mediaserver_front_worker_restarts"].samples
+                if s.name.endswith("_total")}
+    assert restarts == {f"{LABEL}-w0": 0.0, f"{LABEL}-w1": 0.0}, restarts
     relayed = {s.labels["worker"]: s.value for s in families["mediaserver_front_relayed_sockets"].samples
                if s.name.endswith("_total")}
     hosting = {f"{LABEL}-w{w['index']}": float(len(w["room_names"])) for w in workers if w["room_names"]}

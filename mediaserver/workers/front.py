@@ -167,7 +167,12 @@ class Front:
     # ---- workers ------------------------------------------------------------------------
     def _worker_up(self, index: int, port: int) -> None:
         self.placement.report(index, publishers=0)
-        self.metrics.worker_up.labels(self.worker_name(index)).set(1)
+        name = self.worker_name(index)
+        self.metrics.worker_up.labels(name).set(1)
+        # a worker's counters exist from its start at 0, not from its first restart or relayed
+        # socket: rate() and alerts on them see a series before it first moves
+        self.metrics.worker_restarts.labels(name)
+        self.metrics.relayed.labels(name)
 
     def _worker_exit(self, index: int, code: int) -> None:
         rooms = set(self.placement.lost(index)) | self._lost_rooms.pop(index, set())
