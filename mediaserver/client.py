@@ -437,13 +437,16 @@ class HeadlessClient:
                 if pc.connectionState == "failed" or (pc.connectionState == "closed"
                                                       and not self._closing):
                     self._lost.set()
-            previous = self.source
-            if previous is not None:
-                self._sent_before += previous.sent
-            self.source = FileSource(self.samples if self.samples is not None
-                                     else np.zeros(0, np.float32), codec=self.args.codec,
-                                     start=previous.start if previous is not None else None)
-            self.pc.addTransceiver(self.source, direction="sendrecv")
+            if self.args.listen_only:   # a listener: the server puts no stream of ours on its clock
+                self.pc.addTransceiver("audio", direction="recvonly")
+            else:
+                previous = self.source
+                if previous is not None:
+                    self._sent_before += previous.sent
+                self.source = FileSource(self.samples if self.samples is not None
+                                         else np.zeros(0, np.float32), codec=self.args.codec,
+                                         start=previous.start if previous is not None else None)
+                self.pc.addTransceiver(self.source, direction="sendrecv")
             self._only_our_codec()
             offer = await self.pc.createOffer()
             await self.pc.setLocalDescription(offer)
@@ -458,7 +461,8 @@ class HeadlessClient:
             await self._close_connection()
             raise
         self._reader = asyncio.get_running_loop().create_task(self._read())
-        self._feedback = asyncio.get_running_loop().create_task(self._follow_reported_loss())
+        if self.source is not None:   # (nothing sent with --listen-only: no FEC to steer)
+            self._feedback = asyncio.get_running_loop().create_task(self._follow_reported_loss())
         return joined
 
     async def _stay(self, stop: asyncio.Event, deadline: float) -> Optional[str]:
@@ -835,6 +839,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_option(parser, "--identity", default=None, help="participant name (default random)")
     add_option(parser, "--token", default=None, help="join token (mediaserver token)")
     add_option(parser, "--send", default=None, help="WAV sent once in real time, then silence")
+    add_option(parser, "--listen-only", action="store_true", default=False,
+               help="offer the audio recvonly: hear the room, send nothing (a monitoring console, a "
+                    "recorder); the server counts no publisher and runs no stream for it. Without "
+                    "it a client with no --send still sends silence")
     add_option(parser, "--codec", default="opus", choices=CODECS,
                help="the one audio codec offered and accepted, both ways (pcmu/pcma: G.711 "
                     "at 8 kHz, as a SIP gateway would)")
@@ -871,6 +879,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if not args.room:
         raise UsageError("--room is required")
+    sending = [flag for flag, on in (("--send", args.send), ("--loss", args.loss), ("--jitter-ms", args.jitter_ms),
+                                      ("--reorder", args.reorder), ("--rtp-discontinuity", args.rtp_discontinuity))
+               if on]
+    if args.listen_only and sending:
+        raise UsageError(f"--listen-only sends nothing: {', '.join(sending)} would have no effect")
     if args.loss >= 1:   # (the ranges are checked as the flags are parsed, each named once)
         raise UsageError(f"--loss must be under 1 (every packet dropped), got {args.loss:g}")
     try:

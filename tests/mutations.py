@@ -1622,6 +1622,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_listeners.py::test_a_listener_that_reoffers_sendrecv_is_heard_through_the_server",),
     ),
     Mutation(
+        name="client-listen-only-still-sends",
+        claim="mediaserver client --listen-only offers recvonly: it hears the room and is never counted as a publisher",
+        source="issue 14 (fresh-user trial 7: the server's listener support was out of the CLI's reach)",
+        edits=(Edit("mediaserver/client.py",
+                    "            if self.args.listen_only:   # a listener",
+                    "            if False:   # mutation"),),
+        tests=("tests/test_listeners.py::test_the_headless_client_listens_without_sending_with_listen_only",),
+    ),
+    Mutation(
         name="media-clock-ticks-while-idle",
         claim="a media clock without publishers does not tick (no 50 wake-ups a second per idle worker)",
         source="issue 14 (per-publisher CPU of --workers N)",

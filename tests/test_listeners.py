@@ -10,6 +10,7 @@ Caller); then through a real server, where the re-offer goes through signalling.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Iterator
 
 import aiohttp
@@ -137,3 +138,47 @@ async def test_a_listener_that_reoffers_sendrecv_is_heard_through_the_server(ser
             finally:
                 for peer in (dan, alice):
                     await peer.close()
+
+
+def test_the_headless_client_listens_without_sending_with_listen_only(start_server, speech_wav, tmp_path) -> None:
+    """``mediaserver client --listen-only`` offers its audio ``recvonly``: it hears alice, sends
+    nothing, and the server never counts it as a publisher while alice talks (without the flag
+    a client with no ``--send`` sends silence and is one)."""
+    import urllib.request
+
+    from conftest import METRICS_TOKEN, client_summary, start_client, stop_client, wait_participants
+
+    server = start_server("--no-enhance")
+
+    def healthz() -> dict:
+        request = urllib.request.Request(server.url + "healthz",
+                                         headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    console = start_client(server.url, "ward", "console", "--listen-only", "--duration", "240",
+                           log=tmp_path / "console.log")
+    try:
+        wait_participants(server, 1, timeout=120)
+        alice = start_client(server.url, "ward", "alice", "--send", str(speech_wav), log=tmp_path / "alice.log")
+        seen: list[tuple[int, int]] = []   # (participants, publishers) for as long as alice's call lasts
+        while alice.poll() is None:
+            state = healthz()
+            seen.append((state["participants"], state["publishers"]))
+        client_summary(alice, 120)
+        heard = stop_client(console)
+    finally:
+        if console.poll() is None:
+            console.kill()
+    assert (2, 1) in seen and all(publishers <= 1 for _, publishers in seen), seen
+    assert heard["sent_frames"] == 0, heard["sent_frames"]
+    assert heard["remote"]["alice"]["frames_received"] > 100, heard["remote"]
+
+
+def test_listen_only_refuses_the_flags_that_send(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "mediaserver", "client", "--room", "r", "--listen-only",
+                          "--loss", "0.1"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "--listen-only sends nothing: --loss" in run.stderr, run.stderr
