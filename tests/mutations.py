@@ -1631,6 +1631,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_listeners.py::test_the_headless_client_listens_without_sending_with_listen_only",),
     ),
     Mutation(
+        name="closed-connection-renegotiation-is-a-failure",
+        claim="a renegotiation cut by the connection's own close is no negotiation-failed (no WARNING, no failure event)",
+        source="issue 14 (fresh-user trial 7: a WARNING during a clean SIGTERM drain)",
+        edits=(Edit("mediaserver/sfu/participant.py",
+                    '            if self.closed or self.pc is None or self.pc.signalingState == "closed":\n',
+                    '            if False:  # mutation\n'),),
+        tests=("tests/test_listeners.py::test_a_renegotiation_cut_by_the_connections_close_is_no_media_failure",),
+    ),
+    Mutation(
         name="media-clock-ticks-while-idle",
         claim="a media clock without publishers does not tick (no 50 wake-ups a second per idle worker)",
         source="issue 14 (per-publisher CPU of --workers N)",

@@ -4,7 +4,8 @@ enhancement or encode per tick) and no slot at the other participants. A client 
 sending by re-offering ``sendrecv`` goes on the clock and is heard by everyone; one that goes
 back to ``recvonly`` is taken off again. First with real aiortc peer connections in this
 process, one per caller, each with its server-side Participant (tests/test_load_publishers.py's
-Caller); then through a real server, where the re-offer goes through signalling.
+Caller); then through a real server, where the re-offer goes through signalling. Also: a
+renegotiation (a slot added or removed) cut by the connection's own close is no failure.
 """
 
 from __future__ import annotations
@@ -182,3 +183,30 @@ def test_listen_only_refuses_the_flags_that_send(tmp_path) -> None:
     run = subprocess.run([sys.executable, "-m", "mediaserver", "client", "--room", "r", "--listen-only",
                           "--loss", "0.1"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "--listen-only sends nothing: --loss" in run.stderr, run.stderr
+
+
+async def test_a_renegotiation_cut_by_the_connections_close_is_no_media_failure(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """During a drain, a leaver's removal renegotiates a participant whose connection was
+    closed under it (its client hung up first): that is the connection's end, reported where
+    it closes, not a ``negotiation-failed`` WARNING and failure event (a fresh user saw one in
+    a clean SIGTERM drain)."""
+    metrics = SfuMetrics()
+    manager = RoomManager(clock=MediaClock(metrics=metrics, encode_pts=lambda *a: None), metrics=metrics)
+    alice = AnsweringCaller(manager, metrics, "alice")
+    failures: list[str] = []
+    alice.participant.on_failed = lambda code, message: failures.append(code)
+    try:
+        await alice.offer("sendrecv")
+        assert alice.participant.pc is not None
+        await alice.participant.pc.close()   # closed under it, the participant not yet removed
+        with caplog.at_level("DEBUG", logger="mediaserver.sfu.participant"):
+            alice.participant.renegotiate()
+            negotiator = alice.participant._negotiator
+            assert negotiator is not None
+            await negotiator
+    finally:
+        await manager.remove(alice.participant)
+        await alice.client.close()
+    assert failures == [], failures
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text

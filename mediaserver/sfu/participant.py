@@ -279,6 +279,12 @@ class Participant:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if self.closed or self.pc is None or self.pc.signalingState == "closed":
+                # the connection was closed under the offer (a drain, the client hanging up):
+                # its end is reported where it is closed, not as a failed negotiation
+                logger.debug("%s/%s renegotiation ended by the connection's close: %s",
+                             self.room, self.identity, exc)
+                return
             logger.warning("%s/%s renegotiation failed: %s", self.room, self.identity, exc)
             self._fail("negotiation-failed", f"renegotiation failed: {exc}")
 
