@@ -17,8 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,41 +29,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from rtc_peer import RtcPeer, loopback_ice  # noqa: E402
+from transport import Server  # noqa: E402  (serve --workers 1 on 127.0.0.1, a free port)
 
 
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of a live process (/proc/PID/stat fields 14 and 15)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Server:
-    """``mediaserver serve --workers 1`` on 127.0.0.1 and a free port (read from its log)."""
-
-    def __init__(self, enhance: bool) -> None:
-        cmd = [sys.executable, "-m", "mediaserver", "serve", "--workers", "1", "--host", "127.0.0.1",
-               "--port", "0", "--ice-host", "127.0.0.1", *([] if enhance else ["--no-enhance"])]
-        self.log = tempfile.TemporaryFile()   # (the log; a full pipe would stall the server)
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, text=True)
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 120.0
-        for line in self.proc.stdout:
-            found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-            if found:
-                self.ws_url = f"ws://127.0.0.1:{found.group(1)}/ws"
-                break
-            if time.monotonic() > deadline:
-                break
-        else:
-            raise RuntimeError(f"the server exited before listening ({self.proc.wait()})")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 async def one_case(ws_url: str, pid: int, listeners: int, seconds: float) -> dict:
@@ -100,11 +70,12 @@ def main() -> int:
     args = parser.parse_args()
     counts = [int(x) for x in args.listeners.split(",")]
     rows = []
-    with loopback_ice():
+    with loopback_ice(), tempfile.TemporaryDirectory() as tmp:
         for listeners in counts:
-            server = Server(enhance=not args.no_enhance)
+            server = Server(ROOT, Path(tmp) / f"server{listeners}.log", *(["--no-enhance"] if args.no_enhance else []))
             try:
-                rows.append(asyncio.run(one_case(server.ws_url, server.proc.pid, listeners, args.seconds)))
+                ws_url = server.url.replace("http://", "ws://") + "ws"
+                rows.append(asyncio.run(one_case(ws_url, server.proc.pid, listeners, args.seconds)))
             finally:
                 server.stop()
     result = {"enhance": not args.no_enhance, "seconds": args.seconds, "cpus": os.cpu_count(), "rows": rows}

@@ -26,6 +26,7 @@ from mediaserver.enhance.stage import EnhancerStage
 from mediaserver.media.inbound import InboundAudio
 from mediaserver.media.opus import OpusEncoder
 from mediaserver.sfu.mediaclock import FRAME, MAX_CATCH_UP, PERIOD_S, ClockStream, MediaClock
+from mediaserver.sfu.metrics import SfuMetrics
 
 from test_enhance_common import constant_mask_model, saved
 
@@ -195,13 +196,9 @@ def test_a_clock_far_behind_drops_exactly_the_missed_frames(stall_ms: int) -> No
 
 
 # ---- an idle clock: no ticks without a publisher, back on the grid when one comes ---------------
-def test_an_idle_clock_does_not_tick_and_resumes_on_its_grid_when_a_stream_comes() -> None:
-    """With no publisher the clock sleeps instead of waking 50 times a second (1.2 % of a core
-    per idle media worker on the 2-core test machine). A stream added after an idle second
-    gets its first tick at the next point of the same 20 ms grid, with the pts advanced by the
-    idle periods (time and pts still agree), and the pause counts no late or skipped tick."""
-    from mediaserver.sfu.metrics import SfuMetrics
-
+def _idle_then_a_stream(idle_s: float) -> tuple[MediaClock, SfuMetrics, RecordingSink, list[int], float]:
+    """A clock without streams for ``idle_s`` (virtual) seconds, then one tone stream until 5
+    frames went out: (clock, metrics, sink, pts sent, ticks counted at the end of the idle time)."""
     loop = VirtualTimeLoop()
     metrics = SfuMetrics()
     pts_out: list[int] = []
@@ -212,7 +209,7 @@ def test_an_idle_clock_does_not_tick_and_resumes_on_its_grid_when_a_stream_comes
 
     async def main() -> None:
         clock.start()
-        await asyncio.sleep(1.0)   # virtual: the loop jumps to the next timer
+        await asyncio.sleep(idle_s)   # virtual: the loop jumps to the next timer
         idle_ticks.append(metrics.registry.get_sample_value("mediaserver_clock_ticks_total") or 0.0)
         done = asyncio.Event()
         sink.on_tick = lambda n: done.set() if n == 5 else None
@@ -226,7 +223,16 @@ def test_an_idle_clock_does_not_tick_and_resumes_on_its_grid_when_a_stream_comes
         loop.run_until_complete(main())
     finally:
         loop.close()
-    assert idle_ticks == [0.0] and clock.late == 0 and clock.skipped == 0, (idle_ticks, clock.late)
+    return clock, metrics, sink, pts_out, idle_ticks[0]
+
+
+def test_an_idle_clock_does_not_tick_and_resumes_on_its_grid_when_a_stream_comes() -> None:
+    """With no publisher the clock sleeps instead of waking 50 times a second (1.2 % of a core
+    per idle media worker on the 2-core test machine). A stream added after an idle second
+    gets its first tick at the next point of the same 20 ms grid, with the pts advanced by the
+    idle periods (time and pts still agree), and the pause counts no late or skipped tick."""
+    clock, metrics, sink, pts_out, idle_ticks = _idle_then_a_stream(idle_s=1.0)
+    assert idle_ticks == 0.0 and clock.late == 0 and clock.skipped == 0, (idle_ticks, clock.late)
     first_deadline_ms = 1000.0 * 1000.0 + 20.0   # the loop starts at 1000 s: the grid's next point
     assert [t.t_ms for t in sink.ticks] == pytest.approx([sink.ticks[0].t_ms + 20.0 * k for k in range(5)])
     assert sink.ticks[0].t_ms - first_deadline_ms >= 1000.0   # it did not tick while idle
@@ -239,29 +245,7 @@ def test_the_ticks_an_idle_clock_slept_through_are_not_counted_as_ticks_run() ->
     index, which ``resume`` advances by the idle periods, so a worker's ``ticks`` jumped by
     ~50 a second of idle time (3102 -> 7058 at a call's first second after 79 s idle) and
     its late share was divided by them."""
-    from mediaserver.sfu.metrics import SfuMetrics
-
-    loop = VirtualTimeLoop()
-    metrics = SfuMetrics()
-    clock = MediaClock(metrics=metrics, encode_pts=lambda enc, pcm, pts: None)
-    sink = RecordingSink()
-    clock.sinks.append(sink)
-
-    async def main() -> None:
-        clock.start()
-        await asyncio.sleep(2.0)   # virtual: two idle seconds, 100 periods
-        done = asyncio.Event()
-        sink.on_tick = lambda n: done.set() if n == 5 else None
-        clock.add(_tone_stream(10))
-        try:
-            await done.wait()
-        finally:
-            await clock.stop()
-
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    clock, metrics, _sink, _pts, _idle = _idle_then_a_stream(idle_s=2.0)   # 100 idle periods
     ran = metrics.registry.get_sample_value("mediaserver_clock_ticks_total")
     assert clock.ticks_run == ran and 5 <= ran <= 6, (clock.ticks_run, ran)
     assert clock.tick - clock.ticks_run >= 100   # the pts still moved with the idle time
