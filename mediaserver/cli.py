@@ -17,6 +17,7 @@ import sys
 from typing import NoReturn, Optional, Sequence
 
 from .config import UsageError, changed_flags, check_env, name_sources
+from .logsetup import configure_logging, worker_process_name
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("mediaserver.sfu.server", "run the media server"),
@@ -45,7 +46,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 def log_level(text: str) -> str:
     """The argparse ``type`` of ``--log-level``: a level name in any case, upper-cased; any
     other word is refused as the flag is parsed (it was a ValueError traceback from
-    ``logging.basicConfig``), and the children of ``serve --workers N`` get a valid one."""
+    ``logging``), and the children of ``serve --workers N`` get a valid one."""
     if text.upper() not in LOG_LEVELS:
         raise argparse.ArgumentTypeError(f"must be one of {', '.join(LOG_LEVELS)}, got {text!r}")
     return text.upper()
@@ -131,13 +132,8 @@ def _run(argv: list[str], command: Optional[str]) -> int:
         parser.error(f"a COMMAND is required: {', '.join(COMMANDS)}")
     if extra:   # named by the sub-command (its --help lists its flags), not by mediaserver
         args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if logging.getLogger().level > logging.DEBUG:
-        # aioice logs every candidate-pair state change at INFO: noise unless debugging ICE
-        logging.getLogger("aioice").setLevel(logging.WARNING)
+    # a media worker of serve --workers N names itself on every line (logsetup.py)
+    configure_logging(args.log_level, process_name=worker_process_name(getattr(args, "worker_id", None)))
     args._argv = argv   # the whole command line (serve --workers hands it to each worker)
     args._changed = changed_flags(args._parser, args)   # flags not at their built-in default
     try:

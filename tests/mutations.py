@@ -2327,8 +2327,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="inference-process-logs-at-info",
         claim="the inference process of --workers N logs at the front's --log-level from its first line (INFO lines came before a start-up error whatever --log-level said)",
         source="fresh-user trial 4 §8 (--log-level)",
-        edits=(Edit("mediaserver/enhance/shared.py", "    logging.basicConfig(level=args.log_level.upper(),",
-                    "    logging.basicConfig(level=logging.INFO,  # mutation\n"),),
+        edits=(Edit("mediaserver/enhance/shared.py", "    configure_logging(args.log_level, ",
+                    "    configure_logging(\"INFO\",  # mutation\n"),),
         tests=("tests/test_cli_errors.py::test_workers_children_honour_the_log_level_from_their_first_line",),
     ),
     Mutation(
@@ -2975,6 +2975,18 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "        check_env(parser, args)   # a MEDIASERVER_* text that is no value for its flag (else ignored)\n",
                     "        pass  # mutation\n"),),
         tests=("tests/test_benchmark_scripts.py::test_loss_refuses_a_variable_that_is_no_value_for_its_flag",),
+    ),
+    # ---- fresh-user gaps of 2026-12-02: serve --workers N's logs and metrics, CLI errors ----------
+    Mutation(
+        name="worker-log-lines-unnamed",
+        claim="with --workers N every log line of a media worker carries [LABEL-wN] and the inference process's [LABEL-enhancer]",
+        source="fresh-user gaps of 2026-12-02 §1 (merged stderr: which worker wrote a line)",
+        edits=(Edit("mediaserver/cli.py",
+                    "configure_logging(args.log_level, process_name=worker_process_name(getattr(args, \"worker_id\", None)))",
+                    "configure_logging(args.log_level, process_name=None)  # mutation"),
+               Edit("mediaserver/enhance/shared.py",
+                    "process_name=args.worker_id or \"enhancer\")", "process_name=None)  # mutation")),
+        tests=("tests/test_workers_healthz.py::test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_label",),
     ),
 )
 

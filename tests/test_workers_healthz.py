@@ -15,12 +15,16 @@ ASR sink on and two signalling-only participants in two rooms. Claims:
 - ``/debug/rooms``: each participant's ``worker_index`` is the ``index`` of the worker whose
   ``room_names`` hold its room (it was ``worker``, the name ``/metrics`` gives ``LABEL-wN``);
 - ``/healthz`` says ``publishers`` per worker and in all: the signalling-only participants
-  count in ``streams``/``participants`` only.
+  count in ``streams``/``participants`` only;
+- the merged stderr: every line a media worker or the inference process writes carries its
+  name, ``[LABEL-wN]`` / ``[LABEL-enhancer]`` (fresh-user gaps of 2026-12-02 §1: the two workers' "media
+  clock started" and "SIGTERM received" were the same line); the front's own lines have none.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import aiohttp
@@ -32,6 +36,10 @@ from conftest import ServerProcess
 pytestmark = pytest.mark.timeout(300)
 
 LABEL = "trial"   # --worker-id: the workers are trial-w0, trial-w1, the enhancer trial-enhancer
+
+
+# time, level, [process name] (a child of the front only), logger: message (mediaserver/logsetup.py)
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ (?:\[(\S+)\] )?([\w.]+): (.*)$")
 
 
 async def _join(session: aiohttp.ClientSession, url: str, room: str) -> aiohttp.ClientWebSocketResponse:
@@ -103,3 +111,14 @@ async def test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_labe
     assert relayed == hosting, (relayed, workers)   # each socket counted at the worker it went to
     # the workers' own series carry the same names (their --worker-id)
     assert {s.labels["worker"] for s in families["mediaserver_packets_out"].samples} >= {f"{LABEL}-w0", f"{LABEL}-w1"}
+
+    # the merged stderr: which process wrote each line
+    lines = [m.groups() for m in map(LOG_LINE.match, server.tail(10**7).splitlines()) if m]
+    started = sorted(tag for tag, name, text in lines if text == "media clock started")
+    assert started == [f"{LABEL}-w0", f"{LABEL}-w1"], lines
+    stopped = sorted(tag for tag, name, text in lines if text == "SIGTERM received")
+    assert stopped == [f"{LABEL}-w0", f"{LABEL}-w1"], lines
+    enhancer = [tag for tag, name, text in lines if name.startswith("mediaserver.enhance.")]
+    assert enhancer and set(enhancer) == {f"{LABEL}-enhancer"}, lines
+    front = [tag for tag, name, text in lines if name.startswith("mediaserver.workers.")]
+    assert front and set(front) == {None}, lines

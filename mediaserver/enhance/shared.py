@@ -55,6 +55,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from ..logsetup import configure_logging
 from ..tasks import cancel_and_wait
 from .shared_process import USAGE_EXIT, USAGE_LINE
 from .shared_wire import FRAME, FrameParser, ProtocolError, SlotPool, SlotTable, encode
@@ -583,8 +584,8 @@ async def _serve_forever(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)   # (as the mediaserver command's)
+    # (as the mediaserver command's; its lines say which process of serve --workers N wrote them)
+    configure_logging(args.log_level, process_name=args.worker_id or "enhancer")
     try:
         asyncio.run(_serve_forever(args))
     except _BadModel as exc:   # one line for the front to say as its own usage error, exit 2

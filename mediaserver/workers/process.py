@@ -22,13 +22,13 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from ..logsetup import WORKER_INDEX_ENV
 from ..sfu.websec import FRONT_TOKEN_ENV
 from ..tasks import cancel_and_wait
 from .lifeline import FRONT_PID_ENV
 
 logger = logging.getLogger(__name__)
 
-WORKER_INDEX_ENV = "MEDIASERVER_WORKER_INDEX"
 _LISTENING = re.compile(rb"mediaserver listening: open http://[^:/]+:(\d+)/")
 START_TIMEOUT_S = 120.0   # model load and imports on a busy 2-core machine
 _BACKOFF_MIN_S, _BACKOFF_MAX_S, _STABLE_S = 0.5, 10.0, 60.0
