@@ -2988,6 +2988,16 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "process_name=args.worker_id or \"enhancer\")", "process_name=None)  # mutation")),
         tests=("tests/test_workers_healthz.py::test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_label",),
     ),
+    Mutation(
+        name="publishers-gauge-missing",
+        claim="/metrics has mediaserver_publishers (the /healthz publishers), per worker label with --workers N",
+        source="fresh-user gaps of 2026-12-02 §2 (no publisher gauge)",
+        edits=(Edit("mediaserver/sfu/room.py",
+                    "        metrics.watch_publishers(lambda: count_publishers(self.rooms.values()))\n",
+                    "        pass  # mutation\n"),),
+        tests=("tests/test_listeners.py::test_a_listener_takes_no_place_on_the_clock_until_it_sends",
+               "tests/test_workers_healthz.py::test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_label"),
+    ),
 )
 
 

@@ -18,6 +18,7 @@ import aiohttp
 import numpy as np
 import pytest
 from aiortc import RTCSessionDescription
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ServerProcess
 
@@ -75,7 +76,16 @@ def _heard_by(callers: list[AnsweringCaller], speaker: AnsweringCaller) -> list[
             if speaker.participant.identity in c.participant.subscriptions()]
 
 
+def _scraped(metrics: SfuMetrics) -> tuple[float, float]:
+    """``(mediaserver_participants, mediaserver_publishers)`` as ``/metrics`` renders them now."""
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    return tuple(families[name].samples[0].value   # type: ignore[return-value]
+                 for name in ("mediaserver_participants", "mediaserver_publishers"))
+
+
 async def test_a_listener_takes_no_place_on_the_clock_until_it_sends() -> None:
+    """... and ``/metrics`` counts publishers as ``/healthz`` does (fresh-user gaps of
+    2026-12-02 §2: ``mediaserver_publishers`` was missing): listeners are participants only."""
     metrics = SfuMetrics()
     clock = MediaClock(metrics=metrics, encode_pts=lambda *a: None)
     manager = RoomManager(clock=clock, metrics=metrics)
@@ -89,20 +99,24 @@ async def test_a_listener_takes_no_place_on_the_clock_until_it_sends() -> None:
         assert on_clock == ["talker"], on_clock
         assert _heard_by(callers, talker) == ["console", "recorder"]   # the listeners hear the talker
         assert _heard_by(callers, console) == [] and _heard_by(callers, recorder) == []
+        assert _scraped(metrics) == (3, 1)
 
         await _reoffer(console, "sendrecv")   # the console starts talking
         assert sorted(s.identity for s in clock.streams) == ["console", "talker"]
         assert _heard_by(callers, console) == ["talker", "recorder"]
+        assert _scraped(metrics) == (3, 2)
 
         await _reoffer(console, "recvonly")   # ... and goes back to monitoring
         assert [s.identity for s in clock.streams] == ["talker"]
         assert _heard_by(callers, console) == []
         assert _heard_by(callers, talker) == ["console", "recorder"]
+        assert _scraped(metrics) == (3, 1)
     finally:
         for caller in callers:
             await manager.remove(caller.participant)
             await caller.client.close()
     assert list(clock.streams) == []
+    assert _scraped(metrics) == (0, 0)
 
 
 # ---- the same through a real server: the re-offer goes through signalling ----------------------

@@ -15,7 +15,9 @@ ASR sink on and two signalling-only participants in two rooms. Claims:
 - ``/debug/rooms``: each participant's ``worker_index`` is the ``index`` of the worker whose
   ``room_names`` hold its room (it was ``worker``, the name ``/metrics`` gives ``LABEL-wN``);
 - ``/healthz`` says ``publishers`` per worker and in all: the signalling-only participants
-  count in ``streams``/``participants`` only;
+  count in ``streams``/``participants`` only; ``/metrics`` has the same per worker,
+  ``mediaserver_publishers{worker="LABEL-wN"}`` (fresh-user gaps of 2026-12-02 §2: there was
+  no publisher gauge);
 - the merged stderr: every line a media worker or the inference process writes carries its
   name, ``[LABEL-wN]`` / ``[LABEL-enhancer]`` (fresh-user gaps of 2026-12-02 §1: the two workers' "media
   clock started" and "SIGTERM received" were the same line); the front's own lines have none.
@@ -111,6 +113,11 @@ async def test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_labe
     assert relayed == hosting, (relayed, workers)   # each socket counted at the worker it went to
     # the workers' own series carry the same names (their --worker-id)
     assert {s.labels["worker"] for s in families["mediaserver_packets_out"].samples} >= {f"{LABEL}-w0", f"{LABEL}-w1"}
+
+    per_worker = {name: {s.labels["worker"]: s.value for s in families[f"mediaserver_{name}"].samples}
+                  for name in ("participants", "publishers")}
+    assert per_worker == {"participants": {f"{LABEL}-w0": 1.0, f"{LABEL}-w1": 1.0},
+                          "publishers": {f"{LABEL}-w0": 0.0, f"{LABEL}-w1": 0.0}}, per_worker
 
     # the merged stderr: which process wrote each line
     lines = [m.groups() for m in map(LOG_LINE.match, server.tail(10**7).splitlines()) if m]

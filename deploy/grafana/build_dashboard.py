@@ -32,7 +32,8 @@ def dashboard() -> dict:
     p = []
     p.append(row(1, "Executive", 0))
     p.append(panel(2, "Rooms and participants", [("sum(mediaserver_rooms)", "rooms"),
-                                                 ("sum(mediaserver_participants)", "participants")], 0, 1))
+                                                 ("sum(mediaserver_participants)", "participants"),
+                                                 ("sum(mediaserver_publishers)", "publishers")], 0, 1))
     p.append(panel(3, "Enhanced streams by model", [("sum by (model_version) (mediaserver_enhancer_streams)",
                                                      "{{model_version}}")], 8, 1))
     p.append(panel(4, "MOS proxy (DNSMOS OVRL) by model", [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -15,6 +16,10 @@ class SfuMetrics:
         r = self.registry
         self.rooms = Gauge("mediaserver_rooms", "rooms with at least one participant", registry=r)
         self.participants = Gauge("mediaserver_participants", "connected participants", registry=r)
+        self.publishers = Gauge(
+            "mediaserver_publishers",
+            "participants that send audio (their microphone negotiated sending; not listeners "
+            "or participants without an answered offer): /healthz publishers", registry=r)
         self.ticks = Counter("mediaserver_clock_ticks_total", "media clock ticks", registry=r)
         self.late_ticks = Counter("mediaserver_clock_late_ticks_total",
                                   "ticks that started more than 10 ms late", registry=r)
@@ -100,6 +105,10 @@ class SfuMetrics:
     def watch_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Report ``loop``'s live task count at every scrape."""
         self.tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
+
+    def watch_publishers(self, count: Callable[[], int]) -> None:
+        """Report ``count()`` (the publishers now) as ``mediaserver_publishers`` at every scrape."""
+        self.publishers.set_function(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

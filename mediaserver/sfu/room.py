@@ -56,6 +56,8 @@ class RoomManager:
         self.max_rooms = max_rooms
         self.allowed_rooms = allowed_rooms
         self.rooms: dict[str, Room] = {}
+        # a publisher is one once its offer is answered: counted at each scrape, as /healthz does
+        metrics.watch_publishers(lambda: count_publishers(self.rooms.values()))
 
     @staticmethod
     def check_names(room: Any, identity: Any) -> str:
