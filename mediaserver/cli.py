@@ -125,7 +125,25 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+def misplaced_command(argv: Sequence[str], command: Optional[str]) -> Optional[str]:
+    """The command name written as ``command``'s first argument (``mediaserver enhance eval
+    --help``: ``eval`` is ``mediaserver eval``, not a sub-command or an input of ``enhance``),
+    or None. A file of that name is an argument like any other (``mediaserver enhance bench``
+    with ``./bench`` there)."""
+    if command is None:
+        return None
+    after = argv[argv.index(command) + 1:]
+    if after and after[0] in COMMANDS and not os.path.exists(after[0]):
+        return after[0]
+    return None
+
+
 def _run(argv: list[str], command: Optional[str]) -> int:
+    other = misplaced_command(argv, command)
+    if other is not None:   # before parsing: --help after it printed command's help, no hint
+        print(f"mediaserver {command}: error: {other} is a command of its own, not an argument "
+              f"of {command}: run mediaserver {other} (see mediaserver {other} --help)", file=sys.stderr)
+        return 2
     parser = build_parser(command)
     args, extra = parser.parse_known_args(argv)
     if args.command is None:

@@ -2998,6 +2998,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_listeners.py::test_a_listener_takes_no_place_on_the_clock_until_it_sends",
                "tests/test_workers_healthz.py::test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_label"),
     ),
+    Mutation(
+        name="command-as-argument-unnamed",
+        claim="mediaserver enhance eval --help is one error line naming mediaserver eval (it printed enhance's help)",
+        source="fresh-user gaps of 2026-12-02 §3 (enhance eval --help)",
+        edits=(Edit("mediaserver/cli.py",
+                    "    if after and after[0] in COMMANDS and not os.path.exists(after[0]):\n",
+                    "    if False:  # mutation\n"),),
+        tests=("tests/test_cli_errors.py::test_a_command_written_as_another_commands_argument_is_named",),
+    ),
 )
 
 

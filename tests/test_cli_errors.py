@@ -149,6 +149,21 @@ def test_a_bad_setting_is_one_line_on_stderr_naming_the_flag(run_cli, argv, flag
         assert len(re.findall(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", lines[0])) == 1, lines[0]
 
 
+@pytest.mark.parametrize("argv", [("enhance", "eval", "--help"), ("enhance", "eval", "--data", "d"),
+                                  ("transcribe", "bench", "x.wav"), ("models", "eval", "--help")],
+                         ids=" ".join)
+def test_a_command_written_as_another_commands_argument_is_named(run_cli, argv) -> None:
+    """Fresh-user gaps of 2026-12-02 §3: ``mediaserver enhance eval --help`` printed the help
+    of ``enhance`` (``eval`` taken for an input file), no hint that eval is ``mediaserver eval``;
+    without ``--help`` it asked for ``--out-dir``."""
+    command, other = argv[0], argv[1]
+    rc, out, err = run_cli(*argv)
+    assert (rc, out) == (2, ""), (rc, out, err)
+    assert err.strip().splitlines() == [
+        f"mediaserver {command}: error: {other} is a command of its own, not an argument of "
+        f"{command}: run mediaserver {other} (see mediaserver {other} --help)"], err
+
+
 def test_no_error_message_of_the_package_goes_to_stdout() -> None:
     """Every ``print("error ...")`` in mediaserver/ names its stream (stderr): the kind, not the
     cases above (a new sub-command that prints its errors to stdout fails here)."""
