@@ -5,7 +5,9 @@ It joins a room over the WebSocket, sends a WAV in real time as its microphone
 other participant sends to ``DIR/<identity>.wav`` on a wall-clock timeline: every
 packet is placed by its RTP timestamp relative to that stream's first packet, so
 lost or late audio stays silence at its true position instead of being squeezed out.
-At the end it prints a JSON summary.
+At the end of a call it prints a JSON summary on stdout; a client that never got into the
+call (refused, unreachable) or was given a bad flag prints nothing there, one line on stderr
+(exit 1; 2 for a flag).
 
 With ``--reconnect`` (the default) a lost connection (``server-shutdown``, the socket
 closed or dropped, the peer connection failed) is re-established with backoff
@@ -910,7 +912,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         summary = asyncio.run(client.run())
     except (ConnectionError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        print(json.dumps({"error": describe_failure(exc)}), flush=True)
+        # no call ran: stdout stays empty (it carries a summary only), as for a usage error
         print_problem(args, f"cannot join room {args.room}: {describe_failure(exc)}")
         return 1
     except KeyboardInterrupt:

@@ -3007,6 +3007,15 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "    if False:  # mutation\n"),),
         tests=("tests/test_cli_errors.py::test_a_command_written_as_another_commands_argument_is_named",),
     ),
+    Mutation(
+        name="client-refusal-json-on-stdout",
+        claim="mediaserver client that never got into the call prints nothing on stdout (a summary only when a call ran), one line on stderr",
+        source="fresh-user gaps of 2026-12-02 §4 (refused: {\"error\"} on stdout; usage error: nothing)",
+        edits=(Edit("mediaserver/client.py",
+                    "        # no call ran: stdout stays empty (it carries a summary only), as for a usage error\n",
+                    "        print(json.dumps({\"error\": describe_failure(exc)}), flush=True)  # mutation\n"),),
+        tests=("tests/test_client_rejoin_log.py::test_a_first_join_through_a_dead_url_is_one_line_and_exit_1",),
+    ),
 )
 
 

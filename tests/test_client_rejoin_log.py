@@ -67,3 +67,6 @@ def test_a_first_join_through_a_dead_url_is_one_line_and_exit_1(tmp_path: Path) 
     assert errors == [f"mediaserver client: error: cannot join room r: connection refused "
                       f"(127.0.0.1:{port})"], text[-2000:]
     assert not REPR.search(text), text[-2000:]
+    # fresh-user gaps of 2026-12-02 §4: stdout had {"error": ...} here, nothing for a usage
+    # error; now it carries a summary only when a call ran, errors go to stderr
+    assert out == b"", out
