@@ -31,6 +31,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import time
 import uuid
 from collections import deque
@@ -878,9 +879,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "(ICE transport policy relay)")
 
 
+def not_on_this_machine(address: str) -> Optional[str]:
+    """Why ``address`` (an IP literal) is no address of this machine's interfaces, in words
+    (``cannot assign requested address``), or None when it is one. aioice gathers a host
+    candidate by binding a UDP socket to each pinned address: one it cannot bind gives no
+    candidate, so the offer had none and the server answered with its ``bad-sdp`` about
+    browsers and microphones."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((address, 0))
+    except OSError as exc:
+        return (os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__).lower()
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     if not args.room:
         raise UsageError("--room is required")
+    hosts = comma_values(args.ice_host, ip_address)
+    for host in hosts:
+        why = not_on_this_machine(host)
+        if why is not None:
+            raise UsageError(f"--ice-host: {host} is no address of this machine's interfaces ({why}): "
+                             "pin one of them (127.0.0.1 for a server on this machine)")
     sending = [flag for flag, on in (("--send", args.send), ("--loss", args.loss), ("--jitter-ms", args.jitter_ms),
                                       ("--reorder", args.reorder), ("--rtp-discontinuity", args.rtp_discontinuity))
                if on]
@@ -899,7 +921,6 @@ def main(args: argparse.Namespace) -> int:
         except AudioFileError as exc:
             raise UsageError(f"--send: {exc}") from None
         samples = resample(audio, rate, RATE)
-    hosts = comma_values(args.ice_host, ip_address)
     from . import patches
 
     try:

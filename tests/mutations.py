@@ -3016,6 +3016,15 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "        print(json.dumps({\"error\": describe_failure(exc)}), flush=True)  # mutation\n"),),
         tests=("tests/test_client_rejoin_log.py::test_a_first_join_through_a_dead_url_is_one_line_and_exit_1",),
     ),
+    Mutation(
+        name="client-ice-host-not-local-accepted",
+        claim="mediaserver client --ice-host with an address of no interface of this machine is refused up front, one line, exit 2",
+        source="fresh-user gaps of 2026-12-02 §5 (the server's bad-sdp text instead)",
+        edits=(Edit("mediaserver/client.py",
+                    "        why = not_on_this_machine(host)\n",
+                    "        why = None  # mutation\n"),),
+        tests=("tests/test_cli_errors.py::test_the_client_refuses_an_ice_host_that_is_no_address_of_this_machine",),
+    ),
 )
 
 

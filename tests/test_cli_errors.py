@@ -107,6 +107,9 @@ BAD = [
     (("serve", "--ice-host", "not-an-ip", "--workers", "0"), "--ice-host"),
     (("serve", "--ice-host", "127.0.0.1,999.1.1.1", "--workers", "0"), "--ice-host"),
     (("client", "--room", "r", "--ice-host", "localhost", "--loss", "1"), "--ice-host"),
+    # fresh-user gaps of 2026-12-02 §5: an address of no interface here gave no candidate, and
+    # the client the server's bad-sdp about browsers and microphones
+    (("client", "--room", "r", "--ice-host", "192.0.2.1", "--loss", "1"), "--ice-host"),
     (("serve", "--turn", "turn:a:3478, ", "--workers", "0"), "--turn"),
     (("serve", "--rooms", "a,,b", "--workers", "0"), "--rooms"),
     (("serve", "--asr", "local,", "--workers", "0"), "--asr"),
@@ -162,6 +165,21 @@ def test_a_command_written_as_another_commands_argument_is_named(run_cli, argv) 
     assert err.strip().splitlines() == [
         f"mediaserver {command}: error: {other} is a command of its own, not an argument of "
         f"{command}: run mediaserver {other} (see mediaserver {other} --help)"], err
+
+
+def test_the_client_refuses_an_ice_host_that_is_no_address_of_this_machine(run_cli) -> None:
+    """Fresh-user gaps of 2026-12-02 §5: ``client --ice-host`` with an address of no interface
+    here (192.0.2.1, TEST-NET-1) joined with no ICE candidate and got the server's ``bad-sdp``
+    text; it is now refused up front, naming the address (the trailing ``--loss 1``, checked
+    after it, keeps the unfixed client from running a call). 127.0.0.1 passes the check."""
+    rc, out, err = run_cli("client", "--room", "r", "--ice-host", "127.0.0.1,192.0.2.1", "--loss", "1")
+    lines = err.strip().splitlines()
+    assert (rc, out, len(lines)) == (2, "", 1), (rc, out, err)
+    assert lines[0].startswith("mediaserver client: error: --ice-host: 192.0.2.1 is no address of this "
+                               "machine's interfaces ("), lines[0]
+    assert "127.0.0.1 for a server on this machine" in lines[0], lines[0]
+    rc, out, err = run_cli("client", "--room", "r", "--ice-host", "127.0.0.1", "--loss", "1")
+    assert rc == 2 and err.startswith("mediaserver client: error: --loss must be under 1"), err
 
 
 def test_no_error_message_of_the_package_goes_to_stdout() -> None:
