@@ -21,11 +21,24 @@ import pytest
 from mediaserver.audio import read_audio, resample, write_audio
 
 import ci_guard
+import loopback_guard
 from requires import require_program
 
 
 def pytest_configure(config: pytest.Config) -> None:
     ci_guard.pytest_configure(config)   # CI=true: any skip fails the run
+    loopback_guard.pytest_configure(config)   # in-process ICE off 127.0.0.1 fails the test
+
+
+@pytest.fixture
+def ice_on_loopback() -> Iterator[None]:
+    """This test's in-process peer connections gather ICE on 127.0.0.1 only, and answer
+    nothing from elsewhere (``rtc_peer.loopback_ice``; undone after the test). A module whose
+    every test makes peers says ``pytestmark = pytest.mark.usefixtures("ice_on_loopback")``."""
+    from rtc_peer import loopback_ice
+
+    with loopback_ice():
+        yield
 
 
 # Every server the suite starts (ServerProcess, and each test's own ``mediaserver serve``) runs in

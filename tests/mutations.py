@@ -3025,6 +3025,34 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "        why = None  # mutation\n"),),
         tests=("tests/test_cli_errors.py::test_the_client_refuses_an_ice_host_that_is_no_address_of_this_machine",),
     ),
+    # ---- the network rule: in-process ICE on 127.0.0.1 only (tests/loopback_guard.py) ----------
+    Mutation(
+        name="room-faults-ice-unpinned",
+        claim="a test whose in-process peers gather ICE off 127.0.0.1 fails, naming the addresses (test_room_faults.py ran on the machine's own interfaces unseen)",
+        source="network rule: every test talks to 127.0.0.1 only (closing note s11, not met)",
+        edits=(Edit("tests/test_room_faults.py",
+                    'pytestmark = pytest.mark.usefixtures("ice_on_loopback")   # the peers\' ICE on 127.0.0.1 only\n',
+                    "pytestmark = []  # mutation\n"),),
+        tests=("tests/test_room_faults.py",),
+    ),
+    Mutation(
+        name="loopback-guard-leaked-pin-unseen",
+        claim="a test that leaves ICE pinned errors and the pin is undone (a leaked pin made test_load_publishers.py look pinned after test_impair.py)",
+        source="network rule: every test talks to 127.0.0.1 only (closing note s11, not met)",
+        edits=(Edit("tests/loopback_guard.py",
+                    '        leaked = patches.describe()["pin_host_addresses"]\n',
+                    "        leaked = False  # mutation\n"),),
+        tests=("tests/test_loopback_guard.py::test_unpinned_ice_fails_the_test_and_a_leaked_pin_errors",),
+    ),
+    Mutation(
+        name="loopback-guard-no-teardown-collection",
+        claim="a test that gathered ICE has its cyclic garbage collected at its teardown (CPython 3.11: a finalizer run inside pytest's ast.parse raised SystemError at the session's end)",
+        source="network rule: every test talks to 127.0.0.1 only (closing note s11: the reverted fixture's SystemError)",
+        edits=(Edit("tests/loopback_guard.py",
+                    "            gc.collect()   # this test's peer garbage finalized now, not inside a later ast.parse\n",
+                    "            pass  # mutation\n"),),
+        tests=("tests/test_loopback_guard.py::test_unpinned_ice_fails_the_test_and_a_leaked_pin_errors",),
+    ),
 )
 
 

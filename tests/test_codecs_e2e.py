@@ -18,11 +18,10 @@ import aiohttp
 import av
 import numpy as np
 import pytest
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
 from mediaserver.audio import read_audio
-from mediaserver.patches import pin_host_addresses
 
 from conftest import client_summary, server_metric, start_client, stop_client, wait_participants
 
@@ -68,8 +67,7 @@ async def g711_first_caller(url: str, seconds: float, first: str) -> tuple[str, 
 
     Returns the answer SDP and the codec the caller sent with.
     """
-    pin_host_addresses(["127.0.0.1"])  # as the servers and clients in these tests
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))   # (aiortc's default: Google's STUN server)
     transceiver = pc.addTransceiver(Tone(), direction="sendrecv")
     caps = {c.mimeType.lower(): c for c in RTCRtpSender.getCapabilities("audio").codecs}
     other = "audio/pcma" if first == "audio/pcmu" else "audio/pcmu"
@@ -106,11 +104,11 @@ async def g711_first_caller(url: str, seconds: float, first: str) -> tuple[str, 
             await ws.send_json({"type": "leave"})
     sent_with = transceiver._codecs[0].mimeType.lower()  # what aiortc's sender used
     await pc.close()
-    pin_host_addresses([])
     return answer_sdp, sent_with
 
 
 @pytest.mark.parametrize("first", ["audio/pcmu", "audio/pcma"])
+@pytest.mark.usefixtures("ice_on_loopback")   # as the servers and clients in these tests
 def test_g711_first_caller_is_decoded_and_heard(start_server, tmp_path: Path, first: str) -> None:
     server = start_server("--no-enhance")
     b = start_client(server.url, "g711", "B", "--duration", "40", "--record-dir",

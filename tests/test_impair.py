@@ -73,13 +73,11 @@ def test_media_classification():
     assert not is_srtp_media(bytes([0, 1]) + b"\0" * 10)  # STUN
 
 
+@pytest.mark.usefixtures("ice_on_loopback")
 async def test_wrapper_drops_exactly_the_chosen_media_packets():
     from aiortc import RTCConfiguration, RTCPeerConnection
     from aiortc.mediastreams import AudioStreamTrack
 
-    from mediaserver.patches import pin_host_addresses
-
-    pin_host_addresses(["127.0.0.1"])
     # no ICE servers: aiortc's default would contact a public STUN server
     sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))

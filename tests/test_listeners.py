@@ -83,6 +83,7 @@ def _scraped(metrics: SfuMetrics) -> tuple[float, float]:
                  for name in ("mediaserver_participants", "mediaserver_publishers"))
 
 
+@pytest.mark.usefixtures("ice_on_loopback")
 async def test_a_listener_takes_no_place_on_the_clock_until_it_sends() -> None:
     """... and ``/metrics`` counts publishers as ``/healthz`` does (fresh-user gaps of
     2026-12-02 §2: ``mediaserver_publishers`` was missing): listeners are participants only."""
@@ -199,6 +200,7 @@ def test_listen_only_refuses_the_flags_that_send(tmp_path) -> None:
     assert run.returncode == 2 and "--listen-only sends nothing: --loss" in run.stderr, run.stderr
 
 
+@pytest.mark.usefixtures("ice_on_loopback")
 async def test_a_renegotiation_cut_by_the_connections_close_is_no_media_failure(
         caplog: pytest.LogCaptureFixture) -> None:
     """During a drain, a leaver's removal renegotiates a participant whose connection was

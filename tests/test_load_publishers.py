@@ -25,6 +25,7 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from prometheus_client import CollectorRegistry
 
@@ -38,6 +39,8 @@ from mediaserver.sfu.outbound import PublisherEncoders
 from mediaserver.sfu.participant import Participant
 from mediaserver.sfu.room import RoomManager, count_publishers
 from mediaserver.workers import cluster_front
+
+pytestmark = pytest.mark.usefixtures("ice_on_loopback")   # the peers' ICE on 127.0.0.1 only
 
 
 class Caller:

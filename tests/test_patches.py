@@ -87,8 +87,8 @@ def test_serve_and_client_refuse_to_start_when_an_internal_moved(command: list[s
 
 
 # ---------------------------------------------------------------------------- the RTP tap
+@pytest.mark.usefixtures("ice_on_loopback")
 async def test_tap_receiver_takes_every_packet_from_a_real_receiver() -> None:
-    patches.pin_host_addresses(["127.0.0.1"])
     sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     got: list[tuple[int, float]] = []

@@ -5,6 +5,7 @@ died with ``InvalidStateError: RTCPeerConnection is closed`` raised from the roo
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from mediaserver.client import FileSource
@@ -14,6 +15,8 @@ from mediaserver.sfu.metrics import SfuMetrics
 from mediaserver.sfu.outbound import PublisherEncoders
 from mediaserver.sfu.participant import Participant
 from mediaserver.sfu.room import RoomManager
+
+pytestmark = pytest.mark.usefixtures("ice_on_loopback")   # the peers' ICE on 127.0.0.1 only
 
 
 class Caller:
