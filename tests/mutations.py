@@ -2999,6 +2999,18 @@ MUTATIONS: tuple[Mutation, ...] = (
                "tests/test_workers_healthz.py::test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_label"),
     ),
     Mutation(
+        name="listener-opens-enhancer-stream",
+        claim="a listener holds no enhancer stream (no model state; no shared-memory slot with --workers N) until its microphone goes on the clock",
+        source="issue 14 closing note s11, gaps: a listener still opens a shared-enhancer slot",
+        edits=(Edit("mediaserver/sfu/server.py",
+                    "                             open_handle=open_handle if stage is not None else None, on_close=close)\n"
+                    "        return stream\n",
+                    "                             open_handle=open_handle if stage is not None else None, on_close=close)\n"
+                    "        stream.ready()  # mutation: opened at join, as before\n"
+                    "        return stream\n"),),
+        tests=("tests/test_listener_enhancer.py",),
+    ),
+    Mutation(
         name="command-as-argument-unnamed",
         claim="mediaserver enhance eval --help is one error line naming mediaserver eval (it printed enhance's help)",
         source="fresh-user gaps of 2026-12-02 §3 (enhance eval --help)",

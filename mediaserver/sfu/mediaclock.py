@@ -131,12 +131,27 @@ class ClockStream:
     inbound: InboundSource
     encoder: object                  # sfu.outbound.PublisherEncoders (encode once per codec)
     handle: object = None            # enhance.stage StreamHandle, None without enhancement
+    open_handle: Optional[Callable[[], object]] = None   # opens ``handle``: see :meth:`ready`
     subscribers: list[Subscriber] = field(default_factory=list)
     muted: bool = False
     on_speaking: Optional[Callable[[bool, float], None]] = None
     on_close: Optional[Callable[[], None]] = None
     speaking: SpeakingDetector = field(default_factory=SpeakingDetector)
     frames: int = 0
+
+    def ready(self) -> None:
+        """Open the enhancer's state for this stream (``open_handle``), once, as it goes on the
+        clock: a listener never does, so it holds no model state and no shared-memory slot.
+        A failure to open (a model no longer loaded) is logged and the stream goes on
+        unenhanced, as a stream the inference process refused."""
+        if self.handle is not None or self.open_handle is None:
+            return
+        opener, self.open_handle = self.open_handle, None
+        try:
+            self.handle = opener()
+        except Exception:
+            logger.exception("%s/%s: the enhancer could not open this stream; it is forwarded "
+                             "unenhanced", self.room, self.identity)
 
     def attach(self, track: Subscriber) -> None:
         """Fan this publisher's packets out to ``track`` too (idempotent)."""

@@ -115,6 +115,7 @@ class RoomManager:
         if room is None or stream is None or room.participants.get(participant.identity) is not participant:
             return
         if participant.sends_audio and not self._on_clock(participant):
+            stream.ready()
             self.clock.add(stream)
             for other in room.others(participant):
                 if other.publishing:

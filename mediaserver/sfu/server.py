@@ -163,15 +163,19 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
         inbound = InboundAudio()
         encoder = PublisherEncoders(opus_bitrate=args.opus_bitrate,
                                     opus_complexity=args.opus_complexity)
-        if stage is None:
-            handle = None
-        elif shared:   # the shared inference process picks the room's model (its model admin)
-            handle = stage.open(enabled=True, atten_lim_db=args.atten_lim_db, room=room)
-        else:
-            handle = stage.open(enabled=True, atten_lim_db=args.atten_lim_db, model=router.model_for(room))
+
+        def open_handle() -> object:
+            # only when the stream goes on the clock: a listener holds no enhancer state and,
+            # with --workers N, none of the inference process's shared-memory slots
+            assert stage is not None
+            if shared:   # the shared inference process picks the room's model (its model admin)
+                return stage.open(enabled=True, atten_lim_db=args.atten_lim_db, room=room)
+            return stage.open(enabled=True, atten_lim_db=args.atten_lim_db, model=router.model_for(room))
 
         def close() -> None:
             # A tick in flight may still hold the stream; free its parts a bit later.
+            handle = stream.handle
+
             def later() -> None:
                 if handle is not None:
                     stage.close(handle)
@@ -180,8 +184,9 @@ def build_app(args: argparse.Namespace, *, stage: Any = None,
                     asr_hub.participant_left(room, identity)
             asyncio.get_running_loop().call_later(0.2, later)
 
-        return ClockStream(room=room, identity=identity, inbound=inbound, encoder=encoder,
-                           handle=handle, on_close=close)
+        stream = ClockStream(room=room, identity=identity, inbound=inbound, encoder=encoder,
+                             open_handle=open_handle if stage is not None else None, on_close=close)
+        return stream
 
     ice = IceServers(stun=comma_values(args.stun), turn=comma_values(args.turn),
                      secret=args.turn_secret, ttl_s=args.turn_ttl, username=args.turn_username,

@@ -446,8 +446,14 @@ class SignallingSession:
         if not self.ctx.enhancement_available:
             raise ClientError("bad-request", "enhancement is off on this server (--no-enhance)")
         handle = p.stream.handle if p.stream is not None else None
-        if handle is None:
+        if p.stream is None:
             raise ClientError("bad-request", "publish (offer) before setting enhancement")
+        if handle is None and not p.sends_audio:   # (ClockStream.ready: opened on the clock)
+            raise ClientError("bad-request", "your audio is receive-only (offered recvonly): there is "
+                                             "nothing to enhance until you offer it sendrecv")
+        if handle is None:
+            raise ClientError("bad-request", "the enhancer could not open your stream (see the server "
+                                             "log); it is forwarded unenhanced")
         if enabled is not None:
             handle.enabled = enabled
         if atten is not None:
