@@ -31,7 +31,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import time
 import uuid
 from collections import deque
@@ -46,8 +45,8 @@ from aiortc import (RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPe
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .audio import AudioFileError, read_audio, resample, write_audio
-from .config import (UsageError, add_option, comma_entries, comma_list, comma_values, ip_address,
-                     number_in, print_problem)
+from .config import (UsageError, add_option, check_ice_hosts, comma_entries, comma_list, comma_values,
+                     ip_address, number_in, print_problem)
 from .media.g711 import G711Decoder, G711Encoder
 from .media.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusError, enable_opus_fec
 from .patches import pin_host_addresses, tap_receiver, tolerate_consent_stalls
@@ -879,30 +878,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "(ICE transport policy relay)")
 
 
-def not_on_this_machine(address: str) -> Optional[str]:
-    """Why ``address`` (an IP literal) is no address of this machine's interfaces, in words
-    (``cannot assign requested address``), or None when it is one. aioice gathers a host
-    candidate by binding a UDP socket to each pinned address: one it cannot bind gives no
-    candidate, so the offer had none and the server answered with its ``bad-sdp`` about
-    browsers and microphones."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.bind((address, 0))
-    except OSError as exc:
-        return (os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__).lower()
-    return None
-
-
 def main(args: argparse.Namespace) -> int:
     if not args.room:
         raise UsageError("--room is required")
     hosts = comma_values(args.ice_host, ip_address)
-    for host in hosts:
-        why = not_on_this_machine(host)
-        if why is not None:
-            raise UsageError(f"--ice-host: {host} is no address of this machine's interfaces ({why}): "
-                             "pin one of them (127.0.0.1 for a server on this machine)")
+    check_ice_hosts(hosts, "pin one of them (127.0.0.1 for a server on this machine)")
     sending = [flag for flag, on in (("--send", args.send), ("--loss", args.loss), ("--jitter-ms", args.jitter_ms),
                                       ("--reorder", args.reorder), ("--rtp-discontinuity", args.rtp_discontinuity))
                if on]

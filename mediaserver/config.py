@@ -21,6 +21,7 @@ import ipaddress
 import math
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -206,6 +207,33 @@ def ip_address(text: str) -> str:
     except ValueError:
         raise ValueError(f"{text!r} is not an IP address (10.0.0.1, ::1)") from None
     return text
+
+
+def not_on_this_machine(address: str) -> Optional[str]:
+    """Why ``address`` (an IP literal) is no address of this machine's interfaces, in words
+    (``cannot assign requested address``), or None when it is one. aioice gathers a host
+    candidate by binding a UDP socket to each pinned address: one it cannot bind gives no
+    candidate (a client's offer had none and the server answered with its ``bad-sdp``; a
+    server's answers had none and every call failed with no word)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((address, 0))
+    except OSError as exc:
+        return (os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__).lower()
+    return None
+
+
+def check_ice_hosts(hosts: Sequence[str], advice: str) -> None:
+    """Raises :class:`UsageError` for the first of ``hosts`` (``--ice-host``'s entries, IP
+    literals) that is no address of this machine's interfaces (:func:`not_on_this_machine`):
+    ``--ice-host: ADDRESS is no address of this machine's interfaces (WHY): ADVICE``, so
+    ``serve`` and ``client`` refuse it alike, named as ``MEDIASERVER_ICE_HOST`` when the value
+    came from it (:func:`name_sources`). Binds one UDP socket per entry, closed at once."""
+    for host in hosts:
+        why = not_on_this_machine(host)
+        if why is not None:
+            raise UsageError(f"--ice-host: {host} is no address of this machine's interfaces ({why}): {advice}")
 
 
 def comma_list(item: Callable[[str], Any] = str) -> Any:

@@ -182,6 +182,33 @@ def test_the_client_refuses_an_ice_host_that_is_no_address_of_this_machine(run_c
     assert rc == 2 and err.startswith("mediaserver client: error: --loss must be under 1"), err
 
 
+
+@pytest.mark.parametrize("source", ["flag", "variable"])
+def test_serve_refuses_an_ice_host_that_is_no_address_of_this_machine(run_cli, monkeypatch,
+                                                                       source) -> None:
+    """``serve --ice-host 192.0.2.1`` (TEST-NET-1, no interface here) started, gathered no host
+    candidate and every call failed with no word. It is refused before anything starts, naming
+    the address (as the variable when it came from ``MEDIASERVER_ICE_HOST``) and pointing a
+    1:1 NAT's public address to ``--public-ip``; the trailing ``--workers 0``, refused after
+    it, keeps an unfixed server from starting. The check runs before ``--workers N`` forks a
+    front (``check_args``). 127.0.0.1 passes it."""
+    hosts = "127.0.0.1,192.0.2.1"
+    argv = ("serve", "--ice-host", hosts) if source == "flag" else ("serve",)
+    if source == "variable":
+        monkeypatch.setenv("MEDIASERVER_ICE_HOST", hosts)
+    rc, out, err = run_cli("--log-level", "WARNING", *argv, "--workers", "0")
+    lines = err.strip().splitlines()
+    assert (rc, out, len(lines)) == (2, "", 1), (rc, out, err)
+    named = "--ice-host" if source == "flag" else "MEDIASERVER_ICE_HOST"
+    assert lines[0].startswith(f"mediaserver serve: error: {named}: 192.0.2.1 is no address of this "
+                               "machine's interfaces ("), lines[0]
+    assert "public address goes in --public-ip" in lines[0], lines[0]
+    if source == "variable":
+        assert "--ice-host" not in lines[0], lines[0]
+    monkeypatch.delenv("MEDIASERVER_ICE_HOST", raising=False)
+    rc, out, err = run_cli("--log-level", "WARNING", "serve", "--ice-host", "127.0.0.1", "--workers", "0")
+    assert rc == 2 and err.startswith("mediaserver serve: error: --workers must be within"), err
+
 def test_no_error_message_of_the_package_goes_to_stdout() -> None:
     """Every ``print("error ...")`` in mediaserver/ names its stream (stderr): the kind, not the
     cases above (a new sub-command that prints its errors to stdout fails here)."""

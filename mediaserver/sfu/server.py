@@ -21,8 +21,8 @@ from typing import Any, Optional
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer
 
-from ..config import (UsageError, add_option, comma_list, comma_values, count_or_auto, ip_address,
-                      name_sources, number_in, usable_cores)
+from ..config import (UsageError, add_option, check_ice_hosts, comma_list, comma_values, count_or_auto,
+                      ip_address, name_sources, number_in, usable_cores)
 from ..patches import pin_host_addresses, tolerate_consent_stalls
 from .drain import Drain, add_drain_options, backstop, exit_now_on_second_signal, validate_drain_args
 from .limits import Limits, add_limit_options
@@ -41,6 +41,8 @@ MEDIA_CLOCK = web.AppKey("media_clock", MediaClock)
 ROOM_MANAGER = web.AppKey("room_manager", RoomManager)
 STAGE = web.AppKey("enhancer_stage", object)
 MAX_WORKERS = 256   # serve --workers: media worker processes behind one front
+ICE_HOST_ADVICE = ("pin one of them (127.0.0.1 for tests) or leave it out (all of them); a 1:1 NAT's public "
+                   "address goes in --public-ip, announced beside each host candidate on the same port")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -490,6 +492,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("--port must be within 0..65535")
     if args.max_participants < 2:
         raise UsageError("--max-participants must be at least 2")
+    # an address of no interface here gathers no host candidate: every call failed, no word
+    check_ice_hosts(comma_values(args.ice_host, ip_address), ICE_HOST_ADVICE)
     from ..asr.options import asr_flags_without_effect, validate_asr_args
     from ..enhance.stage_options import enhancer_flags_without_effect, validate_stage_args
 
