@@ -17,9 +17,12 @@ rejoining the same room as the same identity with the server's reconnect ticket
 counts ``reconnects`` and the ``longest_gap_ms`` of audio from any remote.
 
 The summary's ``events`` are the server's messages in order (all but the negotiation the
-client answers), each with ``t`` (s since the client started), and ``captions`` its live
-captions; each keeps the last ``--keep-events``
-(:class:`EventLog`), counting older ones in ``events_dropped`` / ``captions_dropped``.
+client answers), each with ``t`` (s since the client started): the last ``--keep-events``
+(:class:`EventLog`), counting older ones in ``events_dropped``. Its ``captions`` are the live
+captions in order, partials and finals (:class:`CaptionLog`): the last ``--keep-events``
+partials and, apart, the last ``--keep-finals`` finals, so an hour of speech (~12,000
+partials) no longer pushes its finals out; ``captions_dropped`` counts both kinds let go,
+``finals_dropped`` the finals alone.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import heapq
 import logging
 import os
 import random
@@ -65,6 +69,10 @@ HEARTBEAT_S = 10.0   # WebSocket ping interval; no pong within half of it: the s
 # reconnect ticket every 150 s and the joins, leaves and mutes. Partial captions (one
 # per 0.3 s of speech, ~12,000 an hour) are not sized for: they are replaced by the next.
 DEFAULT_KEEP_EVENTS = 10_000
+# --keep-finals: final captions have their own bound, so partials never push them out. A
+# final closes a phrase (~2.5 s, as above): ~1,440 an hour of continuous talk in the room, so
+# 50,000 hold ~35 hours (a few hundred bytes each: ~25 MB at the bound).
+DEFAULT_KEEP_FINALS = 50_000
 
 
 class FileSource(MediaStreamTrack):
@@ -226,6 +234,41 @@ class EventLog:
         return list(self._items)
 
 
+class CaptionLog:
+    """Live captions as the summary keeps them: partials and finals in the order they came,
+    each kind within its own bound (the last ``keep_partials`` partials, the last
+    ``keep_finals`` finals; a caption is final when its ``final`` is true). A partial is
+    replaced by the next one of its segment, so dropping old ones loses little; a final is the
+    text itself: with one bound for both, an hour of speech (~12,000 partials) pushed the
+    call's early finals out too."""
+
+    def __init__(self, keep_partials: int, keep_finals: int) -> None:
+        self._partials: deque[tuple[int, dict]] = deque(maxlen=keep_partials)
+        self._finals: deque[tuple[int, dict]] = deque(maxlen=keep_finals)
+        self._count = 0
+        self.partials_dropped = 0
+        self.finals_dropped = 0
+
+    @property
+    def dropped(self) -> int:
+        """Captions let go, both kinds."""
+        return self.partials_dropped + self.finals_dropped
+
+    def append(self, caption: dict) -> None:
+        self._count += 1
+        kept = self._finals if caption.get("final") else self._partials
+        if len(kept) == kept.maxlen:
+            if kept is self._finals:
+                self.finals_dropped += 1
+            else:
+                self.partials_dropped += 1
+        kept.append((self._count, caption))
+
+    def items(self) -> list[dict]:
+        """The kept captions, both kinds, oldest first (as they came)."""
+        return [c for _, c in heapq.merge(self._partials, self._finals, key=lambda nc: nc[0])]
+
+
 def event_record(data: dict, t: float) -> dict:
     """A server message as the summary's ``events`` keeps it: as sent, plus ``t`` (s since the
     client started), without any reconnect ``ticket`` (``reconnect-ticket``, a ``redirect``'s
@@ -331,10 +374,10 @@ class HeadlessClient:
         self.mids: dict[str, str] = {}
         self.tapped: set[int] = set()
         self.recorders: dict[str, StreamRecorder] = {}
-        # every server message (event_record), and every caption as sent plus "t": the last
-        # --keep-events of each
+        # every server message (event_record): the last --keep-events; every caption as sent
+        # plus "t": the last --keep-events partials and the last --keep-finals finals
         self.events = EventLog(args.keep_events)
-        self.captions = EventLog(args.keep_events)
+        self.captions = CaptionLog(args.keep_events, args.keep_finals)
         self.errors: list[dict] = []
         self.connection_states: list[str] = []  # the peer connection's, in order
         self.server_stats: Optional[dict] = None
@@ -803,8 +846,10 @@ class HeadlessClient:
             "server_view": server_people.get(self.identity),
             # every server message in order with "t" (event_record): the last --keep-events
             "events": self.events.items(), "events_dropped": self.events.dropped,
-            # live captions (serve --asr): partials ("final": false) and finals, in order
+            # live captions (serve --asr): partials ("final": false) and finals, in order, each
+            # kind within its own bound (CaptionLog); captions_dropped counts both kinds
             "captions": self.captions.items(), "captions_dropped": self.captions.dropped,
+            "finals_dropped": self.captions.finals_dropped,
             "reconnects": self.reconnects, "redirects": self.redirects, "joined_url": self.joined_url,
             # the longest stretch without audio from a remote that was sending (any remote)
             "longest_gap_ms": round(max((r.longest_gap_s for r in self.recorders.values()),
@@ -869,10 +914,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "rejoin the same room as the same identity with backoff (default on)")
     add_option(parser, "--keep-events", type=number_in(1, kind=int), default=DEFAULT_KEEP_EVENTS,
                metavar="N",
-               help="the summary keeps the last N server events and the last N captions, "
-                    "counting older ones in events_dropped / captions_dropped (default "
+               help="the summary keeps the last N server events and the last N partial "
+                    "captions, counting older ones in events_dropped / captions_dropped (default "
                     f"{DEFAULT_KEEP_EVENTS}: an hour-long call's events; partial captions "
-                    "come every 0.3 s of speech)")
+                    "come every 0.3 s of speech); finals have --keep-finals")
+    add_option(parser, "--keep-finals", type=number_in(1, kind=int), default=DEFAULT_KEEP_FINALS,
+               metavar="N",
+               help="the summary keeps the last N final captions, apart from the partials, "
+                    "counting older ones in finals_dropped (and captions_dropped) (default "
+                    f"{DEFAULT_KEEP_FINALS}: ~35 hours of continuous talk, one final per phrase)")
     add_option(parser, "--relay", action="store_true", default=False,
                help="send and receive only through the TURN server named in 'joined' "
                     "(ICE transport policy relay)")

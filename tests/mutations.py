@@ -3029,6 +3029,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_client_rejoin_log.py::test_a_first_join_through_a_dead_url_is_one_line_and_exit_1",),
     ),
     Mutation(
+        name="client-finals-share-partials-bound",
+        claim="mediaserver client keeps final captions within their own --keep-finals bound: partials (~12,000 an hour of speech, bounded by --keep-events) never push them out",
+        source="client captions shared --keep-events with events: an hour of speech dropped the oldest finals too",
+        edits=(Edit("mediaserver/client.py",
+                    '        kept = self._finals if caption.get("final") else self._partials\n',
+                    "        kept = self._partials  # mutation\n"),),
+        tests=("tests/test_client_events.py::test_final_captions_outlive_the_partials_bound",),
+    ),
+    Mutation(
         name="client-ice-host-not-local-accepted",
         claim="mediaserver client --ice-host with an address of no interface of this machine is refused up front, one line, exit 2",
         source="fresh-user gaps of 2026-12-02 §5 (the server's bad-sdp text instead)",

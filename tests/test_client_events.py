@@ -1,5 +1,6 @@
 """``mediaserver client``'s summary keeps every server event, in order, each with ``t``; the
-last ``--keep-events`` of them (and of its captions), counting the older ones.
+last ``--keep-events`` of them (and of its partial captions; finals have ``--keep-finals``),
+counting the older ones.
 
 A user scripting the client (a dispatch console's test harness) needs every event the server
 sends: the summary kept only participant-joined/-left and server-shutdown (``redirect``
@@ -9,13 +10,15 @@ keeps grew all call long.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 
 import aiohttp
 
 from conftest import client_summary, start_client, stop_client, wait_participants
-from mediaserver.client import EventLog, event_record
+from mediaserver import client as client_module
+from mediaserver.client import EventLog, HeadlessClient, event_record
 
 ROOM = "events"
 SERVER_EVENTS = {"participant-joined", "participant-left", "speaking", "muted", "caption",
@@ -30,6 +33,41 @@ def test_the_event_log_keeps_the_last_n_and_counts_the_rest() -> None:
     for i in range(3, 8):
         log.append({"i": i})
     assert [e["i"] for e in log.items()] == [5, 6, 7] and log.dropped == 5
+
+
+def _caption(n: int, final: bool) -> dict:
+    return {"type": "caption", "identity": "alice", "text": f"phrase {n}", "final": final,
+            "start_ms": 1000 * n, "end_ms": 1000 * n + 900}
+
+
+def test_final_captions_outlive_the_partials_bound() -> None:
+    """An hour of speech is ~12,000 partials: with one bound for both kinds they pushed the
+    call's first finals out of ``captions``. A client with ``--keep-events 3`` (partials) and
+    ``--keep-finals 4`` is fed 10 phrases of 5 partials and a final each, through its own
+    caption handler: it keeps the last 3 partials and the last 4 finals, in arrival order,
+    and counts the rest (``captions_dropped`` both kinds, ``finals_dropped`` finals)."""
+    parser = argparse.ArgumentParser()
+    client_module.add_arguments(parser)
+    args = parser.parse_args(["--room", "r", "--keep-events", "3", "--keep-finals", "4"])
+    headless = HeadlessClient(args, None)
+    sent = []
+
+    async def feed() -> None:
+        for n in range(10):
+            for caption in [*(_caption(n, False) for _ in range(5)), _caption(n, True)]:
+                sent.append({**caption, "i": len(sent)})
+                headless._caption(sent[-1])
+
+    asyncio.run(feed())
+    kept = headless.captions.items()
+    assert [c["text"] for c in kept if c["final"]] == [f"phrase {n}" for n in range(6, 10)], kept
+    assert [c["i"] for c in kept if not c["final"]] == [c["i"] for c in sent if not c["final"]][-3:]
+    order = [c["i"] for c in kept]
+    assert order == sorted(order), order   # one list, as the captions came
+    assert (headless.captions.dropped, headless.captions.finals_dropped) == (len(sent) - 7, 6)
+    # the default keeps an hour of continuous talk's finals (~1,440) whatever the partials
+    defaults = parser.parse_args(["--room", "r", "--keep-events", "3"])
+    assert defaults.keep_finals == client_module.DEFAULT_KEEP_FINALS >= 24 * 1440
 
 
 def test_an_event_is_kept_as_sent_with_its_time_and_without_a_ticket() -> None:
