@@ -2597,11 +2597,30 @@ MUTATIONS: tuple[Mutation, ...] = (
     # ---- fresh-user trial 6: one name for a worker; the client's captions and --url ----------
     Mutation(
         name="healthz-asr-without-worker-index",
-        claim="with --workers, /healthz's asr lists each worker's recogniser state with its index (was a bare list)",
+        claim="with --workers, /healthz gives each worker's recogniser state in its own workers entry, with its index (was a bare list)",
         source="fresh-user trial 6 §1",
-        edits=(Edit("mediaserver/workers/front.py", "        asr = per_worker(reports, \"asr\")\n",
-                    "        asr = [r[\"asr\"] for r in reports if r and r.get(\"asr\")]  # mutation\n"),),
+        edits=(Edit("mediaserver/workers/front.py",
+                    "                \"asr\": rep.get(\"asr\") if isinstance(rep.get(\"asr\"), dict) else None,\n",
+                    "                \"asr\": None,  # mutation\n"),),
         tests=("tests/test_workers_healthz.py::test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_label",),
+    ),
+    Mutation(
+        name="healthz-asr-list-with-workers",
+        claim="/healthz asr has one process's shape with --workers N too (the machine's counts), not a per-worker list",
+        source="/healthz asr was a list of per-worker entries with --workers N, one object in one process",
+        edits=(Edit("mediaserver/workers/front.py",
+                    "        asr = machine_asr([w[\"asr\"] for w in workers if w[\"asr\"] is not None])\n",
+                    "        asr = per_worker(reports, \"asr\") or None  # mutation\n"),),
+        tests=("tests/test_workers_healthz.py::test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_label",),
+    ),
+    Mutation(
+        name="healthz-asr-counts-not-summed",
+        claim="the front's /healthz asr adds up the workers' counts (segments, drops, each sink's), settings as each has them",
+        source="/healthz asr was a list of per-worker entries with --workers N, one object in one process",
+        edits=(Edit("mediaserver/workers/front.py",
+                    "        return a + b\n",
+                    "        return a  # mutation\n"),),
+        tests=("tests/test_workers_healthz.py::test_the_machines_asr_adds_up_each_workers_counts_in_one_process_shape",),
     ),
     Mutation(
         name="healthz-enhancer-last-keyed-by-string",
@@ -3009,6 +3028,15 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "        stream.ready()  # mutation: opened at join, as before\n"
                     "        return stream\n"),),
         tests=("tests/test_listener_enhancer.py",),
+    ),
+    Mutation(
+        name="front-stop-waits-on-a-frozen-worker",
+        claim="on SIGTERM, a worker that cannot drain (SIGSTOPped) is killed within --drain-s, the front exits 0 and its clients are told server-shutdown by the front",
+        source="issue 14 closing note s11, gaps: the front's stop with a worker that cannot drain was untested",
+        edits=(Edit("mediaserver/workers/process.py",
+                    "                proc.kill()\n",
+                    "                pass  # mutation: a worker that did not stop is waited on\n"),),
+        tests=("tests/test_workers.py::test_sigterm_on_the_front_drains_every_workers_calls_and_leaves_no_worker",),
     ),
     Mutation(
         name="command-as-argument-unnamed",

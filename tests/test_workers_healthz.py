@@ -4,10 +4,12 @@
 A real front, two media workers and the shared inference process on 127.0.0.1, with a (cheap)
 ASR sink on and two signalling-only participants in two rooms. Claims:
 
-- ``/healthz``: every per-worker section is a list of entries with the worker's ``index``, the
-  same ``index`` as in ``workers``: ``asr`` (was a list without it, so which worker a
-  recogniser state belonged to was lost) and ``shared_enhancer.last`` (was keyed ``"0"``,
-  ``"1"``);
+- ``/healthz``: each worker's ASR state is in its own ``workers`` entry (with its ``index``;
+  it was a list without one, so which worker a recogniser state belonged to was lost), and
+  ``shared_enhancer.last`` is a list of entries with the worker's ``index`` (was keyed
+  ``"0"``, ``"1"``); the top-level ``asr`` has one process's shape, the machine's counts (it
+  was a list with ``--workers N``, one object without: a script reading ``asr["dropped"]``
+  broke on the other);
 - ``/metrics``: every series about one worker carries ``worker="LABEL-wN"``, the front's own
   ``mediaserver_front_worker_up`` / ``_relayed_sockets_total`` included (were labelled
   ``worker_index="N"``); no ``worker_index`` label is left, and every ``worker`` value names
@@ -34,6 +36,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ServerProcess
+from mediaserver.workers.front import machine_asr
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,6 +56,35 @@ async def _join(session: aiohttp.ClientSession, url: str, room: str) -> aiohttp.
         if reply["type"] in ("joined", "error"):
             assert reply["type"] == "joined", reply
             return ws
+
+
+def _shape(value: object) -> object:
+    """The keys and value types of a JSON value, recursively (a list: its items' shapes)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    return type(value).__name__
+
+
+def test_the_machines_asr_adds_up_each_workers_counts_in_one_process_shape() -> None:
+    """``/healthz`` ``asr`` with ``--workers N``: one process's keys, counts summed over the
+    workers (a sink's nested counts too), one entry per sink name, settings as each has them."""
+    def worker(segments: int, dropped: int, partial: int) -> dict:
+        return {"sinks": [{"name": "local", "engine": "moonshine", "device": "cpu", "workers": 1,
+                           "threads_per_worker": 2, "queue_depth": 1, "dropped": dropped,
+                           "captions": {"partial": partial, "final": 1}},
+                          {"name": "wav", "queue_depth": 0, "dropped": 0, "handled": segments}],
+                "segments": segments, "frames": 100 * segments, "feed": "enhanced",
+                "queue_depth": 1, "dropped": dropped}
+    assert machine_asr([]) is None
+    assert machine_asr([worker(2, 1, 5)]) == worker(2, 1, 5)
+    assert machine_asr([worker(2, 1, 5), worker(3, 0, 7)]) == {
+        "sinks": [{"name": "local", "engine": "moonshine", "device": "cpu", "workers": 2,
+                   "threads_per_worker": 2, "queue_depth": 2, "dropped": 1,
+                   "captions": {"partial": 12, "final": 2}},
+                  {"name": "wav", "queue_depth": 0, "dropped": 0, "handled": 5}],
+        "segments": 5, "frames": 500, "feed": "enhanced", "queue_depth": 2, "dropped": 1}
 
 
 async def test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_label(tmp_path: Path) -> None:
@@ -85,10 +117,20 @@ async def test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_labe
     assert seen == {room: [(f"in-{room}", index)] for room, index in hosts.items()}, debug
     assert not any("worker" in p for ps in debug["rooms"].values() for p in ps), debug
 
-    # /healthz: each worker's ASR state and view of the shared call, with its index
+    # /healthz: each worker's ASR state in its own entry, the machine's in one process's shape
+    assert all(w["asr"]["sinks"] and w["asr"]["sinks"][0]["name"] == "wav" for w in workers), workers
     asr = health["asr"]
-    assert isinstance(asr, list) and [a["index"] for a in asr] == [0, 1], asr
-    assert all(a["sinks"] and a["sinks"][0]["name"] == "wav" for a in asr), asr
+    assert isinstance(asr, dict) and [s["name"] for s in asr["sinks"]] == ["wav"], asr
+    assert asr == machine_asr([w["asr"] for w in workers]), (asr, workers)
+    single = ServerProcess(tmp_path / "single.log", "--workers", "1", "--no-enhance", "--asr", "wav",
+                           "--record-dir", str(tmp_path / "rec1"))
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(single.url + "healthz") as resp:
+                alone = await resp.json()
+    finally:
+        single.stop()
+    assert _shape(asr) == _shape(alone["asr"]) == _shape(workers[0]["asr"]), (asr, alone["asr"])
     last = health["shared_enhancer"]["last"]
     assert isinstance(last, list) and [v["index"] for v in last] == [0, 1], last
     assert all("last_batch" in v and "connected" in v for v in last), last

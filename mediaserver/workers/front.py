@@ -124,6 +124,43 @@ def per_worker(reports: list[Optional[dict[str, Any]]], key: str) -> list[dict[s
             if report and isinstance(report.get(key), dict)]
 
 
+# /healthz asr: settings every worker has alike (its args), not counts to add up
+SAME_ON_EVERY_WORKER = frozenset({"name", "engine", "device", "threads_per_worker", "feed"})
+
+
+def _added(a: Any, b: Any, key: str = "") -> Any:
+    """``a`` and ``b`` (one key of two workers' sections) added up: numbers summed, dicts key by
+    key; a setting (:data:`SAME_ON_EVERY_WORKER`), a flag or a text as ``a`` has it."""
+    if key in SAME_ON_EVERY_WORKER or isinstance(a, bool) or isinstance(b, bool):
+        return a
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a + b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _added(a[k], b[k], k) if k in a and k in b else a.get(k, b.get(k))
+                for k in {**a, **b}}
+    return a
+
+
+def machine_asr(sections: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The machine's ASR state for the front's ``/healthz`` ``asr``, in the shape of one
+    process's (``asr/hub.py`` ``health()``), from each worker's (``sections``: the ``asr`` of
+    the workers that answered): counts summed (``segments``, ``frames``, ``queue_depth``,
+    ``dropped``, each sink's drops and recogniser ``workers``), ``sinks`` one entry per sink
+    name, settings (:data:`SAME_ON_EVERY_WORKER`) as every worker has them. None without any
+    (no ``--asr``, or no worker answered). Each worker's own is in its ``workers`` entry."""
+    if not sections:
+        return None
+    total: dict[str, Any] = {}
+    sinks: dict[Any, dict[str, Any]] = {}
+    for section in sections:
+        for sink in section.get("sinks") or []:
+            name = sink.get("name")
+            sinks[name] = _added(sinks[name], sink) if name in sinks else dict(sink)
+        rest = {k: v for k, v in section.items() if k != "sinks"}
+        total = _added(total, rest) if total else rest
+    return {"sinks": list(sinks.values()), **total}
+
+
 class Front:
     """The front's state: the workers, the placement, the gate; see the module docstring."""
 
@@ -414,6 +451,8 @@ class Front:
                 "room_names": sorted(self.placement.rooms_of(st.index))[:ROOM_NAMES_SHOWN],
                 "ticks": ticks, "late_ticks": late,
                 "late_tick_pct": round(100.0 * late / ticks, 2) if ticks else 0.0,
+                # its ASR state, as one process's /healthz asr (None without --asr)
+                "asr": rep.get("asr") if isinstance(rep.get("asr"), dict) else None,
             })
         alive = [w for w in workers if w["alive"]]
         first = next((r for r in reports if r), {})
@@ -423,7 +462,8 @@ class Front:
             enhancer = {"pid": self.enhancer.pid, "alive": proc is not None and proc.poll() is None,
                         # each worker's view of its last shared call (batch of all workers)
                         "last": per_worker(reports, "enhancer")}
-        asr = per_worker(reports, "asr")
+        # one shape for asr with or without --workers: the machine's, one process's keys
+        asr = machine_asr([w["asr"] for w in workers if w["asr"] is not None])
         healthy = len(alive) == len(workers) and (enhancer is None or enhancer["alive"])
         return web.json_response({
             "status": "ok" if healthy else ("degraded" if alive else "down"),
@@ -433,7 +473,7 @@ class Front:
             "publishers": sum(w["publishers"] for w in workers),
             "ticks": sum(w["ticks"] for w in workers), "late_ticks": sum(w["late_ticks"] for w in workers),
             "enhancement": first.get("enhancement"), "model_version": first.get("model_version"),
-            "asr": asr or None,
+            "asr": asr,
         }, status=200 if alive else 503)
 
     async def metrics_text(self, request: web.Request) -> web.Response:
