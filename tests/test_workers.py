@@ -128,12 +128,17 @@ def test_two_workers_host_two_rooms_and_a_killed_worker_stops_only_its_own(tmp_p
 
 
 
-def test_sigterm_on_the_front_drains_every_workers_calls_and_leaves_no_worker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("frozen", [False, True], ids=["both-drain", "a-worker-frozen"])
+def test_sigterm_on_the_front_drains_every_workers_calls_and_leaves_no_worker(tmp_path: Path, frozen: bool) -> None:
     """The front's SIGTERM reaches the workers: each tells its participants (server-shutdown,
     relayed), the front exits 0 and no worker process outlives it. Two rooms on the two
     workers, a client in each: both clients are told, and neither sees its media fail first
-    (its connection is lost for ``server-shutdown``, not ``media-failed``)."""
-    server = ServerProcess(tmp_path / "front.log", "--no-enhance", "--workers", "2")
+    (its connection is lost for ``server-shutdown``, not ``media-failed``).
+
+    ``frozen``: room ra's worker is SIGSTOPped just before the signal (hung in a C call,
+    swapped out): it cannot drain, the front kills it once ``--drain-s`` allows and then tells
+    ra's client itself (``Front._end_relays``), within the same budget."""
+    server = ServerProcess(tmp_path / "front.log", "--no-enhance", "--workers", "2", "--drain-s", "4")
     wav = tmp_path / "tone.wav"
     write_audio(wav, tone(330.0, 60.0), RATE)
     clients: dict[str, subprocess.Popen] = {}
@@ -152,8 +157,13 @@ def test_sigterm_on_the_front_drains_every_workers_calls_and_leaves_no_worker(tm
             per_worker = [x.value for x in family.samples if x.name.endswith("_total")] if family else []
             return len(per_worker) == 2 and min(per_worker) >= 100
         poll(media_in, timeout=120, what="2 s of each participant's audio at its worker")
+        if frozen:
+            host_of_ra = next(w["pid"] for w in h["workers"] if "ra" in w["room_names"])
+            os.kill(host_of_ra, signal.SIGSTOP)
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(60) == 0, server.tail()
+        if frozen:
+            assert "did not stop within" in server.tail(20000), server.tail()   # it was killed
         for room, client in clients.items():
             outs[room], _ = client.communicate(timeout=60)
     finally:
