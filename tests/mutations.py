@@ -3039,15 +3039,6 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_workers.py::test_sigterm_on_the_front_drains_every_workers_calls_and_leaves_no_worker",),
     ),
     Mutation(
-        name="front-stop-waits-on-a-frozen-worker",
-        claim="on SIGTERM, a worker that cannot drain (SIGSTOPped) is killed within --drain-s, the front exits 0 and its clients are told server-shutdown by the front",
-        source="issue 14 closing note s11, gaps: the front's stop with a worker that cannot drain was untested",
-        edits=(Edit("mediaserver/workers/process.py",
-                    "                proc.kill()\n",
-                    "                pass  # mutation: a worker that did not stop is waited on\n"),),
-        tests=("tests/test_workers.py::test_sigterm_on_the_front_drains_every_workers_calls_and_leaves_no_worker",),
-    ),
-    Mutation(
         name="command-as-argument-unnamed",
         claim="mediaserver enhance eval --help is one error line naming mediaserver eval (it printed enhance's help)",
         source="fresh-user gaps of 2026-12-02 §3 (enhance eval --help)",
