@@ -214,7 +214,14 @@ def not_on_this_machine(address: str) -> Optional[str]:
     (``cannot assign requested address``), or None when it is one. aioice gathers a host
     candidate by binding a UDP socket to each pinned address: one it cannot bind gives no
     candidate (a client's offer had none and the server answered with its ``bad-sdp``; a
-    server's answers had none and every call failed with no word)."""
+    server's answers had none and every call failed with no word). The unspecified address
+    (``0.0.0.0``, ``::``) binds but is no interface's: a candidate on it is unreachable
+    (aioice offers it as is), and a multicast address is none either."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if ip.is_unspecified:
+        return "the unspecified address: it binds every interface and is none of them"
+    if ip.is_multicast:
+        return "a multicast address"
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as sock:

@@ -3030,6 +3030,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_listener_enhancer.py",),
     ),
     Mutation(
+        name="ice-host-unspecified-accepted",
+        claim="--ice-host 0.0.0.0 / :: / a multicast address is refused up front by client and serve (it binds, but no interface's)",
+        source="fresh-user trial of 2026-12-02 08:07, B (client --ice-host 0.0.0.0 failed every rejoin with dtls-failed)",
+        edits=(Edit("mediaserver/config.py",
+                    "    if ip.is_unspecified:\n",
+                    "    if False:  # mutation\n"),),
+        tests=("tests/test_cli_errors.py::test_an_ice_host_that_binds_but_is_no_interfaces_is_refused",),
+    ),
+    Mutation(
         name="front-stop-waits-on-a-frozen-worker",
         claim="on SIGTERM, a worker that cannot drain (SIGSTOPped) is killed within --drain-s, the front exits 0 and its clients are told server-shutdown by the front",
         source="issue 14 closing note s11, gaps: the front's stop with a worker that cannot drain was untested",

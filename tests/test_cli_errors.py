@@ -209,6 +209,21 @@ def test_serve_refuses_an_ice_host_that_is_no_address_of_this_machine(run_cli, m
     rc, out, err = run_cli("--log-level", "WARNING", "serve", "--ice-host", "127.0.0.1", "--workers", "0")
     assert rc == 2 and err.startswith("mediaserver serve: error: --workers must be within"), err
 
+@pytest.mark.parametrize("command", ["client", "serve"])
+@pytest.mark.parametrize("address, why", [("0.0.0.0", "the unspecified address"), ("::", "the unspecified address"),
+                                          ("224.0.0.1", "a multicast address")])
+def test_an_ice_host_that_binds_but_is_no_interfaces_is_refused(run_cli, command, address, why) -> None:
+    """A fresh user's ``client --ice-host 0.0.0.0`` passed the bind check (the unspecified
+    address binds), gathered a candidate on 0.0.0.0 and failed every rejoin with a misleading
+    ``dtls-failed``; ``serve`` alike. Refused up front, the reason named."""
+    tail = ("--room", "r", "--loss", "1") if command == "client" else ("--workers", "0")
+    rc, out, err = run_cli("--log-level", "WARNING", command, "--ice-host", address, *tail)
+    lines = err.strip().splitlines()
+    assert (rc, out, len(lines)) == (2, "", 1), (rc, out, err)
+    assert lines[0].startswith(f"mediaserver {command}: error: --ice-host: {address} is no address of "
+                               f"this machine's interfaces ({why}"), lines[0]
+
+
 def test_no_error_message_of_the_package_goes_to_stdout() -> None:
     """Every ``print("error ...")`` in mediaserver/ names its stream (stderr): the kind, not the
     cases above (a new sub-command that prints its errors to stdout fails here)."""
