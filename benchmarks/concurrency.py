@@ -14,6 +14,13 @@ bookkeeping — repeated ``--frames`` times. Each rep runs it in one process alo
 per process. A ratio of 1.0 means side by side is free; 1.2 means each process spends 20 %
 more CPU for the same work when the other runs too.
 
+Run it on a quiet machine: another job's load lands on the side-by-side runs and the ratio
+then measures that job. The ``load`` column is the 1-minute load average at the end of each
+rep, this benchmark's own processes included (about 1 alone, ``--processes`` side by side);
+with a small ``--frames`` (under about 2 s of CPU per run) a rep's ratio is noise.
+``--processes`` defaults to ``os.cpu_count()``, not ``serve --workers auto``'s usable cores
+(affinity and cgroup quota): pass that number on a container or a pinned service.
+
 Prints a table; writes benchmarks/results/concurrency.json (``--out``).
 """
 
@@ -77,12 +84,16 @@ def side_by_side(n: int, frames: int) -> list[float]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 2,
-                    help="processes side by side (default: the CPUs)")
-    ap.add_argument("--frames", type=int, default=20000, help="units of work per process")
-    ap.add_argument("--reps", type=int, default=4, help="alone/side-by-side pairs, interleaved")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "concurrency.json"))
+                    help="processes side by side (default: os.cpu_count(), %(default)s here)")
+    ap.add_argument("--frames", type=int, default=20000,
+                    help="units of work per process (default %(default)s: about 3 s of CPU here)")
+    ap.add_argument("--reps", type=int, default=4,
+                    help="alone/side-by-side pairs, interleaved (default %(default)s)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "concurrency.json"),
+                    help="the JSON written (default: this checkout's benchmarks/results/concurrency.json)")
     args = ap.parse_args()
 
     media_work(200)   # warm: libopus loaded, numpy paths compiled
