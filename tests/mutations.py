@@ -3030,6 +3030,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_listener_enhancer.py",),
     ),
     Mutation(
+        name="listener-stats-show-an-empty-stream",
+        claim="a listener's stats reply says sends_audio false and carries no jitter-buffer figures of a stream it does not have",
+        source="fresh-user trial of 2026-12-02 08:07 (a listen-only console's server_view read as a broken stream)",
+        edits=(Edit("mediaserver/sfu/signalling.py",
+                    "        if p.stream is not None and p.sends_audio:   # a listener has no stream to report\n",
+                    "        if p.stream is not None:  # mutation\n"),),
+        tests=("tests/test_listener_enhancer.py::test_a_listener_asking_for_enhancement_is_told_its_audio_is_receive_only",),
+    ),
+    Mutation(
         name="ice-host-unspecified-accepted",
         claim="--ice-host 0.0.0.0 / :: / a multicast address is refused up front by client and serve (it binds, but no interface's)",
         source="fresh-user trial of 2026-12-02 08:07, B (client --ice-host 0.0.0.0 failed every rejoin with dtls-failed)",

@@ -68,7 +68,7 @@ def test_a_listener_opens_no_enhancer_stream(start_server, speech_wav, tmp_path,
 
 async def test_a_listener_asking_for_enhancement_is_told_its_audio_is_receive_only(start_server) -> None:
     """Its stream has no enhancer state to set: a clear error (not "publish before"), while a
-    talker of the same room gets its settings back."""
+    talker of the same room gets its settings back; its ``stats`` say it sends no audio."""
     import aiohttp
 
     from rtc_peer import RtcPeer, loopback_ice
@@ -89,6 +89,16 @@ async def test_a_listener_asking_for_enhancement_is_told_its_audio_is_receive_on
                 await talker.send({"type": "enhancement", "atten_lim_db": 12})
                 settings = await talker.expect("enhancement")
                 assert settings["atten_lim_db"] == 12.0, settings
+                # its stats say it sends no audio, with no jitter-buffer figures of a stream it
+                # does not have (they read as a broken stream: 0 packets, a 20 ms target)
+                views = {}
+                for peer in (console, talker):
+                    await peer.send({"type": "stats"})
+                    views[peer.identity] = (await peer.expect("stats"))["participants"][peer.identity]
+                assert views["console"]["sends_audio"] is False, views["console"]
+                assert "packets_received" not in views["console"], views["console"]
+                assert views["talker"]["sends_audio"] is True, views["talker"]
+                assert "packets_received" in views["talker"], views["talker"]
             finally:
                 for peer in (console, talker):
                     await peer.close()

@@ -466,8 +466,9 @@ class SignallingSession:
         and of each stream it receives only the delay the server adds and whether it is
         enhanced (never another person's loss, jitter, settings or subscriptions)."""
         p = self._me()
-        entry: dict[str, Any] = {"muted": p.muted, "subscriptions": p.subscriptions()}
-        if p.stream is not None:
+        entry: dict[str, Any] = {"muted": p.muted, "subscriptions": p.subscriptions(),
+                                 "sends_audio": p.sends_audio}
+        if p.stream is not None and p.sends_audio:   # a listener has no stream to report
             entry.update(p.stream.inbound.stats())
             entry["frames"] = p.stream.frames
             entry["speaking"] = p.stream.speaking.speaking
