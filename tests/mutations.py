@@ -3030,6 +3030,18 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_listener_enhancer.py",),
     ),
     Mutation(
+        name="healthz-worker-participants-unnamed",
+        claim="each /healthz workers[] entry names its participants `participants` (streams kept as the old name), not only `streams`, which reads as enhancer streams beside shared_enhancer.last[].streams",
+        source="fresh-user trial of 2026-12-02 08:07 (workers[].streams and last[].streams meant two things)",
+        edits=(Edit("mediaserver/workers/front.py",
+                    "                \"rooms\": rep.get(\"rooms\", 0), \"participants\": rep.get(\"participants\", 0),\n",
+                    "                \"rooms\": rep.get(\"rooms\", 0),  # mutation\n"),
+               Edit("mediaserver/workers/front.py",
+                    "            \"participants\": sum(w[\"participants\"] for w in workers),\n",
+                    "            \"participants\": sum(w[\"streams\"] for w in workers),  # mutation\n")),
+        tests=("tests/test_workers_healthz.py",),
+    ),
+    Mutation(
         name="listener-stats-show-an-empty-stream",
         claim="a listener's stats reply says sends_audio false and carries no jitter-buffer figures of a stream it does not have",
         source="fresh-user trial of 2026-12-02 08:07 (a listen-only console's server_view read as a broken stream)",

@@ -108,7 +108,7 @@ async def test_healthz_and_metrics_name_each_worker_by_its_index_and_worker_labe
     assert [w["index"] for w in workers] == [0, 1], workers
     assert sorted(n for w in workers for n in w["room_names"]) == ["ra", "rb"], workers
     # participants without an offer: no publisher anywhere
-    assert [(w["streams"], w["publishers"]) for w in workers] == [(1, 0), (1, 0)], workers
+    assert [(w["participants"], w["streams"], w["publishers"]) for w in workers] == [(1, 1, 0), (1, 1, 0)], workers
     assert (health["participants"], health["publishers"]) == (2, 0), health
 
     # /debug/rooms: each participant's worker by the index /healthz gives it

@@ -443,7 +443,8 @@ class Front:
                 "index": st.index, "pid": st.pid, "port": st.port,
                 "alive": st.alive and report is not None,
                 "restarts": max(0, st.starts - 1), "last_exit": st.last_exit,
-                "rooms": rep.get("rooms", 0), "streams": rep.get("participants", 0),
+                "rooms": rep.get("rooms", 0), "participants": rep.get("participants", 0),
+                "streams": rep.get("participants", 0),   # its first name (participants, not enhancer streams)
                 "publishers": rep.get("publishers", 0),
                 # what placement compares (workers/placement.py): publishers as last polled,
                 # sockets relayed since, rooms placed there
@@ -469,7 +470,7 @@ class Front:
             "status": "ok" if healthy else ("degraded" if alive else "down"),
             "workers": workers, "shared_enhancer": enhancer,
             "rooms": sum(w["rooms"] for w in workers),
-            "participants": sum(w["streams"] for w in workers),
+            "participants": sum(w["participants"] for w in workers),
             "publishers": sum(w["publishers"] for w in workers),
             "ticks": sum(w["ticks"] for w in workers), "late_ticks": sum(w["late_ticks"] for w in workers),
             "enhancement": first.get("enhancement"), "model_version": first.get("model_version"),
