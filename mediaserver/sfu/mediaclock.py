@@ -451,6 +451,8 @@ class MediaClock:
         self._woken = asyncio.Event()   # a stream was added: an idle clock ticks again
         self._failure_logged: Optional[float] = None   # loop time of the last stage-failure log
         self._failures = 0                             # failed ticks since that log
+        self._outage: Optional[tuple[float, int]] = None   # (loop time of its first failed tick, ticks)
+        self._recovery_logged: Optional[float] = None  # loop time of the last "answers again" line
 
     # -- the core's state, as the rest of the server reads it ---------------------------------
     @property
@@ -577,6 +579,8 @@ class MediaClock:
             except Exception as exc:
                 self._stage_failed(exc, loop.time())
                 outputs = None
+            else:
+                self._stage_answered(loop.time())
             self.deliver(self.core.enhanced(batch, outputs))
             self._metrics.enhance_delay.observe(max(0.0, loop.time() - batch.t_ms / 1000.0))
 
@@ -591,9 +595,11 @@ class MediaClock:
         here: its first occurrence is logged at ERROR with the traceback."""
         self._metrics.enhance_failed.inc()
         self._failures += 1
+        start, ticks = self._outage if self._outage is not None else (now, 0)
+        self._outage = (start, ticks + 1)
         expected = isinstance(exc, SharedStageError)
         level = logging.WARNING if expected else logging.ERROR
-        if self._failure_logged is None:
+        if self._failure_logged is None or (ticks == 0 and now - self._failure_logged >= STAGE_LOG_S):
             logger.log(level, "enhancer stage failed; forwarding the tick unprocessed%s",
                        f" until it answers again: {exc}" if expected else "", exc_info=not expected)
         elif now - self._failure_logged >= STAGE_LOG_S:
@@ -602,6 +608,18 @@ class MediaClock:
         else:
             return
         self._failure_logged, self._failures = now, 0
+
+    def _stage_answered(self, now: float) -> None:
+        """The stage answered a tick: an outage (failed ticks since the last answer) ends with
+        one INFO line saying how long it lasted, at most one per ``STAGE_LOG_S`` (a stage that
+        flaps is summed up by the failure lines' counts)."""
+        if self._outage is None:
+            return
+        (start, ticks), self._outage = self._outage, None
+        if self._recovery_logged is None or now - self._recovery_logged >= STAGE_LOG_S:
+            logger.info("enhancer stage answers again: %d tick(s) forwarded unprocessed in %.2f s",
+                        ticks, now - start)
+            self._recovery_logged = now
 
     # -- I/O: the only place packets, callbacks and sinks are touched -----------------------
     def deliver(self, result: TickResult) -> None:
