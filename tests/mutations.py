@@ -2596,6 +2596,15 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     # ---- fresh-user trial 6: one name for a worker; the client's captions and --url ----------
     Mutation(
+        name="shared-hello-framed-apart",
+        claim="the shared enhancer client's handshake reads the hello through the sans-I/O FrameParser (a hello split over reads, or followed by the next message, is one message)",
+        source="code tidy: handshake() framed the hello by hand beside shared_wire.FrameParser",
+        edits=(Edit("mediaserver/enhance/shared_wire.py",
+                    "        del buf[:start]\n",
+                    "        buf.clear()  # mutation\n"),),
+        tests=("tests/test_shared_stage.py::test_the_hello_is_framed_as_every_other_message",),
+    ),
+    Mutation(
         name="healthz-asr-without-worker-index",
         claim="with --workers, /healthz gives each worker's recogniser state in its own workers entry, with its index (was a bare list)",
         source="fresh-user trial 6 §1",
@@ -3168,6 +3177,44 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "            gc.collect()   # this test's peer garbage finalized now, not inside a later ast.parse\n",
                     "            pass  # mutation\n"),),
         tests=("tests/test_loopback_guard.py::test_unpinned_ice_fails_the_test_and_a_leaked_pin_errors",),
+    ),
+    # ---- fresh-user trial of 2026-12-02 08:0x: persistent media failure, failed-join stderr --
+    Mutation(
+        name="client-backoff-resets-at-each-join",
+        claim="mediaserver client: a rejoined call lost before it stayed up healthy_s (10 s) counts as one more failure, so a call whose media keeps failing is retried at waits growing to 5 s (was every 0.5 s: the schedule restarted at each join)",
+        source="fresh-user trial of 2026-12-02 (C: a rejoin that fails 20-30 ms later, retried twice a second)",
+        edits=(Edit("mediaserver/reconnect.py",
+                    "            self.failures = 0 if healthy else self.failures + 1\n",
+                    "            self.failures = 0  # mutation\n"),),
+        tests=("tests/test_reconnect_policy.py::test_calls_lost_right_after_rejoining_back_off_as_failures_in_a_row",
+               "tests/test_reconnect_policy.py::test_failed_attempts_and_short_calls_are_one_count"),
+    ),
+    Mutation(
+        name="client-join-failure-warning-per-server",
+        claim="mediaserver client: a failed first join is one line on stderr at the default log level (each server's failure is DEBUG, folded into that line)",
+        source="fresh-user trial of 2026-12-02 (A: a WARNING per server above the error line)",
+        edits=(Edit("mediaserver/client.py",
+                    '                logger.debug("cannot join through %s: %s", url, describe_failure(exc))\n',
+                    '                logger.warning("cannot join through %s: %s", url, describe_failure(exc))  # mutation\n'),),
+        tests=("tests/test_client_rejoin_log.py::test_a_first_join_through_a_dead_url_is_one_line_and_exit_1",),
+    ),
+    Mutation(
+        name="client-ice-pin-logged-at-info",
+        claim="mediaserver client does not log its ICE pin at INFO (serve does): a failed join's stderr is the error line only",
+        source="fresh-user trial of 2026-12-02 (A: INFO mediaserver.patches: ICE host candidates pinned to 127.0.0.1)",
+        edits=(Edit("mediaserver/client.py",
+                    "    pin_host_addresses(hosts, log_level=logging.DEBUG)",
+                    "    pin_host_addresses(hosts)  # mutation"),),
+        tests=("tests/test_client_rejoin_log.py::test_a_first_join_through_a_dead_url_is_one_line_and_exit_1",),
+    ),
+    Mutation(
+        name="client-join-failure-last-reason-only",
+        claim="mediaserver client --url A,B: a failed first join's one error line names every server's reason (was the last server's only)",
+        source="fresh-user trial of 2026-12-02 (A: --url A,B named only B's reason)",
+        edits=(Edit("mediaserver/client.py",
+                    "        raise JoinFailed(problems)\n",
+                    "        raise problems[-1][1]  # mutation\n"),),
+        tests=("tests/test_client_rejoin_log.py::test_a_first_join_through_several_dead_urls_names_each_reason_in_one_line",),
     ),
 )
 

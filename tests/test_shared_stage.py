@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -346,6 +349,63 @@ def test_the_tick_batcher_runs_a_batch_once_every_worker_ticked_or_at_the_window
     batch, _ = batcher.take(11.001)
     assert [(t.worker, t.seq) for t in batch] == [(a, 2), (b, 8)]
     assert [t.seq for t in batcher.pending] == [3] and batcher.deadline == pytest.approx(11.006)
+
+
+def _hello_server(path: str, chunks: list[bytes]) -> threading.Thread:
+    """A one-connection Unix socket at ``path`` that sends a memfd with ``chunks[0]``, then
+    each further chunk in its own write (a short pause between: separate reads, mostly), then
+    closes."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        fd = os.memfd_create("hello-test")
+        try:
+            socket.send_fds(conn, [chunks[0]], [fd])
+            for chunk in chunks[1:]:
+                time.sleep(0.02)
+                conn.sendall(chunk)
+            conn.shutdown(socket.SHUT_WR)
+            conn.recv(1)   # until the client closes
+        finally:
+            os.close(fd)
+            conn.close()
+            listener.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("split", ["whole", "byte-by-byte", "with-the-next-message"])
+def test_the_hello_is_framed_as_every_other_message(tmp_path: Path, split: str) -> None:
+    """``handshake`` reads the hello through the same sans-I/O FrameParser as every later
+    message (it framed the hello by hand beside it): a hello in one read, split over many,
+    or followed by the next message in the same read gives the hello; an oversized header
+    is a SharedStageError naming the socket."""
+    from mediaserver.enhance.shared_client import handshake
+    from mediaserver.enhance.shared_wire import MAX_MESSAGE, encode
+
+    hello = {"t": "hello", "capacity": 4, "model_version": "v1"}
+    wire = encode(hello)
+    chunks = {"whole": [wire], "byte-by-byte": [wire[i : i + 1] for i in range(len(wire))],
+              "with-the-next-message": [wire + encode({"t": "done", "seq": 1})]}[split]
+    path = str(tmp_path / "hello.sock")
+    thread = _hello_server(path, chunks)
+    sock, got, fd = handshake(path, NO_HANG_S)
+    try:
+        assert got == hello and os.fstat(fd).st_size == 0
+    finally:
+        sock.close()
+        os.close(fd)
+        thread.join(NO_HANG_S)
+    bad = str(tmp_path / "bad.sock")
+    thread = _hello_server(bad, [(MAX_MESSAGE + 1).to_bytes(4, "big")])
+    with pytest.raises(SharedStageError, match="cannot connect to the inference process at .*bad.sock"):
+        handshake(bad, NO_HANG_S)
+    thread.join(NO_HANG_S)
 
 
 def test_messages_are_framed_whatever_the_socket_reads_split_them_into() -> None:

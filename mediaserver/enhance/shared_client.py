@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..tasks import cancel_and_wait
-from .shared_wire import FRAME, FrameParser, ProtocolError, SlotTable, body_length, decode, encode
+from .shared_wire import FRAME, FrameParser, ProtocolError, SlotTable, encode
 from .stage_options import check_atten_lim_db
 from .telemetry import Counts
 
@@ -589,12 +589,14 @@ def handshake(path: str, timeout_s: float) -> tuple[socket.socket, dict[str, Any
         data, fds, _, _ = socket.recv_fds(sock, 65536, 1)
         if not fds:
             raise SharedStageError(f"inference process at {path} sent no shared-memory descriptor")
-        while len(data) < 4 or len(data) < 4 + body_length(data[:4]):
+        parser = FrameParser()   # the same framing as every later message (shared_wire.py)
+        messages = parser.feed(data)
+        while not messages:
             more = sock.recv(65536)
             if not more:
                 raise SharedStageError(f"inference process at {path} closed during hello")
-            data += more
-        hello = decode(data[4 : 4 + body_length(data[:4])])
+            messages = parser.feed(more)
+        hello = messages[0]
     except (OSError, ProtocolError) as exc:
         sock.close()
         raise SharedStageError(f"cannot connect to the inference process at {path}: {exc}") from exc
