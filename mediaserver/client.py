@@ -328,6 +328,15 @@ class JoinRefused(ConnectionError):
         self.code = code
 
 
+class JoinFailed(ConnectionError):
+    """No server of ``--url`` let the client in: each one's reason, in the order tried
+    (``ws://a/ws: connection refused (a:8080); ws://b/ws: timed out``)."""
+
+    def __init__(self, problems: list[tuple[str, BaseException]]) -> None:
+        super().__init__("; ".join(f"{url}: {describe_failure(exc)}" for url, exc in problems))
+        self.problems = problems
+
+
 class Redirected(ConnectionError):
     """The room lives on another node of the cluster: join there (``url``, with ``reconnect``)."""
 
@@ -428,20 +437,28 @@ class HeadlessClient:
         return self._summary(joined, end, wall0)
 
     async def _first_join(self, session: aiohttp.ClientSession) -> dict:
-        """Join through the first ``--url`` that lets us in (each tried once, in order)."""
-        problem: Optional[BaseException] = None
+        """Join through the first ``--url`` that lets us in (each tried once, in order).
+
+        When none does, raises the failure (one server) or :class:`JoinFailed` naming every
+        server's reason, for the one line on stderr; each is logged at DEBUG as it happens."""
+        problems: list[tuple[str, BaseException]] = []
         for url in list(self.reconnector.urls):
             try:
                 joined = await self._connect(session, url)
-                self.reconnector.connected(url)
+                self.reconnector.connected(url, now=asyncio.get_running_loop().time())
+                if problems:   # the call runs: say which servers were passed over
+                    logger.warning("joined through %s; %s", url, "; ".join(
+                        f"cannot join through {u}: {describe_failure(e)}" for u, e in problems))
                 return joined
             except JoinRefused:
                 raise   # the server said no: another node would say the same
             except (ConnectionError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                logger.warning("cannot join through %s: %s", url, describe_failure(exc))
-                problem = exc
-        assert problem is not None
-        raise problem
+                logger.debug("cannot join through %s: %s", url, describe_failure(exc))
+                problems.append((url, exc))
+        assert problems
+        if len(problems) == 1:
+            raise problems[0][1]
+        raise JoinFailed(problems)
 
     async def _connect(self, session: aiohttp.ClientSession, url: str) -> dict:
         """Socket, join (token, or the reconnect ticket), peer connection, first offer."""
@@ -548,10 +565,14 @@ class HeadlessClient:
 
     async def _drop(self, reason: str) -> None:
         now = asyncio.get_running_loop().time()
-        logger.warning("connection lost (%s) at %.2f s", reason, now - self.t0)
         self.disconnects.append({"at_s": round(now - self.t0, 3), "reason": reason,
                                  "rejoined_at_s": None})
         self.reconnector.lost(now=now, hint_s=self._hint_s)
+        failures = self.reconnector.failures   # > 0: the call did not prove healthy
+        logger.warning("connection lost (%s) at %.2f s%s", reason, now - self.t0,
+                       f"; retry in {max(0.0, self.reconnector.next_attempt().at - now):.1f} s "
+                       f"(failure {failures} in a row: up under {self.reconnector.healthy_s:g} s)"
+                       if failures and self.args.reconnect else "")
         self._hint_s = None
         await self._close_connection()
 
@@ -580,7 +601,7 @@ class HeadlessClient:
             except (ConnectionError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 outcome = f"failed: {describe_failure(exc)}"
             else:
-                self.reconnector.connected(attempt.url)
+                self.reconnector.connected(attempt.url, now=loop.time())
                 self.reconnects += 1
                 self.disconnects[-1]["rejoined_at_s"] = round(loop.time() - self.t0, 3)
                 self.disconnects[-1]["url"] = attempt.url
@@ -710,7 +731,7 @@ class HeadlessClient:
                 self.redirects += 1
                 self._take_ticket(data.get("reconnect"))
                 self.reconnector.add_urls([data["url"]])
-                self.reconnector.connected(data["url"])
+                self.reconnector.moved(data["url"])
                 self._hint_s = 0.0
             elif kind == "server-shutdown":
                 hint = data.get("retry_after_ms")
@@ -957,7 +978,7 @@ def main(args: argparse.Namespace) -> int:
         patches.apply()   # the same aiortc behaviour as the server (mediaserver/patches.py)
     except patches.PatchError as exc:
         raise UsageError(str(exc)) from None
-    pin_host_addresses(hosts)
+    pin_host_addresses(hosts, log_level=logging.DEBUG)   # (serve says it at INFO)
     tolerate_consent_stalls()
     client = HeadlessClient(args, samples)
     try:

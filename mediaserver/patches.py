@@ -235,10 +235,12 @@ def _loopback_only_datagram_received(self: Any, data: bytes, addr: tuple[Any, ..
     _original_datagram_received(self, data, addr)
 
 
-def pin_host_addresses(addresses: Sequence[str]) -> None:
+def pin_host_addresses(addresses: Sequence[str], *, log_level: int = logging.INFO) -> None:
     """Make every later ICE gathering offer exactly ``addresses`` (empty: aioice's own choice).
 
-    When every pinned address is loopback, traffic from other addresses is ignored too.
+    When every pinned address is loopback, traffic from other addresses is ignored too. The
+    pin is logged at ``log_level``: INFO for ``serve`` (a start-up setting), DEBUG for the
+    client, whose stderr at the default level is its problems only.
     """
     pinned = [a for a in addresses if a]
     if not pinned:
@@ -254,7 +256,7 @@ def pin_host_addresses(addresses: Sequence[str]) -> None:
         return [a for a in pinned if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
     aioice.ice.get_host_addresses = get_host_addresses
-    logger.info("ICE host candidates pinned to %s", ", ".join(pinned))
+    logger.log(log_level, "ICE host candidates pinned to %s", ", ".join(pinned))
 
 
 def tolerate_consent_stalls(failures: int = 12) -> None:

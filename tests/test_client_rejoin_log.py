@@ -55,18 +55,33 @@ def test_rejoin_attempts_log_one_line_each_with_cause_and_next_try(tmp_path: Pat
 
 
 def test_a_first_join_through_a_dead_url_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """Fresh-user trial of 2026-12-02: stderr had an INFO line for the ICE pin and a WARNING
+    per server before the error line; now the error line is all of stderr."""
     port = _free_port()
     log = tmp_path / "client.log"
     client = start_client(f"http://127.0.0.1:{port}/", "r", "a", "--duration", "5", log=log)
     out, _ = client.communicate(timeout=120)
     text = log.read_text(errors="replace")
     assert client.returncode == 1, text[-2000:]
-    assert f"cannot join through ws://127.0.0.1:{port}/ws: connection refused (127.0.0.1:{port})" \
-        in text, text[-2000:]
-    errors = [line for line in text.splitlines() if line.startswith("mediaserver client: error: ")]
-    assert errors == [f"mediaserver client: error: cannot join room r: connection refused "
-                      f"(127.0.0.1:{port})"], text[-2000:]
-    assert not REPR.search(text), text[-2000:]
+    assert text.splitlines() == [f"mediaserver client: error: cannot join room r: connection "
+                                 f"refused (127.0.0.1:{port})"], text[-2000:]
     # fresh-user gaps of 2026-12-02 §4: stdout had {"error": ...} here, nothing for a usage
     # error; now it carries a summary only when a call ran, errors go to stderr
     assert out == b"", out
+
+
+def test_a_first_join_through_several_dead_urls_names_each_reason_in_one_line(
+        tmp_path: Path) -> None:
+    """With ``--url A,B`` the error named only B's reason (A's was a WARNING line above it)."""
+    a, b = _free_port(), _free_port()
+    log = tmp_path / "client.log"
+    client = start_client(f"http://127.0.0.1:{a}/,http://127.0.0.1:{b}/", "r", "a",
+                          "--duration", "5", "--no-reconnect", log=log)
+    out, _ = client.communicate(timeout=120)
+    text = log.read_text(errors="replace")
+    assert client.returncode == 1, text[-2000:]
+    assert text.splitlines() == [
+        f"mediaserver client: error: cannot join room r: "
+        f"ws://127.0.0.1:{a}/ws: connection refused (127.0.0.1:{a}); "
+        f"ws://127.0.0.1:{b}/ws: connection refused (127.0.0.1:{b})"], text[-2000:]
+    assert not REPR.search(text) and out == b"", text[-2000:]

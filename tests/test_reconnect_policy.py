@@ -45,9 +45,71 @@ def test_a_list_is_tried_in_turn_and_each_round_waits_longer() -> None:
 def test_connected_resets_and_keeps_the_server_that_worked() -> None:
     r = Reconnector(["ws://a/ws", "ws://b/ws"], backoff=FLAT)
     _schedule(r, 2)
-    r.connected("ws://b/ws")
+    r.connected("ws://b/ws", now=80.0)
     assert not r.reconnecting and r.url == "ws://b/ws"
-    assert _schedule(r, 1) == [("ws://b/ws", 0.5), ("ws://a/ws", 0.5)]
+    assert _schedule(r, 1) == [("ws://b/ws", 0.5), ("ws://a/ws", 0.5)]   # up 20 s: healthy
+
+
+def _short_calls(r: Reconnector, calls: int, *, up_s: float, hint_s: float | None = None,
+                 now: float = 100.0) -> list[float]:
+    """Each call: in at ``now``, lost ``up_s`` later, back in at the attempt's time; the
+    waits before those attempts."""
+    waits = []
+    r.connected(r.url, now=now)
+    for _ in range(calls):
+        now += up_s
+        r.lost(now=now, hint_s=hint_s)
+        a = r.next_attempt()
+        waits.append(round(a.at - now, 6))
+        now = a.at
+        r.connected(a.url, now=now)
+    return waits
+
+
+def test_calls_lost_right_after_rejoining_back_off_as_failures_in_a_row() -> None:
+    """A fresh user's trial: each rejoin got in (signalling) and its media failed 20-30 ms
+    later; the schedule restarted at each join, so the server was tried every 0.5 s for as
+    long as the call ran. A call up under healthy_s is one more failure: the waits grow."""
+    r = Reconnector(["ws://a/ws"], backoff=FLAT, healthy_s=10.0)
+    assert _short_calls(r, 6, up_s=0.03) == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert r.failures == 6
+    assert _short_calls(r, 1, up_s=9.99) == [4.0]   # just short of healthy: still failing
+
+
+def test_a_call_that_stays_up_healthy_s_restarts_the_schedule() -> None:
+    r = Reconnector(["ws://a/ws"], backoff=FLAT, healthy_s=10.0)
+    _short_calls(r, 4, up_s=0.03)
+    assert _short_calls(r, 2, up_s=10.0) == [0.5, 0.5]   # proven healthy: fresh each time
+    assert r.failures == 0
+    assert _short_calls(r, 2, up_s=0.03) == [0.5, 1.0]   # the count starts again from there
+
+
+def test_failed_attempts_and_short_calls_are_one_count() -> None:
+    """Attempts that did not get in, then a call that failed at once: the next wait follows
+    on from the failed attempts (the server came back broken), not from initial_s."""
+    r = Reconnector(["ws://a/ws"], backoff=FLAT, healthy_s=10.0)
+    r.connected("ws://a/ws", now=0.0)
+    assert _schedule(r, 2) == [("ws://a/ws", 0.5), ("ws://a/ws", 0.5), ("ws://a/ws", 1.0)]
+    r.connected("ws://a/ws", now=200.0)
+    r.lost(now=200.03)
+    assert round(r.next_attempt().at - 200.03, 6) == 4.0   # failures 1-3, then the short call
+    assert r.next_attempt().number == 0                  # (attempts since this loss)
+
+
+def test_a_short_call_waits_at_least_the_servers_hint() -> None:
+    r = Reconnector(["ws://a/ws"], backoff=FLAT, healthy_s=10.0)
+    assert _short_calls(r, 3, up_s=1.0, hint_s=1.5) == [1.5, 1.5, 2.0]
+
+
+def test_a_redirect_is_no_failure_and_rejoins_at_the_hint() -> None:
+    r = Reconnector(["ws://a/ws", "ws://b/ws"], backoff=FLAT, healthy_s=10.0)
+    _short_calls(r, 3, up_s=0.03)
+    assert r.failures == 3
+    r.connected("ws://a/ws", now=300.0)
+    r.moved("ws://b/ws")
+    r.lost(now=301.0, hint_s=0.0)
+    a = r.next_attempt()
+    assert (a.url, a.at, r.failures) == ("ws://b/ws", 301.0, 3)
 
 
 def test_nodes_from_the_server_join_the_list_once_in_order() -> None:
@@ -73,6 +135,8 @@ def test_bad_schedules_are_refused(bad: dict) -> None:
 def test_no_url_is_refused() -> None:
     with pytest.raises(ValueError):
         Reconnector([])
+    with pytest.raises(ValueError):
+        Reconnector(["ws://a/ws"], healthy_s=-1.0)
 
 
 @pytest.mark.parametrize("env, expected", [(None, True), ("0", False), ("false", False), ("1", True)])
