@@ -2596,6 +2596,15 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     # ---- fresh-user trial 6: one name for a worker; the client's captions and --url ----------
     Mutation(
+        name="shared-hello-framed-apart",
+        claim="the shared enhancer client's handshake reads the hello through the sans-I/O FrameParser (a hello split over reads, or followed by the next message, is one message)",
+        source="code tidy: handshake() framed the hello by hand beside shared_wire.FrameParser",
+        edits=(Edit("mediaserver/enhance/shared_wire.py",
+                    "        del buf[:start]\n",
+                    "        buf.clear()  # mutation\n"),),
+        tests=("tests/test_shared_stage.py::test_the_hello_is_framed_as_every_other_message",),
+    ),
+    Mutation(
         name="healthz-asr-without-worker-index",
         claim="with --workers, /healthz gives each worker's recogniser state in its own workers entry, with its index (was a bare list)",
         source="fresh-user trial 6 §1",
