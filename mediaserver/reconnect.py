@@ -5,7 +5,8 @@ server names in ``joined.nodes``) and a jittered exponential backoff. The client
 what happens (``lost``, ``failed``, ``connected``) and asks ``next_attempt()``
 for the URL to try and the time to try it; it never sleeps or does I/O itself. Times are
 seconds on any monotonic clock. The browser client follows the same schedule
-(``static/js/signalling.js``, ``Backoff``), but not yet the healthy-call rule below.
+(``static/js/signalling.js``, ``Backoff`` and ``RejoinPolicy``), the healthy-call rule below
+included.
 
 Schedule after a loss: the first attempt waits the server's hint (``server-shutdown``'s
 ``retry_after_ms``) or ``initial_s``; each further attempt goes to the next URL of the list,

@@ -3039,6 +3039,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_listener_enhancer.py",),
     ),
     Mutation(
+        name="page-backoff-resets-at-each-join",
+        claim="the page's rejoin backoff restarts only after a call stayed up 10 s; a call lost sooner is one more failure in a row (as mediaserver client)",
+        source="fresh-user trial of 2026-12-02 08:07, C (the page kept the bug the client had)",
+        edits=(Edit("static/js/signalling.js",
+                    "    this.failures = healthy ? 0 : this.failures + 1;\n",
+                    "    this.failures = 0; // mutation\n"),),
+        tests=("tests/test_page_rejoin_policy.py",),
+    ),
+    Mutation(
         name="stage-recovery-unlogged",
         claim="the end of an enhancer outage is one INFO line with its failed ticks and length",
         source="fresh-user trial of 2026-12-02 08:07, F (a deadline miss logged, its end never)",

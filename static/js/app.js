@@ -5,7 +5,7 @@
 import { LevelMeter } from "./audio.js";
 import { Call } from "./call.js";
 import { ParticipantList } from "./participants.js";
-import { Backoff, chooseSignallingUrl, Signalling } from "./signalling.js";
+import { Backoff, chooseSignallingUrl, RejoinPolicy, Signalling } from "./signalling.js";
 import { fmt, serverStatsCells, serverStatsRows, summariseConnection, summariseInbound } from "./stats.js";
 
 const $ = (id) => document.getElementById(id);
@@ -57,7 +57,8 @@ class App {
     this.token = null;
     this.ticket = null; // latest reconnect ticket from the server (joined / reconnect-ticket)
     this.backoff = new Backoff();
-    this.reconnect = null; // {reason, attempt, hintMs, timer, nextAt} while reconnecting
+    this.rejoin = new RejoinPolicy(); // a call lost soon after its join backs off further
+    this.reconnect = null; // {reason, attempt, start, hintMs, timer, nextAt, url} while reconnecting
     this.reconnects = 0; // successful rejoins
     // Several servers (serve --redis-url): a join that reaches a node the room is not on gets a
     // `redirect` (the room's node and a ticket) and the socket closes; the page joins there.
@@ -261,6 +262,7 @@ class App {
 
   onJoined(msg) {
     const rejoined = this.phase === "reconnecting";
+    this.rejoin.joined(Date.now(), rejoined && this.reconnect ? this.reconnect.attempt - this.reconnect.start : 0);
     this.phase = "joined";
     this.room = msg.room || this.room;
     this.identity = msg.identity || this.identity;
@@ -393,8 +395,11 @@ class App {
   startReconnect(reason, hintMs = null, url = null) {
     if (this.phase === "joined" || (url && this.phase === "reconnecting")) {
       if (this.reconnect && this.reconnect.timer) clearTimeout(this.reconnect.timer);
-      this.reconnect = { reason: reason || "The connection was lost", attempt: 0, hintMs, timer: null,
-                         url: url || this.url };
+      let attempt = 0;
+      if (url) this.rejoin.moved(); // a redirect: planned, no failure
+      else attempt = this.rejoin.lost(Date.now()); // > 0: lost before it proved healthy
+      this.reconnect = { reason: reason || "The connection was lost", attempt, start: attempt, hintMs,
+                         timer: null, url: url || this.url };
     } else if (this.phase === "reconnecting" && this.reconnect) {
       if (this.reconnect.timer) return; // already waiting for the next try
       this.reconnect.attempt += 1; // the try in progress failed
@@ -404,7 +409,8 @@ class App {
     this.phase = "reconnecting";
     this.dropConnection();
     const r = this.reconnect;
-    const wait = this.backoff.delay(r.attempt, r.attempt === 0 ? r.hintMs : null);
+    let wait = this.backoff.delay(r.attempt, r.attempt === 0 ? r.hintMs : null);
+    if (r.attempt > 0 && r.hintMs != null) wait = Math.max(wait, r.hintMs); // a short call: at least the hint
     r.nextAt = Date.now() + wait;
     this.setStatus("connecting", "reconnecting…");
     this.notice(`${r.reason}: reconnecting in ${(wait / 1000).toFixed(1)} s` + (r.attempt ? ` (attempt ${r.attempt + 1})` : "") + "…");
@@ -413,7 +419,7 @@ class App {
       if (this.phase !== "reconnecting" || this.reconnect !== r) return;
       // first the server we were on (or were sent to), then round the cluster's live nodes
       const urls = [...new Set([r.url, ...this.nodes])];
-      this.url = urls[r.attempt % urls.length];
+      this.url = urls[(r.attempt - r.start) % urls.length];
       this.connect().catch(() => {
         this.redirectsInARow = 0; // a node that cannot be reached (it died): not a redirect loop
         this.startReconnect(null);

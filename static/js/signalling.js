@@ -85,6 +85,41 @@ export async function chooseSignallingUrl(requested, loc = window.location) {
 }
 
 /**
+ * Which attempt of the backoff a loss starts at (mediaserver/reconnect.py's healthy-call rule;
+ * time passed in, ms). A call that stayed up `healthyMs` (10 s, twice the longest wait) or
+ * longer starts afresh: attempt 0, the server's hint. One lost sooner (its signalling got in,
+ * its media failed right after) is one more failure in a row after the attempts that failed
+ * before it got in, so a call that keeps failing waits longer each time, up to the schedule's
+ * longest wait, instead of rejoining twice a second.
+ */
+export class RejoinPolicy {
+  constructor({ healthyMs = 10000 } = {}) {
+    this.healthyMs = healthyMs;
+    this.failures = 0; // since the last healthy call: failed attempts plus short calls
+    this.upSince = null;
+  }
+
+  /** In the call at `nowMs`, after `failedAttempts` attempts of this reconnection failed. */
+  joined(nowMs, failedAttempts = 0) {
+    this.failures += failedAttempts;
+    this.upSince = nowMs;
+  }
+
+  /** The call was lost at `nowMs`: the attempt to start the backoff at (0: afresh). */
+  lost(nowMs) {
+    const healthy = this.upSince === null || nowMs - this.upSince >= this.healthyMs;
+    this.failures = healthy ? 0 : this.failures + 1;
+    this.upSince = null;
+    return this.failures;
+  }
+
+  /** A redirect moved the call: the loss is planned, neither a failure nor a healthy call. */
+  moved() {
+    this.upSince = null;
+  }
+}
+
+/**
  * When to try again after losing the server (the same schedule as mediaserver/reconnect.py):
  * the first attempt waits the server's hint (server-shutdown's retry_after_ms) or initialMs,
  * each further one initialMs * factor^(attempt - 1), at most maxMs, every wait scaled by a
