@@ -3039,6 +3039,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_listener_enhancer.py",),
     ),
     Mutation(
+        name="shared-handshake-leaks-descriptor",
+        claim="a failed handshake with the inference process closes its socket and the shared-memory descriptor it received (a worker retries every RECONNECT_S)",
+        source="helper report 2026-12-02 (handshake leaked on a hello cut short after the descriptor)",
+        edits=(Edit("mediaserver/enhance/shared_client.py",
+                    "        for fd in fds:\n            os.close(fd)\n",
+                    "        pass  # mutation\n"),),
+        tests=("tests/test_shared_stage.py::test_a_failed_handshake_leaks_neither_its_socket_nor_the_descriptor_it_got",),
+    ),
+    Mutation(
         name="page-backoff-resets-at-each-join",
         claim="the page's rejoin backoff restarts only after a call stayed up 10 s; a call lost sooner is one more failure in a row (as mediaserver client)",
         source="fresh-user trial of 2026-12-02 08:07, C (the page kept the bug the client had)",

@@ -408,6 +408,27 @@ def test_the_hello_is_framed_as_every_other_message(tmp_path: Path, split: str) 
     thread.join(NO_HANG_S)
 
 
+@pytest.mark.parametrize("chunks", [[b"\x00\x00"], [(1 << 30).to_bytes(4, "big")]],
+                         ids=["closed-during-hello", "oversized-header"])
+def test_a_failed_handshake_leaks_neither_its_socket_nor_the_descriptor_it_got(tmp_path: Path, chunks) -> None:
+    """A worker retries the handshake every RECONNECT_S while the inference process restarts:
+    a hello cut short, or a bad one, after the shared block's descriptor arrived left the
+    socket and the descriptor open at each try. Five failed tries leave no descriptor open."""
+    from mediaserver.enhance.shared_client import handshake
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    for k in range(5):
+        path = str(tmp_path / f"cut{k}.sock")
+        thread = _hello_server(path, chunks)
+        with pytest.raises(SharedStageError):
+            handshake(path, NO_HANG_S)
+        thread.join(NO_HANG_S)
+    assert open_fds() == before
+
+
 def test_messages_are_framed_whatever_the_socket_reads_split_them_into() -> None:
     from mediaserver.enhance.shared_wire import MAX_MESSAGE, FrameParser, ProtocolError, encode
 

@@ -581,9 +581,13 @@ def _frame(h: SharedHandle, pcm: np.ndarray) -> np.ndarray:
 
 
 def handshake(path: str, timeout_s: float) -> tuple[socket.socket, dict[str, Any], int]:
-    """Blocking: connect, receive the hello and the shared block's file descriptor."""
+    """Blocking: connect, receive the hello and the shared block's file descriptor.
+
+    Raises :class:`SharedStageError`; on any failure the socket and a descriptor already
+    received are closed (a worker retrying every ``RECONNECT_S`` must not leak them)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
+    fds: list[int] = []
     try:
         sock.connect(path)
         data, fds, _, _ = socket.recv_fds(sock, 65536, 1)
@@ -597,9 +601,13 @@ def handshake(path: str, timeout_s: float) -> tuple[socket.socket, dict[str, Any
                 raise SharedStageError(f"inference process at {path} closed during hello")
             messages = parser.feed(more)
         hello = messages[0]
-    except (OSError, ProtocolError) as exc:
+    except BaseException as exc:
         sock.close()
-        raise SharedStageError(f"cannot connect to the inference process at {path}: {exc}") from exc
+        for fd in fds:
+            os.close(fd)
+        if isinstance(exc, (OSError, ProtocolError)):
+            raise SharedStageError(f"cannot connect to the inference process at {path}: {exc}") from exc
+        raise
     sock.settimeout(None)
     sock.setblocking(False)
     return sock, hello, fds[0]
