@@ -3039,6 +3039,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_listener_enhancer.py",),
     ),
     Mutation(
+        name="page-rejoin-policy-unwired",
+        claim="the page asks RejoinPolicy at each loss: a call cut right after each join rejoins less and less often (real Chromium, real server, a relay cutting each call)",
+        source="fresh-user trial of 2026-12-02 08:07, C (the page kept the bug the client had)",
+        edits=(Edit("static/js/app.js",
+                    "      else attempt = this.rejoin.lost(Date.now()); // > 0: lost before it proved healthy\n",
+                    "      else this.rejoin.lost(Date.now()); // mutation\n"),),
+        tests=("tests/test_browser_rejoin_backoff.py",),
+    ),
+    Mutation(
         name="shared-handshake-leaks-descriptor",
         claim="a failed handshake with the inference process closes its socket and the shared-memory descriptor it received (a worker retries every RECONNECT_S)",
         source="helper report 2026-12-02 (handshake leaked on a hello cut short after the descriptor)",
