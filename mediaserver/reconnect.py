@@ -17,7 +17,8 @@ of a restarted server do not all come back in the same millisecond.
 The schedule restarts only once a call has proven healthy: a connection that stayed up
 ``healthy_s`` (10 s, twice ``Backoff.max_s``) or longer. A call lost sooner (its signalling
 succeeded, its media failed 20 ms later) counts as one more failed attempt: the wait after it
-goes on growing from the schedule of the losses before it, so a call that keeps failing is
+goes on growing from the schedule of the losses before it, one step per such loss whatever the
+list's length (its rounds pace attempts that go round the list), so a call that keeps failing is
 soon tried once every ``max_s`` (5 s), not every ``initial_s`` (0.5 s). A server's ``redirect`` (the room moved)
 is no failure: the loss that follows it keeps the count as it was.
 """
@@ -130,7 +131,10 @@ class Reconnector:
         if moved or self.failures == 0:
             wait = self.backoff.delay(0, servers=len(self.urls), hint_s=hint_s, rng=self._rng)
         else:
-            wait = max(hint_s or 0.0, self._delay())
+            # a call lost soon after it got in failed where it was: each such loss is a step of
+            # the schedule, however many servers the list has (its rounds pace the attempts
+            # that go round the list; a cluster's node list made a short call wait 0.5 s N times)
+            wait = max(hint_s or 0.0, self.backoff.delay(self.failures, servers=1, rng=self._rng))
         self._next_at = now + wait
 
     def next_attempt(self) -> Attempt:

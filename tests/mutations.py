@@ -3039,6 +3039,16 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_listener_enhancer.py",),
     ),
     Mutation(
+        name="client-short-calls-paced-by-server-rounds",
+        claim="each call lost soon after its join is a step of the client's backoff however many servers its list has (a server's joined.nodes grows it)",
+        source="tests/test_client_rejoin_backoff.py, 2026-12-02 (real processes: a short call waited 0.5 s twice over with the server's own URL in the list)",
+        edits=(Edit("mediaserver/reconnect.py",
+                    "            wait = max(hint_s or 0.0, self.backoff.delay(self.failures, servers=1, rng=self._rng))\n",
+                    "            wait = max(hint_s or 0.0, self._delay())  # mutation\n"),),
+        tests=("tests/test_reconnect_policy.py::test_short_calls_back_off_per_loss_however_many_servers_the_list_has",
+               "tests/test_client_rejoin_backoff.py"),
+    ),
+    Mutation(
         name="page-rejoin-policy-unwired",
         claim="the page asks RejoinPolicy at each loss: a call cut right after each join rejoins less and less often (real Chromium, real server, a relay cutting each call)",
         source="fresh-user trial of 2026-12-02 08:07, C (the page kept the bug the client had)",

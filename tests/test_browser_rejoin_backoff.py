@@ -31,9 +31,11 @@ JOINS = 6
 
 class CuttingRelay:
     """``/ws`` on 127.0.0.1 relayed to ``upstream``; each connection is cut ``CUT_S`` after the
-    server's ``joined`` passed (both sides closed). ``joins``: loop times of those ``joined``."""
+    server's message of type ``after`` passed (both sides closed). ``joins``: loop times of
+    the server's ``joined`` messages."""
 
-    def __init__(self) -> None:
+    def __init__(self, after: str = "joined") -> None:
+        self.after = after
         self.upstream = ""
         self.joins: list[float] = []
         self.port = 0
@@ -66,8 +68,10 @@ class CuttingRelay:
                     if msg.type != aiohttp.WSMsgType.TEXT:
                         break
                     await page.send_str(msg.data)
-                    if json.loads(msg.data).get("type") == "joined":
+                    kind = json.loads(msg.data).get("type")
+                    if kind == "joined":
                         self.joins.append(asyncio.get_running_loop().time())
+                    if kind == self.after:
                         await asyncio.sleep(CUT_S)
                         break
                 await page.close()

@@ -76,6 +76,16 @@ def test_calls_lost_right_after_rejoining_back_off_as_failures_in_a_row() -> Non
     assert _short_calls(r, 1, up_s=9.99) == [4.0]   # just short of healthy: still failing
 
 
+def test_short_calls_back_off_per_loss_however_many_servers_the_list_has() -> None:
+    """The server's ``joined.nodes`` (a cluster; a single server names itself) grows the list;
+    the schedule's rounds over the list pace attempts that go round it, not calls lost where
+    they got in: with 3 URLs each short call was 0.5 s three times over (found through real
+    processes, tests/test_client_rejoin_backoff.py)."""
+    r = Reconnector(["ws://a/ws", "ws://b/ws", "ws://c/ws"], backoff=FLAT, healthy_s=10.0)
+    assert _short_calls(r, 5, up_s=0.03) == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert r.url == "ws://a/ws"   # each rejoin went where the call had been
+
+
 def test_a_call_that_stays_up_healthy_s_restarts_the_schedule() -> None:
     r = Reconnector(["ws://a/ws"], backoff=FLAT, healthy_s=10.0)
     _short_calls(r, 4, up_s=0.03)
