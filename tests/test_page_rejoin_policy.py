@@ -22,20 +22,22 @@ URL = "ws://127.0.0.1:1/ws"
 
 
 def page_waits(events: list[list]) -> list[float]:
-    """Drive the page's policy: ``["join", t_ms, failed_attempts]`` or ``["lose", t_ms, hint_ms]``;
-    each loss gives the wait (ms) before its first attempt, as app.js computes it."""
+    """Drive the page's policy as app.js does: ``["join", t_ms, failed_attempts]``,
+    ``["lose", t_ms, hint_ms]`` (the wait before the reconnection's first try, ``firstDelay``)
+    or ``["fail", t_ms, None]`` (that try failed: the wait before the next, ``delay``); the
+    waits in ms."""
     node = require_program("node", "apt-get install nodejs")
     script = f"""
 import {{ Backoff, RejoinPolicy }} from {json.dumps(SIGNALLING_JS.as_uri())};
 const backoff = new Backoff({{ jitter: 0 }});
 const policy = new RejoinPolicy();
 const waits = [];
+let attempt = 0;
 for (const [kind, t, extra] of {json.dumps(events)}) {{
   if (kind === "join") {{ policy.joined(t, extra); continue; }}
-  const attempt = policy.lost(t);
-  let wait = backoff.delay(attempt, attempt === 0 ? extra : null);
-  if (attempt > 0 && extra != null) wait = Math.max(wait, extra);
-  waits.push(wait);
+  if (kind === "fail") {{ attempt += 1; waits.push(backoff.delay(attempt)); continue; }}
+  attempt = policy.lost(t);
+  waits.push(backoff.firstDelay(attempt, extra));
 }}
 console.log(JSON.stringify(waits));
 """
@@ -53,6 +55,9 @@ def client_waits(events: list[list]) -> list[float]:
             for _ in range(extra):
                 r.failed(now=t_ms / 1000.0)
             r.connected(URL, now=t_ms / 1000.0)
+        elif kind == "fail":
+            r.failed(now=t_ms / 1000.0)
+            waits.append(round(1000.0 * (r.next_attempt().at - t_ms / 1000.0), 3))
         else:
             r.lost(now=t_ms / 1000.0, hint_s=None if extra is None else extra / 1000.0)
             waits.append(round(1000.0 * (r.next_attempt().at - t_ms / 1000.0), 3))
@@ -92,3 +97,13 @@ def test_failed_attempts_and_a_short_call_count_together_and_the_hint_is_a_floor
     assert waits == client_waits(events)
     fresh = [["join", 0, 0], ["lose", 20000, 4000]]   # a healthy call: the hint alone
     assert page_waits(fresh) == [4000] == client_waits(fresh)
+
+
+def test_the_hint_sets_a_reconnections_first_wait_only() -> None:
+    """A server restarting with a 4 s ``retry_after_ms``: the first try waits the hint, a try
+    after it that failed waits the schedule's 0.75 s, not the hint again (also after a short
+    call, whose first try waits at least the hint)."""
+    fresh = [["join", 0, 0], ["lose", 20000, 4000], ["fail", 24000, None], ["fail", 25000, None]]
+    assert page_waits(fresh) == [4000, 500, 750] == client_waits(fresh)
+    short = [["join", 0, 0], ["lose", 30, 4000], ["fail", 4030, None]]
+    assert page_waits(short) == [4000, 750] == client_waits(short)

@@ -409,8 +409,7 @@ class App {
     this.phase = "reconnecting";
     this.dropConnection();
     const r = this.reconnect;
-    let wait = this.backoff.delay(r.attempt, r.attempt === 0 ? r.hintMs : null);
-    if (r.attempt > 0 && r.hintMs != null) wait = Math.max(wait, r.hintMs); // a short call: at least the hint
+    const wait = r.attempt === r.start ? this.backoff.firstDelay(r.attempt, r.hintMs) : this.backoff.delay(r.attempt);
     r.nextAt = Date.now() + wait;
     this.setStatus("connecting", "reconnecting…");
     this.notice(`${r.reason}: reconnecting in ${(wait / 1000).toFixed(1)} s` + (r.attempt ? ` (attempt ${r.attempt + 1})` : "") + "…");

@@ -137,4 +137,16 @@ export class Backoff {
       : this.initialMs * this.factor ** Math.min(attempt - 1, 64);
     return Math.min(this.maxMs, base) * (1 - this.jitter + 2 * this.jitter * this.random());
   }
+
+  /**
+   * Milliseconds before a reconnection's first try, which starts at `attempt`
+   * (RejoinPolicy.lost): 0, a fresh schedule, waits the hint or initialMs; later (a call lost
+   * before it proved healthy) the schedule's wait, at least the hint. Its further tries wait
+   * `delay(attempt)`, as mediaserver/reconnect.py's do.
+   */
+  firstDelay(attempt, hintMs = null) {
+    if (attempt === 0) return this.delay(0, hintMs);
+    const wait = this.delay(attempt);
+    return hintMs == null ? wait : Math.max(wait, hintMs);
+  }
 }
