@@ -303,49 +303,6 @@ def _run_clock_for(loop: VirtualTimeLoop, clock: MediaClock, sink: RecordingSink
         loop.close()
 
 
-class _OutOfReachStage(EnhancerStage):
-    """A real stage whose every call ends as a worker's shared stage does while the inference
-    process restarts: :class:`SharedStageTimeout` (the reply missed its deadline)."""
-
-    async def process(self, items, *, overloaded: bool = False):   # type: ignore[override]
-        from mediaserver.enhance.shared_client import SharedStageTimeout
-
-        raise SharedStageTimeout("no reply from the inference process within 40 ms")
-
-
-def test_an_enhancer_out_of_reach_is_one_warning_line_without_a_traceback(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A fresh user's trial: with ``--workers`` a restart of the shared inference process (an
-    expected outage: the front restarts it, the calls go on unenhanced) logged a
-    ``SharedStageTimeout`` traceback in each worker. The stage out of reach is now one WARNING
-    line saying why, then one per STAGE_LOG_S; a stage that fails for any other reason keeps
-    its traceback at ERROR (the test above)."""
-    from mediaserver.sfu.mediaclock import STAGE_LOG_S
-    from mediaserver.sfu.metrics import SfuMetrics
-
-    stage = _OutOfReachStage(saved(constant_mask_model(MASK), tmp_path), gate=False)
-    loop = VirtualTimeLoop()
-    pts_out: list[int] = []
-    clock = MediaClock(stage=stage, metrics=SfuMetrics(), encode_pts=lambda enc, pcm, pts: pts_out.append(pts))
-    sink = RecordingSink()
-    clock.sinks.append(sink)
-    frames = int(1.5 * STAGE_LOG_S * 50)
-    stream = _tone_stream(frames + 40)
-    stream.handle = stage.open()
-    clock.add(stream)
-
-    with caplog.at_level(logging.INFO, logger="mediaserver.sfu.mediaclock"):
-        try:
-            _run_clock_for(loop, clock, sink, frames)
-        finally:
-            stage.shutdown()
-    assert pts_out[:frames] == [FRAME * k for k in range(frames)]   # nothing lost
-    records = [r for r in caplog.records if "enhancer stage" in r.getMessage()]
-    assert len(records) == 2, [r.getMessage() for r in records]
-    assert all(r.levelno == logging.WARNING and not r.exc_info for r in records), records
-    assert "within 40 ms" in records[0].getMessage() and "ticks forwarded unprocessed" in records[1].getMessage()
-
-
 class _FlakyStage(EnhancerStage):
     """A real stage whose calls number ``failing`` (0-based) miss their deadline, as a worker's
     shared stage does while the inference process is slow or restarting; the others answer."""
@@ -364,12 +321,16 @@ class _FlakyStage(EnhancerStage):
         return self.process_sync(items, overloaded=overloaded)
 
 
-def _stage_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture, failing, seconds: float) -> list[logging.LogRecord]:
+def _stage_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture, failing,
+                 seconds: float) -> tuple[list[logging.LogRecord], list[int]]:
+    """Run a clock with one tone stream for ``seconds`` (virtual time) on a ``_FlakyStage``;
+    the clock's "enhancer stage" log records (INFO and up) and the pts it encoded."""
     from mediaserver.sfu.metrics import SfuMetrics
 
     stage = _FlakyStage(saved(constant_mask_model(MASK), tmp_path), gate=False, failing=failing)
     loop = VirtualTimeLoop()
-    clock = MediaClock(stage=stage, metrics=SfuMetrics(), encode_pts=lambda enc, pcm, pts: None)
+    pts_out: list[int] = []
+    clock = MediaClock(stage=stage, metrics=SfuMetrics(), encode_pts=lambda enc, pcm, pts: pts_out.append(pts))
     sink = RecordingSink()
     clock.sinks.append(sink)
     frames = int(seconds * 50)
@@ -381,13 +342,30 @@ def _stage_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture, failing, seco
             _run_clock_for(loop, clock, sink, frames)
         finally:
             stage.shutdown()
-    return [r for r in caplog.records if "enhancer stage" in r.getMessage()]
+    return [r for r in caplog.records if "enhancer stage" in r.getMessage()], pts_out
+
+
+def test_an_enhancer_out_of_reach_is_one_warning_line_without_a_traceback(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A fresh user's trial: with ``--workers`` a restart of the shared inference process (an
+    expected outage: the front restarts it, the calls go on unenhanced) logged a
+    ``SharedStageTimeout`` traceback in each worker. The stage out of reach is now one WARNING
+    line saying why, then one per STAGE_LOG_S; a stage that fails for any other reason keeps
+    its traceback at ERROR (the test above)."""
+    from mediaserver.sfu.mediaclock import STAGE_LOG_S
+
+    frames = int(1.5 * STAGE_LOG_S * 50)
+    records, pts_out = _stage_lines(tmp_path, caplog, lambda call: True, seconds=1.5 * STAGE_LOG_S)
+    assert pts_out[:frames] == [FRAME * k for k in range(frames)]   # nothing lost
+    assert len(records) == 2, [r.getMessage() for r in records]
+    assert all(r.levelno == logging.WARNING and not r.exc_info for r in records), records
+    assert "within 40 ms" in records[0].getMessage() and "ticks forwarded unprocessed" in records[1].getMessage()
 
 
 def test_an_enhancer_outage_that_ends_says_so_with_its_length(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A fresh user saw "forwarding the tick unprocessed until it answers again" and no line
     when it did: the end of an outage is one INFO line with its ticks and length."""
-    records = _stage_lines(tmp_path, caplog, lambda call: 50 <= call <= 60, seconds=3.0)
+    records, _ = _stage_lines(tmp_path, caplog, lambda call: 50 <= call <= 60, seconds=3.0)
     assert [r.levelno for r in records] == [logging.WARNING, logging.INFO], [r.getMessage() for r in records]
     assert re.search(r"answers again: 11 tick\(s\) forwarded unprocessed in 0\.2\d s", records[1].getMessage()), \
         records[1].getMessage()
@@ -396,7 +374,7 @@ def test_an_enhancer_outage_that_ends_says_so_with_its_length(tmp_path: Path, ca
 def test_a_flapping_enhancer_is_not_two_lines_per_flap(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """One missed tick a second for 25 s (25 outages): the failures and the recoveries are
     each logged at most once per STAGE_LOG_S (10 s), the counts in between summed up."""
-    records = _stage_lines(tmp_path, caplog, lambda call: call % 50 == 25, seconds=25.0)
+    records, _ = _stage_lines(tmp_path, caplog, lambda call: call % 50 == 25, seconds=25.0)
     failed = [r for r in records if r.levelno == logging.WARNING]
     answered = [r for r in records if r.levelno == logging.INFO]
     assert 2 <= len(failed) <= 3 and 2 <= len(answered) <= 3, [r.getMessage() for r in records]

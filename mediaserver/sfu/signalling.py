@@ -445,9 +445,9 @@ class SignallingSession:
             raise ClientError("bad-request", "'atten_lim_db' must be a number within 0..100")
         if not self.ctx.enhancement_available:
             raise ClientError("bad-request", "enhancement is off on this server (--no-enhance)")
-        handle = p.stream.handle if p.stream is not None else None
         if p.stream is None:
             raise ClientError("bad-request", "publish (offer) before setting enhancement")
+        handle = p.stream.handle
         if handle is None and not p.sends_audio:   # (ClockStream.ready: opened on the clock)
             raise ClientError("bad-request", "your audio is receive-only (offered recvonly): there is "
                                              "nothing to enhance until you offer it sendrecv")
