@@ -11,20 +11,13 @@ still counts two participants.
 
 from __future__ import annotations
 
-import json
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import METRICS_TOKEN, ServerProcess, client_summary, start_client, stop_client, wait_participants
-
-
-def _healthz(server: ServerProcess) -> dict:
-    request = urllib.request.Request(server.url + "healthz",
-                                     headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
-    with urllib.request.urlopen(request, timeout=5) as resp:
-        return json.loads(resp.read())
+from test_workers import healthz
 
 
 def _enhancer_streams(server: ServerProcess, state: dict) -> int:
@@ -53,7 +46,7 @@ def test_a_listener_opens_no_enhancer_stream(start_server, speech_wav, tmp_path,
                              log=tmp_path / "alice.log")
         seen: list[tuple[int, int]] = []   # (participants, enhancer streams) while alice talks
         while alice.poll() is None:
-            state = _healthz(server)
+            state = healthz(server)
             seen.append((state["participants"], _enhancer_streams(server, state)))
         summary = client_summary(alice, 120)
         heard = stop_client(console)
